@@ -1,0 +1,45 @@
+"""The `lepton` command."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from lepton_ai import __version__
+from lepton_ai.cli import models, runs
+from lepton_ai.cli.doctor import doctor
+from lepton_ai.cli.output import err_console
+from lepton_ai.cli.quickstart import quickstart
+from lepton_ai.errors import LeptonError
+
+app = typer.Typer(
+    name="lepton",
+    help="Lepton AI: train, compress, serve and scale models — cheaply.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(models.app, name="models")
+app.add_typer(runs.app, name="runs")
+app.command()(doctor)
+app.command()(quickstart)
+
+
+@app.command()
+def version() -> None:
+    """Print the version of lepton-ai."""
+    typer.echo(__version__)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; errors a user caused print one line and exit with code 2."""
+    try:
+        app(args=argv, prog_name="lepton")
+    except LeptonError as e:
+        err_console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""What this machine is: CPU model and features, cores, memory, GPUs. Used by
+`lepton doctor` and by every benchmark and report, so figures say where they came from."""
+
+from __future__ import annotations
+
+import os
+import platform
+from functools import lru_cache
+from typing import Any
+
+# Instruction-set features that decide which kernels (int8, bf16) are fast.
+_INTERESTING_FLAGS = (
+    "sse4_2", "fma", "f16c", "avx", "avx2", "avx512f", "avx512bw", "avx512_vnni",
+    "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8",  # x86
+    "asimd", "asimddp", "sve", "bf16", "i8mm",  # arm
+)
+
+
+def _cpuinfo() -> dict[str, str]:
+    info: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, sep, value = line.partition(":")
+                if sep and key.strip() not in info:
+                    info[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return info
+
+
+def _memory_bytes() -> int | None:
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def cpu_info() -> dict[str, Any]:
+    """Return the CPU model, its notable instruction-set flags and the usable core count."""
+    info = _cpuinfo()
+    flags = set((info.get("flags") or info.get("Features") or "").split())
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "model": info.get("model name") or platform.processor() or platform.machine(),
+        "arch": platform.machine(),
+        "flags": [f for f in _INTERESTING_FLAGS if f in flags],
+        "cores": usable,
+        "memory_bytes": _memory_bytes(),
+    }
+
+
+def gpu_info() -> list[dict[str, Any]]:
+    """Return one entry per visible CUDA GPU (name, memory, compute capability); [] without."""
+    try:
+        import torch
+    except ImportError:
+        return []
+    if not torch.cuda.is_available():
+        return []
+    gpus = []
+    for i in range(torch.cuda.device_count()):
+        p = torch.cuda.get_device_properties(i)
+        gpus.append({"index": i, "name": p.name, "memory_bytes": p.total_memory,
+                     "capability": f"{p.major}.{p.minor}"})
+    return gpus
+
+
+@lru_cache(maxsize=1)
+def machine_info() -> dict[str, Any]:
+    """Return a JSON-ready description of this machine for reports and benchmarks."""
+    try:
+        import torch
+        torch_version, threads = torch.__version__, torch.get_num_threads()
+    except ImportError:
+        torch_version, threads = None, None
+    return {
+        "hostname": platform.node(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "torch": torch_version,
+        "torch_threads": threads,
+        "cpu": cpu_info(),
+        "gpus": gpu_info(),
+    }
+
+
+def describe(info: dict[str, Any] | None = None) -> str:
+    """Return a one-line summary such as 'AMD EPYC (x86_64, 2 cores, avx2) · no GPU'."""
+    info = info or machine_info()
+    cpu = info["cpu"]
+    gpus = ", ".join(g["name"] for g in info["gpus"]) or "no GPU"
+    flags = " ".join(cpu["flags"]) or "no notable SIMD flags"
+    return f"{cpu['model']} ({cpu['arch']}, {cpu['cores']} cores, {flags}) · {gpus}"

@@ -1,0 +1,192 @@
+"""The artifact store: model files kept by content (sha256) under any fsspec URL.
+
+Layout: `objects/<sha[:2]>/<sha>/<name>`, where `name` is the file or directory that was
+stored. A directory's sha256 is that of its manifest (sorted `path<TAB>sha256` lines).
+Writes go to `tmp/` first and are renamed into place, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from lepton_ai import config
+from lepton_ai.errors import IntegrityError, InvalidInputError, NotFoundError
+
+_CHUNK = 1 << 20
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$")
+
+
+@dataclass(frozen=True)
+class StoredArtifact:
+    """Where an artifact landed (`key`, relative to the store root) and what it holds."""
+
+    key: str
+    sha256: str
+    size_bytes: int
+    format: str
+
+
+def infer_format(path: Path) -> str:
+    """Return the format of a model file or directory from its name and contents."""
+    if path.is_dir():
+        if (path / "config.json").exists():
+            return "huggingface"
+        if any(path.glob("*.onnx")):
+            return "onnx"
+        return "directory"
+    suffix = path.suffix.lower().lstrip(".")
+    return {"pt": "torch", "pth": "torch"}.get(suffix, suffix or "file")
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _manifest_digest(entries: list[tuple[str, str]]) -> str:
+    text = "".join(f"{rel}\t{digest}\n" for rel, digest in sorted(entries))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def sha256_of(path: str | Path) -> str:
+    """Return the sha256 of a file, or of a directory's manifest."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        return _manifest_digest([(p.relative_to(path).as_posix(), _sha256_file(p)) for p in files])
+    return _sha256_file(path)
+
+
+def check_key(key: str) -> str:
+    """Return `key` if it is a plain relative path inside the store; raise otherwise."""
+    parts = key.split("/")
+    if (not key or key.startswith("/") or "\\" in key or "\x00" in key
+            or any(p in ("", ".", "..") for p in parts)):
+        raise InvalidInputError(f"artifact path {key!r} would escape the artifact store")
+    return key
+
+
+class ArtifactStore:
+    """Content-addressed files under a local directory or any fsspec URL (s3://, memory://…)."""
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = url or config.artifacts_url()
+        self.fs, root = fsspec.core.url_to_fs(self.url)
+        self.root = root.rstrip("/") or "/"
+        self.local = isinstance(self.fs, LocalFileSystem)
+        self.fs.makedirs(self.root, exist_ok=True)
+
+    def path(self, key: str) -> str:
+        """Return the filesystem path of `key`, refusing keys that leave the store."""
+        full = posixpath.join(self.root, check_key(key))
+        if posixpath.commonpath([self.root, posixpath.normpath(full)]) != self.root:
+            raise InvalidInputError(f"artifact path {key!r} would escape the artifact store")
+        return full
+
+    def location(self, key: str) -> str:
+        """Return a URL (or local path) a person can use to find `key`."""
+        full = self.path(key)
+        return full if self.local else self.fs.unstrip_protocol(full)
+
+    def put(self, source: str | Path, fmt: str | None = None) -> StoredArtifact:
+        """Copy a local file or directory into the store (atomically) and return its entry."""
+        source = Path(source)
+        if not source.exists():
+            raise NotFoundError(f"no such file or directory: {source}")
+        name = source.resolve().name
+        if not _SAFE_NAME.match(name):
+            name = "artifact" + "".join(source.suffixes[-1:])
+        tmp_dir = self.path(f"tmp/{uuid.uuid4().hex}")
+        self.fs.makedirs(tmp_dir, exist_ok=True)
+        try:
+            if source.is_dir():
+                entries, size = [], 0
+                for f in sorted(p for p in source.rglob("*") if p.is_file()):
+                    rel = f.relative_to(source).as_posix()
+                    digest, n = self._copy_in(f, f"{tmp_dir}/{name}/{rel}")
+                    entries.append((rel, digest))
+                    size += n
+                sha = _manifest_digest(entries)
+            else:
+                sha, size = self._copy_in(source, f"{tmp_dir}/{name}")
+            key = f"objects/{sha[:2]}/{sha}/{name}"
+            self._publish(tmp_dir, posixpath.dirname(self.path(key)))
+        finally:
+            if self.fs.exists(tmp_dir):
+                self.fs.rm(tmp_dir, recursive=True)
+        return StoredArtifact(key=key, sha256=sha, size_bytes=size, format=fmt or infer_format(source))
+
+    def _copy_in(self, src: Path, dest: str) -> tuple[str, int]:
+        """Copy one file while hashing what is written; return (sha256, bytes)."""
+        self.fs.makedirs(posixpath.dirname(dest), exist_ok=True)
+        h, n = hashlib.sha256(), 0
+        with open(src, "rb") as fin, self.fs.open(dest, "wb") as fout:
+            while chunk := fin.read(_CHUNK):
+                h.update(chunk)
+                fout.write(chunk)
+                n += len(chunk)
+        return h.hexdigest(), n
+
+    def _publish(self, tmp_dir: str, final_dir: str) -> None:
+        """Rename a finished temp directory to its final name; identical content may win first."""
+        if self.fs.exists(final_dir):
+            return  # same sha256, same bytes: already stored
+        self.fs.makedirs(posixpath.dirname(final_dir), exist_ok=True)
+        if self.local:
+            try:
+                os.rename(tmp_dir, final_dir)  # atomic; fails if a concurrent writer won
+            except OSError:
+                if not os.path.isdir(final_dir):
+                    raise
+        else:
+            self.fs.mv(tmp_dir, final_dir, recursive=True)
+
+    def exists(self, key: str) -> bool:
+        """Return whether `key` is in the store."""
+        return self.fs.exists(self.path(key))
+
+    def fetch(self, key: str, sha256: str) -> Path:
+        """Return a local path to the artifact after checking its sha256 against `sha256`."""
+        full = self.path(key)
+        if not self.fs.exists(full):
+            raise NotFoundError(f"artifact missing from the store: {self.location(key)}")
+        if self.local:
+            local = Path(full)
+        else:  # remote stores are copied to a local cache, then checked like local files
+            local = config.home() / "cache" / "artifacts" / key
+            if not local.exists():
+                part = local.with_name(f".{local.name}.{uuid.uuid4().hex}.part")
+                part.parent.mkdir(parents=True, exist_ok=True)
+                self.fs.get(full, str(part), recursive=self.fs.isdir(full))
+                os.replace(part, local)
+        actual = sha256_of(local)
+        if actual != sha256:
+            raise IntegrityError(
+                f"artifact {self.location(key)} is corrupted: expected sha256 {sha256}, found {actual}")
+        return local
+
+    def delete(self, key: str) -> None:
+        """Remove the artifact `key` (its whole content directory)."""
+        folder = posixpath.dirname(self.path(key))
+        if self.fs.exists(folder):
+            self.fs.rm(folder, recursive=True)
+        if self.local:
+            try:
+                os.rmdir(posixpath.dirname(folder))  # the sha256 prefix folder, once empty
+            except OSError:
+                pass
+        if not self.local:
+            shutil.rmtree(config.home() / "cache" / "artifacts" / posixpath.dirname(key), ignore_errors=True)

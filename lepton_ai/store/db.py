@@ -1,0 +1,154 @@
+"""Engines for the metadata store: SQLite by default, PostgreSQL by URL; schema kept at
+the newest migration; transactions retried when another writer holds the lock."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from lepton_ai.errors import InvalidInputError
+
+T = TypeVar("T")
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+_PG_MIGRATION_LOCK = 0x1E7704  # advisory lock id: one migrator at a time on a shared server
+_engines: dict[str, Engine] = {}
+_lock = threading.Lock()
+
+
+def normalize_url(url: str) -> str:
+    """Return `url` with PostgreSQL mapped to the psycopg 3 driver we ship."""
+    try:
+        u = make_url(url)
+    except ArgumentError as e:
+        raise InvalidInputError(f"LEPTON_DB_URL is not a database URL: {url!r}") from e
+    if u.drivername in ("postgresql", "postgres"):
+        u = u.set(drivername="postgresql+psycopg")
+    return u.render_as_string(hide_password=False)
+
+
+def safe_url(url: str) -> str:
+    """Return `url` with any password masked, for printing."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _sqlite_engine(url: str) -> Engine:
+    path = make_url(url).database
+    if path and path != ":memory:":
+        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 60})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves, below
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA busy_timeout = 60000")
+        cur.execute("PRAGMA journal_mode = WAL")  # readers never block the writer
+        cur.execute("PRAGMA synchronous = NORMAL")
+        cur.execute("PRAGMA foreign_keys = ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):  # type: ignore[no-untyped-def]
+        # Take the write lock up front: a deferred transaction that reads then writes
+        # fails with SQLITE_BUSY instead of waiting when another process wrote meanwhile.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def engine_for(url: str) -> Engine:
+    """Return the (cached) engine for `url`, its schema upgraded to the newest migration."""
+    url = normalize_url(url)
+    with _lock:
+        if url not in _engines:
+            is_sqlite = make_url(url).get_backend_name() == "sqlite"
+            engine = _sqlite_engine(url) if is_sqlite else create_engine(url, pool_pre_ping=True)
+            upgrade(engine)
+            _engines[url] = engine
+        return _engines[url]
+
+
+def dispose_all() -> None:
+    """Close every cached engine (tests and forked workers call this)."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+
+
+def _alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    return cfg
+
+
+def head_revision() -> str:
+    """Return the newest migration's revision id."""
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head() or ""
+
+
+def current_revision(engine: Engine) -> str | None:
+    """Return the revision the database is at, None for an empty database."""
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Migrate the schema to `revision`, one process at a time; a no-op when already there."""
+    if revision == "head" and current_revision(engine) == head_revision():
+        return
+
+    def migrate(session: Session) -> None:
+        conn = session.connection()
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
+        cfg = _alembic_config()
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+    transact(engine, migrate)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Migrate the schema back to `revision` ("base" drops everything)."""
+
+    def migrate(session: Session) -> None:
+        cfg = _alembic_config()
+        cfg.attributes["connection"] = session.connection()
+        command.downgrade(cfg, revision)
+
+    transact(engine, migrate)
+
+
+def _retryable(exc: DBAPIError) -> bool:
+    if isinstance(exc, IntegrityError):  # two writers created the same row: the retry sees it
+        return True
+    text = str(exc.orig).lower()
+    return any(s in text for s in ("locked", "busy", "deadlock", "could not serialize"))
+
+
+def transact(engine: Engine, fn: Callable[[Session], T], attempts: int = 10) -> T:
+    """Run `fn(session)` in one transaction and return its result, retrying lock conflicts."""
+    for attempt in range(attempts):
+        try:
+            with Session(engine, expire_on_commit=False) as session, session.begin():
+                return fn(session)
+        except (OperationalError, IntegrityError) as exc:
+            if attempt == attempts - 1 or not _retryable(exc):
+                raise
+            time.sleep(min(2.0, 0.02 * 2**attempt) * (0.5 + random.random()))
+    raise AssertionError("unreachable")

@@ -1,0 +1,40 @@
+"""Model references: `NAME` (the latest version) or `NAME:VERSION`."""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+from lepton_ai.errors import InvalidInputError
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class Ref(NamedTuple):
+    """A parsed model reference; `version` is None for the latest."""
+
+    name: str
+    version: int | None
+
+    def __str__(self) -> str:
+        return self.name if self.version is None else f"{self.name}:{self.version}"
+
+
+def check_name(name: str) -> str:
+    """Return `name` if it is a valid model name; raise InvalidInputError otherwise."""
+    if not NAME_RE.match(name or ""):
+        raise InvalidInputError(
+            f"invalid model name {name!r}: use letters, digits, '.', '_' or '-' "
+            "(at most 128, starting with a letter or digit)")
+    return name
+
+
+def parse_ref(ref: str) -> Ref:
+    """Parse `NAME`, `NAME:latest` or `NAME:VERSION` into a Ref."""
+    name, sep, version = (ref or "").partition(":")
+    check_name(name)
+    if not sep or version == "latest":
+        return Ref(name, None)
+    if not version.isdigit() or int(version) < 1:
+        raise InvalidInputError(f"invalid version in {ref!r}: expected NAME or NAME:VERSION with VERSION ≥ 1")
+    return Ref(name, int(version))

@@ -1,0 +1,321 @@
+"""The registry: models, their versions and the runs that made them, over one metadata
+database and one artifact store. The same API whatever the backends are."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from lepton_ai import config
+from lepton_ai.errors import InvalidInputError, NotFoundError
+from lepton_ai.store import db
+from lepton_ai.store.artifacts import ArtifactStore
+from lepton_ai.store.refs import Ref, check_name, parse_ref
+from lepton_ai.store.schema import Model, ModelVersion, Run, RunMetric, utcnow
+
+RUN_STATES = ("running", "completed", "failed", "cancelled")
+
+
+def _iso(t: datetime | None) -> str | None:
+    return None if t is None else t.isoformat(timespec="seconds") + "Z"
+
+
+def check_json(value: Any, what: str) -> Any:
+    """Return `value` if it is finite, JSON-serialisable data; raise naming `what` otherwise."""
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as e:
+        raise InvalidInputError(f"{what} must be JSON data without NaN or infinity: {e}") from e
+
+
+def parse_metrics(text: str | None) -> dict[str, Any]:
+    """Parse a `--metrics` JSON object (e.g. '{"accuracy": 0.98}'); raise on anything else."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InvalidInputError(f"--metrics is not valid JSON ({e.msg} at column {e.colno}): {text!r}") from e
+    if not isinstance(value, dict):
+        raise InvalidInputError(f"--metrics must be a JSON object such as '{{\"accuracy\": 0.98}}', got {text!r}")
+    return check_json(value, "--metrics")
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One registered version of a model."""
+
+    name: str
+    version: int
+    uri: str
+    key: str
+    format: str
+    size_bytes: int
+    sha256: str
+    metrics: dict[str, Any]
+    parent: str | None
+    recipe: dict[str, Any] | None
+    run_id: int | None
+    created_at: str | None
+    description: str = ""
+    tags: list[str] = field(default_factory=list)
+
+    @property
+    def ref(self) -> str:
+        """Return the `NAME:VERSION` reference of this version."""
+        return f"{self.name}:{self.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict (what `lepton models show --json` prints)."""
+        return {"ref": self.ref, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model name with its description, tags and how many versions it has."""
+
+    name: str
+    description: str
+    tags: list[str]
+    latest_version: int | None
+    num_versions: int
+    created_at: str | None
+    updated_at: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A run (training, optimisation…) with its parameters and metrics over steps."""
+
+    id: int
+    kind: str
+    name: str
+    params: dict[str, Any]
+    status: str
+    metrics: dict[str, float]  # the last value of each metric
+    history: dict[str, list[tuple[int, float]]]  # every (step, value) of each metric
+    logs_uri: str | None
+    created_at: str | None
+    ended_at: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        return asdict(self)
+
+
+class Registry:
+    """Models, versions and runs in a database, their files in an artifact store."""
+
+    def __init__(self, db_url: str | None = None, artifacts_url: str | None = None) -> None:
+        self.db_url = db.normalize_url(db_url or config.db_url())
+        self.engine = db.engine_for(self.db_url)
+        self.artifacts = ArtifactStore(artifacts_url or config.artifacts_url())
+
+    def _tx(self, fn):  # type: ignore[no-untyped-def]
+        return db.transact(self.engine, fn)
+
+    # -- models and versions ---------------------------------------------------------
+
+    def register(self, name: str, path: str | Path, *, metrics: dict[str, Any] | None = None,
+                 format: str | None = None, description: str | None = None,
+                 tags: list[str] | None = None, parent: str | None = None,
+                 recipe: dict[str, Any] | None = None, run_id: int | None = None) -> VersionInfo:
+        """Store the file or directory at `path` as the next version of `name` and return it."""
+        check_name(name)
+        metrics = check_json(metrics or {}, "metrics")
+        if not isinstance(metrics, dict):
+            raise InvalidInputError("metrics must be a JSON object (a dict)")
+        recipe = check_json(recipe, "recipe") if recipe is not None else None
+        if not Path(path).exists():
+            raise NotFoundError(f"no such file or directory: {path}")
+        if parent is not None:
+            self.get(parent)  # fail before copying anything
+        if run_id is not None:
+            self.get_run(run_id)
+        stored = self.artifacts.put(path, fmt=format)
+
+        def insert(s: Session) -> VersionInfo:
+            model = s.scalars(select(Model).where(Model.name == name).with_for_update()).first()
+            if model is None:
+                model = Model(name=name, description=description or "", tags=list(tags or []))
+                s.add(model)
+                s.flush()  # a concurrent creator makes this raise; transact() retries
+            else:
+                if description is not None:
+                    model.description = description
+                if tags:
+                    model.tags = sorted(set(model.tags) | set(tags))
+            parent_row = self._version_row(s, parse_ref(parent)) if parent else None
+            model.last_version += 1
+            row = ModelVersion(model=model, version=model.last_version, uri=stored.key,
+                               format=stored.format, size_bytes=stored.size_bytes,
+                               sha256=stored.sha256, metrics=metrics, parent=parent_row,
+                               recipe=recipe, run_id=run_id)
+            s.add(row)
+            s.flush()
+            return self._info(row)
+
+        info = self._tx(insert)
+        if not self.artifacts.exists(stored.key):  # a concurrent `rm` of the same content won
+            self.artifacts.put(path, fmt=format)
+        return info
+
+    def get(self, ref: str) -> VersionInfo:
+        """Return the version `ref` names (`NAME` for the latest, or `NAME:VERSION`)."""
+        parsed = parse_ref(ref)
+        return self._tx(lambda s: self._info(self._version_row(s, parsed)))
+
+    def fetch(self, ref: str) -> Path:
+        """Return a local path to the artifact of `ref`, its sha256 verified."""
+        info = self.get(ref)
+        return self.artifacts.fetch(info.key, info.sha256)
+
+    def list_models(self) -> list[ModelInfo]:
+        """Return every model, by name."""
+
+        def query(s: Session) -> list[ModelInfo]:
+            counts = (select(ModelVersion.model_id, func.count().label("n"), func.max(ModelVersion.version).label("latest"))
+                      .group_by(ModelVersion.model_id).subquery())
+            rows = s.execute(select(Model, counts.c.n, counts.c.latest)
+                             .outerjoin(counts, counts.c.model_id == Model.id).order_by(Model.name))
+            return [ModelInfo(m.name, m.description, list(m.tags), latest, n or 0,
+                              _iso(m.created_at), _iso(m.updated_at)) for m, n, latest in rows]
+
+        return self._tx(query)
+
+    def list_versions(self, name: str) -> list[VersionInfo]:
+        """Return every version of model `name`, oldest first."""
+        check_name(name)
+
+        def query(s: Session) -> list[VersionInfo]:
+            model = self._model_row(s, name)
+            return [self._info(v) for v in model.versions]
+
+        return self._tx(query)
+
+    def remove(self, ref: str) -> list[VersionInfo]:
+        """Delete the version `ref` names, or with a bare NAME the whole model; return what went."""
+        parsed = parse_ref(ref)
+
+        def delete(s: Session) -> list[VersionInfo]:
+            if parsed.version is None:
+                model = self._model_row(s, parsed.name)
+                gone = [self._info(v) for v in model.versions]
+                s.delete(model)
+            else:
+                row = self._version_row(s, parsed)
+                gone = [self._info(row)]
+                s.delete(row)
+            return gone
+
+        gone = self._tx(delete)
+        for key in {v.key for v in gone}:  # content is shared: delete only what nobody uses
+            if not self._tx(lambda s: s.scalar(select(func.count()).where(ModelVersion.uri == key))):
+                self.artifacts.delete(key)
+        return gone
+
+    def _model_row(self, s: Session, name: str) -> Model:
+        model = s.scalars(select(Model).where(Model.name == name)).first()
+        if model is None:
+            raise NotFoundError(f"unknown model {name!r}: `lepton models list` shows the registered ones")
+        return model
+
+    def _version_row(self, s: Session, ref: Ref) -> ModelVersion:
+        model = self._model_row(s, ref.name)
+        q = select(ModelVersion).where(ModelVersion.model_id == model.id)
+        q = q.order_by(ModelVersion.version.desc()) if ref.version is None else q.where(ModelVersion.version == ref.version)
+        row = s.scalars(q.limit(1)).first()
+        if row is None:
+            raise NotFoundError(f"model {ref.name!r} has no version {ref.version}" if ref.version
+                                else f"model {ref.name!r} has no versions")
+        return row
+
+    def _info(self, v: ModelVersion) -> VersionInfo:
+        parent = f"{v.parent.model.name}:{v.parent.version}" if v.parent is not None else None
+        return VersionInfo(name=v.model.name, version=v.version, uri=self.artifacts.location(v.uri),
+                           key=v.uri, format=v.format, size_bytes=v.size_bytes, sha256=v.sha256,
+                           metrics=dict(v.metrics or {}), parent=parent, recipe=v.recipe, run_id=v.run_id,
+                           created_at=_iso(v.created_at), description=v.model.description,
+                           tags=list(v.model.tags or []))
+
+    # -- runs ----------------------------------------------------------------------------
+
+    def start_run(self, kind: str, params: dict[str, Any] | None = None, name: str = "") -> RunInfo:
+        """Record a new running run of `kind` (train, optimize…) and return it."""
+        params = check_json(params or {}, "run params")
+
+        def insert(s: Session) -> int:
+            run = Run(kind=kind, name=name, params=params, status="running")
+            s.add(run)
+            s.flush()
+            return run.id
+
+        return self.get_run(self._tx(insert))
+
+    def log_metrics(self, run_id: int, metrics: dict[str, float], step: int = 0) -> None:
+        """Append one value per metric at `step` to run `run_id`."""
+        bad = [k for k, v in metrics.items() if not isinstance(v, (int, float)) or not math.isfinite(v)]
+        if bad:
+            raise InvalidInputError(f"metrics must be finite numbers; not so for: {', '.join(bad)}")
+
+        def insert(s: Session) -> None:
+            self._run_row(s, run_id)
+            s.add_all(RunMetric(run_id=run_id, key=k, step=step, value=float(v)) for k, v in metrics.items())
+
+        self._tx(insert)
+
+    def end_run(self, run_id: int, status: str = "completed", logs_uri: str | None = None) -> RunInfo:
+        """Mark run `run_id` as ended with `status` and return it."""
+        if status not in RUN_STATES[1:]:
+            raise InvalidInputError(f"a run ends as one of {', '.join(RUN_STATES[1:])}, not {status!r}")
+
+        def update(s: Session) -> None:
+            run = self._run_row(s, run_id)
+            run.status, run.ended_at = status, utcnow()
+            if logs_uri is not None:
+                run.logs_uri = logs_uri
+
+        self._tx(update)
+        return self.get_run(run_id)
+
+    def get_run(self, run_id: int) -> RunInfo:
+        """Return run `run_id` with its metrics."""
+        return self._tx(lambda s: self._run_info(s, self._run_row(s, run_id)))
+
+    def list_runs(self, kind: str | None = None, limit: int = 50) -> list[RunInfo]:
+        """Return the newest runs first, optionally only those of `kind`."""
+
+        def query(s: Session) -> list[RunInfo]:
+            q = select(Run).order_by(Run.id.desc()).limit(limit)
+            if kind:
+                q = q.where(Run.kind == kind)
+            return [self._run_info(s, r) for r in s.scalars(q)]
+
+        return self._tx(query)
+
+    def _run_row(self, s: Session, run_id: int) -> Run:
+        run = s.get(Run, run_id)
+        if run is None:
+            raise NotFoundError(f"unknown run {run_id}: `lepton runs list` shows the recorded ones")
+        return run
+
+    def _run_info(self, s: Session, run: Run) -> RunInfo:
+        history: dict[str, list[tuple[int, float]]] = {}
+        q = select(RunMetric).where(RunMetric.run_id == run.id).order_by(RunMetric.step, RunMetric.id)
+        for m in s.scalars(q):
+            history.setdefault(m.key, []).append((m.step, m.value))
+        return RunInfo(id=run.id, kind=run.kind, name=run.name, params=dict(run.params or {}),
+                       status=run.status, metrics={k: v[-1][1] for k, v in history.items()},
+                       history=history, logs_uri=run.logs_uri, created_at=_iso(run.created_at),
+                       ended_at=_iso(run.ended_at))

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from lepton_ai.errors import IntegrityError, InvalidInputError, NotFoundError
+from lepton_ai.store.artifacts import ArtifactStore, check_key, infer_format, sha256_of
+
+
+@pytest.fixture(params=["local", "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> ArtifactStore:
+    if request.param == "local":
+        return ArtifactStore(str(tmp_path / "store"))
+    return ArtifactStore(f"memory://lepton-test-{os.urandom(4).hex()}")
+
+
+def test_put_fetch_round_trip_is_content_addressed(store: ArtifactStore, tmp_path: Path) -> None:
+    src = tmp_path / "w.safetensors"
+    src.write_bytes(os.urandom(3000))
+    a = store.put(src)
+    assert a.sha256 == sha256_of(src) and a.size_bytes == 3000 and a.format == "safetensors"
+    assert a.key == f"objects/{a.sha256[:2]}/{a.sha256}/w.safetensors"
+    assert store.fetch(a.key, a.sha256).read_bytes() == src.read_bytes()
+    assert store.put(src).key == a.key  # same bytes, same object
+    assert not store.fs.exists(store.path("tmp")) or store.fs.ls(store.path("tmp")) == []
+
+
+def test_directories_are_stored_whole_with_a_manifest_hash(store: ArtifactStore, tmp_path: Path) -> None:
+    d = tmp_path / "hf-model"
+    (d / "sub").mkdir(parents=True)
+    (d / "config.json").write_text("{}")
+    (d / "sub" / "w.bin").write_bytes(b"\x00" * 10)
+    a = store.put(d)
+    assert a.format == "huggingface" and a.size_bytes == 12 and a.sha256 == sha256_of(d)
+    out = store.fetch(a.key, a.sha256)
+    assert (out / "sub" / "w.bin").read_bytes() == b"\x00" * 10
+    (d / "config.json").write_text('{"x": 1}')
+    assert sha256_of(d) != a.sha256
+
+
+def test_one_changed_byte_is_refused_naming_file_and_both_hashes(tmp_path: Path) -> None:
+    store = ArtifactStore(str(tmp_path / "store"))
+    src = tmp_path / "m.onnx"
+    src.write_bytes(b"0123456789" * 100)
+    a = store.put(src)
+    stored = Path(store.path(a.key))
+    data = bytearray(stored.read_bytes())
+    data[500] ^= 0x01
+    stored.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError) as e:
+        store.fetch(a.key, a.sha256)
+    msg = str(e.value)
+    assert str(stored) in msg and a.sha256 in msg and sha256_of(stored) in msg
+
+
+def test_missing_source_writes_nothing(store: ArtifactStore, tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError, match="no such file"):
+        store.put(tmp_path / "absent.bin")
+    assert not store.fs.exists(store.path("objects"))
+
+
+@pytest.mark.parametrize("key", ["../x", "/etc/passwd", "objects/../../etc", "a\\b", "", "a//b", "./a"])
+def test_keys_that_escape_the_store_are_rejected(key: str, tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="escape"):
+        check_key(key)
+    with pytest.raises(InvalidInputError):
+        ArtifactStore(str(tmp_path)).fetch(key, "0" * 64)
+
+
+def test_missing_object_is_a_clear_error(tmp_path: Path) -> None:
+    store = ArtifactStore(str(tmp_path))
+    with pytest.raises(NotFoundError, match="missing from the store"):
+        store.fetch("objects/ab/abc/x.bin", "0" * 64)
+
+
+def test_unsafe_file_names_are_replaced(tmp_path: Path) -> None:
+    src = tmp_path / "-weird name;rm.pt"
+    src.write_bytes(b"x")
+    key = ArtifactStore(str(tmp_path / "s")).put(src).key
+    assert key.endswith("/artifact.pt")
+
+
+def test_infer_format(tmp_path: Path) -> None:
+    (tmp_path / "a.pt").write_bytes(b"")
+    (tmp_path / "d").mkdir()
+    assert infer_format(tmp_path / "a.pt") == "torch"
+    assert infer_format(tmp_path / "d") == "directory"

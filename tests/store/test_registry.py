@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from lepton_ai.errors import InvalidInputError, NotFoundError
+from lepton_ai.store import Registry
+
+
+@pytest.fixture
+def registry(db_url: str, lepton_home: Path) -> Registry:
+    return Registry(db_url=db_url, artifacts_url=str(lepton_home / "artifacts"))
+
+
+def _file(tmp_path: Path, name: str = "m.safetensors", size: int = 256) -> Path:
+    p = tmp_path / name
+    p.write_bytes(os.urandom(size))
+    return p
+
+
+def test_versions_increment_and_refs_resolve(registry: Registry, tmp_path: Path) -> None:
+    a = registry.register("digits", _file(tmp_path, "a.safetensors"), metrics={"accuracy": 0.97},
+                          description="digits classifier", tags=["vision"])
+    b = registry.register("digits", _file(tmp_path, "b.onnx"), parent="digits:1",
+                          recipe={"quantize": "int8"})
+    assert (a.version, b.version) == (1, 2)
+    assert registry.get("digits") == b == registry.get("digits:latest")
+    assert registry.get("digits:1") == a
+    assert a.metrics == {"accuracy": 0.97} and a.format == "safetensors" and a.size_bytes == 256
+    assert b.parent == "digits:1" and b.recipe == {"quantize": "int8"} and b.format == "onnx"
+    assert b.description == "digits classifier" and b.tags == ["vision"]
+    assert registry.fetch("digits:1").read_bytes() == (tmp_path / "a.safetensors").read_bytes()
+    [m] = registry.list_models()
+    assert (m.name, m.latest_version, m.num_versions) == ("digits", 2, 2)
+    assert [v.version for v in registry.list_versions("digits")] == [1, 2]
+
+
+def test_unknown_things_are_clear_errors_and_write_nothing(registry: Registry, tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError, match="unknown model 'nope'"):
+        registry.get("nope")
+    registry.register("m", _file(tmp_path))
+    with pytest.raises(NotFoundError, match="no version 7"):
+        registry.get("m:7")
+    with pytest.raises(NotFoundError, match="unknown model 'ghost'"):
+        registry.register("m2", _file(tmp_path, "x.bin"), parent="ghost:1")
+    with pytest.raises(InvalidInputError, match="NaN"):
+        registry.register("m2", _file(tmp_path, "y.bin"), metrics={"loss": math.nan})
+    with pytest.raises(InvalidInputError, match="invalid model name"):
+        registry.register("../evil", _file(tmp_path, "z.bin"))
+    assert [m.name for m in registry.list_models()] == ["m"]
+    objects = registry.artifacts.fs.find(registry.artifacts.path("objects"))
+    assert len(objects) == 1
+
+
+def test_removed_versions_keep_numbers_and_shared_content(registry: Registry, tmp_path: Path) -> None:
+    f = _file(tmp_path)
+    v1 = registry.register("m", f)
+    registry.register("m", f)  # same bytes: one object, two versions
+    registry.register("m", _file(tmp_path, "other.bin"))
+    assert [v.ref for v in registry.remove("m:3")] == ["m:3"]
+    assert registry.register("m", _file(tmp_path, "n.bin")).version == 4  # 3 is never reused
+    registry.remove("m:1")
+    assert registry.artifacts.exists(v1.key)  # still used by m:2
+    registry.remove("m:2")
+    assert not registry.artifacts.exists(v1.key)
+    gone = registry.remove("m")
+    assert [v.ref for v in gone] == ["m:4"]
+    assert registry.list_models() == []
+    assert registry.artifacts.fs.find(registry.artifacts.path("objects")) == []
+
+
+def test_parent_link_is_cleared_when_the_parent_goes(registry: Registry, tmp_path: Path) -> None:
+    registry.register("base", _file(tmp_path))
+    registry.register("small", _file(tmp_path, "s.onnx"), parent="base")
+    registry.remove("base")
+    assert registry.get("small").parent is None
+
+
+def test_runs_record_metrics_over_steps(registry: Registry, tmp_path: Path) -> None:
+    run = registry.start_run("train", {"lr": 0.001, "epochs": 2}, name="digits")
+    assert run.status == "running" and run.params == {"lr": 0.001, "epochs": 2}
+    for step, (loss, acc) in enumerate([(1.0, 0.5), (0.4, 0.9)]):
+        registry.log_metrics(run.id, {"loss": loss, "accuracy": acc}, step=step)
+    done = registry.end_run(run.id, "completed", logs_uri="runs/1/log.txt")
+    assert done.status == "completed" and done.ended_at is not None and done.logs_uri == "runs/1/log.txt"
+    assert done.metrics == {"loss": 0.4, "accuracy": 0.9}
+    assert done.history["loss"] == [(0, 1.0), (1, 0.4)]
+    v = registry.register("digits", _file(tmp_path), run_id=run.id)
+    assert v.run_id == run.id
+    registry.start_run("optimize")
+    assert [r.kind for r in registry.list_runs()] == ["optimize", "train"]
+    assert [r.id for r in registry.list_runs(kind="train")] == [run.id]
+    with pytest.raises(InvalidInputError, match="finite"):
+        registry.log_metrics(run.id, {"loss": math.inf})
+    with pytest.raises(InvalidInputError, match="a run ends as"):
+        registry.end_run(run.id, "exploded")
+    with pytest.raises(NotFoundError, match="unknown run 999"):
+        registry.get_run(999)
+
+
+def test_concurrent_registration_in_threads(registry: Registry, tmp_path: Path) -> None:
+    files = [_file(tmp_path, f"f{i}.bin", 64) for i in range(16)]
+    with ThreadPoolExecutor(8) as pool:
+        versions = list(pool.map(lambda f: registry.register("race", f).version, files))
+    assert sorted(versions) == list(range(1, 17))
+    assert [v.version for v in registry.list_versions("race")] == list(range(1, 17))
+
+
+def test_postgres_urls_map_to_psycopg3() -> None:
+    from lepton_ai.store.db import normalize_url, safe_url
+
+    assert normalize_url("postgresql://u:pw@h/db").startswith("postgresql+psycopg://u:pw@h")
+    assert "pw" not in safe_url("postgresql+psycopg://u:pw@h/db")
+    with pytest.raises(InvalidInputError, match="not a database URL"):
+        normalize_url("not a url")
