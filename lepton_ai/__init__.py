@@ -9,4 +9,14 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+local"
 
-__all__ = ["LeptonError", "__version__"]
+
+
+def __getattr__(name: str):  # keep `import lepton_ai` light: torch loads only when a model is asked for
+    if name == "LeptonModel":
+        from lepton_ai.models import LeptonModel
+
+        return LeptonModel
+    raise AttributeError(f"module 'lepton_ai' has no attribute {name!r}")
+
+
+__all__ = ["LeptonError", "LeptonModel", "__version__"]

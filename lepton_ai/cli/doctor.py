@@ -55,7 +55,7 @@ def doctor(json: Annotated[bool, typer.Option("--json", help="Print one JSON doc
         ("cpu", f"{cpu['model']} · {cpu['arch']} · {cpu['cores']} cores · {human_bytes(cpu['memory_bytes'])} RAM"),
         ("cpu flags", " ".join(cpu["flags"]) or "none of note"),
         ("gpu", gpus or "none (CPU only)"),
-        ("extras", " ".join(f"[green]{k}[/]" if ok else f"[dim]{k}[/]" for k, ok in report["extras"].items())),
+        ("extras", " ".join(f"[green]✓{k}[/]" if ok else f"[dim]✗{k}[/]" for k, ok in report["extras"].items())),
         ("registry", reg["db_url"] + (f" · schema {reg['schema']} · {reg['models']} models" if reg["ok"]
                                       else f" · [red]{reg['error']}[/]")),
         ("artifacts", reg["artifacts"]),

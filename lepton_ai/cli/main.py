@@ -11,6 +11,7 @@ from lepton_ai.cli import models, runs
 from lepton_ai.cli.doctor import doctor
 from lepton_ai.cli.output import err_console
 from lepton_ai.cli.quickstart import quickstart
+from lepton_ai.cli.train import train
 from lepton_ai.errors import LeptonError
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ app.add_typer(models.app, name="models")
 app.add_typer(runs.app, name="runs")
 app.command()(doctor)
 app.command()(quickstart)
+app.command()(train)
 
 
 @app.command()

@@ -1,0 +1,168 @@
+"""Labelled data sets: scikit-learn's bundled sets, CSV/JSONL files and image folders,
+split the same way every time (stratified, seeded)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from lepton_ai.errors import InvalidInputError, NotFoundError
+
+Split = Literal["train", "val", "test", "all"]
+BUILTIN = ("digits", "breast_cancer", "wine", "iris")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+
+
+@dataclass
+class LabeledData(torch.utils.data.Dataset):
+    """Examples with integer labels. `features` is a float tensor (tabular rows or images,
+    N×C×H×W), or `texts` a list of strings; `classes` names each label id."""
+
+    kind: Literal["tabular", "image", "text"]
+    labels: torch.Tensor
+    classes: list[str]
+    features: torch.Tensor | None = None
+    texts: list[str] | None = None
+    name: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        x = self.texts[i] if self.texts is not None else self.features[i]  # type: ignore[index]
+        return x, int(self.labels[i])
+
+    @property
+    def num_classes(self) -> int:
+        """Return the number of classes."""
+        return len(self.classes)
+
+    @property
+    def input_size(self) -> tuple[int, ...]:
+        """Return the shape of one example: (features,), (C, H, W), or () for text."""
+        return () if self.features is None else tuple(self.features.shape[1:])
+
+    def subset(self, index: np.ndarray | list[int], suffix: str = "") -> LabeledData:
+        """Return the examples at `index` as a new data set."""
+        idx = torch.as_tensor(np.asarray(index), dtype=torch.long)
+        return LabeledData(kind=self.kind, labels=self.labels[idx], classes=self.classes,
+                           features=None if self.features is None else self.features[idx],
+                           texts=None if self.texts is None else [self.texts[i] for i in idx.tolist()],
+                           name=self.name + suffix, meta=dict(self.meta))
+
+
+def split_indices(labels: np.ndarray, seed: int = 0, val: float = 0.1, test: float = 0.2) -> dict[str, np.ndarray]:
+    """Return stratified train/val/test index arrays, the same for the same labels and seed."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(labels))
+    counts = np.bincount(labels)
+    stratify = labels if counts[counts > 0].min() >= 3 else None
+    rest, test_idx = train_test_split(idx, test_size=test, random_state=seed, stratify=stratify)
+    rest_labels = labels[rest] if stratify is not None else None
+    train_idx, val_idx = train_test_split(rest, test_size=val / (1 - test), random_state=seed, stratify=rest_labels)
+    return {"train": np.sort(train_idx), "val": np.sort(val_idx), "test": np.sort(test_idx)}
+
+
+def _encode_labels(raw: list[Any]) -> tuple[torch.Tensor, list[str]]:
+    names = sorted({str(v) for v in raw}, key=lambda s: (not s.lstrip("-").isdigit(), int(s) if s.lstrip("-").isdigit() else 0, s))
+    index = {n: i for i, n in enumerate(names)}
+    return torch.tensor([index[str(v)] for v in raw], dtype=torch.long), names
+
+
+def _builtin(name: str) -> LabeledData:
+    from sklearn import datasets
+
+    bunch = getattr(datasets, f"load_{name}")()
+    classes = [str(c) for c in getattr(bunch, "target_names", range(int(bunch.target.max()) + 1))]
+    labels = torch.as_tensor(bunch.target, dtype=torch.long)
+    if name == "digits":  # 8×8 grey images with values 0..16
+        return LabeledData("image", labels, classes, features=torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1),
+                           name=name)
+    return LabeledData("tabular", labels, classes, features=torch.tensor(bunch.data, dtype=torch.float32), name=name,
+                       meta={"feature_names": [str(f) for f in bunch.feature_names]})
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        rows = []
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as e:
+                        raise InvalidInputError(f"{path}:{n} is not valid JSON: {e.msg}") from e
+        return rows
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _table(path: Path, label: str, text: str | None) -> LabeledData:
+    rows = _rows(path)
+    if not rows:
+        raise InvalidInputError(f"{path} holds no rows")
+    columns = list(rows[0])
+    if label not in columns:
+        raise InvalidInputError(f"{path} has no label column {label!r} (columns: {', '.join(columns)}); "
+                                "name it with --label")
+    labels, classes = _encode_labels([r.get(label) for r in rows])
+    text_col = text if text else ("text" if "text" in columns else None)
+    if text_col:
+        if text_col not in columns:
+            raise InvalidInputError(f"{path} has no text column {text_col!r} (columns: {', '.join(columns)})")
+        return LabeledData("text", labels, classes, texts=[str(r.get(text_col, "")) for r in rows], name=path.stem)
+    feature_cols = [c for c in columns if c != label]
+    try:
+        values = [[float(r[c]) for c in feature_cols] for r in rows]
+    except (TypeError, ValueError, KeyError) as e:
+        raise InvalidInputError(f"{path}: every column but {label!r} must be numeric for tabular data ({e}); "
+                                "for text, name the text column with --text") from e
+    return LabeledData("tabular", labels, classes, features=torch.tensor(values, dtype=torch.float32),
+                       name=path.stem, meta={"feature_names": feature_cols})
+
+
+def _image_folder(root: Path, image_size: int) -> LabeledData:
+    from PIL import Image
+
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    if not classes:
+        raise InvalidInputError(f"{root} has no class folders: expected {root}/<class>/<image>.png")
+    images, labels = [], []
+    for label, cls in enumerate(classes):
+        for f in sorted((root / cls).iterdir()):
+            if f.suffix.lower() in IMAGE_SUFFIXES:
+                with Image.open(f) as img:
+                    img = img.convert("RGB").resize((image_size, image_size))
+                    images.append(torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1))
+                labels.append(label)
+    if not images:
+        raise InvalidInputError(f"{root} has class folders but no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return LabeledData("image", torch.tensor(labels), classes, features=torch.stack(images), name=root.name)
+
+
+def load(name_or_path: str | Path, split: Split = "all", *, label: str = "label", text: str | None = None,
+         seed: int = 0, val: float = 0.1, test: float = 0.2, image_size: int = 64) -> LabeledData:
+    """Return a data set (`digits`, `breast_cancer`, `wine`, `iris`, a CSV/JSONL file or an
+    image folder), or its deterministic stratified `split`."""
+    key = str(name_or_path)
+    if key in BUILTIN:
+        data = _builtin(key)
+    else:
+        path = Path(key).expanduser()
+        if not path.exists():
+            raise NotFoundError(f"no data set {key!r}: use one of {', '.join(BUILTIN)}, a CSV/JSONL file "
+                                "or an image folder")
+        data = _image_folder(path, image_size) if path.is_dir() else _table(path, label, text)
+    if split == "all":
+        return data
+    if split not in ("train", "val", "test"):
+        raise InvalidInputError(f"split must be train, val, test or all, not {split!r}")
+    return data.subset(split_indices(data.labels.numpy(), seed, val, test)[split], suffix=f"[{split}]")

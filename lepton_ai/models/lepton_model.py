@@ -1,0 +1,221 @@
+"""`LeptonModel`: a classifier that is a plain `torch.nn.Module`, built from a named
+architecture, a Hugging Face directory or a registry reference, and trained in one call."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from lepton_ai.errors import InvalidInputError, NotFoundError
+from lepton_ai.models.architectures import ARCHITECTURES, build
+from lepton_ai.models.text import TextClassifier, is_hf_dir, minilm_dir
+
+FORMAT = "lepton"
+_META_FILE = "lepton.json"
+_WEIGHTS_FILE = "model.safetensors"
+
+
+def _as_size(input_size: int | Sequence[int] | None) -> tuple[int, ...]:
+    if input_size is None:
+        return ()
+    return (int(input_size),) if isinstance(input_size, int) else tuple(int(s) for s in input_size)
+
+
+class LeptonModel(nn.Module):
+    """A classifier over `num_classes` for inputs of `input_size` ((features,), (C, H, W), or
+    None for text). Call `load_pretrained_model` to choose the backbone, then `fit`."""
+
+    def __init__(self, num_classes: int, input_size: int | Sequence[int] | None = None,
+                 classes: Sequence[str] | None = None) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise InvalidInputError(f"num_classes must be at least 2, got {num_classes}")
+        self.num_classes = int(num_classes)
+        self.input_size = _as_size(input_size)
+        self.classes = list(classes) if classes else [str(i) for i in range(num_classes)]
+        self.arch: str | None = None
+        self.net: nn.Module | None = None
+
+    # -- building ------------------------------------------------------------------------
+
+    @property
+    def is_text(self) -> bool:
+        """Return whether the backbone takes strings."""
+        return isinstance(self.net, TextClassifier)
+
+    def load_pretrained_model(self, name_or_path: str | Path, weights: str | Path | None = None) -> LeptonModel:
+        """Set the backbone from an architecture name, `minilm`, a Hugging Face directory, a
+        saved Lepton model, a .safetensors file or a registry reference; return self."""
+        key = str(name_or_path)
+        path = Path(key).expanduser()
+        if key in ARCHITECTURES:
+            if not self.input_size:
+                raise InvalidInputError(f"{key} needs input_size, e.g. LeptonModel(num_classes=10, input_size=(1, 8, 8))")
+            self.arch, self.net = key, build(key, self.input_size, self.num_classes)
+            if weights is None:
+                warnings.warn(f"{key}: weights are randomly initialised (no weights given); train it with fit() "
+                              "or pass weights= a .safetensors file or a registry reference", stacklevel=2)
+            else:
+                self._load_weights(weights)
+        elif key == "minilm" or is_hf_dir(path):
+            self.arch, self.net = "hf", TextClassifier(minilm_dir() if key == "minilm" else path, self.num_classes)
+            self.input_size = ()
+            if weights is not None:
+                self._load_weights(weights)
+        elif path.is_dir() and (path / _META_FILE).exists():
+            self._from_dir(path)
+        elif path.is_file() and path.suffix == ".safetensors":
+            meta = _read_meta(path)
+            if not meta:
+                raise InvalidInputError(f"{path} carries no Lepton metadata: name the architecture, e.g. "
+                                        f"load_pretrained_model('cnn-small', weights='{path}')")
+            self._configure(meta)
+            self.arch, self.net = meta["arch"], build(meta["arch"], self.input_size, self.num_classes)
+            self._load_weights(path)
+        elif path.exists():
+            raise InvalidInputError(f"{path} is neither a Hugging Face directory, a saved Lepton model nor a .safetensors file")
+        else:
+            from lepton_ai.store import Registry
+            from lepton_ai.store.refs import NAME_RE
+
+            if not NAME_RE.match(key.partition(":")[0]):
+                raise NotFoundError(f"no model {key!r}: not an architecture ({', '.join(ARCHITECTURES)}, minilm), "
+                                    "a path or a registry reference")
+            try:
+                local = Registry().fetch(key)
+            except NotFoundError as e:
+                raise NotFoundError(f"no model {key!r}: not an architecture ({', '.join(ARCHITECTURES)}, minilm), "
+                                    f"a path, nor in the registry ({e})") from e
+            return self.load_pretrained_model(local)
+        return self
+
+    def _configure(self, meta: dict[str, Any]) -> None:
+        if meta["num_classes"] != self.num_classes:
+            raise InvalidInputError(f"the saved model has {meta['num_classes']} classes but this LeptonModel was "
+                                    f"built with num_classes={self.num_classes}")
+        saved_size = tuple(meta.get("input_size") or ())
+        if self.input_size and saved_size and saved_size != self.input_size:
+            raise InvalidInputError(f"the saved model takes input_size={saved_size} but this LeptonModel was "
+                                    f"built with input_size={self.input_size}")
+        self.input_size = saved_size
+        self.classes = list(meta.get("classes") or self.classes)
+
+    def _load_weights(self, weights: str | Path) -> None:
+        path = Path(weights)
+        if not path.exists():
+            from lepton_ai.store import Registry
+
+            path = Registry().fetch(str(weights))
+        if path.is_dir():
+            path = path / _WEIGHTS_FILE
+        assert self.net is not None
+        missing, unexpected = load_model(self.net, str(path), strict=False)
+        if missing or unexpected:
+            raise InvalidInputError(f"{path} does not fit {self.arch}: missing {sorted(missing)[:5]}, "
+                                    f"unexpected {sorted(unexpected)[:5]}")
+
+    def _meta(self) -> dict[str, Any]:
+        return {"format_version": 1, "arch": self.arch, "num_classes": self.num_classes,
+                "input_size": list(self.input_size), "classes": self.classes}
+
+    def _from_dir(self, path: Path) -> None:
+        meta = json.loads((path / _META_FILE).read_text())
+        self._configure(meta)
+        if meta["arch"] == "hf":
+            self.arch, self.net = "hf", TextClassifier(path / "encoder", self.num_classes, pretrained=False)
+        else:
+            self.arch, self.net = meta["arch"], build(meta["arch"], self.input_size, self.num_classes)
+        self._load_weights(path / _WEIGHTS_FILE)
+
+    # -- running -------------------------------------------------------------------------
+
+    def forward(self, x: Any) -> torch.Tensor:
+        if self.net is None:
+            raise InvalidInputError("no backbone yet: call load_pretrained_model('mlp' | 'cnn-small' | 'resnet18' | "
+                                    "'minilm' | path) first")
+        return self.net(x)
+
+    @torch.no_grad()
+    def predict_proba(self, inputs: Any, batch_size: int = 256) -> torch.Tensor:
+        """Return class probabilities (N, num_classes) for a batch of inputs or a data set."""
+        from lepton_ai.train.loop import as_inputs, batches
+
+        self.eval()
+        device = next(self.parameters()).device
+        xs = as_inputs(self, inputs)
+        out = [torch.softmax(self(x).float(), -1).cpu() for x in batches(self, xs, batch_size, device)]
+        return torch.cat(out) if out else torch.empty(0, self.num_classes)
+
+    def predict(self, inputs: Any, batch_size: int = 256) -> torch.Tensor:
+        """Return the predicted class id of each input."""
+        return self.predict_proba(inputs, batch_size).argmax(-1)
+
+    def fit(self, train_data: Any, val_data: Any = None, **options: Any) -> dict[str, Any]:
+        """Train on `train_data` (see `lepton_ai.train.fit` for options); return the history."""
+        from lepton_ai.train import fit
+
+        return fit(self, train_data, val_data, **options)
+
+    def evaluate(self, data: Any, batch_size: int = 256) -> dict[str, float]:
+        """Return {"accuracy", "loss", "f1_macro"} on labelled `data`."""
+        from lepton_ai.train import evaluate
+
+        return evaluate(self, data, batch_size=batch_size)
+
+    # -- persistence ---------------------------------------------------------------------
+
+    def save_dir(self, path: str | Path) -> Path:
+        """Write the model (safetensors weights, metadata, tokenizer) into directory `path`."""
+        if self.net is None:
+            raise InvalidInputError("nothing to save: the model has no backbone yet")
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        meta = self._meta()
+        (path / _META_FILE).write_text(json.dumps(meta, indent=2))
+        save_model(self.net, str(path / _WEIGHTS_FILE), metadata={"lepton": json.dumps(meta)})
+        if isinstance(self.net, TextClassifier):
+            self.net.tokenizer.save_pretrained(str(path / "encoder"))
+            self.net.encoder.config.save_pretrained(str(path / "encoder"))
+        return path
+
+    def save(self, name: str, metrics: dict[str, Any] | None = None, **register: Any) -> str:
+        """Register the model as the next version of `name`; return its `NAME:VERSION`."""
+        from lepton_ai.store import Registry
+
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = self.save_dir(Path(tmp) / name)
+            return Registry().register(name, folder, metrics=metrics, format=FORMAT, **register).ref
+
+    @classmethod
+    def load(cls, ref: str | Path) -> LeptonModel:
+        """Return the model saved at a registry reference or a saved-model directory."""
+        path = Path(str(ref)).expanduser()
+        if not path.exists():
+            from lepton_ai.store import Registry
+
+            path = Registry().fetch(str(ref))
+        if not (path / _META_FILE).exists():
+            raise InvalidInputError(f"{ref} is not a saved Lepton model (no {_META_FILE})")
+        meta = json.loads((path / _META_FILE).read_text())
+        model = cls(num_classes=meta["num_classes"], input_size=meta.get("input_size"), classes=meta.get("classes"))
+        model._from_dir(path)
+        return model.eval()
+
+    def extra_repr(self) -> str:
+        return f"arch={self.arch}, num_classes={self.num_classes}, input_size={self.input_size}"
+
+
+def _read_meta(path: Path) -> dict[str, Any] | None:
+    with safe_open(str(path), framework="pt") as f:
+        raw = (f.metadata() or {}).get("lepton")
+    return json.loads(raw) if raw else None
+

@@ -1,0 +1,232 @@
+"""The training loop (nanoGPT-style: no trainer framework), evaluation and batching."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import nn
+
+from lepton_ai.data import LabeledData
+from lepton_ai.errors import InvalidInputError
+from lepton_ai.train.checkpoint import load_checkpoint, save_checkpoint
+
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+SCHEDULES = ("cosine", "onecycle", "none")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """Return the torch device for "auto" (CUDA when present), "cpu", "cuda" or "cuda:N"."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError("device='cuda' asked for but no CUDA GPU is visible; use device='cpu' or 'auto'")
+    return dev
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """Return fp32, bf16 or fp16: "auto" is bf16 AMP on CUDA (fp16 where bf16 is missing), fp32 on CPU."""
+    if precision not in PRECISIONS:
+        raise InvalidInputError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision != "auto":
+        if precision == "fp16" and device.type == "cpu":
+            raise InvalidInputError("fp16 training needs a CUDA GPU; on CPU use fp32 or bf16")
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Return the autocast context for `precision` (a no-op for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def as_inputs(model: nn.Module, inputs: Any) -> torch.Tensor | list[str]:
+    """Return model inputs from a data set, a tensor, an array, nested lists or strings."""
+    if isinstance(inputs, LabeledData):
+        return inputs.texts if inputs.texts is not None else inputs.features  # type: ignore[return-value]
+    if isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str):
+        return list(inputs)
+    if getattr(model, "is_text", False):
+        raise InvalidInputError("this is a text model: give it a list of strings")
+    x = torch.as_tensor(np.asarray(inputs, dtype=np.float32)) if not isinstance(inputs, torch.Tensor) else inputs.float()
+    expected = tuple(getattr(model, "input_size", ()) or ())
+    if expected and tuple(x.shape[1:]) != expected:
+        if tuple(x.shape) == expected:
+            x = x.unsqueeze(0)
+        else:
+            raise InvalidInputError(f"inputs of shape {tuple(x.shape[1:])} do not fit the model's input_size {expected}")
+    return x
+
+
+def batches(model: nn.Module, xs: torch.Tensor | list[str], batch_size: int, device: torch.device,
+            order: torch.Tensor | None = None, channels_last: bool = False) -> Iterator[Any]:
+    """Yield device-ready batches of `xs` (tokenised for text models), in `order` if given."""
+    n = len(xs)
+    order = torch.arange(n) if order is None else order
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size]
+        if isinstance(xs, list):
+            yield model.net.tokenize([xs[i] for i in idx.tolist()], device)  # type: ignore[union-attr]
+        else:
+            x = xs[idx].to(device, non_blocking=True)
+            yield x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
+
+
+def check_data(model: nn.Module, data: LabeledData) -> None:
+    """Raise, naming both sides, when `data` does not fit `model` (classes, input shape, kind)."""
+    if not isinstance(data, LabeledData):
+        raise InvalidInputError(f"expected a data set from lepton_ai.data.load(), got {type(data).__name__}")
+    if data.num_classes != model.num_classes:
+        raise InvalidInputError(f"the data has {data.num_classes} classes ({data.name}) but the model was built "
+                                f"with num_classes={model.num_classes}")
+    if model.is_text != (data.kind == "text"):
+        raise InvalidInputError(f"the model takes {'text' if model.is_text else 'tensors'} but {data.name} is "
+                                f"{data.kind} data")
+    if not model.is_text and tuple(data.input_size) != tuple(model.input_size):
+        raise InvalidInputError(f"the data's examples have shape {tuple(data.input_size)} but the model was built "
+                                f"with input_size={tuple(model.input_size)}")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: LabeledData, batch_size: int = 256) -> dict[str, float]:
+    """Return accuracy, mean cross-entropy loss and macro F1 of `model` on `data`."""
+    from sklearn.metrics import f1_score
+
+    check_data(model, data)
+    model.eval()
+    device = next(model.parameters()).device
+    logits = torch.cat([model(x).float().cpu() for x in batches(model, as_inputs(model, data), batch_size, device)])
+    labels = data.labels
+    pred = logits.argmax(-1)
+    return {"accuracy": float((pred == labels).float().mean()),
+            "loss": float(nn.functional.cross_entropy(logits, labels)),
+            "f1_macro": float(f1_score(labels.numpy(), pred.numpy(), average="macro",
+                                       labels=list(range(model.num_classes)), zero_division=0))}
+
+
+def _scheduler(name: str, optimizer: torch.optim.Optimizer, lr: float, total_steps: int):  # type: ignore[no-untyped-def]
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
+    if name == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(1, total_steps))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def fit(model: nn.Module, train_data: LabeledData, val_data: LabeledData | None = None, *, epochs: int = 10,
+        lr: float = 1e-3, batch_size: int = 64, weight_decay: float = 1e-4, device: str = "auto",
+        precision: str = "auto", schedule: str = "cosine", early_stopping: int | None = None,
+        checkpoint_dir: str | None = None, resume: bool = False, compile: bool = False, seed: int = 0,
+        progress: bool = True, run_id: int | None = None, max_grad_norm: float | None = None) -> dict[str, Any]:
+    """Train `model` on `train_data`; return per-epoch history, time, device and precision.
+
+    With `checkpoint_dir` every epoch ends with an atomic checkpoint (model, optimizer,
+    scheduler, grad scaler, RNG); `resume=True` continues from it. `early_stopping=N` stops
+    after N epochs without a better validation loss and restores the best weights."""
+    check_data(model, train_data)
+    if val_data is not None:
+        check_data(model, val_data)
+    if schedule not in SCHEDULES:
+        raise InvalidInputError(f"schedule must be one of {', '.join(SCHEDULES)}, not {schedule!r}")
+    if epochs < 1 or batch_size < 1 or lr <= 0:
+        raise InvalidInputError(f"epochs, batch_size and lr must be positive (got {epochs}, {batch_size}, {lr})")
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    channels_last = dev.type == "cuda" and not model.is_text
+    ckpt = load_checkpoint(checkpoint_dir) if (checkpoint_dir and resume) else None
+    if ckpt is None:
+        torch.manual_seed(seed)
+        norm = getattr(model.net, "normalize", None)
+        if norm is not None and not bool(norm.fitted):
+            norm.fit(train_data.features[:20000])  # type: ignore[index]
+    model.to(dev)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = math.ceil(len(train_data) / batch_size)
+    scheduler = _scheduler(schedule, optimizer, lr, epochs * steps_per_epoch)
+    scaler = torch.amp.GradScaler(dev.type, enabled=prec == "fp16")
+    history: list[dict[str, float]] = []
+    best = {"val_loss": math.inf, "epoch": -1, "state": None}
+    start_epoch = 0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        torch.set_rng_state(ckpt["rng"])
+        if dev.type == "cuda" and "cuda_rng" in ckpt:
+            torch.cuda.set_rng_state(ckpt["cuda_rng"], dev)
+        history, best, start_epoch = ckpt["history"], ckpt["best"], ckpt["epoch"] + 1
+    step_model = torch.compile(model) if compile else model
+    xs, labels = as_inputs(model, train_data), train_data.labels
+    t0 = time.perf_counter()
+    stopped_early = False
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]:.4f} · acc {task.fields[acc]:.3f} · {task.fields[rate]:,.0f} samples/s"),
+               TimeElapsedColumn())
+    with Progress(*columns, disable=not progress) as bar:
+        for epoch in range(start_epoch, epochs):
+            model.train()
+            order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed * 1000 + epoch))
+            task = bar.add_task(f"epoch {epoch + 1}/{epochs}", total=steps_per_epoch, loss=0.0, acc=0.0, rate=0.0)
+            e0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
+            for i, x in enumerate(batches(model, xs, batch_size, dev, order, channels_last)):
+                y = labels[order[i * batch_size:(i + 1) * batch_size]].to(dev, non_blocking=True)
+                with autocast(dev, prec):
+                    logits = step_model(x)
+                    loss = nn.functional.cross_entropy(logits.float(), y)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if max_grad_norm:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                seen += len(y)
+                loss_sum += float(loss.detach()) * len(y)
+                correct += int((logits.argmax(-1) == y).sum())
+                bar.update(task, advance=1, loss=loss_sum / seen, acc=correct / seen,
+                           rate=seen / (time.perf_counter() - e0))
+            row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
+                   "seconds": time.perf_counter() - e0, "samples_per_s": seen / (time.perf_counter() - e0),
+                   "lr": scheduler.get_last_lr()[0]}
+            if val_data is not None:
+                row.update({f"val_{k}": v for k, v in evaluate(model, val_data).items()})
+                if row["val_loss"] < best["val_loss"]:
+                    best = {"val_loss": row["val_loss"], "epoch": epoch,
+                            "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                            if early_stopping else None}
+            history.append(row)
+            if run_id is not None:
+                from lepton_ai.store import Registry
+
+                Registry().log_metrics(run_id, {k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+            if checkpoint_dir:
+                state = {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                         "rng": torch.get_rng_state(), "history": history, "best": best}
+                if dev.type == "cuda":
+                    state["cuda_rng"] = torch.cuda.get_rng_state(dev)
+                save_checkpoint(checkpoint_dir, state)
+            if early_stopping and val_data is not None and epoch - best["epoch"] >= early_stopping:
+                stopped_early = True
+                break
+    if early_stopping and best["state"] is not None:
+        model.load_state_dict(best["state"])
+    model.eval()
+    return {"epochs": history, "train_seconds": time.perf_counter() - t0, "device": str(dev), "precision": prec,
+            "resumed_from_epoch": start_epoch if ckpt is not None else None,
+            "best_epoch": best["epoch"], "stopped_early": stopped_early}
