@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import lepton_ai.train.loop as loop
+from lepton_ai import LeptonModel
+from lepton_ai.data import load
+from lepton_ai.errors import InvalidInputError
+from lepton_ai.store import Registry
+from lepton_ai.train import load_checkpoint, resolve_precision
+
+
+def _model(arch: str = "mlp", input_size=(1, 8, 8), classes: int = 10) -> LeptonModel:
+    torch.manual_seed(0)  # the same initial weights every time
+    m = LeptonModel(num_classes=classes, input_size=input_size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return m.load_pretrained_model(arch)
+
+
+def test_fit_learns_digits_and_logs_to_a_run() -> None:
+    train, val, test = (load("digits", s) for s in ("train", "val", "test"))
+    run = Registry().start_run("train")
+    history = _model().fit(train, val, epochs=4, progress=False, run_id=run.id)
+    assert history["device"] == "cpu" and history["precision"] == "fp32"
+    assert len(history["epochs"]) == 4 and history["epochs"][-1]["val_accuracy"] > 0.9
+    assert [step for step, _ in Registry().get_run(run.id).history["val_accuracy"]] == [0, 1, 2, 3]
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, monkeypatch) -> None:
+    train, test = load("digits", "train"), load("digits", "test")
+    straight = _model("cnn-small")
+    straight.fit(train, epochs=4, progress=False, checkpoint_dir=str(tmp_path / "a"))
+
+    saves = 0
+    real_save = loop.save_checkpoint
+
+    def save_then_die(directory, state):  # Ctrl-C right after epoch 2's checkpoint
+        nonlocal saves
+        real_save(directory, state)
+        saves += 1
+        if saves == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        _model("cnn-small").fit(train, epochs=4, progress=False, checkpoint_dir=str(tmp_path / "b"))
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    assert load_checkpoint(tmp_path / "b")["epoch"] == 1
+    resumed = _model("cnn-small")
+    history = resumed.fit(train, epochs=4, progress=False, checkpoint_dir=str(tmp_path / "b"), resume=True)
+    assert history["resumed_from_epoch"] == 2 and len(history["epochs"]) == 4
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-5)
+    assert torch.equal(straight.predict(test), resumed.predict(test))
+
+
+def test_early_stopping_restores_the_best_epoch() -> None:
+    train = load("digits", "train")
+    val = load("digits", "val")
+    val.labels = val.labels[torch.randperm(len(val.labels), generator=torch.Generator().manual_seed(0))]
+    history = _model().fit(train, val, epochs=30, early_stopping=2, progress=False)
+    assert history["stopped_early"] and len(history["epochs"]) < 30
+    assert history["best_epoch"] == min(range(len(history["epochs"])), key=lambda i: history["epochs"][i]["val_loss"])
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "none"])
+def test_schedules_and_cpu_bf16(schedule: str) -> None:
+    iris = load("iris", "train")
+    history = _model("mlp", (4,), 3).fit(iris, epochs=2, schedule=schedule, precision="bf16", progress=False)
+    assert history["precision"] == "bf16" and history["epochs"][-1]["train_loss"] < 2
+
+
+def test_precision_and_option_errors() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_precision("auto", cpu) == "fp32"
+    with pytest.raises(InvalidInputError, match="fp16 training needs a CUDA GPU"):
+        resolve_precision("fp16", cpu)
+    with pytest.raises(InvalidInputError, match="precision must be"):
+        resolve_precision("int4", cpu)
+    if torch.cuda.is_available():
+        assert resolve_precision("auto", cuda) in ("bf16", "fp16")
+    with pytest.raises(InvalidInputError, match="schedule must be"):
+        _model().fit(load("digits", "train"), epochs=1, schedule="linear", progress=False)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_mixed_precision_channels_last() -> None:
+    train, test = load("digits", "train"), load("digits", "test")
+    model = _model("cnn-small")
+    history = model.fit(train, epochs=3, device="cuda", progress=False)
+    assert history["precision"] in ("bf16", "fp16") and history["device"].startswith("cuda")
+    assert model.evaluate(test)["accuracy"] > 0.9
