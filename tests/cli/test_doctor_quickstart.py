@@ -32,9 +32,11 @@ def test_doctor_masks_database_passwords(capsys, monkeypatch) -> None:
     assert json.loads(out)["registry"]["ok"] is False
 
 
-def test_quickstart_round_trips_a_model_through_the_registry(capsys) -> None:
-    code, out = run(capsys, "quickstart")
-    assert code == 0 and "verified and reloaded" in out
-    code, out = run(capsys, "models", "show", "quickstart-demo", "--json")
+def test_quickstart_trains_registers_and_reloads(capsys) -> None:
+    code, out = run(capsys, "quickstart", "--epochs", "3")
+    assert code == 0 and "trained, registered, verified and reloaded digits-cnn:1" in out
+    code, out = run(capsys, "models", "show", "digits-cnn", "--json")
     doc = json.loads(out)
-    assert doc["version"] == 1 and doc["format"] == "safetensors" and doc["metrics"]["parameters"] == 64 * 32 + 32 + 32 * 10 + 10
+    assert doc["version"] == 1 and doc["format"] == "lepton" and doc["metrics"]["accuracy"] > 0.9
+    run_doc = json.loads(run(capsys, "runs", "show", str(doc["run_id"]), "--json")[1])
+    assert run_doc["status"] == "completed" and len(run_doc["history"]["train_loss"]) == 3
