@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> None:
     except LeptonError as e:
         err_console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted (a training run resumes with --resume)")
+        sys.exit(130)
 
 
 if __name__ == "__main__":

