@@ -67,3 +67,17 @@ def test_text_model_exports_with_dynamic_sequence(tmp_path: Path) -> None:
     onnx_model = OnnxModel(path, tokenizer=model.net.tokenizer)
     sentences = ["short", "a considerably longer sentence than the examples used for export"]
     np.testing.assert_allclose(onnx_model(sentences).numpy(), model(sentences).detach().numpy(), atol=1e-4)
+
+
+def test_measure_reports_latency_throughput_and_size(digits_model: LeptonModel, tmp_path: Path) -> None:
+    from lepton_ai.compress import measure, size_bytes
+
+    x = load("digits", "test").features
+    eager = measure(digits_model.eval(), x, batch_size=64, min_seconds=0.2)
+    assert eager["latency_ms_p50"] > 0 and eager["latency_ms_p99"] >= eager["latency_ms_p50"]
+    assert eager["throughput_per_s"] > 0 and eager["batch_size"] == 64
+    onnx_model = OnnxModel(export_onnx(digits_model, tmp_path / "m.onnx"))
+    assert size_bytes(onnx_model) == (tmp_path / "m.onnx").stat().st_size
+    params = sum(p.numel() for p in digits_model.parameters())
+    assert size_bytes(digits_model) >= 4 * params
+    assert measure(onnx_model, x[:10], batch_size=32, min_seconds=0.1)["throughput_per_s"] > 0
