@@ -118,6 +118,7 @@ class LeptonModel(nn.Module):
         if path.is_dir():
             path = path / _WEIGHTS_FILE
         assert self.net is not None
+        _resize_to(self.net, path)
         missing, unexpected = load_model(self.net, str(path), strict=False)
         if missing or unexpected:
             raise InvalidInputError(f"{path} does not fit {self.arch}: missing {sorted(missing)[:5]}, "
@@ -219,3 +220,23 @@ def _read_meta(path: Path) -> dict[str, Any] | None:
         raw = (f.metadata() or {}).get("lepton")
     return json.loads(raw) if raw else None
 
+
+def _resize_to(net: nn.Module, path: Path) -> None:
+    """Give conv, linear and batch-norm layers the widths stored in `path`: a pruned model is
+    the same architecture with fewer channels, and loads through the same code."""
+    with safe_open(str(path), framework="pt") as f:
+        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    for name, m in net.named_modules():
+        shape = shapes.get(f"{name}.weight" if name else "weight")
+        if shape is None or not isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)) or tuple(m.weight.shape) == shape:
+            continue
+        if isinstance(m, nn.Conv2d):
+            m.out_channels, m.in_channels = shape[0], shape[1] * m.groups
+        elif isinstance(m, nn.Linear):
+            m.out_features, m.in_features = shape
+        else:
+            m.num_features = shape[0]
+            m.running_mean, m.running_var = torch.zeros(shape[0]), torch.ones(shape[0])
+        m.weight = nn.Parameter(torch.empty(shape))
+        if m.bias is not None:
+            m.bias = nn.Parameter(torch.empty(shape[0]))

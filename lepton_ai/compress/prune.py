@@ -1,0 +1,122 @@
+"""Pruning. Structured pruning removes whole channels and units, so the network that
+comes out is smaller and dense (and so faster on any kernel); magnitude pruning only
+zeroes weights, which dense kernels do not run faster."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from lepton_ai.errors import InvalidInputError
+from lepton_ai.models.architectures import BasicBlock
+
+
+def _keep(scores: torch.Tensor, amount: float) -> torch.Tensor:
+    k = max(1, int(round(len(scores) * (1 - amount))))
+    return scores.topk(k).indices.sort().values
+
+
+def _slice_out(layer: nn.Conv2d | nn.Linear, keep: torch.Tensor) -> None:
+    layer.weight = nn.Parameter(layer.weight.data[keep].clone())
+    if layer.bias is not None:
+        layer.bias = nn.Parameter(layer.bias.data[keep].clone())
+    if isinstance(layer, nn.Conv2d):
+        layer.out_channels = len(keep)
+    else:
+        layer.out_features = len(keep)
+
+
+def _slice_in(layer: nn.Conv2d | nn.Linear, keep: torch.Tensor) -> None:
+    layer.weight = nn.Parameter(layer.weight.data[:, keep].clone())
+    if isinstance(layer, nn.Conv2d):
+        layer.in_channels = len(keep)
+    else:
+        layer.in_features = len(keep)
+
+
+def _slice_bn(bn: nn.BatchNorm2d, keep: torch.Tensor) -> None:
+    bn.weight = nn.Parameter(bn.weight.data[keep].clone())
+    bn.bias = nn.Parameter(bn.bias.data[keep].clone())
+    bn.running_mean = bn.running_mean[keep].clone()
+    bn.running_var = bn.running_var[keep].clone()
+    bn.num_features = len(keep)
+
+
+def _chain(module: nn.Module) -> list[nn.Module]:
+    """The layers of a plain feed-forward stack, in order (residual blocks handled apart)."""
+    out: list[nn.Module] = []
+    for m in module.children():
+        if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d, BasicBlock)):
+            out.append(m)
+        elif isinstance(m, nn.Sequential):
+            out.extend(_chain(m))
+    return out
+
+
+def _prune_pairs(layers: list[nn.Module], amount: float) -> None:
+    """Prune each conv/linear's outputs together with its BN and the next layer's inputs."""
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, (nn.Conv2d, nn.Linear)):
+            continue
+        rest = layers[i + 1:]
+        nxt = next((m for m in rest if isinstance(m, (nn.Conv2d, nn.Linear, BasicBlock))), None)
+        if nxt is None or isinstance(nxt, BasicBlock) or (isinstance(layer, nn.Conv2d) and layer.groups != 1):
+            continue  # the head's outputs are the classes; a residual input must keep its width
+        bn = rest[0] if rest and isinstance(rest[0], nn.BatchNorm2d) else None
+        scores = layer.weight.detach().abs().flatten(1).sum(1)
+        if bn is not None:
+            scores = scores * bn.weight.detach().abs()
+        keep = _keep(scores, amount)
+        _slice_out(layer, keep)
+        if bn is not None:
+            _slice_bn(bn, keep)
+        _slice_in(nxt, keep)
+
+
+def prune_structured(model: nn.Module, amount: float = 0.5) -> nn.Module:
+    """Return a copy of `model` with `amount` of its hidden channels/units removed (L1 ranking).
+
+    Works on the built-in backbones: conv channels and linear units of plain stacks, and the
+    inner width of ResNet blocks (residual widths stay). Fine-tune or distil afterwards."""
+    if not 0 < amount < 1:
+        raise InvalidInputError(f"amount must be between 0 and 1 (the fraction removed), got {amount}")
+    pruned = copy.deepcopy(model)
+    net = getattr(pruned, "net", pruned)
+    if not hasattr(net, "features") or not hasattr(net, "head"):
+        raise InvalidInputError(f"structured pruning supports the built-in backbones (mlp, cnn-small, resnet18), "
+                                f"not {type(net).__name__}")
+    layers = _chain(net.features) + [net.head]
+    _prune_pairs(layers, amount)
+    for block in (m for m in layers if isinstance(m, BasicBlock)):
+        _prune_pairs([block.conv1, block.bn1, block.conv2], amount)
+    return pruned
+
+
+def prune_magnitude(model: nn.Module, amount: float = 0.5) -> nn.Module:
+    """Return a copy of `model` with the smallest `amount` of each conv/linear weight set to zero.
+    The tensors keep their shape: smaller once compressed, not faster with dense kernels."""
+    if not 0 < amount < 1:
+        raise InvalidInputError(f"amount must be between 0 and 1 (the fraction zeroed), got {amount}")
+    pruned = copy.deepcopy(model)
+    for m in pruned.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            w = m.weight.data
+            k = int(w.numel() * amount)
+            if k:
+                threshold = w.abs().flatten().kthvalue(k).values
+                w[w.abs() <= threshold] = 0
+    return pruned
+
+
+def sparsity(model: nn.Module) -> float:
+    """Return the fraction of conv/linear weights that are exactly zero."""
+    weights = [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    total = sum(w.numel() for w in weights)
+    return sum(int((w == 0).sum()) for w in weights) / max(1, total)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Return the number of parameters."""
+    return sum(p.numel() for p in model.parameters())

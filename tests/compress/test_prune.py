@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from lepton_ai import LeptonModel
+from lepton_ai.compress import count_parameters, prune_magnitude, prune_structured, sparsity
+from lepton_ai.data import load
+from lepton_ai.errors import InvalidInputError
+
+
+def _model(arch: str) -> LeptonModel:
+    torch.manual_seed(0)
+    m = LeptonModel(num_classes=10, input_size=(1, 8, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return m.load_pretrained_model(arch)
+
+
+@pytest.mark.parametrize("arch, max_ratio", [("cnn-small", 0.3), ("mlp", 0.4), ("resnet18", 0.55)])
+def test_structured_pruning_physically_shrinks_the_network(arch: str, max_ratio: float) -> None:
+    model = _model(arch).eval()
+    pruned = prune_structured(model, 0.5).eval()
+    assert count_parameters(pruned) < max_ratio * count_parameters(model)
+    assert pruned(torch.randn(3, 1, 8, 8)).shape == (3, 10)
+    assert count_parameters(model) == count_parameters(_model(arch))  # the original is untouched
+    assert sparsity(pruned) < 0.01  # smaller and dense, not zeroed
+
+
+def test_pruned_model_recovers_with_fine_tuning() -> None:
+    train, test = load("digits", "train"), load("digits", "test")
+    model = _model("cnn-small")
+    model.fit(train, epochs=5, progress=False)
+    pruned = prune_structured(model, 0.5)
+    pruned.fit(train, epochs=4, lr=2e-3, progress=False)
+    assert pruned.evaluate(test)["accuracy"] >= model.evaluate(test)["accuracy"] - 0.03
+    ref = pruned.save("pruned")  # saves and reloads at its new width
+    same = LeptonModel.load(ref)
+    assert count_parameters(same) == count_parameters(pruned)
+    assert torch.equal(same.predict(test), pruned.predict(test))
+
+
+def test_magnitude_pruning_zeroes_but_keeps_shapes() -> None:
+    model = _model("mlp")
+    pruned = prune_magnitude(model, 0.6)
+    assert sparsity(pruned) == pytest.approx(0.6, abs=0.01)
+    assert count_parameters(pruned) == count_parameters(model)
+
+
+def test_bad_amounts_and_models() -> None:
+    with pytest.raises(InvalidInputError, match="between 0 and 1"):
+        prune_structured(_model("mlp"), 1.0)
+    with pytest.raises(InvalidInputError, match="built-in backbones"):
+        prune_structured(torch.nn.Linear(3, 2), 0.5)
