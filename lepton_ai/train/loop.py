@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -116,6 +116,10 @@ def evaluate(model: nn.Module, data: LabeledData, batch_size: int = 256) -> dict
                                        labels=list(range(model.num_classes)), zero_division=0))}
 
 
+def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor, _inputs: Any) -> torch.Tensor:
+    return nn.functional.cross_entropy(logits, labels)
+
+
 def _scheduler(name: str, optimizer: torch.optim.Optimizer, lr: float, total_steps: int):  # type: ignore[no-untyped-def]
     if name == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
@@ -128,12 +132,14 @@ def fit(model: nn.Module, train_data: LabeledData, val_data: LabeledData | None 
         lr: float = 1e-3, batch_size: int = 64, weight_decay: float = 1e-4, device: str = "auto",
         precision: str = "auto", schedule: str = "cosine", early_stopping: int | None = None,
         checkpoint_dir: str | None = None, resume: bool = False, compile: bool = False, seed: int = 0,
-        progress: bool = True, run_id: int | None = None, max_grad_norm: float | None = None) -> dict[str, Any]:
+        progress: bool = True, run_id: int | None = None, max_grad_norm: float | None = None,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor] | None = None) -> dict[str, Any]:
     """Train `model` on `train_data`; return per-epoch history, time, device and precision.
 
     With `checkpoint_dir` every epoch ends with an atomic checkpoint (model, optimizer,
     scheduler, grad scaler, RNG); `resume=True` continues from it. `early_stopping=N` stops
-    after N epochs without a better validation loss and restores the best weights."""
+    after N epochs without a better validation loss and restores the best weights.
+    `loss_fn(logits, labels, inputs)` replaces cross-entropy (distillation uses it)."""
     check_data(model, train_data)
     if val_data is not None:
         check_data(model, val_data)
@@ -186,7 +192,7 @@ def fit(model: nn.Module, train_data: LabeledData, val_data: LabeledData | None 
                 y = labels[order[i * batch_size:(i + 1) * batch_size]].to(dev, non_blocking=True)
                 with autocast(dev, prec):
                     logits = step_model(x)
-                    loss = nn.functional.cross_entropy(logits.float(), y)
+                    loss = (loss_fn or _cross_entropy)(logits.float(), y, x)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if max_grad_norm:
