@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,17 +12,6 @@ from lepton_ai import LeptonModel  # noqa: E402
 from lepton_ai.compress import OnnxModel, export_onnx, quantize_onnx  # noqa: E402
 from lepton_ai.data import load  # noqa: E402
 from lepton_ai.errors import InvalidInputError  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def digits_model() -> LeptonModel:
-    torch.manual_seed(0)
-    m = LeptonModel(num_classes=10, input_size=(1, 8, 8))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        m.load_pretrained_model("cnn-small")
-    m.fit(load("digits", "train"), epochs=4, progress=False)
-    return m
 
 
 def _accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:

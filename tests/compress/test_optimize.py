@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import pytest
@@ -13,17 +12,6 @@ from lepton_ai import LeptonModel  # noqa: E402
 from lepton_ai.compress import optimize  # noqa: E402
 from lepton_ai.data import load  # noqa: E402
 from lepton_ai.errors import InvalidInputError  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def trained() -> LeptonModel:
-    torch.manual_seed(0)
-    m = LeptonModel(num_classes=10, input_size=(1, 8, 8))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        m.load_pretrained_model("mlp")
-    m.fit(load("digits", "train"), epochs=6, progress=False)
-    return m
 
 
 def test_search_picks_the_fastest_candidate_within_the_drop(trained: LeptonModel, tmp_path: Path) -> None:
