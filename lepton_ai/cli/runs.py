@@ -31,7 +31,7 @@ def list_(
 
 
 @app.command()
-def show(run_id: Annotated[int, typer.Argument(help="The run's id.")], json: Json = False) -> None:
+def show(run_id: Annotated[int, typer.Argument(min=1, max=2**31 - 1, help="The run's id.")], json: Json = False) -> None:
     """Show one run with its parameters and metrics over steps."""
     run = Registry().get_run(run_id)
     if json:

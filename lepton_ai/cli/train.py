@@ -60,8 +60,11 @@ def train(
         registry.log_metrics(run.id, {f"test_{k}": v for k, v in metrics.items()}, step=epochs)
         ref = net.save(name, metrics={**metrics, "train_seconds": history["train_seconds"]}, run_id=run.id,
                        description=f"{model} trained on {data}")
-    except BaseException:
-        registry.end_run(run.id, "failed")
+    except BaseException as e:
+        try:
+            registry.end_run(run.id, "cancelled" if isinstance(e, KeyboardInterrupt) else "failed")
+        except Exception:
+            pass  # the original error is the one to report
         raise
     registry.end_run(run.id, "completed")
     version = int(ref.rsplit(":", 1)[1])

@@ -65,9 +65,17 @@ def sha256_of(path: str | Path) -> str:
     """Return the sha256 of a file, or of a directory's manifest."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file())
+        files = _files(path)
         return _manifest_digest([(p.relative_to(path).as_posix(), _sha256_file(p)) for p in files])
     return _sha256_file(path)
+
+
+def _files(root: Path) -> list[Path]:
+    """Return the regular files under `root`; symlinks are refused, not followed out of it."""
+    links = [p for p in root.rglob("*") if p.is_symlink()]
+    if links:
+        raise InvalidInputError(f"{links[0]} is a symbolic link: store real files only")
+    return sorted(p for p in root.rglob("*") if p.is_file())
 
 
 def check_key(key: str) -> str:
@@ -84,7 +92,10 @@ class ArtifactStore:
 
     def __init__(self, url: str | None = None) -> None:
         self.url = url or config.artifacts_url()
-        self.fs, root = fsspec.core.url_to_fs(self.url)
+        try:
+            self.fs, root = fsspec.core.url_to_fs(self.url)
+        except (ImportError, ValueError) as e:
+            raise InvalidInputError(f"LEPTON_ARTIFACTS={self.url!r} cannot be opened: {e}") from e
         self.root = root.rstrip("/") or "/"
         self.local = isinstance(self.fs, LocalFileSystem)
         self.fs.makedirs(self.root, exist_ok=True)
@@ -114,7 +125,7 @@ class ArtifactStore:
         try:
             if source.is_dir():
                 entries, size = [], 0
-                for f in sorted(p for p in source.rglob("*") if p.is_file()):
+                for f in _files(source):
                     rel = f.relative_to(source).as_posix()
                     digest, n = self._copy_in(f, f"{tmp_dir}/{name}/{rel}")
                     entries.append((rel, digest))

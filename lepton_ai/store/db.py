@@ -76,8 +76,12 @@ def engine_for(url: str) -> Engine:
     with _lock:
         if url not in _engines:
             is_sqlite = make_url(url).get_backend_name() == "sqlite"
-            engine = _sqlite_engine(url) if is_sqlite else create_engine(url, pool_pre_ping=True)
-            upgrade(engine)
+            try:
+                engine = _sqlite_engine(url) if is_sqlite else create_engine(url, pool_pre_ping=True)
+                upgrade(engine)
+            except (ImportError, OperationalError) as e:
+                raise InvalidInputError(f"cannot open the registry at {safe_url(url)}: "
+                                        f"{str(e).splitlines()[0]}") from e
             _engines[url] = engine
         return _engines[url]
 

@@ -35,6 +35,6 @@ def parse_ref(ref: str) -> Ref:
     check_name(name)
     if not sep or version == "latest":
         return Ref(name, None)
-    if not version.isdigit() or int(version) < 1:
+    if not re.fullmatch(r"[0-9]{1,9}", version) or int(version) < 1:
         raise InvalidInputError(f"invalid version in {ref!r}: expected NAME or NAME:VERSION with VERSION ≥ 1")
     return Ref(name, int(version))

@@ -133,3 +133,18 @@ def test_two_processes_times_twenty_concurrent_registrations(tmp_path: Path, lep
     versions = json.loads(listing.stdout)
     assert sorted(v["version"] for v in versions) == list(range(1, 41))
     assert len({v["sha256"] for v in versions}) == 20  # each file registered by both drivers
+
+
+@pytest.mark.parametrize("args, message", [
+    (["models", "show", "m:²"], "invalid version"),
+    (["models", "show", "m:99999999999999999999"], "invalid version"),
+])
+def test_odd_references_are_one_line_errors(capsys, args: list[str], message: str) -> None:
+    code, _, err = lepton(capsys, *args)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_unreachable_registry_is_one_line(capsys, monkeypatch) -> None:
+    monkeypatch.setenv("LEPTON_DB_URL", "postgresql://u:secret@127.0.0.1:1/none")
+    code, _, err = lepton(capsys, "models", "list")
+    assert code == 2 and err.startswith("error: cannot open the registry") and "secret" not in err

@@ -87,3 +87,15 @@ def test_infer_format(tmp_path: Path) -> None:
     (tmp_path / "d").mkdir()
     assert infer_format(tmp_path / "a.pt") == "torch"
     assert infer_format(tmp_path / "d") == "directory"
+
+
+def test_symlinks_are_refused_not_followed(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("SECRET")
+    d = tmp_path / "model"
+    d.mkdir()
+    (d / "link").symlink_to(secret)
+    store = ArtifactStore(str(tmp_path / "store"))
+    with pytest.raises(InvalidInputError, match="symbolic link"):
+        store.put(d)
+    assert not store.fs.exists(store.path("objects"))
