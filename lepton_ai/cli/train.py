@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from lepton_ai import config
 from lepton_ai.cli.output import console, print_json
 
 
@@ -33,43 +31,17 @@ def train(
     json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Train MODEL on DATA, evaluate on the test split and register the result as NAME."""
-    from lepton_ai.data import load
-    from lepton_ai.models import LeptonModel
-    from lepton_ai.store import Registry
-    from lepton_ai.store.refs import check_name
+    from lepton_ai.train.job import train_and_register
 
-    check_name(name)
-    splits = {s: load(data, s, label=label, text=text, seed=seed, image_size=image_size) for s in ("train", "val", "test")}
-    train_data = splits["train"]
-    net = LeptonModel(num_classes=train_data.num_classes, input_size=train_data.input_size or None,
-                      classes=train_data.classes)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a fresh architecture is expected to start from random weights here
-        net.load_pretrained_model(model)
-    ckpt = checkpoint_dir or config.home() / "checkpoints" / name
-    registry = Registry()
-    params = {"model": model, "data": data, "epochs": epochs, "lr": lr, "batch_size": batch_size,
-              "schedule": schedule, "seed": seed, "precision": precision}
-    run = registry.start_run("train", params, name=name)
-    try:
-        history = net.fit(train_data, splits["val"], epochs=epochs, lr=lr, batch_size=batch_size, device=device,
-                          precision=precision, schedule=schedule, early_stopping=early_stopping,
-                          checkpoint_dir=str(ckpt), resume=resume, compile=compile, seed=seed,
-                          progress=not json, run_id=run.id)
-        metrics = net.evaluate(splits["test"])
-        registry.log_metrics(run.id, {f"test_{k}": v for k, v in metrics.items()}, step=epochs)
-        ref = net.save(name, metrics={**metrics, "train_seconds": history["train_seconds"]}, run_id=run.id,
-                       description=f"{model} trained on {data}")
-    except BaseException as e:
-        try:
-            registry.end_run(run.id, "cancelled" if isinstance(e, KeyboardInterrupt) else "failed")
-        except Exception:
-            pass  # the original error is the one to report
-        raise
-    registry.end_run(run.id, "completed")
+    result = train_and_register(
+        model, data, name, seed=seed, checkpoint_dir=checkpoint_dir,
+        data_options={"label": label, "text": text, "image_size": image_size},
+        epochs=epochs, lr=lr, batch_size=batch_size, device=device, precision=precision, schedule=schedule,
+        early_stopping=early_stopping, resume=resume, compile=compile, progress=not json)
+    ref, metrics, history = result.ref, result.metrics, result.history
     version = int(ref.rsplit(":", 1)[1])
     doc = {"name": name, "version": version, "metrics": metrics, "train_seconds": history["train_seconds"],
-           "device": history["device"], "precision": history["precision"], "run_id": run.id,
+           "device": history["device"], "precision": history["precision"], "run_id": result.run_id,
            "resumed_from_epoch": history["resumed_from_epoch"]}
     if json:
         print_json(doc)

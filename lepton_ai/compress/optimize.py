@@ -156,7 +156,7 @@ def optimize(model: nn.Module, eval_data: Any, calib_data: Any = None, train_dat
 
 def _markdown(r: dict[str, Any]) -> str:
     cpu = r["machine"]["cpu"]
-    lines = [f"# Optimization report\n",
+    lines = ["# Optimization report\n",
              f"Machine: {cpu['model']} ({cpu['cores']} cores, {' '.join(cpu['flags'])}); "
              f"GPUs: {', '.join(g['name'] for g in r['machine']['gpus']) or 'none'}\n",
              f"Best: **{r['best']['name']}** — speedup ×{r['speedup']:.2f} (throughput at batch {r['batch_size']}), "

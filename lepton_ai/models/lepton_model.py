@@ -72,27 +72,19 @@ class LeptonModel(nn.Module):
             if weights is not None:
                 self._load_weights(weights)
         elif path.is_dir() and (path / _META_FILE).exists():
-            self._from_dir(path)
+            self._from_meta(json.loads((path / _META_FILE).read_text()), path)
         elif path.is_file() and path.suffix == ".safetensors":
             meta = _read_meta(path)
             if not meta:
                 raise InvalidInputError(f"{path} carries no Lepton metadata: name the architecture, e.g. "
                                         f"load_pretrained_model('cnn-small', weights='{path}')")
-            self._configure(meta)
-            self.arch, self.net = meta["arch"], build(meta["arch"], self.input_size, self.num_classes)
-            self._load_weights(path)
+            self._from_meta(meta, path)
         elif path.exists():
             raise InvalidInputError(f"{path} is neither a Hugging Face directory, a saved Lepton model nor a .safetensors file")
         else:
-            from lepton_ai.store import Registry
-            from lepton_ai.store.refs import NAME_RE
-
-            if not NAME_RE.match(key.partition(":")[0]):
-                raise NotFoundError(f"no model {key!r}: not an architecture ({', '.join(ARCHITECTURES)}, minilm), "
-                                    "a path or a registry reference")
             try:
-                local = Registry().fetch(key)
-            except NotFoundError as e:
+                local = _local(key)
+            except (NotFoundError, InvalidInputError) as e:
                 raise NotFoundError(f"no model {key!r}: not an architecture ({', '.join(ARCHITECTURES)}, minilm), "
                                     f"a path, nor in the registry ({e})") from e
             return self.load_pretrained_model(local)
@@ -110,11 +102,7 @@ class LeptonModel(nn.Module):
         self.classes = list(meta.get("classes") or self.classes)
 
     def _load_weights(self, weights: str | Path) -> None:
-        path = Path(weights)
-        if not path.exists():
-            from lepton_ai.store import Registry
-
-            path = Registry().fetch(str(weights))
+        path = _local(weights)
         if path.is_dir():
             path = path / _WEIGHTS_FILE
         assert self.net is not None
@@ -128,14 +116,14 @@ class LeptonModel(nn.Module):
         return {"format_version": 1, "arch": self.arch, "num_classes": self.num_classes,
                 "input_size": list(self.input_size), "classes": self.classes}
 
-    def _from_dir(self, path: Path) -> None:
-        meta = json.loads((path / _META_FILE).read_text())
+    def _from_meta(self, meta: dict[str, Any], weights: Path) -> None:
+        """Build the saved architecture from its metadata, then load `weights` (a file or saved dir)."""
         self._configure(meta)
         if meta["arch"] == "hf":
-            self.arch, self.net = "hf", TextClassifier(path / "encoder", self.num_classes, pretrained=False)
+            self.arch, self.net = "hf", TextClassifier(weights / "encoder", self.num_classes, pretrained=False)
         else:
             self.arch, self.net = meta["arch"], build(meta["arch"], self.input_size, self.num_classes)
-        self._load_weights(path / _WEIGHTS_FILE)
+        self._load_weights(weights)
 
     # -- running -------------------------------------------------------------------------
 
@@ -199,20 +187,26 @@ class LeptonModel(nn.Module):
     @classmethod
     def load(cls, ref: str | Path) -> LeptonModel:
         """Return the model saved at a registry reference or a saved-model directory."""
-        path = Path(str(ref)).expanduser()
-        if not path.exists():
-            from lepton_ai.store import Registry
-
-            path = Registry().fetch(str(ref))
+        path = _local(ref)
         if not (path / _META_FILE).exists():
             raise InvalidInputError(f"{ref} is not a saved Lepton model (no {_META_FILE})")
         meta = json.loads((path / _META_FILE).read_text())
         model = cls(num_classes=meta["num_classes"], input_size=meta.get("input_size"), classes=meta.get("classes"))
-        model._from_dir(path)
+        model._from_meta(meta, path)
         return model.eval()
 
     def extra_repr(self) -> str:
         return f"arch={self.arch}, num_classes={self.num_classes}, input_size={self.input_size}"
+
+
+def _local(ref: str | Path) -> Path:
+    """Return `ref` as a local path: itself when it exists, else the registry's verified copy."""
+    path = Path(str(ref)).expanduser()
+    if path.exists():
+        return path
+    from lepton_ai.store import Registry
+
+    return Registry().fetch(str(ref))
 
 
 def _read_meta(path: Path) -> dict[str, Any] | None:

@@ -220,9 +220,10 @@ class Registry:
             return gone
 
         gone = self._tx(delete)
-        for key in {v.key for v in gone}:  # content is shared: delete only what nobody uses
-            if not self._tx(lambda s: s.scalar(select(func.count()).where(ModelVersion.uri == key))):
-                self.artifacts.delete(key)
+        keys = {v.key for v in gone}
+        still_used = set(self._tx(lambda s: s.scalars(select(ModelVersion.uri).where(ModelVersion.uri.in_(keys))).all()))
+        for key in keys - still_used:  # content is shared: delete only what nobody uses
+            self.artifacts.delete(key)
         return gone
 
     def _model_row(self, s: Session, name: str) -> Model:

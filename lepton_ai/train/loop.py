@@ -177,6 +177,11 @@ def fit(model: nn.Module, train_data: LabeledData, val_data: LabeledData | None 
         history, best, start_epoch = ckpt["history"], ckpt["best"], ckpt["epoch"] + 1
     step_model = torch.compile(model) if compile else model
     xs, labels = as_inputs(model, train_data), train_data.labels
+    registry = None
+    if run_id is not None:
+        from lepton_ai.store import Registry
+
+        registry = Registry()
     t0 = time.perf_counter()
     stopped_early = False
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -216,10 +221,8 @@ def fit(model: nn.Module, train_data: LabeledData, val_data: LabeledData | None 
                             "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
                             if early_stopping else None}
             history.append(row)
-            if run_id is not None:
-                from lepton_ai.store import Registry
-
-                Registry().log_metrics(run_id, {k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+            if registry is not None:
+                registry.log_metrics(run_id, {k: v for k, v in row.items() if k != "epoch"}, step=epoch)
             if checkpoint_dir:
                 state = {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),

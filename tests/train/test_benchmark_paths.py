@@ -6,7 +6,6 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-import torch
 
 spec = importlib.util.spec_from_file_location("bench_train", Path(__file__).parents[2] / "benchmarks" / "train.py")
 bench = importlib.util.module_from_spec(spec)

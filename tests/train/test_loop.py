@@ -53,7 +53,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, monkey
     resumed = _model("cnn-small")
     history = resumed.fit(train, epochs=4, progress=False, checkpoint_dir=str(tmp_path / "b"), resume=True)
     assert history["resumed_from_epoch"] == 2 and len(history["epochs"]) == 4
-    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
         assert torch.allclose(a.float(), b.float(), atol=1e-5)
     assert torch.equal(straight.predict(test), resumed.predict(test))
 

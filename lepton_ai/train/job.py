@@ -1,0 +1,61 @@
+"""A whole training job: data splits → model → fit → test metrics → registry, recorded as a run.
+`lepton train` and `lepton quickstart` are this function with different defaults."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lepton_ai import config
+
+
+@dataclass
+class TrainResult:
+    """What a training job produced: the registered reference and how it got there."""
+
+    ref: str
+    model: Any
+    metrics: dict[str, float]
+    history: dict[str, Any]
+    run_id: int
+    test_data: Any
+
+
+def train_and_register(model: str, data: str, name: str, *, seed: int = 0, data_options: dict[str, Any] | None = None,
+                       checkpoint_dir: str | Path | None = None, description: str | None = None,
+                       **fit_options: Any) -> TrainResult:
+    """Train `model` (an architecture, HF dir or registry ref) on `data`, test it, register it as `name`."""
+    from lepton_ai.data import load
+    from lepton_ai.models import LeptonModel
+    from lepton_ai.store import Registry
+    from lepton_ai.store.refs import check_name
+
+    check_name(name)
+    train, val, test = (load(data, s, seed=seed, **(data_options or {})) for s in ("train", "val", "test"))
+    torch.manual_seed(seed)  # the same initial weights for the same seed
+    net = LeptonModel(num_classes=train.num_classes, input_size=train.input_size or None, classes=train.classes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a fresh architecture starts from random weights on purpose here
+        net.load_pretrained_model(model)
+    registry = Registry()
+    params = {"model": model, "data": data, "seed": seed, **{k: v for k, v in fit_options.items() if k != "progress"}}
+    run = registry.start_run("train", params, name=name)
+    try:
+        history = net.fit(train, val, seed=seed, run_id=run.id,
+                          checkpoint_dir=str(checkpoint_dir or config.home() / "checkpoints" / name), **fit_options)
+        metrics = net.evaluate(test)
+        registry.log_metrics(run.id, {f"test_{k}": v for k, v in metrics.items()}, step=len(history["epochs"]))
+        ref = net.save(name, metrics={**metrics, "train_seconds": history["train_seconds"]}, run_id=run.id,
+                       description=description or f"{model} trained on {data}")
+    except BaseException as e:
+        try:
+            registry.end_run(run.id, "cancelled" if isinstance(e, KeyboardInterrupt) else "failed")
+        except Exception:
+            pass  # the original error is the one to report
+        raise
+    registry.end_run(run.id, "completed")
+    return TrainResult(ref, net, metrics, history, run.id, test)
