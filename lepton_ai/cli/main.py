@@ -9,6 +9,7 @@ import typer
 from lepton_ai import __version__
 from lepton_ai.cli import models, runs
 from lepton_ai.cli.doctor import doctor
+from lepton_ai.cli.optimize import optimize
 from lepton_ai.cli.output import err_console
 from lepton_ai.cli.quickstart import quickstart
 from lepton_ai.cli.train import train
@@ -26,6 +27,7 @@ app.add_typer(runs.app, name="runs")
 app.command()(doctor)
 app.command()(quickstart)
 app.command()(train)
+app.command()(optimize)
 
 
 @app.command()

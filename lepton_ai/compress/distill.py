@@ -19,9 +19,16 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return alpha * soft + (1 - alpha) * nn.functional.cross_entropy(student_logits, labels)
 
 
+def embedding_distillation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Return mean (1 − cosine) + MSE between student and teacher embeddings."""
+    cosine = nn.functional.cosine_similarity(student, teacher, dim=-1)
+    return (1 - cosine).mean() + nn.functional.mse_loss(student, teacher)
+
+
 def distill(teacher: nn.Module, student: nn.Module, train_data: Any, val_data: Any = None, *,
             temperature: float = 4.0, alpha: float = 0.7, **fit_options: Any) -> dict[str, Any]:
-    """Train `student` (e.g. a pruned copy of `teacher`) to match `teacher`; return fit's history."""
+    """Train `student` (e.g. a pruned copy of `teacher`) to match `teacher`; return fit's history.
+    Classifiers learn softened logits and labels; embedding models the teacher's embeddings."""
     if temperature <= 0 or not 0 <= alpha <= 1:
         raise InvalidInputError(f"need temperature > 0 and 0 ≤ alpha ≤ 1, got {temperature} and {alpha}")
     if getattr(teacher, "num_classes", None) != getattr(student, "num_classes", None):
@@ -33,6 +40,8 @@ def distill(teacher: nn.Module, student: nn.Module, train_data: Any, val_data: A
     def loss_fn(logits: torch.Tensor, labels: torch.Tensor, inputs: Any) -> torch.Tensor:
         with torch.no_grad():
             target = teacher(inputs).float()
+        if getattr(student, "is_embedding", False):
+            return embedding_distillation_loss(logits, target)
         return distillation_loss(logits, target, labels, temperature, alpha)
 
     return fit(student, train_data, val_data, loss_fn=loss_fn, **fit_options)

@@ -3,6 +3,7 @@ candidate: latency at batch 1 (p50, p99) and throughput at a given batch size.""
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,14 +14,28 @@ import torch
 
 
 def size_bytes(model: Any) -> int:
-    """Return the bytes a model takes on disk (ONNX file) or in parameters and buffers (PyTorch)."""
+    """Return the bytes a model takes on disk (ONNX file) or in its serialised state (PyTorch,
+    so int8 packed weights count at their real size)."""
     path = getattr(model, "path", None)
     if isinstance(path, Path) and path.exists():
         return path.stat().st_size
-    if isinstance(model, torch.nn.Module):
-        tensors = list(model.parameters()) + list(model.buffers())
-        return sum(t.numel() * t.element_size() for t in tensors)
+    module = getattr(model, "model", model)  # a wrapper that runs a module elsewhere
+    if isinstance(module, torch.nn.Module):
+        buffer = io.BytesIO()
+        torch.save(module.state_dict(), buffer)
+        return buffer.tell()
     raise TypeError(f"cannot size a {type(model).__name__}")
+
+
+def _take(inputs: Any, n: int) -> Any:
+    """The first `n` examples of a tensor, a list or a dict of token tensors, repeated if short."""
+    if isinstance(inputs, dict):
+        return {k: _take(v, n) for k, v in inputs.items()}
+    batch = inputs[:n]
+    if len(batch) < n:
+        reps = -(-n // max(1, len(batch)))
+        batch = torch.cat([batch] * reps)[:n] if isinstance(batch, torch.Tensor) else (list(batch) * reps)[:n]
+    return batch
 
 
 def _timed(fn: Callable[[], Any], repeats: int, min_seconds: float) -> list[float]:
@@ -39,10 +54,7 @@ def _timed(fn: Callable[[], Any], repeats: int, min_seconds: float) -> list[floa
 def measure(model: Callable[[Any], Any], inputs: Any, batch_size: int = 64, repeats: int = 20,
             min_seconds: float = 1.0, warmup: int = 3) -> dict[str, float]:
     """Return latency_ms_p50/p99 at batch 1 and throughput_per_s at `batch_size` for `model(x)`."""
-    one, batch = inputs[:1], inputs[:batch_size]
-    if len(batch) < batch_size:
-        reps = -(-batch_size // max(1, len(batch)))
-        batch = torch.cat([batch] * reps)[:batch_size] if isinstance(batch, torch.Tensor) else (list(batch) * reps)[:batch_size]
+    one, batch = _take(inputs, 1), _take(inputs, batch_size)
     for _ in range(warmup):
         model(one)
         model(batch)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import tempfile
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,20 +30,62 @@ class _TokensToLogits(nn.Module):
 
 
 def _example(model: nn.Module) -> tuple[nn.Module, tuple[torch.Tensor, ...], list[str], dict[str, dict[int, str]]]:
+    output = "embeddings" if getattr(model, "is_embedding", False) else "logits"
     if getattr(model, "is_text", False):
         tokens = model.net.tokenize(["an example sentence", "another"])  # type: ignore[union-attr]
         args = (tokens["input_ids"], tokens["attention_mask"])
         axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
-                "logits": {0: "batch"}}
+                output: {0: "batch"}}
         return _TokensToLogits(model), args, ["input_ids", "attention_mask"], axes
     size = tuple(getattr(model, "input_size", ()) or ())
     if not size:
         raise InvalidInputError("the model has no input_size: give export_onnx an example input")
-    return model, (torch.zeros(2, *size),), ["input"], {"input": {0: "batch"}, "logits": {0: "batch"}}
+    return model, (torch.zeros(2, *size),), ["input"], {"input": {0: "batch"}, output: {0: "batch"}}
 
 
-def export_onnx(model: nn.Module, path: str | Path, example: torch.Tensor | None = None, opset: int = 17) -> Path:
-    """Export `model` (batch dimension dynamic) to the ONNX file `path`, atomically; return the path."""
+@contextlib.contextmanager
+def _eager_attention(model: nn.Module) -> Iterator[None]:
+    """Export Hugging Face attention as plain ops: ORT's fusion recognises them, not SDPA."""
+    encoder = getattr(getattr(model, "net", None), "encoder", None)
+    config = getattr(encoder, "config", None)
+    before = getattr(config, "_attn_implementation", None)
+    if before is not None:
+        config._attn_implementation = "eager"  # type: ignore[union-attr]
+    try:
+        yield
+    finally:
+        if before is not None:
+            config._attn_implementation = before  # type: ignore[union-attr]
+
+
+@contextlib.contextmanager
+def quiet_logging() -> Iterator[None]:
+    """Silence warnings ORT's Python tools log for expected cases (fused graphs, no pre-processing)."""
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def _fuse_transformer(model: nn.Module, path: Path) -> None:
+    """Fuse attention, skip-layer-norm, embeddings and GELU with ORT's transformer optimizer, in place."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    from lepton_ai.compress.prune import attention_heads
+
+    heads, width = attention_heads(model)  # after head pruning: fewer heads than the config says
+    with quiet_logging():
+        fused = optimize_model(str(path), model_type="bert", num_heads=heads, hidden_size=width, opt_level=1)
+    tmp = path.with_name(f".{path.name}.fused")
+    fused.save_model_to_file(str(tmp))
+    os.replace(tmp, path)
+
+
+def export_onnx(model: nn.Module, path: str | Path, example: torch.Tensor | None = None, opset: int = 17,
+                fuse: bool = True) -> Path:
+    """Export `model` (batch dimension dynamic) to the ONNX file `path`, atomically; return the path.
+    Transformer encoders get their attention, layer norms and GELU fused unless `fuse=False`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     module, args, names, axes = _example(model) if example is None else (
@@ -48,10 +94,13 @@ def export_onnx(model: nn.Module, path: str | Path, example: torch.Tensor | None
     fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
     os.close(fd)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _eager_attention(model), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about shapes that are dynamic on purpose
             # TorchScript-based exporter: fast, and produces graphs ORT fuses and quantizes well.
-            torch.onnx.export(module, args, tmp, input_names=names, output_names=["logits"],
+            torch.onnx.export(module, args, tmp, input_names=names, output_names=list(axes)[len(names):],
                               dynamic_axes=axes, opset_version=opset, dynamo=False)
+        if fuse and getattr(model, "is_text", False):
+            _fuse_transformer(model, Path(tmp))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

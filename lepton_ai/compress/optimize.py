@@ -1,5 +1,8 @@
 """The accuracy-aware search: build candidates, measure each on this machine, reject those
-over the allowed accuracy drop or slower than the baseline, return the best that passes."""
+over the allowed quality drop or slower than the baseline, return the best that passes.
+
+Quality is accuracy for classifiers and fidelity for embedding models: the mean cosine
+similarity of a candidate's embeddings to the baseline's on the same sentences."""
 
 from __future__ import annotations
 
@@ -17,11 +20,13 @@ from torch import nn
 from lepton_ai.compress.measure import measure, size_bytes
 from lepton_ai.compress.onnx import OnnxModel, export_onnx
 from lepton_ai.compress.prune import prune_structured
-from lepton_ai.compress.quantize import quantize_onnx
+from lepton_ai.compress.quantize import quantizable_nodes, quantize_onnx, quantize_torch
 from lepton_ai.errors import InvalidInputError
 from lepton_ai.machine import machine_info
 
 Objective = Literal["throughput", "latency", "size"]
+TECHNIQUES = ("onnx", "int8", "pytorch-int8", "prune", "compile", "gpu")
+_EVAL_BATCH = 64
 
 
 @dataclass
@@ -30,18 +35,22 @@ class Trial:
 
     name: str
     recipe: dict[str, Any]
-    accuracy: float
+    metric: str  # "accuracy" or "fidelity"
+    quality: float
     size_bytes: int
     latency_ms_p50: float
     latency_ms_p99: float
     throughput_per_s: float
     accepted: bool = True
     reason: str = ""
-    model: Any = field(default=None, repr=False)
+    model: Any = field(default=None, repr=False)  # the runnable candidate
+    source: Any = field(default=None, repr=False)  # the float LeptonModel it was made from
 
     def figures(self) -> dict[str, Any]:
-        """Return the JSON-ready figures (without the runnable model)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
+        """Return the JSON-ready figures (without the models), quality under its metric's name."""
+        doc = {f.name: getattr(self, f.name) for f in fields(self)
+               if f.name not in ("model", "source", "metric", "quality")}
+        return {"name": self.name, self.metric: self.quality, **doc}
 
 
 @dataclass
@@ -53,6 +62,13 @@ class OptimizeResult:
     baseline: Trial
     trials: list[Trial]
     report: dict[str, Any]
+
+    def save_model(self, directory: str | Path) -> Path:
+        """Write the best candidate as a registrable directory (see `load_runnable`); return it."""
+        from lepton_ai.compress.artifact import save_runnable
+
+        t = self.best_trial
+        return save_runnable(t.model, t.source, t.recipe, directory)
 
     def save(self, directory: str | Path) -> Path:
         """Write report.json, report.md and report.png into `directory`; return it."""
@@ -70,103 +86,252 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _accuracy(predict: Callable[[torch.Tensor], torch.Tensor], data: Any) -> float:
-    preds = torch.cat([predict(data.features[i:i + 256]).argmax(-1) for i in range(0, len(data), 256)])
-    return float((preds == data.labels).float().mean())
+class _OnDevice:
+    """Runs a module on a GPU (optionally in half precision) and answers on the CPU, in float."""
+
+    def __init__(self, model: nn.Module, device: torch.device, dtype: torch.dtype) -> None:
+        self.model, self.device, self.dtype = model.to(device, dtype), device, dtype
+
+    def __call__(self, x: Any) -> torch.Tensor:
+        if isinstance(x, dict):
+            x = {k: v.to(self.device) for k, v in x.items()}
+        else:
+            x = x.to(self.device, self.dtype)
+        out = self.model(x).float().cpu()
+        return out
+
+
+class _Search:
+    """The state of one search: inputs, the baseline's outputs, the trials so far, the clock."""
+
+    def __init__(self, model: nn.Module, eval_data: Any, calib: Any, batch_size: int, seq_len: int,
+                 time_budget_s: float, work: Path, progress: bool) -> None:
+        from lepton_ai.train.loop import as_inputs, batches
+
+        self.model, self.batch_size, self.work, self.progress = model, batch_size, work, progress
+        self.metric = "fidelity" if getattr(model, "is_embedding", False) else "accuracy"
+        self.deadline = time.perf_counter() + time_budget_s
+        xs = as_inputs(model, eval_data)
+        self.labels = eval_data.labels
+        self.eval_batches = list(batches(model, xs, _EVAL_BATCH, torch.device("cpu")))
+        if model.is_text:  # speed is measured at a fixed sequence length, quality on the real lengths
+            self.speed_inputs = model.net.tokenizer(list(xs[:batch_size]), padding="max_length", truncation=True,
+                                                    max_length=seq_len, return_tensors="pt").data
+            self.calib: list[Any] = []
+        else:
+            self.speed_inputs = xs
+            self.calib = [calib.features[i:i + 64].numpy() for i in range(0, min(len(calib), 512), 64)]
+        self.reference: torch.Tensor | None = None
+        self.trials: list[Trial] = []
+
+    def time_left(self) -> bool:
+        return time.perf_counter() < self.deadline
+
+    @torch.inference_mode()
+    def quality(self, runnable: Callable[[Any], torch.Tensor]) -> float:
+        """Accuracy against the labels, or mean cosine similarity to the baseline's embeddings."""
+        out = torch.cat([runnable(b).float() for b in self.eval_batches])
+        if self.metric == "accuracy":
+            return float((out.argmax(-1) == self.labels).float().mean())
+        if self.reference is None:
+            self.reference = out
+        return float(nn.functional.cosine_similarity(out, self.reference, dim=-1).mean())
+
+    def trial(self, name: str, recipe: dict[str, Any], runnable: Any, source: nn.Module) -> Trial:
+        with torch.inference_mode():
+            q = self.quality(runnable)
+            speed = measure(runnable, self.speed_inputs, batch_size=self.batch_size, min_seconds=1.0)
+        t = Trial(name, recipe, self.metric, q, size_bytes(runnable), speed["latency_ms_p50"],
+                  speed["latency_ms_p99"], speed["throughput_per_s"], model=runnable, source=source)
+        self.trials.append(t)
+        if self.progress:
+            print(f"  {name:<36} {self.metric} {q:.4f}  {t.throughput_per_s:>10,.1f}/s  "
+                  f"p50 {t.latency_ms_p50:8.3f} ms  {t.size_bytes / 1e6:8.2f} MB", flush=True)
+        return t
+
+    def onnx_family(self, prefix: str, net: nn.Module, recipe: dict[str, Any], int8: bool, max_drop: float) -> None:
+        """ONNX Runtime fp32 (graph-optimised), then int8 dynamic and static, falling back to fp32
+        layer by layer where int8 costs more quality than allowed."""
+        fp32 = export_onnx(net, self.work / f"{prefix}fp32.onnx")
+        tokenizer = getattr(getattr(net, "net", None), "tokenizer", None)
+        self.trial(f"{prefix}onnx-fp32", {**recipe, "runtime": "onnxruntime", "precision": "fp32"},
+                   OnnxModel(fp32, tokenizer=tokenizer), net)
+        if not int8:
+            return
+        for method in ("dynamic",) if net.is_text else ("dynamic", "static"):
+            if not self.time_left():
+                return
+            name, path = f"{prefix}onnx-int8-{method}", self.work / f"{prefix}int8-{method}.onnx"
+            rec = {**recipe, "runtime": "onnxruntime", "precision": "int8", "quantization": method, "per_channel": True}
+
+            def build(exclude: list[str], out: Path = path) -> OnnxModel:
+                q = quantize_onnx(fp32, out, method, calib=self.calib if method == "static" else None, exclude=exclude)
+                return OnnxModel(q, tokenizer=tokenizer)
+
+            t = self.trial(name, rec, build([]), net)
+            if self.trials[0].quality - t.quality > max_drop:
+                self.fallback(name, rec, build, t.quality, fp32, max_drop, net)
+
+    def fallback(self, name: str, recipe: dict[str, Any], build: Callable[..., Any], quality: float, fp32: Path,
+                 max_drop: float, source: nn.Module) -> None:
+        """Keep in fp32 the layers whose int8 hurts quality most, one more at a time, until it passes."""
+        groups = quantizable_nodes(fp32)
+        if len(groups) < 2:
+            return
+        scratch = self.work / "sensitivity.onnx"
+        gains = []
+        for group in groups:  # what keeping this one layer in fp32 buys back
+            if not self.time_left():
+                return
+            gains.append(self.quality(build(group, scratch)) - quality)
+        order = sorted(range(len(groups)), key=lambda i: -gains[i])
+        kept: list[int] = []
+        for i in order[:max(1, len(groups) // 2)]:
+            if not self.time_left():
+                return
+            kept.append(i)
+            exclude = [n for k in kept for n in groups[k]]
+            path = self.work / f"{name}-fallback{len(kept)}.onnx"
+            t = self.trial(f"{name} +{len(kept)} fp32 layer{'s' if len(kept) > 1 else ''}",
+                           {**recipe, "fp32_fallback": exclude}, build(exclude, path), source)
+            if self.trials[0].quality - t.quality <= max_drop:
+                return
+
+    def torch_family(self, prefix: str, net: nn.Module, recipe: dict[str, Any], techniques: set[str]) -> None:
+        """PyTorch int8 (dynamic linears and embeddings), torch.compile, and fp16/bf16 on a GPU."""
+        linear = sum(m.weight.numel() for m in net.modules() if isinstance(m, (nn.Linear, nn.Embedding)))
+        if "pytorch-int8" in techniques and linear > 0.5 * sum(p.numel() for p in net.parameters()) and self.time_left():
+            self.trial(f"{prefix}pytorch-int8-dynamic", {**recipe, "runtime": "pytorch", "precision": "int8",
+                                                         "quantization": "dynamic", "per_channel": True},
+                       quantize_torch(net), net)
+        if "compile" in techniques and self.time_left():
+            compiled = torch.compile(net)
+            self.trial(f"{prefix}torch.compile", {**recipe, "runtime": "pytorch", "precision": "fp32", "compile": True},
+                       compiled, net)
+        if "gpu" in techniques and torch.cuda.is_available():
+            import copy
+
+            dev = torch.device("cuda")
+            half = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            for dtype in (torch.float32, half):
+                if self.time_left():
+                    precision = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+                    self.trial(f"{prefix}cuda-{precision}", {**recipe, "runtime": "pytorch", "device": "cuda",
+                                                             "precision": precision},
+                               _OnDevice(copy.deepcopy(net).eval(), dev, dtype), net)
 
 
 def optimize(model: nn.Module, eval_data: Any, calib_data: Any = None, train_data: Any = None, *,
-             max_accuracy_drop: float = 0.01, objective: Objective = "throughput", batch_size: int = 64,
-             time_budget_s: float = 600, prune_amounts: tuple[float, ...] = (0.5,), workdir: str | Path | None = None,
-             progress: bool = True) -> OptimizeResult:
-    """Return the fastest (or smallest, per `objective`) candidate of `model` whose accuracy on
-    `eval_data` is within `max_accuracy_drop` of the eager fp32 baseline and that is not slower."""
+             max_accuracy_drop: float | None = None, max_fidelity_drop: float | None = None,
+             objective: Objective = "throughput", batch_size: int = 64, time_budget_s: float = 600,
+             techniques: tuple[str, ...] = TECHNIQUES, prune_amounts: tuple[float, ...] | None = None,
+             distill_epochs: int | None = None, seq_len: int = 128, tie_tolerance: float = 0.05,
+             workdir: str | Path | None = None, progress: bool = True) -> OptimizeResult:
+    """Return the fastest (or lowest-latency, or smallest, per `objective`) candidate of `model`
+    whose quality on `eval_data` is within the allowed drop of the eager fp32 baseline and that
+    is not slower. Classifiers are held to `max_accuracy_drop` (default 0.01); embedding models
+    (num_classes=0) to `max_fidelity_drop` (default 0.01) in mean cosine similarity. Candidates
+    within `tie_tolerance` of the best on the objective count as tied; the smallest of them wins."""
     if objective not in ("throughput", "latency", "size"):
         raise InvalidInputError(f"objective must be throughput, latency or size, not {objective!r}")
-    if not 0 <= max_accuracy_drop < 1:
-        raise InvalidInputError(f"max_accuracy_drop must be in [0, 1), got {max_accuracy_drop}")
-    if getattr(model, "is_text", False):
-        raise InvalidInputError("text models are optimized by fidelity, which is not built yet (issue 4)")
+    unknown = set(techniques) - set(TECHNIQUES)
+    if unknown:
+        raise InvalidInputError(f"unknown techniques {sorted(unknown)}: choose from {', '.join(TECHNIQUES)}")
+    embedding = getattr(model, "is_embedding", False)
+    if embedding and max_accuracy_drop is not None:
+        raise InvalidInputError("an embedding model has no labels to score accuracy: give max_fidelity_drop")
+    if not embedding and max_fidelity_drop is not None:
+        raise InvalidInputError("a classifier is held to accuracy: give max_accuracy_drop, not max_fidelity_drop")
+    max_drop = (max_fidelity_drop if embedding else max_accuracy_drop)
+    max_drop = 0.01 if max_drop is None else max_drop
+    what = "max_fidelity_drop" if embedding else "max_accuracy_drop"
+    if not 0 <= max_drop < 1:
+        raise InvalidInputError(f"{what} must be in [0, 1), got {max_drop}")
+    if batch_size < 1 or time_budget_s <= 0:
+        raise InvalidInputError(f"batch_size and time_budget_s must be positive, got {batch_size} and {time_budget_s}")
     from lepton_ai.train.loop import check_data
 
     check_data(model, eval_data)
+    for data in (calib_data, train_data):
+        if data is not None:
+            check_data(model, data)
     model = model.eval().cpu()
-    calib = calib_data if calib_data is not None else (train_data if train_data is not None else eval_data)
     work = Path(workdir or tempfile.mkdtemp(prefix="lepton-optimize-"))
-    start = time.perf_counter()
-    x = eval_data.features
-    trials: list[Trial] = []
+    work.mkdir(parents=True, exist_ok=True)
+    calib = calib_data if calib_data is not None else (train_data if train_data is not None else eval_data)
+    search = _Search(model, eval_data, calib, batch_size, seq_len, time_budget_s, work, progress)
+    start, chosen = time.perf_counter(), set(techniques)
 
-    def trial(name: str, recipe: dict[str, Any], runnable: Any) -> None:
-        with torch.inference_mode():
-            speed = measure(runnable, x, batch_size=batch_size, min_seconds=0.5)
-            acc = _accuracy(runnable, eval_data)
-        t = Trial(name, recipe, acc, size_bytes(runnable), speed["latency_ms_p50"], speed["latency_ms_p99"],
-                  speed["throughput_per_s"], model=runnable)
-        trials.append(t)
-        if progress:
-            print(f"  {name:<28} acc {acc:.4f}  {t.throughput_per_s:>10,.0f}/s  p50 {t.latency_ms_p50:.3f} ms  "
-                  f"{t.size_bytes / 1e3:,.0f} kB")
-
-    def onnx_family(prefix: str, net: nn.Module, recipe: dict[str, Any]) -> None:
-        fp32 = export_onnx(net, work / f"{prefix}fp32.onnx")
-        trial(f"{prefix}onnx-fp32", {**recipe, "runtime": "onnxruntime", "precision": "fp32"}, OnnxModel(fp32))
-        for method in ("dynamic", "static"):
-            if time.perf_counter() - start > time_budget_s:
-                return
-            batches = [calib.features[i:i + 64].numpy() for i in range(0, min(len(calib), 512), 64)]
-            q = quantize_onnx(fp32, work / f"{prefix}int8-{method}.onnx", method,
-                              calib=batches if method == "static" else None)
-            trial(f"{prefix}onnx-int8-{method}", {**recipe, "runtime": "onnxruntime", "precision": "int8",
-                                                   "quantization": method, "per_channel": True}, OnnxModel(q))
-
-    trial("baseline (eager fp32)", {"runtime": "pytorch", "precision": "fp32"}, model)
-    onnx_family("", model, {})
-    if train_data is not None and getattr(model, "arch", None) in ("mlp", "cnn-small", "resnet18"):
+    search.trial("baseline (eager fp32)", {"runtime": "pytorch", "precision": "fp32"}, model, model)
+    if "onnx" in chosen:
+        search.onnx_family("", model, {}, "int8" in chosen, max_drop)
+    search.torch_family("", model, {}, chosen)
+    prunable = model.is_text or getattr(model, "arch", None) in ("mlp", "cnn-small", "resnet18")
+    if "prune" in chosen and train_data is not None and prunable:
         from lepton_ai.compress.distill import distill
 
-        for amount in prune_amounts:
-            if time.perf_counter() - start > time_budget_s:
+        epochs = distill_epochs or (3 if model.is_text else 4)
+        for amount in prune_amounts or ((0.25,) if model.is_text else (0.5,)):
+            if not search.time_left():
                 break
             student = prune_structured(model, amount)
-            distill(model, student, train_data, epochs=4, lr=2e-3, device="cpu", progress=False)
-            recipe = {"prune": {"structured": amount}, "distill": {"epochs": 4, "temperature": 4.0}}
-            trial(f"pruned{amount:g}+distilled", {**recipe, "runtime": "pytorch", "precision": "fp32"}, student.eval())
-            onnx_family(f"pruned{amount:g}-", student.eval(), recipe)
+            lr = 1e-4 if model.is_text else 2e-3
+            distill(model, student, train_data, epochs=epochs, lr=lr, batch_size=32 if model.is_text else 64,
+                    device="cpu", progress=progress)
+            student.eval()
+            recipe = {"prune": {"structured": amount}, "distill": {"epochs": epochs, "lr": lr}}
+            prefix = f"pruned{amount:g}-"
+            search.trial(f"{prefix}eager", {**recipe, "runtime": "pytorch", "precision": "fp32"}, student, student)
+            if "onnx" in chosen:
+                search.onnx_family(prefix, student, recipe, "int8" in chosen, max_drop)
+            search.torch_family(prefix, student, recipe, chosen - {"compile", "gpu"})
 
+    trials = search.trials
     base = trials[0]
     for t in trials[1:]:
-        drop = base.accuracy - t.accuracy
-        if drop > max_accuracy_drop:
-            t.accepted, t.reason = False, f"accuracy drop {drop:.4f} > allowed {max_accuracy_drop}"
+        drop = base.quality - t.quality
+        if drop > max_drop:
+            t.accepted, t.reason = False, f"{search.metric} drop {drop:.4f} > allowed {max_drop}"
         elif t.throughput_per_s < base.throughput_per_s and objective != "size":
             t.accepted, t.reason = False, "slower than the baseline"
-    key = {"throughput": lambda t: t.throughput_per_s, "latency": lambda t: -t.latency_ms_p50,
-           "size": lambda t: -t.size_bytes}[objective]
-    best = max((t for t in trials if t.accepted), key=key)
+    best = _pick(trials, objective, tie_tolerance)
     report = {
-        "machine": machine_info(), "objective": objective, "batch_size": batch_size,
-        "max_accuracy_drop": max_accuracy_drop, "baseline": base.figures(), "best": best.figures(),
+        "machine": machine_info(), "objective": objective, "metric": search.metric, "batch_size": batch_size,
+        **({"sequence_length": seq_len} if model.is_text else {}), what: max_drop, "tie_tolerance": tie_tolerance,
+        "baseline": base.figures(), "best": best.figures(),
         "speedup": best.throughput_per_s / base.throughput_per_s,
-        "size_reduction": base.size_bytes / best.size_bytes, "accuracy_drop": base.accuracy - best.accuracy,
+        "latency_speedup": base.latency_ms_p50 / best.latency_ms_p50,
+        "size_reduction": base.size_bytes / best.size_bytes, f"{search.metric}_drop": base.quality - best.quality,
         "trials": [t.figures() for t in trials], "search_seconds": time.perf_counter() - start,
     }
     return OptimizeResult(best=best.model, best_trial=best, baseline=base, trials=trials, report=report)
 
 
+def _pick(trials: list[Trial], objective: Objective, tolerance: float) -> Trial:
+    """The best accepted trial on `objective`; those within `tolerance` of it are ties, which
+    the smaller (then the faster) wins: a few percent is within measurement noise here."""
+    accepted = [t for t in trials if t.accepted]
+    score: dict[str, Callable[[Trial], float]] = {
+        "throughput": lambda t: t.throughput_per_s, "latency": lambda t: 1 / t.latency_ms_p50,
+        "size": lambda t: 1 / t.size_bytes}
+    top = max(score[objective](t) for t in accepted)
+    tied = [t for t in accepted if score[objective](t) >= top * (1 - tolerance)]
+    return min(tied, key=lambda t: (t.size_bytes, -score[objective](t)))
+
+
 def _markdown(r: dict[str, Any]) -> str:
-    cpu = r["machine"]["cpu"]
+    cpu, metric = r["machine"]["cpu"], r["metric"]
     lines = ["# Optimization report\n",
              f"Machine: {cpu['model']} ({cpu['cores']} cores, {' '.join(cpu['flags'])}); "
              f"GPUs: {', '.join(g['name'] for g in r['machine']['gpus']) or 'none'}\n",
              f"Best: **{r['best']['name']}** — speedup ×{r['speedup']:.2f} (throughput at batch {r['batch_size']}), "
-             f"size ÷{r['size_reduction']:.2f}, accuracy drop {r['accuracy_drop']:+.4f}\n",
-             "| candidate | accuracy | throughput/s | p50 ms | p99 ms | size kB | verdict |",
+             f"size ÷{r['size_reduction']:.2f}, {metric} drop {r[f'{metric}_drop']:+.4f}\n",
+             f"| candidate | {metric} | throughput/s | p50 ms | p99 ms | size MB | verdict |",
              "|---|---|---|---|---|---|---|"]
     for t in r["trials"]:
         verdict = "best" if t["name"] == r["best"]["name"] else ("ok" if t["accepted"] else t["reason"])
-        lines.append(f"| {t['name']} | {t['accuracy']:.4f} | {t['throughput_per_s']:,.0f} | {t['latency_ms_p50']:.3f} | "
-                     f"{t['latency_ms_p99']:.3f} | {t['size_bytes'] / 1e3:,.0f} | {verdict} |")
+        lines.append(f"| {t['name']} | {t[metric]:.4f} | {t['throughput_per_s']:,.1f} | {t['latency_ms_p50']:.3f} | "
+                     f"{t['latency_ms_p99']:.3f} | {t['size_bytes'] / 1e6:,.2f} | {verdict} |")
     return "\n".join(lines) + "\n"
 
 
@@ -176,17 +341,19 @@ def _plot(r: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    metric = r["metric"]
+    fig, ax = plt.subplots(figsize=(8, 5))
     for t in r["trials"]:
         colour = "tab:green" if t["name"] == r["best"]["name"] else ("tab:blue" if t["accepted"] else "tab:red")
-        ax.scatter(t["throughput_per_s"], t["accuracy"], color=colour)
-        ax.annotate(t["name"], (t["throughput_per_s"], t["accuracy"]), fontsize=7, xytext=(3, 3),
+        ax.scatter(t["throughput_per_s"], t[metric], color=colour)
+        ax.annotate(t["name"], (t["throughput_per_s"], t[metric]), fontsize=7, xytext=(3, 3),
                     textcoords="offset points")
-    ax.axhline(r["baseline"]["accuracy"] - r["max_accuracy_drop"], color="grey", ls="--", lw=1, label="allowed drop")
+    allowed = r.get("max_accuracy_drop", r.get("max_fidelity_drop"))
+    ax.axhline(r["baseline"][metric] - allowed, color="grey", ls="--", lw=1, label="allowed drop")
     ax.set_xscale("log")
     ax.set_xlabel(f"throughput (examples/s, batch {r['batch_size']})")
-    ax.set_ylabel("accuracy")
-    ax.set_title("candidates: green = chosen, red = rejected")
+    ax.set_ylabel(metric)
+    ax.set_title("candidates: green = chosen, blue = within the bar, red = rejected")
     ax.legend(loc="lower left")
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")

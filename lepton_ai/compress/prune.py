@@ -1,6 +1,6 @@
-"""Pruning. Structured pruning removes whole channels and units, so the network that
-comes out is smaller and dense (and so faster on any kernel); magnitude pruning only
-zeroes weights, which dense kernels do not run faster."""
+"""Pruning. Structured pruning removes whole channels, units, attention heads and FFN
+neurons, so the network that comes out is smaller and dense (and so faster on any kernel);
+magnitude pruning only zeroes weights, which dense kernels do not run faster."""
 
 from __future__ import annotations
 
@@ -75,18 +75,62 @@ def _prune_pairs(layers: list[nn.Module], amount: float) -> None:
         _slice_in(nxt, keep)
 
 
-def prune_structured(model: nn.Module, amount: float = 0.5) -> nn.Module:
+def _transformer_layers(net: nn.Module) -> list[nn.Module]:
+    """The layers of a BERT-style encoder (query/key/value, output, intermediate), or []."""
+    return [m for m in net.modules() if all(hasattr(m, a) for a in ("attention", "intermediate", "output"))]
+
+
+def _prune_transformer(net: nn.Module, heads: float, ffn: float) -> None:
+    """Remove the weakest `heads` of each layer's attention heads and `ffn` of its FFN neurons."""
+    for layer in _transformer_layers(net):
+        attn, out = layer.attention.self, layer.attention.output.dense
+        size = attn.attention_head_size
+        n_heads = attn.query.out_features // size
+        if heads and n_heads > 1:
+            # a head matters as much as the weights that read its values and write its output
+            v = attn.value.weight.detach().reshape(n_heads, size, -1).norm(dim=(1, 2))
+            o = out.weight.detach().reshape(out.out_features, n_heads, size).norm(dim=(0, 2))
+            kept = _keep(v * o, heads)
+            keep = (kept[:, None] * size + torch.arange(size)).flatten()
+            for proj in (attn.query, attn.key, attn.value):
+                _slice_out(proj, keep)
+            _slice_in(out, keep)
+            attn.num_attention_heads, attn.all_head_size = len(kept), len(keep)
+        if ffn:
+            up, down = layer.intermediate.dense, layer.output.dense
+            keep = _keep(up.weight.detach().norm(dim=1) * down.weight.detach().norm(dim=0), ffn)
+            _slice_out(up, keep)
+            _slice_in(down, keep)
+
+
+def attention_heads(model: nn.Module) -> tuple[int, int]:
+    """Return (heads, heads × head size) of the first attention layer of a BERT-style encoder."""
+    layers = _transformer_layers(model)
+    if not layers:
+        raise InvalidInputError(f"{type(model).__name__} has no BERT-style attention layers")
+    attn = layers[0].attention.self
+    return attn.query.out_features // attn.attention_head_size, attn.query.out_features
+
+
+def prune_structured(model: nn.Module, amount: float = 0.5, *, heads: float | None = None,
+                     ffn: float | None = None) -> nn.Module:
     """Return a copy of `model` with `amount` of its hidden channels/units removed (L1 ranking).
 
-    Works on the built-in backbones: conv channels and linear units of plain stacks, and the
-    inner width of ResNet blocks (residual widths stay). Fine-tune or distil afterwards."""
-    if not 0 < amount < 1:
-        raise InvalidInputError(f"amount must be between 0 and 1 (the fraction removed), got {amount}")
+    Built-in backbones: conv channels and linear units of plain stacks, and the inner width of
+    ResNet blocks (residual widths stay). BERT-style encoders: `heads` of the attention heads
+    and `ffn` of the FFN neurons of every layer (both default to `amount`); the hidden size
+    stays. Fine-tune or distil afterwards."""
+    for what, value in (("amount", amount), ("heads", heads), ("ffn", ffn)):
+        if value is not None and not (0 < value < 1 or (what != "amount" and value == 0)):
+            raise InvalidInputError(f"{what} must be between 0 and 1 (the fraction removed), got {value}")
     pruned = copy.deepcopy(model)
     net = getattr(pruned, "net", pruned)
+    if _transformer_layers(net):
+        _prune_transformer(net, amount if heads is None else heads, amount if ffn is None else ffn)
+        return pruned
     if not hasattr(net, "features") or not hasattr(net, "head"):
-        raise InvalidInputError(f"structured pruning supports the built-in backbones (mlp, cnn-small, resnet18), "
-                                f"not {type(net).__name__}")
+        raise InvalidInputError(f"structured pruning supports the built-in backbones (mlp, cnn-small, resnet18) "
+                                f"and BERT-style encoders, not {type(net).__name__}")
     layers = _chain(net.features) + [net.head]
     _prune_pairs(layers, amount)
     for block in (m for m in layers if isinstance(m, BasicBlock)):
@@ -120,3 +164,12 @@ def sparsity(model: nn.Module) -> float:
 def count_parameters(model: nn.Module) -> int:
     """Return the number of parameters."""
     return sum(p.numel() for p in model.parameters())
+
+
+def prune(model: nn.Module, amount: float = 0.5, method: str = "structured", **options: float) -> nn.Module:
+    """Return a pruned copy of `model`: `structured` (smaller and dense) or `magnitude` (zeroed)."""
+    if method == "structured":
+        return prune_structured(model, amount, **options)
+    if method == "magnitude":
+        return prune_magnitude(model, amount)
+    raise InvalidInputError(f"pruning method must be structured or magnitude, not {method!r}")

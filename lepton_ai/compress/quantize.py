@@ -1,24 +1,36 @@
-"""int8 quantization through ONNX Runtime: dynamic (linears, transformers) and static with
-calibration (convnets), per-channel weights. Our own interface; not torch.ao's eager mode."""
+"""int8 quantization behind one interface, `quantize`: through ONNX Runtime (dynamic for
+linears and transformers, static with calibration for convnets, per-channel weights) and
+through PyTorch (dynamic int8 linears and embeddings, a stored recipe re-applied on load)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
+from torch import nn
 
 from lepton_ai.errors import InvalidInputError
 
+# Fused transformer ops and embedding tables too: the embeddings are half of a small encoder.
+_DYNAMIC_OPS = ["MatMul", "Gemm", "Conv", "Attention", "Gather", "EmbedLayerNormalization"]
+
 
 def _preprocess(src: Path, dst: Path) -> None:
-    """Shape inference and graph clean-up before quantization, as ORT recommends."""
+    """Shape inference and graph clean-up before quantization, as ORT recommends; graphs with
+    fused ORT ops (transformers after export_onnx) are taken as they are: symbolic shape
+    inference does not know those ops, and DefaultTensorType covers their outputs."""
+    import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
+    if any(n.domain == "com.microsoft" for n in onnx.load(str(src), load_external_data=False).graph.node):
+        shutil.copyfile(src, dst)
+    else:
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
 
 
 def quantize_onnx(src: str | Path, dst: str | Path, method: Literal["dynamic", "static"] = "dynamic",
@@ -28,16 +40,19 @@ def quantize_onnx(src: str | Path, dst: str | Path, method: Literal["dynamic", "
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
                                           quantize_static)
 
+    from lepton_ai.compress.onnx import quiet_logging
+
     src, dst = Path(src), Path(dst)
     if method not in ("dynamic", "static"):
         raise InvalidInputError(f"quantization method must be dynamic or static, not {method!r}")
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, quiet_logging():
         pre = Path(tmp) / "pre.onnx"
         _preprocess(src, pre)
         out = Path(tmp) / "int8.onnx"
         if method == "dynamic":
             quantize_dynamic(str(pre), str(out), weight_type=QuantType.QInt8, per_channel=per_channel,
-                             nodes_to_exclude=exclude or [])
+                             nodes_to_exclude=exclude or [], op_types_to_quantize=_DYNAMIC_OPS,
+                             extra_options={"DefaultTensorType": 1})  # FLOAT, for fused ops shape inference skips
         else:
             if calib is None:
                 raise InvalidInputError("static quantization needs calibration data (calib=...)")
@@ -62,3 +77,52 @@ def quantize_onnx(src: str | Path, dst: str | Path, method: Literal["dynamic", "
         os.replace(out, part)
         os.replace(part, dst)
     return dst
+
+
+def quantizable_nodes(path: str | Path) -> list[list[str]]:
+    """Return the names of the nodes int8 can apply to, grouped in graph order: one group per
+    transformer layer (starting at its attention), or one per node in other graphs."""
+    import onnx
+
+    nodes = [n for n in onnx.load(str(path), load_external_data=False).graph.node if n.op_type in _DYNAMIC_OPS]
+    layered = any(n.op_type == "Attention" for n in nodes)
+    groups: list[list[str]] = []
+    for n in nodes:
+        if not groups or not layered or n.op_type == "Attention":
+            groups.append([])
+        groups[-1].append(n.name)
+    return groups
+
+
+def quantize_torch(model: nn.Module) -> nn.Module:
+    """Return a copy of `model` with int8 dynamic linears (per-channel) and int8 embedding tables."""
+    import copy
+    import warnings
+
+    from torch.ao.quantization import float_qparams_weight_only_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao's deprecation notice: this path is one backend of several
+        return quantize_dynamic(copy.deepcopy(model).eval().cpu(),
+                                {nn.Linear: per_channel_dynamic_qconfig, nn.Embedding: float_qparams_weight_only_qconfig})
+
+
+def quantize(model: nn.Module | str | Path, method: Literal["dynamic", "static"] = "dynamic",
+             backend: Literal["onnxruntime", "pytorch"] = "onnxruntime", *, calib: Iterable[np.ndarray] | None = None,
+             path: str | Path | None = None, exclude: list[str] | None = None) -> Any:
+    """Return an int8 runnable of `model` (a module or an ONNX file): an `OnnxModel` written to
+    `path` for onnxruntime, or a quantized module for pytorch (dynamic only)."""
+    from lepton_ai.compress.onnx import OnnxModel, export_onnx
+
+    if backend == "pytorch":
+        if method != "dynamic" or not isinstance(model, nn.Module):
+            raise InvalidInputError("the pytorch backend quantizes modules dynamically; use onnxruntime for static")
+        return quantize_torch(model)
+    if backend != "onnxruntime":
+        raise InvalidInputError(f"backend must be onnxruntime or pytorch, not {backend!r}")
+    with tempfile.TemporaryDirectory() as tmp:
+        src = export_onnx(model, Path(tmp) / "fp32.onnx") if isinstance(model, nn.Module) else Path(model)
+        dst = Path(path) if path else Path(tempfile.mkdtemp(prefix="lepton-int8-")) / f"int8-{method}.onnx"
+        quantize_onnx(src, dst, method, calib=calib, exclude=exclude)
+    tokenizer = getattr(getattr(model, "net", None), "tokenizer", None)
+    return OnnxModel(dst, tokenizer=tokenizer)

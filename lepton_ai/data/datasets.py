@@ -1,5 +1,6 @@
-"""Labelled data sets: scikit-learn's bundled sets, CSV/JSONL files and image folders,
-split the same way every time (stratified, seeded)."""
+"""Data sets: scikit-learn's bundled sets, CSV/JSONL files and image folders (labelled), and
+plain sentences for embedding models (a text file of one per line, or `python-docs`), split
+the same way every time (stratified, seeded)."""
 
 from __future__ import annotations
 
@@ -15,14 +16,15 @@ import torch
 from lepton_ai.errors import InvalidInputError, NotFoundError
 
 Split = Literal["train", "val", "test", "all"]
-BUILTIN = ("digits", "breast_cancer", "wine", "iris")
+BUILTIN = ("digits", "breast_cancer", "wine", "iris", "python-docs")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
 
 @dataclass
 class LabeledData(torch.utils.data.Dataset):
     """Examples with integer labels. `features` is a float tensor (tabular rows or images,
-    N×C×H×W), or `texts` a list of strings; `classes` names each label id."""
+    N×C×H×W), or `texts` a list of strings; `classes` names each label id. Unlabelled
+    sentences (for embedding models) have no classes and all labels 0."""
 
     kind: Literal["tabular", "image", "text"]
     labels: torch.Tensor
@@ -77,9 +79,30 @@ def _encode_labels(raw: list[Any]) -> tuple[torch.Tensor, list[str]]:
     return torch.tensor([index[str(v)] for v in raw], dtype=torch.long), names
 
 
+def _sentences(texts: list[str], name: str) -> LabeledData:
+    texts = [t.strip() for t in texts if t.strip()]
+    if not texts:
+        raise InvalidInputError(f"{name} holds no sentences: expected one sentence per line")
+    return LabeledData("text", torch.zeros(len(texts), dtype=torch.long), [], texts=texts, name=name)
+
+
+def _python_docs() -> LabeledData:
+    """Real English sentences from the Python documentation that ships with the interpreter."""
+    import re
+
+    from pydoc_data.topics import topics
+
+    text = re.sub(r"\s+", " ", " ".join(topics.values()))
+    sentences = re.split(r"(?<=[.!?])\s+", text)
+    return _sentences(list(dict.fromkeys(s for s in sentences if 40 <= len(s) <= 300 and s[0].isupper())),
+                      "python-docs")
+
+
 def _builtin(name: str) -> LabeledData:
     from sklearn import datasets
 
+    if name == "python-docs":
+        return _python_docs()
     bunch = getattr(datasets, f"load_{name}")()
     classes = [str(c) for c in getattr(bunch, "target_names", range(int(bunch.target.max()) + 1))]
     labels = torch.as_tensor(bunch.target, dtype=torch.long)
@@ -150,17 +173,22 @@ def _image_folder(root: Path, image_size: int) -> LabeledData:
 
 def load(name_or_path: str | Path, split: Split = "all", *, label: str = "label", text: str | None = None,
          seed: int = 0, val: float = 0.1, test: float = 0.2, image_size: int = 64) -> LabeledData:
-    """Return a data set (`digits`, `breast_cancer`, `wine`, `iris`, a CSV/JSONL file or an
-    image folder), or its deterministic stratified `split`."""
+    """Return a data set (`digits`, `breast_cancer`, `wine`, `iris`, `python-docs`, a CSV/JSONL
+    file, a .txt file of one sentence per line or an image folder), or its deterministic `split`."""
     key = str(name_or_path)
     if key in BUILTIN:
         data = _builtin(key)
     else:
         path = Path(key).expanduser()
         if not path.exists():
-            raise NotFoundError(f"no data set {key!r}: use one of {', '.join(BUILTIN)}, a CSV/JSONL file "
-                                "or an image folder")
-        data = _image_folder(path, image_size) if path.is_dir() else _table(path, label, text)
+            raise NotFoundError(f"no data set {key!r}: use one of {', '.join(BUILTIN)}, a CSV/JSONL file, "
+                                "a .txt file of sentences or an image folder")
+        if path.is_dir():
+            data = _image_folder(path, image_size)
+        elif path.suffix.lower() == ".txt":
+            data = _sentences(path.read_text(encoding="utf-8").splitlines(), path.stem)
+        else:
+            data = _table(path, label, text)
     if split == "all":
         return data
     if split not in ("train", "val", "test"):

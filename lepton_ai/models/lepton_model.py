@@ -32,16 +32,19 @@ def _as_size(input_size: int | Sequence[int] | None) -> tuple[int, ...]:
 
 class LeptonModel(nn.Module):
     """A classifier over `num_classes` for inputs of `input_size` ((features,), (C, H, W), or
-    None for text). Call `load_pretrained_model` to choose the backbone, then `fit`."""
+    None for text). Call `load_pretrained_model` to choose the backbone, then `fit`.
+    `num_classes=0` with a text backbone is an embedding model (normalised sentence embeddings)."""
 
     def __init__(self, num_classes: int, input_size: int | Sequence[int] | None = None,
                  classes: Sequence[str] | None = None) -> None:
         super().__init__()
-        if num_classes < 2:
-            raise InvalidInputError(f"num_classes must be at least 2, got {num_classes}")
+        if num_classes < 2 and num_classes != 0:
+            raise InvalidInputError(f"num_classes must be at least 2 (or 0 for an embedding model), got {num_classes}")
         self.num_classes = int(num_classes)
         self.input_size = _as_size(input_size)
         self.classes = list(classes) if classes else [str(i) for i in range(num_classes)]
+        if num_classes and len(self.classes) != num_classes:
+            raise InvalidInputError(f"{len(self.classes)} class names given for num_classes={num_classes}")
         self.arch: str | None = None
         self.net: nn.Module | None = None
 
@@ -52,12 +55,20 @@ class LeptonModel(nn.Module):
         """Return whether the backbone takes strings."""
         return isinstance(self.net, TextClassifier)
 
+    @property
+    def is_embedding(self) -> bool:
+        """Return whether this is an embedding model (num_classes=0): outputs are vectors, not logits."""
+        return self.num_classes == 0
+
     def load_pretrained_model(self, name_or_path: str | Path, weights: str | Path | None = None) -> LeptonModel:
         """Set the backbone from an architecture name, `minilm`, a Hugging Face directory, a
         saved Lepton model, a .safetensors file or a registry reference; return self."""
         key = str(name_or_path)
         path = Path(key).expanduser()
         if key in ARCHITECTURES:
+            if self.is_embedding:
+                raise InvalidInputError(f"{key} is a classifier: embedding models (num_classes=0) need a text "
+                                        "backbone such as 'minilm' or a Hugging Face directory")
             if not self.input_size:
                 raise InvalidInputError(f"{key} needs input_size, e.g. LeptonModel(num_classes=10, input_size=(1, 8, 8))")
             self.arch, self.net = key, build(key, self.input_size, self.num_classes)
@@ -83,7 +94,7 @@ class LeptonModel(nn.Module):
             raise InvalidInputError(f"{path} is neither a Hugging Face directory, a saved Lepton model nor a .safetensors file")
         else:
             try:
-                local = _local(key)
+                local = local_path(key)
             except (NotFoundError, InvalidInputError) as e:
                 raise NotFoundError(f"no model {key!r}: not an architecture ({', '.join(ARCHITECTURES)}, minilm), "
                                     f"a path, nor in the registry ({e})") from e
@@ -102,7 +113,7 @@ class LeptonModel(nn.Module):
         self.classes = list(meta.get("classes") or self.classes)
 
     def _load_weights(self, weights: str | Path) -> None:
-        path = _local(weights)
+        path = local_path(weights)
         if path.is_dir():
             path = path / _WEIGHTS_FILE
         assert self.net is not None
@@ -112,7 +123,8 @@ class LeptonModel(nn.Module):
             raise InvalidInputError(f"{path} does not fit {self.arch}: missing {sorted(missing)[:5]}, "
                                     f"unexpected {sorted(unexpected)[:5]}")
 
-    def _meta(self) -> dict[str, Any]:
+    def metadata(self) -> dict[str, Any]:
+        """Return what lepton.json records: architecture, classes, input size."""
         return {"format_version": 1, "arch": self.arch, "num_classes": self.num_classes,
                 "input_size": list(self.input_size), "classes": self.classes}
 
@@ -134,15 +146,25 @@ class LeptonModel(nn.Module):
         return self.net(x)
 
     @torch.no_grad()
-    def predict_proba(self, inputs: Any, batch_size: int = 256) -> torch.Tensor:
-        """Return class probabilities (N, num_classes) for a batch of inputs or a data set."""
+    def _outputs(self, inputs: Any, batch_size: int) -> torch.Tensor:
         from lepton_ai.train.loop import as_inputs, batches
 
         self.eval()
         device = next(self.parameters()).device
-        xs = as_inputs(self, inputs)
-        out = [torch.softmax(self(x).float(), -1).cpu() for x in batches(self, xs, batch_size, device)]
+        out = [self(x).float().cpu() for x in batches(self, as_inputs(self, inputs), batch_size, device)]
         return torch.cat(out) if out else torch.empty(0, self.num_classes)
+
+    def predict_proba(self, inputs: Any, batch_size: int = 256) -> torch.Tensor:
+        """Return class probabilities (N, num_classes) for a batch of inputs or a data set."""
+        if self.is_embedding:
+            raise InvalidInputError("an embedding model has no classes: use embed()")
+        return torch.softmax(self._outputs(inputs, batch_size), -1)
+
+    def embed(self, inputs: Any, batch_size: int = 64) -> torch.Tensor:
+        """Return L2-normalised sentence embeddings (N, dim) of an embedding model (num_classes=0)."""
+        if not self.is_embedding:
+            raise InvalidInputError("embed() is for embedding models (LeptonModel(num_classes=0)); use predict()")
+        return self._outputs(inputs, batch_size)
 
     def predict(self, inputs: Any, batch_size: int = 256) -> torch.Tensor:
         """Return the predicted class id of each input."""
@@ -162,13 +184,13 @@ class LeptonModel(nn.Module):
 
     # -- persistence ---------------------------------------------------------------------
 
-    def save_dir(self, path: str | Path) -> Path:
-        """Write the model (safetensors weights, metadata, tokenizer) into directory `path`."""
+    def save_dir(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """Write the model (safetensors weights, metadata plus `extra`, tokenizer) into directory `path`."""
         if self.net is None:
             raise InvalidInputError("nothing to save: the model has no backbone yet")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        meta = self._meta()
+        meta = {**self.metadata(), **(extra or {})}
         (path / _META_FILE).write_text(json.dumps(meta, indent=2))
         save_model(self.net, str(path / _WEIGHTS_FILE), metadata={"lepton": json.dumps(meta)})
         if isinstance(self.net, TextClassifier):
@@ -187,10 +209,12 @@ class LeptonModel(nn.Module):
     @classmethod
     def load(cls, ref: str | Path) -> LeptonModel:
         """Return the model saved at a registry reference or a saved-model directory."""
-        path = _local(ref)
+        path = local_path(ref)
         if not (path / _META_FILE).exists():
             raise InvalidInputError(f"{ref} is not a saved Lepton model (no {_META_FILE})")
         meta = json.loads((path / _META_FILE).read_text())
+        if meta.get("runtime") == "onnxruntime":
+            raise InvalidInputError(f"{ref} is an ONNX Runtime model: load it with lepton_ai.compress.load_runnable")
         model = cls(num_classes=meta["num_classes"], input_size=meta.get("input_size"), classes=meta.get("classes"))
         model._from_meta(meta, path)
         return model.eval()
@@ -199,7 +223,7 @@ class LeptonModel(nn.Module):
         return f"arch={self.arch}, num_classes={self.num_classes}, input_size={self.input_size}"
 
 
-def _local(ref: str | Path) -> Path:
+def local_path(ref: str | Path) -> Path:
     """Return `ref` as a local path: itself when it exists, else the registry's verified copy."""
     path = Path(str(ref)).expanduser()
     if path.exists():

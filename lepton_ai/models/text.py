@@ -27,7 +27,8 @@ def is_hf_dir(path: Path) -> bool:
 
 
 class TextClassifier(nn.Module):
-    """A Hugging Face encoder, mean-pooled, with a linear head. Takes token tensors or strings."""
+    """A Hugging Face encoder, mean-pooled, with a linear head. Takes token tensors or strings.
+    With `num_classes=0` it is a sentence encoder: it returns L2-normalised embeddings."""
 
     def __init__(self, model_dir: Path, num_classes: int, pretrained: bool = True, max_length: int = 128) -> None:
         super().__init__()
@@ -43,7 +44,7 @@ class TextClassifier(nn.Module):
                                     f"(tokenizer and config.json needed): {e}") from e
         self.encoder = (AutoModel.from_pretrained(str(model_dir), local_files_only=True) if pretrained
                         else AutoModel.from_config(config))
-        self.head = nn.Linear(config.hidden_size, num_classes)
+        self.head = nn.Linear(config.hidden_size, num_classes) if num_classes else None
         self.max_length = max_length
 
     def tokenize(self, texts: list[str], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
@@ -59,5 +60,6 @@ class TextClassifier(nn.Module):
         return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
 
     def forward(self, x: dict[str, torch.Tensor] | list[str]) -> torch.Tensor:
-        tokens = self.tokenize(x, self.head.weight.device) if isinstance(x, (list, tuple)) else x
-        return self.head(self.embed(tokens))
+        tokens = self.tokenize(x, self.encoder.device) if isinstance(x, (list, tuple)) else x
+        pooled = self.embed(tokens)
+        return nn.functional.normalize(pooled, dim=-1) if self.head is None else self.head(pooled)

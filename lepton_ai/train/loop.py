@@ -208,7 +208,8 @@ def fit(model: nn.Module, train_data: LabeledData, val_data: LabeledData | None 
                 scheduler.step()
                 seen += len(y)
                 loss_sum += float(loss.detach()) * len(y)
-                correct += int((logits.argmax(-1) == y).sum())
+                if model.num_classes:  # embedding models (distillation) have no classes
+                    correct += int((logits.argmax(-1) == y).sum())
                 bar.update(task, advance=1, loss=loss_sum / seen, acc=correct / seen,
                            rate=seen / (time.perf_counter() - e0))
             row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
