@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lepton_ai.compress.optimize import OptimizeResult, optimize
+from lepton_ai.compress.optimize import TECHNIQUES, OptimizeResult, check_options, optimize
 from lepton_ai.errors import InvalidInputError, NotFoundError
 
 
@@ -57,6 +57,9 @@ def optimize_and_register(model: str, data: str, *, name: str | None = None, rep
     from lepton_ai.store.refs import check_name, parse_ref
 
     splits = {s: load(data, s, **(data_options or {})) for s in ("train", "val", "test")}
+    check_options(splits["test"].num_classes == 0, options.get("max_accuracy_drop"), options.get("max_fidelity_drop"),
+                  options.get("objective", "throughput"), options.get("techniques", TECHNIQUES),
+                  options.get("batch_size", 1), options.get("time_budget_s", 1))  # before anything is written
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         net, parent = _source(model, splits["test"].num_classes == 0)

@@ -154,10 +154,10 @@ class _Search:
         layer by layer where int8 costs more quality than allowed."""
         fp32 = export_onnx(net, self.work / f"{prefix}fp32.onnx")
         tokenizer = getattr(getattr(net, "net", None), "tokenizer", None)
-        self.trial(f"{prefix}onnx-fp32", {**recipe, "runtime": "onnxruntime", "precision": "fp32"},
-                   OnnxModel(fp32, tokenizer=tokenizer), net)
-        if not int8:
-            return
+        t = self.trial(f"{prefix}onnx-fp32", {**recipe, "runtime": "onnxruntime", "precision": "fp32"},
+                       OnnxModel(fp32, tokenizer=tokenizer), net)
+        if not int8 or self.trials[0].quality - t.quality > max_drop:
+            return  # int8 only loses quality: not worth trying below the bar already
         for method in ("dynamic",) if net.is_text else ("dynamic", "static"):
             if not self.time_left():
                 return
@@ -232,23 +232,9 @@ def optimize(model: nn.Module, eval_data: Any, calib_data: Any = None, train_dat
     is not slower. Classifiers are held to `max_accuracy_drop` (default 0.01); embedding models
     (num_classes=0) to `max_fidelity_drop` (default 0.01) in mean cosine similarity. Candidates
     within `tie_tolerance` of the best on the objective count as tied; the smallest of them wins."""
-    if objective not in ("throughput", "latency", "size"):
-        raise InvalidInputError(f"objective must be throughput, latency or size, not {objective!r}")
-    unknown = set(techniques) - set(TECHNIQUES)
-    if unknown:
-        raise InvalidInputError(f"unknown techniques {sorted(unknown)}: choose from {', '.join(TECHNIQUES)}")
     embedding = getattr(model, "is_embedding", False)
-    if embedding and max_accuracy_drop is not None:
-        raise InvalidInputError("an embedding model has no labels to score accuracy: give max_fidelity_drop")
-    if not embedding and max_fidelity_drop is not None:
-        raise InvalidInputError("a classifier is held to accuracy: give max_accuracy_drop, not max_fidelity_drop")
-    max_drop = (max_fidelity_drop if embedding else max_accuracy_drop)
-    max_drop = 0.01 if max_drop is None else max_drop
-    what = "max_fidelity_drop" if embedding else "max_accuracy_drop"
-    if not 0 <= max_drop < 1:
-        raise InvalidInputError(f"{what} must be in [0, 1), got {max_drop}")
-    if batch_size < 1 or time_budget_s <= 0:
-        raise InvalidInputError(f"batch_size and time_budget_s must be positive, got {batch_size} and {time_budget_s}")
+    max_drop, what = check_options(embedding, max_accuracy_drop, max_fidelity_drop, objective, techniques,
+                                   batch_size, time_budget_s)
     from lepton_ai.train.loop import check_data
 
     check_data(model, eval_data)
@@ -281,10 +267,11 @@ def optimize(model: nn.Module, eval_data: Any, calib_data: Any = None, train_dat
             student.eval()
             recipe = {"prune": {"structured": amount}, "distill": {"epochs": epochs, "lr": lr}}
             prefix = f"pruned{amount:g}-"
-            search.trial(f"{prefix}eager", {**recipe, "runtime": "pytorch", "precision": "fp32"}, student, student)
+            t = search.trial(f"{prefix}eager", {**recipe, "runtime": "pytorch", "precision": "fp32"}, student, student)
             if "onnx" in chosen:
                 search.onnx_family(prefix, student, recipe, "int8" in chosen, max_drop)
-            search.torch_family(prefix, student, recipe, chosen - {"compile", "gpu"})
+            if search.trials[0].quality - t.quality <= max_drop:
+                search.torch_family(prefix, student, recipe, chosen - {"compile", "gpu"})
 
     trials = search.trials
     base = trials[0]
@@ -305,6 +292,29 @@ def optimize(model: nn.Module, eval_data: Any, calib_data: Any = None, train_dat
         "trials": [t.figures() for t in trials], "search_seconds": time.perf_counter() - start,
     }
     return OptimizeResult(best=best.model, best_trial=best, baseline=base, trials=trials, report=report)
+
+
+def check_options(embedding: bool, max_accuracy_drop: float | None, max_fidelity_drop: float | None,
+                  objective: str, techniques: tuple[str, ...], batch_size: int = 1,
+                  time_budget_s: float = 1) -> tuple[float, str]:
+    """Return (allowed drop, its option's name) for `optimize`'s options; raise on any that is wrong."""
+    if objective not in ("throughput", "latency", "size"):
+        raise InvalidInputError(f"objective must be throughput, latency or size, not {objective!r}")
+    unknown = set(techniques) - set(TECHNIQUES)
+    if unknown:
+        raise InvalidInputError(f"unknown techniques {sorted(unknown)}: choose from {', '.join(TECHNIQUES)}")
+    if embedding and max_accuracy_drop is not None:
+        raise InvalidInputError("an embedding model has no labels to score accuracy: give max_fidelity_drop")
+    if not embedding and max_fidelity_drop is not None:
+        raise InvalidInputError("a classifier is held to accuracy: give max_accuracy_drop, not max_fidelity_drop")
+    what = "max_fidelity_drop" if embedding else "max_accuracy_drop"
+    max_drop = max_fidelity_drop if embedding else max_accuracy_drop
+    max_drop = 0.01 if max_drop is None else max_drop
+    if not 0 <= max_drop < 1:
+        raise InvalidInputError(f"{what} must be in [0, 1), got {max_drop}")
+    if batch_size < 1 or time_budget_s <= 0:
+        raise InvalidInputError(f"batch_size and time_budget_s must be positive, got {batch_size} and {time_budget_s}")
+    return max_drop, what
 
 
 def _pick(trials: list[Trial], objective: Objective, tolerance: float) -> Trial:

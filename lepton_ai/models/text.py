@@ -35,6 +35,9 @@ class TextClassifier(nn.Module):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from transformers import AutoConfig, AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # local weights load in a blink; the bar only clutters output
 
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)

@@ -32,10 +32,15 @@ def test_doctor_masks_database_passwords(capsys, monkeypatch) -> None:
     assert json.loads(out)["registry"]["ok"] is False
 
 
-def test_quickstart_trains_registers_and_reloads(capsys) -> None:
-    code, out = run(capsys, "quickstart", "--epochs", "3")
+def test_quickstart_trains_registers_reloads_and_optimizes(capsys, tmp_path) -> None:
+    code, out = run(capsys, "quickstart", "--epochs", "3", "--report", str(tmp_path / "report"))
     assert code == 0 and "trained, registered, verified and reloaded digits-cnn:1" in out
-    code, out = run(capsys, "models", "show", "digits-cnn", "--json")
+    assert "registered digits-cnn:2 (parent digits-cnn:1)" in out
+    assert {"report.json", "report.md", "report.png"} <= {p.name for p in (tmp_path / "report").iterdir()}
+    optimized = json.loads(run(capsys, "models", "show", "digits-cnn:2", "--json")[1])
+    assert optimized["parent"] == "digits-cnn:1" and optimized["recipe"]["candidate"]
+    assert optimized["metrics"]["speedup"] >= 1.0
+    code, out = run(capsys, "models", "show", "digits-cnn:1", "--json")
     doc = json.loads(out)
     assert doc["version"] == 1 and doc["format"] == "lepton" and doc["metrics"]["accuracy"] > 0.9
     run_doc = json.loads(run(capsys, "runs", "show", str(doc["run_id"]), "--json")[1])

@@ -9,18 +9,23 @@ import torch
 pytest.importorskip("onnxruntime")
 
 from lepton_ai import LeptonModel  # noqa: E402
-from lepton_ai.compress import optimize  # noqa: E402
+from lepton_ai.compress import load_runnable, optimize  # noqa: E402
+from lepton_ai.compress.optimize import Trial, _pick  # noqa: E402
 from lepton_ai.data import load  # noqa: E402
 from lepton_ai.errors import InvalidInputError  # noqa: E402
+from tests.compress.conftest import embedder  # noqa: E402
+
+FAST = ("onnx", "int8", "pytorch-int8", "prune")
 
 
 def test_search_picks_the_fastest_candidate_within_the_drop(trained: LeptonModel, tmp_path: Path) -> None:
     test, train = load("digits", "test"), load("digits", "train")
     result = optimize(trained, test, calib_data=load("digits", "val"), train_data=train, max_accuracy_drop=0.02,
-                      workdir=tmp_path / "work", progress=False)
+                      techniques=FAST, tie_tolerance=0.0, workdir=tmp_path / "work", progress=False)
     r = result.report
     base, trials = r["baseline"], r["trials"]
-    assert len(trials) >= 8 and any(t["recipe"].get("prune") for t in trials)
+    names = [t["name"] for t in trials]
+    assert {"onnx-fp32", "onnx-int8-dynamic", "onnx-int8-static", "pytorch-int8-dynamic", "pruned0.5-eager"} <= set(names)
     accepted = [t for t in trials if t["accepted"]]
     assert r["best"]["throughput_per_s"] == max(t["throughput_per_s"] for t in accepted)  # the fastest, not the first
     for t in trials[1:]:
@@ -28,9 +33,8 @@ def test_search_picks_the_fastest_candidate_within_the_drop(trained: LeptonModel
         slower = t["throughput_per_s"] < base["throughput_per_s"]
         assert t["accepted"] == (not too_lossy and not slower), t
         assert t["accepted"] or t["reason"]
-    assert r["speedup"] >= 1.0 and r["accuracy_drop"] <= 0.02
+    assert r["speedup"] >= 1.0 and r["accuracy_drop"] <= 0.02 and r["metric"] == "accuracy"
     assert r["speedup"] == pytest.approx(r["best"]["throughput_per_s"] / base["throughput_per_s"])
-    assert torch.equal(result.best(test.features[:5]).argmax(-1), result.best(test.features[:5]).argmax(-1))
     out = result.save(tmp_path / "report")
     doc = json.loads((out / "report.json").read_text())
     for key in ("machine", "baseline", "best", "speedup", "size_reduction", "accuracy_drop", "trials"):
@@ -38,11 +42,16 @@ def test_search_picks_the_fastest_candidate_within_the_drop(trained: LeptonModel
     assert {"accuracy", "size_bytes", "latency_ms_p50", "latency_ms_p99", "throughput_per_s", "recipe"} <= set(doc["best"])
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| candidate |" in (out / "report.md").read_text()
+    # the best is saved without pickle and runs the same after loading
+    x = test.features[:32]
+    again = load_runnable(result.save_model(tmp_path / "best"))
+    assert torch.equal(again(x).argmax(-1), result.best(x).argmax(-1))
 
 
 def test_size_objective_and_bad_input(trained: LeptonModel, tmp_path: Path) -> None:
     test = load("digits", "test")
-    r = optimize(trained, test, objective="size", max_accuracy_drop=0.02, workdir=tmp_path, progress=False).report
+    r = optimize(trained, test, objective="size", max_accuracy_drop=0.02, techniques=("onnx", "int8"),
+                 workdir=tmp_path, progress=False).report
     accepted = [t for t in r["trials"] if t["accepted"]]
     assert r["best"]["size_bytes"] == min(t["size_bytes"] for t in accepted)
     assert r["size_reduction"] > 2.5  # int8 weights
@@ -50,5 +59,57 @@ def test_size_objective_and_bad_input(trained: LeptonModel, tmp_path: Path) -> N
         optimize(trained, test, objective="cost")  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="max_accuracy_drop"):
         optimize(trained, test, max_accuracy_drop=-0.1)
+    with pytest.raises(InvalidInputError, match="max_accuracy_drop"):
+        optimize(trained, test, max_accuracy_drop=1.5)  # an impossible tolerance
+    with pytest.raises(InvalidInputError, match="max_accuracy_drop, not max_fidelity_drop"):
+        optimize(trained, test, max_fidelity_drop=0.01)
+    with pytest.raises(InvalidInputError, match="unknown techniques"):
+        optimize(trained, test, techniques=("magic",))
     with pytest.raises(InvalidInputError, match="classes"):
         optimize(trained, load("iris", "test"))
+
+
+def _trial(name: str, throughput: float, size: int) -> Trial:
+    return Trial(name, {}, "accuracy", 1.0, size, 1.0, 1.0, throughput)
+
+
+def test_ties_within_the_tolerance_go_to_the_smaller() -> None:
+    trials = [_trial("base", 100, 1000), _trial("fast-big", 660, 400), _trial("fast-small", 650, 100),
+              _trial("slow-tiny", 300, 10)]
+    assert _pick(trials, "throughput", 0.05).name == "fast-small"  # 1.5 % slower, 4× smaller
+    assert _pick(trials, "throughput", 0.0).name == "fast-big"
+    assert _pick(trials, "size", 0.05).name == "slow-tiny"
+    trials[2].accepted = False
+    assert _pick(trials, "throughput", 0.05).name == "fast-big"
+
+
+def test_embedding_model_is_held_to_fidelity_and_falls_back_layer_by_layer(tiny_bert, tmp_path: Path) -> None:
+    model = embedder(tiny_bert)
+    sentences = load("python-docs", "test").subset(list(range(64)))
+    train = load("python-docs", "train").subset(list(range(64)))
+    # a bar no int8 model can meet: the search must try keeping layers in fp32, most sensitive first
+    result = optimize(model, sentences, train_data=train, max_fidelity_drop=1e-6, batch_size=8, seq_len=32,
+                      techniques=("onnx", "int8", "prune"), prune_amounts=(0.5,), distill_epochs=1,
+                      workdir=tmp_path, progress=False)
+    r = result.report
+    assert r["metric"] == "fidelity" and r["baseline"]["fidelity"] == pytest.approx(1.0, abs=1e-6)
+    assert r["sequence_length"] == 32 and "max_fidelity_drop" in r
+    trials = {t["name"]: t for t in r["trials"]}
+    fp32 = trials["onnx-fp32"]
+    assert fp32["fidelity"] > 0.9999  # the same function, fused
+    assert not trials["onnx-int8-dynamic"]["accepted"]
+    fallbacks = [t for t in r["trials"] if "fp32_fallback" in t["recipe"]]
+    assert fallbacks, "int8 missed the bar, so layers must have been kept in fp32"
+    kept = [len(t["recipe"]["fp32_fallback"]) for t in fallbacks]
+    assert kept == sorted(kept) and kept[0] > 0
+    assert fallbacks[-1]["fidelity"] >= trials["onnx-int8-dynamic"]["fidelity"]
+    assert "pruned0.5-eager" in trials  # heads and FFN neurons removed, distilled on sentences
+    assert r["best"]["accepted"] and r["best"]["fidelity"] >= 1 - 1e-6
+    again = load_runnable(result.save_model(tmp_path / "best"))
+    with torch.inference_mode():
+        assert torch.allclose(again(sentences.texts[:4]), result.best(sentences.texts[:4]), atol=1e-5)
+
+
+def test_embedding_model_refuses_accuracy(tiny_bert) -> None:
+    with pytest.raises(InvalidInputError, match="max_fidelity_drop"):
+        optimize(embedder(tiny_bert), load("python-docs", "test"), max_accuracy_drop=0.01)

