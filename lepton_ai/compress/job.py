@@ -41,7 +41,8 @@ def _source(model: str, embedding: bool) -> tuple[Any, str | None]:
     if Path(model).expanduser().exists():
         return LeptonModel.load(model), None
     try:
-        return LeptonModel.load(model), Registry().get(model).ref
+        ref = Registry().get(model).ref  # pinned, so a version registered meanwhile is not mixed in
+        return LeptonModel.load(ref), ref
     except NotFoundError as e:
         raise NotFoundError(f"no model {model!r}: not minilm, a Hugging Face directory, a saved model nor in the "
                             f"registry ({e})") from e
@@ -85,8 +86,7 @@ def optimize_and_register(model: str, data: str, *, name: str | None = None, rep
                 metrics={r["metric"]: best[r["metric"]], "size_bytes": best["size_bytes"],
                          "latency_ms_p50": best["latency_ms_p50"], "throughput_per_s": best["throughput_per_s"],
                          **figures},
-                parent=parent, recipe={"candidate": best["name"], **best["recipe"]}, run_id=run.id,
-                description=None).ref
+                parent=parent, recipe={"candidate": best["name"], **best["recipe"]}, run_id=run.id).ref
     except BaseException as e:
         registry.end_run(run.id, "cancelled" if isinstance(e, KeyboardInterrupt) else "failed")
         raise

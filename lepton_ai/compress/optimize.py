@@ -97,18 +97,18 @@ class _OnDevice:
             x = {k: v.to(self.device) for k, v in x.items()}
         else:
             x = x.to(self.device, self.dtype)
-        out = self.model(x).float().cpu()
-        return out
+        return self.model(x).float().cpu()
 
 
 class _Search:
     """The state of one search: inputs, the baseline's outputs, the trials so far, the clock."""
 
     def __init__(self, model: nn.Module, eval_data: Any, calib: Any, batch_size: int, seq_len: int,
-                 time_budget_s: float, work: Path, progress: bool) -> None:
+                 max_drop: float, time_budget_s: float, work: Path, progress: bool) -> None:
         from lepton_ai.train.loop import as_inputs, batches
 
         self.model, self.batch_size, self.work, self.progress = model, batch_size, work, progress
+        self.max_drop = max_drop
         self.metric = "fidelity" if getattr(model, "is_embedding", False) else "accuracy"
         self.deadline = time.perf_counter() + time_budget_s
         xs = as_inputs(model, eval_data)
@@ -126,6 +126,10 @@ class _Search:
 
     def time_left(self) -> bool:
         return time.perf_counter() < self.deadline
+
+    def drop(self, t: Trial) -> float:
+        """How much quality `t` lost against the baseline (the first trial)."""
+        return self.trials[0].quality - t.quality
 
     @torch.inference_mode()
     def quality(self, runnable: Callable[[Any], torch.Tensor]) -> float:
@@ -149,14 +153,14 @@ class _Search:
                   f"p50 {t.latency_ms_p50:8.3f} ms  {t.size_bytes / 1e6:8.2f} MB", flush=True)
         return t
 
-    def onnx_family(self, prefix: str, net: nn.Module, recipe: dict[str, Any], int8: bool, max_drop: float) -> None:
+    def onnx_family(self, prefix: str, net: nn.Module, recipe: dict[str, Any], int8: bool) -> None:
         """ONNX Runtime fp32 (graph-optimised), then int8 dynamic and static, falling back to fp32
         layer by layer where int8 costs more quality than allowed."""
         fp32 = export_onnx(net, self.work / f"{prefix}fp32.onnx")
         tokenizer = getattr(getattr(net, "net", None), "tokenizer", None)
         t = self.trial(f"{prefix}onnx-fp32", {**recipe, "runtime": "onnxruntime", "precision": "fp32"},
                        OnnxModel(fp32, tokenizer=tokenizer), net)
-        if not int8 or self.trials[0].quality - t.quality > max_drop:
+        if not int8 or self.drop(t) > self.max_drop:
             return  # int8 only loses quality: not worth trying below the bar already
         for method in ("dynamic",) if net.is_text else ("dynamic", "static"):
             if not self.time_left():
@@ -169,11 +173,11 @@ class _Search:
                 return OnnxModel(q, tokenizer=tokenizer)
 
             t = self.trial(name, rec, build([]), net)
-            if self.trials[0].quality - t.quality > max_drop:
-                self.fallback(name, rec, build, t.quality, fp32, max_drop, net)
+            if self.drop(t) > self.max_drop:
+                self.fallback(name, rec, build, t.quality, fp32, net)
 
     def fallback(self, name: str, recipe: dict[str, Any], build: Callable[..., Any], quality: float, fp32: Path,
-                 max_drop: float, source: nn.Module) -> None:
+                 source: nn.Module) -> None:
         """Keep in fp32 the layers whose int8 hurts quality most, one more at a time, until it passes."""
         groups = quantizable_nodes(fp32)
         if len(groups) < 2:
@@ -194,7 +198,7 @@ class _Search:
             path = self.work / f"{name}-fallback{len(kept)}.onnx"
             t = self.trial(f"{name} +{len(kept)} fp32 layer{'s' if len(kept) > 1 else ''}",
                            {**recipe, "fp32_fallback": exclude}, build(exclude, path), source)
-            if self.trials[0].quality - t.quality <= max_drop:
+            if self.drop(t) <= self.max_drop:
                 return
 
     def torch_family(self, prefix: str, net: nn.Module, recipe: dict[str, Any], techniques: set[str]) -> None:
@@ -245,12 +249,12 @@ def optimize(model: nn.Module, eval_data: Any, calib_data: Any = None, train_dat
     work = Path(workdir or tempfile.mkdtemp(prefix="lepton-optimize-"))
     work.mkdir(parents=True, exist_ok=True)
     calib = calib_data if calib_data is not None else (train_data if train_data is not None else eval_data)
-    search = _Search(model, eval_data, calib, batch_size, seq_len, time_budget_s, work, progress)
+    search = _Search(model, eval_data, calib, batch_size, seq_len, max_drop, time_budget_s, work, progress)
     start, chosen = time.perf_counter(), set(techniques)
 
     search.trial("baseline (eager fp32)", {"runtime": "pytorch", "precision": "fp32"}, model, model)
     if "onnx" in chosen:
-        search.onnx_family("", model, {}, "int8" in chosen, max_drop)
+        search.onnx_family("", model, {}, "int8" in chosen)
     search.torch_family("", model, {}, chosen)
     prunable = model.is_text or getattr(model, "arch", None) in ("mlp", "cnn-small", "resnet18")
     if "prune" in chosen and train_data is not None and prunable:
@@ -269,16 +273,15 @@ def optimize(model: nn.Module, eval_data: Any, calib_data: Any = None, train_dat
             prefix = f"pruned{amount:g}-"
             t = search.trial(f"{prefix}eager", {**recipe, "runtime": "pytorch", "precision": "fp32"}, student, student)
             if "onnx" in chosen:
-                search.onnx_family(prefix, student, recipe, "int8" in chosen, max_drop)
-            if search.trials[0].quality - t.quality <= max_drop:
+                search.onnx_family(prefix, student, recipe, "int8" in chosen)
+            if search.drop(t) <= max_drop:
                 search.torch_family(prefix, student, recipe, chosen - {"compile", "gpu"})
 
     trials = search.trials
     base = trials[0]
     for t in trials[1:]:
-        drop = base.quality - t.quality
-        if drop > max_drop:
-            t.accepted, t.reason = False, f"{search.metric} drop {drop:.4f} > allowed {max_drop}"
+        if search.drop(t) > max_drop:
+            t.accepted, t.reason = False, f"{search.metric} drop {search.drop(t):.4f} > allowed {max_drop}"
         elif t.throughput_per_s < base.throughput_per_s and objective != "size":
             t.accepted, t.reason = False, "slower than the baseline"
     best = _pick(trials, objective, tie_tolerance)
