@@ -16,7 +16,11 @@ def __getattr__(name: str):  # keep `import lepton_ai` light: torch loads only w
         from lepton_ai.models import LeptonModel
 
         return LeptonModel
+    if name in ("Photon", "handler"):
+        from lepton_ai import serve
+
+        return getattr(serve, name)
     raise AttributeError(f"module 'lepton_ai' has no attribute {name!r}")
 
 
-__all__ = ["LeptonError", "LeptonModel", "__version__"]
+__all__ = ["LeptonError", "LeptonModel", "Photon", "__version__", "handler"]

@@ -1,7 +1,9 @@
-"""Shared fixtures: a private LEPTON_HOME per test, and a real PostgreSQL server per session."""
+"""Shared fixtures: a private LEPTON_HOME per test, a real PostgreSQL server per session, and Photon
+servers on free loopback ports."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -9,12 +11,16 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+import uvicorn
 
 from lepton_ai.store import db
 
@@ -31,7 +37,8 @@ def lepton_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     db.dispose_all()
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """Return a free TCP port on the loopback interface."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -57,7 +64,7 @@ def postgres_server() -> Iterator[str]:
             pytest.skip("running as root and there is no 'postgres' user to run the server as")
         os.chown(data_root, user.pw_uid, user.pw_gid)
         prefix = ["runuser", "-u", "postgres", "--"]
-    data, port = data_root / "data", _free_port()
+    data, port = data_root / "data", free_port()
     subprocess.run([*prefix, initdb, "-D", str(data), "-A", "trust", "-U", "lepton", "--no-sync"],
                    check=True, capture_output=True)
     opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {data_root} -c fsync=off -c max_connections=200"
@@ -92,3 +99,37 @@ def db_url(request: pytest.FixtureRequest, lepton_home: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{lepton_home / 'registry.db'}"
     return request.getfixturevalue("postgres_url")
+
+
+@contextlib.contextmanager
+def running(photon: Any, ready: bool = True, port: int | None = None, **settings: Any) -> Iterator[str]:
+    """Serve `photon` in a background thread; yield its base URL; stop it at the end."""
+    from lepton_ai.serve import ServeSettings, Service
+
+    port = port or free_port()
+    server = uvicorn.Server(uvicorn.Config(Service(photon, ServeSettings(**settings)), host="127.0.0.1", port=port,
+                                           log_level="warning", timeout_graceful_shutdown=5))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz" if ready else f"{url}/healthz").status_code in ((200,) if ready else (200, 500)):
+                break
+        except httpx.TransportError:
+            pass
+        time.sleep(0.02)
+    else:
+        raise RuntimeError("the test server did not come up")
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def serve() -> Callable[..., Any]:
+    """`with serve(photon, **settings) as url:` runs a real server (a Photon on uvicorn) for the test."""
+    return running

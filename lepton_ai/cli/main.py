@@ -12,6 +12,7 @@ from lepton_ai.cli.doctor import doctor
 from lepton_ai.cli.optimize import optimize
 from lepton_ai.cli.output import err_console
 from lepton_ai.cli.quickstart import quickstart
+from lepton_ai.cli.serve import bench, serve
 from lepton_ai.cli.train import train
 from lepton_ai.errors import LeptonError
 
@@ -24,10 +25,12 @@ app = typer.Typer(
 )
 app.add_typer(models.app, name="models")
 app.add_typer(runs.app, name="runs")
+app.add_typer(bench, name="bench")
 app.command()(doctor)
 app.command()(quickstart)
 app.command()(train)
 app.command()(optimize)
+app.command()(serve)
 
 
 @app.command()

@@ -31,9 +31,10 @@ def save_runnable(runnable: Any, source: Any, recipe: dict[str, Any], directory:
     return out
 
 
-def load_runnable(ref: str | Path) -> Any:
+def load_runnable(ref: str | Path, threads: int | None = None) -> Any:
     """Return a callable model for a registry reference or saved directory: an ONNX Runtime
-    session, or a LeptonModel with its recipe (int8, compile) applied again."""
+    session (with `threads` compute threads, default all cores), or a LeptonModel with its
+    recipe (int8, compile) applied again."""
     from lepton_ai.models import LeptonModel
     from lepton_ai.models.lepton_model import local_path
 
@@ -49,7 +50,7 @@ def load_runnable(ref: str | Path) -> Any:
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(str(path / "encoder"), local_files_only=True)
-        return OnnxModel(path / _ONNX_FILE, tokenizer=tokenizer)
+        return OnnxModel(path / _ONNX_FILE, threads=threads, tokenizer=tokenizer)
     model = LeptonModel.load(path)
     if recipe.get("precision") == "int8":
         from lepton_ai.compress.quantize import quantize_torch

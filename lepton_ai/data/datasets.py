@@ -108,7 +108,7 @@ def _builtin(name: str) -> LabeledData:
     labels = torch.as_tensor(bunch.target, dtype=torch.long)
     if name == "digits":  # 8×8 grey images with values 0..16
         return LabeledData("image", labels, classes, features=torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1),
-                           name=name)
+                           name=name, meta={"pixel_max": 16.0})
     return LabeledData("tabular", labels, classes, features=torch.tensor(bunch.data, dtype=torch.float32), name=name,
                        meta={"feature_names": [str(f) for f in bunch.feature_names]})
 
@@ -168,7 +168,8 @@ def _image_folder(root: Path, image_size: int) -> LabeledData:
                 labels.append(label)
     if not images:
         raise InvalidInputError(f"{root} has class folders but no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return LabeledData("image", torch.tensor(labels), classes, features=torch.stack(images), name=root.name)
+    return LabeledData("image", torch.tensor(labels), classes, features=torch.stack(images), name=root.name,
+                       meta={"pixel_max": 1.0})
 
 
 def load(name_or_path: str | Path, split: Split = "all", *, label: str = "label", text: str | None = None,

@@ -47,6 +47,7 @@ class LeptonModel(nn.Module):
             raise InvalidInputError(f"{len(self.classes)} class names given for num_classes={num_classes}")
         self.arch: str | None = None
         self.net: nn.Module | None = None
+        self.preprocess: dict[str, Any] = {}  # how raw inputs map to features (e.g. pixel_max of images)
 
     # -- building ------------------------------------------------------------------------
 
@@ -111,6 +112,7 @@ class LeptonModel(nn.Module):
                                     f"built with input_size={self.input_size}")
         self.input_size = saved_size
         self.classes = list(meta.get("classes") or self.classes)
+        self.preprocess = dict(meta.get("preprocess") or {})
 
     def _load_weights(self, weights: str | Path) -> None:
         path = local_path(weights)
@@ -126,7 +128,7 @@ class LeptonModel(nn.Module):
     def metadata(self) -> dict[str, Any]:
         """Return what lepton.json records: architecture, classes, input size."""
         return {"format_version": 1, "arch": self.arch, "num_classes": self.num_classes,
-                "input_size": list(self.input_size), "classes": self.classes}
+                "input_size": list(self.input_size), "classes": self.classes, "preprocess": self.preprocess}
 
     def _from_meta(self, meta: dict[str, Any], weights: Path) -> None:
         """Build the saved architecture from its metadata, then load `weights` (a file or saved dir)."""

@@ -141,6 +141,8 @@ def fit(model: nn.Module, train_data: LabeledData, val_data: LabeledData | None 
     after N epochs without a better validation loss and restores the best weights.
     `loss_fn(logits, labels, inputs)` replaces cross-entropy (distillation uses it)."""
     check_data(model, train_data)
+    if "pixel_max" in train_data.meta and hasattr(model, "preprocess"):  # how a served image maps to inputs
+        model.preprocess["pixel_max"] = train_data.meta["pixel_max"]
     if val_data is not None:
         check_data(model, val_data)
     if schedule not in SCHEDULES:

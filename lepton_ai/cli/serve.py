@@ -1,0 +1,93 @@
+"""`lepton serve` (a model or a Photon over HTTP) and `lepton bench serve` (load-test a service)."""
+
+from __future__ import annotations
+
+import json as jsonlib
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from lepton_ai.cli.output import console, print_json, print_table
+from lepton_ai.errors import InvalidInputError, NotFoundError
+
+
+def serve(
+    target: Annotated[str, typer.Argument(help="NAME[:VERSION] in the registry, a saved-model dir, or path.py:Class.")],
+    host: Annotated[str, typer.Option(help="Address to bind (0.0.0.0 for every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8080,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes (one model copy each).")] = 1,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    max_batch_size: Annotated[Optional[int], typer.Option(min=1, help="Examples per model call.")] = None,
+    max_wait_ms: Annotated[Optional[float], typer.Option(min=0, help="Longest wait for a batch to fill.")] = None,
+    max_concurrency: Annotated[int, typer.Option(min=1, help="Requests handled at once; more get 503.")] = 1024,
+    max_queue: Annotated[int, typer.Option(min=1, help="Requests waiting per handler; more get 503.")] = 256,
+    timeout_s: Annotated[float, typer.Option(min=0.001, help="A request waiting longer gets 504.")] = 30.0,
+    max_body_mb: Annotated[float, typer.Option(min=0.001, help="Largest request body; larger get 413.")] = 8.0,
+    token: Annotated[Optional[str], typer.Option(envvar="LEPTON_TOKEN", show_default=False,
+                                                 help="Require 'Authorization: Bearer TOKEN' on handlers.")] = None,
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+) -> None:
+    """Serve a registered model (POST /predict) or a Photon class over HTTP until SIGTERM / Ctrl-C."""
+    import logging
+
+    from lepton_ai.serve import ServeSettings
+    from lepton_ai.serve.server import serve as run
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))  # aligned with uvicorn's lines
+    logging.getLogger("lepton").addHandler(handler)
+    logging.getLogger("lepton").setLevel(logging.INFO)
+    settings = ServeSettings(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_concurrency=max_concurrency,
+                             max_queue=max_queue, timeout_s=timeout_s, token=token or None,
+                             max_body_bytes=int(max_body_mb * 1024 * 1024))
+    run(target, host=host, port=port, workers=workers, device=device, settings=settings, access_log=access_log)
+
+
+bench = typer.Typer(help="Measure: load-test a running service.", no_args_is_help=True)
+
+
+@bench.command("serve")
+def bench_serve(
+    url: Annotated[str, typer.Argument(help="Base URL of the service, e.g. http://127.0.0.1:8080.")],
+    payload: Annotated[Path, typer.Option(help="JSON file: the body of every request.")],
+    handler: Annotated[str, typer.Option(help="Handler to call (POST /HANDLER).")] = "predict",
+    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at once.")] = 32,
+    duration: Annotated[float, typer.Option(min=0.1, help="Seconds measured (after the warm-up).")] = 20.0,
+    warmup: Annotated[float, typer.Option(min=0, help="Seconds of load before measuring.")] = 1.0,
+    rate: Annotated[Optional[float], typer.Option(min=0.1, help="Open loop: requests per second on a schedule.")] = None,
+    token: Annotated[Optional[str], typer.Option(envvar="LEPTON_TOKEN", show_default=False)] = None,
+    json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Load-test URL: throughput, p50/p90/p99 latency and errors by status code."""
+    from lepton_ai.serve.loadtest import load_test
+
+    if not payload.is_file():
+        raise NotFoundError(f"no payload file {payload}")
+    try:
+        body = jsonlib.loads(payload.read_text())
+    except ValueError as e:
+        raise InvalidInputError(f"{payload} is not valid JSON: {e}") from e
+    if not url.startswith(("http://", "https://")):
+        raise InvalidInputError(f"{url} is not an http(s) URL")
+    result = load_test(url, body, handler=handler, concurrency=concurrency, duration=duration, warmup=warmup,
+                       rate=rate, token=token)
+    if json:
+        print_json(result)
+        return
+    show_load(result)
+
+
+def show_load(result: dict) -> None:
+    """Print a load test's figures as a table."""
+    lat = result["latency_ms"]
+    errors = ", ".join(f"{code}: {n}" for code, n in result["errors"].items()) or "none"
+    print_table(f"{result['url']} — {'rate ' + str(result['rate']) + '/s' if result['rate'] else 'concurrency ' + str(result['concurrency'])}",
+                ("figure", "value"), [
+                    ("requests/s", f"{result['requests_per_s']:,.0f}"),
+                    ("examples/s", f"{result['examples_per_s']:,.0f} ({result['examples_per_request']} per request)"),
+                    ("latency p50 / p90 / p99", f"{lat['p50']} / {lat['p90']} / {lat['p99']} ms"),
+                    ("requests answered", f"{result['ok']:,} ok of {result['requests']:,} in {result['duration_s']} s"),
+                    ("errors", errors)])
+    if result["ok"] == 0:
+        console.print("[red]no request succeeded[/]")

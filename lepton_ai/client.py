@@ -1,0 +1,126 @@
+"""A Python client for Photon services: one method per handler, read from the service's OpenAPI.
+
+    c = Client("http://127.0.0.1:8080", token="...")
+    c.predict(inputs=[[0.0] * 64])["outputs"]
+
+Retries with exponential backoff (honouring Retry-After) on 503 and on connection errors;
+other errors raise `ServiceError` carrying the status and the server's message."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from lepton_ai.errors import LeptonError
+
+
+class ServiceError(LeptonError):
+    """The service answered with an error: `status`, `error` (a short code) and its message."""
+
+    def __init__(self, status: int, error: str, message: str) -> None:
+        super().__init__(f"HTTP {status} {error}: {message}")
+        self.status, self.error = status, error
+
+
+class Client:
+    """Calls a Photon service's handlers as methods, e.g. `client.predict(inputs=[...])`."""
+
+    def __init__(self, url: str, token: str | None = None, timeout: float = 30.0, retries: int = 3,
+                 backoff: float = 0.2) -> None:
+        self.url, self.retries, self.backoff = url.rstrip("/"), retries, backoff
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        self._spec: dict[str, Any] | None = None
+
+    # -- the service's description -------------------------------------------------------
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """Return the service's OpenAPI document (fetched once)."""
+        if self._spec is None:
+            self._spec = self._request("GET", "/openapi.json")
+        return self._spec
+
+    def handlers(self) -> dict[str, str]:
+        """Return the service's handlers: name → path."""
+        return {op["operationId"]: path for path, item in self.spec.get("paths", {}).items()
+                for method, op in item.items() if method == "post" and "operationId" in op}
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        paths = self.handlers()
+        if name not in paths:
+            raise AttributeError(f"the service at {self.url} has no handler {name!r} (it has: {', '.join(paths)})")
+        path = paths[name]
+
+        def call(**fields: Any) -> Any:
+            return self._request("POST", path, json=fields)
+
+        call.__name__ = name
+        call.__doc__ = self.spec["paths"][path]["post"].get("summary")
+        return call
+
+    def __dir__(self) -> list[str]:
+        return [*super().__dir__(), *self.handlers()]
+
+    # -- health --------------------------------------------------------------------------
+
+    def ready(self) -> bool:
+        """Return whether the service answers /readyz with 200."""
+        try:
+            return self._http.get("/readyz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Block until the service is ready; raise LeptonError after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while not self.ready():
+            if time.monotonic() > deadline:
+                raise LeptonError(f"{self.url} was not ready within {timeout:g} s")
+            time.sleep(0.05)
+
+    # -- transport -----------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        for attempt in range(self.retries + 1):
+            last = attempt == self.retries
+            try:
+                r = self._http.request(method, path, **kwargs)
+            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as e:
+                if last:
+                    raise LeptonError(f"cannot reach {self.url}{path}: {e}") from e
+                self._sleep(attempt)
+                continue
+            if r.status_code == 503 and not last:
+                self._sleep(attempt, r.headers.get("retry-after"))
+                continue
+            if r.status_code >= 400:
+                try:
+                    body = r.json()
+                except ValueError:
+                    body = {}
+                raise ServiceError(r.status_code, body.get("error", r.reason_phrase), body.get("message", r.text[:200]))
+            return r.json()
+        raise AssertionError("unreachable")
+
+    def _sleep(self, attempt: int, retry_after: str | None = None) -> None:
+        wait = self.backoff * 2 ** attempt * (0.5 + random.random())  # jitter: retries do not arrive together
+        if retry_after and retry_after.isdigit():
+            wait = max(wait, min(float(retry_after), 30.0))
+        time.sleep(wait)
+
+    def close(self) -> None:
+        """Close the connections."""
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,338 @@
+"""The HTTP app of a Photon: one POST route per handler, health, readiness, metrics, OpenAPI.
+
+Handler routes are plain Starlette routes that parse and validate the body in one pass with
+pydantic-core (no per-request dependency solving); FastAPI still serves `/openapi.json` and
+`/docs`, with the handlers' schemas added from their type hints."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import inspect
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import TypeAdapter, ValidationError
+from pydantic_core import to_json
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from lepton_ai.errors import LeptonError
+from lepton_ai.serve.batching import Batcher, Overloaded, as_list
+from lepton_ai.serve.metrics import Metrics
+from lepton_ai.serve.photon import Handler, Photon
+
+log = logging.getLogger("lepton.serve")
+
+
+@dataclass
+class ServeSettings:
+    """Limits and options of a service; `None` keeps each handler's own batching options."""
+
+    max_batch_size: int | None = None
+    max_wait_ms: float | None = None
+    max_concurrency: int = 1024
+    max_queue: int = 256
+    timeout_s: float = 30.0
+    token: str | None = None
+    max_body_bytes: int = 8 * 1024 * 1024
+
+
+class HTTPError(Exception):
+    """An answer other than 200: status, a short error code and a message naming the problem."""
+
+    def __init__(self, status: int, error: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.error, self.message, self.headers = status, error, message, headers or {}
+
+    def response(self) -> Response:
+        """Return the error as a JSON response."""
+        return json_response({"error": self.error, "message": self.message}, self.status, self.headers)
+
+
+def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """Return `content` serialised by pydantic-core (fast; handles models, dataclasses, numbers)."""
+    return Response(to_json(content), status, headers, media_type="application/json")
+
+
+def _first_error(e: ValidationError) -> HTTPError:
+    err = e.errors(include_url=False)[0]
+    if err["type"] == "json_invalid":
+        return HTTPError(400, "malformed_json", f"the body is not valid JSON: {err['msg']}")
+    where = ".".join(str(p) for p in err["loc"]) or "body"
+    more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+    return HTTPError(422, "invalid_input", f"{where}: {err['msg']}{more}")
+
+
+async def _disconnected(request: Request) -> None:
+    """Return when the client goes away (after the body was read, the next message is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+class Service:
+    """A Photon, its batchers and its state (starting, ready or failed): an ASGI app."""
+
+    def __init__(self, photon: Photon, settings: ServeSettings | None = None) -> None:
+        self.photon, self.settings = photon, settings or ServeSettings()
+        s = self.settings
+        self.handlers = {name: replace(h, max_batch_size=s.max_batch_size if s.max_batch_size and h.batched
+                                       else h.max_batch_size, max_wait_ms=h.max_wait_ms if s.max_wait_ms is None
+                                       else s.max_wait_ms) for name, h in type(photon).handlers().items()}
+        if not self.handlers:
+            raise LeptonError(f"{type(photon).__name__} has no @handler methods to serve")
+        self.models = {name: h.request_model(type(photon)) for name, h in self.handlers.items()}
+        self.adapters = {name: TypeAdapter(m) for name, m in self.models.items()}
+        self.metrics = Metrics()
+        self.batchers: dict[str, Batcher] = {}
+        self.state, self.error = "starting", ""
+        self.inflight = 0
+        self._token = self.settings.token.encode() if self.settings.token else None
+        self._routes = {f"/{name}": name for name in self.handlers}
+        self.fastapi = self._fastapi()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        """Start the batchers and `init` (in a thread, so health answers meanwhile); drain on exit."""
+        for name, h in self.handlers.items():
+            if inspect.iscoroutinefunction(h.fn):
+                continue
+            gauge = self.metrics.queue_depth.labels(name)
+            sizes = self.metrics.batch_size.labels(name)
+
+            def on_batch(size: int, depth: int, sizes: Any = sizes, gauge: Any = gauge) -> None:
+                sizes.observe(size)
+                gauge.set(depth)
+
+            batcher = Batcher(getattr(self.photon, name), batched=h.batched, max_batch_size=h.max_batch_size or 1,
+                              max_wait_ms=h.max_wait_ms, max_queue=self.settings.max_queue, on_batch=on_batch)
+            batcher.start()
+            self.batchers[name] = batcher
+        init = asyncio.create_task(self._init())
+        try:
+            yield
+        finally:
+            init.cancel()
+            await asyncio.gather(*(b.stop() for b in self.batchers.values()))
+
+    async def _init(self) -> None:
+        try:
+            await asyncio.to_thread(self.photon.init)
+            self.state = "ready"
+            log.info("%s ready", type(self.photon).__name__)
+        except Exception as e:  # reported by /healthz and /readyz so an orchestrator restarts us
+            self.state, self.error = "failed", f"{type(e).__name__}: {e}"
+            log.exception("init failed")
+
+    # -- requests ------------------------------------------------------------------------
+
+    def _check_token(self, request: Request) -> None:
+        if self._token is None:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self._token):
+            raise HTTPError(401, "unauthorized", "a valid 'Authorization: Bearer <token>' header is required",
+                            {"WWW-Authenticate": "Bearer"})
+
+    async def _body(self, request: Request) -> bytes:
+        limit = self.settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise HTTPError(413, "body_too_large", f"the body is {declared} bytes; the limit is {limit}")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise HTTPError(413, "body_too_large", f"the body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _parse(self, name: str, h: Handler, body: bytes) -> dict[str, Any]:
+        try:
+            parsed = self.adapters[name].validate_json(body or b"{}")
+        except ValidationError as e:
+            raise _first_error(e) from None
+        fields = {k: getattr(parsed, k) for k in type(parsed).model_fields}
+        if h.batch_field and not fields[h.batch_field]:
+            raise HTTPError(422, "invalid_input", f"{h.batch_field}: the list of examples is empty")
+        if h.prepare_fn is not None:
+            try:
+                fields = h.prepare_fn(self.photon, **fields)
+            except (ValueError, TypeError, LeptonError) as e:
+                raise HTTPError(422, "invalid_input", str(e)) from None
+        return fields
+
+    async def _run(self, name: str, h: Handler, fields: dict[str, Any], request: Request) -> Any:
+        timeout = h.timeout_s or self.settings.timeout_s
+        if name not in self.batchers:  # an async handler: awaited on the event loop
+            try:
+                return await asyncio.wait_for(getattr(self.photon, name)(**fields), timeout)
+            except asyncio.TimeoutError:
+                raise HTTPError(504, "timeout", f"no answer within {timeout:g} s") from None
+        batcher = self.batchers[name]
+        payload = fields.pop(h.batch_field) if h.batch_field else fields
+        try:
+            future = batcher.submit(payload, fields if h.batch_field else {})
+        except Overloaded as e:
+            raise HTTPError(503, "overloaded", f"{e}; retry later",
+                            {"Retry-After": str(batcher.retry_after())}) from None
+        self.metrics.queue_depth.labels(name).set(batcher.depth)
+        # A timer and a disconnect watcher cancel the future; cheaper than asyncio.wait per request.
+        why: list[int] = []
+
+        def give_up(status: int) -> None:
+            if not future.done():
+                why.append(status)
+                future.cancel()  # dropped from its batch if not yet started
+
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(timeout, give_up, 504)
+        watcher = loop.create_task(_disconnected(request))
+        watcher.add_done_callback(lambda _: give_up(499))
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if not why:
+                raise  # the server itself is stopping this request
+            if why[0] == 504:
+                raise HTTPError(504, "timeout", f"no answer within {timeout:g} s") from None
+            raise HTTPError(499, "client_closed", "the client closed the connection") from None
+        finally:
+            timer.cancel()
+            watcher.cancel()
+
+    async def handle(self, name: str, request: Request) -> Response:
+        """Answer one request to handler `name`: checks, queue, result or a JSON error."""
+        h, start = self.handlers[name], time.perf_counter()
+        self.inflight += 1
+        self.metrics.inflight.inc()
+        try:
+            self._check_token(request)
+            if self.state != "ready":
+                raise HTTPError(503, "not_ready", f"the service is {self.state}", {"Retry-After": "1"})
+            if self.inflight > self.settings.max_concurrency:
+                raise HTTPError(503, "overloaded", f"over {self.settings.max_concurrency} concurrent requests; "
+                                "retry later", {"Retry-After": "1"})
+            fields = self._parse(name, h, await self._body(request))
+            result = await self._run(name, h, fields, request)
+            response = json_response({"outputs": result} if h.batched else
+                                     (as_list(result) if hasattr(result, "tolist") else result))
+        except HTTPError as e:
+            response = e.response()
+        except (ValueError, LeptonError) as e:  # the handler refused this input
+            response = HTTPError(422, "invalid_input", str(e)).response()
+        except Exception as e:
+            log.exception("handler %s failed", name)
+            response = HTTPError(500, "internal", f"{type(e).__name__} in handler {name}").response()
+        finally:
+            self.inflight -= 1
+            self.metrics.inflight.dec()
+        self.metrics.requests.labels(name, str(response.status_code)).inc()
+        self.metrics.duration.labels(name).observe(time.perf_counter() - start)
+        return response
+
+    # -- the app -------------------------------------------------------------------------
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """The ASGI entry: handler calls go straight to `handle` (no middleware stack to cross on
+        the hot path); everything else (health, metrics, docs, lifespan) to the FastAPI app."""
+        name = self._routes.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if name is not None and scope["method"] == "POST":
+            response = await self.handle(name, Request(scope, receive))
+            await response(scope, receive, send)
+        else:
+            await self.fastapi(scope, receive, send)
+
+    def _fastapi(self) -> FastAPI:
+        """Return the FastAPI app: health, metrics, docs, and the handler routes for the docs' sake."""
+        title = type(self.photon).__name__
+        app = FastAPI(title=title, version=_version(), lifespan=self.lifespan,
+                      description=(inspect.getdoc(type(self.photon)) or "").split("\n\n")[0])
+
+        @app.get("/healthz", tags=["health"])
+        def healthz() -> Response:
+            """Alive (500 when init failed)."""
+            if self.state == "failed":
+                return json_response({"status": "failed", "error": self.error}, 500)
+            return json_response({"status": "ok"})
+
+        @app.get("/readyz", tags=["health"])
+        def readyz() -> Response:
+            """Ready to answer (only after init finished)."""
+            body = {"status": self.state, **({"error": self.error} if self.error else {})}
+            return json_response(body, 200 if self.state == "ready" else 503)
+
+        @app.get("/metrics", tags=["health"])
+        def metrics() -> Response:
+            """Prometheus metrics."""
+            return Response(self.metrics.render(), media_type=self.metrics.content_type)
+
+        for name in self.handlers:
+            async def endpoint(request: Request, name: str = name) -> Response:
+                return await self.handle(name, request)
+
+            app.router.routes.append(Route(f"/{name}", endpoint, methods=["POST"], name=name))
+        app.openapi = lambda: self._openapi(app)  # type: ignore[method-assign]
+        return app
+
+    def _openapi(self, app: FastAPI) -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+
+        def ref(tp: Any, fallback: str) -> dict[str, Any]:
+            s = TypeAdapter(tp).json_schema(ref_template="#/components/schemas/{model}")
+            components.update(s.pop("$defs", {}))
+            title = s.get("title", fallback)
+            components[title] = s
+            return {"$ref": f"#/components/schemas/{title}"}
+
+        error = {"description": "error", "content": {"application/json": {"schema": {
+            "type": "object", "properties": {"error": {"type": "string"}, "message": {"type": "string"}}}}}}
+        if self._token:
+            components_root = schema["components"]
+            components_root["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        for name, h in self.handlers.items():
+            doc = (inspect.getdoc(h.fn) or "").split("\n")[0]
+            op: dict[str, Any] = {
+                "operationId": name, "summary": doc or name, "tags": ["handlers"],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": ref(self.models[name], name)}}},
+                "responses": {"200": {"description": "success", "content": {"application/json": {
+                    "schema": ref(h.response_schema(), f"{name}_response")}}},
+                    **{code: error for code in ("400", "401", "413", "422", "503", "504")}},
+                "x-lepton-batch": {"field": h.batch_field, "max_batch_size": h.max_batch_size,
+                                   "max_wait_ms": h.max_wait_ms} if h.batched else None,
+            }
+            if self._token:
+                op["security"] = [{"bearer": []}]
+            schema.setdefault("paths", {})[f"/{name}"] = {"post": op}
+        app.openapi_schema = schema
+        return schema
+
+
+def build_app(photon: Photon, settings: ServeSettings | None = None) -> Service:
+    """Return the ASGI app serving `photon` with `settings`."""
+    return Service(photon, settings)
+
+
+def _version() -> str:
+    from lepton_ai import __version__
+
+    return __version__
+
+
+def threads_per_worker(workers: int) -> int:
+    """Return the compute threads each worker should use so workers × threads fits the cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, workers))

@@ -1,0 +1,214 @@
+"""Adaptive batching: requests to one handler gathered into one call, from a bounded queue.
+
+Each handler has its own thread that takes batches from the queue and runs them, one at a
+time, while the event loop keeps accepting requests: under load the queue fills while the
+model computes and the next batch is as big as the load makes it; when idle a request runs at
+once. The thread starts the next batch as soon as one ends (results are handed back to the
+event loop, which never sits between two batches). On top of that it waits a little for more
+requests only when the measured arrival rate says at least one more will come within half a
+batch's cost (and never longer than `max_wait_ms`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("lepton.serve")
+
+
+class Overloaded(Exception):
+    """The queue is full: the request is refused at once (503 with Retry-After)."""
+
+
+@dataclass(eq=False)
+class Item:
+    """One request waiting for its handler: its batched examples (or its fields) and its future."""
+
+    payload: Any
+    options: dict[str, Any]
+    size: int
+    future: asyncio.Future
+    key: str = field(default="")
+
+
+@dataclass
+class _Ema:
+    """An exponential moving average that starts at its first sample."""
+
+    value: float | None = None
+    alpha: float = 0.2
+
+    def add(self, x: float) -> float:
+        self.value = x if self.value is None else self.value + self.alpha * (x - self.value)
+        return self.value
+
+
+def concat(payloads: list[Any]) -> Any:
+    """Return the examples of several requests as one batch: arrays concatenated, lists joined."""
+    if len(payloads) == 1:
+        return payloads[0]
+    if all(isinstance(p, np.ndarray) for p in payloads):
+        return np.concatenate(payloads)
+    return [x for p in payloads for x in p]
+
+
+def as_list(outputs: Any) -> list[Any]:
+    """Return a handler's outputs (list, array or tensor) as a list of JSON-ready values."""
+    return outputs.tolist() if hasattr(outputs, "tolist") else list(outputs)
+
+
+class Batcher:
+    """Feeds one handler from a bounded queue. `batched=False` calls it once per request with
+    the request's fields; `batched=True` calls it with the examples of up to `max_batch_size`
+    examples' worth of requests that share the same options, and splits the outputs back."""
+
+    def __init__(self, fn: Callable[..., Any], *, batched: bool, max_batch_size: int = 1, max_wait_ms: float = 0.0,
+                 max_queue: int = 1024, on_batch: Callable[[int, int], None] | None = None) -> None:
+        self.fn, self.batched = fn, batched
+        self.max_batch_size, self.max_wait = max(1, max_batch_size), max_wait_ms / 1000
+        self.max_queue = max_queue
+        self.on_batch = on_batch or (lambda size, depth: None)
+        self.queue: deque[Item] = deque()
+        self._lock = threading.Condition()
+        self._cost, self._gap = _Ema(), _Ema()
+        self._last_arrival = time.perf_counter()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    # -- the request side ----------------------------------------------------------------
+
+    def submit(self, payload: Any, options: dict[str, Any]) -> asyncio.Future:
+        """Queue a request; return the future of its outputs. Raise Overloaded when the queue is full."""
+        if len(self.queue) >= self.max_queue:
+            raise Overloaded(f"queue full ({self.max_queue} requests waiting)")
+        now = time.perf_counter()
+        self._gap.add(now - self._last_arrival)
+        self._last_arrival = now
+        size = len(payload) if self.batched else 1
+        key = json.dumps(options, sort_keys=True, default=str) if options else ""
+        item = Item(payload, options, size, asyncio.get_running_loop().create_future(), key)
+        with self._lock:
+            self.queue.append(item)
+            self._lock.notify()
+        return item.future
+
+    @property
+    def depth(self) -> int:
+        """Return how many requests are waiting."""
+        return len(self.queue)
+
+    def retry_after(self) -> int:
+        """Return the seconds a refused client should wait: roughly the time to drain the queue."""
+        per_batch = self._cost.value or 0.05
+        return max(1, round(per_batch * (len(self.queue) / max(1, self.max_batch_size) + 1)))
+
+    # -- the model side ------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the handler's thread; results come back to the running event loop."""
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._work, name="lepton-batch", daemon=True)
+        self._thread.start()
+
+    async def stop(self) -> None:
+        """Stop once the queue has drained."""
+        with self._lock:
+            self._stopping = True
+            self._lock.notify()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+
+    def _wait_budget(self, have: int) -> float:
+        """Seconds worth waiting for more requests: only when one more is expected in half a batch's cost."""
+        if not self.batched or have >= self.max_batch_size or self._cost.value is None or not self._gap.value:
+            return 0.0
+        budget = min(self.max_wait, self._cost.value / 2)
+        rate = 1.0 / self._gap.value
+        return budget if rate * budget >= 1.0 else 0.0
+
+    def _take(self, batch: list[Item]) -> list[Item]:
+        """Add live queued requests that share the batch's options, up to max_batch_size examples."""
+        size, skipped = sum(i.size for i in batch), []
+        while self.queue and size < self.max_batch_size:
+            item = self.queue.popleft()
+            if item.future.done():  # timed out or client gone: drop it
+                continue
+            if batch and (item.key != batch[0].key or size + item.size > self.max_batch_size):
+                skipped.append(item)
+                if item.key == batch[0].key:
+                    break  # the next request of these options does not fit: keep the order
+                continue
+            batch.append(item)
+            size += item.size
+        self.queue.extendleft(reversed(skipped))
+        return batch
+
+    def _work(self) -> None:
+        """The handler's thread: take a batch, maybe wait for more, run it, hand results back."""
+        while True:
+            with self._lock:
+                while not self.queue and not self._stopping:
+                    self._lock.wait()
+                if not self.queue:
+                    return  # stopping, and nothing left
+                batch = self._take([])
+            if not batch:
+                continue
+            wait = self._wait_budget(sum(i.size for i in batch))
+            if wait:
+                time.sleep(wait)
+                with self._lock:
+                    self._take(batch)
+            start = time.perf_counter()
+            try:
+                results = self._call(batch)
+            except BaseException as e:  # a bug here must fail the requests, not hang them
+                log.exception("batch failed")
+                results = [(False, e)] * len(batch)
+            self._cost.add(time.perf_counter() - start)
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self._deliver, batch, results)
+
+    def _deliver(self, batch: list[Item], results: list[tuple[bool, Any]]) -> None:
+        """Resolve the futures of a finished batch (on the event loop)."""
+        self.on_batch(sum(i.size for i in batch), len(self.queue))
+        for item, (ok, value) in zip(batch, results):
+            if not item.future.done():  # not timed out or abandoned meanwhile
+                item.future.set_result(value) if ok else item.future.set_exception(value)
+
+    def _call(self, batch: list[Item]) -> list[tuple[bool, Any]]:
+        """Run one batch on the handler thread; if it fails, run each request alone so one bad
+        request fails only itself."""
+        if not self.batched:
+            return [self._one(item) for item in batch]
+        try:
+            outputs = as_list(self.fn(concat([i.payload for i in batch]), **batch[0].options))
+            if len(outputs) != sum(i.size for i in batch):
+                raise RuntimeError(f"the handler returned {len(outputs)} outputs for {sum(i.size for i in batch)} inputs")
+        except Exception:
+            if len(batch) == 1:
+                return [self._one(batch[0])]
+            return [self._one(item) for item in batch]
+        results, start = [], 0
+        for item in batch:
+            results.append((True, outputs[start:start + item.size]))
+            start += item.size
+        return results
+
+    def _one(self, item: Item) -> tuple[bool, Any]:
+        try:
+            if not self.batched:
+                return True, self.fn(**item.payload)
+            return True, as_list(self.fn(item.payload, **item.options))
+        except Exception as e:  # reported to that request alone
+            return False, e

@@ -1,0 +1,45 @@
+"""Prometheus metrics of one service. With several worker processes, prometheus-client's
+multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by `serve`) sums them on every scrape."""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+def _multiprocess() -> bool:
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+class Metrics:
+    """The service's counters, histograms and gauges, in a registry of their own."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        reg = None if _multiprocess() else self.registry  # multiprocess values live in files, not a registry
+        self.requests = Counter("lepton_requests_total", "Requests answered, by handler and HTTP status code.",
+                                ["handler", "code"], registry=reg)
+        self.duration = Histogram("lepton_request_duration_seconds", "Time from request read to response.",
+                                  ["handler"], buckets=_LATENCY_BUCKETS, registry=reg)
+        self.batch_size = Histogram("lepton_batch_size", "Examples per model call.", ["handler"],
+                                    buckets=_BATCH_BUCKETS, registry=reg)
+        self.queue_depth = Gauge("lepton_queue_depth", "Requests waiting for their handler.", ["handler"],
+                                 registry=reg, multiprocess_mode="livesum")
+        self.inflight = Gauge("lepton_inflight_requests", "Requests being handled.", registry=reg,
+                              multiprocess_mode="livesum")
+
+    def render(self) -> bytes:
+        """Return the metrics in Prometheus text format (all workers' when there are several)."""
+        if _multiprocess():
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)

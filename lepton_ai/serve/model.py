@@ -1,0 +1,148 @@
+"""A Photon generated for a registered model: `POST /predict {"inputs": [example, ...]}`.
+
+Each example is shaped like the model's input: numbers or nested lists (any nesting whose
+size matches the input size), a base64-encoded image for image models, or a string for text
+models. Classifiers answer class ids (probabilities with `"return_probs": true`); embedding
+models answer vectors. Works for every runtime `load_runnable` returns (PyTorch, int8,
+ONNX Runtime)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import math
+from typing import Annotated, Any, Union
+
+import numpy as np
+from pydantic import Field
+
+from lepton_ai.errors import InvalidInputError
+from lepton_ai.serve.photon import Photon, handler
+
+TensorExample = Annotated[Union[str, float, list[Any]], Field(
+    description="numbers or nested lists shaped like the model's input, or a base64-encoded image")]
+TextExample = Annotated[str, Field(description="a text")]
+
+
+class ModelPhoton(Photon):
+    """A registered model served with no code: `predict` batches examples across requests."""
+
+    default_batch_size = 64
+
+    def __init__(self, ref: str, device: str = "cpu", threads: int | None = None) -> None:
+        from lepton_ai.models.lepton_model import local_path
+
+        path = local_path(ref)
+        meta_file = path / "lepton.json"
+        if not meta_file.exists():
+            raise InvalidInputError(f"{ref} is not a saved Lepton model (no lepton.json): it cannot be served")
+        self.ref, self.meta, self.device, self.threads = ref, json.loads(meta_file.read_text()), device, threads
+        self.path = path
+        self.input_size = tuple(self.meta.get("input_size") or ())
+        self.pixel_max = float((self.meta.get("preprocess") or {}).get("pixel_max", 1.0))
+        if device != "cpu" and self.meta.get("runtime") == "onnxruntime":
+            raise InvalidInputError(f"{ref} is an ONNX Runtime model, served on CPU here: use --device cpu")
+        self.runnable: Any = None
+
+    def init(self) -> None:
+        """Load the model (verified from the registry) onto its device."""
+        import torch
+
+        from lepton_ai.compress import load_runnable
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        self.runnable = load_runnable(self.path, threads=self.threads)
+        if isinstance(self.runnable, torch.nn.Module):
+            self.runnable = self.runnable.to(self.device).eval()
+
+    @property
+    def is_embedding(self) -> bool:
+        """Return whether the model answers vectors (an embedding model) rather than classes."""
+        return int(self.meta.get("num_classes", 0)) == 0
+
+    def _outputs(self, inputs: Any, return_probs: bool) -> Any:
+        import torch
+
+        with torch.inference_mode():
+            x = torch.from_numpy(inputs).to(self.device) if isinstance(inputs, np.ndarray) else inputs
+            out = self.runnable(x).float().cpu()
+        if self.is_embedding:
+            return out
+        return torch.softmax(out, -1) if return_probs else out.argmax(-1)
+
+    def _decode(self, i: int, example: Any) -> np.ndarray:
+        expected = math.prod(self.input_size)
+        if isinstance(example, str):
+            if len(self.input_size) != 3:
+                raise InvalidInputError(f"inputs[{i}]: a string was given but this model takes "
+                                        f"{expected} numbers (input size {list(self.input_size)})")
+            return self._image(i, example)
+        try:
+            arr = np.asarray(example, dtype=np.float32)
+        except (ValueError, TypeError) as e:  # ragged lists, strings among numbers
+            raise InvalidInputError(f"inputs[{i}]: not an array of numbers ({e})") from None
+        if arr.size != expected:
+            raise InvalidInputError(f"inputs[{i}]: expected {expected} numbers (input size {list(self.input_size)}), "
+                                    f"got {arr.size}")
+        return arr.reshape(self.input_size)
+
+    def _image(self, i: int, text: str) -> np.ndarray:
+        from PIL import Image, UnidentifiedImageError
+
+        channels, height, width = self.input_size
+        try:
+            raw = base64.b64decode(text.split(",", 1)[-1] if text.startswith("data:") else text, validate=True)
+            with Image.open(io.BytesIO(raw)) as img:
+                img = img.convert("L" if channels == 1 else "RGB").resize((width, height))
+                pixels = np.asarray(img, dtype=np.float32) * (self.pixel_max / 255.0)
+        except (binascii.Error, ValueError, UnidentifiedImageError, OSError) as e:
+            raise InvalidInputError(f"inputs[{i}]: not a base64-encoded image ({e})") from None
+        return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
+
+    def examples(self, inputs: list[Any]) -> np.ndarray:
+        """Return the examples as one float32 array (N, *input_size); raise naming the first bad one."""
+        try:  # the fast path: every example already a list of numbers of the right size
+            arr = np.asarray(inputs, dtype=np.float32)
+            if arr.ndim < 2 or arr[0].size != math.prod(self.input_size):
+                raise ValueError
+            arr = arr.reshape(len(inputs), *self.input_size)
+        except ValueError:
+            arr = np.stack([self._decode(i, x) for i, x in enumerate(inputs)])
+        if not np.isfinite(arr).all():
+            bad = int(np.flatnonzero(~np.isfinite(arr.reshape(len(arr), -1)).all(1))[0])
+            raise InvalidInputError(f"inputs[{bad}]: NaN or infinite values")
+        return arr
+
+
+class TensorModelPhoton(ModelPhoton):
+    """A model over numbers or images."""
+
+    @handler(max_batch_size=64, max_wait_ms=5)
+    def predict(self, inputs: list[TensorExample], return_probs: bool = False) -> list[Any]:
+        """Predict class ids (or probabilities with return_probs; vectors for embedding models)."""
+        return self._outputs(inputs if isinstance(inputs, np.ndarray) else self.examples(inputs), return_probs)
+
+    @predict.prepare
+    def _check(self, inputs: list[Any], return_probs: bool = False) -> dict[str, Any]:
+        return {"inputs": self.examples(inputs), "return_probs": return_probs}
+
+
+class TextModelPhoton(ModelPhoton):
+    """A model over texts (a classifier or a sentence encoder)."""
+
+    @handler(max_batch_size=32, max_wait_ms=5)
+    def predict(self, inputs: list[TextExample], return_probs: bool = False) -> list[Any]:
+        """Predict class ids (or probabilities with return_probs; embeddings for embedding models)."""
+        return self._outputs(list(inputs), return_probs)
+
+
+def model_photon(ref: str, device: str = "cpu", threads: int | None = None) -> ModelPhoton:
+    """Return the Photon that serves the registered model `ref` (text or tensor inputs)."""
+    probe = ModelPhoton(ref, device, threads)
+    cls = TextModelPhoton if probe.meta.get("arch") == "hf" else TensorModelPhoton
+    photon = cls(str(probe.path), device, threads)  # already fetched and verified: not again
+    photon.ref = ref
+    return photon

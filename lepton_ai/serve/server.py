@@ -1,0 +1,175 @@
+"""Running a service: a registry reference or `path.py:Class` on uvicorn, in one or more worker
+processes. Workers get their configuration from the environment (uvicorn spawns them), share
+the port, and sum their metrics through prometheus-client's multiprocess mode."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from lepton_ai.errors import InvalidInputError, LeptonError, NotFoundError
+from lepton_ai.serve.app import ServeSettings, Service, threads_per_worker
+from lepton_ai.serve.photon import Photon
+
+_ENV = "LEPTON_SERVE_CONFIG"
+log = logging.getLogger("lepton.serve")
+
+
+def _is_class_target(target: str) -> bool:
+    module, sep, name = target.rpartition(":")
+    return bool(sep) and name.isidentifier() and (module.endswith(".py") or all(
+        p.isidentifier() for p in module.split(".")))
+
+
+def load_photon(target: str, device: str = "cpu", threads: int | None = None) -> Photon:
+    """Return the Photon for `target`: `path.py:Class`, `package.module:Class`, or a model (registry reference or saved dir)."""
+    if not _is_class_target(target):
+        from lepton_ai.serve.model import model_photon
+
+        return model_photon(target, device, threads)
+    module_name, _, class_name = target.rpartition(":")
+    if module_name.endswith(".py"):
+        path = Path(module_name).resolve()
+        if not path.is_file():
+            raise NotFoundError(f"no file {module_name} (from {target})")
+        name = f"lepton_photon_{path.stem}"  # not path.stem: a file named like a real module must not shadow it
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as e:
+            raise NotFoundError(f"cannot import {module_name} (from {target}): {e}") from e
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Photon)):
+        raise InvalidInputError(f"{target}: {class_name} is not a Photon subclass in {module_name}")
+    if threads:
+        _limit_threads(threads)
+    return cls()
+
+
+def _limit_threads(threads: int) -> None:
+    """Cap PyTorch's compute threads so that several workers do not fight over the cores."""
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(threads)
+
+
+def create_app() -> Any:
+    """Return the app for one worker process, configured from the environment (`serve` sets it)."""
+    raw = json.loads(os.environ[_ENV])
+    photon = load_photon(raw["target"], raw["device"], raw["threads"])
+    return Service(photon, ServeSettings(**raw["settings"]))
+
+
+def serve(target: str, *, host: str = "127.0.0.1", port: int = 8080, workers: int = 1, device: str = "cpu",
+          settings: ServeSettings | None = None, log_level: str = "info", access_log: bool = False) -> None:
+    """Serve `target` until SIGTERM or Ctrl-C, then stop accepting, drain in-flight requests and exit."""
+    import uvicorn
+
+    settings = settings or ServeSettings()
+    if workers < 1:
+        raise InvalidInputError(f"--workers must be at least 1, got {workers}")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise InvalidInputError(f"--device must be cpu or cuda, got {device!r}")
+    if device != "cpu":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InvalidInputError("--device cuda: no CUDA GPU is visible on this machine")
+        if workers != 1:
+            raise InvalidInputError("a GPU is served by one worker (it batches for the whole device): use --workers 1")
+    threads = threads_per_worker(workers) if workers > 1 else None
+    photon = load_photon(target, device, threads)  # fails here, in one line, before anything listens
+    options: dict[str, Any] = {"host": host, "port": port, "log_level": log_level, "access_log": access_log,
+                               "timeout_graceful_shutdown": int(settings.timeout_s) + 5}
+    log.info("serving %s on http://%s:%d (%d worker%s; API docs at /docs)", target, host, port, workers,
+             "s" if workers > 1 else "")
+    if workers == 1:
+        uvicorn.run(Service(photon, settings), **options)
+        return
+    with tempfile.TemporaryDirectory(prefix="lepton-metrics-") as metrics_dir:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        os.environ[_ENV] = json.dumps({"target": target, "device": device, "threads": threads,
+                                       "settings": dataclasses.asdict(settings)})
+        uvicorn.run("lepton_ai.serve.server:create_app", factory=True, workers=workers, **options)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port that is free on `host` right now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """A server in a child process (`lepton serve ARGS` by default), ready on entering `with`,
+    stopped with SIGTERM (drain, then exit) at the end. `url` is its base URL."""
+
+    def __init__(self, args: list[str], port: int | None = None, command: list[str] | None = None,
+                 ready_path: str = "/readyz", timeout: float = 120.0, env: dict[str, str] | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        if command is None:  # `lepton serve ARGS --port PORT`
+            command = [sys.executable, "-m", "lepton_ai.cli.main", "serve", *args, "--port", str(self.port)]
+        else:  # any server: "{port}" in its arguments is replaced
+            command = [c.replace("{port}", str(self.port)) for c in [*command, *args]]
+        self.cmd = command
+        self.ready_path, self.timeout, self.env = ready_path, timeout, env
+        self.proc: subprocess.Popen | None = None
+        self.log = tempfile.TemporaryFile()
+
+    def __enter__(self) -> ServerProcess:
+        self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **(self.env or {})}, start_new_session=True)
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise LeptonError(f"the server exited with code {self.proc.returncode}: {self.output()[-2000:]}")
+            try:
+                with urllib.request.urlopen(self.url + self.ready_path, timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise LeptonError(f"the server was not ready within {self.timeout:g} s: {self.output()[-2000:]}")
+
+    def output(self) -> str:
+        """Return what the server printed so far."""
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def stop(self, timeout: float = 60.0) -> int | None:
+        """Send SIGTERM to the server's process group, wait for it to exit; return its exit code."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            return self.proc.wait()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+        self.log.close()

@@ -1,0 +1,250 @@
+"""A Photon over real HTTP: batching, bad input, overload, timeouts, disconnects, auth, health, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from lepton_ai.serve import Photon, handler
+
+
+class Doubler(Photon):
+    """Doubles numbers, slowly enough that concurrent requests meet in a batch."""
+
+    def __init__(self, delay: float = 0.02) -> None:
+        self.delay, self.batches, self.seen = delay, [], []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def init(self) -> None:
+        self.gate.wait(30)
+
+    @handler(max_batch_size=16, max_wait_ms=10)
+    def double(self, inputs: list[float], scale: float = 2.0) -> list[float]:
+        """Multiply each number by scale."""
+        self.batches.append(len(inputs))
+        self.seen.extend(inputs)
+        if any(x < 0 for x in inputs):
+            raise ValueError("negative numbers are not allowed")
+        time.sleep(self.delay)
+        return [x * scale for x in inputs]
+
+    @handler
+    def hello(self, name: str) -> dict:
+        """Greet (one call per request)."""
+        return {"greeting": f"hello {name}"}
+
+    @handler
+    async def ping(self) -> str:
+        """Answer on the event loop."""
+        await asyncio.sleep(0)
+        return "pong"
+
+
+def post_many(url: str, bodies: list[dict], path: str = "/double") -> list[httpx.Response]:
+    with httpx.Client(base_url=url, timeout=30) as c, ThreadPoolExecutor(len(bodies)) as pool:
+        return list(pool.map(lambda b: c.post(path, json=b), bodies))
+
+
+def test_concurrent_requests_share_batches_and_keep_their_order(serve) -> None:
+    photon = Doubler(delay=0.05)
+    with serve(photon) as url:
+        answers = post_many(url, [{"inputs": [i, i + 0.5]} for i in range(24)])
+        metrics = httpx.get(f"{url}/metrics").text
+    assert [r.json()["outputs"] for r in answers] == [[2 * i, 2 * i + 1] for i in range(24)]
+    assert max(photon.batches) > 2 and len(photon.batches) < 24  # joined across requests, never over 16
+    assert max(photon.batches) <= 16
+    assert f'lepton_batch_size_count{{handler="double"}} {float(len(photon.batches))}' in metrics
+    assert 'lepton_requests_total{code="200",handler="double"} 24.0' in metrics
+
+
+def test_requests_with_other_options_are_not_mixed(serve) -> None:
+    with serve(Doubler(delay=0.05)) as url:
+        answers = post_many(url, [{"inputs": [1.0], "scale": float(i % 3)} for i in range(12)])
+    assert [r.json()["outputs"] for r in answers] == [[float(i % 3)] for i in range(12)]
+
+
+def test_one_bad_request_in_a_batch_fails_alone(serve) -> None:
+    with serve(Doubler(delay=0.05)) as url:
+        answers = post_many(url, [{"inputs": [-1.0 if i == 5 else float(i)]} for i in range(12)])
+    assert answers[5].status_code == 422
+    assert answers[5].json() == {"error": "invalid_input", "message": "negative numbers are not allowed"}
+    assert all(r.json()["outputs"] == [2.0 * i] for i, r in enumerate(answers) if i != 5)
+
+
+def test_an_idle_server_does_not_wait_for_a_batch_to_fill(serve) -> None:
+    class Patient(Doubler):
+        @handler(max_batch_size=64, max_wait_ms=2000)
+        def double(self, inputs: list[float]) -> list[float]:
+            return [2 * x for x in inputs]
+
+    with serve(Patient()) as url, httpx.Client(base_url=url) as c:
+        c.post("/double", json={"inputs": [1.0]})
+        start = time.perf_counter()
+        assert c.post("/double", json={"inputs": [2.0]}).json() == {"outputs": [4.0]}
+        assert time.perf_counter() - start < 0.5  # far below max_wait_ms: nothing else was coming
+
+
+def test_plain_and_async_handlers(serve) -> None:
+    with serve(Doubler()) as url, httpx.Client(base_url=url) as c:
+        assert c.post("/hello", json={"name": "ada"}).json() == {"greeting": "hello ada"}
+        assert c.post("/ping", json={}).json() == "pong"
+        assert c.post("/hello", json={}).status_code == 422
+
+
+@pytest.mark.parametrize(("body", "status", "says"), [
+    (b"{not json", 400, "not valid JSON"),
+    (b'{"inputs": "seven"}', 422, "inputs"),
+    (b'{"inputs": [1, "x"]}', 422, "inputs.1"),
+    (b'{"inputs": [NaN]}', 422, "finite"),
+    (b'{"inputs": [1e999]}', 422, "finite"),
+    (b'{"inputs": []}', 422, "empty"),
+    (b'{"inputs": [1], "extra": 2}', 422, "extra"),
+    (b'[1, 2]', 422, "object"),
+    (b"", 422, "inputs"),
+])
+def test_bad_input_gets_a_4xx_naming_the_problem(serve, body: bytes, status: int, says: str) -> None:
+    with serve(Doubler()) as url:
+        r = httpx.post(f"{url}/double", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == status, r.text
+        assert says.lower() in r.json()["message"].lower()
+        assert httpx.post(f"{url}/double", json={"inputs": [1]}).json() == {"outputs": [2.0]}  # still serving
+
+
+def test_a_body_over_the_limit_is_refused(serve) -> None:
+    with serve(Doubler(), max_body_bytes=1000) as url:
+        r = httpx.post(f"{url}/double", json={"inputs": [1.0] * 1000})
+        assert r.status_code == 413 and r.json()["error"] == "body_too_large"
+
+        def chunks():  # no Content-Length: the limit holds while reading
+            for _ in range(100):
+                yield b" " * 100
+
+        r = httpx.post(f"{url}/double", content=chunks())
+        assert r.status_code == 413
+
+
+def test_a_full_queue_answers_503_with_retry_after_at_once(serve) -> None:
+    class Slow(Doubler):
+        @handler(max_batch_size=1)
+        def double(self, inputs: list[float]) -> list[float]:
+            time.sleep(0.3)
+            return [2 * x for x in inputs]
+
+    with serve(Slow(), max_queue=2) as url:
+        answers = post_many(url, [{"inputs": [float(i)]} for i in range(10)])
+    codes = [r.status_code for r in answers]
+    assert codes.count(200) >= 3 and codes.count(503) >= 3, codes
+    refused = next(r for r in answers if r.status_code == 503)
+    assert refused.json()["error"] == "overloaded" and int(refused.headers["retry-after"]) >= 1
+    assert all(r.json() == {"outputs": [2.0 * i]} for i, r in enumerate(answers) if r.status_code == 200)
+
+
+def test_a_request_waiting_past_its_timeout_gets_504(serve) -> None:
+    with serve(Doubler(delay=0.6), timeout_s=0.2) as url:
+        r = httpx.post(f"{url}/double", json={"inputs": [1.0]}, timeout=5)
+        assert r.status_code == 504 and r.json()["error"] == "timeout"
+        time.sleep(0.6)
+        assert httpx.get(f"{url}/healthz").status_code == 200
+
+
+def test_a_client_that_disconnects_is_dropped_from_its_batch(serve) -> None:
+    class OneAtATime(Doubler):
+        @handler(max_batch_size=1)
+        def double(self, inputs: list[float]) -> list[float]:
+            self.seen.extend(inputs)
+            time.sleep(0.4)
+            return [2 * x for x in inputs]
+
+    photon = OneAtATime()
+    with serve(photon) as url:
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(httpx.post, f"{url}/double", json={"inputs": [1.0]}, timeout=5)
+            time.sleep(0.1)
+            with pytest.raises(httpx.ReadTimeout):  # queued behind the first; gives up and closes
+                httpx.post(f"{url}/double", json={"inputs": [666.0]}, timeout=0.1)
+            assert first.result().json() == {"outputs": [2.0]}
+        time.sleep(0.2)
+        assert httpx.post(f"{url}/double", json={"inputs": [3.0]}).json() == {"outputs": [6.0]}
+        metrics = httpx.get(f"{url}/metrics").text
+    assert 666.0 not in photon.seen and photon.seen == [1.0, 3.0]
+    assert 'lepton_requests_total{code="499",handler="double"} 1.0' in metrics
+
+
+def test_readiness_only_after_init(serve) -> None:
+    photon = Doubler()
+    photon.gate.clear()
+    with serve(photon, ready=False) as url:
+        assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
+        assert httpx.get(f"{url}/readyz").status_code == 503
+        r = httpx.post(f"{url}/double", json={"inputs": [1.0]})
+        assert r.status_code == 503 and r.json()["error"] == "not_ready" and r.headers["retry-after"] == "1"
+        photon.gate.set()
+        deadline = time.monotonic() + 5
+        while httpx.get(f"{url}/readyz").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert httpx.post(f"{url}/double", json={"inputs": [1.0]}).status_code == 200
+
+
+def test_a_failed_init_is_reported_by_health(serve) -> None:
+    class Broken(Doubler):
+        def init(self) -> None:
+            raise RuntimeError("weights missing")
+
+    with serve(Broken(), ready=False) as url:
+        deadline = time.monotonic() + 5
+        while (r := httpx.get(f"{url}/healthz")).status_code != 500:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert "weights missing" in r.json()["error"]
+        assert httpx.get(f"{url}/readyz").json()["status"] == "failed"
+
+
+def test_token_guards_handlers_not_health(serve) -> None:
+    with serve(Doubler(), token="s3cret") as url, httpx.Client(base_url=url) as c:
+        r = c.post("/double", json={"inputs": [1.0]})
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        assert c.post("/double", json={"inputs": [1.0]}, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert c.post("/double", json={"inputs": [1.0]}, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert c.get("/healthz").status_code == 200 and c.get("/readyz").status_code == 200
+        assert c.get("/metrics").status_code == 200
+        assert c.get("/openapi.json").json()["paths"]["/double"]["post"]["security"] == [{"bearer": []}]
+
+
+def test_openapi_docs_and_metrics_names(serve) -> None:
+    with serve(Doubler()) as url, httpx.Client(base_url=url) as c:
+        c.post("/double", json={"inputs": [1.0]})
+        spec = c.get("/openapi.json").json()
+        assert c.get("/docs").status_code == 200
+        metrics = c.get("/metrics").text
+    op = spec["paths"]["/double"]["post"]
+    assert op["operationId"] == "double" and op["summary"] == "Multiply each number by scale."
+    request = spec["components"]["schemas"]["DoubleRequest"]
+    assert request["required"] == ["inputs"] and request["properties"]["inputs"]["type"] == "array"
+    assert spec["components"]["schemas"]["DoubleResponse"]["properties"]["outputs"]["items"]["type"] == "number"
+    assert {"/healthz", "/readyz", "/metrics", "/double", "/hello", "/ping"} <= set(spec["paths"])
+    for name in ("lepton_requests_total", "lepton_request_duration_seconds_bucket", "lepton_batch_size_bucket",
+                 "lepton_queue_depth", "lepton_inflight_requests"):
+        assert name in metrics
+
+
+def test_unknown_route_and_method(serve) -> None:
+    with serve(Doubler()) as url:
+        assert httpx.post(f"{url}/nope", json={}).status_code == 404
+        assert httpx.get(f"{url}/double").status_code in (404, 405)
+
+
+def test_garbage_bytes_on_the_socket_do_not_hurt(serve) -> None:
+    with serve(Doubler()) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(b"\x00\xff GARBAGE /// HTTP/9.9\r\n\r\n")
+            s.recv(1024)
+        assert httpx.post(f"{url}/double", json={"inputs": [1.0]}).json() == {"outputs": [2.0]}

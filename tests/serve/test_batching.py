@@ -1,0 +1,123 @@
+"""The batcher alone: which requests share a call, what is skipped, when it waits."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from lepton_ai.serve.batching import Batcher, Overloaded, concat
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def recording(calls: list):
+    def fn(inputs, scale=1):
+        calls.append((list(inputs), scale))
+        time.sleep(0.01)
+        return [x * scale for x in inputs]
+    return fn
+
+
+def test_requests_are_joined_up_to_the_limit_and_split_back_in_order() -> None:
+    calls: list = []
+
+    async def main():
+        b = Batcher(recording(calls), batched=True, max_batch_size=4)
+        futures = [b.submit([i, i], {}) for i in range(5)]  # queued before the batcher starts
+        b.start()
+        out = await asyncio.gather(*futures)
+        await b.stop()
+        return out
+
+    assert run(main()) == [[i, i] for i in range(5)]
+    assert [len(c[0]) for c in calls] == [4, 4, 2]  # two requests of 2 per call, never over 4
+
+
+def test_options_are_never_mixed_in_one_call() -> None:
+    calls: list = []
+
+    async def main():
+        b = Batcher(recording(calls), batched=True, max_batch_size=8)
+        futures = [b.submit([1], {"scale": s}) for s in (2, 3, 2, 3, 2)]
+        b.start()
+        out = await asyncio.gather(*futures)
+        await b.stop()
+        return out
+
+    assert run(main()) == [[2], [3], [2], [3], [2]]
+    assert sorted(calls, key=lambda c: c[1]) == [([1, 1, 1], 2), ([1, 1], 3)]
+
+
+def test_a_request_bigger_than_the_limit_runs_alone() -> None:
+    calls: list = []
+
+    async def main():
+        b = Batcher(recording(calls), batched=True, max_batch_size=2)
+        futures = [b.submit([1, 2, 3], {}), b.submit([4], {})]
+        b.start()
+        out = await asyncio.gather(*futures)
+        await b.stop()
+        return out
+
+    assert run(main()) == [[1, 2, 3], [4]]
+    assert [c[0] for c in calls] == [[1, 2, 3], [4]]
+
+
+def test_cancelled_requests_are_skipped_and_a_full_queue_refuses() -> None:
+    calls: list = []
+
+    async def main():
+        b = Batcher(recording(calls), batched=True, max_batch_size=8, max_queue=3)
+        keep, gone, last = b.submit([1], {}), b.submit([2], {}), b.submit([3], {})
+        with pytest.raises(Overloaded):
+            b.submit([4], {})
+        gone.cancel()  # its client went away before its turn
+        b.start()
+        out = await asyncio.gather(keep, last)
+        await b.stop()
+        return out
+
+    assert run(main()) == [[1], [3]]
+    assert calls == [([1, 3], 1)]
+
+
+def test_a_failing_batch_is_retried_one_request_at_a_time() -> None:
+    def fn(inputs):
+        if any(x < 0 for x in inputs):
+            raise ValueError("negative")
+        return [x + 1 for x in inputs]
+
+    async def main():
+        b = Batcher(fn, batched=True, max_batch_size=8)
+        futures = [b.submit([x], {}) for x in (1, -1, 2)]
+        b.start()
+        out = await asyncio.gather(*futures, return_exceptions=True)
+        await b.stop()
+        return out
+
+    ok1, bad, ok2 = run(main())
+    assert ok1 == [2] and ok2 == [3] and isinstance(bad, ValueError)
+
+
+def test_waits_only_when_more_requests_are_expected_soon() -> None:
+    async def main():
+        b = Batcher(lambda x: x, batched=True, max_batch_size=64, max_wait_ms=50)
+        assert b._wait_budget(1) == 0.0  # no batch cost measured yet: never wait blind
+        b._cost.add(0.010)
+        b._gap.add(1.0)  # one request a second: nothing else will come in 5 ms
+        assert b._wait_budget(1) == 0.0
+        b._gap.value = 0.001  # a thousand a second: five more come in half a batch's cost
+        assert b._wait_budget(1) == pytest.approx(0.005)
+        assert b._wait_budget(64) == 0.0  # already full
+
+    run(main())
+
+
+def test_concat_joins_arrays_and_lists() -> None:
+    assert concat([np.zeros((2, 3)), np.ones((1, 3))]).shape == (3, 3)
+    assert concat([[1], [2, 3]]) == [1, 2, 3]

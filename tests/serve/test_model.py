@@ -1,0 +1,136 @@
+"""Registered models served with no code: every input form, every runtime, answers equal to in-process."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lepton_ai import LeptonModel
+from lepton_ai.data import load
+from lepton_ai.serve.model import model_photon
+
+
+def predict(url: str, **body) -> httpx.Response:
+    return httpx.post(f"{url}/predict", json=body, timeout=30)
+
+
+def test_a_registered_classifier_answers_like_the_model(serve, digits_ref: str) -> None:
+    test = load("digits", "test")
+    model = LeptonModel.load(digits_ref)
+    x = test.features[:40]
+    with serve(model_photon(digits_ref)) as url:
+        nested = predict(url, inputs=x[:, 0].tolist()).json()["outputs"]          # 8×8 lists
+        flat = predict(url, inputs=x.reshape(40, -1).tolist()).json()["outputs"]  # 64 numbers each
+        probs = predict(url, inputs=x[:3].tolist(), return_probs=True).json()["outputs"]
+    expected = model.predict(x).tolist()
+    assert nested == expected and flat == expected
+    assert np.allclose(probs, model.predict_proba(x[:3]).numpy(), atol=1e-5)
+    assert np.allclose(np.sum(probs, axis=1), 1.0, atol=1e-5)
+
+
+def test_a_base64_image_is_read_like_the_training_data(serve, digits_ref: str) -> None:
+    test = load("digits", "test")
+    model = LeptonModel.load(digits_ref)
+    assert model.preprocess == {"pixel_max": 16.0}  # recorded at training: digits pixels are 0..16
+    grey = (test.features[:8, 0] * 255 / 16).round().to(torch.uint8).numpy()
+    images = []
+    for g in grey:
+        buf = io.BytesIO()
+        Image.fromarray(g, mode="L").save(buf, format="PNG")
+        images.append(base64.b64encode(buf.getvalue()).decode())
+    with serve(model_photon(digits_ref)) as url:
+        got = predict(url, inputs=images).json()["outputs"]
+        data_url = predict(url, inputs=["data:image/png;base64," + images[0]]).json()["outputs"]
+        bad = predict(url, inputs=["bm90IGFuIGltYWdl"])
+    assert got == model.predict(test.features[:8]).tolist() and data_url == got[:1]
+    assert bad.status_code == 422 and "inputs[0]: not a base64-encoded image" in bad.json()["message"]
+
+
+@pytest.mark.parametrize(("inputs", "says"), [
+    ([[1.0, 2.0]], "inputs[0]: expected 64 numbers (input size [1, 8, 8]), got 2"),
+    ([[0.0] * 64, [0.0] * 63], "inputs[1]: expected 64 numbers"),
+    (b'[[' + b"0," * 63 + b"1e999]]", "NaN or infinite"),  # JSON has no inf: 1e999 overflows to it
+    (b'[[' + b"0," * 63 + b"NaN]]", "NaN or infinite"),
+    ([[[0.0] * 8] * 8, [[0.0] * 8] * 7 + [[0.0] * 7 + ["x"]]], "inputs[1]: not an array of numbers"),
+    ([[[0.0] * 8] * 7 + [[0.0] * 9]], "inputs[0]: not an array of numbers"),
+    ([{"a": 1}], "inputs.0"),
+    ([], "empty"),
+])
+def test_wrong_shapes_and_values_name_the_example(serve, digits_ref: str, inputs, says: str) -> None:
+    with serve(model_photon(digits_ref)) as url:
+        r = (httpx.post(f"{url}/predict", content=b'{"inputs": ' + inputs + b"}") if isinstance(inputs, bytes)
+             else predict(url, inputs=inputs))
+        assert r.status_code == 422 and says in r.json()["message"], r.text
+        assert predict(url, inputs=[[0.0] * 64]).status_code == 200
+
+
+def test_an_onnx_version_is_served_the_same_way(serve, digits_ref: str, tmp_path: Path) -> None:
+    from lepton_ai.compress import OnnxModel, export_onnx, save_runnable
+
+    model = LeptonModel.load(digits_ref)
+    onnx = OnnxModel(export_onnx(model, tmp_path / "m.onnx"))
+    folder = save_runnable(onnx, model, {"runtime": "onnxruntime"}, tmp_path / "onnx-version")
+    x = load("digits", "test").features[:30]
+    with serve(model_photon(str(folder))) as url:
+        got = predict(url, inputs=x.tolist()).json()["outputs"]
+    assert got == model.predict(x).tolist()
+
+
+def test_an_embedding_model_answers_unit_vectors(serve, tmp_path: Path) -> None:
+    encoder = LeptonModel(num_classes=0).load_pretrained_model("minilm")
+    folder = encoder.save_dir(tmp_path / "encoder")
+    texts = ["The cat sat on the mat.", "A feline rested on a rug.", "Quarterly revenue grew by 4%."]
+    with serve(model_photon(str(folder))) as url:
+        got = np.array(predict(url, inputs=texts).json()["outputs"])
+        wrong = predict(url, inputs=[[1.0, 2.0]])
+    assert got.shape == (3, 384) and np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-4)
+    assert np.allclose(got, encoder.embed(texts).numpy(), atol=1e-4)
+    assert got[0] @ got[1] > got[0] @ got[2]  # paraphrases closer than unrelated text
+    assert wrong.status_code == 422 and "inputs.0" in wrong.json()["message"]
+
+
+def test_an_unknown_model_is_refused_before_serving() -> None:
+    from lepton_ai.errors import NotFoundError
+
+    with pytest.raises(NotFoundError):
+        model_photon("no-such-model:3")
+
+
+def test_the_readme_photon(serve, digits_ref: str) -> None:
+    from lepton_ai import Photon, handler
+    from lepton_ai.client import Client
+
+    class Classifier(Photon):
+        def init(self):
+            self.model = LeptonModel.load("digits-cnn")
+
+        @handler(max_batch_size=64, max_wait_ms=5)
+        def predict(self, inputs: list[list[float]], return_probs: bool = False) -> list:
+            """Class ids of 64-pixel digits."""
+            x = torch.tensor(inputs).view(-1, 1, 8, 8)
+            return (self.model.predict_proba(x) if return_probs else self.model.predict(x)).tolist()
+
+        @handler
+        def info(self) -> dict:
+            return {"classes": self.model.classes}
+
+    x = load("digits", "test").features[:10]
+    with serve(Classifier()) as url, Client(url) as c:
+        assert c.predict(inputs=x.reshape(10, -1).tolist())["outputs"] == LeptonModel.load(digits_ref).predict(x).tolist()
+        assert c.info() == {"classes": [str(i) for i in range(10)]}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_gpu_worker_answers_like_the_cpu(serve, digits_ref: str) -> None:
+    x = load("digits", "test").features[:64]
+    with serve(model_photon(digits_ref, device="cuda")) as url:
+        probs = np.array(predict(url, inputs=x.tolist(), return_probs=True).json()["outputs"])
+    assert np.allclose(probs, LeptonModel.load(digits_ref).predict_proba(x).numpy(), atol=1e-4)

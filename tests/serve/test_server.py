@@ -1,0 +1,139 @@
+"""`lepton serve` as a process: graceful drain on SIGTERM, several workers, and abuse it survives."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from lepton_ai.serve.server import ServerProcess, load_photon
+
+SERVICE = '''
+import os, time
+from lepton_ai.serve import Photon, handler
+
+class Slow(Photon):
+    @handler(max_batch_size=4, max_wait_ms=1)
+    def work(self, inputs: list[float]) -> list[float]:
+        time.sleep(1.0)
+        return [x * 10 for x in inputs]
+
+class Pid(Photon):
+    @handler
+    def pid(self) -> int:
+        time.sleep(0.005)
+        return os.getpid()
+'''
+
+
+@pytest.fixture
+def service_file(tmp_path: Path) -> Path:
+    path = tmp_path / "service.py"
+    path.write_text(SERVICE)
+    return path
+
+
+def test_sigterm_stops_accepting_drains_in_flight_then_exits(service_file: Path) -> None:
+    server = ServerProcess([f"{service_file}:Slow"]).__enter__()
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            pending = [pool.submit(httpx.post, f"{server.url}/work", json={"inputs": [i]}, timeout=10) for i in range(4)]
+            time.sleep(0.4)  # all four are in the batch that is running
+            code = server.stop()
+            answers = [p.result() for p in pending]
+        assert code in (0, -signal.SIGTERM), server.output()  # uvicorn re-raises the signal once drained
+        assert "Application shutdown complete" in server.output()
+        assert [a.json() for a in answers] == [{"outputs": [10.0 * i]} for i in range(4)]
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{server.url}/healthz")
+    finally:
+        server.__exit__(None, None, None)
+
+
+def test_workers_share_the_port_and_their_metrics(service_file: Path) -> None:
+    with ServerProcess([f"{service_file}:Pid", "--workers", "2"]) as server, \
+            httpx.Client(base_url=server.url, limits=httpx.Limits(max_keepalive_connections=0)) as c:
+        pids = set()
+        with ThreadPoolExecutor(16) as pool:
+            for r in pool.map(lambda _: c.post("/pid", json={}), range(300)):
+                pids.add(r.json())
+        metrics = c.get("/metrics").text
+    assert len(pids) == 2 and server.proc.pid not in pids  # two worker processes answered
+    assert 'lepton_requests_total{code="200",handler="pid"} 300.0' in metrics  # summed over both
+
+
+def test_a_target_that_cannot_be_served_is_a_one_line_error(service_file: Path, tmp_path: Path) -> None:
+    lepton = str(Path(sys.executable).with_name("lepton"))
+    for target, says in [("no-such-model", "no-such-model"), (f"{service_file}:Missing", "not a Photon subclass"),
+                         (f"{tmp_path}/nope.py:Slow", "no file")]:
+        r = subprocess.run([lepton, "serve", target, "--port", "1"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert load_photon(f"{service_file}:Pid").handlers().keys() == {"pid"}
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.slow
+def test_bad_requests_and_a_burst_over_the_queue_leave_it_healthy(digits_ref: str) -> None:
+    import aiohttp
+
+    from lepton_ai import LeptonModel
+    from lepton_ai.data import load
+
+    x = load("digits", "all").features[:500]
+    expected = LeptonModel.load(digits_ref).predict(x).tolist()
+    bad_bodies = [b"{oops", b'{"inputs": "x"}', b'{"inputs": [[1, 2]]}', b'{"inputs": []}', b'{"inputs": [[NaN]]}',
+                  b'{"inputs": [' + b"[0]," * 10 + b'"x"]}', b'{"inputs": [[0]], "return_probs": "maybe"}', b"[]",
+                  b'{"inputs": [' + b"1," * 5000 + b"1]}", b"\xff\xfe"]
+
+    async def bad(session: aiohttp.ClientSession, url: str, n: int) -> dict[int, int]:
+        codes: dict[int, int] = {}
+        sem = asyncio.Semaphore(64)
+
+        async def one(i: int) -> None:
+            async with sem, session.post(url, data=bad_bodies[i % len(bad_bodies)],
+                                         headers={"Content-Type": "application/json"}) as r:
+                await r.read()
+                codes[r.status] = codes.get(r.status, 0) + 1
+
+        await asyncio.gather(*(one(i) for i in range(n)))
+        return codes
+
+    async def burst(session: aiohttp.ClientSession, url: str) -> list[tuple[int, object]]:
+        async def one(i: int) -> tuple[int, object]:
+            async with session.post(url, json={"inputs": [x[i].tolist()]}) as r:
+                return r.status, await r.json()
+
+        return await asyncio.gather(*(one(i) for i in range(500)))
+
+    async def main(url: str, pid: int) -> tuple[dict[int, int], float, float, list]:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=600)) as session:
+            await bad(session, url, 1000)
+            before = _rss_mb(pid)
+            codes = await bad(session, url, 10_000)
+            after = _rss_mb(pid)
+            return codes, before, after, await burst(session, url)
+
+    with ServerProcess([digits_ref, "--max-queue", "16", "--max-batch-size", "8"]) as server:
+        codes, before, after, answers = asyncio.run(main(f"{server.url}/predict", server.proc.pid))
+        assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
+        assert httpx.post(f"{server.url}/predict", json={"inputs": [x[0].tolist()]}).json() == {"outputs": expected[:1]}
+    assert sum(codes.values()) == 10_000 and set(codes) <= {400, 422}, codes
+    assert after - before < 40, f"RSS grew from {before:.0f} MB to {after:.0f} MB over 10,000 bad requests"
+    statuses = [s for s, _ in answers]
+    assert set(statuses) <= {200, 503} and statuses.count(503) > 0, statuses
+    assert all(body == {"outputs": [expected[i]]} for i, (s, body) in enumerate(answers) if s == 200)
