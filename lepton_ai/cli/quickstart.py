@@ -1,9 +1,10 @@
 """`lepton quickstart`: the end-to-end main job, run by `make run`.
 
-Today: check the machine, train cnn-small on digits, register it, load it back from the
-registry (sha256 verified) and check it predicts the same, then optimize it (measured search
-over ONNX, int8, pruning + distillation) and register the best. Each capability that lands
-extends it (serve → load-test → report)."""
+Check the machine, train cnn-small on digits, register it, load it back from the registry
+(sha256 verified) and check it predicts the same, optimize it (measured search over ONNX,
+int8, pruning + distillation) and register the best, then serve that version over HTTP
+(`lepton serve`, in a child process), check its answers through the Python client and
+load-test it."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ def quickstart(
     name: str = typer.Option("digits-cnn", help="Registry name for the trained model."),
     epochs: int = typer.Option(10, min=1, help="Training epochs."),
     report: Path = typer.Option(Path("report"), help="Directory for the optimization report."),
+    load_seconds: float = typer.Option(5.0, min=0.5, help="Seconds of load test on the served model."),
 ) -> None:
     """Run the main job end to end on the embedded defaults."""
     import torch
@@ -64,7 +66,24 @@ def quickstart(
         raise RuntimeError(f"the optimized model read back from the registry disagrees on {1 - agree:.1%} of inputs")
     console.print(f"[green]✓[/] registered {job.ref} (parent {job.parent}); report: {job.report_dir}/report.md, "
                   f"report.png")
+
+    console.rule(f"[bold]5. serve {job.ref} over HTTP and load-test it")
+    from lepton_ai.cli.serve import show_load
+    from lepton_ai.client import Client
+    from lepton_ai.serve.loadtest import load_test
+    from lepton_ai.serve.server import ServerProcess
+
+    with ServerProcess([job.ref]) as server, Client(server.url) as client:
+        served = client.predict(inputs=test.features[:64].tolist())["outputs"]
+        if served != runnable(test.features[:64]).argmax(-1).tolist():
+            raise RuntimeError("the served model answers differently from the same model in process")
+        console.print(f"[green]✓[/] {server.url}/predict answers like the model in process "
+                      f"(docs: {server.url}/docs, metrics: {server.url}/metrics)")
+        show_load(load_test(server.url, {"inputs": [test.features[0].tolist()]}, concurrency=32,
+                            duration=load_seconds))
     console.rule("[bold]next")
-    console.print(f"  lepton models show {job.ref} --json\n  lepton runs show {result.run_id}\n"
+    console.print(f"  lepton serve {job.ref} --port 8080    # then: lepton bench serve http://127.0.0.1:8080 "
+                  f"--payload body.json\n"
+                  f"  lepton models show {job.ref} --json\n  lepton runs show {result.run_id}\n"
                   f"  lepton optimize minilm --data python-docs --max-fidelity-drop 0.01 --batch-size 32\n"
                   f"  lepton train --model mlp --data breast_cancer --name cancer-mlp")

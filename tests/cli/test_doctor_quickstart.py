@@ -32,10 +32,12 @@ def test_doctor_masks_database_passwords(capsys, monkeypatch) -> None:
     assert json.loads(out)["registry"]["ok"] is False
 
 
-def test_quickstart_trains_registers_reloads_and_optimizes(capsys, tmp_path) -> None:
-    code, out = run(capsys, "quickstart", "--epochs", "3", "--report", str(tmp_path / "report"))
+def test_quickstart_trains_registers_reloads_optimizes_and_serves(capsys, tmp_path) -> None:
+    code, out = run(capsys, "quickstart", "--epochs", "3", "--report", str(tmp_path / "report"), "--load-seconds", "1")
     assert code == 0 and "trained, registered, verified and reloaded digits-cnn:1" in out
     assert "registered digits-cnn:2 (parent digits-cnn:1)" in out
+    assert "/predict answers like the model in process" in out
+    assert "requests/s" in out and "errors" in out and "none" in out
     assert {"report.json", "report.md", "report.png"} <= {p.name for p in (tmp_path / "report").iterdir()}
     optimized = json.loads(run(capsys, "models", "show", "digits-cnn:2", "--json")[1])
     assert optimized["parent"] == "digits-cnn:1" and optimized["recipe"]["candidate"]
