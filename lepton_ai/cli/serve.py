@@ -20,12 +20,14 @@ def serve(
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     max_batch_size: Annotated[Optional[int], typer.Option(min=1, help="Examples per model call.")] = None,
     max_wait_ms: Annotated[Optional[float], typer.Option(min=0, help="Longest wait for a batch to fill.")] = None,
-    max_concurrency: Annotated[int, typer.Option(min=1, help="Requests handled at once; more get 503.")] = 1024,
+    max_concurrency: Annotated[int, typer.Option(min=1, help="Requests handled at once; more get 503.")] = 512,
     max_queue: Annotated[int, typer.Option(min=1, help="Requests waiting per handler; more get 503.")] = 256,
     timeout_s: Annotated[float, typer.Option(min=0.001, help="A request waiting longer gets 504.")] = 30.0,
     max_body_mb: Annotated[float, typer.Option(min=0.001, help="Largest request body; larger get 413.")] = 8.0,
+    max_examples: Annotated[int, typer.Option(min=1, help="Most examples in one request; more get 413.")] = 4096,
     token: Annotated[Optional[str], typer.Option(envvar="LEPTON_TOKEN", show_default=False,
-                                                 help="Require 'Authorization: Bearer TOKEN' on handlers.")] = None,
+                                                 help="Require 'Authorization: Bearer TOKEN' on handlers "
+                                                      "(prefer LEPTON_TOKEN: command lines are visible).")] = None,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
 ) -> None:
     """Serve a registered model (POST /predict) or a Photon class over HTTP until SIGTERM / Ctrl-C."""
@@ -40,7 +42,7 @@ def serve(
     logging.getLogger("lepton").setLevel(logging.INFO)
     settings = ServeSettings(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_concurrency=max_concurrency,
                              max_queue=max_queue, timeout_s=timeout_s, token=token or None,
-                             max_body_bytes=int(max_body_mb * 1024 * 1024))
+                             max_body_bytes=int(max_body_mb * 1024 * 1024), max_examples=max_examples)
     run(target, host=host, port=port, workers=workers, device=device, settings=settings, access_log=access_log)
 
 

@@ -1,8 +1,9 @@
 """The HTTP app of a Photon: one POST route per handler, health, readiness, metrics, OpenAPI.
 
-Handler routes are plain Starlette routes that parse and validate the body in one pass with
-pydantic-core (no per-request dependency solving); FastAPI still serves `/openapi.json` and
-`/docs`, with the handlers' schemas added from their type hints."""
+Handler calls are dispatched straight from the ASGI entry (`Service.__call__`) and parse and
+validate the body in one pass with pydantic-core (no middleware stack, no dependency solving);
+FastAPI serves the rest, `/openapi.json` and `/docs` included, with the handlers' schemas
+added from their type hints."""
 
 from __future__ import annotations
 
@@ -14,14 +15,14 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import to_json
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -31,6 +32,7 @@ from lepton_ai.serve.metrics import Metrics
 from lepton_ai.serve.photon import Handler, Photon
 
 log = logging.getLogger("lepton.serve")
+_INLINE_BYTES = 64 * 1024  # bodies up to this are parsed on the event loop (µs); larger ones in a thread
 
 
 @dataclass
@@ -39,11 +41,12 @@ class ServeSettings:
 
     max_batch_size: int | None = None
     max_wait_ms: float | None = None
-    max_concurrency: int = 1024
+    max_concurrency: int = 512
     max_queue: int = 256
-    timeout_s: float = 30.0
-    token: str | None = None
+    timeout_s: float = 30.0  # a handler's own timeout_s, when it sets one, wins
+    token: str | None = field(default=None, repr=False)
     max_body_bytes: int = 8 * 1024 * 1024
+    max_examples: int = 4096  # per request: one call must not be unbounded
 
 
 class HTTPError(Exception):
@@ -93,8 +96,10 @@ class Service:
         self.adapters = {name: TypeAdapter(m) for name, m in self.models.items()}
         self.metrics = Metrics()
         self.batchers: dict[str, Batcher] = {}
+        self._depth_changed: dict[str, Any] = {}
         self.state, self.error = "starting", ""
         self.inflight = 0
+        self._inflight_changed = self.metrics.gauge(self.metrics.inflight, lambda: self.inflight)
         self._token = self.settings.token.encode() if self.settings.token else None
         self._routes = {f"/{name}": name for name in self.handlers}
         self.fastapi = self._fastapi()
@@ -107,15 +112,16 @@ class Service:
         for name, h in self.handlers.items():
             if inspect.iscoroutinefunction(h.fn):
                 continue
-            gauge = self.metrics.queue_depth.labels(name)
             sizes = self.metrics.batch_size.labels(name)
-
-            def on_batch(size: int, depth: int, sizes: Any = sizes, gauge: Any = gauge) -> None:
-                sizes.observe(size)
-                gauge.set(depth)
-
             batcher = Batcher(getattr(self.photon, name), batched=h.batched, max_batch_size=h.max_batch_size or 1,
-                              max_wait_ms=h.max_wait_ms, max_queue=self.settings.max_queue, on_batch=on_batch)
+                              max_wait_ms=h.max_wait_ms, max_queue=self.settings.max_queue)
+            depth_changed = self.metrics.gauge(self.metrics.queue_depth.labels(name), lambda b=batcher: b.depth)
+
+            def on_batch(size: int, depth: int, sizes: Any = sizes, depth_changed: Any = depth_changed) -> None:
+                sizes.observe(size)
+                depth_changed()
+
+            batcher.on_batch, self._depth_changed[name] = on_batch, depth_changed
             batcher.start()
             self.batchers[name] = batcher
         init = asyncio.create_task(self._init())
@@ -131,7 +137,7 @@ class Service:
             self.state = "ready"
             log.info("%s ready", type(self.photon).__name__)
         except Exception as e:  # reported by /healthz and /readyz so an orchestrator restarts us
-            self.state, self.error = "failed", f"{type(e).__name__}: {e}"
+            self.state, self.error = "failed", f"{type(e).__name__} in init (see the server's log)"
             log.exception("init failed")
 
     # -- requests ------------------------------------------------------------------------
@@ -163,14 +169,26 @@ class Service:
         except ValidationError as e:
             raise _first_error(e) from None
         fields = {k: getattr(parsed, k) for k in type(parsed).model_fields}
-        if h.batch_field and not fields[h.batch_field]:
-            raise HTTPError(422, "invalid_input", f"{h.batch_field}: the list of examples is empty")
+        if h.batch_field:
+            n = len(fields[h.batch_field])
+            if not n:
+                raise HTTPError(422, "invalid_input", f"{h.batch_field}: the list of examples is empty")
+            if n > self.settings.max_examples:
+                raise HTTPError(413, "too_many_examples", f"{h.batch_field}: {n} examples; at most "
+                                f"{self.settings.max_examples} per request")
         if h.prepare_fn is not None:
             try:
                 fields = h.prepare_fn(self.photon, **fields)
-            except (ValueError, TypeError, LeptonError) as e:
+            except (ValueError, TypeError, OverflowError, LeptonError) as e:
                 raise HTTPError(422, "invalid_input", str(e)) from None
         return fields
+
+    async def _fields(self, name: str, h: Handler, request: Request) -> dict[str, Any]:
+        """Read and validate the body; a large one off the event loop, so it cannot stall the others."""
+        body = await self._body(request)
+        if len(body) > _INLINE_BYTES:
+            return await asyncio.to_thread(self._parse, name, h, body)
+        return self._parse(name, h, body)
 
     async def _run(self, name: str, h: Handler, fields: dict[str, Any], request: Request) -> Any:
         timeout = h.timeout_s or self.settings.timeout_s
@@ -186,7 +204,7 @@ class Service:
         except Overloaded as e:
             raise HTTPError(503, "overloaded", f"{e}; retry later",
                             {"Retry-After": str(batcher.retry_after())}) from None
-        self.metrics.queue_depth.labels(name).set(batcher.depth)
+        self._depth_changed[name]()
         # A timer and a disconnect watcher cancel the future; cheaper than asyncio.wait per request.
         why: list[int] = []
 
@@ -215,7 +233,7 @@ class Service:
         """Answer one request to handler `name`: checks, queue, result or a JSON error."""
         h, start = self.handlers[name], time.perf_counter()
         self.inflight += 1
-        self.metrics.inflight.inc()
+        self._inflight_changed()
         try:
             self._check_token(request)
             if self.state != "ready":
@@ -223,22 +241,27 @@ class Service:
             if self.inflight > self.settings.max_concurrency:
                 raise HTTPError(503, "overloaded", f"over {self.settings.max_concurrency} concurrent requests; "
                                 "retry later", {"Retry-After": "1"})
-            fields = self._parse(name, h, await self._body(request))
+            batcher = self.batchers.get(name)
+            if batcher is not None and batcher.full:  # refused before the body is even read
+                raise HTTPError(503, "overloaded", f"queue full ({batcher.max_queue} requests waiting); retry later",
+                                {"Retry-After": str(batcher.retry_after())})
+            fields = await self._fields(name, h, request)
             result = await self._run(name, h, fields, request)
             response = json_response({"outputs": result} if h.batched else
                                      (as_list(result) if hasattr(result, "tolist") else result))
         except HTTPError as e:
             response = e.response()
-        except (ValueError, LeptonError) as e:  # the handler refused this input
+        except ClientDisconnect:  # gone while sending its body
+            response = HTTPError(499, "client_closed", "the client closed the connection").response()
+        except (ValueError, OverflowError, LeptonError) as e:  # the handler refused this input
             response = HTTPError(422, "invalid_input", str(e)).response()
         except Exception as e:
             log.exception("handler %s failed", name)
             response = HTTPError(500, "internal", f"{type(e).__name__} in handler {name}").response()
         finally:
             self.inflight -= 1
-            self.metrics.inflight.dec()
-        self.metrics.requests.labels(name, str(response.status_code)).inc()
-        self.metrics.duration.labels(name).observe(time.perf_counter() - start)
+            self._inflight_changed()
+        self.metrics.answered(name, response.status_code, time.perf_counter() - start)
         return response
 
     # -- the app -------------------------------------------------------------------------
@@ -262,7 +285,7 @@ class Service:
         @app.get("/healthz", tags=["health"])
         def healthz() -> Response:
             """Alive (500 when init failed)."""
-            if self.state == "failed":
+            if self.state == "failed":  # the exception's type only: health is unauthenticated
                 return json_response({"status": "failed", "error": self.error}, 500)
             return json_response({"status": "ok"})
 

@@ -84,12 +84,24 @@ class Batcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._idle = False  # the thread is (about to be) waiting for requests
 
     # -- the request side ----------------------------------------------------------------
 
+    @property
+    def full(self) -> bool:
+        """Return whether the queue is full (after dropping requests that timed out or were abandoned)."""
+        if len(self.queue) < self.max_queue:
+            return False
+        with self._lock:
+            live = [item for item in self.queue if not item.future.done()]
+            self.queue.clear()
+            self.queue.extend(live)
+        return len(self.queue) >= self.max_queue
+
     def submit(self, payload: Any, options: dict[str, Any]) -> asyncio.Future:
         """Queue a request; return the future of its outputs. Raise Overloaded when the queue is full."""
-        if len(self.queue) >= self.max_queue:
+        if self.full:
             raise Overloaded(f"queue full ({self.max_queue} requests waiting)")
         now = time.perf_counter()
         self._gap.add(now - self._last_arrival)
@@ -97,9 +109,10 @@ class Batcher:
         size = len(payload) if self.batched else 1
         key = json.dumps(options, sort_keys=True, default=str) if options else ""
         item = Item(payload, options, size, asyncio.get_running_loop().create_future(), key)
-        with self._lock:
-            self.queue.append(item)
-            self._lock.notify()
+        self.queue.append(item)
+        if self._idle:  # set before the thread looks at the queue, so no wake-up is lost (see _work)
+            with self._lock:
+                self._lock.notify()
         return item.future
 
     @property
@@ -157,8 +170,10 @@ class Batcher:
         """The handler's thread: take a batch, maybe wait for more, run it, hand results back."""
         while True:
             with self._lock:
+                self._idle = True
                 while not self.queue and not self._stopping:
-                    self._lock.wait()
+                    self._lock.wait(1.0)
+                self._idle = False
                 if not self.queue:
                     return  # stopping, and nothing left
                 batch = self._take([])
@@ -166,9 +181,13 @@ class Batcher:
                 continue
             wait = self._wait_budget(sum(i.size for i in batch))
             if wait:
-                time.sleep(wait)
-                with self._lock:
-                    self._take(batch)
+                deadline = time.perf_counter() + wait
+                with self._lock:  # woken by each arrival; stops as soon as the batch is full
+                    while sum(i.size for i in self._take(batch)) < self.max_batch_size:
+                        left = deadline - time.perf_counter()
+                        if left <= 0:
+                            break
+                        self._lock.wait(left)
             start = time.perf_counter()
             try:
                 results = self._call(batch)
@@ -183,8 +202,13 @@ class Batcher:
         """Resolve the futures of a finished batch (on the event loop)."""
         self.on_batch(sum(i.size for i in batch), len(self.queue))
         for item, (ok, value) in zip(batch, results):
-            if not item.future.done():  # not timed out or abandoned meanwhile
-                item.future.set_result(value) if ok else item.future.set_exception(value)
+            if item.future.done():  # timed out or abandoned meanwhile
+                continue
+            if ok:
+                item.future.set_result(value)
+            else:  # only an Exception may travel: StopIteration, SystemExit… would break the awaiting task
+                bad = not isinstance(value, Exception) or isinstance(value, StopIteration)
+                item.future.set_exception(RuntimeError(f"the handler raised {type(value).__name__}") if bad else value)
 
     def _call(self, batch: list[Item]) -> list[tuple[bool, Any]]:
         """Run one batch on the handler thread; if it fails, run each request alone so one bad
@@ -195,9 +219,7 @@ class Batcher:
             outputs = as_list(self.fn(concat([i.payload for i in batch]), **batch[0].options))
             if len(outputs) != sum(i.size for i in batch):
                 raise RuntimeError(f"the handler returned {len(outputs)} outputs for {sum(i.size for i in batch)} inputs")
-        except Exception:
-            if len(batch) == 1:
-                return [self._one(batch[0])]
+        except BaseException:  # the bad request is found by running each alone
             return [self._one(item) for item in batch]
         results, start = [], 0
         for item in batch:
@@ -209,6 +231,9 @@ class Batcher:
         try:
             if not self.batched:
                 return True, self.fn(**item.payload)
-            return True, as_list(self.fn(item.payload, **item.options))
-        except Exception as e:  # reported to that request alone
+            outputs = as_list(self.fn(item.payload, **item.options))
+            if len(outputs) != item.size:
+                raise RuntimeError(f"the handler returned {len(outputs)} outputs for {item.size} inputs")
+            return True, outputs
+        except BaseException as e:  # reported to that request alone
             return False, e

@@ -4,6 +4,8 @@ multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by `serve`) sums them on every 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -33,6 +35,28 @@ class Metrics:
                                  registry=reg, multiprocess_mode="livesum")
         self.inflight = Gauge("lepton_inflight_requests", "Requests being handled.", registry=reg,
                               multiprocess_mode="livesum")
+
+        self._children: dict[tuple[str, int], Any] = {}
+        self._durations: dict[str, Any] = {}
+
+    def answered(self, handler: str, code: int, seconds: float) -> None:
+        """Count one answer and its duration (label children cached: this runs for every request)."""
+        counter = self._children.get((handler, code))
+        if counter is None:
+            counter = self._children[(handler, code)] = self.requests.labels(handler, str(code))
+        counter.inc()
+        duration = self._durations.get(handler)
+        if duration is None:
+            duration = self._durations[handler] = self.duration.labels(handler)
+        duration.observe(seconds)
+
+    def gauge(self, gauge: Any, read: Callable[[], float]) -> Callable[[], None]:
+        """Tie `gauge` to `read`; return what to call when the value may have changed. In one
+        process the gauge is read at scrape time (free per request); across workers it is set."""
+        if _multiprocess():
+            return lambda: gauge.set(read())
+        gauge.set_function(read)
+        return lambda: None
 
     def render(self) -> bytes:
         """Return the metrics in Prometheus text format (all workers' when there are several)."""

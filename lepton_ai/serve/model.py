@@ -21,6 +21,7 @@ from pydantic import Field
 from lepton_ai.errors import InvalidInputError
 from lepton_ai.serve.photon import Photon, handler
 
+_MAX_PIXELS = 4096 * 4096
 TensorExample = Annotated[Union[str, float, list[Any]], Field(
     description="numbers or nested lists shaped like the model's input, or a base64-encoded image")]
 TextExample = Annotated[str, Field(description="a text")]
@@ -82,7 +83,7 @@ class ModelPhoton(Photon):
             return self._image(i, example)
         try:
             arr = np.asarray(example, dtype=np.float32)
-        except (ValueError, TypeError) as e:  # ragged lists, strings among numbers
+        except (ValueError, TypeError, OverflowError) as e:  # ragged lists, strings among numbers, 1e400-sized ints
             raise InvalidInputError(f"inputs[{i}]: not an array of numbers ({e})") from None
         if arr.size != expected:
             raise InvalidInputError(f"inputs[{i}]: expected {expected} numbers (input size {list(self.input_size)}), "
@@ -96,9 +97,14 @@ class ModelPhoton(Photon):
         try:
             raw = base64.b64decode(text.split(",", 1)[-1] if text.startswith("data:") else text, validate=True)
             with Image.open(io.BytesIO(raw)) as img:
+                if img.width * img.height > _MAX_PIXELS:  # checked before decoding: no decompression bombs
+                    raise InvalidInputError(f"inputs[{i}]: a {img.width}×{img.height} image is over the "
+                                            f"{_MAX_PIXELS:,}-pixel limit")
                 img = img.convert("L" if channels == 1 else "RGB").resize((width, height))
                 pixels = np.asarray(img, dtype=np.float32) * (self.pixel_max / 255.0)
-        except (binascii.Error, ValueError, UnidentifiedImageError, OSError) as e:
+        except InvalidInputError:
+            raise
+        except (binascii.Error, ValueError, UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
             raise InvalidInputError(f"inputs[{i}]: not a base64-encoded image ({e})") from None
         return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
 
@@ -109,7 +115,7 @@ class ModelPhoton(Photon):
             if arr.ndim < 2 or arr[0].size != math.prod(self.input_size):
                 raise ValueError
             arr = arr.reshape(len(inputs), *self.input_size)
-        except ValueError:
+        except (ValueError, TypeError, OverflowError):  # not one clean array: find and name the bad example
             arr = np.stack([self._decode(i, x) for i, x in enumerate(inputs)])
         if not np.isfinite(arr).all():
             bad = int(np.flatnonzero(~np.isfinite(arr.reshape(len(arr), -1)).all(1))[0])

@@ -29,9 +29,16 @@ log = logging.getLogger("lepton.serve")
 
 
 def _is_class_target(target: str) -> bool:
+    """Return whether `target` names a class (`path.py:Class`, `pkg.module:Class`), not a model (`NAME:VERSION`)."""
     module, sep, name = target.rpartition(":")
-    return bool(sep) and name.isidentifier() and (module.endswith(".py") or all(
-        p.isidentifier() for p in module.split(".")))
+    if not sep or not name.isidentifier() or name == "latest":
+        return False
+    if module.endswith(".py"):
+        return True
+    try:
+        return all(p.isidentifier() for p in module.split(".")) and importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def load_photon(target: str, device: str = "cpu", threads: int | None = None) -> Photon:
@@ -75,7 +82,7 @@ def _limit_threads(threads: int) -> None:
 
 def create_app() -> Any:
     """Return the app for one worker process, configured from the environment (`serve` sets it)."""
-    raw = json.loads(os.environ[_ENV])
+    raw = json.loads(os.environ.pop(_ENV))  # holds the token: not inherited by what the service starts
     photon = load_photon(raw["target"], raw["device"], raw["threads"])
     return Service(photon, ServeSettings(**raw["settings"]))
 

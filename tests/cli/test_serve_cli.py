@@ -45,11 +45,12 @@ def test_bench_serve_reports_throughput_latency_and_errors(serve, tmp_path: Path
 
 
 def test_bench_serve_mistakes_are_one_line_errors(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.json"
+    bad, good = tmp_path / "bad.json", tmp_path / "good.json"
     bad.write_text("{nope")
+    good.write_text('{"inputs": [[1.0]]}')
     for args, says in [(["http://127.0.0.1:1", "--payload", str(tmp_path / "none.json")], "no payload file"),
                        (["http://127.0.0.1:1", "--payload", str(bad)], "not valid JSON"),
-                       (["localhost:1", "--payload", str(bad)], "")]:
+                       (["localhost:1", "--payload", str(good)], "not an http(s) URL")]:
         r = lepton("bench", "serve", *args)
         assert r.returncode == 2 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 

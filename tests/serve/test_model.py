@@ -53,6 +53,14 @@ def test_a_base64_image_is_read_like_the_training_data(serve, digits_ref: str) -
     assert bad.status_code == 422 and "inputs[0]: not a base64-encoded image" in bad.json()["message"]
 
 
+def test_an_image_bomb_is_refused_before_decoding(serve, digits_ref: str) -> None:
+    buf = io.BytesIO()
+    Image.new("L", (5000, 5000)).save(buf, format="PNG")  # 25 Mpixel, a few kB compressed
+    with serve(model_photon(digits_ref)) as url:
+        r = predict(url, inputs=[base64.b64encode(buf.getvalue()).decode()])
+    assert r.status_code == 422 and "over the 16,777,216-pixel limit" in r.json()["message"]
+
+
 @pytest.mark.parametrize(("inputs", "says"), [
     ([[1.0, 2.0]], "inputs[0]: expected 64 numbers (input size [1, 8, 8]), got 2"),
     ([[0.0] * 64, [0.0] * 63], "inputs[1]: expected 64 numbers"),
@@ -61,6 +69,7 @@ def test_a_base64_image_is_read_like_the_training_data(serve, digits_ref: str) -
     ([[[0.0] * 8] * 8, [[0.0] * 8] * 7 + [[0.0] * 7 + ["x"]]], "inputs[1]: not an array of numbers"),
     ([[[0.0] * 8] * 7 + [[0.0] * 9]], "inputs[0]: not an array of numbers"),
     ([{"a": 1}], "inputs.0"),
+    (b"[[" + b"0," * 63 + b"1" + b"0" * 400 + b"]]", "inputs[0]: not an array of numbers"),  # an int too big
     ([], "empty"),
 ])
 def test_wrong_shapes_and_values_name_the_example(serve, digits_ref: str, inputs, says: str) -> None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
 
-spec = importlib.util.spec_from_file_location("bench_train", Path(__file__).parents[2] / "benchmarks" / "train.py")
+BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))  # as when the script runs: its folder (common.py) is importable
+spec = importlib.util.spec_from_file_location("bench_train", BENCHMARKS / "train.py")
 bench = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bench)
 
