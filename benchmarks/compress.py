@@ -15,8 +15,6 @@ Each search's report (json, md, png) is written under benchmarks/results/compres
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -29,6 +27,7 @@ from rich.table import Table
 from lepton_ai import LeptonModel
 from lepton_ai.compress import TECHNIQUES, optimize
 from lepton_ai.data import load
+from common import write_json
 from lepton_ai.machine import describe, machine_info
 
 RESULTS = Path(__file__).parent / "results"
@@ -106,10 +105,7 @@ def main() -> int:
         t.add_row("latency p50, batch 1 (ms)", f"{base['latency_ms_p50']:.3f}", f"{best['latency_ms_p50']:.3f}",
                   f"×{report['latency_speedup']:.2f}", "", "")
         console.print(t)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(args.out).with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2, default=str))
-    os.replace(tmp, args.out)
+    write_json(args.out, result)
     console.print(f"wrote {args.out} and the reports in {RESULTS}/compress-*/")
     return 0
 

@@ -12,8 +12,6 @@ with model FLOP utilisation (FLOP/s achieved over the GPU's dense bf16 peak).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 import warnings
@@ -26,6 +24,7 @@ from rich.table import Table
 
 from lepton_ai import LeptonModel
 from lepton_ai.data import load
+from common import write_json
 from lepton_ai.machine import describe, machine_info
 from lepton_ai.train.loop import autocast
 
@@ -191,10 +190,7 @@ def main() -> int:
             console.print(t)
     else:
         console.print("[yellow]no CUDA GPU here: the GPU comparison was not run[/]")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(args.out).with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2, default=str))
-    os.replace(tmp, args.out)
+    write_json(args.out, result)
     console.print(f"wrote {args.out}")
     return 0
 
