@@ -13,8 +13,10 @@ serve`'s, running in this process) and the same model artifact.
   rounds (medians). Target: ≥ 90 %.
 - Latency under moderate load: an open-loop run at half of each model's saturation rate.
   Target: p99 ≤ 2 × the compute time of one full batch.
+- The HTTP side alone: CPU per request of a Photon with no model against a bare Starlette route
+  on the same uvicorn (benchmarks/baselines/echo.py), and of the load generator.
 
-    python benchmarks/serve.py [--duration 20] [--only digits|minilm] [--skip-ray]
+    python benchmarks/serve.py [--duration 20] [--only overhead|digits|minilm] [--skip-ray]
 
 Writes benchmarks/results/serve.json and serve.png; the table goes to the terminal."""
 
@@ -155,6 +157,36 @@ def minilm_case(duration: float, rounds: int = 5) -> dict[str, Any]:
             "half_load_p99_vs_batch": half["latency_ms"]["p99"] / raw["batch_ms"]}
 
 
+def _cpu_seconds(pid: int) -> float:
+    """Return the user + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def overhead_case(duration: float) -> dict[str, Any]:
+    """CPU per request of the HTTP side alone (no model): a bare Starlette route against a Lepton
+    Photon, on the same uvicorn, and of the load generator itself."""
+    from lepton_ai.serve.loadtest import load_test
+    from lepton_ai.serve.server import ServerProcess
+
+    out = {}
+    for name in ("starlette_app", "lepton_app"):
+        server = ServerProcess(["--port", "{port}", "--log-level", "warning", "--no-access-log"],
+                               command=[sys.executable, "-m", "uvicorn", f"echo:{name}"],
+                               env={"PYTHONPATH": str(BASELINES)})
+        with server:
+            server_cpu, own_cpu = _cpu_seconds(server.proc.pid), time.process_time()
+            r = load_test(server.url, {"inputs": [[0.0] * 64]}, concurrency=32, duration=duration, warmup=0)
+            server_cpu, own_cpu = _cpu_seconds(server.proc.pid) - server_cpu, time.process_time() - own_cpu
+        sent = r["requests"]
+        out[name] = {"requests_per_s": r["requests_per_s"], "server_cpu_us_per_request": 1e6 * server_cpu / sent,
+                     "load_generator_cpu_us_per_request": 1e6 * own_cpu / sent}
+        console.print(f"  {name:<14} {r['requests_per_s']:>9,.0f} requests/s   server CPU "
+                      f"{out[name]['server_cpu_us_per_request']:.0f} µs/request   load generator "
+                      f"{out[name]['load_generator_cpu_us_per_request']:.0f} µs/request")
+    return out
+
+
 def table(result: dict[str, Any]) -> None:
     mark = {True: "[green]met[/]", False: "[red]missed[/]"}
     if "digits" in result:
@@ -190,8 +222,6 @@ def plot(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if "digits" not in result:
-        return
     runs = result["digits"]["runs"]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     names = list(runs)
@@ -211,7 +241,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=20.0, help="Seconds measured per load test.")
-    parser.add_argument("--only", choices=("digits", "minilm"))
+    parser.add_argument("--only", choices=("overhead", "digits", "minilm"))
     parser.add_argument("--skip-ray", action="store_true")
     parser.add_argument("--out", default=str(RESULTS / "serve.json"))
     args = parser.parse_args()
@@ -222,6 +252,9 @@ def main() -> int:
     console.print(f"[bold]machine:[/] {describe(info)}")
     result: dict[str, Any] = {"machine": info, "machine_line": describe(info),
                               "command": " ".join([Path(sys.executable).name, *sys.argv]), "started": time.time()}
+    if args.only in (None, "overhead"):
+        console.rule("[bold]the HTTP side alone (no model)")
+        result["overhead"] = overhead_case(args.duration)
     if args.only in (None, "digits"):
         console.rule("[bold]digits cnn-small (overhead-bound)")
         result["digits"] = digits_case(args.duration, args.skip_ray)
@@ -230,8 +263,10 @@ def main() -> int:
         result["minilm"] = minilm_case(args.duration)
     table(result)
     write_json(args.out, result)
-    plot(result, Path(args.out).with_suffix(".png"))
-    console.print(f"wrote {args.out} and {Path(args.out).with_suffix('.png')}")
+    console.print(f"wrote {args.out}")
+    if "digits" in result:
+        plot(result, Path(args.out).with_suffix(".png"))
+        console.print(f"wrote {Path(args.out).with_suffix('.png')}")
     return 0
 
 
