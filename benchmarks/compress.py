@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from rich.table import Table
 from lepton_ai import LeptonModel
 from lepton_ai.compress import TECHNIQUES, optimize
 from lepton_ai.data import load
-from common import write_json
+from common import train_digits_cnn, write_json
 from lepton_ai.machine import describe, machine_info
 
 RESULTS = Path(__file__).parent / "results"
@@ -37,13 +36,7 @@ TARGETS = {"digits": {"speedup": 3.0, "size_reduction": 4.0, "max_drop": 0.01},
 
 def digits_case(techniques: tuple[str, ...], budget: float) -> dict[str, Any]:
     """Train cnn-small on digits, then optimize it within 1 point of test accuracy."""
-    torch.manual_seed(0)
-    train, val, test = (load("digits", s) for s in ("train", "val", "test"))
-    model = LeptonModel(num_classes=10, input_size=(1, 8, 8))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.load_pretrained_model("cnn-small")
-    model.fit(train, val, epochs=10, lr=3e-3, batch_size=64, device="cpu", progress=False)
+    model, _, (train, val, test) = train_digits_cnn(epochs=10)
     result = optimize(model, test, calib_data=val, train_data=train, max_accuracy_drop=0.01, batch_size=64,
                       techniques=techniques, time_budget_s=budget, workdir=RESULTS / "work-digits")
     result.save(RESULTS / "compress-digits")

@@ -23,8 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lepton_ai import LeptonModel
-from lepton_ai.data import load
-from common import write_json
+from common import train_digits_cnn, write_json
 from lepton_ai.machine import describe, machine_info
 from lepton_ai.train.loop import autocast
 
@@ -42,13 +41,7 @@ def bf16_peak(name: str) -> float | None:
 
 def cpu_digits(epochs: int = 10) -> dict[str, Any]:
     """Train cnn-small on digits as `lepton train` does; return accuracy and time."""
-    torch.manual_seed(0)
-    train, val, test = (load("digits", s) for s in ("train", "val", "test"))
-    model = LeptonModel(num_classes=10, input_size=(1, 8, 8))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.load_pretrained_model("cnn-small")
-    history = model.fit(train, val, epochs=epochs, lr=3e-3, batch_size=64, device="cpu", progress=False)
+    model, history, (_, _, test) = train_digits_cnn(epochs)
     metrics = model.evaluate(test)
     return {"model": "cnn-small", "data": "digits", "epochs": epochs, "threads": torch.get_num_threads(),
             "train_seconds": history["train_seconds"], "test_accuracy": metrics["accuracy"],
