@@ -1,13 +1,13 @@
 """Running a service: a registry reference or `path.py:Class` on uvicorn, in one or more worker
-processes. Workers get their configuration from the environment (uvicorn spawns them), share
-the port, and sum their metrics through prometheus-client's multiprocess mode."""
+processes. Each worker has its own listening socket on the shared port (SO_REUSEPORT, so the
+kernel spreads connections evenly), and their metrics are summed through prometheus-client's
+multiprocess mode."""
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
 import importlib.util
-import json
 import logging
 import os
 import signal
@@ -24,7 +24,6 @@ from lepton_ai.errors import InvalidInputError, LeptonError, NotFoundError
 from lepton_ai.serve.app import ServeSettings, Service, threads_per_worker
 from lepton_ai.serve.photon import Photon
 
-_ENV = "LEPTON_SERVE_CONFIG"
 log = logging.getLogger("lepton.serve")
 
 
@@ -80,11 +79,57 @@ def _limit_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def create_app() -> Any:
-    """Return the app for one worker process, configured from the environment (`serve` sets it)."""
-    raw = json.loads(os.environ.pop(_ENV))  # holds the token: not inherited by what the service starts
-    photon = load_photon(raw["target"], raw["device"], raw["threads"])
-    return Service(photon, ServeSettings(**raw["settings"]))
+def _listen(host: str, port: int) -> socket.socket:
+    """Return a listening socket on host:port that other workers may bind too (SO_REUSEPORT): the
+    kernel then spreads connections evenly, where a shared socket lets one worker take them all."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(address)
+    sock.listen(2048)
+    return sock
+
+
+def _worker(config: dict[str, Any], options: dict[str, Any]) -> None:
+    """One worker process: its own model copy, event loop and listening socket on the shared port."""
+    import uvicorn
+
+    photon = load_photon(config["target"], config["device"], config["threads"])
+    sock = _listen(options.pop("host"), options.pop("port"))
+    uvicorn.Server(uvicorn.Config(Service(photon, ServeSettings(**config["settings"])), **options)).run(sockets=[sock])
+
+
+def _supervise(workers: int, config: dict[str, Any], options: dict[str, Any]) -> None:
+    """Run `workers` worker processes, restart one that dies, and on SIGTERM or Ctrl-C let them drain and exit."""
+    import multiprocessing
+    import threading
+
+    ctx = multiprocessing.get_context("spawn")  # a clean interpreter each: no forked threads or CUDA state
+
+    def start() -> Any:
+        p = ctx.Process(target=_worker, args=(config, dict(options)), daemon=False)
+        p.start()
+        return p
+
+    procs = [start() for _ in range(workers)]
+    stopping = threading.Event()
+
+    def stop(signum: int, frame: Any) -> None:
+        stopping.set()
+        for p in procs:  # Ctrl-C reaches them from the terminal too; a second SIGTERM is harmless to uvicorn
+            if p.is_alive() and p.pid:
+                os.kill(p.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while not stopping.wait(0.5):
+        for i, p in enumerate(procs):
+            if not p.is_alive() and not stopping.is_set():
+                log.warning("worker %d exited with code %s: starting another", p.pid, p.exitcode)
+                procs[i] = start()
+    for p in procs:
+        p.join()
 
 
 def serve(target: str, *, host: str = "127.0.0.1", port: int = 8080, workers: int = 1, device: str = "cpu",
@@ -114,10 +159,9 @@ def serve(target: str, *, host: str = "127.0.0.1", port: int = 8080, workers: in
         uvicorn.run(Service(photon, settings), **options)
         return
     with tempfile.TemporaryDirectory(prefix="lepton-metrics-") as metrics_dir:
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-        os.environ[_ENV] = json.dumps({"target": target, "device": device, "threads": threads,
-                                       "settings": dataclasses.asdict(settings)})
-        uvicorn.run("lepton_ai.serve.server:create_app", factory=True, workers=workers, **options)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # set before the workers import prometheus-client
+        config = {"target": target, "device": device, "threads": threads, "settings": dataclasses.asdict(settings)}
+        _supervise(workers, config, options)  # the token travels in the spawn pipe, never in the environment
 
 
 def free_port(host: str = "127.0.0.1") -> int:
