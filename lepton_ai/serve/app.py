@@ -12,7 +12,6 @@ import contextlib
 import hmac
 import inspect
 import logging
-import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
@@ -64,6 +63,11 @@ class HTTPError(Exception):
 def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """Return `content` serialised by pydantic-core (fast; handles models, dataclasses, numbers)."""
     return Response(to_json(content), status, headers, media_type="application/json")
+
+
+def _queue_full(batcher: Batcher) -> HTTPError:
+    return HTTPError(503, "overloaded", f"queue full ({batcher.max_queue} requests waiting); retry later",
+                     {"Retry-After": str(batcher.retry_after())})
 
 
 def _first_error(e: ValidationError) -> HTTPError:
@@ -201,9 +205,8 @@ class Service:
         payload = fields.pop(h.batch_field) if h.batch_field else fields
         try:
             future = batcher.submit(payload, fields if h.batch_field else {})
-        except Overloaded as e:
-            raise HTTPError(503, "overloaded", f"{e}; retry later",
-                            {"Retry-After": str(batcher.retry_after())}) from None
+        except Overloaded:
+            raise _queue_full(batcher) from None
         self._depth_changed[name]()
         # A timer and a disconnect watcher cancel the future; cheaper than asyncio.wait per request.
         why: list[int] = []
@@ -243,8 +246,7 @@ class Service:
                                 "retry later", {"Retry-After": "1"})
             batcher = self.batchers.get(name)
             if batcher is not None and batcher.full:  # refused before the body is even read
-                raise HTTPError(503, "overloaded", f"queue full ({batcher.max_queue} requests waiting); retry later",
-                                {"Retry-After": str(batcher.retry_after())})
+                raise _queue_full(batcher)
             fields = await self._fields(name, h, request)
             result = await self._run(name, h, fields, request)
             response = json_response({"outputs": result} if h.batched else
@@ -354,8 +356,3 @@ def _version() -> str:
 
     return __version__
 
-
-def threads_per_worker(workers: int) -> int:
-    """Return the compute threads each worker should use so workers × threads fits the cores."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, workers))

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from lepton_ai.errors import InvalidInputError, LeptonError, NotFoundError
-from lepton_ai.serve.app import ServeSettings, Service, threads_per_worker
+from lepton_ai.machine import cpu_info
+from lepton_ai.serve.app import ServeSettings, Service
 from lepton_ai.serve.photon import Photon
 
 log = logging.getLogger("lepton.serve")
@@ -149,7 +150,7 @@ def serve(target: str, *, host: str = "127.0.0.1", port: int = 8080, workers: in
             raise InvalidInputError("--device cuda: no CUDA GPU is visible on this machine")
         if workers != 1:
             raise InvalidInputError("a GPU is served by one worker (it batches for the whole device): use --workers 1")
-    threads = threads_per_worker(workers) if workers > 1 else None
+    threads = max(1, cpu_info()["cores"] // workers) if workers > 1 else None  # workers × threads = cores
     photon = load_photon(target, device, threads)  # fails here, in one line, before anything listens
     options: dict[str, Any] = {"host": host, "port": port, "log_level": log_level, "access_log": access_log,
                                "timeout_graceful_shutdown": int(settings.timeout_s) + 5}
