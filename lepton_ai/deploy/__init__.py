@@ -1,0 +1,1 @@
+"""Serving and jobs beyond one machine: Ray Serve deployments and Kubernetes manifests."""

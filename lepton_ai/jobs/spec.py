@@ -1,0 +1,214 @@
+"""Job specs: what to run (a `lepton` command or any argv) and the resources it needs,
+from YAML, JSON or Python, validated with pydantic so a bad field is named at submit."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from lepton_ai.errors import InvalidInputError, NotFoundError
+
+KINDS = ("train", "optimize", "evaluate", "federated", "command")
+_MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*(Ki|Mi|Gi|Ti|K|M|G|T)?$")
+_UNITS = {None: 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+          "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,51}[a-z0-9])?$")  # also a valid Kubernetes / Ray name
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def memory_bytes(text: str) -> int:
+    """Return the bytes in a Kubernetes-style quantity ("4Gi", "512Mi", "2G", "1000000")."""
+    m = _MEMORY.match(str(text).strip())
+    if not m:
+        raise ValueError(f"{text!r} is not a memory size like 512Mi or 4Gi")
+    return int(float(m.group(1)) * _UNITS[m.group(2)])
+
+
+class Resources(_Strict):
+    """What one job holds while it runs: CPU slots, whole GPUs and memory."""
+
+    cpus: float = Field(1.0, gt=0, le=1024)
+    gpus: int = Field(0, ge=0, le=64)
+    memory: str | None = None
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, v: str | None) -> str | None:
+        if v is not None:
+            memory_bytes(v)
+        return v
+
+    @property
+    def memory_bytes(self) -> int:
+        """Return the memory asked for, in bytes (0 when unspecified)."""
+        return memory_bytes(self.memory) if self.memory else 0
+
+
+class TrainSpec(_Strict):
+    """`lepton train`: one process, or `nproc` × `nnodes` data-parallel processes."""
+
+    model: str
+    data: str
+    name: str
+    epochs: int = Field(10, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    batch_size: int = Field(64, ge=1)
+    device: str = "auto"
+    precision: str = "auto"
+    seed: int = 0
+    nproc: int = Field(1, ge=1)
+    nnodes: int = Field(1, ge=1)
+
+    def args(self) -> list[str]:
+        """Return the `lepton` arguments that run this step."""
+        argv = ["train", "--model", self.model, "--data", self.data, "--name", self.name,
+                "--epochs", str(self.epochs), "--lr", repr(self.lr), "--batch-size", str(self.batch_size),
+                "--device", self.device, "--precision", self.precision, "--seed", str(self.seed)]
+        return argv + (["--nproc", str(self.nproc)] if self.nproc > 1 else [])
+
+
+class OptimizeSpec(_Strict):
+    """`lepton optimize`: search compression recipes for a registered model."""
+
+    model: str
+    data: str
+    name: str | None = None
+    max_accuracy_drop: float | None = Field(None, ge=0)
+    max_fidelity_drop: float | None = Field(None, ge=0)
+    objective: Literal["throughput", "latency", "size"] = "throughput"
+    batch_size: int = Field(64, ge=1)
+    time_budget: float = Field(600, gt=0)
+    techniques: list[str] | None = None
+
+    def args(self) -> list[str]:
+        """Return the `lepton` arguments that run this step."""
+        argv = ["optimize", self.model, "--data", self.data, "--objective", self.objective,
+                "--batch-size", str(self.batch_size), "--time-budget", repr(self.time_budget)]
+        for flag, value in (("--name", self.name), ("--max-accuracy-drop", self.max_accuracy_drop),
+                            ("--max-fidelity-drop", self.max_fidelity_drop)):
+            if value is not None:
+                argv += [flag, str(value)]
+        return argv + (["--techniques", ",".join(self.techniques)] if self.techniques else [])
+
+
+class EvaluateSpec(_Strict):
+    """`lepton evaluate`: test a registered model on a data split."""
+
+    model: str
+    data: str
+    split: Literal["train", "val", "test"] = "test"
+
+    def args(self) -> list[str]:
+        """Return the `lepton` arguments that run this step."""
+        return ["evaluate", self.model, "--data", self.data, "--split", self.split]
+
+
+class FederatedSpec(_Strict):
+    """`lepton fl run`: a federated-learning simulation."""
+
+    model: str
+    data: str
+    clients: int = Field(10, ge=1)
+    rounds: int = Field(30, ge=1)
+    partition: str = "iid"
+    strategy: str = "fedavg"
+    name: str | None = None
+
+    def args(self) -> list[str]:
+        """Return the `lepton` arguments that run this step."""
+        argv = ["fl", "run", "--model", self.model, "--data", self.data, "--clients", str(self.clients),
+                "--rounds", str(self.rounds), "--partition", self.partition, "--strategy", self.strategy]
+        return argv + (["--name", self.name] if self.name else [])
+
+
+class CommandSpec(_Strict):
+    """Any program, given as an argv list (never a shell string), with extra environment."""
+
+    argv: list[str] = Field(min_length=1)
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+SPECS: dict[str, type[_Strict]] = {"train": TrainSpec, "optimize": OptimizeSpec, "evaluate": EvaluateSpec,
+                                   "federated": FederatedSpec, "command": CommandSpec}
+
+
+class JobSpec(_Strict):
+    """A whole job: its kind, a name, resources, the kind's own fields, and how often to retry."""
+
+    kind: Literal["train", "optimize", "evaluate", "federated", "command"]
+    name: str
+    resources: Resources = Field(default_factory=Resources)
+    spec: TrainSpec | OptimizeSpec | EvaluateSpec | FederatedSpec | CommandSpec
+    retries: int = Field(0, ge=0, le=10)
+    priority: int = 0
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError("use 1-53 lowercase letters, digits and '-' (it names Kubernetes and Ray objects)")
+        return v
+
+    def command(self, checkpoint_dir: str | None = None, resume: bool = False) -> list[str]:
+        """Return the argv this job runs, starting with `lepton` for the built-in kinds."""
+        if isinstance(self.spec, CommandSpec):
+            return list(self.spec.argv)
+        argv = ["lepton", *self.spec.args(), "--json"]
+        if isinstance(self.spec, TrainSpec):
+            argv += (["--checkpoint-dir", checkpoint_dir] if checkpoint_dir else []) + (["--resume"] if resume else [])
+        return argv
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the spec as plain data (what is stored and what `parse` reads back)."""
+        return self.model_dump(mode="json")
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc if not (isinstance(p, str) and p[0].isupper())) or "spec"
+
+
+def parse(doc: Any) -> JobSpec:
+    """Return the validated JobSpec for a mapping; raise InvalidInputError naming the bad field."""
+    if not isinstance(doc, dict):
+        raise InvalidInputError(f"a job spec is a mapping with kind, name and spec, not {type(doc).__name__}")
+    kind = doc.get("kind")
+    if kind not in SPECS:
+        raise InvalidInputError(f"kind: {kind!r} is not one of {', '.join(KINDS)}")
+    body = doc.get("spec")
+    try:
+        typed = SPECS[kind].model_validate(body if body is not None else {})
+        return JobSpec.model_validate({**doc, "spec": typed})
+    except ValidationError as e:
+        err = e.errors()[0]
+        prefix = "spec." if e.title == SPECS[kind].__name__ else ""
+        got = f" (got {err['input']!r})" if err["type"] not in ("missing", "extra_forbidden") else ""
+        raise InvalidInputError(f"{prefix}{_where(err['loc'])}: {err['msg']}{got}") from None
+
+
+def load_spec(source: str | Path) -> JobSpec:
+    """Read a job spec from a YAML or JSON file, or from a Python file defining `job` (a JobSpec or dict)."""
+    path = Path(source)
+    if not path.is_file():
+        raise NotFoundError(f"no such job spec file: {path}")
+    if path.suffix == ".py":
+        import runpy
+
+        job = runpy.run_path(str(path)).get("job")
+        if job is None:
+            raise InvalidInputError(f"{path} defines no `job` (a JobSpec or a dict)")
+        return job if isinstance(job, JobSpec) else parse(job)
+    text = path.read_text(encoding="utf-8")
+    try:
+        doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        raise InvalidInputError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
+                                f"{str(e).splitlines()[0]}") from None
+    return parse(doc)
