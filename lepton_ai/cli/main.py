@@ -7,7 +7,7 @@ import sys
 import typer
 
 from lepton_ai import __version__
-from lepton_ai.cli import models, runs
+from lepton_ai.cli import jobs, models, runs
 from lepton_ai.cli.doctor import doctor
 from lepton_ai.cli.optimize import optimize
 from lepton_ai.cli.output import err_console
@@ -26,11 +26,14 @@ app = typer.Typer(
 app.add_typer(models.app, name="models")
 app.add_typer(runs.app, name="runs")
 app.add_typer(bench, name="bench")
+app.add_typer(jobs.app, name="job")
 app.command()(doctor)
 app.command()(quickstart)
 app.command()(train)
 app.command()(optimize)
 app.command()(serve)
+app.command()(jobs.worker)
+app.command()(jobs.evaluate)
 
 
 @app.command()

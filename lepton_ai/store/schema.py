@@ -81,3 +81,58 @@ class RunMetric(Base):
     step: Mapped[int] = mapped_column(Integer)
     value: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Job(Base):
+    """A unit of scheduled work: its spec, where it runs (backend), and its state.
+
+    States: queued → running → succeeded | failed | cancelled; a running job whose worker
+    died goes back to queued for another attempt."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_state_priority", "state", "priority", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(32))
+    backend: Mapped[str] = mapped_column(String(32), default="local")
+    address: Mapped[str | None] = mapped_column(String(1024), nullable=True)  # Ray address, kube context…
+    external_id: Mapped[str | None] = mapped_column(String(256), nullable=True)  # the engine's own id
+    spec: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    worker: Mapped[str | None] = mapped_column(String(256), nullable=True)  # host:pid of the local worker
+    pgid: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the running attempt's process group
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    logs_uri: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    versions: Mapped[list[Any]] = mapped_column(default=list)  # NAME:VERSION refs the job registered
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+    attempt_rows: Mapped[list[JobAttempt]] = relationship(
+        back_populates="job", cascade="all, delete-orphan", passive_deletes=True, order_by="JobAttempt.attempt")
+
+
+class JobAttempt(Base):
+    """One run of a job: who ran it, when, how it ended, and where its log is."""
+
+    __tablename__ = "job_attempts"
+    __table_args__ = (UniqueConstraint("job_id", "attempt", name="uq_job_attempts_job_attempt"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), default="running")
+    worker: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    logs_uri: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+    job: Mapped[Job] = relationship(back_populates="attempt_rows")

@@ -1,0 +1,342 @@
+"""The local backend: one worker per machine runs queued jobs as subprocesses within the
+machine's CPU, GPU and memory, logs each attempt to the artifact store, cancels by process
+group, and on start re-queues the jobs a killed worker left behind."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from rich.console import Console
+
+from lepton_ai import config
+from lepton_ai.errors import InvalidInputError
+from lepton_ai.jobs.queue import JobInfo, JobQueue
+from lepton_ai.jobs.spec import JobSpec, TrainSpec
+from lepton_ai.machine import cpu_info
+from lepton_ai.store.artifacts import ArtifactStore
+
+HOST = socket.gethostname()
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What the worker may hand out: CPU slots, GPU indices and bytes of memory."""
+
+    cpus: float
+    gpus: int
+    memory: int
+
+    @classmethod
+    def of_machine(cls, cpus: float | None = None, gpus: int | None = None, memory: int | None = None) -> Capacity:
+        """Return this machine's capacity, each part overridable."""
+        if gpus is None:
+            from lepton_ai.machine import gpu_info
+
+            gpus = len(gpu_info())
+        info = cpu_info()
+        return cls(cpus=float(cpus or info["cores"]), gpus=gpus, memory=int(memory or info["memory_bytes"] or 0))
+
+    def check(self, spec: JobSpec) -> None:
+        """Raise when `spec` could never fit this capacity, naming the resource."""
+        r = spec.resources
+        for what, need, have in (("cpus", r.cpus, self.cpus), ("gpus", r.gpus, self.gpus),
+                                 ("memory bytes", r.memory_bytes, self.memory or r.memory_bytes)):
+            if need > have:
+                raise InvalidInputError(f"resources.{what.split()[0]}: the job asks for {need:g} {what} but the "
+                                        f"local worker has {have:g}")
+
+
+def lock_path() -> Path:
+    """Return the lock file a running worker holds (the kernel drops it when the worker dies)."""
+    return config.home() / "worker.lock"
+
+
+@contextlib.contextmanager
+def worker_lock(wait: bool = False) -> Iterator[bool]:
+    """Hold the worker lock while inside; yield False when another worker holds it (and `wait` is False)."""
+    path = lock_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            f.seek(0), f.truncate(), f.write(f"{HOST}:{os.getpid()}\n"), f.flush()
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def worker_running() -> bool:
+    """Return whether a worker holds this LEPTON_HOME's lock."""
+    with worker_lock() as got:
+        return not got
+
+
+def start_worker(idle_exit_s: float = 60.0) -> int | None:
+    """Start a detached `lepton worker` unless one is running; return its pid (None if one was running)."""
+    if worker_running():
+        return None
+    log = config.home() / "worker.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "lepton_ai.cli.main", "worker", "--idle-exit", str(idle_exit_s)],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    return proc.pid
+
+
+def job_key(db_url: str, job_id: int) -> str:
+    """Return the marker every process of a job carries in its environment (LEPTON_JOB_KEY)."""
+    return f"{hashlib.sha256(db_url.encode()).hexdigest()[:12]}-{job_id}"
+
+
+def kill_job_processes(key: str, sig: int = signal.SIGKILL) -> int:
+    """Send `sig` to every process whose environment carries LEPTON_JOB_KEY=`key`; return how many."""
+    marker, n = f"LEPTON_JOB_KEY={key}\0".encode(), 0
+    for pid_dir in Path("/proc").glob("[0-9]*"):
+        pid = int(pid_dir.name)
+        if pid == os.getpid():
+            continue
+        try:
+            if marker in (pid_dir / "environ").read_bytes():
+                os.kill(pid, sig)
+                n += 1
+        except (OSError, ValueError):
+            continue  # gone, or not ours to read
+    return n
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the child, before exec: get SIGKILL when the worker dies (Linux), so no job outlives it unseen."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the worker died before prctl took effect
+        os._exit(1)
+
+
+def produced_versions(log_tail: str) -> list[str]:
+    """Return the NAME:VERSION refs announced by the JSON document a `lepton … --json` command printed last."""
+    start = log_tail.rfind("\n{")
+    start = start + 1 if start >= 0 else (0 if log_tail.startswith("{") else -1)
+    if start < 0:
+        return []
+    try:
+        doc = json.loads(log_tail[start:])
+    except json.JSONDecodeError:
+        return []
+    if isinstance(doc, dict) and isinstance(doc.get("ref"), str):
+        return [doc["ref"]]
+    if isinstance(doc, dict) and isinstance(doc.get("name"), str) and isinstance(doc.get("version"), int):
+        return [f"{doc['name']}:{doc['version']}"]
+    return []
+
+
+@dataclass
+class _Running:
+    job: JobInfo
+    spec: JobSpec
+    proc: subprocess.Popen
+    log: IO[bytes]
+    log_path: Path
+    gpus: list[int]
+    cancel_sent: float | None = None
+
+
+@dataclass
+class Worker:
+    """Run queued local jobs until stopped (or idle for `idle_exit_s`)."""
+
+    capacity: Capacity = field(default_factory=Capacity.of_machine)
+    poll_s: float = 0.2
+    idle_exit_s: float | None = None
+    grace_s: float = 10.0
+    console: Console = field(default_factory=lambda: Console(stderr=True))
+
+    def __post_init__(self) -> None:
+        self.queue = JobQueue()
+        self.store = ArtifactStore()
+        self.name = f"{HOST}:{os.getpid()}"
+        self.running: dict[int, _Running] = {}
+        self._stop = False
+
+    def run(self) -> int:
+        """Take the worker lock, recover orphans, then schedule until stopped; return an exit status."""
+        with worker_lock() as got:
+            if not got:
+                self.console.print(f"another worker is running ({lock_path()}); this one exits")
+                return 0
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: setattr(self, "_stop", True))
+            self.recover()
+            self.console.print(f"worker {self.name}: {self.capacity.cpus:g} cpus, {self.capacity.gpus} gpus, "
+                               f"{self.capacity.memory / 2**30:.1f} GiB")
+            idle_since = time.monotonic()
+            while not self._stop:
+                self.reap()
+                self.cancel_requested()
+                self.schedule()
+                if self.running:
+                    idle_since = time.monotonic()
+                elif self.idle_exit_s is not None and time.monotonic() - idle_since > self.idle_exit_s:
+                    break
+                time.sleep(self.poll_s)
+            self.shutdown()
+        return 0
+
+    def recover(self) -> list[JobInfo]:
+        """Kill what is left of jobs a dead worker on this host was running, and requeue them."""
+        orphans = self.queue.running(worker_host=HOST)
+        for job in orphans:
+            killed = kill_job_processes(job_key(self.queue.db_url, job.id))
+            self.queue.finish(job.id, "lost", error=f"worker {job.worker} died ({killed} processes left, killed)")
+            self.console.print(f"job {job.id}: its worker {job.worker} died; attempt {job.attempts} marked lost")
+        return orphans
+
+    def _free(self) -> tuple[float, set[int], int]:
+        cpus = self.capacity.cpus - sum(r.spec.resources.cpus for r in self.running.values())
+        used = {g for r in self.running.values() for g in r.gpus}
+        memory = self.capacity.memory - sum(r.spec.resources.memory_bytes for r in self.running.values())
+        return cpus, set(range(self.capacity.gpus)) - used, memory
+
+    def schedule(self) -> None:
+        """Start every queued job that fits in what is free, in priority order (smaller jobs fill gaps)."""
+        if self._stop:
+            return
+        for job in self.queue.queued():
+            spec = job.job_spec
+            try:
+                self.capacity.check(spec)
+            except InvalidInputError as e:
+                if self.queue.claim(job.id, self.name):
+                    self.queue.finish(job.id, "failed", error=str(e))
+                continue
+            cpus, gpus, memory = self._free()
+            r = spec.resources
+            if r.cpus <= cpus + 1e-9 and r.gpus <= len(gpus) and (not self.capacity.memory or r.memory_bytes <= memory):
+                self.start(job, spec, sorted(gpus)[:r.gpus])
+
+    def start(self, job: JobInfo, spec: JobSpec, gpus: list[int]) -> None:
+        """Claim `job` and start its next attempt as a subprocess in a new process group."""
+        key = f"jobs/{job.id}/attempt-{job.attempts + 1}.log"
+        log_path = Path(self.store.path(key)) if self.store.local else config.home() / key
+        claimed = self.queue.claim(job.id, self.name, logs_uri=self.store.location(key))
+        if claimed is None:
+            return
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(log_path, "ab")
+        env = {**os.environ, **getattr(spec.spec, "env", {}), "LEPTON_JOB_ID": str(job.id),
+               "LEPTON_JOB_ATTEMPT": str(claimed.attempts), "LEPTON_JOB_KEY": job_key(self.queue.db_url, job.id),
+               "OMP_NUM_THREADS": str(max(1, int(spec.resources.cpus))), "PYTHONUNBUFFERED": "1"}
+        if gpus or spec.resources.gpus == 0:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
+        argv = spec.command(checkpoint_dir=str(config.home() / "checkpoints" / "jobs" / str(job.id)),
+                            resume=isinstance(spec.spec, TrainSpec) and claimed.attempts > 1)
+        if argv[0] == "lepton":
+            argv = [sys.executable, "-m", "lepton_ai.cli.main", *argv[1:]]
+        parent = os.getpid()
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                    start_new_session=True, preexec_fn=lambda: _die_with_parent(parent))
+        except OSError as e:
+            log.close()
+            self.queue.finish(job.id, "failed", error=f"cannot start {argv[0]}: {e.strerror}")
+            return
+        self.queue.started(job.id, pgid=proc.pid)
+        self.running[job.id] = _Running(claimed, spec, proc, log, log_path, gpus)
+        self.console.print(f"job {job.id} ({job.name}) attempt {claimed.attempts}: started, pid {proc.pid}")
+
+    def reap(self) -> None:
+        """Record every attempt that ended."""
+        for job_id, r in list(self.running.items()):
+            code = r.proc.poll()
+            if code is None:
+                continue
+            self._close(r)
+            with open(r.log_path, "rb") as f:
+                f.seek(max(0, r.log_path.stat().st_size - 65536))
+                tail = f.read().decode("utf-8", "replace")
+            ok = code == 0
+            error = None if ok else (f"killed by signal {-code}" if code < 0 else f"exit code {code}")
+            info = self.queue.finish(job_id, "succeeded" if ok else "failed", exit_code=code, error=error,
+                                     versions=produced_versions(tail) if ok else [])
+            del self.running[job_id]
+            self.console.print(f"job {job_id} attempt {r.job.attempts}: {error or 'succeeded'} → {info.state}")
+
+    def _close(self, r: _Running) -> None:
+        r.log.close()
+        if not self.store.local:  # remote artifact stores get the finished log in one piece
+            self.store.fs.put(str(r.log_path), self.store.path(f"jobs/{r.job.id}/attempt-{r.job.attempts}.log"))
+
+    def cancel_requested(self) -> None:
+        """Terminate the process groups of jobs asked to cancel (SIGTERM, then SIGKILL after the grace time)."""
+        if not self.running:
+            return
+        flagged = {j.id for j in self.queue.running(worker_host=HOST) if j.cancel_requested}
+        for job_id in flagged & set(self.running):
+            self._signal(self.running[job_id])
+
+    def _signal(self, r: _Running) -> None:
+        now = time.monotonic()
+        if r.cancel_sent is None:
+            r.cancel_sent = now
+            sig = signal.SIGTERM
+        elif now - r.cancel_sent > self.grace_s:
+            sig = signal.SIGKILL
+        else:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(r.proc.pid, sig)
+
+    def shutdown(self) -> None:
+        """Stop: end running attempts (their jobs go back to the queue) and wait for them."""
+        for r in self.running.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(r.proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.grace_s
+        for job_id, r in list(self.running.items()):
+            try:
+                r.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(r.proc.pid, signal.SIGKILL)
+                r.proc.wait()
+            self._close(r)
+            self.queue.finish(job_id, "lost", exit_code=r.proc.returncode, error="the worker was stopped")
+        self.running.clear()
+
+
+def read_log(job: JobInfo, attempt: int | None = None) -> str:
+    """Return the log of one attempt (default: the latest) of a local job."""
+    n = attempt or job.attempts
+    if n < 1:
+        return ""
+    store = ArtifactStore()
+    key = f"jobs/{job.id}/attempt-{n}.log"
+    path = Path(store.path(key)) if store.local else config.home() / key
+    if path.exists():
+        return path.read_text(encoding="utf-8", errors="replace")
+    return store.fs.cat_file(store.path(key)).decode("utf-8", "replace") if store.exists(key) else ""
+
+
+def describe(job: JobInfo) -> dict[str, Any]:
+    """Return the fields `lepton job status` shows for a job."""
+    return {k: v for k, v in job.to_dict().items() if k not in ("spec", "pgid", "cancel_requested")}

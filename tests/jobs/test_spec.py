@@ -1,0 +1,81 @@
+"""Job specs: YAML, JSON and Python files; every bad field named at submit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lepton_ai.errors import InvalidInputError, NotFoundError
+from lepton_ai.jobs.spec import JobSpec, load_spec, memory_bytes, parse
+
+TRAIN_YAML = """\
+kind: train            # train | optimize | evaluate | federated | command
+name: digits-nightly
+resources: {cpus: 2, gpus: 0, memory: 4Gi}
+spec: {model: cnn-small, data: digits, epochs: 10, name: digits-cnn}
+"""
+
+
+def test_the_issues_yaml_spec_loads(tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text(TRAIN_YAML)
+    job = load_spec(path)
+    assert (job.kind, job.name, job.resources.cpus, job.resources.memory_bytes) == ("train", "digits-nightly", 2, 4 << 30)
+    assert job.command() == ["lepton", "train", "--model", "cnn-small", "--data", "digits", "--name", "digits-cnn",
+                             "--epochs", "10", "--lr", "0.003", "--batch-size", "64", "--device", "auto",
+                             "--precision", "auto", "--seed", "0", "--json"]
+    assert job.command("/ck", resume=True)[-3:] == ["--checkpoint-dir", "/ck", "--resume"]
+    assert parse(job.to_dict()) == job  # what is stored reads back the same
+
+
+def test_json_and_python_specs(tmp_path: Path) -> None:
+    (tmp_path / "a.json").write_text('{"kind": "command", "name": "echo", "spec": {"argv": ["echo", "; rm -rf /"]}}')
+    assert load_spec(tmp_path / "a.json").command() == ["echo", "; rm -rf /"]  # an argv, never a shell string
+    (tmp_path / "b.py").write_text("from lepton_ai.jobs import parse\n"
+                                   "job = parse({'kind': 'evaluate', 'name': 'ev', 'spec': {'model': 'm:1', 'data': 'digits'}})\n")
+    assert load_spec(tmp_path / "b.py").command() == ["lepton", "evaluate", "m:1", "--data", "digits", "--split", "test",
+                                                      "--json"]
+    (tmp_path / "c.py").write_text("x = 1\n")
+    with pytest.raises(InvalidInputError, match="defines no `job`"):
+        load_spec(tmp_path / "c.py")
+    with pytest.raises(NotFoundError):
+        load_spec(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("doc, message", [
+    ({"kind": "trian", "name": "a", "spec": {}}, "kind: 'trian' is not one of train, optimize"),
+    ({"kind": "train", "name": "a", "spec": {"model": "m", "data": "d"}}, "spec.name: Field required"),
+    ({"kind": "train", "name": "a", "spec": {"model": "m", "data": "d", "name": "n", "epochs": "ten"}},
+     "spec.epochs: Input should be a valid integer"),
+    ({"kind": "train", "name": "a", "spec": {"model": "m", "data": "d", "name": "n", "epochs": 0}},
+     "spec.epochs: Input should be greater than or equal to 1"),
+    ({"kind": "train", "name": "a", "resources": {"cpus": "x"}, "spec": {"model": "m", "data": "d", "name": "n"}},
+     "resources.cpus: Input should be a valid number"),
+    ({"kind": "train", "name": "a", "resources": {"memory": "4GB"}, "spec": {"model": "m", "data": "d", "name": "n"}},
+     "resources.memory: .*not a memory size"),
+    ({"kind": "command", "name": "Bad Name", "spec": {"argv": ["x"]}}, "name: .*lowercase"),
+    ({"kind": "command", "name": "a", "spec": {"argv": []}}, "spec.argv: List should have at least 1 item"),
+    ({"kind": "command", "name": "a", "spec": {"argv": ["x"], "shell": "x"}}, "spec.shell: Extra inputs"),
+    ({"kind": "command", "name": "a", "spec": {"argv": ["x"]}, "retry": 2}, "retry: Extra inputs"),
+    ({"kind": "command", "spec": {"argv": ["x"]}}, "^name: Field required"),
+    (["kind", "train"], "a job spec is a mapping"),
+])
+def test_bad_specs_are_refused_naming_the_field(doc: object, message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        parse(doc)
+
+
+def test_bad_yaml_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text("kind: [train\nname: x\n")
+    with pytest.raises(InvalidInputError, match="is not valid YAML") as e:
+        load_spec(tmp_path / "bad.yaml")
+    assert "\n" not in str(e.value)
+
+
+def test_memory_quantities() -> None:
+    assert [memory_bytes(x) for x in ("512Mi", "4Gi", "2G", "1000", "1.5Gi")] == [512 << 20, 4 << 30, 2 * 10**9,
+                                                                                 1000, 3 << 29]
+    with pytest.raises(ValueError):
+        memory_bytes("lots")
+    assert JobSpec.model_validate({"kind": "command", "name": "a", "spec": {"argv": ["x"]}}).resources.cpus == 1.0
