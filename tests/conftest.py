@@ -133,3 +133,101 @@ def running(photon: Any, ready: bool = True, port: int | None = None, **settings
 def serve() -> Callable[..., Any]:
     """`with serve(photon, **settings) as url:` runs a real server (a Photon on uvicorn) for the test."""
     return running
+
+
+class RayCluster:
+    """A real local Ray cluster: `address` (HOST:PORT) for ray.init and Ray Serve, `dashboard_url` for the
+    Jobs API. Token authentication is on; RAY_AUTH_MODE and RAY_AUTH_TOKEN are set for the whole session."""
+
+    def __init__(self, address: str, dashboard_url: str, token: str, temp_dir: Path) -> None:
+        self.address, self.dashboard_url, self.token, self.temp_dir = address, dashboard_url, token, temp_dir
+
+    def __repr__(self) -> str:
+        return f"RayCluster({self.address}, dashboard {self.dashboard_url})"
+
+
+def _stop_session(sid: int, grace: float = 3.0) -> None:
+    """Stop every process of session `sid` (one cluster's, unlike `ray stop`, which stops all of the user's)."""
+    import signal
+
+    def members() -> list[int]:
+        found = []
+        for entry in os.listdir("/proc"):
+            try:
+                if entry.isdigit() and os.getsid(int(entry)) == sid and not _zombie(int(entry)):
+                    found.append(int(entry))
+            except OSError:
+                pass
+        return found
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in members():
+            with contextlib.suppress(OSError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace
+        while members() and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[RayCluster]:
+    """Start a Ray head on free loopback ports (2 CPUs, a dashboard, a temp dir of its own) for the session."""
+    import importlib.util
+    import secrets
+    import sys
+
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("Ray is not installed: pip install 'lepton-ai[ray]'")
+
+    temp_dir = Path(tempfile.mkdtemp(prefix="lepton-ray-"))
+    port, dashboard, client, agent = (free_port() for _ in range(4))
+    token = secrets.token_hex(32)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAY_AUTH_MODE", "token")  # Ray's default for new clusters; drivers and job clients read these
+        mp.setenv("RAY_AUTH_TOKEN", token)
+        mp.delenv("RAY_ADDRESS", raising=False)
+        if "ray" in sys.modules:  # Ray read RAY_AUTH_MODE when it was imported (by a test module): read it again
+            from ray._raylet import AuthenticationTokenLoader, Config
+
+            Config.initialize("")
+            AuthenticationTokenLoader.instance().reset_cache()
+        # Replicas and jobs must get the registry from what they are given, never from the cluster's own environment.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LEPTON_")}
+        env["LEPTON_HOME"] = str(temp_dir / "not-the-test-home")
+        # As on a real cluster, the cluster's `python` and `lepton` are the ones with lepton-ai installed.
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        cmd = [shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray", "start", "--head", "--port", str(port),
+               "--dashboard-port", str(dashboard), "--ray-client-server-port", str(client),
+               "--dashboard-agent-listen-port", str(agent), "--num-cpus", "2", "--include-dashboard", "true",
+               "--disable-usage-stats", "--temp-dir", str(temp_dir)]
+        # A session of its own: every process of this cluster (workers too) is found by its session id at the end.
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            out, _ = proc.communicate(timeout=120)
+            if proc.returncode != 0:
+                raise RuntimeError(f"ray start failed: {out.decode(errors='replace')[-3000:]}")
+            cluster = RayCluster(f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard}", token, temp_dir)
+            deadline = time.monotonic() + 60
+            while True:  # the dashboard's HTTP API comes up a little after `ray start` returns
+                try:
+                    if httpx.get(f"{cluster.dashboard_url}/api/version", timeout=2,
+                                 headers={"Authorization": f"Bearer {token}"}).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the Ray dashboard did not come up within 60 s")
+                time.sleep(0.2)
+            yield cluster
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            _stop_session(proc.pid)
+            shutil.rmtree(temp_dir, ignore_errors=True)

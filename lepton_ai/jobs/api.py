@@ -43,7 +43,7 @@ def submit(spec: JobSpec, backend: str = "local", address: str | None = None, *,
     """Queue `spec` locally (starting a worker if none runs) or hand it to Ray / Kubernetes; return the job."""
     queue = JobQueue()
     if backend == "local":
-        Capacity.of_machine().check(spec)
+        Capacity.of_machine(gpus=None if spec.resources.gpus else 0).check(spec)  # no CUDA probe unless asked
         job = queue.submit(spec)
         if start:
             start_worker()

@@ -33,17 +33,17 @@ class RayBackend:
         self.address = address or os.environ.get("RAY_ADDRESS")
         if not self.address:
             raise InvalidInputError("the Ray backend needs --address http://HEAD:8265 (or RAY_ADDRESS)")
+        token = os.environ.get("RAY_AUTH_TOKEN")  # clusters with token auth (Ray's default for new ones)
+        headers = {"Authorization": f"Bearer {token}"} if token else None
         try:
-            self.client = JobSubmissionClient(self.address)
+            self.client = JobSubmissionClient(self.address, headers=headers)
         except Exception as e:  # ConnectionError, ValueError, RuntimeError… all mean "cannot reach it"
-            raise InvalidInputError(f"cannot reach the Ray cluster at {self.address}: "
+            raise InvalidInputError(f"cannot use the Ray cluster at {self.address}: "
                                     f"{str(e).strip().splitlines()[0][:200]}") from None
 
     def submit(self, job_id: int, spec: JobSpec) -> str:
         """Submit `spec` as a Ray job and return its submission id."""
-        argv = spec.command()
-        if argv[0] == "lepton":  # the cluster's Python must have lepton-ai installed, as the driver's does
-            argv = ["python", "-m", "lepton_ai.cli.main", *argv[1:]]
+        argv = spec.command()  # `lepton …`: the cluster's environment must have lepton-ai installed
         r = spec.resources
         kwargs: dict[str, Any] = {"entrypoint_num_cpus": r.cpus, "entrypoint_num_gpus": r.gpus or None,
                                   "entrypoint_memory": r.memory_bytes or None}

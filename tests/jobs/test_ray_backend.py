@@ -1,0 +1,56 @@
+"""The Ray backend against a real local cluster (`ray start --head` on loopback): a train job
+runs there and registers into this registry; status, logs and cancel map onto ours."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+
+from lepton_ai.jobs import api
+from lepton_ai.jobs.spec import parse
+from lepton_ai.store import Registry
+
+pytestmark = pytest.mark.slow
+
+
+def wait_done(job_id: int, timeout: float = 240.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = api.status(job_id)
+        if job.done:
+            return job
+        time.sleep(1.0)
+    raise AssertionError(f"job {job_id} did not finish in {timeout} s: {api.status(job_id)}")
+
+
+def test_a_train_job_runs_on_ray_and_registers_here(ray_cluster) -> None:  # type: ignore[no-untyped-def]
+    spec = parse({"kind": "train", "name": "ray-train", "resources": {"cpus": 1, "memory": "1Gi"},
+                  "spec": {"model": "mlp", "data": "digits", "epochs": 2, "name": "ray-mlp"}})
+    job = api.submit(spec, "ray", ray_cluster.dashboard_url)
+    assert job.backend == "ray" and job.external_id == f"lepton-{job.id}-ray-train"
+    done = wait_done(job.id)
+    log = "".join(api.logs(job.id))
+    assert (done.state, done.exit_code, done.versions) == ("succeeded", 0, ["ray-mlp:1"]), log[-2000:]
+    assert Registry().get("ray-mlp:1").metrics["accuracy"] > 0.8  # written to this test's registry
+    assert '"name": "ray-mlp"' in log
+
+
+def test_cancel_stops_the_ray_job(ray_cluster) -> None:  # type: ignore[no-untyped-def]
+    spec = parse({"kind": "command", "name": "sleeper", "resources": {"cpus": 0.5},
+                  "spec": {"argv": [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(300)"]}})
+    job = api.submit(spec, "ray", ray_cluster.dashboard_url)
+    deadline = time.monotonic() + 120
+    while api.status(job.id).state != "running" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert api.cancel(job.id).state == "cancelled"
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(ray_cluster.dashboard_url)
+    deadline = time.monotonic() + 60
+    while str(client.get_job_status(job.external_id).value) != "STOPPED" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert str(client.get_job_status(job.external_id).value) == "STOPPED"
+    with pytest.raises(Exception, match="already cancelled"):
+        api.cancel(job.id)
