@@ -8,6 +8,7 @@ import typer
 
 from lepton_ai import __version__
 from lepton_ai.cli import jobs, models, runs
+from lepton_ai.cli.deploy import deploy
 from lepton_ai.cli.doctor import doctor
 from lepton_ai.cli.optimize import optimize
 from lepton_ai.cli.output import err_console
@@ -32,6 +33,7 @@ app.command()(quickstart)
 app.command()(train)
 app.command()(optimize)
 app.command()(serve)
+app.command()(deploy)
 app.command()(jobs.worker)
 app.command()(jobs.evaluate)
 
