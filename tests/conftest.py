@@ -203,10 +203,10 @@ def ray_cluster() -> Iterator[RayCluster]:
         env["LEPTON_HOME"] = str(temp_dir / "not-the-test-home")
         # As on a real cluster, the cluster's `python` and `lepton` are the ones with lepton-ai installed.
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-        cmd = [shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray", "start", "--head", "--port", str(port),
-               "--dashboard-port", str(dashboard), "--ray-client-server-port", str(client),
-               "--dashboard-agent-listen-port", str(agent), "--num-cpus", "2", "--include-dashboard", "true",
-               "--disable-usage-stats", "--temp-dir", str(temp_dir)]
+        ray = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
+        cmd = [ray, "start", "--head", "--port", str(port), "--dashboard-port", str(dashboard),
+               "--ray-client-server-port", str(client), "--dashboard-agent-listen-port", str(agent),
+               "--num-cpus", "2", "--include-dashboard", "true", "--disable-usage-stats", "--temp-dir", str(temp_dir)]
         # A session of its own: every process of this cluster (workers too) is found by its session id at the end.
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         try:

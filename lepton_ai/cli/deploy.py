@@ -54,8 +54,8 @@ def deploy(
     kubeconfig: Annotated[Optional[str], typer.Option(help="Kubernetes: kubeconfig file (default $KUBECONFIG or "
                                                       "~/.kube/config).")] = None,
     context: Annotated[Optional[str], typer.Option(help="Kubernetes: kubeconfig context.")] = None,
-    address: Annotated[Optional[str], typer.Option(help="Ray: cluster address (default: RAY_ADDRESS or a local "
-                                                   "cluster).")] = None,
+    address: Annotated[Optional[str], typer.Option(help="Ray: cluster address HOST:6379 (default: "
+                                                   "RAY_ADDRESS; no cluster is started for you).")] = None,
 ) -> None:
     """Serve REF with N replicas on a Ray cluster (Ray Serve) or a Kubernetes cluster (Deployment, Service, HPA)."""
     bounds = parse_autoscale(autoscale) if autoscale is not None else None

@@ -271,7 +271,10 @@ class Service:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """The ASGI entry: handler calls go straight to `handle` (no middleware stack to cross on
         the hot path); everything else (health, metrics, docs, lifespan) to the FastAPI app."""
-        name = self._routes.get(scope.get("path", "")) if scope["type"] == "http" else None
+        path, root = scope.get("path", ""), scope.get("root_path", "")  # mounted under a prefix (Ray Serve)
+        if root and path.startswith(root):
+            path = path[len(root):]
+        name = self._routes.get(path) if scope["type"] == "http" else None
         if name is not None and scope["method"] == "POST":
             response = await self.handle(name, Request(scope, receive))
             await response(scope, receive, send)

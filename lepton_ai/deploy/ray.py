@@ -1,0 +1,232 @@
+"""`lepton deploy REF --target ray`: the same Photon service as a Ray Serve application.
+
+Each replica builds our own `Service` ASGI app around `load_photon(REF)`, so batching, load
+shedding, `/predict`, `/healthz`, `/readyz`, `/metrics` and OpenAPI are the ones `lepton serve`
+has; Ray adds the replicas, the routing, the autoscaling and restarts. One Serve application
+per model, named after it, at route prefix `/NAME`: several models share one Serve HTTP port
+(`http://HOST:PORT/NAME/predict`, `/NAME/metrics`, `/NAME/docs`).
+
+The replicas find the model through LEPTON_HOME, LEPTON_DB_URL and LEPTON_ARTIFACTS, copied
+from the caller's environment into the deployment's runtime_env: on a real cluster they must
+name storage every node reaches (PostgreSQL and s3://… or a shared filesystem), not a laptop's
+home directory. `/NAME/metrics` is the Prometheus endpoint of whichever replica answers (scrape
+each replica, or use Ray's own metrics export, which covers every replica and Serve itself)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import re
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from lepton_ai.errors import InvalidInputError, LeptonError, NotFoundError
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+class PhotonReplica:
+    """One Serve replica: our `Service` around the Photon of `target`, built in the replica's process."""
+
+    def __init__(self, target: str, settings: dict[str, Any]) -> None:
+        self.target, self.settings = target, settings
+        self.service: Any = None
+
+    def __serve_build_asgi_app__(self) -> Any:
+        """Return the ASGI app Serve runs (its lifespan starts our batchers and the Photon's `init`)."""
+        from lepton_ai.serve.app import ServeSettings, Service
+        from lepton_ai.serve.server import load_photon
+
+        self.service = Service(load_photon(self.target, threads=1), ServeSettings(**self.settings))
+        return self.service
+
+    async def check_health(self) -> None:
+        """Ray's health check: passes once `init` has finished (no request meets a loading replica); fails if it did."""
+        if self.service is None:
+            raise RuntimeError("the service was not built")
+        while self.service.state == "starting":
+            await asyncio.sleep(0.05)
+        if self.service.state == "failed":
+            raise RuntimeError(f"{type(self.service.photon).__name__}: {self.service.error}")
+
+
+def deploy_ray(ref: str, *, replicas: int = 1, autoscale: tuple[int, int] | None = None, address: str | None = None,
+               http_port: int = 8000, settings: dict | None = None) -> dict:
+    """Serve `ref` on the Ray cluster at `address` (or RAY_ADDRESS) with Ray Serve; return its name, URL, replicas."""
+    if replicas < 1:
+        raise InvalidInputError(f"--replicas must be at least 1, got {replicas}")
+    if autoscale is not None and not 1 <= autoscale[0] <= autoscale[1]:
+        raise InvalidInputError(f"--autoscale MIN,MAX needs 1 <= MIN <= MAX, got {autoscale[0]},{autoscale[1]}")
+    if not 1 <= http_port <= 65535:
+        raise InvalidInputError(f"--port must be between 1 and 65535, got {http_port}")
+    address = _address(address)
+    target = _pin(ref)
+    service = _service(target, settings or {})  # a bad ref or setting fails here, in one line, before Ray is touched
+    name = _name(target)
+    s = service.settings
+    batch = max((h.max_batch_size for h in service.handlers.values() if h.batched), default=2)
+    from lepton_ai.jobs.ray import job_env
+
+    env = job_env()
+    options: dict[str, Any] = {
+        "name": name, "max_ongoing_requests": s.max_concurrency, "graceful_shutdown_timeout_s": s.timeout_s + 5,
+        "max_constructor_retry_count": 3, "ray_actor_options": {"num_cpus": 1, "runtime_env": {"env_vars": env}}}
+    if autoscale is None:
+        options["num_replicas"] = replicas
+    else:  # a replica is "busy" at a full batch of concurrent requests
+        options["autoscaling_config"] = {"min_replicas": autoscale[0], "max_replicas": autoscale[1],
+                                         "initial_replicas": min(max(replicas, autoscale[0]), autoscale[1]),
+                                         "target_ongoing_requests": batch}
+    host = "127.0.0.1" if _host(address) in _LOOPBACK else "0.0.0.0"
+    with _connected(address):
+        from ray import serve
+        from ray.serve.context import _get_global_client
+
+        serve.start(http_options={"host": host, "port": http_port})
+        http = _get_global_client().http_config  # Serve may already run on this cluster with its own port
+        app = serve.deployment(**options)(serve.ingress()(PhotonReplica)).bind(target, dataclasses.asdict(s))
+        existed = name in serve.status().applications
+        try:
+            serve.run(app, name=name, route_prefix=f"/{name}")
+        except Exception as e:
+            why = _failure(name) or _last_line(e)
+            if not existed:  # a new application that cannot start is not left behind (a redeploy keeps the old one)
+                serve.delete(name)
+            raise LeptonError(f"Ray Serve could not start {name}: {why}; the replicas' logs are on the Ray dashboard's "
+                              "Serve page") from None
+        url_host = _gcs_host() if address == "auto" else _host(address)
+    return {"name": name, "url": f"http://{url_host}:{http.port}/{name}", "replicas": replicas if autoscale is None
+            else options["autoscaling_config"]["initial_replicas"], "autoscale": list(autoscale) if autoscale else None}
+
+
+def undeploy_ray(name: str, address: str | None = None) -> None:
+    """Delete the Serve application `name` from the Ray cluster at `address` (or RAY_ADDRESS)."""
+    with _connected(_address(address)):
+        from ray import serve
+        from ray.serve.exceptions import RayServeException
+
+        try:
+            apps = serve.status().applications
+        except RayServeException:
+            apps = {}
+        if name not in apps:
+            raise NotFoundError(f"no Ray Serve application {name!r} on this cluster "
+                                f"(running: {', '.join(apps) or 'none'})")
+        serve.delete(name)
+
+
+def _address(address: str | None) -> str:
+    """Return the cluster's address, from the argument or RAY_ADDRESS, once it answers: we never start a cluster."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        raise InvalidInputError("no Ray cluster: pass --address HEAD:6379 (or 'auto' on a cluster node) or set "
+                                "RAY_ADDRESS; start one with `ray start --head`")
+    if address.startswith(("http://", "https://")):
+        raise InvalidInputError(f"{address} is a dashboard URL: Ray Serve needs the cluster's address, HEAD:6379")
+    if address != "auto":
+        host, _, port = address.removeprefix("ray://").rpartition(":")
+        if not port.isdigit():
+            raise InvalidInputError(f"the Ray address is HOST:PORT (e.g. 127.0.0.1:6379) or 'auto', got {address!r}")
+        try:  # ray.init would retry an unreachable address for minutes
+            socket.create_connection((host.strip("[]"), int(port)), timeout=3).close()
+        except OSError as e:
+            raise InvalidInputError(f"cannot reach the Ray cluster at {address}: {e.strerror or e}") from None
+    return address
+
+
+@contextlib.contextmanager
+def _connected(address: str) -> Iterator[None]:
+    """Connect this process to the cluster as a Ray driver (unless it already is one), and disconnect at the end."""
+    try:
+        import ray
+    except ImportError:
+        raise InvalidInputError("Ray is not installed: pip install 'lepton-ai[ray]'") from None
+    if ray.is_initialized():
+        yield
+        return
+    try:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        hint = "" if os.environ.get("RAY_AUTH_MODE") == "token" else (
+            " (a cluster with token authentication also needs RAY_AUTH_MODE=token and its RAY_AUTH_TOKEN)")
+        raise InvalidInputError(f"cannot connect to the Ray cluster at {address}: {_last_line(e)}{hint}") from None
+    try:
+        yield
+    finally:
+        ray.shutdown()  # Serve and its applications are detached: they stay
+
+
+def _pin(ref: str) -> str:
+    """Return `ref` as every replica must read it: files and folders absolute, a model's latest version resolved."""
+    from lepton_ai.store.refs import parse_ref
+
+    module, sep, cls = ref.rpartition(":")
+    if sep and module.endswith(".py"):
+        return f"{Path(module).resolve()}:{cls}"
+    if Path(ref).expanduser().exists():
+        return str(Path(ref).expanduser().resolve())
+    try:
+        parse_ref(ref)
+    except InvalidInputError:
+        return ref  # package.module:Class, importable on the cluster
+    from lepton_ai.store import Registry
+
+    return Registry().get(ref).ref
+
+
+def _service(target: str, settings: dict[str, Any]) -> Any:
+    """Return the `Service` for `target`, not started: the replicas' own check of the target and settings, done here."""
+    from lepton_ai.serve.app import ServeSettings, Service
+    from lepton_ai.serve.server import load_photon
+
+    try:
+        serve_settings = ServeSettings(**settings)
+    except TypeError as e:
+        raise InvalidInputError(f"unknown serve setting: {e}") from None
+    return Service(load_photon(target), serve_settings)
+
+
+def _name(target: str) -> str:
+    """Return the application's name (and route prefix): the model's name, or the Photon class's."""
+    module, sep, last = target.rpartition(":")
+    if not sep:  # a saved-model folder
+        base = Path(target).name
+    elif last.isdigit():  # NAME:VERSION
+        base = module
+    else:  # path.py:Class or package.module:Class
+        base = last.lower()
+    return re.sub(r"[^A-Za-z0-9._-]", "-", base).strip(".-") or "photon"
+
+
+def _host(address: str) -> str:
+    """Return the host part of a Ray address ('auto' for 'auto')."""
+    return address.removeprefix("ray://").rpartition(":")[0].strip("[]") if address != "auto" else "auto"
+
+
+def _gcs_host() -> str:
+    """Return the IP of the cluster's head, as the connected driver sees it."""
+    import ray
+
+    return ray.get_runtime_context().gcs_address.rpartition(":")[0]
+
+
+def _failure(name: str) -> str:
+    """Return the last line of the failed deployment's message (the replica's traceback ends with the cause)."""
+    from ray import serve
+
+    try:
+        messages = [d.message for d in serve.status().applications[name].deployments.values() if d.message]
+    except Exception:  # the cause is secondary: never hide the failure behind another
+        return ""
+    return _last_line(messages[-1]) if messages else ""
+
+
+def _last_line(e: BaseException | str) -> str:
+    """Return the last non-empty line of an error (where Ray's tracebacks name the cause)."""
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else type(e).__name__)[:300]

@@ -1,0 +1,177 @@
+"""`deploy_ray` on a real local Ray cluster: our Photon service as a Ray Serve application, its
+answers, batching, metrics and health kept, replicas and autoscaling set, bad input refused."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from lepton_ai.errors import InvalidInputError, LeptonError, NotFoundError
+
+pytest.importorskip("ray", reason="Ray is not installed: pip install 'lepton-ai[ray]'")
+pytestmark = pytest.mark.slow
+
+from lepton_ai.deploy.ray import deploy_ray, undeploy_ray  # noqa: E402
+
+
+@pytest.fixture
+def digits_ref() -> str:
+    """A small cnn-small trained one epoch on digits, registered in this test's LEPTON_HOME: its reference."""
+    from lepton_ai import LeptonModel
+    from lepton_ai.data import load
+
+    model = LeptonModel(num_classes=10, input_size=(1, 8, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.load_pretrained_model("cnn-small")
+    model.fit(load("digits", "train"), epochs=1, lr=3e-3, progress=False)
+    return model.save("digits-cnn")
+
+
+@contextlib.contextmanager
+def driver(address: str) -> Iterator[None]:
+    """This process connected to the cluster, for `serve.status()`."""
+    import ray
+
+    ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def replica_states(address: str) -> dict[str, dict]:
+    from ray import serve
+
+    with driver(address):
+        return {name: {d: dict(s.replica_states) for d, s in app.deployments.items()}
+                for name, app in serve.status().applications.items()}
+
+
+async def one_example_each(url: str, examples: list) -> list:
+    """POST every example in a request of its own, all at once (so that the replicas can batch them)."""
+    async with httpx.AsyncClient(timeout=60) as client:
+        answers = await asyncio.gather(*(client.post(f"{url}/predict", json={"inputs": [x]}) for x in examples))
+    assert {a.status_code for a in answers} == {200}, [a.text for a in answers if a.status_code != 200][:3]
+    return [a.json()["outputs"][0] for a in answers]
+
+
+def batch_sizes(url: str, scrapes: int = 12) -> set[tuple[float, float]]:
+    """Return the (model calls, examples) pairs seen on `/metrics` (each scrape reaches one of the replicas)."""
+    seen = set()
+    for _ in range(scrapes):
+        text = httpx.get(f"{url}/metrics", timeout=10).text
+        values = {line.split("{")[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                  if line.startswith(("lepton_batch_size_count", "lepton_batch_size_sum"))}
+        seen.add((values["lepton_batch_size_count"], values["lepton_batch_size_sum"]))
+    return seen
+
+
+def test_a_model_served_on_ray_serve_answers_batches_and_scales(ray_cluster, digits_ref: str) -> None:
+    from lepton_ai.data import load
+    from lepton_ai.serve.server import free_port, load_photon
+
+    x = load("digits", "test").features[:96]
+    photon = load_photon(digits_ref)
+    photon.init()
+    expected = photon.predict(photon.examples(x.tolist()), False).tolist()
+
+    port = free_port()
+    result = deploy_ray(digits_ref, replicas=2, address=ray_cluster.address, http_port=port)
+    url = f"http://127.0.0.1:{port}/digits-cnn"
+    try:
+        assert result == {"name": "digits-cnn", "url": url, "replicas": 2, "autoscale": None}
+        assert replica_states(ray_cluster.address) == {"digits-cnn": {"digits-cnn": {"RUNNING": 2}}}
+        # our service, behind Serve's route prefix: health, readiness, OpenAPI and the model's answers
+        assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
+        assert httpx.get(f"{url}/readyz").json() == {"status": "ready"}
+        assert "/predict" in httpx.get(f"{url}/openapi.json").json()["paths"]
+        assert asyncio.run(one_example_each(url, x.tolist())) == expected
+        answer = httpx.post(f"{url}/predict", json={"inputs": x[:5].tolist(), "return_probs": True}, timeout=30)
+        assert len(answer.json()["outputs"]) == 5
+        bad = httpx.post(f"{url}/predict", json={"inputs": [[1.0, 2.0]]}, timeout=30)
+        assert bad.status_code == 422 and bad.json()["error"] == "invalid_input"
+        # concurrent single-example requests were joined into model calls of several examples
+        seen = batch_sizes(url)
+        assert any(examples > calls > 0 for calls, examples in seen), seen
+
+        # The CLI redeploys the same model with autoscaling: Serve holds the new config and still answers.
+        out = subprocess.run([sys.executable, "-m", "lepton_ai.cli.main", "deploy", digits_ref, "--target", "ray",
+                              "--replicas", "1", "--autoscale", "1,2", "--address", ray_cluster.address,
+                              "--port", str(port), "-o", "json"], capture_output=True, text=True, timeout=180)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert json.loads(out.stdout) == {"name": "digits-cnn", "url": url, "replicas": 1, "autoscale": [1, 2]}
+        details = httpx.get(f"{ray_cluster.dashboard_url}/api/serve/applications/", timeout=30,
+                            headers={"Authorization": f"Bearer {ray_cluster.token}"}).json()
+        config = details["applications"]["digits-cnn"]["deployments"]["digits-cnn"]["deployment_config"]
+        assert config["autoscaling_config"]["min_replicas"] == 1 and config["autoscaling_config"]["max_replicas"] == 2
+        assert config["autoscaling_config"]["target_ongoing_requests"] == 64  # the handler's max batch size
+        assert httpx.post(f"{url}/predict", json={"inputs": x[:3].tolist()}, timeout=30).json() == {
+            "outputs": expected[:3]}
+    finally:
+        with contextlib.suppress(NotFoundError):
+            undeploy_ray("digits-cnn", ray_cluster.address)
+    assert replica_states(ray_cluster.address) == {}
+    assert httpx.post(f"{url}/predict", json={"inputs": x[:1].tolist()}, timeout=30).status_code == 404
+    with pytest.raises(NotFoundError, match="digits-cnn"):
+        undeploy_ray("digits-cnn", ray_cluster.address)
+
+
+PHOTON = '''
+from lepton_ai.serve import Photon, handler
+
+class Echo(Photon):
+    @handler(max_batch_size=8)
+    def echo(self, inputs: list[float]) -> list[float]:
+        return inputs
+
+class Broken(Photon):
+    def init(self):
+        raise RuntimeError("weights missing")
+
+    @handler
+    def ping(self) -> int:
+        return 1
+'''
+
+
+def test_bad_input_is_one_line_and_touches_nothing(ray_cluster, tmp_path: Path, monkeypatch) -> None:
+    from lepton_ai.serve.server import free_port
+
+    service = tmp_path / "service.py"
+    service.write_text(PHOTON)
+    target, address = f"{service}:Echo", ray_cluster.address
+    with pytest.raises(InvalidInputError, match="--replicas must be at least 1"):
+        deploy_ray(target, replicas=0, address=address)
+    with pytest.raises(InvalidInputError, match="1 <= MIN <= MAX, got 3,1"):
+        deploy_ray(target, autoscale=(3, 1), address=address)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(InvalidInputError, match="RAY_ADDRESS"):
+        deploy_ray(target)
+    started, nobody = time.monotonic(), f"127.0.0.1:{free_port()}"
+    with pytest.raises(InvalidInputError, match=f"cannot reach the Ray cluster at {nobody}") as e:
+        deploy_ray(target, address=nobody)  # at once: ray.init would retry for minutes
+    assert time.monotonic() - started < 10 and "\n" not in str(e.value)
+    with pytest.raises(InvalidInputError, match="dashboard URL"):
+        deploy_ray(target, address=ray_cluster.dashboard_url)
+    with pytest.raises(InvalidInputError, match="unknown serve setting"):
+        deploy_ray(target, address=address, settings={"max_batch": 3})
+    with pytest.raises(NotFoundError, match="no-such-model"):
+        deploy_ray("no-such-model", address=address)
+    # a Photon whose init fails on the replicas: Ray gives up after a few tries; the error names it, nothing is left
+    with pytest.raises(LeptonError, match="could not start broken: .*Broken: RuntimeError in init") as e:
+        deploy_ray(f"{service}:Broken", address=address, http_port=free_port())
+    assert "\n" not in str(e.value) and "broken" not in replica_states(address)
+    monkeypatch.setenv("RAY_ADDRESS", address)
+    with pytest.raises(NotFoundError, match="no Ray Serve application 'nothing'"):
+        undeploy_ray("nothing")
