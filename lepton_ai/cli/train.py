@@ -1,22 +1,34 @@
-"""`lepton train`: fine-tune a model on a data set and register it with its metrics."""
+"""`lepton train`: fine-tune a model on a data set and register it with its metrics; with
+`--nproc N` (and `--nnodes`/`--rdzv` across machines) data-parallel through torchrun."""
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from lepton_ai.cli.output import console, print_json
+from lepton_ai.cli.output import console, err_console, print_json
+from lepton_ai.errors import InvalidInputError
+
+LAUNCH_OPTIONS = ("nproc", "nnodes", "rdzv", "node_rank", "rdzv_id")  # torchrun's, not the ranks'
 
 
 def train(
+    ctx: typer.Context,
     model: Annotated[str, typer.Option(help="mlp, cnn-small, resnet18, minilm, a Hugging Face dir or NAME[:VERSION].")],
     data: Annotated[str, typer.Option(help="digits, breast_cancer, wine, iris, a CSV/JSONL file or an image folder.")],
     name: Annotated[str, typer.Option(help="Registry name for the trained model.")],
     epochs: Annotated[int, typer.Option(min=1)] = 10,
     lr: Annotated[float, typer.Option(min=0.0)] = 3e-3,
-    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, help="Examples per step in each process "
+                                                        "(with --nproc 4, 4× as many per step).")] = 64,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16.")] = "auto",
     schedule: Annotated[str, typer.Option(help="cosine, onecycle or none.")] = "cosine",
@@ -29,24 +41,115 @@ def train(
     text: Annotated[Optional[str], typer.Option(help="Text column of a CSV/JSONL file.")] = None,
     image_size: Annotated[int, typer.Option(help="Side in pixels images are resized to.")] = 64,
     json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    nproc: Annotated[int, typer.Option(help="Data-parallel processes on this machine (torchrun + DDP; "
+                                            "one GPU each on GPU).")] = 1,
+    nnodes: Annotated[int, typer.Option(help="Machines taking part; each runs this same command.")] = 1,
+    rdzv: Annotated[Optional[str], typer.Option(help="HOST:PORT where the machines meet "
+                                                     "(needed with --nnodes > 1).")] = None,
+    node_rank: Annotated[Optional[int], typer.Option(help="This machine's number, 0..nnodes-1 (node 0 listens at "
+                                                          "--rdzv); without it machines join in any order.")] = None,
+    rdzv_id: Annotated[Optional[str], typer.Option(help="Job id shared by the machines. Default: lepton-NAME.")] = None,
 ) -> None:
     """Train MODEL on DATA, evaluate on the test split and register the result as NAME."""
+    from lepton_ai.train import distributed
     from lepton_ai.train.job import train_and_register
 
+    distributed.check_launch(nproc, nnodes, rdzv, node_rank)
+    if (nproc != 1 or nnodes != 1 or rdzv) and not distributed.launched():
+        raise typer.Exit(_launch(ctx))
     result = train_and_register(
         model, data, name, seed=seed, checkpoint_dir=checkpoint_dir,
         data_options={"label": label, "text": text, "image_size": image_size},
         epochs=epochs, lr=lr, batch_size=batch_size, device=device, precision=precision, schedule=schedule,
         early_stopping=early_stopping, resume=resume, compile=compile, progress=not json)
     ref, metrics, history = result.ref, result.metrics, result.history
+    if ref is None:  # another rank of a data-parallel job: rank 0 reports
+        return
     version = int(ref.rsplit(":", 1)[1])
     doc = {"name": name, "version": version, "metrics": metrics, "train_seconds": history["train_seconds"],
            "device": history["device"], "precision": history["precision"], "run_id": result.run_id,
-           "resumed_from_epoch": history["resumed_from_epoch"]}
+           "resumed_from_epoch": history["resumed_from_epoch"], "world_size": history["world_size"],
+           "epoch_seconds": [row["seconds"] for row in history["epochs"]]}
     if json:
         print_json(doc)
         return
+    parallel = f" × {history['world_size']} processes" if history["world_size"] > 1 else ""
     resumed = f" (resumed at epoch {history['resumed_from_epoch'] + 1})" if history["resumed_from_epoch"] else ""
     console.print(f"[green]✓[/] {ref}: test accuracy {metrics['accuracy']:.4f}, f1 {metrics['f1_macro']:.4f}, "
                   f"loss {metrics['loss']:.4f} · {history['train_seconds']:.1f} s on {history['device']} "
-                  f"({history['precision']}){resumed}")
+                  f"({history['precision']}){parallel}{resumed}")
+
+
+def _launch(ctx: typer.Context) -> int:
+    """Run this same `lepton train` (less the launch options) in torchrun's processes; return its exit code."""
+    import torch
+
+    from lepton_ai.data import load
+    from lepton_ai.machine import cpu_info
+    from lepton_ai.train import distributed
+    from lepton_ai.train.loop import resolve_device, resolve_precision
+
+    p = ctx.params
+    nproc, nnodes, rdzv, node_rank = p["nproc"], p["nnodes"], p["rdzv"], p["node_rank"]
+    dev = resolve_device(p["device"])  # mistakes once here, not once per rank
+    resolve_precision(p["precision"], dev)
+    if dev.type == "cuda" and nproc > torch.cuda.device_count():
+        raise InvalidInputError(f"--nproc {nproc} but this machine has {torch.cuda.device_count()} GPU(s): one GPU per "
+                                "process, so use fewer processes or --device cpu")
+    examples = len(load(p["data"], "train", seed=p["seed"], label=p["label"], text=p["text"],
+                        image_size=p["image_size"]))
+    if nproc * nnodes > examples:
+        raise InvalidInputError(f"{nproc * nnodes} processes but {p['data']} has {examples} training examples: "
+                                "each process needs at least one")
+    args = [ctx.info_name or "train"]
+    for param in ctx.command.params:  # every option as given (or defaulted), so the ranks run the same job
+        value = p.get(param.name)
+        if param.name in LAUNCH_OPTIONS or value is None:
+            continue
+        if getattr(param, "is_flag", False):
+            args += [param.opts[0]] if value else []
+        else:
+            args += [param.opts[0], str(value)]
+    argv = distributed.torchrun_argv(nproc, nnodes, rdzv, node_rank, args, p["rdzv_id"] or f"lepton-{p['name']}")
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cpu_info()["cores"] // nproc))}  # what each rank will use
+    proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True, errors="replace")
+    try:
+        cause = _relay_stderr(proc.stderr)  # type: ignore[arg-type]
+        code = proc.wait()
+    except KeyboardInterrupt:
+        proc.wait()  # torchrun got the same Ctrl-C: let it stop its processes
+        raise
+    if code:
+        err_console.print(f"[red]error:[/] data-parallel training failed: {cause or 'a process failed'} "
+                          f"(torchrun exit code {code})", highlight=False, soft_wrap=True)
+    return code
+
+
+_SUPERVISOR_LOG = re.compile(r"^[IWE]\d{4} [\d:.]+ +\d+ \S*torch/distributed/elastic/")
+
+
+def _relay_stderr(stream: Iterator[str]) -> str | None:
+    """Copy the ranks' stderr through as it comes, leaving out torchrun's own process supervision chatter
+    and its closing traceback; return the root cause torchrun names ("rank 1 exited with code 2"), if any."""
+    block: list[str] = []
+    for line in stream:
+        if block or line.startswith("Traceback (most recent call last):"):
+            block.append(line)  # held until we know whose traceback it is
+            if line[:1].isspace() or line.startswith("Traceback"):
+                continue
+            if any("torch/distributed/run.py" in b for b in block):  # torchrun's own: its report ends the stream
+                report = "".join([*block, *stream]).split("Root Cause", 1)[-1]
+                rank, code = re.search(r"rank\s*:\s*(\d+)", report), re.search(r"exitcode\s*:\s*(-?\d+)", report)
+                if not (rank and code):
+                    return None
+                n = int(code[1])
+                if n >= 0:
+                    return f"rank {rank[1]} exited with code {n}"
+                return f"rank {rank[1]} was killed by {signal.Signals(-n).name if -n in signal.valid_signals() else -n}"
+            sys.stderr.writelines(block)
+            block = []
+        elif not _SUPERVISOR_LOG.match(line):
+            sys.stderr.write(line)
+        sys.stderr.flush()
+    sys.stderr.writelines(block)
+    return None

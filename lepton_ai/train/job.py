@@ -1,5 +1,6 @@
 """A whole training job: data splits → model → fit → test metrics → registry, recorded as a run.
-`lepton train` and `lepton quickstart` are this function with different defaults."""
+`lepton train` and `lepton quickstart` are this function with different defaults. Under torchrun
+every process runs it: they train data-parallel, and rank 0 alone records the run and the version."""
 
 from __future__ import annotations
 
@@ -11,43 +12,67 @@ from typing import Any
 import torch
 
 from lepton_ai import config
+from lepton_ai.train import distributed
 
 
 @dataclass
 class TrainResult:
-    """What a training job produced: the registered reference and how it got there."""
+    """What a training job produced: the registered reference and how it got there (ref and run_id
+    are None on the ranks other than 0 of a data-parallel job: they register nothing)."""
 
-    ref: str
+    ref: str | None
     model: Any
     metrics: dict[str, float]
     history: dict[str, Any]
-    run_id: int
+    run_id: int | None
     test_data: Any
 
 
 def train_and_register(model: str, data: str, name: str, *, seed: int = 0, data_options: dict[str, Any] | None = None,
                        checkpoint_dir: str | Path | None = None, description: str | None = None,
                        **fit_options: Any) -> TrainResult:
-    """Train `model` (an architecture, HF dir or registry ref) on `data`, test it, register it as `name`."""
-    from lepton_ai.data import load
-    from lepton_ai.models import LeptonModel
-    from lepton_ai.store import Registry
+    """Train `model` (an architecture, HF dir or registry ref) on `data`, test it, register it as `name`.
+
+    Started by torchrun (LOCAL_RANK set), it joins the process group and trains data-parallel."""
     from lepton_ai.store.refs import check_name
 
     check_name(name)
+    joined = distributed.setup(fit_options.get("device", "auto"))
+    try:
+        return _train_and_register(model, data, name, seed=seed, data_options=data_options,
+                                   checkpoint_dir=checkpoint_dir, description=description, **fit_options)
+    finally:
+        if joined:
+            distributed.teardown()
+
+
+def _train_and_register(model: str, data: str, name: str, *, seed: int, data_options: dict[str, Any] | None,
+                        checkpoint_dir: str | Path | None, description: str | None,
+                        **fit_options: Any) -> TrainResult:
+    from lepton_ai.data import load
+    from lepton_ai.models import LeptonModel
+    from lepton_ai.store import Registry
+    from lepton_ai.train.loop import evaluate
+
     train, val, test = (load(data, s, seed=seed, **(data_options or {})) for s in ("train", "val", "test"))
     torch.manual_seed(seed)  # the same initial weights for the same seed
     net = LeptonModel(num_classes=train.num_classes, input_size=train.input_size or None, classes=train.classes)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a fresh architecture starts from random weights on purpose here
         net.load_pretrained_model(model)
+    checkpoint_dir = str(checkpoint_dir or config.home() / "checkpoints" / name)
+    world_size = distributed.rank_and_size()[1]
+    if not distributed.is_main():  # the other ranks of a data-parallel job train and test; rank 0 writes
+        history = net.fit(train, val, seed=seed, checkpoint_dir=checkpoint_dir, **fit_options)
+        return TrainResult(None, net, evaluate(net, test, shard=True), history, None, test)
     registry = Registry()
     params = {"model": model, "data": data, "seed": seed, **{k: v for k, v in fit_options.items() if k != "progress"}}
+    if world_size > 1:
+        params["world_size"] = world_size
     run = registry.start_run("train", params, name=name)
     try:
-        history = net.fit(train, val, seed=seed, run_id=run.id,
-                          checkpoint_dir=str(checkpoint_dir or config.home() / "checkpoints" / name), **fit_options)
-        metrics = net.evaluate(test)
+        history = net.fit(train, val, seed=seed, run_id=run.id, checkpoint_dir=checkpoint_dir, **fit_options)
+        metrics = evaluate(net, test, shard=True)
         registry.log_metrics(run.id, {f"test_{k}": v for k, v in metrics.items()}, step=len(history["epochs"]))
         ref = net.save(name, metrics={**metrics, "train_seconds": history["train_seconds"]}, run_id=run.id,
                        description=description or f"{model} trained on {data}")

@@ -12,9 +12,11 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from lepton_ai.data import LabeledData
 from lepton_ai.errors import InvalidInputError
+from lepton_ai.train import distributed
 from lepton_ai.train.checkpoint import load_checkpoint, save_checkpoint
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
@@ -72,10 +74,9 @@ def as_inputs(model: nn.Module, inputs: Any) -> torch.Tensor | list[str]:
 
 def batches(model: nn.Module, xs: torch.Tensor | list[str], batch_size: int, device: torch.device,
             order: torch.Tensor | None = None, channels_last: bool = False) -> Iterator[Any]:
-    """Yield device-ready batches of `xs` (tokenised for text models), in `order` if given."""
-    n = len(xs)
-    order = torch.arange(n) if order is None else order
-    for start in range(0, n, batch_size):
+    """Yield device-ready batches of `xs` (tokenised for text models), in `order` (all or some indices) if given."""
+    order = torch.arange(len(xs)) if order is None else order
+    for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         if isinstance(xs, list):
             yield model.net.tokenize([xs[i] for i in idx.tolist()], device)  # type: ignore[union-attr]
@@ -100,18 +101,29 @@ def check_data(model: nn.Module, data: LabeledData) -> None:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: LabeledData, batch_size: int = 256) -> dict[str, float]:
-    """Return accuracy, mean cross-entropy loss and macro F1 of `model` on `data`."""
+def evaluate(model: nn.Module, data: LabeledData, batch_size: int = 256, shard: bool = False) -> dict[str, float]:
+    """Return accuracy, mean cross-entropy loss and macro F1 of `model` on `data`.
+
+    `shard=True` in a process group (call it on every rank): each rank scores every world_size-th
+    example and the ranks add up their shares, so every rank returns the figures of the whole set."""
     from sklearn.metrics import f1_score
 
     check_data(model, data)
     model.eval()
     device = next(model.parameters()).device
-    logits = torch.cat([model(x).float().cpu() for x in batches(model, as_inputs(model, data), batch_size, device)])
+    rank, world_size = distributed.rank_and_size() if shard else (0, 1)
+    idx = torch.arange(rank, len(data), world_size)
+    logits = torch.cat([model(x).float().cpu()
+                        for x in batches(model, as_inputs(model, data), batch_size, device, idx)])
     labels = data.labels
-    pred = logits.argmax(-1)
+    pred, losses = logits.argmax(-1), nn.functional.cross_entropy(logits, labels[idx], reduction="none")
+    if world_size > 1:  # each example is scored by one rank: the sum of the shares is the whole set
+        both = torch.zeros(2, len(data), dtype=torch.float64)
+        both[0, idx], both[1, idx] = pred.double(), losses.double()
+        both = distributed.all_reduce_sum(both)
+        pred, losses = both[0].long(), both[1].float()
     return {"accuracy": float((pred == labels).float().mean()),
-            "loss": float(nn.functional.cross_entropy(logits, labels)),
+            "loss": float(losses.mean()),
             "f1_macro": float(f1_score(labels.numpy(), pred.numpy(), average="macro",
                                        labels=list(range(model.num_classes)), zero_division=0))}
 
@@ -139,7 +151,11 @@ def fit(model: nn.Module, train_data: LabeledData, val_data: LabeledData | None 
     With `checkpoint_dir` every epoch ends with an atomic checkpoint (model, optimizer,
     scheduler, grad scaler, RNG); `resume=True` continues from it. `early_stopping=N` stops
     after N epochs without a better validation loss and restores the best weights.
-    `loss_fn(logits, labels, inputs)` replaces cross-entropy (distillation uses it)."""
+    `loss_fn(logits, labels, inputs)` replaces cross-entropy (distillation uses it).
+
+    Inside a process group (`distributed.setup()` under torchrun) it trains data-parallel: each rank
+    takes its shard of every epoch's permutation, DDP averages the gradients, the figures are summed
+    over ranks, and only rank 0 logs metrics and writes checkpoints. `batch_size` is per process."""
     check_data(model, train_data)
     if "pixel_max" in train_data.meta and hasattr(model, "preprocess"):  # how a served image maps to inputs
         model.preprocess["pixel_max"] = train_data.meta["pixel_max"]
@@ -149,12 +165,17 @@ def fit(model: nn.Module, train_data: LabeledData, val_data: LabeledData | None 
         raise InvalidInputError(f"schedule must be one of {', '.join(SCHEDULES)}, not {schedule!r}")
     if epochs < 1 or batch_size < 1 or lr <= 0:
         raise InvalidInputError(f"epochs, batch_size and lr must be positive (got {epochs}, {batch_size}, {lr})")
+    rank, world_size = distributed.rank_and_size()
+    main = rank == 0
     dev = resolve_device(device)
+    if world_size > 1 and dev.type == "cuda":
+        dev = torch.device("cuda", torch.cuda.current_device())  # setup() gave each local rank its own GPU
     prec = resolve_precision(precision, dev)
     channels_last = dev.type == "cuda" and not model.is_text
-    ckpt = load_checkpoint(checkpoint_dir) if (checkpoint_dir and resume) else None
+    ckpt = load_checkpoint(checkpoint_dir) if (checkpoint_dir and resume and main) else None
+    ckpt = distributed.broadcast_object(ckpt)  # rank 0's: the other machines may not share its disk
     if ckpt is None:
-        torch.manual_seed(seed)
+        torch.manual_seed(seed + rank)  # the same weights (DDP copies rank 0's anyway), each rank its own dropout
         norm = getattr(model.net, "normalize", None)
         if norm is not None and not bool(norm.fitted):
             norm.fit(train_data.features[:20000])  # type: ignore[index]
@@ -162,7 +183,7 @@ def fit(model: nn.Module, train_data: LabeledData, val_data: LabeledData | None 
     if channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    steps_per_epoch = math.ceil(len(train_data) / batch_size)
+    steps_per_epoch = math.ceil(math.ceil(len(train_data) / world_size) / batch_size)
     scheduler = _scheduler(schedule, optimizer, lr, epochs * steps_per_epoch)
     scaler = torch.amp.GradScaler(dev.type, enabled=prec == "fp16")
     history: list[dict[str, float]] = []
@@ -177,10 +198,15 @@ def fit(model: nn.Module, train_data: LabeledData, val_data: LabeledData | None 
         if dev.type == "cuda" and "cuda_rng" in ckpt:
             torch.cuda.set_rng_state(ckpt["cuda_rng"], dev)
         history, best, start_epoch = ckpt["history"], ckpt["best"], ckpt["epoch"] + 1
+        if rank:
+            torch.manual_seed(seed * 1000 + start_epoch * 100 + rank)  # not rank 0's dropout masks
     step_model = torch.compile(model) if compile else model
+    if world_size > 1:  # text encoders carry layers the loss never reaches (the pooler)
+        step_model = DistributedDataParallel(step_model, device_ids=[dev.index] if dev.type == "cuda" else None,
+                                             find_unused_parameters=model.is_text)
     xs, labels = as_inputs(model, train_data), train_data.labels
     registry = None
-    if run_id is not None:
+    if run_id is not None and main:
         from lepton_ai.store import Registry
 
         registry = Registry()
@@ -189,10 +215,11 @@ def fit(model: nn.Module, train_data: LabeledData, val_data: LabeledData | None 
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]:.4f} · acc {task.fields[acc]:.3f} · {task.fields[rate]:,.0f} samples/s"),
                TimeElapsedColumn())
-    with Progress(*columns, disable=not progress) as bar:
+    with Progress(*columns, disable=not (progress and main)) as bar:
         for epoch in range(start_epoch, epochs):
             model.train()
             order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed * 1000 + epoch))
+            order = distributed.shard(order, rank, world_size)  # the same permutation on every rank, split
             task = bar.add_task(f"epoch {epoch + 1}/{epochs}", total=steps_per_epoch, loss=0.0, acc=0.0, rate=0.0)
             e0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
             for i, x in enumerate(batches(model, xs, batch_size, dev, order, channels_last)):
@@ -213,12 +240,16 @@ def fit(model: nn.Module, train_data: LabeledData, val_data: LabeledData | None 
                 if model.num_classes:  # embedding models (distillation) have no classes
                     correct += int((logits.argmax(-1) == y).sum())
                 bar.update(task, advance=1, loss=loss_sum / seen, acc=correct / seen,
-                           rate=seen / (time.perf_counter() - e0))
+                           rate=seen * world_size / (time.perf_counter() - e0))
+            if world_size > 1:  # every rank's share of the epoch, added up: rank 0 reports the global figures
+                seen, loss_sum, correct = distributed.all_reduce_sum(
+                    torch.tensor([seen, loss_sum, correct], dtype=torch.float64)).tolist()
+                distributed.sync_buffers(model)
             row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
                    "seconds": time.perf_counter() - e0, "samples_per_s": seen / (time.perf_counter() - e0),
                    "lr": scheduler.get_last_lr()[0]}
             if val_data is not None:
-                row.update({f"val_{k}": v for k, v in evaluate(model, val_data).items()})
+                row.update({f"val_{k}": v for k, v in evaluate(model, val_data, shard=True).items()})
                 if row["val_loss"] < best["val_loss"]:
                     best = {"val_loss": row["val_loss"], "epoch": epoch,
                             "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
@@ -226,7 +257,7 @@ def fit(model: nn.Module, train_data: LabeledData, val_data: LabeledData | None 
             history.append(row)
             if registry is not None:
                 registry.log_metrics(run_id, {k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-            if checkpoint_dir:
+            if checkpoint_dir and main:
                 state = {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                          "rng": torch.get_rng_state(), "history": history, "best": best}
@@ -241,4 +272,4 @@ def fit(model: nn.Module, train_data: LabeledData, val_data: LabeledData | None 
     model.eval()
     return {"epochs": history, "train_seconds": time.perf_counter() - t0, "device": str(dev), "precision": prec,
             "resumed_from_epoch": start_epoch if ckpt is not None else None,
-            "best_epoch": best["epoch"], "stopped_early": stopped_early}
+            "best_epoch": best["epoch"], "stopped_early": stopped_early, "world_size": world_size}
