@@ -15,3 +15,9 @@ class InvalidInputError(LeptonError, ValueError):
 
 class IntegrityError(LeptonError):
     """Stored data that no longer matches what was recorded (e.g. a sha256 mismatch)."""
+
+
+def one_line(e: BaseException, limit: int = 300) -> str:
+    """Return the first non-empty line of an exception's message (its type name when it has none)."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return (lines[0] if lines else type(e).__name__)[:limit]

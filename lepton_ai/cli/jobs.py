@@ -102,8 +102,8 @@ def cancel(job_id: JobId, json: Json = False) -> None:
 
 
 def worker(
-    cpus: Annotated[Optional[float], typer.Option(help="CPU slots to hand out (default: the usable cores).")] = None,
-    gpus: Annotated[Optional[int], typer.Option(help="GPUs to hand out (default: all visible).")] = None,
+    cpus: Annotated[Optional[float], typer.Option(min=0.01, help="CPU slots to hand out (default: the usable cores).")] = None,
+    gpus: Annotated[Optional[int], typer.Option(min=0, help="GPUs to hand out (default: all visible).")] = None,
     memory: Annotated[Optional[str], typer.Option(help="Memory to hand out, e.g. 16Gi (default: all).")] = None,
     idle_exit: Annotated[Optional[float], typer.Option(help="Exit after this many idle seconds.")] = None,
     poll: Annotated[float, typer.Option(min=0.01, help="Seconds between scheduling rounds.")] = 0.2,
@@ -119,24 +119,3 @@ def worker(
         raise InvalidInputError(f"--memory: {e}") from None
     w = Worker(capacity=Capacity.of_machine(cpus, gpus, mem), poll_s=poll, idle_exit_s=idle_exit)
     raise typer.Exit(w.run())
-
-
-def evaluate(
-    model: Annotated[str, typer.Argument(help="NAME[:VERSION] in the registry, or a saved-model dir.")],
-    data: Annotated[str, typer.Option(help="digits, breast_cancer, wine, iris, a CSV/JSONL file or an image folder.")],
-    split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
-    seed: int = 0,
-    json: Json = False,
-) -> None:
-    """Evaluate MODEL on a split of DATA: accuracy, loss and macro F1."""
-    from lepton_ai.data import load
-    from lepton_ai.errors import InvalidInputError
-    from lepton_ai.models import LeptonModel
-
-    if split not in ("train", "val", "test"):
-        raise InvalidInputError(f"--split must be train, val or test, not {split!r}")
-    metrics = LeptonModel.load(model).evaluate(load(data, split, seed=seed))
-    if json:
-        print_json({"model": model, "data": data, "split": split, "metrics": metrics})
-    else:
-        console.print(f"{model} on {data} ({split}): " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))

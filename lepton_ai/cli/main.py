@@ -10,6 +10,7 @@ from lepton_ai import __version__
 from lepton_ai.cli import jobs, models, runs
 from lepton_ai.cli.deploy import deploy
 from lepton_ai.cli.doctor import doctor
+from lepton_ai.cli.evaluate import evaluate
 from lepton_ai.cli.optimize import optimize
 from lepton_ai.cli.output import err_console
 from lepton_ai.cli.quickstart import quickstart
@@ -35,7 +36,7 @@ app.command()(optimize)
 app.command()(serve)
 app.command()(deploy)
 app.command()(jobs.worker)
-app.command()(jobs.evaluate)
+app.command()(evaluate)
 
 
 @app.command()

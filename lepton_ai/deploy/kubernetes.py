@@ -27,6 +27,7 @@ import yaml
 
 from lepton_ai.errors import InvalidInputError, NotFoundError
 from lepton_ai.jobs.spec import JobSpec, TrainSpec, memory_bytes
+from lepton_ai.store.refs import parse_ref
 
 HOME = "/var/lib/lepton"  # LEPTON_HOME in every container (writable: an emptyDir or a job's PVC)
 STORE = "/mnt/lepton-store"  # a service's read-only PVC
@@ -45,12 +46,20 @@ def object_name(*parts: str, limit: int = 52) -> str:
 
     52 characters at most, so that names derived by controllers (pods, `NAME-worker-0` services)
     stay within 63; a longer name is cut and keeps a hash of the whole."""
-    name = re.sub(r"[^a-z0-9]+", "-", "-".join(parts).lower()).strip("-")
+    whole = "-".join(parts).replace(":", "-")  # NAME:VERSION → NAME-VERSION is the one rewrite kept as is
+    name = re.sub(r"[^a-z0-9]+", "-", whole.lower()).strip("-")
     if not name:
         raise InvalidInputError(f"{'-'.join(parts)!r} gives no valid Kubernetes name")
-    if len(name) > limit:
-        name = f"{name[:limit - 9].rstrip('-')}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+    if len(name) > limit or name != whole:  # cut or rewritten (digits_cnn, Digits.CNN): a hash keeps them apart
+        name = f"{name[:limit - 9].rstrip('-')}-{hashlib.sha256(whole.encode()).hexdigest()[:8]}"
     return name
+
+
+def check_dns_name(value: str, what: str) -> str:
+    """Return `value` if it is a DNS-1123 label (namespaces, claims, secrets); raise naming `what` otherwise."""
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", value or ""):
+        raise InvalidInputError(f"{what} {value!r} is not a valid Kubernetes name (lowercase letters, digits, '-')")
+    return value
 
 
 def _cpu(cpus: float) -> str:
@@ -126,6 +135,11 @@ def service_manifests(ref: str, *, replicas: int, image: str, autoscale: tuple[i
         memory_bytes(memory)
     except ValueError as e:
         raise InvalidInputError(f"--memory: {e}") from None
+    parse_ref(ref)
+    for value, what in ((namespace, "--namespace"), (store_pvc, "--store-pvc"), (store_secret, "--store-secret"),
+                        (token_secret, "--token-secret")):
+        if value is not None:
+            check_dns_name(value, what)
     name = object_name("lepton", ref)
     labels = _labels(name, "server")
     meta = _meta(name, namespace, labels, **{"lepton.ai/ref": ref})

@@ -3,17 +3,19 @@ backend is our queue and worker; Ray and Kubernetes are handed the job and asked
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-from lepton_ai.errors import InvalidInputError
+from lepton_ai.errors import InvalidInputError, LeptonError, one_line
 from lepton_ai.jobs.queue import JobInfo, JobQueue
-from lepton_ai.jobs.spec import JobSpec
+from lepton_ai.jobs.spec import JobSpec, TrainSpec
 from lepton_ai.jobs.worker import Capacity, job_key, kill_job_processes, produced_versions, read_log, start_worker, \
-    worker_running
+    worker_alive
 
 BACKENDS = ("local", "ray", "kubernetes")
+log = logging.getLogger("lepton_ai.jobs")
 
 
 class Engine(Protocol):
@@ -41,6 +43,9 @@ def engine(backend: str, address: str | None = None, **options: Any) -> Engine:
 def submit(spec: JobSpec, backend: str = "local", address: str | None = None, *, start: bool = True,
            **options: Any) -> JobInfo:
     """Queue `spec` locally (starting a worker if none runs) or hand it to Ray / Kubernetes; return the job."""
+    if isinstance(spec.spec, TrainSpec) and spec.spec.nnodes > 1 and backend != "kubernetes":
+        raise InvalidInputError(f"spec.nnodes: {spec.spec.nnodes} machines need --backend kubernetes (a PyTorchJob); "
+                                "on one machine use spec.nproc")
     queue = JobQueue()
     if backend == "local":
         Capacity.of_machine(gpus=None if spec.resources.gpus else 0).check(spec)  # no CUDA probe unless asked
@@ -49,26 +54,31 @@ def submit(spec: JobSpec, backend: str = "local", address: str | None = None, *,
             start_worker()
         return job
     remote = engine(backend, address, **options)
-    job = queue.submit(spec, backend, address)
-    queue.claim(job.id, worker=backend)
+    job = queue.claim(queue.submit(spec, backend, address).id, worker=backend)
+    assert job is not None  # just queued, nobody else knows it
     try:
         external = remote.submit(job.id, spec)
     except Exception as e:
-        queue.finish(job.id, "failed", error=f"{backend} refused the job: {str(e).strip().splitlines()[0][:300]}")
-        raise InvalidInputError(f"{backend} refused the job: {str(e).strip().splitlines()[0][:300]}") from None
-    queue.started(job.id, external_id=external)
+        queue.finish(job.id, job.attempts, "failed", error=f"{backend} refused the job: {one_line(e)}")
+        raise InvalidInputError(f"{backend} refused the job: {one_line(e)}") from None
+    queue.started(job.id, job.attempts, external_id=external)
     return queue.get(job.id)
 
 
 def status(job_id: int) -> JobInfo:
-    """Return job `job_id`, asking its engine first when it runs on Ray or Kubernetes."""
+    """Return job `job_id`, asking its engine first when it runs on Ray or Kubernetes (the stored record, with a
+    warning, when the engine cannot answer)."""
     queue = JobQueue()
     job = queue.get(job_id)
     if job.backend == "local" or job.done or not job.external_id:
         return job
-    remote = engine(job.backend, job.address)
-    state, code = remote.state(job.external_id)
-    versions = produced_versions(remote.logs(job.external_id)[-65536:]) if state == "succeeded" else []
+    try:
+        remote = engine(job.backend, job.address)
+        state, code = remote.state(job.external_id)
+        versions = produced_versions(remote.logs(job.external_id)[-65536:]) if state == "succeeded" else []
+    except Exception as e:
+        log.warning("job %d: %s did not answer (%s); showing the last known state", job_id, job.backend, one_line(e))
+        return job
     return queue.sync(job.id, state, code, versions=versions)
 
 
@@ -81,8 +91,15 @@ def logs(job_id: int, follow: bool = False, poll_s: float = 0.5) -> Iterator[str
             if attempt != job.attempts:  # a new attempt writes a new log
                 attempt, seen = job.attempts, 0
             text = read_log(job)
+        elif job.external_id:
+            try:
+                text = engine(job.backend, job.address).logs(job.external_id)
+            except LeptonError:
+                raise
+            except Exception as e:
+                raise InvalidInputError(f"job {job_id}: {job.backend} gave no logs: {one_line(e)}") from None
         else:
-            text = engine(job.backend, job.address).logs(job.external_id) if job.external_id else ""
+            text = ""
         if len(text) > seen:
             yield text[seen:]
             seen = len(text)
@@ -94,14 +111,21 @@ def logs(job_id: int, follow: bool = False, poll_s: float = 0.5) -> Iterator[str
 def cancel(job_id: int, wait_s: float = 15.0) -> JobInfo:
     """Cancel a job: a queued one at once, a running one by its worker or engine; waits up to `wait_s`."""
     queue = JobQueue()
-    job = queue.request_cancel(job_id)  # refuses a finished job
-    if job.backend != "local":
+    job = status(job_id)  # a remote job may have finished since we last asked
+    if job.backend != "local" and not job.done:
         if job.external_id:
-            engine(job.backend, job.address).cancel(job.external_id)
-        return queue.sync(job.id, "cancelled")
-    if job.state == "running" and not worker_running():  # its worker died: nobody else will end it
+            try:
+                engine(job.backend, job.address).cancel(job.external_id)
+            except LeptonError:
+                raise
+            except Exception as e:
+                raise InvalidInputError(f"job {job_id}: {job.backend} did not stop it: {one_line(e)}") from None
+        queue.request_cancel(job_id)
+        return queue.sync(job_id, "cancelled")
+    job = queue.request_cancel(job_id)  # refuses a finished job
+    if job.state == "running" and not worker_alive(job.worker):  # its worker died: nobody else will end it
         kill_job_processes(job_key(queue.db_url, job.id))
-        return queue.finish(job.id, "cancelled", error="cancelled (its worker had died)")
+        return queue.finish(job.id, job.attempts, "cancelled", error="cancelled (its worker had died)")
     deadline = time.monotonic() + wait_s
     while not job.done and time.monotonic() < deadline:
         time.sleep(0.2)

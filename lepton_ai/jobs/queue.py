@@ -3,6 +3,7 @@ so a job is never lost and never claimed twice, whatever process dies when."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -59,6 +60,7 @@ class JobInfo:
     pgid: int | None
     cancel_requested: bool
     priority: int
+    cwd: str | None
     spec: dict[str, Any]
     created_at: str | None
     started_at: str | None
@@ -84,7 +86,7 @@ def _info(job: Job) -> JobInfo:
                    attempts=job.attempts, exit_code=job.exit_code, error=job.error, logs_uri=job.logs_uri,
                    versions=list(job.versions or []), address=job.address, external_id=job.external_id,
                    worker=job.worker, pgid=job.pgid, cancel_requested=job.cancel_requested, priority=job.priority,
-                   spec=job.spec, created_at=_iso(job.created_at), started_at=_iso(job.started_at),
+                   cwd=job.cwd, spec=job.spec, created_at=_iso(job.created_at), started_at=_iso(job.started_at),
                    ended_at=_iso(job.ended_at))
 
 
@@ -100,16 +102,18 @@ class JobQueue:
 
     @staticmethod
     def _row(s: Session, job_id: int) -> Job:
-        job = s.get(Job, job_id)
+        job = s.get(Job, job_id, with_for_update=True)  # a row lock on PostgreSQL; SQLite locks the whole file
         if job is None:
             raise NotFoundError(f"no job {job_id}: `lepton job list` shows the jobs")
         return job
 
-    def submit(self, spec: JobSpec, backend: str = "local", address: str | None = None) -> JobInfo:
-        """Record a new queued job and return it."""
+    def submit(self, spec: JobSpec, backend: str = "local", address: str | None = None,
+               cwd: str | None = None) -> JobInfo:
+        """Record a new queued job (run in `cwd`, default the current directory) and return it."""
 
         def insert(s: Session) -> JobInfo:
             job = Job(name=spec.name, kind=spec.kind, backend=backend, address=address, spec=spec.to_dict(),
+                      cwd=cwd or os.getcwd(),
                       priority=spec.priority, state="queued", attempts=0, cancel_requested=False, versions=[])
             s.add(job)
             s.flush()
@@ -171,28 +175,31 @@ class JobQueue:
 
         return self._tx(update)
 
-    def started(self, job_id: int, pgid: int | None = None, external_id: str | None = None) -> None:
-        """Record the process group (local) or the engine's id (Ray, Kubernetes) of the running attempt."""
+    def started(self, job_id: int, attempt: int, pgid: int | None = None, external_id: str | None = None) -> None:
+        """Record the process group (local) or the engine's id (Ray, Kubernetes) of attempt `attempt`."""
 
         def update(s: Session) -> None:
             job = self._row(s, job_id)
-            job.pgid = pgid if pgid is not None else job.pgid
-            job.external_id = external_id if external_id is not None else job.external_id
+            if job.state == "running" and job.attempts == attempt:
+                job.pgid = pgid if pgid is not None else job.pgid
+                job.external_id = external_id if external_id is not None else job.external_id
 
         self._tx(update)
 
-    def finish(self, job_id: int, state: str, exit_code: int | None = None, error: str | None = None,
+    def finish(self, job_id: int, attempt: int, state: str, exit_code: int | None = None, error: str | None = None,
                versions: list[str] | None = None) -> JobInfo:
-        """End the running attempt as succeeded, failed, cancelled or lost; requeue when retries are left."""
+        """End attempt `attempt` as succeeded, failed, cancelled or lost and requeue when retries are left;
+        a no-op when that attempt is no longer the running one (a late report from a worker presumed dead)."""
         if state not in ("succeeded", "failed", "cancelled", "lost"):
             raise ValueError(f"cannot finish a job as {state!r}")
 
         def update(s: Session) -> JobInfo:
             job = self._row(s, job_id)
+            if job.state != "running" or job.attempts != attempt:
+                return _info(job)
             now = utcnow()
-            attempt = job.attempt_rows[-1] if job.attempt_rows else None
-            if attempt is not None and attempt.state == "running":
-                attempt.state, attempt.exit_code, attempt.error, attempt.ended_at = state, exit_code, error, now
+            row = job.attempt_rows[-1]
+            row.state, row.exit_code, row.error, row.ended_at = state, exit_code, error, now
             lost = sum(a.state == "lost" for a in job.attempt_rows)
             failed = sum(a.state == "failed" for a in job.attempt_rows)
             new, why = state, error

@@ -7,18 +7,27 @@ import os
 import shlex
 from typing import Any
 
+from sqlalchemy.engine import make_url
+
 from lepton_ai import config
-from lepton_ai.errors import InvalidInputError
+from lepton_ai.errors import InvalidInputError, one_line
 from lepton_ai.jobs.spec import JobSpec
+from lepton_ai.jobs.worker import job_key
 
 _STATES = {"PENDING": "queued", "RUNNING": "running", "SUCCEEDED": "succeeded", "FAILED": "failed",
            "STOPPED": "cancelled"}
 
 
 def job_env() -> dict[str, str]:
-    """Return the environment a job needs to reach this registry (on a cluster: shared DB and store URLs)."""
+    """Return the environment a job needs to reach this registry (on a cluster: shared DB and store URLs).
+
+    A LEPTON_DB_URL holding a password is not copied: Ray shows runtime environments to anyone who
+    can see its dashboard. Give such a URL to the cluster's nodes in their own environment."""
     env = {"LEPTON_HOME": str(config.home())}
-    env.update({k: os.environ[k] for k in ("LEPTON_DB_URL", "LEPTON_ARTIFACTS") if os.environ.get(k)})
+    for key in ("LEPTON_DB_URL", "LEPTON_ARTIFACTS"):
+        value = os.environ.get(key)
+        if value and not (key == "LEPTON_DB_URL" and make_url(value).password):
+            env[key] = value
     return env
 
 
@@ -38,8 +47,7 @@ class RayBackend:
         try:
             self.client = JobSubmissionClient(self.address, headers=headers)
         except Exception as e:  # ConnectionError, ValueError, RuntimeError… all mean "cannot reach it"
-            raise InvalidInputError(f"cannot use the Ray cluster at {self.address}: "
-                                    f"{str(e).strip().splitlines()[0][:200]}") from None
+            raise InvalidInputError(f"cannot use the Ray cluster at {self.address}: {one_line(e, 200)}") from None
 
     def submit(self, job_id: int, spec: JobSpec) -> str:
         """Submit `spec` as a Ray job and return its submission id."""
@@ -49,7 +57,8 @@ class RayBackend:
                                   "entrypoint_memory": r.memory_bytes or None}
         env = {**job_env(), **getattr(spec.spec, "env", {}), "LEPTON_JOB_ID": str(job_id)}
         # Ray runs the entrypoint through a shell: every word is quoted, nothing from the spec is interpreted.
-        return self.client.submit_job(entrypoint=shlex.join(argv), submission_id=f"lepton-{job_id}-{spec.name}",
+        return self.client.submit_job(entrypoint=shlex.join(argv),
+                                      submission_id=f"lepton-{job_key(config.db_url(), job_id)}-{spec.name}",
                                       runtime_env={"env_vars": env}, metadata={"lepton_job": str(job_id)},
                                       **{k: v for k, v in kwargs.items() if v is not None})
 

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lepton_ai.errors import InvalidInputError, NotFoundError
 
-KINDS = ("train", "optimize", "evaluate", "federated", "command")
+Kind = Literal["train", "optimize", "evaluate", "federated", "command"]
+KINDS: tuple[str, ...] = Kind.__args__  # type: ignore[attr-defined]
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*(Ki|Mi|Gi|Ti|K|M|G|T)?$")
 _UNITS = {None: 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
           "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
@@ -129,11 +130,29 @@ class FederatedSpec(_Strict):
         return argv + (["--name", self.name] if self.name else [])
 
 
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
 class CommandSpec(_Strict):
     """Any program, given as an argv list (never a shell string), with extra environment."""
 
     argv: list[str] = Field(min_length=1)
     env: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("argv")
+    @classmethod
+    def _argv(cls, v: list[str]) -> list[str]:
+        if not v[0] or any("\x00" in a for a in v):
+            raise ValueError("an empty program name or a NUL character cannot be run")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, value in v.items():
+            if not _ENV_NAME.match(name) or "\x00" in value or name.startswith("LEPTON_JOB_"):
+                raise ValueError(f"{name!r} cannot be set (a name like MY_VAR, no NUL, not LEPTON_JOB_*)")
+        return v
 
 
 SPECS: dict[str, type[_Strict]] = {"train": TrainSpec, "optimize": OptimizeSpec, "evaluate": EvaluateSpec,
@@ -143,12 +162,22 @@ SPECS: dict[str, type[_Strict]] = {"train": TrainSpec, "optimize": OptimizeSpec,
 class JobSpec(_Strict):
     """A whole job: its kind, a name, resources, the kind's own fields, and how often to retry."""
 
-    kind: Literal["train", "optimize", "evaluate", "federated", "command"]
+    kind: Kind
     name: str
     resources: Resources = Field(default_factory=Resources)
     spec: TrainSpec | OptimizeSpec | EvaluateSpec | FederatedSpec | CommandSpec
     retries: int = Field(0, ge=0, le=10)
-    priority: int = 0
+    priority: int = Field(0, ge=-1000, le=1000)
+
+    @model_validator(mode="after")
+    def _spec_fits_kind(self) -> JobSpec:
+        if not isinstance(self.spec, SPECS[self.kind]):
+            raise ValueError(f"kind {self.kind} needs a {SPECS[self.kind].__name__}, not a {type(self.spec).__name__}")
+        if isinstance(self.spec, TrainSpec) and self.spec.nproc > max(1, self.resources.cpus) \
+                and self.resources.gpus < self.spec.nproc:
+            raise ValueError(f"spec.nproc {self.spec.nproc} processes need resources.cpus (or gpus) >= "
+                             f"{self.spec.nproc}")
+        return self
 
     @field_validator("name")
     @classmethod
@@ -187,24 +216,34 @@ def parse(doc: Any) -> JobSpec:
         typed = SPECS[kind].model_validate(body if body is not None else {})
         return JobSpec.model_validate({**doc, "spec": typed})
     except ValidationError as e:
-        err = e.errors()[0]
-        prefix = "spec." if e.title == SPECS[kind].__name__ else ""
-        got = f" (got {err['input']!r})" if err["type"] not in ("missing", "extra_forbidden") else ""
-        raise InvalidInputError(f"{prefix}{_where(err['loc'])}: {err['msg']}{got}") from None
+        raise _explain(e) from None
+
+
+def _explain(e: ValidationError) -> InvalidInputError:
+    """Return a one-line error naming the first bad field ("spec.epochs: …") of a validation error."""
+    err = e.errors()[0]
+    prefix = "spec." if e.title in {c.__name__ for c in SPECS.values()} else ""
+    got = f" (got {err['input']!r})" if err["type"] not in ("missing", "extra_forbidden", "value_error") else ""
+    return InvalidInputError(f"{prefix}{_where(err['loc'])}: {err['msg']}{got}")
 
 
 def load_spec(source: str | Path) -> JobSpec:
     """Read a job spec from a YAML or JSON file, or from a Python file defining `job` (a JobSpec or dict)."""
     path = Path(source)
+    if path.is_dir():
+        raise InvalidInputError(f"{path} is a directory: give a .yaml, .json or .py job spec file")
     if not path.is_file():
         raise NotFoundError(f"no such job spec file: {path}")
     if path.suffix == ".py":
         import runpy
 
-        job = runpy.run_path(str(path)).get("job")
+        try:
+            job = runpy.run_path(str(path)).get("job")
+        except ValidationError as e:
+            raise _explain(e) from None
         if job is None:
             raise InvalidInputError(f"{path} defines no `job` (a JobSpec or a dict)")
-        return job if isinstance(job, JobSpec) else parse(job)
+        return parse(job.to_dict() if isinstance(job, JobSpec) else job)  # checked again, whatever built it
     text = path.read_text(encoding="utf-8")
     try:
         doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)

@@ -22,7 +22,7 @@ from typing import IO, Any
 from rich.console import Console
 
 from lepton_ai import config
-from lepton_ai.errors import InvalidInputError
+from lepton_ai.errors import InvalidInputError, one_line
 from lepton_ai.jobs.queue import JobInfo, JobQueue
 from lepton_ai.jobs.spec import JobSpec, TrainSpec
 from lepton_ai.machine import cpu_info
@@ -48,7 +48,8 @@ class Capacity:
 
             gpus = len(gpu_info())
         info = cpu_info()
-        return cls(cpus=float(cpus or info["cores"]), gpus=gpus, memory=int(memory or info["memory_bytes"] or 0))
+        return cls(cpus=float(info["cores"] if cpus is None else cpus), gpus=gpus,
+                   memory=int(info["memory_bytes"] or 0) if memory is None else memory)
 
     def check(self, spec: JobSpec) -> None:
         """Raise when `spec` could never fit this capacity, naming the resource."""
@@ -66,16 +67,21 @@ def lock_path() -> Path:
 
 
 @contextlib.contextmanager
-def worker_lock(wait: bool = False) -> Iterator[bool]:
-    """Hold the worker lock while inside; yield False when another worker holds it (and `wait` is False)."""
+def worker_lock(wait_s: float = 0.0) -> Iterator[bool]:
+    """Hold the worker lock while inside; yield False when another worker holds it for more than `wait_s`."""
     path = lock_path()
     path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait_s
     with open(path, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    yield False
+                    return
+                time.sleep(0.05)
         try:
             f.seek(0), f.truncate(), f.write(f"{HOST}:{os.getpid()}\n"), f.flush()
             yield True
@@ -119,6 +125,22 @@ def kill_job_processes(key: str, sig: int = signal.SIGKILL) -> int:
         except (OSError, ValueError):
             continue  # gone, or not ours to read
     return n
+
+
+def worker_alive(worker: str | None) -> bool:
+    """Return whether the worker named "host:pid" still runs (always True for another host's worker)."""
+    host, _, pid = (worker or "").rpartition(":")
+    if host != HOST or not pid.isdigit():
+        return host != HOST and bool(host)
+    try:
+        return b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes()  # a live `lepton worker`, not a reused pid
+    except OSError:
+        return False
+
+
+def log_key(job_id: int, attempt: int) -> str:
+    """Return the artifact-store key of one attempt's log."""
+    return f"jobs/{job_id}/attempt-{attempt}.log"
 
 
 def _die_with_parent(parent: int) -> None:
@@ -180,7 +202,7 @@ class Worker:
 
     def run(self) -> int:
         """Take the worker lock, recover orphans, then schedule until stopped; return an exit status."""
-        with worker_lock() as got:
+        with worker_lock(wait_s=2.0) as got:  # waits out a `worker_running()` probe
             if not got:
                 self.console.print(f"another worker is running ({lock_path()}); this one exits")
                 return 0
@@ -189,25 +211,33 @@ class Worker:
             self.recover()
             self.console.print(f"worker {self.name}: {self.capacity.cpus:g} cpus, {self.capacity.gpus} gpus, "
                                f"{self.capacity.memory / 2**30:.1f} GiB")
-            idle_since = time.monotonic()
+            idle_since = last_upload = time.monotonic()
             while not self._stop:
                 self.reap()
                 self.cancel_requested()
                 self.schedule()
+                now = time.monotonic()
+                if not self.store.local and now - last_upload > 5.0:
+                    self.upload_logs()
+                    last_upload = now
                 if self.running:
-                    idle_since = time.monotonic()
-                elif self.idle_exit_s is not None and time.monotonic() - idle_since > self.idle_exit_s:
+                    idle_since = now
+                elif self.idle_exit_s is not None and now - idle_since > self.idle_exit_s:
                     break
                 time.sleep(self.poll_s)
             self.shutdown()
+        if not self._stop and self.queue.queued():  # submitted while this worker was exiting idle
+            start_worker(self.idle_exit_s or 60.0)
         return 0
 
     def recover(self) -> list[JobInfo]:
-        """Kill what is left of jobs a dead worker on this host was running, and requeue them."""
-        orphans = self.queue.running(worker_host=HOST)
+        """Kill what is left of jobs whose worker on this host died, upload their logs, and requeue them."""
+        orphans = [j for j in self.queue.running(worker_host=HOST) if not worker_alive(j.worker)]
         for job in orphans:
             killed = kill_job_processes(job_key(self.queue.db_url, job.id))
-            self.queue.finish(job.id, "lost", error=f"worker {job.worker} died ({killed} processes left, killed)")
+            self._upload(job.id, job.attempts)
+            self.queue.finish(job.id, job.attempts, "lost",
+                              error=f"worker {job.worker} died ({killed} processes left, killed)")
             self.console.print(f"job {job.id}: its worker {job.worker} died; attempt {job.attempts} marked lost")
         return orphans
 
@@ -222,69 +252,98 @@ class Worker:
         if self._stop:
             return
         for job in self.queue.queued():
-            spec = job.job_spec
             try:
+                spec = job.job_spec
                 self.capacity.check(spec)
-            except InvalidInputError as e:
-                if self.queue.claim(job.id, self.name):
-                    self.queue.finish(job.id, "failed", error=str(e))
-                continue
-            cpus, gpus, memory = self._free()
-            r = spec.resources
-            if r.cpus <= cpus + 1e-9 and r.gpus <= len(gpus) and (not self.capacity.memory or r.memory_bytes <= memory):
-                self.start(job, spec, sorted(gpus)[:r.gpus])
+                cpus, gpus, memory = self._free()
+                r = spec.resources
+                if r.cpus <= cpus + 1e-9 and r.gpus <= len(gpus) and (not self.capacity.memory
+                                                                      or r.memory_bytes <= memory):
+                    self.start(job, spec, sorted(gpus)[:r.gpus])
+            except Exception as e:  # one bad job fails alone; the worker and the queue go on
+                now = self.queue.get(job.id)
+                mine = now.state == "running" and now.worker == self.name and job.id not in self.running
+                claimed = now if mine else self.queue.claim(job.id, self.name)
+                if claimed is not None:
+                    self.queue.finish(job.id, claimed.attempts, "failed", error=one_line(e))
+                self.console.print(f"job {job.id}: cannot run: {one_line(e)}")
 
     def start(self, job: JobInfo, spec: JobSpec, gpus: list[int]) -> None:
         """Claim `job` and start its next attempt as a subprocess in a new process group."""
-        key = f"jobs/{job.id}/attempt-{job.attempts + 1}.log"
-        log_path = Path(self.store.path(key)) if self.store.local else config.home() / key
+        key = log_key(job.id, job.attempts + 1)
         claimed = self.queue.claim(job.id, self.name, logs_uri=self.store.location(key))
         if claimed is None:
             return
+        n = claimed.attempts
+        log_path = self._log_path(job.id, n)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(log_path, "ab")
         env = {**os.environ, **getattr(spec.spec, "env", {}), "LEPTON_JOB_ID": str(job.id),
-               "LEPTON_JOB_ATTEMPT": str(claimed.attempts), "LEPTON_JOB_KEY": job_key(self.queue.db_url, job.id),
-               "OMP_NUM_THREADS": str(max(1, int(spec.resources.cpus))), "PYTHONUNBUFFERED": "1"}
-        if gpus or spec.resources.gpus == 0:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
+               "LEPTON_JOB_ATTEMPT": str(n), "LEPTON_JOB_KEY": job_key(self.queue.db_url, job.id),
+               "OMP_NUM_THREADS": str(max(1, int(spec.resources.cpus))), "PYTHONUNBUFFERED": "1",
+               "CUDA_VISIBLE_DEVICES": ",".join(self.gpu_ids[g] for g in gpus)}
         argv = spec.command(checkpoint_dir=str(config.home() / "checkpoints" / "jobs" / str(job.id)),
-                            resume=isinstance(spec.spec, TrainSpec) and claimed.attempts > 1)
+                            resume=isinstance(spec.spec, TrainSpec) and n > 1)
         if argv[0] == "lepton":
             argv = [sys.executable, "-m", "lepton_ai.cli.main", *argv[1:]]
+        cwd = job.cwd if job.cwd and os.path.isdir(job.cwd) else None
         parent = os.getpid()
+        log = open(log_path, "ab")
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                    start_new_session=True, preexec_fn=lambda: _die_with_parent(parent))
-        except OSError as e:
+                                    cwd=cwd, start_new_session=True, preexec_fn=lambda: _die_with_parent(parent))
+        except (OSError, ValueError) as e:
             log.close()
-            self.queue.finish(job.id, "failed", error=f"cannot start {argv[0]}: {e.strerror}")
+            self.queue.finish(job.id, n, "failed", error=f"cannot start {argv[0]}: {one_line(e)}")
             return
-        self.queue.started(job.id, pgid=proc.pid)
+        self.queue.started(job.id, n, pgid=proc.pid)
         self.running[job.id] = _Running(claimed, spec, proc, log, log_path, gpus)
-        self.console.print(f"job {job.id} ({job.name}) attempt {claimed.attempts}: started, pid {proc.pid}")
+        self.console.print(f"job {job.id} ({job.name}) attempt {n}: started, pid {proc.pid}")
+
+    @property
+    def gpu_ids(self) -> list[str]:
+        """Return the device ids behind GPU slots 0..n-1 (through the worker's own CUDA_VISIBLE_DEVICES)."""
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        return visible.split(",") if visible else [str(i) for i in range(self.capacity.gpus)]
+
+    def _log_path(self, job_id: int, attempt: int) -> Path:
+        key = log_key(job_id, attempt)
+        return Path(self.store.path(key)) if self.store.local else config.home() / key
 
     def reap(self) -> None:
-        """Record every attempt that ended."""
+        """Record every attempt that ended, after killing anything it left running in its name."""
         for job_id, r in list(self.running.items()):
             code = r.proc.poll()
             if code is None:
                 continue
-            self._close(r)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(r.proc.pid, signal.SIGKILL)  # children it left behind hold no slot: end them
+            kill_job_processes(job_key(self.queue.db_url, job_id))
+            r.log.close()
+            self._upload(job_id, r.job.attempts)
             with open(r.log_path, "rb") as f:
                 f.seek(max(0, r.log_path.stat().st_size - 65536))
                 tail = f.read().decode("utf-8", "replace")
             ok = code == 0
             error = None if ok else (f"killed by signal {-code}" if code < 0 else f"exit code {code}")
-            info = self.queue.finish(job_id, "succeeded" if ok else "failed", exit_code=code, error=error,
-                                     versions=produced_versions(tail) if ok else [])
+            info = self.queue.finish(job_id, r.job.attempts, "succeeded" if ok else "failed", exit_code=code,
+                                     error=error, versions=produced_versions(tail) if ok else [])
             del self.running[job_id]
             self.console.print(f"job {job_id} attempt {r.job.attempts}: {error or 'succeeded'} → {info.state}")
 
-    def _close(self, r: _Running) -> None:
-        r.log.close()
-        if not self.store.local:  # remote artifact stores get the finished log in one piece
-            self.store.fs.put(str(r.log_path), self.store.path(f"jobs/{r.job.id}/attempt-{r.job.attempts}.log"))
+    def upload_logs(self) -> None:
+        """Copy the logs of running attempts to a remote artifact store (so `logs -f` elsewhere sees them)."""
+        for job_id, r in self.running.items():
+            self._upload(job_id, r.job.attempts)
+
+    def _upload(self, job_id: int, attempt: int) -> None:
+        if self.store.local:
+            return
+        path = self._log_path(job_id, attempt)
+        try:
+            if path.exists():
+                self.store.fs.put(str(path), self.store.path(log_key(job_id, attempt)))
+        except Exception as e:  # a network glitch must not take the worker and its jobs down
+            self.console.print(f"job {job_id}: log upload failed ({one_line(e)}); retrying later")
 
     def cancel_requested(self) -> None:
         """Terminate the process groups of jobs asked to cancel (SIGTERM, then SIGKILL after the grace time)."""
@@ -307,7 +366,8 @@ class Worker:
             os.killpg(r.proc.pid, sig)
 
     def shutdown(self) -> None:
-        """Stop: end running attempts (their jobs go back to the queue) and wait for them."""
+        """Stop: record what already ended, end the rest (their jobs go back to the queue) and wait for them."""
+        self.reap()
         for r in self.running.values():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(r.proc.pid, signal.SIGTERM)
@@ -319,8 +379,11 @@ class Worker:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(r.proc.pid, signal.SIGKILL)
                 r.proc.wait()
-            self._close(r)
-            self.queue.finish(job_id, "lost", exit_code=r.proc.returncode, error="the worker was stopped")
+            kill_job_processes(job_key(self.queue.db_url, job_id))
+            r.log.close()
+            self._upload(job_id, r.job.attempts)
+            self.queue.finish(job_id, r.job.attempts, "lost", exit_code=r.proc.returncode,
+                              error="the worker was stopped")
         self.running.clear()
 
 
@@ -330,7 +393,7 @@ def read_log(job: JobInfo, attempt: int | None = None) -> str:
     if n < 1:
         return ""
     store = ArtifactStore()
-    key = f"jobs/{job.id}/attempt-{n}.log"
+    key = log_key(job.id, n)
     path = Path(store.path(key)) if store.local else config.home() / key
     if path.exists():
         return path.read_text(encoding="utf-8", errors="replace")

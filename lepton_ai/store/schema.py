@@ -100,6 +100,7 @@ class Job(Base):
     external_id: Mapped[str | None] = mapped_column(String(256), nullable=True)  # the engine's own id
     spec: Mapped[dict[str, Any]] = mapped_column(default=dict)
     priority: Mapped[int] = mapped_column(Integer, default=0)
+    cwd: Mapped[str | None] = mapped_column(String(4096), nullable=True)  # where the submitter was
     state: Mapped[str] = mapped_column(String(16), default="queued")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     cancel_requested: Mapped[bool] = mapped_column(default=False)

@@ -150,11 +150,17 @@ def test_command_jobs_keep_their_argv_and_env() -> None:
 
 def test_names_are_dns_1123() -> None:
     assert object_name("lepton", "digits-cnn:2") == "lepton-digits-cnn-2"
-    assert object_name("lepton", "Digits_CNN:latest") == "lepton-digits-cnn-latest"
+    rewritten = {object_name("lepton", r) for r in ("Digits_CNN:latest", "digits_cnn:latest", "digits.cnn:latest")}
+    assert len(rewritten) == 3 and all(n.startswith("lepton-digits-cnn-latest-") for n in rewritten)
+    assert "lepton-digits-cnn-latest" not in rewritten  # never the name `digits-cnn:latest` gets
     long = object_name("lepton", "a" * 80 + ":3")
     assert len(long) <= 52 and long != object_name("lepton", "a" * 80 + ":4")
     with pytest.raises(InvalidInputError):
         object_name("::")
+    for bad in ({"ref": ""}, {"ref": ":::"}, {"namespace": "Bad_NS"}, {"store_secret": "Bad Secret"}):
+        args = {"ref": "digits:1", "replicas": 1, "image": "img", "store_secret": "s", **bad}
+        with pytest.raises(InvalidInputError):
+            service_manifests(**args)
 
 
 def test_store_and_image_are_required() -> None:

@@ -23,7 +23,7 @@ def test_submit_claim_finish_records_attempts_and_versions() -> None:
     running = q.claim(job.id, "host:1", logs_uri="/logs/1")
     assert running is not None and (running.state, running.attempts, running.worker) == ("running", 1, "host:1")
     assert q.claim(job.id, "host:2") is None  # a running job cannot be claimed again
-    done = q.finish(job.id, "succeeded", exit_code=0, versions=["m:3"])
+    done = q.finish(job.id, 1, "succeeded", exit_code=0, versions=["m:3"])
     assert (done.state, done.exit_code, done.versions, done.ended_at is not None) == ("succeeded", 0, ["m:3"], True)
     [attempt] = q.attempts(job.id)
     assert (attempt.attempt, attempt.state, attempt.exit_code, attempt.logs_uri) == (1, "succeeded", 0, "/logs/1")
@@ -46,9 +46,9 @@ def test_failures_are_retried_as_often_as_the_spec_says() -> None:
     q = JobQueue()
     job = q.submit(spec(retries=1))
     q.claim(job.id, "h:1")
-    assert q.finish(job.id, "failed", exit_code=3).state == "queued"
+    assert q.finish(job.id, 1, "failed", exit_code=3).state == "queued"
     q.claim(job.id, "h:1")
-    final = q.finish(job.id, "failed", exit_code=3)
+    final = q.finish(job.id, 2, "failed", exit_code=3)
     assert (final.state, final.attempts, final.error) == ("failed", 2, None)
 
 
@@ -57,7 +57,7 @@ def test_lost_attempts_are_requeued_but_not_forever() -> None:
     job = q.submit(spec())
     for i in range(MAX_LOST):
         q.claim(job.id, f"h:{i}")
-        state = q.finish(job.id, "lost", error="worker died").state
+        state = q.finish(job.id, i + 1, "lost", error="worker died").state
         assert state == ("queued" if i < MAX_LOST - 1 else "failed")
     assert "died during 5 attempts" in (q.get(job.id).error or "")
 
@@ -70,7 +70,7 @@ def test_cancel_queued_running_and_finished() -> None:
     q.claim(running.id, "h:1")
     flagged = q.request_cancel(running.id)
     assert (flagged.state, flagged.cancel_requested) == ("running", True)
-    assert q.finish(running.id, "failed", exit_code=-15).state == "cancelled"  # the kill is the cancel
+    assert q.finish(running.id, 1, "failed", exit_code=-15).state == "cancelled"  # the kill is the cancel
     with pytest.raises(InvalidInputError, match="already cancelled: nothing to cancel"):
         q.request_cancel(running.id)
     with pytest.raises(NotFoundError):
@@ -90,3 +90,17 @@ def test_queued_order_is_priority_then_age_and_sync_keeps_final_states() -> None
     assert [j.id for j in q.list(state="succeeded")] == [remote.id]
     with pytest.raises(InvalidInputError):
         q.list(state="done")
+
+
+def test_a_late_report_from_a_presumed_dead_worker_changes_nothing() -> None:
+    q = JobQueue()
+    job = q.submit(spec())
+    q.claim(job.id, "host:111")
+    q.finish(job.id, 1, "lost", error="worker died")  # the next worker requeued it …
+    q.claim(job.id, "host:222")  # … and runs attempt 2
+    late = q.finish(job.id, 1, "failed", exit_code=1)  # attempt 1's worker was alive after all
+    assert (late.state, late.attempts, late.worker) == ("running", 2, "host:222")
+    assert q.claim(job.id, "host:333") is None  # so attempt 2 is not run a second time
+    q.started(job.id, 1, pgid=4242)  # nor does attempt 1 overwrite attempt 2's process group
+    assert q.get(job.id).pgid is None
+    assert [a.state for a in q.attempts(job.id)] == ["lost", "running"]

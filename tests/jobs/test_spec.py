@@ -36,6 +36,12 @@ def test_json_and_python_specs(tmp_path: Path) -> None:
                                    "job = parse({'kind': 'evaluate', 'name': 'ev', 'spec': {'model': 'm:1', 'data': 'digits'}})\n")
     assert load_spec(tmp_path / "b.py").command() == ["lepton", "evaluate", "m:1", "--data", "digits", "--split", "test",
                                                       "--json"]
+    (tmp_path / "d.py").write_text("from lepton_ai.jobs.spec import CommandSpec, JobSpec\n"
+                                   "job = JobSpec(kind='train', name='mm', spec=CommandSpec(argv=['true']))\n")
+    with pytest.raises(InvalidInputError, match="kind train needs a TrainSpec"):
+        load_spec(tmp_path / "d.py")  # a spec built in Python is checked again like any other
+    with pytest.raises(InvalidInputError, match="is a directory"):
+        load_spec(tmp_path)
     (tmp_path / "c.py").write_text("x = 1\n")
     with pytest.raises(InvalidInputError, match="defines no `job`"):
         load_spec(tmp_path / "c.py")
@@ -60,6 +66,11 @@ def test_json_and_python_specs(tmp_path: Path) -> None:
     ({"kind": "command", "name": "a", "spec": {"argv": ["x"]}, "retry": 2}, "retry: Extra inputs"),
     ({"kind": "command", "spec": {"argv": ["x"]}}, "^name: Field required"),
     (["kind", "train"], "a job spec is a mapping"),
+    ({"kind": "command", "name": "a", "spec": {"argv": ["echo", "a\x00b"]}}, "spec.argv: .*NUL"),
+    ({"kind": "command", "name": "a", "spec": {"argv": ["x"], "env": {"A=B": "1"}}}, "spec.env: .*cannot be set"),
+    ({"kind": "train", "name": "a", "spec": {"model": "m", "data": "d", "name": "n", "nproc": 4}},
+     "spec.nproc 4 processes need resources.cpus"),
+    ({"kind": "command", "name": "a", "priority": "high", "spec": {"argv": ["x"]}}, "priority: Input should be"),
 ])
 def test_bad_specs_are_refused_naming_the_field(doc: object, message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):

@@ -172,3 +172,37 @@ def test_versions_are_read_from_the_commands_json() -> None:
     assert produced_versions('progress…\n{\n  "name": "digits",\n  "version": 3\n}\n') == ["digits:3"]
     assert produced_versions('{"ref": "m:2", "parent": "m:1"}') == ["m:2"]
     assert produced_versions("no json here") == [] and produced_versions("x\n{broken") == []
+
+
+def test_bad_jobs_fail_alone_and_leftover_processes_are_ended(tmp_path: Path) -> None:
+    from sqlalchemy import update
+
+    from lepton_ai.store.schema import Job
+
+    q = JobQueue()
+    broken = q.submit(probe("broken", tmp_path))
+    with q.engine.begin() as conn:  # a row no current spec accepts (say, written by another version)
+        conn.execute(update(Job).where(Job.id == broken.id).values(spec={"kind": "train", "name": "broken"}))
+    missing = q.submit(parse({"kind": "command", "name": "missing", "spec": {"argv": ["/nonexistent/program"]}}))
+    pid_file = tmp_path / "orphan.pid"
+    leaves = q.submit(parse({"kind": "command", "name": "leaves", "spec": {"argv": [
+        sys.executable, "-c", "import subprocess; p = subprocess.Popen(['sleep', '300']); "
+                              f"open({str(pid_file)!r}, 'w').write(str(p.pid))"]}}))
+    good = q.submit(probe("good", tmp_path))
+    worker = start_worker("--idle-exit", "0.5")
+    assert worker.wait(timeout=60) == 0, worker.stderr.read()  # type: ignore[union-attr]
+    worker.stderr.close()  # type: ignore[union-attr]
+    states = {j: (q.get(j).state, q.get(j).error) for j in (broken.id, missing.id, leaves.id, good.id)}
+    assert states[broken.id][0] == "failed" and "spec.model: Field required" in states[broken.id][1]
+    assert states[missing.id][0] == "failed" and "cannot start /nonexistent/program" in states[missing.id][1]
+    assert states[leaves.id] == ("succeeded", None) and states[good.id] == ("succeeded", None)
+    orphan = int(pid_file.read_text())
+    assert not Path(f"/proc/{orphan}").exists() or _state(orphan) == "Z"  # killed with the job that left it
+
+
+def test_multi_node_training_needs_kubernetes() -> None:
+    spec = parse({"kind": "train", "name": "big", "resources": {"cpus": 2},
+                  "spec": {"model": "mlp", "data": "digits", "name": "m", "nproc": 2, "nnodes": 2}})
+    for backend in ("local", "ray"):
+        with pytest.raises(Exception, match="spec.nnodes: 2 machines need --backend kubernetes"):
+            api.submit(spec, backend, "http://127.0.0.1:9", start=False)

@@ -25,6 +25,7 @@ def upgrade() -> None:
         sa.Column("external_id", sa.String(256), nullable=True),
         sa.Column("spec", sa.JSON(), nullable=False),
         sa.Column("priority", sa.Integer(), nullable=False),
+        sa.Column("cwd", sa.String(4096), nullable=True),
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("cancel_requested", sa.Boolean(), nullable=False),
