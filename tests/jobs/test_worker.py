@@ -70,9 +70,13 @@ def test_200_jobs_survive_three_worker_kills(tmp_path: Path) -> None:
     left_behind = 0
     for _ in range(3):
         worker = start_worker("--cpus", "4")
-        wait_for(lambda: len(q.list(state="running", limit=10)) > 0)
+
+        def running_here() -> int:  # jobs this worker runs (not those the last one left, before recovery)
+            return sum((j.worker or "").endswith(f":{worker.pid}") for j in q.list(state="running", limit=10))
+
+        wait_for(running_here)
         time.sleep(rng.uniform(0.2, 1.5))
-        wait_for(lambda: len(q.list(state="running", limit=10)) > 0)  # killed mid-job
+        wait_for(running_here)  # killed mid-job
         kill9(worker)
         left_behind += len(q.list(state="running", limit=10))  # exactly these must come back as lost attempts
     last = start_worker("--cpus", "4", "--idle-exit", "0.5")
