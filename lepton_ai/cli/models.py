@@ -62,12 +62,17 @@ def list_(
 
 @app.command()
 def show(ref: Annotated[str, typer.Argument(help="NAME (latest) or NAME:VERSION.")], json: Json = False) -> None:
-    """Show one model version: where it is stored, its hash, metrics and lineage."""
+    """Show one model version: where it is stored, its hash, metrics, lineage and privacy (ε, δ, mechanism)."""
     info = Registry().get(ref)
+    privacy = (info.recipe or {}).get("privacy")  # recorded by training with DP-SGD
     if json:
-        print_json(info.to_dict())
-    else:
-        print_fields(info.ref, info.to_dict())
+        print_json({**info.to_dict(), "privacy": privacy})
+        return
+    print_fields(info.ref, info.to_dict())
+    if privacy:
+        from lepton_ai.privacy.dp import describe
+
+        typer.echo(f"privacy: {describe(privacy)}")
 
 
 @app.command()

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Optional
@@ -16,7 +17,9 @@ import typer
 
 from lepton_ai.cli.output import console, err_console, print_json
 from lepton_ai.errors import InvalidInputError
+from lepton_ai.privacy.dp import DP_TRAINING_DEFAULTS, DPConfig, PrivacyNotice, describe
 
+_DP_DEFAULTS = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in DP_TRAINING_DEFAULTS.items())
 LAUNCH_OPTIONS = ("nproc", "nnodes", "rdzv", "node_rank", "rdzv_id")  # torchrun's, not the ranks'
 
 
@@ -41,6 +44,14 @@ def train(
     text: Annotated[Optional[str], typer.Option(help="Text column of a CSV/JSONL file.")] = None,
     image_size: Annotated[int, typer.Option(help="Side in pixels images are resized to.")] = 64,
     json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    dp_epsilon: Annotated[Optional[float], typer.Option(help="Train with DP-SGD (Opacus) to this privacy budget ε per "
+                                                             "training example; epochs, batch size and lr not given "
+                                                             "then take the DP defaults "
+                                                             f"({_DP_DEFAULTS}).")] = None,
+    dp_delta: Annotated[Optional[float], typer.Option(help="δ of (ε, δ)-DP, with --dp-epsilon. Default: 1e-5 "
+                                                           "(keep it below 1 / training examples).")] = None,
+    max_grad_norm: Annotated[Optional[float], typer.Option(help="Clip gradients to this L2 norm: each example's "
+                                                                "with --dp-epsilon (default 1.0), else each batch's.")] = None,
     nproc: Annotated[int, typer.Option(help="Data-parallel processes on this machine (torchrun + DDP; "
                                             "one GPU each on GPU).")] = 1,
     nnodes: Annotated[int, typer.Option(help="Machines taking part; each runs this same command.")] = 1,
@@ -54,14 +65,25 @@ def train(
     from lepton_ai.train import distributed
     from lepton_ai.train.job import train_and_register
 
+    dp = _dp_config(dp_epsilon, dp_delta, max_grad_norm)
     distributed.check_launch(nproc, nnodes, rdzv, node_rank)
+    if dp is not None and (nproc != 1 or nnodes != 1 or rdzv or distributed.world().world_size > 1):
+        raise InvalidInputError("DP-SGD (--dp-epsilon) with data-parallel training (--nproc/--nnodes) is not "
+                                "supported yet: train privately in one process")
     if (nproc != 1 or nnodes != 1 or rdzv) and not distributed.launched():
         raise typer.Exit(_launch(ctx))
-    result = train_and_register(
-        model, data, name, seed=seed, checkpoint_dir=checkpoint_dir,
-        data_options={"label": label, "text": text, "image_size": image_size},
-        epochs=epochs, lr=lr, batch_size=batch_size, device=device, precision=precision, schedule=schedule,
-        early_stopping=early_stopping, resume=resume, compile=compile, progress=not json)
+    options = {"epochs": epochs, "lr": lr, "batch_size": batch_size}
+    if dp is not None:  # the DP defaults stand in for the ones the user left out
+        options = {k: v for k, v in options.items() if getattr(ctx.get_parameter_source(k), "name", "") != "DEFAULT"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", PrivacyNotice)
+        warnings.showwarning = _notices(warnings.showwarning)
+        result = train_and_register(
+            model, data, name, seed=seed, checkpoint_dir=checkpoint_dir,
+            data_options={"label": label, "text": text, "image_size": image_size}, dp=dp,
+            device=device, precision=precision, schedule=schedule, early_stopping=early_stopping, resume=resume,
+            compile=compile, progress=not json, **options,
+            **({"max_grad_norm": max_grad_norm} if dp is None and max_grad_norm is not None else {}))
     ref, metrics, history = result.ref, result.metrics, result.history
     if ref is None:  # another rank of a data-parallel job: rank 0 reports
         return
@@ -69,7 +91,7 @@ def train(
     doc = {"name": name, "version": version, "metrics": metrics, "train_seconds": history["train_seconds"],
            "device": history["device"], "precision": history["precision"], "run_id": result.run_id,
            "resumed_from_epoch": history["resumed_from_epoch"], "world_size": history["world_size"],
-           "epoch_seconds": [row["seconds"] for row in history["epochs"]]}
+           "epoch_seconds": [row["seconds"] for row in history["epochs"]], "privacy": history.get("privacy")}
     if json:
         print_json(doc)
         return
@@ -78,6 +100,29 @@ def train(
     console.print(f"[green]✓[/] {ref}: test accuracy {metrics['accuracy']:.4f}, f1 {metrics['f1_macro']:.4f}, "
                   f"loss {metrics['loss']:.4f} · {history['train_seconds']:.1f} s on {history['device']} "
                   f"({history['precision']}){parallel}{resumed}")
+    if doc["privacy"]:
+        console.print(f"  privacy: {describe(doc['privacy'])}", highlight=False)
+
+
+def _dp_config(epsilon: float | None, delta: float | None, max_grad_norm: float | None) -> DPConfig | None:
+    if epsilon is None:
+        if delta is not None:
+            raise InvalidInputError("--dp-delta needs --dp-epsilon (the privacy budget), e.g. --dp-epsilon 3 --dp-delta 1e-5")
+        if max_grad_norm is not None and max_grad_norm <= 0:
+            raise InvalidInputError(f"--max-grad-norm must be > 0, got {max_grad_norm}")
+        return None
+    return DPConfig.of({"epsilon": epsilon, "delta": delta, "max_grad_norm": max_grad_norm})
+
+
+def _notices(show):  # type: ignore[no-untyped-def]
+    """Return a `warnings.showwarning` that prints a PrivacyNotice as one `note:` line on stderr and
+    hands the other warnings to `show`."""
+    def showwarning(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        if issubclass(category, PrivacyNotice):
+            err_console.print(f"[yellow]note:[/] {message}", highlight=False, soft_wrap=True)
+        else:
+            show(message, category, filename, lineno, file, line)
+    return showwarning
 
 
 def _launch(ctx: typer.Context) -> int:

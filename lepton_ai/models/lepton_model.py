@@ -48,6 +48,7 @@ class LeptonModel(nn.Module):
         self.arch: str | None = None
         self.net: nn.Module | None = None
         self.preprocess: dict[str, Any] = {}  # how raw inputs map to features (e.g. pixel_max of images)
+        self.replaced_modules: dict[str, dict[str, Any]] = {}  # layers swapped for DP-SGD (BatchNorm → GroupNorm)
 
     # -- building ------------------------------------------------------------------------
 
@@ -127,8 +128,11 @@ class LeptonModel(nn.Module):
 
     def metadata(self) -> dict[str, Any]:
         """Return what lepton.json records: architecture, classes, input size."""
-        return {"format_version": 1, "arch": self.arch, "num_classes": self.num_classes,
+        meta = {"format_version": 1, "arch": self.arch, "num_classes": self.num_classes,
                 "input_size": list(self.input_size), "classes": self.classes, "preprocess": self.preprocess}
+        if self.replaced_modules:
+            meta["replaced_modules"] = self.replaced_modules
+        return meta
 
     def _from_meta(self, meta: dict[str, Any], weights: Path) -> None:
         """Build the saved architecture from its metadata, then load `weights` (a file or saved dir)."""
@@ -137,6 +141,8 @@ class LeptonModel(nn.Module):
             self.arch, self.net = "hf", TextClassifier(weights / "encoder", self.num_classes, pretrained=False)
         else:
             self.arch, self.net = meta["arch"], build(meta["arch"], self.input_size, self.num_classes)
+        self.replaced_modules = dict(meta.get("replaced_modules") or {})
+        _replace_modules(self.net, self.replaced_modules)
         self._load_weights(weights)
 
     # -- running -------------------------------------------------------------------------
@@ -239,6 +245,18 @@ def _read_meta(path: Path) -> dict[str, Any] | None:
     with safe_open(str(path), framework="pt") as f:
         raw = (f.metadata() or {}).get("lepton")
     return json.loads(raw) if raw else None
+
+
+def _replace_modules(net: nn.Module, specs: dict[str, dict[str, Any]]) -> None:
+    """Swap in the layers a saved model was trained with in place of the architecture's (GroupNorm where
+    DP-SGD replaced BatchNorm), so that its weights load."""
+    for name, spec in specs.items():
+        if spec.get("type") != "GroupNorm":
+            raise InvalidInputError(f"the saved model replaced {name} with a {spec.get('type')}, which this version "
+                                    "of lepton-ai cannot rebuild")
+        parent, _, child = name.rpartition(".")
+        setattr(net.get_submodule(parent), child,
+                nn.GroupNorm(spec["num_groups"], spec["num_channels"], affine=spec.get("affine", True)))
 
 
 def _resize_to(net: nn.Module, path: Path) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from lepton_ai import config
+from lepton_ai.privacy.dp import DP_TRAINING_DEFAULTS, DPConfig
 from lepton_ai.train import distributed
 
 
@@ -30,13 +31,19 @@ class TrainResult:
 
 def train_and_register(model: str, data: str, name: str, *, seed: int = 0, data_options: dict[str, Any] | None = None,
                        checkpoint_dir: str | Path | None = None, description: str | None = None,
-                       **fit_options: Any) -> TrainResult:
+                       dp: DPConfig | dict[str, Any] | None = None, **fit_options: Any) -> TrainResult:
     """Train `model` (an architecture, HF dir or registry ref) on `data`, test it, register it as `name`.
 
+    `dp={"epsilon": 3, "delta": 1e-5}` (or a DPConfig) trains with DP-SGD; the options not given then
+    default to `DP_TRAINING_DEFAULTS` (epochs, batch size, learning rate tuned for DP), and the version's
+    recipe records {"privacy": {"epsilon" spent, "delta", "mechanism", ...}}.
     Started by torchrun (LOCAL_RANK set), it joins the process group and trains data-parallel."""
     from lepton_ai.store.refs import check_name
 
     check_name(name)
+    dp = DPConfig.of(dp)
+    if dp is not None:
+        fit_options = {**DP_TRAINING_DEFAULTS, **fit_options, "dp": dp}
     joined = distributed.setup(fit_options.get("device", "auto"))
     try:
         return _train_and_register(model, data, name, seed=seed, data_options=data_options,
@@ -67,6 +74,8 @@ def _train_and_register(model: str, data: str, name: str, *, seed: int, data_opt
         return TrainResult(None, net, evaluate(net, test, shard=True), history, None, test)
     registry = Registry()
     params = {"model": model, "data": data, "seed": seed, **{k: v for k, v in fit_options.items() if k != "progress"}}
+    if params.get("dp") is not None:
+        params["dp"] = params["dp"].to_dict()
     if world_size > 1:
         params["world_size"] = world_size
     run = registry.start_run("train", params, name=name)
@@ -74,8 +83,10 @@ def _train_and_register(model: str, data: str, name: str, *, seed: int, data_opt
         history = net.fit(train, val, seed=seed, run_id=run.id, checkpoint_dir=checkpoint_dir, **fit_options)
         metrics = evaluate(net, test, shard=True)
         registry.log_metrics(run.id, {f"test_{k}": v for k, v in metrics.items()}, step=len(history["epochs"]))
+        privacy = history.get("privacy")
         ref = net.save(name, metrics={**metrics, "train_seconds": history["train_seconds"]}, run_id=run.id,
-                       description=description or f"{model} trained on {data}")
+                       description=description or f"{model} trained on {data}",
+                       recipe={"privacy": privacy} if privacy else None)
     except BaseException as e:
         try:
             registry.end_run(run.id, "cancelled" if isinstance(e, KeyboardInterrupt) else "failed")

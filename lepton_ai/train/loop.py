@@ -16,6 +16,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from lepton_ai.data import LabeledData
 from lepton_ai.errors import InvalidInputError
+from lepton_ai.privacy import dp as private_dp
+from lepton_ai.privacy.dp import DPConfig
 from lepton_ai.train import distributed
 from lepton_ai.train.checkpoint import load_checkpoint, save_checkpoint
 
@@ -77,12 +79,16 @@ def batches(model: nn.Module, xs: torch.Tensor | list[str], batch_size: int, dev
     """Yield device-ready batches of `xs` (tokenised for text models), in `order` (all or some indices) if given."""
     order = torch.arange(len(xs)) if order is None else order
     for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        if isinstance(xs, list):
-            yield model.net.tokenize([xs[i] for i in idx.tolist()], device)  # type: ignore[union-attr]
-        else:
-            x = xs[idx].to(device, non_blocking=True)
-            yield x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
+        yield take(model, xs, order[start:start + batch_size], device, channels_last)
+
+
+def take(model: nn.Module, xs: torch.Tensor | list[str], idx: torch.Tensor, device: torch.device,
+         channels_last: bool = False) -> Any:
+    """Return the examples of `xs` at `idx` as one device-ready batch (tokenised for text models)."""
+    if isinstance(xs, list):
+        return model.net.tokenize([xs[i] for i in idx.tolist()], device)  # type: ignore[union-attr]
+    x = xs[idx].to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
 
 
 def check_data(model: nn.Module, data: LabeledData) -> None:
@@ -145,13 +151,19 @@ def fit(model: nn.Module, train_data: LabeledData, val_data: LabeledData | None 
         precision: str = "auto", schedule: str = "cosine", early_stopping: int | None = None,
         checkpoint_dir: str | None = None, resume: bool = False, compile: bool = False, seed: int = 0,
         progress: bool = True, run_id: int | None = None, max_grad_norm: float | None = None,
-        loss_fn: Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor] | None = None) -> dict[str, Any]:
+        loss_fn: Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor] | None = None,
+        dp: DPConfig | dict[str, Any] | None = None) -> dict[str, Any]:
     """Train `model` on `train_data`; return per-epoch history, time, device and precision.
 
     With `checkpoint_dir` every epoch ends with an atomic checkpoint (model, optimizer,
     scheduler, grad scaler, RNG); `resume=True` continues from it. `early_stopping=N` stops
     after N epochs without a better validation loss and restores the best weights.
     `loss_fn(logits, labels, inputs)` replaces cross-entropy (distillation uses it).
+
+    `dp=DPConfig(epsilon, delta, max_grad_norm)` (or the same as a dict) trains with DP-SGD through
+    Opacus (`lepton_ai.privacy.dp`): layers it cannot train are replaced (BatchNorm → GroupNorm), each
+    epoch is `steps` Poisson-sampled batches of expected size `batch_size`, and the history's
+    "privacy" block states the ε spent (None without dp).
 
     Inside a process group (`distributed.setup()` under torchrun) it trains data-parallel: each rank
     takes its shard of every epoch's permutation, DDP averages the gradients, the figures are summed
@@ -170,7 +182,12 @@ def fit(model: nn.Module, train_data: LabeledData, val_data: LabeledData | None 
     dev = resolve_device(device)
     if world_size > 1 and dev.type == "cuda":
         dev = torch.device("cuda", torch.cuda.current_device())  # setup() gave each local rank its own GPU
-    prec = resolve_precision(precision, dev)
+    dp = DPConfig.of(dp)
+    if dp is not None:
+        private_dp.check_options(world_size=world_size, compile=compile, precision=precision,
+                                 max_grad_norm=max_grad_norm)
+        private_dp.make_compatible(model)
+    prec = resolve_precision("fp32" if dp is not None else precision, dev)
     channels_last = dev.type == "cuda" and not model.is_text
     ckpt = load_checkpoint(checkpoint_dir) if (checkpoint_dir and resume and main) else None
     ckpt = distributed.broadcast_object(ckpt)  # rank 0's: the other machines may not share its disk
@@ -178,12 +195,22 @@ def fit(model: nn.Module, train_data: LabeledData, val_data: LabeledData | None 
         torch.manual_seed(seed + rank)  # the same weights (DDP copies rank 0's anyway), each rank its own dropout
         norm = getattr(model.net, "normalize", None)
         if norm is not None and not bool(norm.fitted):
-            norm.fit(train_data.features[:20000])  # type: ignore[index]
+            if dp is not None:  # statistics of the private training split would leak it
+                private_dp.standardize(norm, train_data, val_data)
+            else:
+                norm.fit(train_data.features[:20000])  # type: ignore[index]
     model.to(dev)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    steps_per_epoch = math.ceil(math.ceil(len(train_data) / world_size) / batch_size)
+    step_model: nn.Module = model
+    private = None
+    if dp is not None:  # Opacus wraps the model and optimizer, and draws the batches: the loop stays the same
+        private = private_dp.PrivateTraining(dp, model, optimizer, examples=len(train_data), batch_size=batch_size,
+                                             epochs=epochs, seed=seed)
+        step_model, optimizer = private.module, private.optimizer
+    steps_per_epoch = (private.steps_per_epoch() if private is not None
+                       else math.ceil(math.ceil(len(train_data) / world_size) / batch_size))
     scheduler = _scheduler(schedule, optimizer, lr, epochs * steps_per_epoch)
     scaler = torch.amp.GradScaler(dev.type, enabled=prec == "fp16")
     history: list[dict[str, float]] = []
@@ -198,9 +225,15 @@ def fit(model: nn.Module, train_data: LabeledData, val_data: LabeledData | None 
         if dev.type == "cuda" and "cuda_rng" in ckpt:
             torch.cuda.set_rng_state(ckpt["cuda_rng"], dev)
         history, best, start_epoch = ckpt["history"], ckpt["best"], ckpt["epoch"] + 1
+        if private is not None or ckpt.get("privacy"):
+            if private is None:
+                raise InvalidInputError("the checkpoint was written by a private (dp) run: resume it with the same dp "
+                                        "options, or start afresh without --resume")
+            private.load_state_dict(ckpt.get("privacy"))
         if rank:
             torch.manual_seed(seed * 1000 + start_epoch * 100 + rank)  # not rank 0's dropout masks
-    step_model = torch.compile(model) if compile else model
+    if compile:
+        step_model = torch.compile(model)
     if world_size > 1:  # text encoders carry layers the loss never reaches (the pooler)
         step_model = DistributedDataParallel(step_model, device_ids=[dev.index] if dev.type == "cuda" else None,
                                              find_unused_parameters=model.is_text)
@@ -220,10 +253,11 @@ def fit(model: nn.Module, train_data: LabeledData, val_data: LabeledData | None 
             model.train()
             order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed * 1000 + epoch))
             order = distributed.shard(order, rank, world_size)  # the same permutation on every rank, split
-            task = bar.add_task(f"epoch {epoch + 1}/{epochs}", total=steps_per_epoch, loss=0.0, acc=0.0, rate=0.0)
+            plan = private.epoch_batches(epoch) if private is not None else order.split(batch_size)
+            task = bar.add_task(f"epoch {epoch + 1}/{epochs}", total=len(plan), loss=0.0, acc=0.0, rate=0.0)
             e0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
-            for i, x in enumerate(batches(model, xs, batch_size, dev, order, channels_last)):
-                y = labels[order[i * batch_size:(i + 1) * batch_size]].to(dev, non_blocking=True)
+            for idx in plan:
+                x, y = take(model, xs, idx, dev, channels_last), labels[idx].to(dev, non_blocking=True)
                 with autocast(dev, prec):
                     logits = step_model(x)
                     loss = (loss_fn or _cross_entropy)(logits.float(), y, x)
@@ -236,10 +270,10 @@ def fit(model: nn.Module, train_data: LabeledData, val_data: LabeledData | None 
                 scaler.update()
                 scheduler.step()
                 seen += len(y)
-                loss_sum += float(loss.detach()) * len(y)
+                loss_sum += float(loss.detach()) * len(y) if len(y) else 0.0  # a Poisson batch may be empty
                 if model.num_classes:  # embedding models (distillation) have no classes
                     correct += int((logits.argmax(-1) == y).sum())
-                bar.update(task, advance=1, loss=loss_sum / seen, acc=correct / seen,
+                bar.update(task, advance=1, loss=loss_sum / max(seen, 1), acc=correct / max(seen, 1),
                            rate=seen * world_size / (time.perf_counter() - e0))
             if world_size > 1:  # every rank's share of the epoch, added up: rank 0 reports the global figures
                 seen, loss_sum, correct = distributed.all_reduce_sum(
@@ -263,13 +297,18 @@ def fit(model: nn.Module, train_data: LabeledData, val_data: LabeledData | None 
                          "rng": torch.get_rng_state(), "history": history, "best": best}
                 if dev.type == "cuda":
                     state["cuda_rng"] = torch.cuda.get_rng_state(dev)
+                if private is not None:
+                    state["privacy"] = private.state_dict()
                 save_checkpoint(checkpoint_dir, state)
             if early_stopping and val_data is not None and epoch - best["epoch"] >= early_stopping:
                 stopped_early = True
                 break
+    if private is not None:
+        private.close()
     if early_stopping and best["state"] is not None:
         model.load_state_dict(best["state"])
     model.eval()
     return {"epochs": history, "train_seconds": time.perf_counter() - t0, "device": str(dev), "precision": prec,
             "resumed_from_epoch": start_epoch if ckpt is not None else None,
-            "best_epoch": best["epoch"], "stopped_early": stopped_early, "world_size": world_size}
+            "best_epoch": best["epoch"], "stopped_early": stopped_early, "world_size": world_size,
+            "privacy": private.report() if private is not None else None}

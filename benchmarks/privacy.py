@@ -1,0 +1,180 @@
+"""Privacy benchmark (issue 7).
+
+Case `dp` — sample-level differential privacy: the `mlp` on digits trained as `lepton train` trains it,
+without privacy (its defaults: 10 epochs, batch 64, lr 3e-3) and with DP-SGD at each ε (δ = 1e-5) as
+`lepton train --dp-epsilon ε --dp-delta 1e-5` does (the DP defaults: epochs, batch size and lr of
+`lepton_ai.privacy.dp.DP_TRAINING_DEFAULTS`), over several seeds (each seed also draws the data split).
+Reports test accuracy (mean and min over seeds), the ε the RDP accountant states was spent, the noise
+multiplier Opacus calibrated, and training time. Target: ε ≤ 3 → accuracy ≥ 0.90.
+
+Cases live in CASES (name → function returning its JSON section, rows for the table, and its plot);
+`--only` picks some. Every case writes into the one JSON file, keeping the sections of cases not run.
+
+    python benchmarks/privacy.py [--only dp] [--seeds 3] [--epsilons 1,3,8] [--out benchmarks/results/privacy.json]
+
+Writes benchmarks/results/privacy.json and privacy-dp.png; the table goes to the terminal."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from common import write_json
+
+RESULTS = Path(__file__).parent / "results"
+DELTA = 1e-5
+TARGET = {"epsilon": 3.0, "accuracy": 0.90}
+console = Console(width=None if sys.stdout.isatty() else 160)
+
+
+def train(seed: int, dp: dict[str, float] | None) -> dict[str, Any]:
+    """Train and register `mlp` on digits as `lepton train` does (with `dp`, its DP defaults); return figures."""
+    from lepton_ai.train import train_and_register
+
+    options: dict[str, Any] = {"epochs": 10, "lr": 3e-3, "batch_size": 64} if dp is None else {}  # the CLI's defaults
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = train_and_register("mlp", "digits", f"bench-dp-{seed}", seed=seed, dp=dp, device="cpu",
+                                    progress=False, **options)
+    privacy = result.history["privacy"] or {}
+    return {"seed": seed, "accuracy": result.metrics["accuracy"], "f1_macro": result.metrics["f1_macro"],
+            "epsilon_spent": privacy.get("epsilon"), "noise_multiplier": privacy.get("noise_multiplier"),
+            "steps": privacy.get("steps"), "train_seconds": result.history["train_seconds"],
+            "wall_seconds": time.perf_counter() - t0}
+
+
+def case_dp(args: argparse.Namespace) -> dict[str, Any]:
+    """Non-private baseline against DP-SGD at each ε, over `args.seeds` seeds."""
+    from lepton_ai.privacy.dp import DEFAULT_MAX_GRAD_NORM, DP_TRAINING_DEFAULTS, MECHANISM
+
+    epsilons = [float(e) for e in args.epsilons.split(",")]
+    configs: list[tuple[str, dict[str, float] | None]] = [("non-private", None)]
+    configs += [(f"DP-SGD ε={e:g}", {"epsilon": e, "delta": DELTA}) for e in epsilons]
+    rows = []
+    for label, dp in configs:
+        runs = []
+        for seed in range(args.seeds):
+            r = train(seed, dp)
+            runs.append(r)
+            eps = f", ε spent {r['epsilon_spent']:.3f}, σ {r['noise_multiplier']:.3f}" if dp else ""
+            console.print(f"{label:>16} · seed {seed}: accuracy {r['accuracy']:.4f}{eps}, {r['train_seconds']:.1f} s")
+        accs = [r["accuracy"] for r in runs]
+        rows.append({"label": label, "target_epsilon": dp["epsilon"] if dp else None, "delta": DELTA if dp else None,
+                     "accuracy_mean": statistics.mean(accs), "accuracy_min": min(accs), "accuracy_max": max(accs),
+                     "accuracy_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                     "epsilon_spent_max": max(r["epsilon_spent"] for r in runs) if dp else None,
+                     "noise_multiplier": runs[0]["noise_multiplier"], "steps": runs[0]["steps"],
+                     "train_seconds_median": statistics.median(r["train_seconds"] for r in runs), "runs": runs})
+    at_target = [r for r in rows if r["target_epsilon"] == TARGET["epsilon"]]
+    verdict = {"target": f"mean accuracy >= {TARGET['accuracy']} at epsilon <= {TARGET['epsilon']:g}, delta = {DELTA:g}",
+               "met": bool(at_target) and all(r["accuracy_mean"] >= TARGET["accuracy"]
+                                              and r["epsilon_spent_max"] <= TARGET["epsilon"] for r in at_target)}
+    setup = {"model": "mlp", "data": "digits (sklearn; split 70/10/20 drawn by each seed)", "seeds": args.seeds,
+             "delta": DELTA, "mechanism": MECHANISM, "sampling": "Poisson (Opacus DPDataLoader)",
+             "dp_defaults": {**DP_TRAINING_DEFAULTS, "max_grad_norm": DEFAULT_MAX_GRAD_NORM, "optimizer": "AdamW",
+                             "schedule": "cosine", "standardisation": "pixels 0..16 → -1..1 (data-independent)"},
+             "non_private": {"epochs": 10, "batch_size": 64, "lr": 3e-3, "standardisation": "per pixel, train split"}}
+    return {"setup": setup, "rows": rows, "verdict": verdict}
+
+
+def table_dp(section: dict[str, Any]) -> Table:
+    t = Table(title=f"digits mlp, test accuracy over {section['setup']['seeds']} seeds (δ = {DELTA:g} for DP rows)",
+              title_justify="left")
+    for col in ("configuration", "ε spent (max)", "noise σ", "steps", "accuracy mean", "min", "max", "train s (median)"):
+        t.add_column(col, justify="right")
+    for r in section["rows"]:
+        t.add_row(r["label"], "-" if r["epsilon_spent_max"] is None else f"{r['epsilon_spent_max']:.3f}",
+                  "-" if r["noise_multiplier"] is None else f"{r['noise_multiplier']:.3f}", str(r["steps"] or "-"),
+                  f"{r['accuracy_mean']:.4f}", f"{r['accuracy_min']:.4f}", f"{r['accuracy_max']:.4f}",
+                  f"{r['train_seconds_median']:.1f}")
+    return t
+
+
+def plot_dp(section: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dp = [r for r in section["rows"] if r["target_epsilon"] is not None]
+    base = next(r for r in section["rows"] if r["target_epsilon"] is None)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = [r["epsilon_spent_max"] for r in dp]
+    ax.errorbar(xs, [r["accuracy_mean"] for r in dp],
+                yerr=[[r["accuracy_mean"] - r["accuracy_min"] for r in dp], [r["accuracy_max"] - r["accuracy_mean"] for r in dp]],
+                marker="o", capsize=4, label="DP-SGD (mean, min–max over seeds)")
+    ax.axhline(base["accuracy_mean"], color="grey", linestyle="--", label=f"non-private ({base['accuracy_mean']:.3f})")
+    ax.axhline(TARGET["accuracy"], color="red", linestyle=":", label=f"target at ε ≤ {TARGET['epsilon']:g}")
+    ax.set_xscale("log")
+    ax.minorticks_off()
+    ax.set_xticks(xs, [f"{x:.2g}" for x in xs])
+    ax.set_xlabel(f"ε spent (δ = {DELTA:g})")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("digits, mlp: accuracy against privacy budget")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+CASES: dict[str, tuple[Callable[[argparse.Namespace], dict[str, Any]], Callable[[dict[str, Any]], Table],
+                       Callable[[dict[str, Any], Path], None]]] = {
+    "dp": (case_dp, table_dp, plot_dp),
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default=",".join(CASES), help=f"Comma-separated cases: {', '.join(CASES)}.")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epsilons", default="1,3,8", help="Target ε of the DP-SGD rows.")
+    parser.add_argument("--out", default=str(RESULTS / "privacy.json"))
+    args = parser.parse_args()
+    chosen = [c.strip() for c in args.only.split(",") if c.strip()]
+    unknown = [c for c in chosen if c not in CASES]
+    if unknown:
+        parser.error(f"unknown case(s) {', '.join(unknown)}: choose from {', '.join(CASES)}")
+    os.environ["LEPTON_HOME"] = tempfile.mkdtemp(prefix="lepton-privacy-bench-")  # a registry of its own
+    import torch
+
+    from lepton_ai.machine import describe, machine_info
+
+    info = machine_info()
+    console.print(f"[bold]machine:[/] {describe(info)} · torch {torch.__version__} · {torch.get_num_threads()} threads")
+    out = Path(args.out)
+    doc = json.loads(out.read_text()) if out.exists() else {}
+    doc.update({"machine": info, "machine_line": describe(info), "command": " ".join([Path(sys.executable).name, *sys.argv])})
+    doc.setdefault("cases", {})
+    for name in chosen:
+        run, table, plot = CASES[name]
+        t0 = time.perf_counter()
+        section = run(args)
+        section["seconds"] = time.perf_counter() - t0
+        section["measured_at"] = time.strftime("%Y-%m-%d %H:%M")
+        doc["cases"][name] = section
+        console.print(table(section))
+        if "verdict" in section:
+            console.print(f"{name}: {section['verdict']['target']} — {'met' if section['verdict']['met'] else 'NOT met'}")
+        png = out.with_name(f"{out.stem}-{name}.png")
+        plot(section, png)
+        console.print(f"wrote {png}")
+        write_json(out, doc)  # after each case: a later failure keeps what was measured
+    console.print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,274 @@
+"""Sample-level differential privacy for ordinary training: DP-SGD through Opacus.
+
+`fit(..., dp=DPConfig(epsilon=3, delta=1e-5))` trains with DP-SGD (Abadi et al. 2016): every step
+draws a Poisson sample of the training set (each example independently, with probability
+batch_size / N, as Opacus's DPDataLoader does), clips each example's gradient to `max_grad_norm`,
+adds Gaussian noise whose multiplier Opacus calibrates so that the planned epochs end at the target
+ε, and Opacus's RDP accountant states the ε actually spent. `PrivateTraining` is that hook: it wraps
+the model and optimizer before the loop and hands the loop each epoch's batches; the loop is the
+same one as without privacy.
+
+What the guarantee covers: the training split, at the level of single examples. The statistics of
+the model's input standardisation are not taken from it (see `standardize`), the validation split
+is used in the open (per-epoch figures, early stopping), and sampling and noise use torch's
+seeded pseudo-random generators (Opacus's `secure_mode` is off), as usual for research use.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from lepton_ai.errors import InvalidInputError
+
+MECHANISM = "DP-SGD (Opacus, RDP accountant)"
+
+# What `lepton train --dp-epsilon` and `train_and_register(dp=...)` use for the options the user did not
+# give (chosen on digits, see benchmarks/RESULTS.md "Privacy"): many small noisy steps at a lower
+# learning rate beat few large-batch ones on a training set of ~1,300 examples.
+DP_TRAINING_DEFAULTS: dict[str, Any] = {"epochs": 40, "batch_size": 128, "lr": 1e-2}
+DEFAULT_MAX_GRAD_NORM = 1.0
+
+
+class PrivacyNotice(UserWarning):
+    """Something DP-SGD changed or chose for the user (a layer replaced, where statistics came from)."""
+
+
+@dataclass(frozen=True)
+class DPConfig:
+    """The privacy target of a training run: (ε, δ)-DP for each training example, and the norm
+    each example's gradient is clipped to."""
+
+    epsilon: float
+    delta: float = 1e-5
+    max_grad_norm: float = DEFAULT_MAX_GRAD_NORM
+
+    def __post_init__(self) -> None:
+        for key in ("epsilon", "delta", "max_grad_norm"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise InvalidInputError(f"dp {key} must be a finite number, got {value!r}")
+        if self.epsilon <= 0:
+            raise InvalidInputError(f"dp epsilon must be > 0 (the privacy budget), got {self.epsilon}")
+        if not 0 < self.delta < 1:
+            raise InvalidInputError(f"dp delta must be between 0 and 1 (exclusive), e.g. 1e-5, got {self.delta}")
+        if self.max_grad_norm <= 0:
+            raise InvalidInputError(f"dp max_grad_norm (per-example clipping norm) must be > 0, got {self.max_grad_norm}")
+
+    @classmethod
+    def of(cls, value: DPConfig | Mapping[str, Any] | None) -> DPConfig | None:
+        """Return `value` as a DPConfig: itself, one built from a dict such as {"epsilon": 3, "delta": 1e-5},
+        or None for no privacy."""
+        if value is None or isinstance(value, DPConfig):
+            return value
+        if not isinstance(value, Mapping):
+            raise InvalidInputError(f"dp must be a DPConfig or a dict such as {{'epsilon': 3, 'delta': 1e-5}}, "
+                                    f"not {type(value).__name__}")
+        unknown = set(value) - {"epsilon", "delta", "max_grad_norm"}
+        if unknown:
+            raise InvalidInputError(f"unknown dp option(s) {', '.join(sorted(unknown))}: use epsilon, delta, "
+                                    "max_grad_norm")
+        if "epsilon" not in value:
+            raise InvalidInputError("dp needs an epsilon, e.g. {'epsilon': 3, 'delta': 1e-5}")
+        return cls(**{k: v for k, v in value.items() if v is not None})
+
+    def to_dict(self) -> dict[str, float]:
+        """Return the config as JSON-ready data."""
+        return asdict(self)
+
+
+def check_options(*, world_size: int, compile: bool, precision: str, max_grad_norm: float | None) -> None:
+    """Raise, in one line, on the fit options DP-SGD does not support (yet)."""
+    if world_size > 1:
+        raise InvalidInputError("DP-SGD with data-parallel training (--nproc/--nnodes > 1) is not supported yet: "
+                                "train privately in one process")
+    if compile:
+        raise InvalidInputError("DP-SGD does not support --compile (Opacus computes per-example gradients with "
+                                "hooks that torch.compile does not trace)")
+    if precision in ("fp16", "bf16"):
+        raise InvalidInputError(f"DP-SGD trains in fp32, not {precision}: per-example gradients and their clipping "
+                                "need full precision; use precision 'auto' or 'fp32'")
+    if max_grad_norm:
+        raise InvalidInputError("with dp, give the clipping norm as dp max_grad_norm (per example), not fit's "
+                                "max_grad_norm (per batch)")
+
+
+def make_compatible(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """Replace the layers of `model.net` that DP-SGD cannot train (BatchNorm mixes the examples of a batch,
+    so one example's gradient depends on the others) with Opacus's `ModuleValidator.fix` (BatchNorm →
+    GroupNorm); warn with a `PrivacyNotice` naming what was replaced; return the replacements, which a
+    LeptonModel records (`replaced_modules`) so that it loads the same layers again. Raise when Opacus
+    cannot make it private."""
+    ModuleValidator = _opacus().validators.ModuleValidator
+
+    net = model.net
+    if net is None:
+        raise InvalidInputError("no backbone yet: call load_pretrained_model() before training with dp")
+    net.train()
+    before = {name: type(m) for name, m in net.named_modules()}
+    try:
+        fixed = ModuleValidator.fix(net)  # a copy (through torch.save), with the layers replaced
+    except Exception as e:  # noqa: BLE001 - whatever stops Opacus copying the model is the user's answer
+        raise InvalidInputError(f"Opacus cannot make this model private: copying it for ModuleValidator.fix failed "
+                                f"({type(e).__name__}: {_one_line(e)})") from e
+    errors = ModuleValidator.validate(fixed, strict=False)
+    if errors:
+        raise InvalidInputError(f"Opacus cannot make this model ({getattr(model, 'arch', None) or type(net).__name__}) "
+                                f"private: {_one_line(errors[0])}")
+    for m in fixed.modules():  # Opacus's backward hooks forbid in-place ops on the outputs they watch
+        if getattr(m, "inplace", False) is True:
+            m.inplace = False
+    replaced = {name: m for name, m in fixed.named_modules() if name in before and type(m) is not before[name]}
+    specs = {}
+    for name, m in replaced.items():
+        if not isinstance(m, nn.GroupNorm):
+            raise InvalidInputError(f"Opacus replaced {name} ({before[name].__name__}) with {type(m).__name__}, "
+                                    "which a saved Lepton model cannot record; only BatchNorm → GroupNorm is supported")
+        specs[name] = {"type": "GroupNorm", "num_groups": m.num_groups, "num_channels": m.num_channels,
+                       "affine": m.affine}
+    model.net = fixed
+    if not replaced:
+        return {}
+    if isinstance(getattr(model, "replaced_modules", None), dict):
+        model.replaced_modules.update(specs)
+    kinds = sorted({before[name].__name__ for name in replaced})
+    warnings.warn(f"DP-SGD: replaced {len(replaced)} {'/'.join(kinds)} layer(s) with GroupNorm "
+                  "(Opacus ModuleValidator.fix): batch statistics would mix examples", PrivacyNotice, stacklevel=2)
+    return specs
+
+
+def standardize(norm: nn.Module, train_data: Any, val_data: Any | None) -> None:
+    """Set a `Standardize` layer without looking at the private training split: from the value range the
+    data declares (images: pixels 0..pixel_max map to -2..2, the same for every pixel: centred, and about
+    unit spread for images that use the whole range; on digits it beat -1..1, 0..1 and -4..4 under DP),
+    else from the validation split (with a `PrivacyNotice`: the guarantee does not cover it), else not at all."""
+    pixel_max = (getattr(train_data, "meta", None) or {}).get("pixel_max")
+    if pixel_max:
+        with torch.no_grad():
+            norm.mean.fill_(pixel_max / 2)
+            norm.std.fill_(pixel_max / 4)
+            norm.fitted.fill_(True)
+        return
+    if val_data is not None and getattr(val_data, "features", None) is not None and len(val_data) > 1:
+        norm.fit(val_data.features[:20000])
+        warnings.warn(f"DP-SGD: input standardisation fitted on the validation split ({len(val_data)} examples), "
+                      "not on the private training split; the privacy guarantee covers the training split only",
+                      PrivacyNotice, stacklevel=2)
+        return
+    warnings.warn("DP-SGD: inputs are not standardised (no value range known and no validation split): "
+                  "scale the features yourself for better accuracy", PrivacyNotice, stacklevel=2)
+
+
+class PrivateTraining:
+    """The DP-SGD hook of `fit`: Opacus's PrivacyEngine (RDP accountant) wraps the model (per-example
+    gradients) and the optimizer (clipping, noise calibrated to the target ε over `epochs`), and its
+    Poisson-sampling data loader gives each epoch's batches of example indices."""
+
+    def __init__(self, config: DPConfig, model: nn.Module, optimizer: torch.optim.Optimizer, *, examples: int,
+                 batch_size: int, epochs: int, seed: int = 0) -> None:
+        PrivacyEngine = _opacus().PrivacyEngine
+
+        if batch_size > examples:
+            raise InvalidInputError(f"batch_size {batch_size} is larger than the {examples} training examples")
+        self.config, self.seed, self.epochs = config, seed, epochs
+        self.generator = torch.Generator().manual_seed(seed)
+        # The loader gives example indices (0..N-1) and the loop gathers the examples, as it does without DP.
+        indices = torch.utils.data.TensorDataset(torch.arange(examples))
+        loader = torch.utils.data.DataLoader(indices, batch_size=batch_size, generator=self.generator)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "secure RNG turned off" and the like: the module docstring says so
+            self.engine = PrivacyEngine(accountant="rdp")
+            try:
+                self.module, self.optimizer, self.loader = self.engine.make_private_with_epsilon(
+                    module=model, optimizer=optimizer, data_loader=loader, target_epsilon=config.epsilon,
+                    target_delta=config.delta, epochs=epochs, max_grad_norm=config.max_grad_norm,
+                    poisson_sampling=True)
+            except ValueError as e:
+                raise InvalidInputError(f"DP-SGD cannot reach ε={config.epsilon} at δ={config.delta} over {epochs} "
+                                        f"epochs of {examples} examples: {_one_line(e)}") from e
+            except NotImplementedError as e:  # Opacus has no per-example gradient for some layer
+                raise InvalidInputError(f"Opacus cannot make this model private: {_one_line(e)}") from e
+        self.sample_rate = 1 / len(self.loader)
+        # Opacus's hooks on the first layer, whose inputs need no gradient, make torch warn at every backward
+        # that the hook sees only the outputs' gradients: which is all Opacus uses. Silence that one message.
+        warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed with "
+                                "respect to module outputs", category=UserWarning)
+
+    @property
+    def noise_multiplier(self) -> float:
+        """Return σ: the noise's standard deviation over the clipping norm."""
+        return float(self.optimizer.noise_multiplier)
+
+    def steps_per_epoch(self) -> int:
+        """Return the number of (Poisson-sampled) batches in one epoch."""
+        return len(self.loader)
+
+    def epoch_batches(self, epoch: int) -> list[torch.Tensor]:
+        """Return the index batches of `epoch`: each example in each batch with probability sample_rate
+        (sizes vary, a batch may be empty), drawn from a generator seeded by (seed, epoch) so that a
+        resumed run draws what the uninterrupted one would have."""
+        self.generator.manual_seed(self.seed * 1000 + epoch)
+        return [idx.reshape(-1) for (idx,) in self.loader]
+
+    def epsilon(self) -> float:
+        """Return the ε spent so far at the target δ, as the RDP accountant states it."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "optimal order is the largest alpha": a looser bound, still a bound
+            return float(self.engine.accountant.get_epsilon(delta=self.config.delta))
+
+    def report(self) -> dict[str, Any]:
+        """Return what a model version records about its privacy."""
+        steps = sum(n for _, _, n in self.engine.accountant.history)
+        return {"epsilon": self.epsilon(), "delta": self.config.delta, "mechanism": MECHANISM,
+                "target_epsilon": self.config.epsilon, "max_grad_norm": self.config.max_grad_norm,
+                "noise_multiplier": self.noise_multiplier, "sample_rate": self.sample_rate, "steps": steps,
+                "sampling": "Poisson"}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return the accountant's state, for a checkpoint."""
+        return {"accountant": self.engine.accountant.state_dict(), "noise_multiplier": self.noise_multiplier}
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        """Continue the accounting of a checkpointed run; refuse a checkpoint of a run without DP."""
+        if not state:
+            raise InvalidInputError("the checkpoint was written by training without dp: a private run cannot resume "
+                                    "it (its steps were not accounted); start afresh without --resume")
+        if not math.isclose(state["noise_multiplier"], self.noise_multiplier, rel_tol=1e-9):
+            raise InvalidInputError("the checkpoint was written with other DP settings (noise multiplier "
+                                    f"{state['noise_multiplier']:.4g}, now {self.noise_multiplier:.4g}): resume with "
+                                    "the same epsilon, delta, epochs and batch size")
+        self.engine.accountant.load_state_dict(state["accountant"])
+
+    def close(self) -> None:
+        """Remove Opacus's hooks and per-example gradients from the model."""
+        self.module._close()
+
+
+def describe(privacy: Mapping[str, Any]) -> str:
+    """Return a recorded privacy block (ε spent, δ, mechanism…) as one line for people."""
+    p = privacy
+    line = f"(ε = {p['epsilon']:.3g}, δ = {p['delta']:.3g})-DP by {p.get('mechanism', MECHANISM)}"
+    if "target_epsilon" in p:
+        line += (f"; target ε {p['target_epsilon']:g}, noise multiplier {p['noise_multiplier']:.3g}, "
+                 f"per-example clipping norm {p['max_grad_norm']:g}")
+    return line
+
+
+def _opacus() -> Any:
+    try:
+        import opacus
+        import opacus.validators
+    except ImportError as e:
+        raise InvalidInputError("DP-SGD needs Opacus: pip install 'lepton-ai[privacy]'") from e
+    return opacus
+
+
+def _one_line(e: Any) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= 300 else text[:297] + "..."
