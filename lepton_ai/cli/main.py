@@ -7,7 +7,7 @@ import sys
 import typer
 
 from lepton_ai import __version__
-from lepton_ai.cli import jobs, models, runs
+from lepton_ai.cli import fl, jobs, models, runs
 from lepton_ai.cli.deploy import deploy
 from lepton_ai.cli.doctor import doctor
 from lepton_ai.cli.evaluate import evaluate
@@ -29,6 +29,7 @@ app.add_typer(models.app, name="models")
 app.add_typer(runs.app, name="runs")
 app.add_typer(bench, name="bench")
 app.add_typer(jobs.app, name="job")
+app.add_typer(fl.app, name="fl")
 app.command()(doctor)
 app.command()(quickstart)
 app.command()(train)

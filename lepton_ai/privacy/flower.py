@@ -1,0 +1,289 @@
+"""Federated learning across processes and machines through Flower (`pip install lepton-ai[fl]`).
+
+`run_server` is a Flower server whose strategy is ours (`LeptonStrategy`: the same `aggregate` and
+client-level DP as the simulation, the global model tested on the server's test split after every
+round, the final model registered); `run_client` is a Flower client that trains on its own data with
+the same `local_train`. They talk over gRPC with Flower's `start_server` / `start_client`: plain
+processes, no app bundle to build, nothing to install at run time — the deployment `lepton fl server`
+and `lepton fl client` give (Flower marks these two functions deprecated in favour of its SuperLink /
+SuperNode / ServerApp stack; they are kept and work in flwr 1.42).
+
+A client's data is `PATH` (a file or folder of its own) or `NAME:I/N`: part I (0-based) of an N-way
+partition of data set NAME's training split, e.g. `digits:3/10`; the clients of one federation must
+give the same N, `--partition` scheme and `--seed` to get disjoint parts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lepton_ai.data import LabeledData
+from lepton_ai.errors import InvalidInputError, LeptonError
+from lepton_ai.privacy.federated import (DEFAULTS, ClientDP, FederatedResult, RunRecord, Strategy, aggregate,
+                                         build_model, check_dp_model, check_run, check_strategy_dp, cpu_threads,
+                                         default_model, default_name, default_schedule, load_splits, local_train,
+                                         parse_strategy, round_lr, run_params)
+
+_PART = re.compile(r"^(?P<data>.+):(?P<index>\d+)/(?P<count>\d+)$")
+
+
+def _flwr() -> Any:
+    try:
+        import flwr
+    except ImportError as e:
+        raise InvalidInputError("federated learning over the network needs Flower: "
+                                "pip install 'lepton-ai[fl]'") from e
+    logger = logging.getLogger("flwr")
+    if not any(isinstance(f, _QuietDeprecation) for f in logger.filters):
+        logger.addFilter(_QuietDeprecation())
+    return flwr
+
+
+def flower_log(verbose: bool) -> None:
+    """Show Flower's own log (INFO and up) when `verbose`, else its warnings and errors only."""
+    _flwr()
+    logging.getLogger("flwr").setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+class _QuietDeprecation(logging.Filter):
+    """Drop Flower's notice that start_server/start_client are deprecated: we chose them (module docstring)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "DEPRECATED FEATURE" not in str(record.msg)
+
+
+def parse_part(spec: str) -> tuple[str, int | None, int | None]:
+    """Return (data, index, count) of "NAME:I/N" (0 ≤ I < N), or (spec, None, None) for a whole data set."""
+    m = _PART.match(str(spec))
+    if not m:
+        return str(spec), None, None
+    index, count = int(m["index"]), int(m["count"])
+    if count < 1 or not 0 <= index < count:
+        raise InvalidInputError(f"--data {spec}: the part must be I/N with 0 ≤ I < N (0-based), "
+                                f"e.g. {m['data']}:0/{max(count, 1)}")
+    return m["data"], index, count
+
+
+def client_data(spec: str, partition: str = "iid", seed: int = 0) -> LabeledData:
+    """Return a client's training data: the whole of PATH, or part I of the N-way `partition` of NAME's train split."""
+    from lepton_ai.data import load
+    from lepton_ai.privacy.partition import partition_indices
+
+    name, index, count = parse_part(spec)
+    if index is None:
+        return load(name)
+    train = load(name, "train", seed=seed)
+    part = partition_indices(train.labels.numpy(), partition, count, seed)[index]
+    return train.subset(part, suffix=f"[client {index}/{count}]")
+
+
+def to_ndarrays(state: Mapping[str, torch.Tensor]) -> list[np.ndarray]:
+    """Return a state dict's tensors as NumPy arrays, in its order."""
+    return [v.detach().cpu().numpy() for v in state.values()]
+
+
+def from_ndarrays(arrays: list[np.ndarray], like: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Return `arrays` as a state dict with the keys, shapes and dtypes of `like`; raise when they do not fit."""
+    if len(arrays) != len(like) or any(tuple(a.shape) != tuple(v.shape) for a, v in zip(arrays, like.values())):
+        raise InvalidInputError(f"the server sent {len(arrays)} tensors that do not fit this model's {len(like)}")
+    return {k: torch.from_numpy(np.array(a)).to(v.dtype) for (k, v), a in zip(like.items(), arrays)}
+
+
+# -- the server ---------------------------------------------------------------------------------
+
+
+def lepton_strategy(model: nn.Module, test: LabeledData, plan: Strategy, *, record: RunRecord, rounds: int,
+                    min_clients: int, fraction: float, local_epochs: int, lr: float, batch_size: int, schedule: str,
+                    dp: ClientDP | None, seed: int, on_round: Callable[[dict[str, Any]], None] | None = None) -> Any:
+    """Return a Flower Strategy that runs `plan` (and `dp`) with our aggregation, on `model`."""
+    flwr = _flwr()
+    from flwr.common import FitIns, ndarrays_to_parameters, parameters_to_ndarrays
+
+    class LeptonStrategy(flwr.server.strategy.Strategy):
+        """Flower's strategy interface over lepton's `aggregate`: every round samples at least
+        `min_clients` connected clients, accepts the failures of some (the round goes on with the
+        others), and tests the new global model on the server's test split."""
+
+        def __init__(self) -> None:
+            self.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            self.noise = torch.Generator().manual_seed(seed + 1)
+            self.meta = json.dumps(model.metadata())
+            self.round_started = time.perf_counter()
+            self.last: dict[str, int] = {"clients": 0, "failures": 0, "examples": 0}
+
+        def initialize_parameters(self, client_manager: Any) -> Any:
+            return ndarrays_to_parameters(to_ndarrays(self.state))
+
+        def configure_fit(self, server_round: int, parameters: Any, client_manager: Any) -> list[tuple[Any, Any]]:
+            self.round_started = time.perf_counter()
+            client_manager.wait_for(min_clients)
+            available = client_manager.num_available()
+            wanted = max(min_clients, round(fraction * available))
+            config = {"model": self.meta, "local_epochs": local_epochs, "batch_size": batch_size, "mu": plan.mu,
+                      "lr": round_lr(lr, server_round - 1, rounds, schedule), "momentum": DEFAULTS["momentum"],
+                      "seed": seed * 1_000_003 + server_round * 10_007, "round": server_round}
+            chosen = client_manager.sample(num_clients=min(wanted, available), min_num_clients=min_clients)
+            return [(c, FitIns(parameters, config)) for c in chosen]
+
+        def aggregate_fit(self, server_round: int, results: list[tuple[Any, Any]],
+                          failures: list[Any]) -> tuple[Any, dict[str, Any]]:
+            self.last = {"clients": len(results), "failures": len(failures),
+                         "examples": sum(int(r.num_examples) for _, r in results)}
+            if not results and dp is None:
+                return None, dict(self.last)  # every client failed: the global model stays as it was
+            updates = [(from_ndarrays(parameters_to_ndarrays(r.parameters), self.state), int(r.num_examples))
+                       for _, r in results]
+            self.state = aggregate(plan, self.state, updates, dp=dp, expected_clients=float(min_clients),
+                                   generator=self.noise)
+            return ndarrays_to_parameters(to_ndarrays(self.state)), dict(self.last)
+
+        def configure_evaluate(self, server_round: int, parameters: Any, client_manager: Any) -> list:
+            return []  # the server tests the global model itself, on its test split
+
+        def aggregate_evaluate(self, server_round: int, results: list, failures: list) -> tuple[None, dict]:
+            return None, {}
+
+        def evaluate(self, server_round: int, parameters: Any) -> tuple[float, dict[str, Any]] | None:
+            if server_round == 0:
+                return None
+            model.load_state_dict(from_ndarrays(parameters_to_ndarrays(parameters), self.state))
+            extra = {"epsilon": dp.epsilon_spent(1.0, server_round)} if dp is not None else {}
+            row = record.log_round(model, test, **self.last, seconds=time.perf_counter() - self.round_started,
+                                   **extra)
+            if on_round is not None:
+                on_round(row)
+            return row["loss"], {"accuracy": row["accuracy"]}
+
+    return LeptonStrategy()
+
+
+def run_server(address: str, *, model: str | nn.Module | None = None, data: str = "digits", rounds: int = 3,
+               min_clients: int = 2, strategy: str | Strategy = DEFAULTS["strategy"], fraction: float = 1.0,
+               local_epochs: int = DEFAULTS["local_epochs"], lr: float = DEFAULTS["lr"],
+               batch_size: int = DEFAULTS["batch_size"], schedule: str | None = None,
+               dp: ClientDP | Mapping[str, Any] | None = None, seed: int = 0, name: str | None = None,
+               round_timeout: float | None = 600.0,
+               on_round: Callable[[dict[str, Any]], None] | None = None) -> FederatedResult:
+    """Serve a federation at `address` (HOST:PORT) for `rounds` rounds of at least `min_clients` clients,
+    testing the global model on `data`'s test split after each, and register the final model."""
+    flwr = _flwr()
+    from lepton_ai.train.loop import check_data
+
+    check_run(min_clients, rounds, fraction, local_epochs, lr, batch_size)
+    plan, private = parse_strategy(strategy), ClientDP.of(dp)
+    schedule = default_schedule(schedule, private)
+    check_strategy_dp(plan, private)
+    if private is not None and fraction < 1:
+        raise InvalidInputError("client-level DP over the network takes every connected client each round "
+                                "(the accountant's sample rate is then 1): use --fraction 1")
+    _check_address(address)
+    train, val, test = load_splits(data, seed)
+    model = model or default_model(train, private)
+    torch.manual_seed(seed)
+    net = build_model(model, train, val)
+    check_dp_model(net, private)
+    check_data(net, test)
+    net.to("cpu")
+    if private is not None:
+        private.calibrate(1.0, rounds)
+    params = run_params(model, data, clients=min_clients, rounds=rounds, partition="clients' own",
+                        strategy=plan.name, fraction=fraction, local_epochs=local_epochs, lr=lr,
+                        batch_size=batch_size, schedule=schedule, seed=seed, address=address,
+                        dp=None if private is None else asdict(private))
+    with RunRecord(name or default_name(model, data), params) as record:
+        fl_strategy = lepton_strategy(net, test, plan, record=record, rounds=rounds, min_clients=min_clients,
+                                      fraction=fraction, local_epochs=local_epochs, lr=lr, batch_size=batch_size,
+                                      schedule=schedule, dp=private, seed=seed, on_round=on_round)
+        try:
+            flwr.server.start_server(server_address=address, strategy=fl_strategy,
+                                     config=flwr.server.ServerConfig(num_rounds=rounds, round_timeout=round_timeout))
+        except SystemExit as e:  # Flower exits with a message when it cannot bind the address
+            if not isinstance(e.code, str):
+                raise
+            raise LeptonError(f"cannot serve the federation at {address}: {e.code}") from None
+        net.load_state_dict(fl_strategy.state)
+        clients = max([min_clients] + [row["clients"] + row["failures"] for row in record.history])
+        return record.finish(net, clients, private.report(1.0, len(record.history)) if private else None)
+
+
+def _check_address(address: str) -> None:
+    host, sep, port = str(address).rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvalidInputError(f"address {address!r} must be HOST:PORT, e.g. 127.0.0.1:8080 or 0.0.0.0:8080")
+
+
+# -- the client ---------------------------------------------------------------------------------
+
+
+def lepton_client(data: LabeledData, *, device: str = "cpu", client_seed: int = 0) -> Any:
+    """Return a Flower client that trains the server's model on `data` with `local_train`."""
+    flwr = _flwr()
+
+    class LeptonClient(flwr.client.NumPyClient):
+        """Builds the server's architecture once (from the metadata the server sends with each round),
+        then each round trains it from the global weights on this client's data and returns the new
+        weights; the server tests the global model itself, so clients are never asked to evaluate."""
+
+        def __init__(self) -> None:
+            self.meta: str | None = None
+            self.model: nn.Module | None = None
+
+        def _model(self, meta: str) -> nn.Module:
+            if meta != self.meta:
+                from lepton_ai.models import LeptonModel
+
+                m = json.loads(meta)
+                net = LeptonModel(num_classes=m["num_classes"], input_size=m["input_size"] or None,
+                                  classes=m["classes"])
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # the weights come from the server
+                    net.load_pretrained_model(m["arch"])
+                net.preprocess = dict(m.get("preprocess") or {})
+                self.meta, self.model = meta, net
+            assert self.model is not None
+            return self.model
+
+        def get_parameters(self, config: dict[str, Any]) -> list[np.ndarray]:
+            return to_ndarrays(self.model.state_dict()) if self.model is not None else []
+
+        def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[list[np.ndarray], int, dict]:
+            net = self._model(str(config["model"]))
+            state = from_ndarrays(parameters, net.state_dict())
+            with cpu_threads(net, device):
+                new, n, metrics = local_train(
+                    net, data, state, epochs=int(config["local_epochs"]), lr=float(config["lr"]),
+                    batch_size=int(config["batch_size"]), mu=float(config["mu"]), momentum=float(config["momentum"]),
+                    seed=int(config["seed"]) + client_seed, device=device)
+            return to_ndarrays(new), n, metrics
+
+    return LeptonClient().to_client()
+
+
+def run_client(server: str, data: str, *, partition: str = "iid", seed: int = 0, device: str = "cpu",
+               connect_timeout: float = 60.0) -> int:
+    """Join the federation at `server` (HOST:PORT) with the client data `data` (PATH or NAME:I/N) until the
+    server ends it; return the number of examples this client holds."""
+    flwr = _flwr()
+    import grpc
+
+    _check_address(server)
+    local = client_data(data, partition, seed)
+    _, index, _ = parse_part(data)
+    try:
+        flwr.client.start_client(server_address=server, insecure=True, max_wait_time=connect_timeout,
+                                 client=lepton_client(local, device=device, client_seed=index or 0))
+    except grpc.RpcError as e:
+        detail = e.details() if hasattr(e, "details") else str(e)
+        raise LeptonError(f"lost or could not make the connection to the Flower server at {server}: {detail}") from e
+    return len(local)

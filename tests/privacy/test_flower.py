@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lepton_ai.errors import InvalidInputError
+
+pytest.importorskip("flwr")
+pytest.importorskip("opacus")
+
+from lepton_ai.privacy.flower import client_data, parse_part  # noqa: E402
+from lepton_ai.serve.server import free_port  # noqa: E402
+
+
+def fl(*args: str) -> subprocess.Popen:
+    """Start `lepton fl ARGS` as its own process (its own session, so a kill reaches only it)."""
+    return subprocess.Popen([sys.executable, "-m", "lepton_ai.cli.fl", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def listening(address: str, server: subprocess.Popen, timeout: float = 120) -> None:
+    """Wait until the server accepts connections, so clients join at once rather than after a retry's back-off."""
+    host, port = address.rsplit(":", 1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and server.poll() is None:
+        with socket.socket() as s:
+            if s.connect_ex((host, int(port))) == 0:
+                return
+        time.sleep(0.1)
+    died = server.stderr.read()[-2000:] if server.poll() is not None else ""
+    raise AssertionError(f"the server is not listening at {address}: {died}")
+
+
+def finish(proc: subprocess.Popen, timeout: float = 240) -> tuple[str, str]:
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"{proc.args} did not finish: {err[-2000:]}") from None
+
+
+def report(home: Path) -> dict:
+    (path,) = (home / "reports" / "federated").glob("*/report.json")
+    return json.loads(path.read_text())
+
+
+def test_client_data_parts() -> None:
+    assert parse_part("digits:3/10") == ("digits", 3, 10) and parse_part("data/x.csv") == ("data/x.csv", None, None)
+    parts = [client_data(f"digits:{i}/4", "dirichlet:0.5", seed=2) for i in range(4)]
+    assert sum(len(p) for p in parts) == 1257 and parts[1].name == "digits[train][client 1/4]"
+    for bad in ("digits:4/4", "digits:0/0"):
+        with pytest.raises(InvalidInputError, match="0 ≤ I < N"):
+            parse_part(bad)
+
+
+def test_server_and_three_client_processes_for_three_rounds(lepton_home: Path) -> None:
+    from lepton_ai.store import Registry
+
+    address = f"127.0.0.1:{free_port()}"
+    server = fl("server", "--address", address, "--rounds", "3", "--min-clients", "3", "--model", "mlp",
+                "--data", "digits", "--name", "fl-net", "--json")
+    listening(address, server)
+    clients = [fl("client", "--server", address, "--data", f"digits:{i}/3", "--partition", "iid") for i in range(3)]
+    out, err = finish(server)
+    assert server.returncode == 0, err[-3000:]
+    doc = json.loads(out)
+    assert (doc["name"], doc["version"], doc["rounds"], doc["clients"], doc["privacy"]) == ("fl-net", 1, 3, 3, None)
+    assert doc["metrics"]["accuracy"] > 0.5  # chance is 0.1
+    for c in clients:
+        _, cerr = finish(c, 60)
+        assert c.returncode == 0, cerr[-2000:]
+    rows = report(lepton_home)["rounds"]
+    assert [(r["clients"], r["failures"], r["examples"]) for r in rows] == [(3, 0, 1257)] * 3
+    assert Registry().get("fl-net:1").metrics["accuracy"] == doc["metrics"]["accuracy"]
+
+
+@pytest.mark.slow
+def test_a_client_killed_mid_round_does_not_stop_the_server(lepton_home: Path) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    server = fl("server", "--address", address, "--rounds", "4", "--min-clients", "2", "--model", "mlp",
+                "--local-epochs", "25", "--batch-size", "8", "--name", "fl-kill", "--json")  # rounds of a few seconds
+    listening(address, server)
+    clients = [fl("client", "--server", address, "--data", f"digits:{i}/3") for i in range(3)]
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not any(row["clients"] == 3 for row in _rounds_so_far(lepton_home)):
+        time.sleep(0.2)  # until a round has had all three clients: the next one starts right away
+    time.sleep(0.3)
+    os.killpg(clients[2].pid, signal.SIGKILL)  # dies in the middle of training
+    clients[2].wait()
+    out, err = finish(server)
+    assert server.returncode == 0, err[-3000:]
+    doc = json.loads(out)
+    assert doc["rounds"] == 4 and doc["version"] == 1
+    rows = report(lepton_home)["rounds"]
+    assert sum(r["failures"] for r in rows) == 1 and rows[-1]["clients"] == 2
+    for c in clients[:2]:
+        finish(c, 60)
+        assert c.returncode == 0
+
+
+def _rounds_so_far(home: Path) -> list[dict]:
+    """The rounds the server has logged to the registry so far."""
+    from lepton_ai.store import Registry
+
+    runs = Registry().list_runs("federated")
+    return [{"clients": value} for _, value in runs[0].history.get("clients", [])] if runs else []
+
+
+def test_a_busy_port_or_an_absent_server_is_one_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        busy = fl("server", "--address", address, "--rounds", "1", "--model", "mlp")
+        absent = fl("client", "--server", f"127.0.0.1:{free_port()}", "--data", "digits:0/2", "--connect-timeout", "1")
+        _, err = finish(busy, 120)
+    assert busy.returncode == 2 and "already in use" in err and err.strip().splitlines()[-1].startswith("error: ")
+    _, err = finish(absent, 120)
+    assert absent.returncode == 2 and err.strip().splitlines()[-1].startswith("error: ")
+    assert "Flower server" in err.strip().splitlines()[-1]
