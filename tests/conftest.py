@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -231,3 +232,17 @@ def ray_cluster() -> Iterator[RayCluster]:
                 proc.kill()
             _stop_session(proc.pid)
             shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def digits_ref() -> str:
+    """A small cnn-small trained one epoch on digits, registered in this test's LEPTON_HOME: its reference."""
+    from lepton_ai import LeptonModel
+    from lepton_ai.data import load
+
+    model = LeptonModel(num_classes=10, input_size=(1, 8, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.load_pretrained_model("cnn-small")
+    model.fit(load("digits", "train"), epochs=1, lr=3e-3, progress=False)
+    return model.save("digits-cnn")

@@ -9,7 +9,6 @@ from typing import Annotated, Any, Optional
 import typer
 
 from lepton_ai.cli.output import console, err_console, print_json
-from lepton_ai.errors import LeptonError
 from lepton_ai.privacy.federated import DEFAULTS
 
 app = typer.Typer(help="Federated learning: simulate clients here, or run a server and clients over the network.",
@@ -151,15 +150,10 @@ def client(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run `lepton fl` on its own; errors a user caused print one line and exit with code 2."""
-    try:
-        app(args=argv, prog_name="lepton fl")
-    except LeptonError as e:
-        err_console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
-        sys.exit(130)
+    """Run `lepton fl ARGS` (so `python -m lepton_ai.cli.fl` behaves exactly like it)."""
+    from lepton_ai.cli.main import main as lepton
+
+    lepton(["fl", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ import json
 import subprocess
 import sys
 import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,20 +21,6 @@ pytest.importorskip("ray", reason="Ray is not installed: pip install 'lepton-ai[
 pytestmark = pytest.mark.slow
 
 from lepton_ai.deploy.ray import deploy_ray, undeploy_ray  # noqa: E402
-
-
-@pytest.fixture
-def digits_ref() -> str:
-    """A small cnn-small trained one epoch on digits, registered in this test's LEPTON_HOME: its reference."""
-    from lepton_ai import LeptonModel
-    from lepton_ai.data import load
-
-    model = LeptonModel(num_classes=10, input_size=(1, 8, 8))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.load_pretrained_model("cnn-small")
-    model.fit(load("digits", "train"), epochs=1, lr=3e-3, progress=False)
-    return model.save("digits-cnn")
 
 
 @contextlib.contextmanager
