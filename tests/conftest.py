@@ -246,3 +246,20 @@ def digits_ref() -> str:
         model.load_pretrained_model("cnn-small")
     model.fit(load("digits", "train"), epochs=1, lr=3e-3, progress=False)
     return model.save("digits-cnn")
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    """Run `lepton ARGS` in-process: `cli(*args)` returns (exit code, stdout, stderr)."""
+    from lepton_ai.cli.main import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = 0
+        try:
+            main(list(args))
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

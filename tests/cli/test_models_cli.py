@@ -8,18 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from lepton_ai.cli.main import main
-
-
-def lepton(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run `lepton ARGS` in-process; return (exit code, stdout, stderr)."""
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture
@@ -29,27 +17,27 @@ def weights(tmp_path: Path) -> Path:
     return p
 
 
-def test_register_show_list_rm(capsys, weights: Path) -> None:
-    code, out, _ = lepton(capsys, "models", "register", "digits", str(weights), "--metrics", '{"accuracy": 0.98}', "--json")
+def test_register_show_list_rm(cli, weights: Path) -> None:
+    code, out, _ = cli("models", "register", "digits", str(weights), "--metrics", '{"accuracy": 0.98}', "--json")
     assert code == 0 and json.loads(out)["ref"] == "digits:1"
-    lepton(capsys, "models", "register", "digits", str(weights), "--parent", "digits:1")
-    code, out, _ = lepton(capsys, "models", "show", "digits", "--json")
+    cli("models", "register", "digits", str(weights), "--parent", "digits:1")
+    code, out, _ = cli("models", "show", "digits", "--json")
     doc = json.loads(out)
     for key in ("name", "version", "uri", "sha256", "size_bytes", "metrics", "parent"):
         assert key in doc
     assert (doc["version"], doc["parent"], doc["size_bytes"]) == (2, "digits:1", 512)
     assert Path(doc["uri"]).read_bytes() == weights.read_bytes()
-    assert json.loads(lepton(capsys, "models", "show", "digits:1", "--json")[1])["metrics"] == {"accuracy": 0.98}
-    [m] = json.loads(lepton(capsys, "models", "list", "--json")[1])
+    assert json.loads(cli("models", "show", "digits:1", "--json")[1])["metrics"] == {"accuracy": 0.98}
+    [m] = json.loads(cli("models", "list", "--json")[1])
     assert (m["name"], m["latest_version"], m["num_versions"]) == ("digits", 2, 2)
-    assert [v["version"] for v in json.loads(lepton(capsys, "models", "list", "digits", "--json")[1])] == [1, 2]
-    code, out, _ = lepton(capsys, "models", "list")
+    assert [v["version"] for v in json.loads(cli("models", "list", "digits", "--json")[1])] == [1, 2]
+    code, out, _ = cli("models", "list")
     assert code == 0 and "digits" in out
-    code, out, _ = lepton(capsys, "models", "verify", "digits:1")
+    code, out, _ = cli("models", "verify", "digits:1")
     assert code == 0 and "verified" in out
-    assert json.loads(lepton(capsys, "models", "rm", "digits:1", "--json")[1]) == {"removed": ["digits:1"]}
-    assert json.loads(lepton(capsys, "models", "rm", "digits", "--json")[1]) == {"removed": ["digits:2"]}
-    assert json.loads(lepton(capsys, "models", "list", "--json")[1]) == []
+    assert json.loads(cli("models", "rm", "digits:1", "--json")[1]) == {"removed": ["digits:1"]}
+    assert json.loads(cli("models", "rm", "digits", "--json")[1]) == {"removed": ["digits:2"]}
+    assert json.loads(cli("models", "list", "--json")[1]) == []
 
 
 @pytest.mark.parametrize("args, message", [
@@ -63,28 +51,28 @@ def test_register_show_list_rm(capsys, weights: Path) -> None:
     (["models", "rm", "unknown:3"], "unknown model"),
     (["runs", "show", "42"], "unknown run 42"),
 ])
-def test_user_errors_are_one_line_exit_2_and_write_nothing(capsys, weights: Path, lepton_home: Path,
+def test_user_errors_are_one_line_exit_2_and_write_nothing(cli, weights: Path, lepton_home: Path,
                                                            args: list[str], message: str) -> None:
     args = [str(weights) if a == "WEIGHTS" else a for a in args]
-    code, out, err = lepton(capsys, *args)
+    code, out, err = cli(*args)
     assert code == 2
     assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
     assert "Traceback" not in err and out == ""
-    assert json.loads(lepton(capsys, "models", "list", "--json")[1]) == []
+    assert json.loads(cli("models", "list", "--json")[1]) == []
     assert not (lepton_home / "artifacts" / "objects").exists()
 
 
-def test_corrupted_artifact_is_refused(capsys, weights: Path) -> None:
-    doc = json.loads(lepton(capsys, "models", "register", "m", str(weights), "--json")[1])
+def test_corrupted_artifact_is_refused(cli, weights: Path) -> None:
+    doc = json.loads(cli("models", "register", "m", str(weights), "--json")[1])
     stored = Path(doc["uri"])
     data = bytearray(stored.read_bytes())
     data[0] ^= 0xFF
     stored.write_bytes(bytes(data))
-    code, _, err = lepton(capsys, "models", "verify", "m:1")
+    code, _, err = cli("models", "verify", "m:1")
     assert code == 2 and str(stored) in err and doc["sha256"] in err and "corrupted" in err
 
 
-def test_runs_cli(capsys) -> None:
+def test_runs_cli(cli) -> None:
     from lepton_ai.store import Registry
 
     reg = Registry()
@@ -92,20 +80,20 @@ def test_runs_cli(capsys) -> None:
     reg.log_metrics(run.id, {"accuracy": 0.5}, step=0)
     reg.log_metrics(run.id, {"accuracy": 0.9}, step=1)
     reg.end_run(run.id)
-    [r] = json.loads(lepton(capsys, "runs", "list", "--json")[1])
+    [r] = json.loads(cli("runs", "list", "--json")[1])
     assert (r["id"], r["kind"], r["status"]) == (run.id, "train", "completed")
-    doc = json.loads(lepton(capsys, "runs", "show", str(run.id), "--json")[1])
+    doc = json.loads(cli("runs", "show", str(run.id), "--json")[1])
     assert doc["metrics"] == {"accuracy": 0.9} and doc["history"]["accuracy"] == [[0, 0.5], [1, 0.9]]
-    assert "train" in lepton(capsys, "runs", "list")[1]
+    assert "train" in cli("runs", "list")[1]
 
 
-def test_version_help_and_usage_errors(capsys) -> None:
+def test_version_help_and_usage_errors(cli) -> None:
     from lepton_ai import __version__
 
-    assert lepton(capsys, "version")[1].strip() == __version__
-    code, out, _ = lepton(capsys, "--help")
+    assert cli("version")[1].strip() == __version__
+    code, out, _ = cli("--help")
     assert code == 0 and "models" in out and "doctor" in out
-    assert lepton(capsys, "models", "show")[0] == 2  # missing argument: click's usage error
+    assert cli("models", "show")[0] == 2  # missing argument: click's usage error
 
 
 @pytest.mark.slow
@@ -139,12 +127,12 @@ def test_two_processes_times_twenty_concurrent_registrations(tmp_path: Path, lep
     (["models", "show", "m:²"], "invalid version"),
     (["models", "show", "m:99999999999999999999"], "invalid version"),
 ])
-def test_odd_references_are_one_line_errors(capsys, args: list[str], message: str) -> None:
-    code, _, err = lepton(capsys, *args)
+def test_odd_references_are_one_line_errors(cli, args: list[str], message: str) -> None:
+    code, _, err = cli(*args)
     assert code == 2 and message in err and "Traceback" not in err
 
 
-def test_unreachable_registry_is_one_line(capsys, monkeypatch) -> None:
+def test_unreachable_registry_is_one_line(cli, monkeypatch) -> None:
     monkeypatch.setenv("LEPTON_DB_URL", "postgresql://u:secret@127.0.0.1:1/none")
-    code, _, err = lepton(capsys, "models", "list")
+    code, _, err = cli("models", "list")
     assert code == 2 and err.startswith("error: cannot open the registry") and "secret" not in err

@@ -21,7 +21,6 @@ from opacus.accountants import RDPAccountant  # noqa: E402
 from opacus.accountants.analysis.rdp import compute_rdp  # noqa: E402
 
 from lepton_ai import LeptonModel  # noqa: E402
-from lepton_ai.cli.main import main  # noqa: E402
 from lepton_ai.data import load  # noqa: E402
 from lepton_ai.errors import InvalidInputError  # noqa: E402
 from lepton_ai.privacy import MECHANISM, DPConfig, PrivacyNotice  # noqa: E402
@@ -30,17 +29,6 @@ from lepton_ai.privacy.dp import PrivateTraining  # noqa: E402
 
 def lepton_proc(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(Path(sys.executable).with_name("lepton")), *args], capture_output=True, text=True)
-
-
-def lepton(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run `lepton ARGS` in-process; return (exit code, stdout, stderr)."""
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def rdp_to_dp(orders: np.ndarray, rdp: np.ndarray, delta: float) -> float:
@@ -251,12 +239,12 @@ def test_lepton_train_with_dp_reports_and_records_the_privacy_spent() -> None:
     assert run["params"]["batch_size"] == 128 and run["params"]["epochs"] == 15  # DP default, then the user's
 
 
-def test_train_without_dp_has_a_null_privacy_block(capsys) -> None:
-    code, out, err = lepton(capsys, "train", "--model", "mlp", "--data", "iris", "--name", "plain", "--epochs", "1",
+def test_train_without_dp_has_a_null_privacy_block(cli) -> None:
+    code, out, err = cli("train", "--model", "mlp", "--data", "iris", "--name", "plain", "--epochs", "1",
                             "--json")
     assert code == 0, err
     assert json.loads(out)["privacy"] is None
-    code, out, _ = lepton(capsys, "models", "show", "plain", "--json")
+    code, out, _ = cli("models", "show", "plain", "--json")
     assert json.loads(out)["privacy"] is None
 
 
@@ -271,15 +259,15 @@ def test_train_without_dp_has_a_null_privacy_block(capsys) -> None:
     (["--dp-epsilon", "3", "--nproc", "2"], "not supported yet"),
     (["--dp-epsilon", "3", "--compile"], "does not support --compile"),
 ])
-def test_bad_dp_options_are_one_line_exit_2(capsys, args: list[str], message: str) -> None:
-    code, out, err = lepton(capsys, "train", "--model", "mlp", "--data", "digits", "--name", "x", *args)
+def test_bad_dp_options_are_one_line_exit_2(cli, args: list[str], message: str) -> None:
+    code, out, err = cli("train", "--model", "mlp", "--data", "digits", "--name", "x", *args)
     assert code == 2, err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
     assert "Traceback" not in err
 
 
-def test_the_cli_prints_the_replacement_notice_in_one_line(capsys) -> None:
-    code, out, err = lepton(capsys, "train", "--model", "cnn-small", "--data", "digits", "--name", "dp-cnn",
+def test_the_cli_prints_the_replacement_notice_in_one_line(cli) -> None:
+    code, out, err = cli("train", "--model", "cnn-small", "--data", "digits", "--name", "dp-cnn",
                             "--dp-epsilon", "8", "--epochs", "1", "--batch-size", "256", "--json")
     assert code == 0, err
     notes = [line for line in err.splitlines() if line.startswith("note: ")]
