@@ -53,27 +53,49 @@ class Resources(_Strict):
         return memory_bytes(self.memory) if self.memory else 0
 
 
+def _flags(**values: Any) -> list[str]:
+    """Return `--name value` for each value given, None left out (`batch_size` → `--batch-size`)."""
+    argv: list[str] = []
+    for name, value in values.items():
+        if value is not None:
+            argv += [f"--{name.replace('_', '-')}", ",".join(value) if isinstance(value, list) else str(value)]
+    return argv
+
+
+class Privacy(_Strict):
+    """Differential privacy: the ε to spend over the run, δ, and the clipping norm (of each example's
+    gradient in `train`, of each client's update in `federated`; the command's default when left out)."""
+
+    epsilon: float = Field(gt=0)
+    delta: float = Field(1e-5, gt=0, lt=1)
+    clip: float | None = Field(None, gt=0)
+
+
 class TrainSpec(_Strict):
-    """`lepton train`: one process, or `nproc` × `nnodes` data-parallel processes."""
+    """`lepton train`: one process, or `nproc` × `nnodes` data-parallel processes. Epochs, lr and batch size
+    left out take the command's defaults (the DP-SGD defaults with `privacy`)."""
 
     model: str
     data: str
     name: str
-    epochs: int = Field(10, ge=1)
-    lr: float = Field(3e-3, gt=0)
-    batch_size: int = Field(64, ge=1)
+    epochs: int | None = Field(None, ge=1)
+    lr: float | None = Field(None, gt=0)
+    batch_size: int | None = Field(None, ge=1)
     device: str = "auto"
     precision: str = "auto"
     seed: int = 0
     nproc: int = Field(1, ge=1)
     nnodes: int = Field(1, ge=1)
+    privacy: Privacy | None = None
 
     def args(self) -> list[str]:
         """Return the `lepton` arguments that run this step."""
-        argv = ["train", "--model", self.model, "--data", self.data, "--name", self.name,
-                "--epochs", str(self.epochs), "--lr", repr(self.lr), "--batch-size", str(self.batch_size),
-                "--device", self.device, "--precision", self.precision, "--seed", str(self.seed)]
-        return argv + (["--nproc", str(self.nproc)] if self.nproc > 1 else [])
+        dp = self.privacy
+        return ["train", *_flags(model=self.model, data=self.data, name=self.name, epochs=self.epochs, lr=self.lr,
+                                 batch_size=self.batch_size, device=self.device, precision=self.precision,
+                                 seed=self.seed, nproc=self.nproc if self.nproc > 1 else None,
+                                 dp_epsilon=dp and dp.epsilon, dp_delta=dp and dp.delta,
+                                 max_grad_norm=dp and dp.clip)]
 
 
 class OptimizeSpec(_Strict):
@@ -91,13 +113,11 @@ class OptimizeSpec(_Strict):
 
     def args(self) -> list[str]:
         """Return the `lepton` arguments that run this step."""
-        argv = ["optimize", self.model, "--data", self.data, "--objective", self.objective,
-                "--batch-size", str(self.batch_size), "--time-budget", repr(self.time_budget)]
-        for flag, value in (("--name", self.name), ("--max-accuracy-drop", self.max_accuracy_drop),
-                            ("--max-fidelity-drop", self.max_fidelity_drop)):
-            if value is not None:
-                argv += [flag, str(value)]
-        return argv + (["--techniques", ",".join(self.techniques)] if self.techniques else [])
+        return ["optimize", self.model, *_flags(data=self.data, objective=self.objective, batch_size=self.batch_size,
+                                                time_budget=self.time_budget, name=self.name,
+                                                max_accuracy_drop=self.max_accuracy_drop,
+                                                max_fidelity_drop=self.max_fidelity_drop,
+                                                techniques=self.techniques or None)]
 
 
 class EvaluateSpec(_Strict):
@@ -109,25 +129,35 @@ class EvaluateSpec(_Strict):
 
     def args(self) -> list[str]:
         """Return the `lepton` arguments that run this step."""
-        return ["evaluate", self.model, "--data", self.data, "--split", self.split]
+        return ["evaluate", self.model, *_flags(data=self.data, split=self.split)]
 
 
 class FederatedSpec(_Strict):
-    """`lepton fl run`: a federated-learning simulation."""
+    """`lepton fl run`: a federated-learning simulation (the command's defaults for what is left out;
+    client-level DP with `privacy`)."""
 
-    model: str
-    data: str
+    model: str | None = None
+    data: str = "digits"
     clients: int = Field(10, ge=1)
     rounds: int = Field(30, ge=1)
     partition: str = "iid"
     strategy: str = "fedavg"
+    fraction: float = Field(1.0, gt=0, le=1)
+    local_epochs: int | None = Field(None, ge=1)
+    lr: float | None = Field(None, gt=0)
+    batch_size: int | None = Field(None, ge=1)
+    seed: int = 0
     name: str | None = None
+    privacy: Privacy | None = None
 
     def args(self) -> list[str]:
         """Return the `lepton` arguments that run this step."""
-        argv = ["fl", "run", "--model", self.model, "--data", self.data, "--clients", str(self.clients),
-                "--rounds", str(self.rounds), "--partition", self.partition, "--strategy", self.strategy]
-        return argv + (["--name", self.name] if self.name else [])
+        dp = self.privacy
+        return ["fl", "run", *_flags(model=self.model, data=self.data, clients=self.clients, rounds=self.rounds,
+                                     partition=self.partition, strategy=self.strategy, fraction=self.fraction,
+                                     local_epochs=self.local_epochs, lr=self.lr, batch_size=self.batch_size,
+                                     seed=self.seed, name=self.name, dp_epsilon=dp and dp.epsilon,
+                                     dp_delta=dp and dp.delta, dp_clip=dp and dp.clip)]
 
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -45,6 +45,14 @@ def test_submit_follow_and_evaluate_a_train_job(tmp_path: Path, stop_worker: Non
     assert [(j["id"], j["state"]) for j in listed] == [(job_id, "succeeded")]
     evaluated = json.loads(lepton("evaluate", "digits-mlp:1", "--data", "digits", "--json").stdout)
     assert evaluated["metrics"]["accuracy"] > 0.85
+    fl = tmp_path / "fl.yaml"  # a federated job with client-level DP: ε reaches the registered version
+    fl.write_text("kind: federated\nname: fl-private\nspec: {model: mlp, clients: 4, rounds: 2, name: fl-dp,\n"
+                  "       privacy: {epsilon: 8, clip: 1.0}}\n")
+    fl_id = int(lepton("job", "submit", str(fl)).stdout)
+    assert lepton("job", "logs", str(fl_id), "-f").returncode == 0
+    assert json.loads(lepton("job", "status", str(fl_id), "--json").stdout)["versions"] == ["fl-dp:1"]
+    privacy = json.loads(lepton("models", "show", "fl-dp:1", "--json").stdout)["privacy"]
+    assert privacy["epsilon"] <= 8 and privacy["delta"] == 1e-5 and "client-level" in privacy["mechanism"]
     again = lepton("job", "cancel", str(job_id))
     assert again.returncode == 2 and again.stderr.strip() == f"error: job {job_id} already succeeded: nothing to cancel"
 

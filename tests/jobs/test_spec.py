@@ -23,8 +23,7 @@ def test_the_issues_yaml_spec_loads(tmp_path: Path) -> None:
     job = load_spec(path)
     assert (job.kind, job.name, job.resources.cpus, job.resources.memory_bytes) == ("train", "digits-nightly", 2, 4 << 30)
     assert job.command() == ["lepton", "train", "--model", "cnn-small", "--data", "digits", "--name", "digits-cnn",
-                             "--epochs", "10", "--lr", "0.003", "--batch-size", "64", "--device", "auto",
-                             "--precision", "auto", "--seed", "0", "--json"]
+                             "--epochs", "10", "--device", "auto", "--precision", "auto", "--seed", "0", "--json"]
     assert job.command("/ck", resume=True)[-3:] == ["--checkpoint-dir", "/ck", "--resume"]
     assert parse(job.to_dict()) == job  # what is stored reads back the same
 
@@ -49,7 +48,23 @@ def test_json_and_python_specs(tmp_path: Path) -> None:
         load_spec(tmp_path / "missing.yaml")
 
 
+def test_privacy_reaches_the_commands_flags() -> None:
+    train = parse({"kind": "train", "name": "dp", "spec": {"model": "mlp", "data": "digits", "name": "digits-dp",
+                                                           "privacy": {"epsilon": 3}}})
+    assert train.command()[-7:] == ["--seed", "0", "--dp-epsilon", "3.0", "--dp-delta", "1e-05", "--json"]
+    assert "--epochs" not in train.command()  # left out: the DP-SGD defaults of `lepton train` apply
+    fl = parse({"kind": "federated", "name": "fl", "spec": {"clients": 100, "partition": "dirichlet:0.1",
+                                                            "privacy": {"epsilon": 8, "delta": 1e-6, "clip": 0.5}}})
+    assert fl.command() == ["lepton", "fl", "run", "--data", "digits", "--clients", "100", "--rounds", "30",
+                            "--partition", "dirichlet:0.1", "--strategy", "fedavg", "--fraction", "1.0", "--seed", "0",
+                            "--dp-epsilon", "8.0", "--dp-delta", "1e-06", "--dp-clip", "0.5", "--json"]
+
+
 @pytest.mark.parametrize("doc, message", [
+    ({"kind": "train", "name": "a", "spec": {"model": "m", "data": "d", "name": "n", "privacy": {"epsilon": 0}}},
+     "spec.privacy.epsilon: Input should be greater than 0"),
+    ({"kind": "federated", "name": "a", "spec": {"privacy": {"epsilon": 8, "delta": 1}}},
+     "spec.privacy.delta: Input should be less than 1"),
     ({"kind": "trian", "name": "a", "spec": {}}, "kind: 'trian' is not one of train, optimize"),
     ({"kind": "train", "name": "a", "spec": {"model": "m", "data": "d"}}, "spec.name: Field required"),
     ({"kind": "train", "name": "a", "spec": {"model": "m", "data": "d", "name": "n", "epochs": "ten"}},
