@@ -44,7 +44,7 @@ STRATEGIES = "fedavg, fedprox[:MU], fedavgm[:BETA], fedadam[:LR] or trimmed[:BET
 DEFAULT_CLIP = 1.0
 
 # What `federated_train`, `lepton fl run` and `lepton fl server` use unless told otherwise, tuned on digits
-# with 10 clients, Dirichlet α=0.1 (benchmarks/federated.py): cnn-small for images (mlp otherwise), clients
+# with 10 clients, Dirichlet α=0.1 (benchmarks/privacy.py): cnn-small for images (mlp otherwise), clients
 # running 2 epochs of SGD with momentum (Adam's per-weight steps push down the classes a client lacks)
 # at a learning rate decayed along a cosine over the rounds, which settles the global model at the end.
 DEFAULTS: dict[str, Any] = {"strategy": "fedavg", "local_epochs": 2, "lr": 0.05, "momentum": 0.9, "batch_size": 32,
