@@ -102,8 +102,9 @@ def server(
     dp_clip: DpClip = 1.0,
     name: Annotated[Optional[str], typer.Option(help="Registry name. Default: fl-MODEL-DATA.")] = None,
     seed: int = 0,
-    round_timeout: Annotated[float, typer.Option(min=1.0, help="Seconds a round waits for its clients' results; "
-                                                               "the late ones count as failed.")] = 600.0,
+    round_timeout: Annotated[float, typer.Option(min=1.0, help="Seconds a round waits for --min-clients clients to "
+                                                               "connect, then for their results (the late ones count "
+                                                               "as failed).")] = 600.0,
     verbose: Annotated[bool, typer.Option("--verbose", help="Show Flower's own log.")] = False,
     json: Json = False,
 ) -> None:

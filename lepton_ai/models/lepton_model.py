@@ -134,16 +134,29 @@ class LeptonModel(nn.Module):
             meta["replaced_modules"] = self.replaced_modules
         return meta
 
-    def _from_meta(self, meta: dict[str, Any], weights: Path) -> None:
-        """Build the saved architecture from its metadata, then load `weights` (a file or saved dir)."""
+    @classmethod
+    def from_metadata(cls, meta: dict[str, Any]) -> LeptonModel:
+        """Return an untrained model of the built-in architecture that `meta` (from `metadata()`) describes,
+        with the layers it replaced (e.g. by a Flower client, whose weights come from the server)."""
+        if meta.get("arch") not in ARCHITECTURES:
+            raise InvalidInputError(f"cannot build {meta.get('arch')!r} from metadata alone: only the built-in "
+                                    f"architectures ({', '.join(ARCHITECTURES)})")
+        model = cls(num_classes=int(meta["num_classes"]), input_size=meta.get("input_size") or None)
+        model._from_meta(meta)
+        return model
+
+    def _from_meta(self, meta: dict[str, Any], weights: Path | None = None) -> None:
+        """Build the saved architecture from its metadata, then load `weights` (a file or saved dir) if given."""
         self._configure(meta)
         if meta["arch"] == "hf":
+            assert weights is not None
             self.arch, self.net = "hf", TextClassifier(weights / "encoder", self.num_classes, pretrained=False)
         else:
             self.arch, self.net = meta["arch"], build(meta["arch"], self.input_size, self.num_classes)
         self.replaced_modules = dict(meta.get("replaced_modules") or {})
         _replace_modules(self.net, self.replaced_modules)
-        self._load_weights(weights)
+        if weights is not None:
+            self._load_weights(weights)
 
     # -- running -------------------------------------------------------------------------
 

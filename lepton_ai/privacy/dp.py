@@ -16,16 +16,18 @@ seeded pseudo-random generators (Opacus's `secure_mode` is off), as usual for re
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import math
 import warnings
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import MISSING, asdict, dataclass, fields
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from lepton_ai.errors import InvalidInputError
+from lepton_ai.errors import InvalidInputError, one_line
 
 MECHANISM = "DP-SGD (Opacus, RDP accountant)"
 
@@ -34,53 +36,82 @@ MECHANISM = "DP-SGD (Opacus, RDP accountant)"
 # learning rate beat few large-batch ones on a training set of ~1,300 examples.
 DP_TRAINING_DEFAULTS: dict[str, Any] = {"epochs": 40, "batch_size": 128, "lr": 1e-2}
 DEFAULT_MAX_GRAD_NORM = 1.0
+_FULL_HOOK = "Full backward hook is firing when gradients are computed with respect to module outputs"
 
 
 class PrivacyNotice(UserWarning):
     """Something DP-SGD changed or chose for the user (a layer replaced, where statistics came from)."""
 
 
+def check_budget(epsilon: float | None, delta: float, **positive: float | None) -> None:
+    """Raise, in one line, unless ε (when given) and every other value given are finite numbers > 0 and 0 < δ < 1."""
+    for key, value in {"epsilon": epsilon, "delta": delta, **positive}.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value)):
+            raise InvalidInputError(f"dp {key} must be a finite number, got {value!r}")
+    if epsilon is not None and epsilon <= 0:
+        raise InvalidInputError(f"dp epsilon must be > 0 (the privacy budget), got {epsilon}")
+    if not 0 < delta < 1:
+        raise InvalidInputError(f"dp delta must be between 0 and 1 (exclusive), e.g. 1e-5, got {delta}")
+    for key, value in positive.items():
+        if value is not None and value <= 0:
+            raise InvalidInputError(f"dp {key} must be > 0, got {value}")
+
+
+class FromMapping:
+    """`of(value)` for a privacy config dataclass: the config itself, one built from a dict, or None."""
+
+    EXAMPLE: ClassVar[str]
+
+    @classmethod
+    def of(cls, value: Any) -> Any:
+        """Return `value` as this config: itself, one built from a dict such as EXAMPLE (None values take
+        their defaults), or None for no privacy."""
+        if value is None or isinstance(value, cls):
+            return value
+        if not isinstance(value, Mapping):
+            raise InvalidInputError(f"dp must be a {cls.__name__} or a dict such as {cls.EXAMPLE}, "
+                                    f"not {type(value).__name__}")
+        names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+        unknown = set(value) - set(names)
+        if unknown:
+            raise InvalidInputError(f"unknown dp option(s) {', '.join(sorted(unknown))}: use {', '.join(names)}")
+        given = {k: v for k, v in value.items() if v is not None}
+        missing = [f.name for f in fields(cls) if f.default is MISSING and f.name not in given]  # type: ignore[arg-type]
+        if missing:
+            raise InvalidInputError(f"dp needs {' and '.join('an ' + m for m in missing)}, e.g. {cls.EXAMPLE}")
+        return cls(**given)
+
+
 @dataclass(frozen=True)
-class DPConfig:
+class DPConfig(FromMapping):
     """The privacy target of a training run: (ε, δ)-DP for each training example, and the norm
     each example's gradient is clipped to."""
+
+    EXAMPLE: ClassVar[str] = "{'epsilon': 3, 'delta': 1e-5}"
 
     epsilon: float
     delta: float = 1e-5
     max_grad_norm: float = DEFAULT_MAX_GRAD_NORM
 
     def __post_init__(self) -> None:
-        for key in ("epsilon", "delta", "max_grad_norm"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise InvalidInputError(f"dp {key} must be a finite number, got {value!r}")
-        if self.epsilon <= 0:
-            raise InvalidInputError(f"dp epsilon must be > 0 (the privacy budget), got {self.epsilon}")
-        if not 0 < self.delta < 1:
-            raise InvalidInputError(f"dp delta must be between 0 and 1 (exclusive), e.g. 1e-5, got {self.delta}")
-        if self.max_grad_norm <= 0:
-            raise InvalidInputError(f"dp max_grad_norm (per-example clipping norm) must be > 0, got {self.max_grad_norm}")
-
-    @classmethod
-    def of(cls, value: DPConfig | Mapping[str, Any] | None) -> DPConfig | None:
-        """Return `value` as a DPConfig: itself, one built from a dict such as {"epsilon": 3, "delta": 1e-5},
-        or None for no privacy."""
-        if value is None or isinstance(value, DPConfig):
-            return value
-        if not isinstance(value, Mapping):
-            raise InvalidInputError(f"dp must be a DPConfig or a dict such as {{'epsilon': 3, 'delta': 1e-5}}, "
-                                    f"not {type(value).__name__}")
-        unknown = set(value) - {"epsilon", "delta", "max_grad_norm"}
-        if unknown:
-            raise InvalidInputError(f"unknown dp option(s) {', '.join(sorted(unknown))}: use epsilon, delta, "
-                                    "max_grad_norm")
-        if "epsilon" not in value:
-            raise InvalidInputError("dp needs an epsilon, e.g. {'epsilon': 3, 'delta': 1e-5}")
-        return cls(**{k: v for k, v in value.items() if v is not None})
+        check_budget(self.epsilon, self.delta, max_grad_norm=self.max_grad_norm)
 
     def to_dict(self) -> dict[str, float]:
         """Return the config as JSON-ready data."""
         return asdict(self)
+
+
+def epsilon_spent(noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> float:
+    """Return ε after `steps` Gaussian steps of `noise_multiplier` at `sample_rate`, as Opacus's RDP
+    accountant states it (infinite without noise)."""
+    if noise_multiplier <= 0:
+        return math.inf
+    accountant = opacus("accountants").RDPAccountant()
+    accountant.history = [(noise_multiplier, sample_rate, steps)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "optimal order is the largest alpha": a looser bound, still a bound
+        return float(accountant.get_epsilon(delta=delta))
 
 
 def check_options(*, world_size: int, compile: bool, precision: str, max_grad_norm: float | None) -> None:
@@ -105,7 +136,7 @@ def make_compatible(model: nn.Module) -> dict[str, dict[str, Any]]:
     GroupNorm); warn with a `PrivacyNotice` naming what was replaced; return the replacements, which a
     LeptonModel records (`replaced_modules`) so that it loads the same layers again. Raise when Opacus
     cannot make it private."""
-    ModuleValidator = _opacus().validators.ModuleValidator
+    ModuleValidator = opacus("validators").ModuleValidator
 
     net = model.net
     if net is None:
@@ -116,11 +147,11 @@ def make_compatible(model: nn.Module) -> dict[str, dict[str, Any]]:
         fixed = ModuleValidator.fix(net)  # a copy (through torch.save), with the layers replaced
     except Exception as e:  # noqa: BLE001 - whatever stops Opacus copying the model is the user's answer
         raise InvalidInputError(f"Opacus cannot make this model private: copying it for ModuleValidator.fix failed "
-                                f"({type(e).__name__}: {_one_line(e)})") from e
+                                f"({type(e).__name__}: {one_line(e)})") from e
     errors = ModuleValidator.validate(fixed, strict=False)
     if errors:
         raise InvalidInputError(f"Opacus cannot make this model ({getattr(model, 'arch', None) or type(net).__name__}) "
-                                f"private: {_one_line(errors[0])}")
+                                f"private: {one_line(errors[0])}")
     for m in fixed.modules():  # Opacus's backward hooks forbid in-place ops on the outputs they watch
         if getattr(m, "inplace", False) is True:
             m.inplace = False
@@ -143,26 +174,27 @@ def make_compatible(model: nn.Module) -> dict[str, dict[str, Any]]:
     return specs
 
 
-def standardize(norm: nn.Module, train_data: Any, val_data: Any | None) -> None:
-    """Set a `Standardize` layer without looking at the private training split: from the value range the
-    data declares (images: pixels 0..pixel_max map to -2..2, the same for every pixel: centred, and about
-    unit spread for images that use the whole range; on digits it beat -1..1, 0..1 and -4..4 under DP),
-    else from the validation split (with a `PrivacyNotice`: the guarantee does not cover it), else not at all."""
+def standardize(norm: nn.Module, train_data: Any, val_data: Any | None, *, spread: float = 4.0) -> None:
+    """Set a `Standardize` layer without looking at the private training data: from the value range the
+    data declares (images: pixels 0..pixel_max map to ±pixel_max/spread·2, the same for every pixel —
+    -2..2 by default, which beat -1..1, 0..1 and -4..4 under DP-SGD on digits), else from the validation
+    split (with a `PrivacyNotice`: the guarantee does not cover it), else not at all."""
     pixel_max = (getattr(train_data, "meta", None) or {}).get("pixel_max")
     if pixel_max:
         with torch.no_grad():
             norm.mean.fill_(pixel_max / 2)
-            norm.std.fill_(pixel_max / 4)
+            norm.std.fill_(pixel_max / spread)
             norm.fitted.fill_(True)
         return
     if val_data is not None and getattr(val_data, "features", None) is not None and len(val_data) > 1:
         norm.fit(val_data.features[:20000])
-        warnings.warn(f"DP-SGD: input standardisation fitted on the validation split ({len(val_data)} examples), "
-                      "not on the private training split; the privacy guarantee covers the training split only",
+        warnings.warn(f"input standardisation fitted on the validation split ({len(val_data)} examples), not on "
+                      "the private training data; the privacy guarantee covers the training data only",
                       PrivacyNotice, stacklevel=2)
         return
-    warnings.warn("DP-SGD: inputs are not standardised (no value range known and no validation split): "
-                  "scale the features yourself for better accuracy", PrivacyNotice, stacklevel=2)
+    norm.fitted.fill_(True)  # leave inputs as they are
+    warnings.warn("inputs are not standardised (no value range known and no validation split): scale the "
+                  "features yourself for better accuracy", PrivacyNotice, stacklevel=2)
 
 
 class PrivateTraining:
@@ -172,7 +204,7 @@ class PrivateTraining:
 
     def __init__(self, config: DPConfig, model: nn.Module, optimizer: torch.optim.Optimizer, *, examples: int,
                  batch_size: int, epochs: int, seed: int = 0) -> None:
-        PrivacyEngine = _opacus().PrivacyEngine
+        PrivacyEngine = opacus().PrivacyEngine
 
         if batch_size > examples:
             raise InvalidInputError(f"batch_size {batch_size} is larger than the {examples} training examples")
@@ -191,14 +223,15 @@ class PrivateTraining:
                     poisson_sampling=True)
             except ValueError as e:
                 raise InvalidInputError(f"DP-SGD cannot reach ε={config.epsilon} at δ={config.delta} over {epochs} "
-                                        f"epochs of {examples} examples: {_one_line(e)}") from e
+                                        f"epochs of {examples} examples: {one_line(e)}") from e
             except NotImplementedError as e:  # Opacus has no per-example gradient for some layer
-                raise InvalidInputError(f"Opacus cannot make this model private: {_one_line(e)}") from e
-        self.sample_rate = 1 / len(self.loader)
+                raise InvalidInputError(f"Opacus cannot make this model private: {one_line(e)}") from e
+        self.sample_rate = float(self.loader.sample_rate)  # what the accountant uses (steps are int(1/q))
         # Opacus's hooks on the first layer, whose inputs need no gradient, make torch warn at every backward
-        # that the hook sees only the outputs' gradients: which is all Opacus uses. Silence that one message.
-        warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed with "
-                                "respect to module outputs", category=UserWarning)
+        # that the hook sees only the outputs' gradients: which is all Opacus uses. Silence that one message
+        # until close().
+        warnings.filterwarnings("ignore", message=_FULL_HOOK, category=UserWarning)
+        self._filter = warnings.filters[0]
 
     @property
     def noise_multiplier(self) -> float:
@@ -246,8 +279,10 @@ class PrivateTraining:
         self.engine.accountant.load_state_dict(state["accountant"])
 
     def close(self) -> None:
-        """Remove Opacus's hooks and per-example gradients from the model."""
+        """Remove Opacus's hooks and per-example gradients from the model, and the warning filter."""
         self.module._close()
+        with contextlib.suppress(ValueError):
+            warnings.filters.remove(self._filter)
 
 
 def describe(privacy: Mapping[str, Any]) -> str:
@@ -260,15 +295,9 @@ def describe(privacy: Mapping[str, Any]) -> str:
     return line
 
 
-def _opacus() -> Any:
+def opacus(module: str = "") -> Any:
+    """Return Opacus (or its submodule `module`), or raise a one-line error naming the extra to install."""
     try:
-        import opacus
-        import opacus.validators
+        return importlib.import_module(f"opacus.{module}" if module else "opacus")
     except ImportError as e:
-        raise InvalidInputError("DP-SGD needs Opacus: pip install 'lepton-ai[privacy]'") from e
-    return opacus
-
-
-def _one_line(e: Any) -> str:
-    text = " ".join(str(e).split())
-    return text if len(text) <= 300 else text[:297] + "..."
+        raise InvalidInputError("differential privacy needs Opacus: pip install 'lepton-ai[privacy]'") from e

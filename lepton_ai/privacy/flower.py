@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import time
-import warnings
+import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,10 +31,9 @@ from torch import nn
 
 from lepton_ai.data import LabeledData
 from lepton_ai.errors import InvalidInputError, LeptonError
-from lepton_ai.privacy.federated import (DEFAULTS, ClientDP, FederatedResult, RunRecord, Strategy, aggregate,
-                                         build_model, check_dp_model, check_run, check_strategy_dp, cpu_threads,
-                                         default_model, default_name, default_schedule, load_splits, local_train,
-                                         parse_strategy, round_lr, run_params)
+from lepton_ai.privacy.aggregation import ClientDP, Strategy, aggregate, finite
+from lepton_ai.privacy.federated import DEFAULTS, Setup, cpu_threads, local_train, prepare, round_lr
+from lepton_ai.privacy.record import FederatedResult, RunRecord, default_name
 
 _PART = re.compile(r"^(?P<data>.+):(?P<index>\d+)/(?P<count>\d+)$")
 
@@ -103,23 +103,26 @@ def from_ndarrays(arrays: list[np.ndarray], like: Mapping[str, torch.Tensor]) ->
 # -- the server ---------------------------------------------------------------------------------
 
 
-def lepton_strategy(model: nn.Module, test: LabeledData, plan: Strategy, *, record: RunRecord, rounds: int,
-                    min_clients: int, fraction: float, local_epochs: int, lr: float, batch_size: int, schedule: str,
-                    dp: ClientDP | None, seed: int, on_round: Callable[[dict[str, Any]], None] | None = None) -> Any:
-    """Return a Flower Strategy that runs `plan` (and `dp`) with our aggregation, on `model`."""
+def lepton_strategy(run: Setup, *, record: RunRecord, min_clients: int, round_timeout: float | None,
+                    on_round: Callable[[dict[str, Any]], None] | None = None) -> Any:
+    """Return a Flower Strategy that runs `run`'s strategy (and client-level DP) with our aggregation."""
     flwr = _flwr()
     from flwr.common import FitIns, ndarrays_to_parameters, parameters_to_ndarrays
 
+    model, o, dp = run.net, run.options, run.dp
+
     class LeptonStrategy(flwr.server.strategy.Strategy):
         """Flower's strategy interface over lepton's `aggregate`: every round samples at least
-        `min_clients` connected clients, accepts the failures of some (the round goes on with the
-        others), and tests the new global model on the server's test split."""
+        `min_clients` connected clients (waiting up to the round timeout for them), accepts the
+        failures of some (the round goes on with the others; a non-finite update counts as one),
+        and tests the new global model on the server's test split."""
 
         def __init__(self) -> None:
             self.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            self.noise = torch.Generator().manual_seed(seed + 1)
+            self.noise = torch.Generator().manual_seed(o["seed"] + 1)
             self.meta = json.dumps(model.metadata())
             self.round_started = time.perf_counter()
+            self.sampled = 0
             self.last: dict[str, int] = {"clients": 0, "failures": 0, "examples": 0}
 
         def initialize_parameters(self, client_manager: Any) -> Any:
@@ -127,25 +130,30 @@ def lepton_strategy(model: nn.Module, test: LabeledData, plan: Strategy, *, reco
 
         def configure_fit(self, server_round: int, parameters: Any, client_manager: Any) -> list[tuple[Any, Any]]:
             self.round_started = time.perf_counter()
-            client_manager.wait_for(min_clients)
+            if not client_manager.wait_for(min_clients, timeout=math.ceil(round_timeout or 86_400)):
+                raise LeptonError(f"round {server_round}: fewer than {min_clients} clients connected within "
+                                  f"{round_timeout:g} s (--min-clients, --round-timeout)")
             available = client_manager.num_available()
-            wanted = max(min_clients, round(fraction * available))
-            config = {"model": self.meta, "local_epochs": local_epochs, "batch_size": batch_size, "mu": plan.mu,
-                      "lr": round_lr(lr, server_round - 1, rounds, schedule), "momentum": DEFAULTS["momentum"],
-                      "seed": seed * 1_000_003 + server_round * 10_007, "round": server_round}
+            wanted = max(min_clients, round(o["fraction"] * available))
+            config = {"model": self.meta, "local_epochs": o["local_epochs"], "batch_size": o["batch_size"],
+                      "mu": run.strategy.mu, "lr": round_lr(o["lr"], server_round - 1, o["rounds"], run.schedule),
+                      "momentum": DEFAULTS["momentum"], "seed": o["seed"] * 1_000_003 + server_round * 10_007,
+                      "round": server_round}
             chosen = client_manager.sample(num_clients=min(wanted, available), min_num_clients=min_clients)
+            self.sampled = len(chosen)
             return [(c, FitIns(parameters, config)) for c in chosen]
 
         def aggregate_fit(self, server_round: int, results: list[tuple[Any, Any]],
                           failures: list[Any]) -> tuple[Any, dict[str, Any]]:
-            self.last = {"clients": len(results), "failures": len(failures),
-                         "examples": sum(int(r.num_examples) for _, r in results)}
-            if not results and dp is None:
+            updates, dropped = finite([(from_ndarrays(parameters_to_ndarrays(r.parameters), self.state),
+                                        int(r.num_examples)) for _, r in results])
+            self.last = {"clients": len(updates), "failures": len(failures) + dropped,
+                         "examples": sum(n for _, n in updates)}
+            if not updates and dp is None:
                 return None, dict(self.last)  # every client failed: the global model stays as it was
-            updates = [(from_ndarrays(parameters_to_ndarrays(r.parameters), self.state), int(r.num_examples))
-                       for _, r in results]
-            self.state = aggregate(plan, self.state, updates, dp=dp, expected_clients=float(min_clients),
-                                   generator=self.noise)
+            # Under DP every connected client is sampled (rate 1): the mean is over all of them, failed or not.
+            self.state = aggregate(run.strategy, self.state, updates, weights=run.weights, dp=dp,
+                                   expected_clients=float(self.sampled), generator=self.noise)
             return ndarrays_to_parameters(to_ndarrays(self.state)), dict(self.last)
 
         def configure_evaluate(self, server_round: int, parameters: Any, client_manager: Any) -> list:
@@ -159,7 +167,7 @@ def lepton_strategy(model: nn.Module, test: LabeledData, plan: Strategy, *, reco
                 return None
             model.load_state_dict(from_ndarrays(parameters_to_ndarrays(parameters), self.state))
             extra = {"epsilon": dp.epsilon_spent(1.0, server_round)} if dp is not None else {}
-            row = record.log_round(model, test, **self.last, seconds=time.perf_counter() - self.round_started,
+            row = record.log_round(model, run.test, **self.last, seconds=time.perf_counter() - self.round_started,
                                    **extra)
             if on_round is not None:
                 on_round(row)
@@ -178,33 +186,17 @@ def run_server(address: str, *, model: str | nn.Module | None = None, data: str 
     """Serve a federation at `address` (HOST:PORT) for `rounds` rounds of at least `min_clients` clients,
     testing the global model on `data`'s test split after each, and register the final model."""
     flwr = _flwr()
-    from lepton_ai.train.loop import check_data
 
-    check_run(min_clients, rounds, fraction, local_epochs, lr, batch_size)
-    plan, private = parse_strategy(strategy), ClientDP.of(dp)
-    schedule = default_schedule(schedule, private)
-    check_strategy_dp(plan, private)
-    if private is not None and fraction < 1:
+    if dp is not None and fraction < 1:
         raise InvalidInputError("client-level DP over the network takes every connected client each round "
                                 "(the accountant's sample rate is then 1): use --fraction 1")
     _check_address(address)
-    train, val, test = load_splits(data, seed)
-    model = model or default_model(train, private)
-    torch.manual_seed(seed)
-    net = build_model(model, train, val)
-    check_dp_model(net, private)
-    check_data(net, test)
-    net.to("cpu")
-    if private is not None:
-        private.calibrate(1.0, rounds)
-    params = run_params(model, data, clients=min_clients, rounds=rounds, partition="clients' own",
-                        strategy=plan.name, fraction=fraction, local_epochs=local_epochs, lr=lr,
-                        batch_size=batch_size, schedule=schedule, seed=seed, address=address,
-                        dp=None if private is None else asdict(private))
-    with RunRecord(name or default_name(model, data), params) as record:
-        fl_strategy = lepton_strategy(net, test, plan, record=record, rounds=rounds, min_clients=min_clients,
-                                      fraction=fraction, local_epochs=local_epochs, lr=lr, batch_size=batch_size,
-                                      schedule=schedule, dp=private, seed=seed, on_round=on_round)
+    run = prepare(model, data, clients=min_clients, rounds=rounds, fraction=fraction, local_epochs=local_epochs,
+                  lr=lr, batch_size=batch_size, strategy=strategy, schedule=schedule, dp=dp, seed=seed)
+    params = run.params(partition="clients' own", address=address)
+    with RunRecord(name or default_name(run.model, data), params) as record:
+        fl_strategy = lepton_strategy(run, record=record, min_clients=min_clients, round_timeout=round_timeout,
+                                      on_round=on_round)
         try:
             flwr.server.start_server(server_address=address, strategy=fl_strategy,
                                      config=flwr.server.ServerConfig(num_rounds=rounds, round_timeout=round_timeout))
@@ -212,9 +204,9 @@ def run_server(address: str, *, model: str | nn.Module | None = None, data: str 
             if not isinstance(e.code, str):
                 raise
             raise LeptonError(f"cannot serve the federation at {address}: {e.code}") from None
-        net.load_state_dict(fl_strategy.state)
+        run.net.load_state_dict(fl_strategy.state)
         clients = max([min_clients] + [row["clients"] + row["failures"] for row in record.history])
-        return record.finish(net, clients, private.report(1.0, len(record.history)) if private else None)
+        return record.finish(run.net, clients, run.dp.report(1.0, len(record.history)) if run.dp else None)
 
 
 def _check_address(address: str) -> None:
@@ -229,11 +221,16 @@ def _check_address(address: str) -> None:
 def lepton_client(data: LabeledData, *, device: str = "cpu", client_seed: int = 0) -> Any:
     """Return a Flower client that trains the server's model on `data` with `local_train`."""
     flwr = _flwr()
+    from lepton_ai.models import LeptonModel
+    from lepton_ai.train.loop import check_data, resolve_device
+
+    dev = resolve_device(device)
 
     class LeptonClient(flwr.client.NumPyClient):
-        """Builds the server's architecture once (from the metadata the server sends with each round),
-        then each round trains it from the global weights on this client's data and returns the new
-        weights; the server tests the global model itself, so clients are never asked to evaluate."""
+        """Builds the server's architecture (a built-in one, from the metadata the server sends with each
+        round) and checks its data fits, then each round trains it from the global weights on this
+        client's data and returns the new weights; the server tests the global model itself, so
+        clients are never asked to evaluate."""
 
         def __init__(self) -> None:
             self.meta: str | None = None
@@ -241,15 +238,8 @@ def lepton_client(data: LabeledData, *, device: str = "cpu", client_seed: int = 
 
         def _model(self, meta: str) -> nn.Module:
             if meta != self.meta:
-                from lepton_ai.models import LeptonModel
-
-                m = json.loads(meta)
-                net = LeptonModel(num_classes=m["num_classes"], input_size=m["input_size"] or None,
-                                  classes=m["classes"])
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # the weights come from the server
-                    net.load_pretrained_model(m["arch"])
-                net.preprocess = dict(m.get("preprocess") or {})
+                net = LeptonModel.from_metadata(json.loads(meta))
+                check_data(net, data)
                 self.meta, self.model = meta, net
             assert self.model is not None
             return self.model
@@ -260,11 +250,11 @@ def lepton_client(data: LabeledData, *, device: str = "cpu", client_seed: int = 
         def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[list[np.ndarray], int, dict]:
             net = self._model(str(config["model"]))
             state = from_ndarrays(parameters, net.state_dict())
-            with cpu_threads(net, device):
+            with cpu_threads(net, dev):
                 new, n, metrics = local_train(
                     net, data, state, epochs=int(config["local_epochs"]), lr=float(config["lr"]),
                     batch_size=int(config["batch_size"]), mu=float(config["mu"]), momentum=float(config["momentum"]),
-                    seed=int(config["seed"]) + client_seed, device=device)
+                    seed=int(config["seed"]) + client_seed, device=dev)
             return to_ndarrays(new), n, metrics
 
     return LeptonClient().to_client()
@@ -279,10 +269,12 @@ def run_client(server: str, data: str, *, partition: str = "iid", seed: int = 0,
 
     _check_address(server)
     local = client_data(data, partition, seed)
-    _, index, _ = parse_part(data)
+    name, index, _ = parse_part(data)
+    # Each client its own shuffling and dropout: its part's index, or a hash of its data's path.
+    client_seed = index if index is not None else zlib.crc32(str(Path(name).resolve()).encode())
     try:
         flwr.client.start_client(server_address=server, insecure=True, max_wait_time=connect_timeout,
-                                 client=lepton_client(local, device=device, client_seed=index or 0))
+                                 client=lepton_client(local, device=device, client_seed=client_seed))
     except grpc.RpcError as e:
         detail = e.details() if hasattr(e, "details") else str(e)
         raise LeptonError(f"lost or could not make the connection to the Flower server at {server}: {detail}") from e

@@ -23,7 +23,9 @@ def parse_scheme(scheme: str) -> tuple[str, float]:
         value = float(arg) if arg else (0.5 if kind == "dirichlet" else 2.0)
     except ValueError:
         raise InvalidInputError(f"partition {scheme!r}: {arg!r} is not a number") from None
-    if kind == "dirichlet" and not (value > 0 and np.isfinite(value)):
+    if not np.isfinite(value):
+        raise InvalidInputError(f"partition {scheme!r}: the parameter must be a finite number")
+    if kind == "dirichlet" and not value > 0:
         raise InvalidInputError(f"partition {scheme!r}: the Dirichlet alpha must be > 0 (smaller is more skewed)")
     if kind == "shards" and (value < 1 or value != int(value)):
         raise InvalidInputError(f"partition {scheme!r}: the shards per client K must be a whole number ≥ 1")

@@ -59,6 +59,22 @@ def test_save_load_round_trip_through_the_registry(tmp_path: Path) -> None:
     assert torch.equal(weights_only.predict(test), model.predict(test))
 
 
+def test_from_metadata_rebuilds_a_built_in_architecture_with_its_replaced_layers() -> None:
+    model = LeptonModel(num_classes=10, input_size=(1, 8, 8), classes=[str(i) for i in range(10)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.load_pretrained_model("cnn-small")
+    name, norm = next((n, m) for n, m in model.net.named_modules() if isinstance(m, torch.nn.BatchNorm2d))
+    model.replaced_modules = {name: {"type": "GroupNorm", "num_groups": 8, "num_channels": norm.num_features}}
+    meta = json.loads(json.dumps(model.metadata()))  # as it travels, e.g. from a Flower server
+    rebuilt = LeptonModel.from_metadata(meta)
+    assert isinstance(rebuilt.net.get_submodule(name), torch.nn.GroupNorm) and rebuilt.classes == model.classes
+    assert rebuilt.metadata() == meta
+    for arch in ("hf", "/etc/passwd", "digits-mlp:1"):  # nothing but a built-in architecture from metadata
+        with pytest.raises(InvalidInputError, match="only the built-in architectures"):
+            LeptonModel.from_metadata({**meta, "arch": arch})
+
+
 def test_mismatches_name_both_sides(tmp_path: Path) -> None:
     digits = load("digits", "train")
     rgb = LeptonModel(num_classes=10, input_size=(3, 8, 8))

@@ -10,33 +10,42 @@ import torch
 
 from lepton_ai.data import load
 from lepton_ai.errors import InvalidInputError
-from lepton_ai.privacy.federated import (MECHANISM, ClientDP, aggregate, epsilon_spent, federated_train, local_train,
-                                         parse_strategy)
+from lepton_ai.privacy.aggregation import MECHANISM, ClientDP, aggregate, finite, parse_strategy
+from lepton_ai.privacy.dp import epsilon_spent
+from lepton_ai.privacy.federated import federated_train, local_train
 
 pytest.importorskip("opacus")
 
+W = ["w"]  # the trainable weights; "stat" is a running statistic, "steps" a counter
 
-def vec(*values: float) -> dict[str, torch.Tensor]:
-    return {"w": torch.tensor(values, dtype=torch.float32), "steps": torch.tensor(7)}
+
+def vec(*values: float, stat: float = 0.0) -> dict[str, torch.Tensor]:
+    return {"w": torch.tensor(values, dtype=torch.float32), "stat": torch.tensor([stat]), "steps": torch.tensor(7)}
 
 
 def test_fedavg_weights_clients_by_their_examples() -> None:
-    new = aggregate(parse_strategy("fedavg"), vec(0, 0), [(vec(1, 0), 1), (vec(0, 4), 3)])
+    new = aggregate(parse_strategy("fedavg"), vec(0, 0), [(vec(1, 0, stat=1), 1), (vec(0, 4, stat=5), 3)], weights=W)
     assert torch.allclose(new["w"], torch.tensor([0.25, 3.0]))  # (1·1 + 3·0)/4, (1·0 + 3·4)/4
+    assert new["stat"].item() == pytest.approx(4.0)  # statistics: the same weighted mean
     assert new["steps"].item() == 7  # counters are not averaged
-    assert torch.equal(aggregate(parse_strategy("fedavg"), vec(1, 2), [])["w"], torch.tensor([1.0, 2.0]))
+    assert torch.equal(aggregate(parse_strategy("fedavg"), vec(1, 2), [], weights=W)["w"], torch.tensor([1.0, 2.0]))
 
 
-def test_fedavgm_carries_momentum_between_rounds() -> None:
+def test_server_optimisers_step_the_weights_only() -> None:
     plan = parse_strategy("fedavgm:0.5")
-    first = aggregate(plan, vec(0), [(vec(1), 1)])
-    second = aggregate(plan, first, [(vec(2), 1)])  # update 1 + 0.5 · previous update 1
+    first = aggregate(plan, vec(0, stat=1.0), [(vec(1, stat=0.2), 1)], weights=W)
+    second = aggregate(plan, first, [(vec(2, stat=0.1), 1)], weights=W)  # update 1 + 0.5 · previous update 1
     assert first["w"].item() == pytest.approx(1.0) and second["w"].item() == pytest.approx(2.5)
+    # Momentum on a running variance would overshoot it below zero (and BatchNorm to NaN): it takes the mean.
+    assert first["stat"].item() == pytest.approx(0.2) and second["stat"].item() == pytest.approx(0.1)
+    adam = parse_strategy("fedadam:0.01")  # m = 0.1·u, v = 0.01·u², step = lr·m / (√v + τ)
+    stepped = aggregate(adam, vec(0), [(vec(2), 1)], weights=W)["w"].item()
+    assert stepped == pytest.approx(0.01 * 0.2 / (0.2 + 1e-3), rel=1e-6)
 
 
 def poisoned_round(spec: str) -> torch.Tensor:
     honest = [(vec(1.0 + 0.01 * i, -1.0), 10) for i in range(5)]
-    return aggregate(parse_strategy(spec), vec(0, 0), [*honest, (vec(1e6, 1e6), 10)])["w"]
+    return aggregate(parse_strategy(spec), vec(0, 0), [*honest, (vec(1e6, 1e6), 10)], weights=W)["w"]
 
 
 def test_trimmed_mean_and_fedadam_withstand_a_poisoned_client() -> None:
@@ -45,6 +54,17 @@ def test_trimmed_mean_and_fedadam_withstand_a_poisoned_client() -> None:
     assert torch.allclose(trimmed, torch.tensor([1.025, -1.0]), atol=1e-3)
     adam = poisoned_round("fedadam:0.01")  # Adam's step is bounded by ~lr whatever the update's size
     assert adam.abs().max() < 0.1
+    with pytest.warns(RuntimeWarning, match="too few to trim"):  # 0.1 of 3 clients cuts none
+        aggregate(parse_strategy("trimmed:0.1"), vec(0), [(vec(1), 1)] * 3, weights=W)
+
+
+def test_non_finite_updates_are_dropped_before_they_reach_the_model() -> None:
+    results = [(vec(1, 1), 5), (vec(float("nan"), 1e6), 5), (vec(1, float("inf")), 5)]
+    ok, dropped = finite(results)
+    assert dropped == 2 and len(ok) == 1 and ok[0][0]["w"].tolist() == [1, 1]
+    with pytest.raises(InvalidInputError, match="not finite"):  # clipping cannot tame a NaN: refuse it
+        ClientDP(noise_multiplier=1.0).combine([torch.tensor([float("nan"), 1e6], dtype=torch.float64)], 1,
+                                               torch.Generator(), dim=2)
 
 
 def test_strategy_specs_and_bad_ones() -> None:
@@ -75,13 +95,18 @@ def test_fedprox_term_keeps_the_client_near_the_global_model() -> None:
 
 
 def test_client_dp_clips_each_update_and_adds_noise_to_the_sum() -> None:
-    dp = ClientDP(noise_multiplier=0.0, clip=1.0)
+    dp = ClientDP(noise_multiplier=1e-9, clip=1.0)
     deltas = torch.tensor([[3.0, 4.0], [0.3, 0.4]], dtype=torch.float64)  # norms 5 (clipped to 1) and 0.5
-    out = dp.combine(deltas, expected_clients=4, generator=torch.Generator().manual_seed(0))
+    out = dp.combine(deltas, expected_clients=4, generator=torch.Generator().manual_seed(0), dim=2)
     assert torch.allclose(out, torch.tensor([0.6 + 0.3, 0.8 + 0.4], dtype=torch.float64) / 4)
     noisy = ClientDP(noise_multiplier=2.0, clip=0.5).combine(torch.zeros(3, 200_000, dtype=torch.float64), 10,
-                                                            torch.Generator().manual_seed(0))
+                                                            torch.Generator().manual_seed(0), dim=200_000)
     assert float(noisy.std()) == pytest.approx(2.0 * 0.5 / 10, rel=0.02)  # N(0, (σC)²) on the sum, over 10
+    state = {"w": torch.zeros(4), "stat": torch.full((3,), 8.0)}  # e.g. the input standardisation's mean
+    client = {"w": torch.ones(4), "stat": torch.full((3,), 5.0)}
+    new = aggregate(parse_strategy("fedavg"), state, [(client, 10)], weights=W, dp=ClientDP(noise_multiplier=1.0),
+                    expected_clients=1, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(new["stat"], state["stat"]) and not torch.equal(new["w"], torch.full((4,), 0.5))
 
 
 def test_epsilon_from_the_rdp_accountant_matches_golden_values() -> None:
@@ -93,15 +118,19 @@ def test_epsilon_from_the_rdp_accountant_matches_golden_values() -> None:
     assert epsilon_spent(2.0, 1.0, 10, 1e-5) == pytest.approx(8.079406222420491, rel=1e-9)
     assert epsilon_spent(1.0, 0.1, 30, 1e-5) == pytest.approx(4.848039837634082, rel=1e-9)  # subsampled, opacus 1.6
     assert epsilon_spent(0.0, 0.1, 30, 1e-5) == math.inf
-    dp = ClientDP(epsilon=8, delta=1e-5)
-    sigma = dp.calibrate(sample_rate=0.1, rounds=30)
-    assert 0.5 < sigma < 1.0 and 7.9 <= dp.epsilon_spent(0.1, 30) <= 8.0
+    dp = ClientDP(epsilon=8, delta=1e-5).calibrate(sample_rate=0.1, rounds=30)
+    assert 0.5 < dp.noise_multiplier < 1.0 and 7.9 <= dp.epsilon_spent(0.1, 30) <= 8.0
+    assert ClientDP(epsilon=8, noise_multiplier=dp.noise_multiplier).calibrate(0.1, 30).noise_multiplier == \
+        dp.noise_multiplier  # a σ given with ε is checked against it...
+    with pytest.raises(InvalidInputError, match="more than the epsilon 8 asked for"):
+        ClientDP(epsilon=8, noise_multiplier=0.3).calibrate(0.1, 30)  # ...and refused when it spends more
 
 
 @pytest.mark.parametrize(("dp", "message"), [
     ({"epsilon": 0}, "epsilon must be > 0"), ({"epsilon": -3}, "epsilon must be > 0"),
     ({"epsilon": 3, "delta": 1}, "delta must be between 0 and 1"), ({"epsilon": 3, "clip": 0}, "clip"),
     ({"epsilon": 3, "sigma": 1}, "unknown dp option"), ({"delta": 1e-5}, "needs an epsilon"),
+    ({"noise_multiplier": 0}, "noise_multiplier must be > 0"), ({"epsilon": float("nan")}, "finite number"),
 ])
 def test_bad_dp_is_one_line(dp: dict, message: str) -> None:
     with pytest.raises(InvalidInputError, match=message) as e:
@@ -156,6 +185,8 @@ def test_client_level_dp_simulation_reports_epsilon() -> None:
     assert recorded["epsilon"] == p["epsilon"] and recorded["sample_rate"] == 0.5 and recorded["rounds"] == 3
     assert result.history[-1]["epsilon"] == pytest.approx(p["epsilon"])
     assert sum(row["clients"] for row in result.history) > 0  # Poisson sampling: about 10 a round
+    norm = result.model.net.normalize  # pixels 0..16 → -1..1: set once, not noised by the rounds
+    assert torch.equal(norm.mean, torch.full_like(norm.mean, 8.0)) and torch.equal(norm.std, torch.full_like(norm.std, 8.0))
 
 
 def test_cli_run_prints_one_json_document(capsys) -> None:
@@ -180,3 +211,9 @@ def test_cli_bad_input_is_one_line_and_exit_2(capsys) -> None:
     with pytest.raises(SystemExit) as e:
         main(["run", "--clients", "3", "--rounds", "1", "--dp-epsilon", "0"])
     assert e.value.code == 2 and "epsilon must be > 0" in capsys.readouterr().err
+    for args, message in ((["--partition", "shards:inf"], "must be a finite number"),
+                          (["--device", "cuda"], "no CUDA GPU is visible")):
+        with pytest.raises(SystemExit) as e:
+            main(["run", "--clients", "3", "--rounds", "1", *args])
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and message in err and "\n" not in err

@@ -83,6 +83,25 @@ def test_server_and_three_client_processes_for_three_rounds(lepton_home: Path) -
     assert Registry().get("fl-net:1").metrics["accuracy"] == doc["metrics"]["accuracy"]
 
 
+def test_client_level_dp_over_the_network(lepton_home: Path) -> None:
+    from lepton_ai.store import Registry
+
+    address = f"127.0.0.1:{free_port()}"
+    server = fl("server", "--address", address, "--rounds", "2", "--min-clients", "2", "--name", "fl-dp-net",
+                "--dp-epsilon", "8", "--json")
+    listening(address, server)
+    clients = [fl("client", "--server", address, "--data", f"digits:{i}/2") for i in range(2)]
+    out, err = finish(server)
+    assert server.returncode == 0, err[-3000:]
+    privacy = json.loads(out)["privacy"]
+    assert 7.5 < privacy["epsilon"] <= 8 and "client-level" in privacy["mechanism"]
+    recorded = Registry().get("fl-dp-net:1").recipe["privacy"]
+    assert recorded["sample_rate"] == 1.0 and recorded["rounds"] == 2 and recorded["noise_multiplier"] > 0
+    for c in clients:
+        finish(c, 60)
+        assert c.returncode == 0
+
+
 @pytest.mark.slow
 def test_a_client_killed_mid_round_does_not_stop_the_server(lepton_home: Path) -> None:
     address = f"127.0.0.1:{free_port()}"
@@ -121,9 +140,13 @@ def test_a_busy_port_or_an_absent_server_is_one_line() -> None:
         taken.listen()
         address = f"127.0.0.1:{taken.getsockname()[1]}"
         busy = fl("server", "--address", address, "--rounds", "1", "--model", "mlp")
+        lonely = fl("server", "--address", f"127.0.0.1:{free_port()}", "--min-clients", "2", "--round-timeout", "1")
         absent = fl("client", "--server", f"127.0.0.1:{free_port()}", "--data", "digits:0/2", "--connect-timeout", "1")
         _, err = finish(busy, 120)
     assert busy.returncode == 2 and "already in use" in err and err.strip().splitlines()[-1].startswith("error: ")
     _, err = finish(absent, 120)
     assert absent.returncode == 2 and err.strip().splitlines()[-1].startswith("error: ")
     assert "Flower server" in err.strip().splitlines()[-1]
+    _, err = finish(lonely, 120)  # no client came: the server ends with a clear error, not a day's wait
+    assert lonely.returncode == 2 and err.strip().splitlines()[-1] == ("error: round 1: fewer than 2 clients connected "
+                                                                       "within 1 s (--min-clients, --round-timeout)")
