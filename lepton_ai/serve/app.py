@@ -118,7 +118,7 @@ class Service:
                 continue
             sizes = self.metrics.batch_size.labels(name)
             batcher = Batcher(getattr(self.photon, name), batched=h.batched, max_batch_size=h.max_batch_size or 1,
-                              max_wait_ms=h.max_wait_ms, max_queue=self.settings.max_queue)
+                              max_wait_ms=h.max_wait_ms, max_queue=self.settings.max_queue, concurrency=h.concurrency)
             depth_changed = self.metrics.gauge(self.metrics.queue_depth.labels(name), lambda b=batcher: b.depth)
 
             def on_batch(size: int, depth: int, sizes: Any = sizes, depth_changed: Any = depth_changed) -> None:
@@ -340,7 +340,7 @@ class Service:
                     "schema": ref(h.response_schema(), f"{name}_response")}}},
                     **{code: error for code in ("400", "401", "413", "422", "503", "504")}},
                 "x-lepton-batch": {"field": h.batch_field, "max_batch_size": h.max_batch_size,
-                                   "max_wait_ms": h.max_wait_ms} if h.batched else None,
+                                   "max_wait_ms": h.max_wait_ms, "concurrency": h.concurrency} if h.batched else None,
             }
             if self._token:
                 op["security"] = [{"bearer": []}]

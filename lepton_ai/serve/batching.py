@@ -1,10 +1,10 @@
 """Adaptive batching: requests to one handler gathered into one call, from a bounded queue.
 
-Each handler has its own thread that takes batches from the queue and runs them, one at a
-time, while the event loop keeps accepting requests: under load the queue fills while the
-model computes and the next batch is as big as the load makes it; when idle a request runs at
-once. The thread starts the next batch as soon as one ends (results are handed back to the
-event loop, which never sits between two batches). On top of that it waits a little for more
+Each handler has its own thread (or `concurrency` threads) that takes batches from the queue
+and runs them, one at a time each, while the event loop keeps accepting requests: under load the
+queue fills while the model computes and the next batch is as big as the load makes it; when idle
+a request runs at once. A thread starts its next batch as soon as one ends (results are handed
+back to the event loop, which never sits between two batches). On top of that it waits a little for more
 requests only when the measured arrival rate says at least one more will come within half a
 batch's cost (and never longer than `max_wait_ms`)."""
 
@@ -72,7 +72,8 @@ class Batcher:
     examples' worth of requests that share the same options, and splits the outputs back."""
 
     def __init__(self, fn: Callable[..., Any], *, batched: bool, max_batch_size: int = 1, max_wait_ms: float = 0.0,
-                 max_queue: int = 1024, on_batch: Callable[[int, int], None] | None = None) -> None:
+                 max_queue: int = 1024, concurrency: int = 1,
+                 on_batch: Callable[[int, int], None] | None = None) -> None:
         self.fn, self.batched = fn, batched
         self.max_batch_size, self.max_wait = max(1, max_batch_size), max_wait_ms / 1000
         self.max_queue = max_queue
@@ -82,9 +83,10 @@ class Batcher:
         self._cost, self._gap = _Ema(), _Ema()
         self._last_arrival = time.perf_counter()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self.concurrency = max(1, concurrency)
+        self._threads: list[threading.Thread] = []
         self._stopping = False
-        self._idle = False  # the thread is (about to be) waiting for requests
+        self._idle = 0  # threads (about to be) waiting for requests
 
     # -- the request side ----------------------------------------------------------------
 
@@ -110,7 +112,7 @@ class Batcher:
         key = json.dumps(options, sort_keys=True, default=str) if options else ""
         item = Item(payload, options, size, asyncio.get_running_loop().create_future(), key)
         self.queue.append(item)
-        if self._idle:  # set before the thread looks at the queue, so no wake-up is lost (see _work)
+        if self._idle:  # counted before a thread looks at the queue, so no wake-up is lost (see _work)
             with self._lock:
                 self._lock.notify()
         return item.future
@@ -128,18 +130,20 @@ class Batcher:
     # -- the model side ------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the handler's thread; results come back to the running event loop."""
+        """Start the handler's threads; results come back to the running event loop."""
         self._loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._work, name="lepton-batch", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._work, name=f"lepton-batch-{i}", daemon=True)
+                         for i in range(self.concurrency)]
+        for t in self._threads:
+            t.start()
 
     async def stop(self) -> None:
         """Stop once the queue has drained."""
         with self._lock:
             self._stopping = True
-            self._lock.notify()
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join)
+            self._lock.notify_all()
+        for t in self._threads:
+            await asyncio.to_thread(t.join)
 
     def _wait_budget(self, have: int) -> float:
         """Seconds worth waiting for more requests: only when one more is expected in half a batch's cost."""
@@ -167,13 +171,13 @@ class Batcher:
         return batch
 
     def _work(self) -> None:
-        """The handler's thread: take a batch, maybe wait for more, run it, hand results back."""
+        """A handler thread: take a batch, maybe wait for more, run it, hand results back."""
         while True:
             with self._lock:
-                self._idle = True
+                self._idle += 1
                 while not self.queue and not self._stopping:
                     self._lock.wait(1.0)
-                self._idle = False
+                self._idle -= 1
                 if not self.queue:
                     return  # stopping, and nothing left
                 batch = self._take([])

@@ -36,6 +36,7 @@ class Handler:
     max_wait_ms: float = 5.0
     timeout_s: float | None = None
     prepare_fn: Callable[..., Any] | None = None
+    concurrency: int = 1  # calls running at once, each on its own thread (for code that releases the GIL)
 
     @property
     def name(self) -> str:
@@ -86,13 +87,17 @@ class Handler:
 
 
 def handler(fn: Callable[..., Any] | None = None, *, max_batch_size: int | None = None, max_wait_ms: float = 5.0,
-            timeout_s: float | None = None) -> Any:
-    """Mark a Photon method as an HTTP handler (`@handler` or `@handler(max_batch_size=64, max_wait_ms=5)`)."""
+            timeout_s: float | None = None, concurrency: int = 1) -> Any:
+    """Mark a Photon method as an HTTP handler (`@handler` or `@handler(max_batch_size=64, max_wait_ms=5)`;
+    `concurrency=N` runs up to N calls at once, each on its own thread: for models that release the GIL,
+    such as ONNX Runtime with one compute thread per call)."""
     if max_batch_size is not None and max_batch_size < 1:
         raise InvalidInputError(f"max_batch_size must be at least 1, got {max_batch_size}")
+    if concurrency < 1:
+        raise InvalidInputError(f"concurrency must be at least 1, got {concurrency}")
 
     def wrap(f: Callable[..., Any]) -> Handler:
-        return Handler(f, max_batch_size, max_wait_ms, timeout_s)
+        return Handler(f, max_batch_size, max_wait_ms, timeout_s, concurrency=concurrency)
 
     return wrap(fn) if fn is not None else wrap
 

@@ -121,3 +121,26 @@ def test_waits_only_when_more_requests_are_expected_soon() -> None:
 def test_concat_joins_arrays_and_lists() -> None:
     assert concat([np.zeros((2, 3)), np.ones((1, 3))]).shape == (3, 3)
     assert concat([[1], [2, 3]]) == [1, 2, 3]
+
+
+def test_concurrency_runs_that_many_batches_at_once() -> None:
+    import threading
+
+    meeting = threading.Barrier(2, timeout=5)  # passes only when two calls are inside the handler together
+    threads: set[str] = set()
+
+    def fn(inputs):
+        threads.add(threading.current_thread().name)
+        meeting.wait()
+        return inputs
+
+    async def main():
+        b = Batcher(fn, batched=True, max_batch_size=2, concurrency=2)
+        futures = [b.submit([i, i], {}) for i in range(4)]  # four full batches, two threads
+        b.start()
+        out = await asyncio.gather(*futures)
+        await b.stop()
+        return out
+
+    assert run(main()) == [[i, i] for i in range(4)]
+    assert threads == {"lepton-batch-0", "lepton-batch-1"} and not meeting.broken

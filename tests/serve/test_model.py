@@ -87,9 +87,13 @@ def test_an_onnx_version_is_served_the_same_way(serve, digits_ref: str, tmp_path
     onnx = OnnxModel(export_onnx(model, tmp_path / "m.onnx"))
     folder = save_runnable(onnx, model, {"runtime": "onnxruntime"}, tmp_path / "onnx-version")
     x = load("digits", "test").features[:30]
-    with serve(model_photon(str(folder))) as url:
-        got = predict(url, inputs=x.tolist()).json()["outputs"]
-    assert got == model.predict(x).tolist()
+    photon = model_photon(str(folder), threads=2)
+    assert type(photon).handlers()["predict"].concurrency == 4  # two batches per core, one ORT thread each
+    with serve(photon) as url:
+        replies = [predict(url, inputs=x[i:i + 3].tolist()) for i in range(0, 30, 3)]
+        assert httpx.get(f"{url}/openapi.json").json()["paths"]["/predict"]["post"]["x-lepton-batch"]["concurrency"] == 4
+    assert [y for r in replies for y in r.json()["outputs"]] == model.predict(x).tolist()
+    assert photon.runnable.session.get_session_options().intra_op_num_threads == 1
 
 
 def test_an_embedding_model_answers_unit_vectors(serve, tmp_path: Path) -> None:
