@@ -22,7 +22,7 @@ _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,51}[a-z0-9])?$")  # also a valid Kube
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def memory_bytes(text: str) -> int:
@@ -88,6 +88,13 @@ class TrainSpec(_Strict):
     nnodes: int = Field(1, ge=1)
     privacy: Privacy | None = None
 
+    @model_validator(mode="after")
+    def _private_in_one_fp32_process(self) -> TrainSpec:
+        if self.privacy and (self.nproc > 1 or self.nnodes > 1 or self.precision in ("fp16", "bf16")):
+            raise ValueError("privacy (DP-SGD) trains in one process in fp32: drop nproc/nnodes or use precision "
+                             "auto or fp32")
+        return self
+
     def args(self) -> list[str]:
         """Return the `lepton` arguments that run this step."""
         dp = self.privacy
@@ -149,6 +156,12 @@ class FederatedSpec(_Strict):
     seed: int = 0
     name: str | None = None
     privacy: Privacy | None = None
+
+    @model_validator(mode="after")
+    def _private_strategy(self) -> FederatedSpec:
+        if self.privacy and self.strategy.strip().lower().startswith("trimmed"):
+            raise ValueError("a trimmed mean cannot be combined with privacy (client-level DP)")
+        return self
 
     def args(self) -> list[str]:
         """Return the `lepton` arguments that run this step."""

@@ -4,8 +4,9 @@ The clients' updates Δ = w_client − w_global of the trainable weights (one fl
 combined — sample-weighted mean (FedAvg, FedProx), coordinate-wise trimmed mean (robust to a few
 poisoned clients) or, under client-level DP, the clipped sum plus Gaussian noise over a fixed
 denominator — and applied by the server optimiser (plain step, momentum for FedAvgM, Adam for
-FedAdam). The other floating-point entries of the state (BatchNorm's running statistics) are not
-weights to step along: they take the clients' sample-weighted mean, and stay as they are under DP.
+FedAdam). The other floating-point entries of the state (BatchNorm's running statistics, frozen
+weights) are not weights to step along: they take the clients' mean (trimmed under a trimmed mean),
+and stay as they are under DP.
 
 Client-level DP is DP-FedAvg (McMahan et al. 2018): each round samples each client independently
 with probability q (Poisson, as the accountant assumes), clips each update to norm C, adds
@@ -197,8 +198,9 @@ class ClientDP(FromMapping):
 
 
 def weight_keys(model: nn.Module) -> list[str]:
-    """Return the state-dict keys of `model`'s trainable weights: what the server optimiser and DP act on."""
-    return [k for k, p in model.named_parameters() if p.requires_grad]
+    """Return the state-dict keys of `model`'s trainable weights, tied ones under each of their names: what the
+    server optimiser and DP act on."""
+    return [k for k, p in model.named_parameters(remove_duplicate=False) if p.requires_grad]
 
 
 def flatten(state: State, keys: Sequence[str]) -> torch.Tensor:
@@ -232,7 +234,8 @@ def aggregate(strategy: Strategy, global_state: State, results: Sequence[tuple[S
               generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """Return the next global state from the clients' (state, examples) results (finite ones): the trainable
     `weights` by `strategy`, or by client-level `dp` (noise from `generator`, mean over `expected_clients`);
-    the other floating-point entries by the clients' sample-weighted mean, or unchanged under DP."""
+    the other floating-point entries (running statistics, frozen weights) by the strategy's mean without its
+    server step — sample-weighted, or trimmed — and unchanged under DP."""
     keys = [k for k in global_state if k in weights]
     stats = [k for k, v in global_state.items() if v.is_floating_point() and k not in weights]
     if not results and dp is None:
@@ -245,5 +248,5 @@ def aggregate(strategy: Strategy, global_state: State, results: Sequence[tuple[S
         update = strategy.combine((flatten(s, keys) - g, n) for s, n in results)
     new = unflatten(strategy.apply(g, update), global_state, keys)
     if stats and dp is None:
-        new = unflatten(weighted_mean((flatten(s, stats), n) for s, n in results), new, stats)
+        new = unflatten(strategy.combine((flatten(s, stats), n) for s, n in results), new, stats)
     return new

@@ -75,7 +75,8 @@ class FromMapping:
         names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
         unknown = set(value) - set(names)
         if unknown:
-            raise InvalidInputError(f"unknown dp option(s) {', '.join(sorted(unknown))}: use {', '.join(names)}")
+            raise InvalidInputError(f"unknown dp option(s) {', '.join(sorted(map(str, unknown)))}: use "
+                                    f"{', '.join(names)}")
         given = {k: v for k, v in value.items() if v is not None}
         missing = [f.name for f in fields(cls) if f.default is MISSING and f.name not in given]  # type: ignore[arg-type]
         if missing:
@@ -176,7 +177,7 @@ def make_compatible(model: nn.Module) -> dict[str, dict[str, Any]]:
 
 def standardize(norm: nn.Module, train_data: Any, val_data: Any | None, *, spread: float = 4.0) -> None:
     """Set a `Standardize` layer without looking at the private training data: from the value range the
-    data declares (images: pixels 0..pixel_max map to ±pixel_max/spread·2, the same for every pixel —
+    data declares (images: pixels 0..pixel_max map to -spread/2..spread/2, the same for every pixel —
     -2..2 by default, which beat -1..1, 0..1 and -4..4 under DP-SGD on digits), else from the validation
     split (with a `PrivacyNotice`: the guarantee does not cover it), else not at all."""
     pixel_max = (getattr(train_data, "meta", None) or {}).get("pixel_max")
@@ -277,6 +278,12 @@ class PrivateTraining:
                                     f"{state['noise_multiplier']:.4g}, now {self.noise_multiplier:.4g}): resume with "
                                     "the same epsilon, delta, epochs and batch size")
         self.engine.accountant.load_state_dict(state["accountant"])
+
+    def __enter__(self) -> PrivateTraining:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     def close(self) -> None:
         """Remove Opacus's hooks and per-example gradients from the model, and the warning filter."""

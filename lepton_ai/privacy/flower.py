@@ -15,6 +15,7 @@ give the same N, `--partition` scheme and `--seed` to get disjoint parts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -31,6 +32,7 @@ from torch import nn
 
 from lepton_ai.data import LabeledData
 from lepton_ai.errors import InvalidInputError, LeptonError
+from lepton_ai.models.architectures import ARCHITECTURES
 from lepton_ai.privacy.aggregation import ClientDP, Strategy, aggregate, finite
 from lepton_ai.privacy.federated import DEFAULTS, Setup, cpu_threads, local_train, prepare, round_lr
 from lepton_ai.privacy.record import FederatedResult, RunRecord, default_name
@@ -114,46 +116,55 @@ def lepton_strategy(run: Setup, *, record: RunRecord, min_clients: int, round_ti
     class LeptonStrategy(flwr.server.strategy.Strategy):
         """Flower's strategy interface over lepton's `aggregate`: every round samples at least
         `min_clients` connected clients (waiting up to the round timeout for them), accepts the
-        failures of some (the round goes on with the others; a non-finite update counts as one),
-        and tests the new global model on the server's test split."""
+        failures of some (the round goes on with the others; an update that does not fit the model or
+        is not finite counts as one), and tests the new global model on the server's test split.
+        Under client-level DP it samples exactly `min_clients` and divides by that fixed, public number.
+        An error is kept in `error` and ends the remaining rounds at once (raised inside Flower, it
+        would leave the clients' connections open); `run_server` raises it afterwards."""
 
         def __init__(self) -> None:
             self.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             self.noise = torch.Generator().manual_seed(o["seed"] + 1)
             self.meta = json.dumps(model.metadata())
             self.round_started = time.perf_counter()
-            self.sampled = 0
-            self.last: dict[str, int] = {"clients": 0, "failures": 0, "examples": 0}
+            self.error: LeptonError | None = None
+            self.last: dict[str, int] = {}
 
         def initialize_parameters(self, client_manager: Any) -> Any:
             return ndarrays_to_parameters(to_ndarrays(self.state))
 
         def configure_fit(self, server_round: int, parameters: Any, client_manager: Any) -> list[tuple[Any, Any]]:
-            self.round_started = time.perf_counter()
-            if not client_manager.wait_for(min_clients, timeout=math.ceil(round_timeout or 86_400)):
-                raise LeptonError(f"round {server_round}: fewer than {min_clients} clients connected within "
-                                  f"{round_timeout:g} s (--min-clients, --round-timeout)")
+            self.round_started, self.last = time.perf_counter(), {}
+            if self.error is not None:
+                return []
+            timeout = round_timeout or 86_400
+            if not client_manager.wait_for(min_clients, timeout=math.ceil(timeout)):
+                self.error = LeptonError(f"round {server_round}: fewer than {min_clients} clients connected "
+                                         f"within {timeout:g} s (--min-clients, --round-timeout)")
+                return []
             available = client_manager.num_available()
-            wanted = max(min_clients, round(o["fraction"] * available))
+            wanted = min_clients if dp is not None else max(min_clients, round(o["fraction"] * available))
             config = {"model": self.meta, "local_epochs": o["local_epochs"], "batch_size": o["batch_size"],
                       "mu": run.strategy.mu, "lr": round_lr(o["lr"], server_round - 1, o["rounds"], run.schedule),
                       "momentum": DEFAULTS["momentum"], "seed": o["seed"] * 1_000_003 + server_round * 10_007,
                       "round": server_round}
             chosen = client_manager.sample(num_clients=min(wanted, available), min_num_clients=min_clients)
-            self.sampled = len(chosen)
             return [(c, FitIns(parameters, config)) for c in chosen]
 
         def aggregate_fit(self, server_round: int, results: list[tuple[Any, Any]],
                           failures: list[Any]) -> tuple[Any, dict[str, Any]]:
-            updates, dropped = finite([(from_ndarrays(parameters_to_ndarrays(r.parameters), self.state),
-                                        int(r.num_examples)) for _, r in results])
-            self.last = {"clients": len(updates), "failures": len(failures) + dropped,
+            fitting = []
+            for _, r in results:
+                with contextlib.suppress(InvalidInputError):  # weights that do not fit the model: a failure
+                    fitting.append((from_ndarrays(parameters_to_ndarrays(r.parameters), self.state),
+                                    int(r.num_examples)))
+            updates, dropped = finite(fitting)
+            self.last = {"clients": len(updates), "failures": len(failures) + len(results) - len(updates),
                          "examples": sum(n for _, n in updates)}
             if not updates and dp is None:
                 return None, dict(self.last)  # every client failed: the global model stays as it was
-            # Under DP every connected client is sampled (rate 1): the mean is over all of them, failed or not.
             self.state = aggregate(run.strategy, self.state, updates, weights=run.weights, dp=dp,
-                                   expected_clients=float(self.sampled), generator=self.noise)
+                                   expected_clients=float(min_clients), generator=self.noise)
             return ndarrays_to_parameters(to_ndarrays(self.state)), dict(self.last)
 
         def configure_evaluate(self, server_round: int, parameters: Any, client_manager: Any) -> list:
@@ -163,12 +174,16 @@ def lepton_strategy(run: Setup, *, record: RunRecord, min_clients: int, round_ti
             return None, {}
 
         def evaluate(self, server_round: int, parameters: Any) -> tuple[float, dict[str, Any]] | None:
-            if server_round == 0:
-                return None
+            if server_round == 0 or self.error is not None or not self.last:
+                return None  # no round ran: nothing new to test
             model.load_state_dict(from_ndarrays(parameters_to_ndarrays(parameters), self.state))
             extra = {"epsilon": dp.epsilon_spent(1.0, server_round)} if dp is not None else {}
-            row = record.log_round(model, run.test, **self.last, seconds=time.perf_counter() - self.round_started,
-                                   **extra)
+            try:
+                row = record.log_round(model, run.test, **self.last, seconds=time.perf_counter() - self.round_started,
+                                       **extra)
+            except LeptonError as e:  # e.g. the global model diverged
+                self.error = e
+                return None
             if on_round is not None:
                 on_round(row)
             return row["loss"], {"accuracy": row["accuracy"]}
@@ -188,11 +203,14 @@ def run_server(address: str, *, model: str | nn.Module | None = None, data: str 
     flwr = _flwr()
 
     if dp is not None and fraction < 1:
-        raise InvalidInputError("client-level DP over the network takes every connected client each round "
-                                "(the accountant's sample rate is then 1): use --fraction 1")
+        raise InvalidInputError("client-level DP over the network takes exactly --min-clients clients each round "
+                                "(accounted at sample rate 1) and divides by that number: use --fraction 1")
     _check_address(address)
     run = prepare(model, data, clients=min_clients, rounds=rounds, fraction=fraction, local_epochs=local_epochs,
                   lr=lr, batch_size=batch_size, strategy=strategy, schedule=schedule, dp=dp, seed=seed)
+    if getattr(run.net, "arch", None) not in ARCHITECTURES:
+        raise InvalidInputError(f"clients build the model from its architecture's name: use one of "
+                                f"{', '.join(ARCHITECTURES)} (or a registered model of one), not {run.net.arch!r}")
     params = run.params(partition="clients' own", address=address)
     with RunRecord(name or default_name(run.model, data), params) as record:
         fl_strategy = lepton_strategy(run, record=record, min_clients=min_clients, round_timeout=round_timeout,
@@ -204,6 +222,8 @@ def run_server(address: str, *, model: str | nn.Module | None = None, data: str 
             if not isinstance(e.code, str):
                 raise
             raise LeptonError(f"cannot serve the federation at {address}: {e.code}") from None
+        if fl_strategy.error is not None:
+            raise fl_strategy.error
         run.net.load_state_dict(fl_strategy.state)
         clients = max([min_clients] + [row["clients"] + row["failures"] for row in record.history])
         return record.finish(run.net, clients, run.dp.report(1.0, len(record.history)) if run.dp else None)

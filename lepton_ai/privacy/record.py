@@ -140,14 +140,19 @@ def write_report(folder: Path, report: dict[str, Any]) -> Path:
     return folder
 
 
+def model_name(model: str | nn.Module) -> str:
+    """Return how a run names its model: the name given, or the architecture of a model object."""
+    return model if isinstance(model, str) else getattr(model, "arch", None) or "model"
+
+
 def run_params(model: str | nn.Module, data: str | LabeledData, **options: Any) -> dict[str, Any]:
     """Return a run's parameters as the registry records them (names, not objects)."""
-    return {"model": model if isinstance(model, str) else getattr(model, "arch", None) or "model",
+    return {"model": model_name(model),
             "data": str(data) if not isinstance(data, LabeledData) else data.name, **options}
 
 
 def default_name(model: str | nn.Module, data: str | LabeledData) -> str:
     """Return the registry name a run gets when none is given, e.g. fl-mlp-digits."""
-    m = model if isinstance(model, str) else getattr(model, "arch", None) or "model"
+    m = model_name(model)
     d = data.name.split("[")[0] if isinstance(data, LabeledData) else Path(str(data)).stem
     return "".join(c if c.isalnum() or c in "._-" else "-" for c in f"fl-{m}-{d or 'data'}")[:128]

@@ -87,6 +87,7 @@ class Batcher:
         self._threads: list[threading.Thread] = []
         self._stopping = False
         self._idle = 0  # threads (about to be) waiting for requests
+        self._gathering = 0  # threads waiting for more requests to join their batch
 
     # -- the request side ----------------------------------------------------------------
 
@@ -112,9 +113,9 @@ class Batcher:
         key = json.dumps(options, sort_keys=True, default=str) if options else ""
         item = Item(payload, options, size, asyncio.get_running_loop().create_future(), key)
         self.queue.append(item)
-        if self._idle:  # counted before a thread looks at the queue, so no wake-up is lost (see _work)
+        if self._idle or self._gathering:  # counted before a thread looks at the queue: no wake-up is lost
             with self._lock:
-                self._lock.notify()
+                self._lock.notify_all()
         return item.future
 
     @property
@@ -124,7 +125,7 @@ class Batcher:
 
     def retry_after(self) -> int:
         """Return the seconds a refused client should wait: roughly the time to drain the queue."""
-        per_batch = self._cost.value or 0.05
+        per_batch = (self._cost.value or 0.05) / self.concurrency
         return max(1, round(per_batch * (len(self.queue) / max(1, self.max_batch_size) + 1)))
 
     # -- the model side ------------------------------------------------------------------
@@ -183,15 +184,18 @@ class Batcher:
                 batch = self._take([])
             if not batch:
                 continue
-            wait = self._wait_budget(sum(i.size for i in batch))
+            # Waiting for more is worth it only when no other thread is free to run the next request at once.
+            wait = 0.0 if self._idle else self._wait_budget(sum(i.size for i in batch))
             if wait:
                 deadline = time.perf_counter() + wait
                 with self._lock:  # woken by each arrival; stops as soon as the batch is full
+                    self._gathering += 1
                     while sum(i.size for i in self._take(batch)) < self.max_batch_size:
                         left = deadline - time.perf_counter()
                         if left <= 0:
                             break
                         self._lock.wait(left)
+                    self._gathering -= 1
             start = time.perf_counter()
             try:
                 results = self._call(batch)

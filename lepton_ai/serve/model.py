@@ -55,12 +55,17 @@ class ModelPhoton(Photon):
 
         from lepton_ai.compress import load_runnable
 
-        self.runnable = load_runnable(self.path, threads=1 if self.onnx else self.threads)
+        self.runnable = load_runnable(self.path, threads=self._onnx_threads() if self.onnx else self.threads)
         if isinstance(self.runnable, torch.nn.Module):
             self.runnable = self.runnable.to(self.device).eval()
             # Eager PyTorch holds the GIL between ops, so the event loop needs a core of its own: on 2 cores
             # 1 compute thread served digits 24 % faster, at half the p99 (ONNX Runtime releases it: all cores).
             torch.set_num_threads(self.threads or max(1, cpu_info()["cores"] - 1))
+
+    def _onnx_threads(self) -> int | None:
+        """Return ONNX Runtime's threads per call: the cores shared out among the batches run at once."""
+        batches = type(self).handlers()["predict"].concurrency
+        return max(1, 2 * (self.threads or cpu_info()["cores"]) // batches) if batches > 1 else self.threads
 
     @property
     def onnx(self) -> bool:
@@ -162,8 +167,9 @@ def model_photon(ref: str, device: str = "cpu", threads: int | None = None) -> M
         # split across every core: a split batch waits at each barrier for a core the event loop has taken,
         # and under load the HTTP side's few percent of CPU cost it 20-25 % of throughput; a second batch
         # per core keeps the core busy while the first one's results go out (MiniLM on 2 cores, 256
-        # clients: 610-680 examples/s split, 860-880 with a batch per core, 880-905 with two).
-        predict = replace(cls.__dict__["predict"], concurrency=2 * (threads or cpu_info()["cores"]))
+        # clients: 610-680 examples/s split, 860-880 with a batch per core, 880-905 with two). At most 8
+        # batches at once: on a big machine each gets several threads (see `_onnx_threads`).
+        predict = replace(cls.__dict__["predict"], concurrency=min(8, 2 * (threads or cpu_info()["cores"])))
         cls = type(cls.__name__, (cls,), {"predict": predict, "__module__": __name__})
     photon = cls(str(probe.path), device, threads)  # already fetched and verified: not again
     photon.ref = ref

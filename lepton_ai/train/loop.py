@@ -248,7 +248,7 @@ def fit(model: nn.Module, train_data: LabeledData, val_data: LabeledData | None 
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]:.4f} · acc {task.fields[acc]:.3f} · {task.fields[rate]:,.0f} samples/s"),
                TimeElapsedColumn())
-    with Progress(*columns, disable=not (progress and main)) as bar:
+    with Progress(*columns, disable=not (progress and main)) as bar, private or contextlib.nullcontext():
         for epoch in range(start_epoch, epochs):
             model.train()
             order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed * 1000 + epoch))
@@ -303,8 +303,6 @@ def fit(model: nn.Module, train_data: LabeledData, val_data: LabeledData | None 
             if early_stopping and val_data is not None and epoch - best["epoch"] >= early_stopping:
                 stopped_early = True
                 break
-    if private is not None:
-        private.close()
     if early_stopping and best["state"] is not None:
         model.load_state_dict(best["state"])
     model.eval()

@@ -58,6 +58,24 @@ def test_trimmed_mean_and_fedadam_withstand_a_poisoned_client() -> None:
         aggregate(parse_strategy("trimmed:0.1"), vec(0), [(vec(1), 1)] * 3, weights=W)
 
 
+def test_tied_weights_are_stepped_and_statistics_trimmed_like_the_weights() -> None:
+    from torch import nn
+
+    from lepton_ai.privacy.aggregation import weight_keys
+
+    net = nn.Sequential(nn.Linear(2, 2, bias=False), nn.Linear(2, 2, bias=False))
+    net[1].weight = net[0].weight  # tied: one tensor under two names in the state dict
+    assert weight_keys(net) == ["0.weight", "1.weight"]
+    start = {k: torch.zeros(2, 2) for k in ("0.weight", "1.weight")}
+    client = {k: torch.ones(2, 2) for k in start}
+    new = aggregate(parse_strategy("fedadam:0.1"), start, [(client, 1)], weights=weight_keys(net))
+    net.load_state_dict(new)  # the name loaded last must carry the stepped value too
+    assert torch.allclose(net[0].weight, torch.full((2, 2), 0.1 * 0.1 / (0.1 + 1e-3)))
+    honest = [(vec(1, stat=1.0 + 0.01 * i), 10) for i in range(5)]
+    poisoned = aggregate(parse_strategy("trimmed:0.2"), vec(0), [*honest, (vec(1, stat=-1e6), 10_000)], weights=W)
+    assert 1.0 <= poisoned["stat"].item() <= 1.05  # a client cannot set a running statistic through the mean
+
+
 def test_non_finite_updates_are_dropped_before_they_reach_the_model() -> None:
     results = [(vec(1, 1), 5), (vec(float("nan"), 1e6), 5), (vec(1, float("inf")), 5)]
     ok, dropped = finite(results)

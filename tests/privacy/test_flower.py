@@ -140,13 +140,17 @@ def test_a_busy_port_or_an_absent_server_is_one_line() -> None:
         taken.listen()
         address = f"127.0.0.1:{taken.getsockname()[1]}"
         busy = fl("server", "--address", address, "--rounds", "1", "--model", "mlp")
-        lonely = fl("server", "--address", f"127.0.0.1:{free_port()}", "--min-clients", "2", "--round-timeout", "1")
+        lonely_at = f"127.0.0.1:{free_port()}"
+        lonely = fl("server", "--address", lonely_at, "--min-clients", "2", "--round-timeout", "3")
+        listening(lonely_at, lonely)
+        alone = fl("client", "--server", lonely_at, "--data", "digits:0/2")  # one of the two it waits for
         absent = fl("client", "--server", f"127.0.0.1:{free_port()}", "--data", "digits:0/2", "--connect-timeout", "1")
         _, err = finish(busy, 120)
     assert busy.returncode == 2 and "already in use" in err and err.strip().splitlines()[-1].startswith("error: ")
     _, err = finish(absent, 120)
     assert absent.returncode == 2 and err.strip().splitlines()[-1].startswith("error: ")
     assert "Flower server" in err.strip().splitlines()[-1]
-    _, err = finish(lonely, 120)  # no client came: the server ends with a clear error, not a day's wait
+    _, err = finish(lonely, 120)  # too few clients came: a clear error, not a day's wait, and the process ends
     assert lonely.returncode == 2 and err.strip().splitlines()[-1] == ("error: round 1: fewer than 2 clients connected "
-                                                                       "within 1 s (--min-clients, --round-timeout)")
+                                                                       "within 3 s (--min-clients, --round-timeout)")
+    finish(alone, 60)  # its server went away: the client ends too

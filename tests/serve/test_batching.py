@@ -118,6 +118,25 @@ def test_waits_only_when_more_requests_are_expected_soon() -> None:
     run(main())
 
 
+def test_a_batch_waiting_for_more_is_woken_by_each_arrival() -> None:
+    async def main():
+        b = Batcher(lambda x: x, batched=True, max_batch_size=2, max_wait_ms=2000)
+        b._cost.add(4.0)
+        b._gap.value = 0.001  # budget: 2 s, as more requests are expected
+        b.start()
+        t0 = time.perf_counter()
+        first = b.submit([1], {})
+        await asyncio.sleep(0.02)
+        second = b.submit([2], {})  # fills the batch: it runs now, not when the 2 s budget ends
+        out = await asyncio.gather(first, second)
+        elapsed = time.perf_counter() - t0
+        await b.stop()
+        return out, elapsed
+
+    out, elapsed = run(main())
+    assert out == [[1], [2]] and elapsed < 1.0
+
+
 def test_concat_joins_arrays_and_lists() -> None:
     assert concat([np.zeros((2, 3)), np.ones((1, 3))]).shape == (3, 3)
     assert concat([[1], [2, 3]]) == [1, 2, 3]
@@ -126,6 +145,7 @@ def test_concat_joins_arrays_and_lists() -> None:
 def test_concurrency_runs_that_many_batches_at_once() -> None:
     import threading
 
+    before = threading.active_count()
     meeting = threading.Barrier(2, timeout=5)  # passes only when two calls are inside the handler together
     threads: set[str] = set()
 
@@ -144,3 +164,4 @@ def test_concurrency_runs_that_many_batches_at_once() -> None:
 
     assert run(main()) == [[i, i] for i in range(4)]
     assert threads == {"lepton-batch-0", "lepton-batch-1"} and not meeting.broken
+    assert threading.active_count() == before  # stop() ended every batch thread
