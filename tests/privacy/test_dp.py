@@ -126,12 +126,17 @@ def digits_subset(n: int = 300):
     return train.subset(np.arange(n)), val
 
 
-def test_batchnorm_is_replaced_with_a_notice_and_the_model_saves_and_loads(lepton_home: Path) -> None:
-    train, val = digits_subset()
+def digits_net(arch: str = "mlp") -> LeptonModel:
+    """A fresh, untrained `arch` for digits (random weights on purpose: no warning)."""
     model = LeptonModel(num_classes=10, input_size=(1, 8, 8))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model.load_pretrained_model("cnn-small")
+        return model.load_pretrained_model(arch)
+
+
+def test_batchnorm_is_replaced_with_a_notice_and_the_model_saves_and_loads(lepton_home: Path) -> None:
+    train, val = digits_subset()
+    model = digits_net("cnn-small")
     with pytest.warns(PrivacyNotice, match=r"replaced 4 BatchNorm2d layer\(s\) with GroupNorm"):
         history = model.fit(train, val, epochs=1, batch_size=100, lr=1e-2, dp={"epsilon": 8}, progress=False,
                             device="cpu")
@@ -168,10 +173,7 @@ def test_a_model_opacus_cannot_make_private_is_one_error() -> None:
 
 def test_dp_refuses_options_it_does_not_support() -> None:
     train, val = digits_subset(100)
-    model = LeptonModel(num_classes=10, input_size=(1, 8, 8))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.load_pretrained_model("mlp")
+    model = digits_net("mlp")
     for options, message in [({"compile": True}, "does not support --compile"),
                              ({"precision": "bf16"}, "trains in fp32"),
                              ({"max_grad_norm": 1.0}, "dp max_grad_norm")]:
@@ -181,10 +183,7 @@ def test_dp_refuses_options_it_does_not_support() -> None:
 
 def test_standardisation_does_not_look_at_the_private_split() -> None:
     train, val = digits_subset(200)
-    model = LeptonModel(num_classes=10, input_size=(1, 8, 8))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.load_pretrained_model("mlp")
+    model = digits_net("mlp")
     model.fit(train, val, epochs=1, batch_size=50, dp=DPConfig(epsilon=3), progress=False, device="cpu")
     norm = model.net.normalize  # digits declare pixels 0..16: mapped to -2..2 whatever the examples are
     assert torch.all(norm.mean == 8.0) and torch.all(norm.std == 4.0)
@@ -195,10 +194,7 @@ def test_resume_continues_the_accounting(tmp_path: Path) -> None:
 
     def fresh() -> LeptonModel:
         torch.manual_seed(0)
-        m = LeptonModel(num_classes=10, input_size=(1, 8, 8))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return m.load_pretrained_model("mlp")
+        return digits_net()
 
     options = {"batch_size": 50, "lr": 1e-2, "dp": DPConfig(epsilon=3), "progress": False, "device": "cpu"}
     straight = fresh().fit(train, val, epochs=4, checkpoint_dir=str(tmp_path / "a"), **options)
