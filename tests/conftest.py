@@ -105,11 +105,11 @@ def db_url(request: pytest.FixtureRequest, lepton_home: Path) -> str:
 @contextlib.contextmanager
 def running(photon: Any, ready: bool = True, port: int | None = None, **settings: Any) -> Iterator[str]:
     """Serve `photon` in a background thread; yield its base URL; stop it at the end."""
-    from lepton_ai.serve import ServeSettings, Service
+    from lepton_ai.serve import ServeSettings, Service, http
 
     port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(Service(photon, ServeSettings(**settings)), host="127.0.0.1", port=port,
-                                           log_level="warning", timeout_graceful_shutdown=5))
+                                           log_level="warning", timeout_graceful_shutdown=5, http=http.protocol()))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"

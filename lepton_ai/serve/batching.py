@@ -11,13 +11,12 @@ batch's cost (and never longer than `max_wait_ms`)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,7 +36,7 @@ class Item:
     options: dict[str, Any]
     size: int
     future: asyncio.Future
-    key: str = field(default="")
+    key: tuple = ()
 
 
 @dataclass
@@ -61,9 +60,19 @@ def concat(payloads: list[Any]) -> Any:
     return [x for p in payloads for x in p]
 
 
-def as_list(outputs: Any) -> list[Any]:
-    """Return a handler's outputs (list, array or tensor) as a list of JSON-ready values."""
-    return outputs.tolist() if hasattr(outputs, "tolist") else list(outputs)
+def as_rows(outputs: Any) -> Any:
+    """Return a handler's outputs as a sequence to split among requests: arrays and tensors as a NumPy
+    copy (serialised from its buffer later, with no Python float per number; a copy, because a handler
+    may reuse its output buffer for the next batch), anything else as a list."""
+    if hasattr(outputs, "detach"):  # a torch tensor
+        outputs = outputs.detach().cpu()
+        try:
+            return np.array(outputs.numpy())
+        except TypeError:  # bfloat16 and other dtypes NumPy lacks
+            return outputs.tolist()
+    if isinstance(outputs, np.ndarray):
+        return np.array(outputs)
+    return list(outputs)
 
 
 class Batcher:
@@ -79,7 +88,9 @@ class Batcher:
         self.max_queue = max_queue
         self.on_batch = on_batch or (lambda size, depth: None)
         self.queue: deque[Item] = deque()
-        self._lock = threading.Condition()
+        self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)  # idle threads wait here: one is woken per arrival
+        self._more = threading.Condition(self._lock)  # threads gathering more for their batch wait here
         self._cost, self._gap = _Ema(), _Ema()
         self._last_arrival = time.perf_counter()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -110,12 +121,15 @@ class Batcher:
         self._gap.add(now - self._last_arrival)
         self._last_arrival = now
         size = len(payload) if self.batched else 1
-        key = json.dumps(options, sort_keys=True, default=str) if options else ""
+        key = tuple(sorted(options.items()))  # requests whose options compare equal share a call
         item = Item(payload, options, size, asyncio.get_running_loop().create_future(), key)
         self.queue.append(item)
         if self._idle or self._gathering:  # counted before a thread looks at the queue: no wake-up is lost
-            with self._lock:
-                self._lock.notify_all()
+            with self._lock:  # one idle thread runs it at once; else the threads gathering a batch may take it
+                if self._idle:
+                    self._arrived.notify()
+                else:
+                    self._more.notify_all()
         return item.future
 
     @property
@@ -142,7 +156,8 @@ class Batcher:
         """Stop once the queue has drained."""
         with self._lock:
             self._stopping = True
-            self._lock.notify_all()
+            self._arrived.notify_all()
+            self._more.notify_all()
         for t in self._threads:
             await asyncio.to_thread(t.join)
 
@@ -177,7 +192,7 @@ class Batcher:
             with self._lock:
                 self._idle += 1
                 while not self.queue and not self._stopping:
-                    self._lock.wait(1.0)
+                    self._arrived.wait(1.0)
                 self._idle -= 1
                 if not self.queue:
                     return  # stopping, and nothing left
@@ -194,7 +209,7 @@ class Batcher:
                         left = deadline - time.perf_counter()
                         if left <= 0:
                             break
-                        self._lock.wait(left)
+                        self._more.wait(left)
                     self._gathering -= 1
             start = time.perf_counter()
             try:
@@ -224,7 +239,7 @@ class Batcher:
         if not self.batched:
             return [self._one(item) for item in batch]
         try:
-            outputs = as_list(self.fn(concat([i.payload for i in batch]), **batch[0].options))
+            outputs = as_rows(self.fn(concat([i.payload for i in batch]), **batch[0].options))
             if len(outputs) != sum(i.size for i in batch):
                 raise RuntimeError(f"the handler returned {len(outputs)} outputs for {sum(i.size for i in batch)} inputs")
         except BaseException:  # the bad request is found by running each alone
@@ -239,7 +254,7 @@ class Batcher:
         try:
             if not self.batched:
                 return True, self.fn(**item.payload)
-            outputs = as_list(self.fn(item.payload, **item.options))
+            outputs = as_rows(self.fn(item.payload, **item.options))
             if len(outputs) != item.size:
                 raise RuntimeError(f"the handler returned {len(outputs)} outputs for {item.size} inputs")
             return True, outputs

@@ -6,6 +6,7 @@ multiprocess mode."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 import importlib
 import importlib.util
 import logging
@@ -22,6 +23,7 @@ from typing import Any
 
 from lepton_ai.errors import InvalidInputError, LeptonError, NotFoundError
 from lepton_ai.machine import cpu_info
+from lepton_ai.serve import http
 from lepton_ai.serve.app import ServeSettings, Service
 from lepton_ai.serve.photon import Photon
 
@@ -92,10 +94,19 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _collect_less() -> None:
+    """Run the cyclic garbage collector less often in a serving process. With hundreds of requests in
+    flight, each request's objects live long enough to be promoted, and the default thresholds
+    (700, 10, 10) had the collector take ~45 µs of event-loop CPU a request (MiniLM, 256 clients:
+    ~190 → ~145 µs a request); garbage is still collected, in larger, rarer sweeps."""
+    gc.set_threshold(10_000, 20, 20)
+
+
 def _worker(config: dict[str, Any], options: dict[str, Any]) -> None:
     """One worker process: its own model copy, event loop and listening socket on the shared port."""
     import uvicorn
 
+    _collect_less()
     photon = load_photon(config["target"], config["device"], config["threads"])
     sock = _listen(options.pop("host"), options.pop("port"))
     uvicorn.Server(uvicorn.Config(Service(photon, ServeSettings(**config["settings"])), **options)).run(sockets=[sock])
@@ -153,10 +164,11 @@ def serve(target: str, *, host: str = "127.0.0.1", port: int = 8080, workers: in
     threads = max(1, cpu_info()["cores"] // workers) if workers > 1 else None  # workers × threads = cores
     photon = load_photon(target, device, threads)  # fails here, in one line, before anything listens
     options: dict[str, Any] = {"host": host, "port": port, "log_level": log_level, "access_log": access_log,
-                               "timeout_graceful_shutdown": int(settings.timeout_s) + 5}
+                               "timeout_graceful_shutdown": int(settings.timeout_s) + 5, "http": http.protocol()}
     log.info("serving %s on http://%s:%d (%d worker%s; API docs at /docs)", target, host, port, workers,
              "s" if workers > 1 else "")
     if workers == 1:
+        _collect_less()
         uvicorn.run(Service(photon, settings), **options)
         return
     with tempfile.TemporaryDirectory(prefix="lepton-metrics-") as metrics_dir:

@@ -165,3 +165,25 @@ def test_concurrency_runs_that_many_batches_at_once() -> None:
     assert run(main()) == [[i, i] for i in range(4)]
     assert threads == {"lepton-batch-0", "lepton-batch-1"} and not meeting.broken
     assert threading.active_count() == before  # stop() ended every batch thread
+
+
+def test_array_outputs_are_copied_before_the_next_batch_reuses_their_buffer() -> None:
+    import torch
+
+    buffer = np.zeros((4, 2), dtype=np.float32)
+
+    def reusing(inputs):  # writes every batch's answers into the same buffer, as some runtimes do
+        buffer[:len(inputs)] = np.asarray(inputs, dtype=np.float32)[:, None]
+        return buffer[:len(inputs)]
+
+    async def main(fn):
+        b = Batcher(fn, batched=True, max_batch_size=2)
+        futures = [b.submit([float(i), float(i)], {}) for i in range(4)]
+        b.start()
+        out = await asyncio.gather(*futures)
+        await b.stop()
+        return out
+
+    for fn in (reusing, lambda x: torch.from_numpy(reusing(x)), lambda x: torch.tensor(x, dtype=torch.bfloat16)):
+        out = run(main(fn))
+        assert [np.asarray(o, dtype=np.float32).ravel().tolist()[:2] for o in out] == [[i, i] for i in range(4)]

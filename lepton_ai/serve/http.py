@@ -1,0 +1,62 @@
+"""uvicorn's httptools protocol, with the writes of one event-loop turn sent together.
+
+uvicorn writes a response's head and its body in two `send` calls. On loopback and in VMs a send
+costs about the same whatever its size (the kernel wakes the reader; uvloop holds the GIL all the
+while), so a small JSON answer paid twice: here the first write of a turn is held and goes out
+with the next one, or at the end of the turn when no other comes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+
+class _Coalescing:
+    """A transport whose writes made in one event-loop turn leave in one send."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport, self._held = transport, b""
+        self._loop = asyncio.get_running_loop()
+
+    def write(self, data: bytes) -> None:
+        """Hold the turn's first write; send it together with the second (or at the end of the turn)."""
+        if self._held:
+            data, self._held = self._held + data, b""
+            self._transport.write(data)
+        elif data:
+            self._held = bytes(data)
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Send what is held."""
+        if self._held:
+            data, self._held = self._held, b""
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def close(self) -> None:
+        """Send what is held, then close (after the transport's own buffer drains)."""
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # uvicorn without its [standard] extras (no httptools): it falls back to h11
+    HttpToolsProtocol = None
+
+
+def protocol() -> Any:
+    """Return the HTTP protocol for uvicorn's `http=` option: ours on httptools, else uvicorn's choice."""
+    return "auto" if HttpToolsProtocol is None else CoalescingHttpToolsProtocol
+
+
+if HttpToolsProtocol is not None:
+    class CoalescingHttpToolsProtocol(HttpToolsProtocol):
+        """uvicorn's httptools protocol on a transport that sends each turn's writes together."""
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(_Coalescing(transport))  # type: ignore[arg-type]
