@@ -16,8 +16,10 @@ serve`'s, running in this process) and the same model artifact.
   Target: ≥ 90 %.
 - Latency under moderate load: an open-loop run at half of each model's saturation rate.
   Target: p99 ≤ 2 × the compute time of one full batch.
-- The HTTP side alone: CPU per request of a Photon with no model against a bare Starlette route
-  on the same uvicorn (benchmarks/baselines/echo.py), and of the load generator.
+- The HTTP side alone: CPU per request of a Photon with no model (`lepton serve`) against a bare
+  Starlette route on plain uvicorn (benchmarks/baselines/echo.py), and of the load generator.
+- Every load test also reports the CPU a request cost the server (its whole process session) and
+  the load generator: on this machine both share the cores the model would otherwise have.
 
     python benchmarks/serve.py [--duration 20] [--only overhead|digits|minilm] [--skip-ray]
 
@@ -78,18 +80,46 @@ def side_by_side(runnable: Any, batch: Any, threads: int, seconds: float = 3.0) 
     return sum(done) / (time.perf_counter() - t0)
 
 
+def _session_cpu(sid: int) -> float:
+    """Return the user + system CPU seconds used so far by the live processes of session `sid` (a server
+    and every process it started: Ray's too)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and os.getsid(int(entry.name)) == sid:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError):  # gone meanwhile
+            pass
+    return total
+
+
+def measured_load(server: Any, payload: Any, **options: Any) -> dict[str, Any]:
+    """Run a load test against a started server; add the CPU a request cost the server and the load
+    generator (both on the same cores here, so both are taken from what the model could have had)."""
+    from lepton_ai.serve.loadtest import load_test
+
+    server_cpu, own_cpu = _session_cpu(server.proc.pid), time.process_time()
+    result = load_test(server.url, payload, **options)
+    server_cpu, own_cpu = _session_cpu(server.proc.pid) - server_cpu, time.process_time() - own_cpu
+    sent = max(1, result["requests"])  # CPU counted over the warm-up too: per request sent, a slight overestimate
+    result["cpu_us_per_request"] = {"server": round(1e6 * server_cpu / sent, 1),
+                                    "load_generator": round(1e6 * own_cpu / sent, 1)}
+    return result
+
+
 def loaded(label: str, server: Any, payload: Any, concurrency: int, duration: float, rate: float | None = None,
            handler: str = "predict") -> dict[str, Any]:
     """Load a started server; return the load test's figures (printed as they come)."""
-    from lepton_ai.serve.loadtest import load_test
-
     with server:
-        result = load_test(server.url, payload, handler=handler, concurrency=concurrency, duration=duration,
-                           warmup=2.0, rate=rate)
+        result = measured_load(server, payload, handler=handler, concurrency=concurrency, duration=duration,
+                               warmup=2.0, rate=rate)
         result["batch_mean"] = _mean_batch(server.url)
     lat = result["latency_ms"]
+    cpu = result["cpu_us_per_request"]
     console.print(f"  {label:<34} {result['examples_per_s']:>9,.0f} ex/s   p50 {lat['p50']} ms   p99 {lat['p99']} ms"
-                  f"   errors {result['errors'] or 'none'}")
+                  f"   errors {result['errors'] or 'none'}   CPU µs/request: server {cpu['server']:.0f}, "
+                  f"load generator {cpu['load_generator']:.0f}")
     return result
 
 
@@ -152,7 +182,6 @@ def minilm_case(duration: float, rounds: int = 5) -> dict[str, Any]:
     from lepton_ai.compress import load_runnable, measure
     from lepton_ai.compress.job import optimize_and_register
     from lepton_ai.data import load
-    from lepton_ai.serve.loadtest import load_test
     from lepton_ai.machine import cpu_info
     from lepton_ai.serve.server import ServerProcess
 
@@ -174,15 +203,17 @@ def minilm_case(duration: float, rounds: int = 5) -> dict[str, Any]:
                         "two batches per core": side_by_side(single, batch, 2 * cores)}
             raws.append(max(ways.values()))
             raw_ways.append(ways)
-            served.append(load_test(server.url, payload, concurrency=256, duration=duration / 2, warmup=1.0))
+            served.append(measured_load(server, payload, concurrency=256, duration=duration / 2, warmup=1.0))
             console.print(f"  round {r + 1}: raw {raws[-1]:,.1f} ex/s (" + ", ".join(f"{k} {v:,.1f}" for k, v in
                           ways.items()) + f"), served {served[-1]['examples_per_s']:,.1f} ex/s "
-                          f"(p99 {served[-1]['latency_ms']['p99']} ms, errors {served[-1]['errors'] or 'none'})")
+                          f"(p99 {served[-1]['latency_ms']['p99']} ms, errors {served[-1]['errors'] or 'none'}, "
+                          f"CPU µs/request: server {served[-1]['cpu_us_per_request']['server']:.0f}, load generator "
+                          f"{served[-1]['cpu_us_per_request']['load_generator']:.0f})")
         ratios = [x["examples_per_s"] / r for x, r in zip(served, raws)]
         middle = sorted(range(rounds), key=lambda i: ratios[i])[rounds // 2]  # the round with the median ratio
         saturated, raw_eps = served[middle], raws[middle]
         rate = statistics.median(x["requests_per_s"] for x in served) / 2
-        half = load_test(server.url, payload, concurrency=256, duration=duration, warmup=2.0, rate=rate)
+        half = measured_load(server, payload, concurrency=256, duration=duration, warmup=2.0, rate=rate)
         console.print(f"  open loop {rate:,.1f}/s: p50 {half['latency_ms']['p50']} ms, p99 {half['latency_ms']['p99']} ms")
     one_batch = statistics.median(w["one batch, all cores"] for w in raw_ways)  # the time one batch takes alone
     raw = {"examples_per_s": raw_eps, "batch_ms": 1000 * 32 / one_batch, "batch_size": 32, "rounds": raws,
@@ -193,33 +224,24 @@ def minilm_case(duration: float, rounds: int = 5) -> dict[str, Any]:
             "half_load_p99_vs_batch": half["latency_ms"]["p99"] / raw["batch_ms"]}
 
 
-def _cpu_seconds(pid: int) -> float:
-    """Return the user + system CPU time a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def overhead_case(duration: float) -> dict[str, Any]:
-    """CPU per request of the HTTP side alone (no model): a bare Starlette route against a Lepton
-    Photon, on the same uvicorn, and of the load generator itself."""
-    from lepton_ai.serve.loadtest import load_test
+    """CPU per request of the HTTP side alone (no model): a bare Starlette route on plain uvicorn
+    against a Photon served by `lepton serve`, and of the load generator itself."""
     from lepton_ai.serve.server import ServerProcess
 
+    servers = {"starlette_app": ServerProcess(["--port", "{port}", "--log-level", "warning", "--no-access-log"],
+                                              command=[sys.executable, "-m", "uvicorn", "echo:starlette_app"],
+                                              env={"PYTHONPATH": str(BASELINES)}),
+               "lepton_app": ServerProcess([f"{BASELINES / 'echo.py'}:Echo"])}
     out = {}
-    for name in ("starlette_app", "lepton_app"):
-        server = ServerProcess(["--port", "{port}", "--log-level", "warning", "--no-access-log"],
-                               command=[sys.executable, "-m", "uvicorn", f"echo:{name}"],
-                               env={"PYTHONPATH": str(BASELINES)})
+    for name, server in servers.items():
         with server:
-            server_cpu, own_cpu = _cpu_seconds(server.proc.pid), time.process_time()
-            r = load_test(server.url, {"inputs": [[0.0] * 64]}, concurrency=32, duration=duration, warmup=0)
-            server_cpu, own_cpu = _cpu_seconds(server.proc.pid) - server_cpu, time.process_time() - own_cpu
-        sent = r["requests"]
-        out[name] = {"requests_per_s": r["requests_per_s"], "server_cpu_us_per_request": 1e6 * server_cpu / sent,
-                     "load_generator_cpu_us_per_request": 1e6 * own_cpu / sent}
-        console.print(f"  {name:<14} {r['requests_per_s']:>9,.0f} requests/s   server CPU "
-                      f"{out[name]['server_cpu_us_per_request']:.0f} µs/request   load generator "
-                      f"{out[name]['load_generator_cpu_us_per_request']:.0f} µs/request")
+            r = measured_load(server, {"inputs": [[0.0] * 64]}, concurrency=32, duration=duration, warmup=0)
+        cpu = r["cpu_us_per_request"]
+        out[name] = {"requests_per_s": r["requests_per_s"], "server_cpu_us_per_request": cpu["server"],
+                     "load_generator_cpu_us_per_request": cpu["load_generator"]}
+        console.print(f"  {name:<14} {r['requests_per_s']:>9,.0f} requests/s   server CPU {cpu['server']:.0f} "
+                      f"µs/request   load generator {cpu['load_generator']:.0f} µs/request")
     return out
 
 

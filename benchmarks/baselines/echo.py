@@ -2,6 +2,7 @@
 route, and a Lepton Photon with a batched handler. Both answer POST /predict.
 
     PYTHONPATH=benchmarks/baselines python -m uvicorn echo:starlette_app --port 8003
+    lepton serve benchmarks/baselines/echo.py:Echo --port 8004
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from lepton_ai.serve import Photon, Service, handler
+from lepton_ai.serve import Photon, handler
 
 
 async def predict(request: Request) -> Response:
@@ -31,5 +32,3 @@ class Echo(Photon):
     def predict(self, inputs: list[list[float]]) -> list[int]:
         return [0] * len(inputs)
 
-
-lepton_app = Service(Echo())
