@@ -11,6 +11,7 @@ batch's cost (and never longer than `max_wait_ms`)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -58,6 +59,18 @@ def concat(payloads: list[Any]) -> Any:
     if all(isinstance(p, np.ndarray) for p in payloads):
         return np.concatenate(payloads)
     return [x for p in payloads for x in p]
+
+
+def options_key(options: dict[str, Any]) -> tuple:
+    """Return what decides which requests may share a call: their options, compared as a tuple (cheap
+    for the usual few scalars), or as JSON when a value is unhashable (a list, an array: `==` on those
+    does not answer one bool)."""
+    key = tuple(sorted(options.items()))
+    try:
+        hash(key)
+    except TypeError:
+        return (json.dumps(options, sort_keys=True, default=str),)
+    return key
 
 
 def as_rows(outputs: Any) -> Any:
@@ -121,14 +134,14 @@ class Batcher:
         self._gap.add(now - self._last_arrival)
         self._last_arrival = now
         size = len(payload) if self.batched else 1
-        key = tuple(sorted(options.items()))  # requests whose options compare equal share a call
+        key = options_key(options)
         item = Item(payload, options, size, asyncio.get_running_loop().create_future(), key)
         self.queue.append(item)
         if self._idle or self._gathering:  # counted before a thread looks at the queue: no wake-up is lost
-            with self._lock:  # one idle thread runs it at once; else the threads gathering a batch may take it
+            with self._lock:  # one idle thread to run it at once, and any thread gathering a batch
                 if self._idle:
                     self._arrived.notify()
-                else:
+                if self._gathering:
                     self._more.notify_all()
         return item.future
 

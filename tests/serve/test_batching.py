@@ -187,3 +187,28 @@ def test_array_outputs_are_copied_before_the_next_batch_reuses_their_buffer() ->
     for fn in (reusing, lambda x: torch.from_numpy(reusing(x)), lambda x: torch.tensor(x, dtype=torch.bfloat16)):
         out = run(main(fn))
         assert [np.asarray(o, dtype=np.float32).ravel().tolist()[:2] for o in out] == [[i, i] for i in range(4)]
+
+
+def test_options_of_any_kind_group_requests_by_equality() -> None:
+    from lepton_ai.serve.batching import options_key
+
+    assert options_key({"scale": 2, "mode": "a"}) == options_key({"mode": "a", "scale": 2})
+    assert options_key({"scale": 2}) != options_key({"scale": 3}) and options_key({}) == ()
+    arrays = [options_key({"w": np.array([1.0, 2.0])}), options_key({"w": np.array([1.0, 2.0])}),
+              options_key({"w": np.array([1.0, 3.0])}), options_key({"w": [1, 2]})]
+    assert arrays[0] == arrays[1] and arrays[0] != arrays[2] and isinstance(arrays[0] != arrays[3], bool)
+    calls: list = []
+
+    def fn(inputs, w):
+        calls.append(len(inputs))
+        return [x + sum(w) for x in inputs]
+
+    async def main():
+        b = Batcher(fn, batched=True, max_batch_size=8)
+        futures = [b.submit([1], {"w": np.array(w)}) for w in ([1, 2], [1, 2], [5])]  # unhashable options
+        b.start()
+        out = await asyncio.gather(*futures)
+        await b.stop()
+        return out
+
+    assert run(main()) == [[4], [4], [6]] and sorted(calls) == [1, 2]
