@@ -67,12 +67,17 @@ def _tolist(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+# orjson writes plain data and NumPy arrays; dataclasses and datetimes are left to pydantic-core, which
+# honours pydantic's aliases and serialisers and writes them as it always has.
+_ORJSON = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
+
+
 def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """Return `content` as JSON: orjson where it can (NumPy arrays straight from their buffer, float32
     as float32: a 384-float embedding in a third of the time and 60 % of the bytes), else pydantic-core
-    (models, tensors); NaN and infinities become null either way."""
+    (models, dataclasses, datetimes, tensors); NaN and infinities become null either way."""
     try:
-        body = orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+        body = orjson.dumps(content, option=_ORJSON)
     except TypeError:
         body = to_json(content, inf_nan_mode="null", fallback=_tolist)
     return Response(body, status, headers, media_type="application/json")

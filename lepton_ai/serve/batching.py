@@ -62,10 +62,10 @@ def concat(payloads: list[Any]) -> Any:
 
 
 def options_key(options: dict[str, Any]) -> tuple:
-    """Return what decides which requests may share a call: their options, compared as a tuple (cheap
-    for the usual few scalars), or as JSON when a value is unhashable (a list, an array: `==` on those
-    does not answer one bool)."""
-    key = tuple(sorted(options.items()))
+    """Return what decides which requests may share a call: their options and their types, compared as
+    a tuple (cheap for the usual few scalars; 1, 1.0 and True stay apart), or as JSON when a value is
+    unhashable (a list, an array: `==` on those does not answer one bool)."""
+    key = tuple((k, type(v), v) for k, v in sorted(options.items()))
     try:
         hash(key)
     except TypeError:
@@ -74,18 +74,18 @@ def options_key(options: dict[str, Any]) -> tuple:
 
 
 def as_rows(outputs: Any) -> Any:
-    """Return a handler's outputs as a sequence to split among requests: arrays and tensors as a NumPy
-    copy (serialised from its buffer later, with no Python float per number; a copy, because a handler
-    may reuse its output buffer for the next batch), anything else as a list."""
+    """Return a handler's outputs as a sequence to split among requests: numeric arrays and tensors as a
+    NumPy copy (serialised from its buffer later, with no Python float per number; a copy, because a
+    handler may reuse its output buffer for the next batch), anything else as a list."""
     if hasattr(outputs, "detach"):  # a torch tensor
         outputs = outputs.detach().cpu()
         try:
-            return np.array(outputs.numpy())
-        except TypeError:  # bfloat16 and other dtypes NumPy lacks
+            outputs = outputs.numpy()
+        except (TypeError, RuntimeError):  # bfloat16, conjugate or negative views: NumPy cannot share them
             return outputs.tolist()
-    if isinstance(outputs, np.ndarray):
+    if type(outputs) is np.ndarray and outputs.dtype.kind in "biuf":  # not masked arrays, dates, objects
         return np.array(outputs)
-    return list(outputs)
+    return outputs.tolist() if hasattr(outputs, "tolist") else list(outputs)
 
 
 class Batcher:

@@ -34,6 +34,11 @@ class _Coalescing:
             if not self._transport.is_closing():
                 self._transport.write(data)
 
+    def write_eof(self) -> None:
+        """Send what is held, then end the writing side."""
+        self.flush()
+        self._transport.write_eof()
+
     def close(self) -> None:
         """Send what is held, then close (after the transport's own buffer drains)."""
         self.flush()

@@ -53,10 +53,11 @@ class _Connection(asyncio.Protocol):
         import httptools
 
         self.parser = httptools.HttpResponseParser(self)
-        self.parse_error = httptools.HttpParserError
+        self.parse_errors = (httptools.HttpParserError, httptools.HttpParserUpgrade)
         self.transport: asyncio.Transport | None = None
         self.answer: asyncio.Future | None = None
         self.reusable = True
+        self.status, self.framed = 0, False  # of the answer being read: its status, whether its length is known
 
     async def ask(self, request: bytes, timeout: float) -> int:
         """Send `request`; return the status code once the whole answer is read."""
@@ -77,15 +78,30 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
-        except self.parse_error as e:
-            self._fail(ConnectionError(f"bad HTTP answer: {e}"))
+        except self.parse_errors as e:
+            self._fail(ConnectionError(f"bad HTTP answer: {e!r}"))
+
+    def on_message_begin(self) -> None:
+        self.status, self.framed = 0, False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() in (b"content-length", b"transfer-encoding"):
+            self.framed = True
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
 
     def on_message_complete(self) -> None:
+        if 100 <= self.status < 200 and self.status != 101:
+            return  # an interim answer (100 Continue, 103 Early Hints): the final one follows
         self.reusable = self.parser.should_keep_alive()
         if self.answer is not None and not self.answer.done():
-            self.answer.set_result(self.parser.get_status_code())
+            self.answer.set_result(self.status)
+        self.status = 0
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if exc is None and self.status and not self.framed:  # a body that ends with the connection: complete
+            self.on_message_complete()
         self._fail(exc or ConnectionResetError("the server closed the connection"))
 
     def _fail(self, exc: BaseException) -> None:

@@ -194,6 +194,7 @@ def test_options_of_any_kind_group_requests_by_equality() -> None:
 
     assert options_key({"scale": 2, "mode": "a"}) == options_key({"mode": "a", "scale": 2})
     assert options_key({"scale": 2}) != options_key({"scale": 3}) and options_key({}) == ()
+    assert len({options_key({"x": 1}), options_key({"x": 1.0}), options_key({"x": True})}) == 3
     arrays = [options_key({"w": np.array([1.0, 2.0])}), options_key({"w": np.array([1.0, 2.0])}),
               options_key({"w": np.array([1.0, 3.0])}), options_key({"w": [1, 2]})]
     assert arrays[0] == arrays[1] and arrays[0] != arrays[2] and isinstance(arrays[0] != arrays[3], bool)
@@ -212,3 +213,16 @@ def test_options_of_any_kind_group_requests_by_equality() -> None:
         return out
 
     assert run(main()) == [[4], [4], [6]] and sorted(calls) == [1, 2]
+
+
+def test_outputs_become_rows_numpy_can_share_or_lists() -> None:
+    import torch
+
+    from lepton_ai.serve.batching import as_rows
+
+    masked = np.ma.masked_array([1.0, 2.0], mask=[False, True])
+    assert as_rows(masked) == [1.0, None]  # the mask survives
+    assert as_rows(np.array(["2020-01-01"], dtype="datetime64[D]"))[0].isoformat() == "2020-01-01"
+    assert as_rows(torch.tensor([1 + 2j]).conj()) == [1 - 2j]  # a conjugate view NumPy cannot share
+    rows = as_rows(torch.ones(2, 3))
+    assert isinstance(rows, np.ndarray) and rows.dtype == np.float32 and rows.shape == (2, 3)

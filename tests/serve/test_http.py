@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime
 import json
 
 import numpy as np
+import pydantic
 import pytest
 import torch
 from pydantic import BaseModel
@@ -18,18 +21,33 @@ class Point(BaseModel):
     x: float
 
 
+@pydantic.dataclasses.dataclass
+class Aliased:
+    a: int = pydantic.Field(serialization_alias="A")
+
+
+@dataclasses.dataclass
+class Plain:
+    a: int
+    _b: int
+
+
 @pytest.mark.parametrize("content, expected", [
     ({"outputs": np.array([[0.1, -2.5e-7]], dtype=np.float32)}, {"outputs": [[0.1, -2.5e-7]]}),  # float32 kept short
     ({"outputs": np.arange(6, dtype=np.int64).reshape(3, 2)[:, 0]}, {"outputs": [0, 2, 4]}),  # not contiguous
     ({"outputs": torch.tensor([1.5, float("nan")])}, {"outputs": [1.5, None]}),
     ({"outputs": [float("inf"), 1]}, {"outputs": [None, 1]}),
     ({"p": Point(x=1.0), "n": 2 ** 70}, {"p": {"x": 1.0}, "n": 2 ** 70}),  # what only pydantic-core writes
+    # written by pydantic-core as before orjson: aliases, underscored fields, UTC as Z
+    ([Aliased(a=1), Plain(1, 2), datetime.datetime(2026, 1, 2, tzinfo=datetime.timezone.utc)],
+     [{"A": 1}, {"a": 1, "_b": 2}, "2026-01-02T00:00:00Z"]),
 ])
 def test_json_response_writes_arrays_tensors_and_models(content, expected) -> None:
     body = json_response(content).body
     assert json.loads(body) == expected
     assert b"NaN" not in body and b"Infinity" not in body
-    if isinstance(content.get("outputs"), np.ndarray) and content["outputs"].dtype == np.float32:
+    if isinstance(content, dict) and isinstance(content.get("outputs"), np.ndarray) and \
+            content["outputs"].dtype == np.float32:
         assert b"0.1," in body  # the float32's shortest form, not 0.10000000149011612
 
 

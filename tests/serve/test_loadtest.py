@@ -18,6 +18,8 @@ OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\
 CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n[1,\r\n2\r\n2]\r\n0\r\n\r\n"
 CLOSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
 BUSY = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 2\r\n\r\n{}"
+HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n" + OK
+UNTIL_CLOSE = b"HTTP/1.0 200 OK\r\nConnection: close\r\n\r\n{}"  # the body ends with the connection
 
 
 @contextlib.contextmanager
@@ -60,7 +62,7 @@ def load(url: str, **options) -> dict:
     return load_test(url, {"inputs": [[1.0, 2.0]]}, **{"concurrency": 4, "duration": 0.5, "warmup": 0, **options})
 
 
-@pytest.mark.parametrize("reply", [OK, CHUNKED], ids=["content-length", "chunked"])
+@pytest.mark.parametrize("reply", [OK, CHUNKED, HINTS], ids=["content-length", "chunked", "103-then-200"])
 def test_keeps_connections_alive_and_reads_whole_answers(reply: bytes) -> None:
     with bare_server(lambda: reply) as (url, counts):
         r = load(url)
@@ -68,8 +70,9 @@ def test_keeps_connections_alive_and_reads_whole_answers(reply: bytes) -> None:
     assert counts["connections"] == 4 and counts["requests"] >= r["requests"]  # one connection per client
 
 
-def test_reconnects_when_the_server_closes_each_connection() -> None:
-    with bare_server(lambda: CLOSE) as (url, counts):
+@pytest.mark.parametrize("reply", [CLOSE, UNTIL_CLOSE], ids=["content-length", "body-until-close"])
+def test_reconnects_when_the_server_closes_each_connection(reply: bytes) -> None:
+    with bare_server(lambda: reply) as (url, counts):
         r = load(url)
     assert r["ok"] > 10 and r["errors"] == {}
     assert counts["connections"] >= r["requests"]
