@@ -10,6 +10,7 @@ of CPU a request, where aiohttp's client cost 150-250 µs (httpx's async client 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import ssl
 import time
@@ -167,7 +168,7 @@ async def _run(target: _Target, concurrency: int, duration: float, warmup: float
             now = time.perf_counter()
             return now if now < end else None
     else:  # open loop: slot i is due at begin + i / rate; whichever client is free takes it, late if need be
-        count = iter(range(1 << 62))
+        count = itertools.count()
 
         def next_slot() -> float | None:
             at = begin + next(count) / rate
