@@ -1,6 +1,9 @@
 """A load generator for HTTP services: closed loop (N concurrent clients, each sending as soon as
-its last answer came) or open loop (`rate` requests per second on a fixed schedule, latency
-counted from the scheduled time so a slow server cannot hide its queueing).
+its last answer came) or open loop (`rate` requests per second on a fixed schedule). In open loop
+a request whose client was still waiting for an earlier answer when it fell due is timed from its
+scheduled time, so a slow server cannot hide its queueing; one whose client was idle is timed from
+when it is sent, because the event loop's timers are only millisecond-precise (uvloop's fire up to
+0.5 ms early or late, asyncio's up to 1 ms late) and that error is the generator's, not the server's.
 
 A load generator must cost less than what it measures, and on a small machine it shares the
 cores with the server. Each client is one keep-alive connection that writes the request,
@@ -139,8 +142,9 @@ async def _client(target: _Target, next_slot: Callable[[], float | None], rec: _
     loop, conn = asyncio.get_running_loop(), None
     while (at := next_slot()) is not None:
         delay = at - time.perf_counter()
-        if delay > 0:
+        if delay > 0:  # idle until its slot: timed from the send (see above)
             await asyncio.sleep(delay)
+            at = time.perf_counter()
         try:
             if conn is None or not conn.reusable:
                 if conn is not None and conn.transport is not None:
