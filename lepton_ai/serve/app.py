@@ -13,7 +13,7 @@ import hmac
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -104,10 +104,12 @@ async def _disconnected(request: Request) -> None:
 
 
 class Service:
-    """A Photon, its batchers and its state (starting, ready or failed): an ASGI app."""
+    """A Photon, its batchers and its state (starting, ready or failed): an ASGI app. `on_ready` runs on
+    the event loop once `init` has finished, before the service reports ready."""
 
-    def __init__(self, photon: Photon, settings: ServeSettings | None = None) -> None:
-        self.photon, self.settings = photon, settings or ServeSettings()
+    def __init__(self, photon: Photon, settings: ServeSettings | None = None,
+                 on_ready: Callable[[], None] | None = None) -> None:
+        self.photon, self.settings, self.on_ready = photon, settings or ServeSettings(), on_ready
         s = self.settings
         self.handlers = {name: replace(h, max_batch_size=s.max_batch_size if s.max_batch_size and h.batched
                                        else h.max_batch_size, max_wait_ms=h.max_wait_ms if s.max_wait_ms is None
@@ -156,6 +158,8 @@ class Service:
     async def _init(self) -> None:
         try:
             await asyncio.to_thread(self.photon.init)
+            if self.on_ready is not None:  # before the first request is let in
+                self.on_ready()
             self.state = "ready"
             log.info("%s ready", type(self.photon).__name__)
         except Exception as e:  # reported by /healthz and /readyz so an orchestrator restarts us

@@ -102,6 +102,15 @@ def _collect_less() -> None:
     gc.set_threshold(10_000, 20, 20)
 
 
+def _ready() -> None:
+    """Once the model is loaded: move every object so far (libraries, the model: ~250,000 with digits)
+    out of the collector's sight (`gc.freeze`). They live as long as the process, and a full collection
+    walked them all: 90-110 ms of stalled event loop here (rare under steady load, since a full
+    collection waits until the survivors grow by a quarter of the long-lived objects, but every
+    request in flight then waits it out); now it walks only what requests created (< 1 ms)."""
+    gc.freeze()
+
+
 def _worker(config: dict[str, Any], options: dict[str, Any]) -> None:
     """One worker process: its own model copy, event loop and listening socket on the shared port."""
     import uvicorn
@@ -109,7 +118,8 @@ def _worker(config: dict[str, Any], options: dict[str, Any]) -> None:
     _collect_less()
     photon = load_photon(config["target"], config["device"], config["threads"])
     sock = _listen(options.pop("host"), options.pop("port"))
-    uvicorn.Server(uvicorn.Config(Service(photon, ServeSettings(**config["settings"])), **options)).run(sockets=[sock])
+    service = Service(photon, ServeSettings(**config["settings"]), on_ready=_ready)
+    uvicorn.Server(uvicorn.Config(service, **options)).run(sockets=[sock])
 
 
 def _supervise(workers: int, config: dict[str, Any], options: dict[str, Any]) -> None:
@@ -169,7 +179,7 @@ def serve(target: str, *, host: str = "127.0.0.1", port: int = 8080, workers: in
              "s" if workers > 1 else "")
     if workers == 1:
         _collect_less()
-        uvicorn.run(Service(photon, settings), **options)
+        uvicorn.run(Service(photon, settings, on_ready=_ready), **options)
         return
     with tempfile.TemporaryDirectory(prefix="lepton-metrics-") as metrics_dir:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # set before the workers import prometheus-client

@@ -26,6 +26,15 @@ class Slow(Photon):
         time.sleep(1.0)
         return [x * 10 for x in inputs]
 
+class Loaded(Photon):
+    def init(self):
+        self.model = [{"weight": i} for i in range(100_000)]  # what loading a model leaves for the collector
+
+    @handler
+    def gc_state(self) -> dict:
+        import gc
+        return {"frozen": gc.get_freeze_count(), "threshold": list(gc.get_threshold())}
+
 class Pid(Photon):
     @handler
     def pid(self) -> int:
@@ -56,6 +65,14 @@ def test_sigterm_stops_accepting_drains_in_flight_then_exits(service_file: Path)
             httpx.get(f"{server.url}/healthz")
     finally:
         server.__exit__(None, None, None)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_what_init_loaded_is_kept_out_of_the_collectors_sight(service_file: Path, workers: str) -> None:
+    # A full collection walks every tracked object: with a model loaded that stalled the event loop ~100 ms.
+    with ServerProcess([f"{service_file}:Loaded", "--workers", workers]) as server:
+        state = httpx.post(f"{server.url}/gc_state", json={}).json()
+    assert state["frozen"] > 100_000 and state["threshold"] == [10_000, 20, 20]
 
 
 def test_workers_share_the_port_evenly_and_their_metrics(service_file: Path) -> None:
