@@ -14,8 +14,9 @@ serve`'s, running in this process) and the same model artifact.
   all cores and one or two batches per core side by side (each on one thread, as the server runs
   them) — alternated over five rounds (the median pair). "One full batch" is one batch on all cores.
   Target: ≥ 90 %.
-- Latency under moderate load: an open-loop run at half of each model's saturation rate.
-  Target: p99 ≤ 2 × the compute time of one full batch.
+- Latency under moderate load: open-loop runs at half of each model's saturation rate, three
+  rounds, each right after a fresh measure of one full batch's compute time (in process, all
+  cores); the round with the median ratio. Target: p99 ≤ 2 × the compute time of one full batch.
 - The HTTP side alone: CPU per request of a Photon with no model (`lepton serve`) against a bare
   Starlette route on plain uvicorn (benchmarks/baselines/echo.py), and of the load generator.
 - Every load test also reports the CPU a request cost the server (its whole process session) and
@@ -33,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -123,6 +125,25 @@ def loaded(label: str, server: Any, payload: Any, concurrency: int, duration: fl
     return result
 
 
+def half_load(server: Any, payload: Any, rate: float, one_batch_ms: Callable[[], float], duration: float,
+              rounds: int = 3) -> dict[str, Any]:
+    """Open-loop rounds at `rate` on a started server, each right after a fresh measure of one full batch's
+    compute time (this machine's speed drifts by up to ±30 % within minutes); return the round with the
+    median p99 / batch ratio, and every round's figures."""
+    runs = []
+    for i in range(rounds):
+        batch_ms = one_batch_ms()
+        r = measured_load(server, payload, concurrency=256, duration=duration, warmup=2.0, rate=rate)
+        r["batch_ms"], r["p99_vs_batch"] = batch_ms, r["latency_ms"]["p99"] / batch_ms
+        runs.append(r)
+        console.print(f"  open loop {rate:,.0f}/s, round {i + 1}: p50 {r['latency_ms']['p50']} ms, p99 "
+                      f"{r['latency_ms']['p99']} ms = {r['p99_vs_batch']:.2f} × one full batch ({batch_ms:.2f} ms)"
+                      f"   errors {r['errors'] or 'none'}")
+    middle = sorted(runs, key=lambda r: r["p99_vs_batch"])[rounds // 2]
+    return {**middle, "rounds": [{"batch_ms": r["batch_ms"], "latency_ms": r["latency_ms"],
+                                  "p99_vs_batch": r["p99_vs_batch"]} for r in runs]}
+
+
 def _mean_batch(url: str) -> float | None:
     """Return the mean batch size from a Lepton server's /metrics (None for servers without it)."""
     import urllib.request
@@ -158,16 +179,16 @@ def digits_case(duration: float, skip_ray: bool) -> dict[str, Any]:
                              payload, 32, duration)
     best_other = max((k for k in runs if k != "lepton"), key=lambda k: runs[k]["examples_per_s"])
     ours, other = runs["lepton"], runs[best_other]
-    half_rate = ours["requests_per_s"] / 2
-    half = loaded(f"lepton serve, open loop {half_rate:,.0f}/s", ServerProcess([ref]), payload, 256, duration,
-                  rate=half_rate)
+    with ServerProcess([ref]) as server:
+        half = half_load(server, payload, ours["requests_per_s"] / 2,
+                         lambda: raw_throughput(ref, test.features, 64)["batch_ms"], duration)
     per_example_us = 1e6 / raw["examples_per_s"]
     return {
         "ref": ref, "raw": raw, "runs": runs, "half_load": half, "best_baseline": best_other,
         "speedup_vs_best_baseline": ours["examples_per_s"] / other["examples_per_s"],
         "p99_vs_best_baseline": ours["latency_ms"]["p99"] / other["latency_ms"]["p99"],
         "overhead_us_per_request": {k: 1e6 / r["requests_per_s"] - per_example_us for k, r in runs.items()},
-        "half_load_p99_vs_batch": half["latency_ms"]["p99"] / raw["batch_ms"],
+        "half_load_p99_vs_batch": half["p99_vs_batch"],
     }
 
 
@@ -213,15 +234,16 @@ def minilm_case(duration: float, rounds: int = 5) -> dict[str, Any]:
         middle = sorted(range(rounds), key=lambda i: ratios[i])[rounds // 2]  # the round with the median ratio
         saturated, raw_eps = served[middle], raws[middle]
         rate = statistics.median(x["requests_per_s"] for x in served) / 2
-        half = measured_load(server, payload, concurrency=256, duration=duration, warmup=2.0, rate=rate)
-        console.print(f"  open loop {rate:,.1f}/s: p50 {half['latency_ms']['p50']} ms, p99 {half['latency_ms']['p99']} ms")
+        with torch.inference_mode():
+            half = half_load(server, payload, rate, lambda: 1000 * 32 / measure(
+                runnable, batch, batch_size=32, min_seconds=3.0, repeats=24)["throughput_per_s"], duration)
     one_batch = statistics.median(w["one batch, all cores"] for w in raw_ways)  # the time one batch takes alone
     raw = {"examples_per_s": raw_eps, "batch_ms": 1000 * 32 / one_batch, "batch_size": 32, "rounds": raws,
            "ways": raw_ways}
     return {"ref": job.ref, "candidate": job.result.report["best"]["name"], "raw": raw, "served": saturated,
             "served_rounds": [x["examples_per_s"] for x in served], "ratio_rounds": ratios, "half_load": half,
             "served_vs_raw": saturated["examples_per_s"] / raw_eps,
-            "half_load_p99_vs_batch": half["latency_ms"]["p99"] / raw["batch_ms"]}
+            "half_load_p99_vs_batch": half["p99_vs_batch"]}
 
 
 def overhead_case(duration: float) -> dict[str, Any]:
@@ -262,16 +284,18 @@ def table(result: dict[str, Any]) -> None:
         console.print(f"  vs {d['best_baseline']}: ×{d['speedup_vs_best_baseline']:.2f} examples/s, "
                       f"p99 ×{d['p99_vs_best_baseline']:.2f} (target ≥ ×1.5 at ≤ ×1.0) {mark[ok]}")
         h = d["half_load_p99_vs_batch"]
-        console.print(f"  half load: p99 {d['half_load']['latency_ms']['p99']} ms = {h:.2f} × one full batch "
-                      f"({d['raw']['batch_ms']:.2f} ms; target ≤ 2) {mark[h <= 2]}")
+        console.print(f"  half load (median of {len(d['half_load']['rounds'])} rounds): p99 "
+                      f"{d['half_load']['latency_ms']['p99']} ms = {h:.2f} × one full batch "
+                      f"({d['half_load']['batch_ms']:.2f} ms; target ≤ 2) {mark[h <= 2]}")
     if "minilm" in result:
         m = result["minilm"]
         console.print(f"[bold]MiniLM ({m['candidate']})[/]: served {m['served']['examples_per_s']:,.1f} ex/s = "
                       f"{m['served_vs_raw']:.1%} of raw {m['raw']['examples_per_s']:,.1f} (target ≥ 90 %) "
                       f"{mark[m['served_vs_raw'] >= 0.9]}")
         h = m["half_load_p99_vs_batch"]
-        console.print(f"  half load: p99 {m['half_load']['latency_ms']['p99']} ms = {h:.2f} × one full batch "
-                      f"({m['raw']['batch_ms']:.1f} ms; target ≤ 2) {mark[h <= 2]}")
+        console.print(f"  half load (median of {len(m['half_load']['rounds'])} rounds): p99 "
+                      f"{m['half_load']['latency_ms']['p99']} ms = {h:.2f} × one full batch "
+                      f"({m['half_load']['batch_ms']:.1f} ms; target ≤ 2) {mark[h <= 2]}")
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
