@@ -57,7 +57,9 @@ def bench_serve(
     concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at once.")] = 32,
     duration: Annotated[float, typer.Option(min=0.1, help="Seconds measured (after the warm-up).")] = 20.0,
     warmup: Annotated[float, typer.Option(min=0, help="Seconds of load before measuring.")] = 1.0,
-    rate: Annotated[Optional[float], typer.Option(min=0.1, help="Open loop: requests per second on a schedule.")] = None,
+    rate: Annotated[Optional[float], typer.Option(
+        min=0.1, help="Open loop: requests per second on a fixed schedule (a request due while its client still "
+        "waits is timed from its slot).")] = None,
     token: Annotated[Optional[str], typer.Option(envvar="LEPTON_TOKEN", show_default=False)] = None,
     json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
