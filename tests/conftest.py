@@ -4,12 +4,15 @@ servers on free loopback ports."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
+import importlib.util
 import os
 import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -17,6 +20,7 @@ import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import httpx
@@ -128,6 +132,24 @@ def running(photon: Any, ready: bool = True, port: int | None = None, **settings
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def benchmark_script() -> Callable[[str], ModuleType]:
+    """`benchmark_script("serve")` is benchmarks/serve.py imported as when it runs (its folder importable,
+    for common.py), so tests can exercise a benchmark's measuring code."""
+    folder = Path(__file__).parents[1] / "benchmarks"
+    sys.path.insert(0, str(folder))
+
+    @functools.cache
+    def load(name: str) -> ModuleType:
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", folder / f"{name}.py")
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 @pytest.fixture

