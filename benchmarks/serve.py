@@ -33,8 +33,8 @@ import os
 import sys
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -110,12 +110,12 @@ def measured_load(server: Any, payload: Any, **options: Any) -> dict[str, Any]:
     return result
 
 
-def loaded(label: str, server: Any, payload: Any, concurrency: int, duration: float, rate: float | None = None,
+def loaded(label: str, server: Any, payload: Any, concurrency: int, duration: float,
            handler: str = "predict") -> dict[str, Any]:
     """Load a started server; return the load test's figures (printed as they come)."""
     with server:
         result = measured_load(server, payload, handler=handler, concurrency=concurrency, duration=duration,
-                               warmup=2.0, rate=rate)
+                               warmup=2.0)
         result["batch_mean"] = _mean_batch(server.url)
     lat = result["latency_ms"]
     cpu = result["cpu_us_per_request"]
