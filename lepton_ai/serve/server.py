@@ -94,31 +94,26 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _collect_less() -> None:
-    """Run the cyclic garbage collector less often in a serving process. With hundreds of requests in
-    flight, each request's objects live long enough to be promoted, and the default thresholds
-    (700, 10, 10) had the collector take ~45 µs of event-loop CPU a request (MiniLM, 256 clients:
-    ~190 → ~145 µs a request); garbage is still collected, in larger, rarer sweeps."""
+def _service(photon: Photon, settings: ServeSettings) -> Service:
+    """Return the service of a serving process, with the garbage collector set for serving:
+    - run less often: with hundreds of requests in flight each request's objects live long enough to be
+      promoted, and the default thresholds (700, 10, 10) took ~45 µs of event-loop CPU a request
+      (MiniLM, 256 clients: ~190 → ~145 µs a request); garbage is still collected, in rarer sweeps;
+    - once `init` has loaded the model, everything so far (libraries, the model: ~250,000 objects with
+      digits) frozen out of its sight: they live as long as the process, and a full collection walked
+      them all, 90-110 ms of stalled event loop (rare under steady load, but every request in flight
+      waits it out); now it walks only what requests created (< 1 ms)."""
     gc.set_threshold(10_000, 20, 20)
-
-
-def _ready() -> None:
-    """Once the model is loaded: move every object so far (libraries, the model: ~250,000 with digits)
-    out of the collector's sight (`gc.freeze`). They live as long as the process, and a full collection
-    walked them all: 90-110 ms of stalled event loop here (rare under steady load, since a full
-    collection waits until the survivors grow by a quarter of the long-lived objects, but every
-    request in flight then waits it out); now it walks only what requests created (< 1 ms)."""
-    gc.freeze()
+    return Service(photon, settings, on_ready=gc.freeze)
 
 
 def _worker(config: dict[str, Any], options: dict[str, Any]) -> None:
     """One worker process: its own model copy, event loop and listening socket on the shared port."""
     import uvicorn
 
-    _collect_less()
     photon = load_photon(config["target"], config["device"], config["threads"])
     sock = _listen(options.pop("host"), options.pop("port"))
-    service = Service(photon, ServeSettings(**config["settings"]), on_ready=_ready)
+    service = _service(photon, ServeSettings(**config["settings"]))
     uvicorn.Server(uvicorn.Config(service, **options)).run(sockets=[sock])
 
 
@@ -178,8 +173,7 @@ def serve(target: str, *, host: str = "127.0.0.1", port: int = 8080, workers: in
     log.info("serving %s on http://%s:%d (%d worker%s; API docs at /docs)", target, host, port, workers,
              "s" if workers > 1 else "")
     if workers == 1:
-        _collect_less()
-        uvicorn.run(Service(photon, settings, on_ready=_ready), **options)
+        uvicorn.run(_service(photon, settings), **options)
         return
     with tempfile.TemporaryDirectory(prefix="lepton-metrics-") as metrics_dir:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # set before the workers import prometheus-client
