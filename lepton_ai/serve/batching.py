@@ -52,6 +52,29 @@ class _Ema:
         return self.value
 
 
+class Pace:
+    """When a batch is worth waiting for: the measured cost of a batch and the gap between arrivals.
+    Wait for more only when at least one more request is expected within half a batch's cost (and
+    never longer than `max_wait`)."""
+
+    def __init__(self) -> None:
+        self.cost, self.gap = _Ema(), _Ema()
+        self._last = time.perf_counter()
+
+    def arrived(self, n: int = 1) -> None:
+        """Count `n` requests that arrived together, now."""
+        now = time.perf_counter()
+        self.gap.add((now - self._last) / n)
+        self._last = now
+
+    def budget(self, have: int, max_batch_size: int, max_wait: float) -> float:
+        """Return the seconds worth waiting for more requests to join a batch of `have` examples."""
+        if have >= max_batch_size or self.cost.value is None or not self.gap.value:
+            return 0.0
+        budget = min(max_wait, self.cost.value / 2)
+        return budget if budget / self.gap.value >= 1.0 else 0.0
+
+
 def concat(payloads: list[Any]) -> Any:
     """Return the examples of several requests as one batch: arrays concatenated, lists joined."""
     if len(payloads) == 1:
@@ -88,32 +111,53 @@ def as_rows(outputs: Any) -> Any:
     return outputs.tolist() if hasattr(outputs, "tolist") else list(outputs)
 
 
-class Batcher:
-    """Feeds one handler from a bounded queue. `batched=False` calls it once per request with
-    the request's fields; `batched=True` calls it with the examples of up to `max_batch_size`
-    examples' worth of requests that share the same options, and splits the outputs back."""
+def run_batch(fn: Callable[..., Any], batched: bool, payloads: list[Any], sizes: list[int],
+              options: dict[str, Any]) -> list[tuple[bool, Any]]:
+    """Run requests that share `options` through `fn`: a batched handler in one call, its outputs split
+    back by `sizes`; if that call fails, each request alone, so one bad request fails only itself.
+    Return `(True, outputs)` or `(False, exception)` for each request; never raise."""
+    if not batched:
+        return [_one(fn, False, p, 1, options) for p in payloads]
+    try:
+        outputs = as_rows(fn(concat(payloads), **options))
+        if len(outputs) != sum(sizes):
+            raise RuntimeError(f"the handler returned {len(outputs)} outputs for {sum(sizes)} inputs")
+    except BaseException:  # the bad request is found by running each alone
+        return [_one(fn, True, p, n, options) for p, n in zip(payloads, sizes)]
+    results, start = [], 0
+    for n in sizes:
+        results.append((True, outputs[start:start + n]))
+        start += n
+    return results
 
-    def __init__(self, fn: Callable[..., Any], *, batched: bool, max_batch_size: int = 1, max_wait_ms: float = 0.0,
-                 max_queue: int = 1024, concurrency: int = 1,
-                 on_batch: Callable[[int, int], None] | None = None) -> None:
-        self.fn, self.batched = fn, batched
+
+def _one(fn: Callable[..., Any], batched: bool, payload: Any, size: int, options: dict[str, Any]) -> tuple[bool, Any]:
+    try:
+        if not batched:
+            return True, fn(**payload)
+        outputs = as_rows(fn(payload, **options))
+        if len(outputs) != size:
+            raise RuntimeError(f"the handler returned {len(outputs)} outputs for {size} inputs")
+        return True, outputs
+    except BaseException as e:  # reported to that request alone
+        return False, e
+
+
+class HandlerQueue:
+    """A handler's bounded queue of requests, and the hand-back of their results to the event loop.
+    `batched=False` runs each request alone with its fields; `batched=True` joins up to `max_batch_size`
+    examples' worth of requests that share the same options. Subclasses run the batches: `Batcher` on
+    threads of this process, `process.ProcessBatcher` in the model's own process."""
+
+    def __init__(self, *, batched: bool, max_batch_size: int = 1, max_wait_ms: float = 0.0, max_queue: int = 1024,
+                 concurrency: int = 1, on_batch: Callable[[int, int], None] | None = None) -> None:
+        self.batched = batched
         self.max_batch_size, self.max_wait = max(1, max_batch_size), max_wait_ms / 1000
-        self.max_queue = max_queue
+        self.max_queue, self.concurrency = max_queue, max(1, concurrency)
         self.on_batch = on_batch or (lambda size, depth: None)
         self.queue: deque[Item] = deque()
         self._lock = threading.Lock()
-        self._arrived = threading.Condition(self._lock)  # idle threads wait here: one is woken per arrival
-        self._more = threading.Condition(self._lock)  # threads gathering more for their batch wait here
-        self._cost, self._gap = _Ema(), _Ema()
-        self._last_arrival = time.perf_counter()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.concurrency = max(1, concurrency)
-        self._threads: list[threading.Thread] = []
-        self._stopping = False
-        self._idle = 0  # threads (about to be) waiting for requests
-        self._gathering = 0  # threads waiting for more requests to join their batch
-
-    # -- the request side ----------------------------------------------------------------
+        self.pace = Pace()
 
     @property
     def full(self) -> bool:
@@ -130,19 +174,11 @@ class Batcher:
         """Queue a request; return the future of its outputs. Raise Overloaded when the queue is full."""
         if self.full:
             raise Overloaded(f"queue full ({self.max_queue} requests waiting)")
-        now = time.perf_counter()
-        self._gap.add(now - self._last_arrival)
-        self._last_arrival = now
+        self.pace.arrived()
         size = len(payload) if self.batched else 1
-        key = options_key(options)
-        item = Item(payload, options, size, asyncio.get_running_loop().create_future(), key)
+        item = Item(payload, options, size, asyncio.get_running_loop().create_future(), options_key(options))
         self.queue.append(item)
-        if self._idle or self._gathering:  # counted before a thread looks at the queue: no wake-up is lost
-            with self._lock:  # one idle thread to run it at once, and any thread gathering a batch
-                if self._idle:
-                    self._arrived.notify()
-                if self._gathering:
-                    self._more.notify_all()
+        self._arrived()
         return item.future
 
     @property
@@ -152,8 +188,54 @@ class Batcher:
 
     def retry_after(self) -> int:
         """Return the seconds a refused client should wait: roughly the time to drain the queue."""
-        per_batch = (self._cost.value or 0.05) / self.concurrency
+        per_batch = (self.pace.cost.value or 0.05) / self.concurrency
         return max(1, round(per_batch * (len(self.queue) / max(1, self.max_batch_size) + 1)))
+
+    def start(self) -> None:
+        """Start running batches; results come back to the running event loop."""
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        """Stop once the queue has drained."""
+        raise NotImplementedError
+
+    def _arrived(self) -> None:
+        """A request was just queued (on the event loop)."""
+
+    def _deliver(self, batch: list[Item], results: list[tuple[bool, Any]]) -> None:
+        """Resolve the futures of a finished batch (on the event loop)."""
+        self.on_batch(sum(i.size for i in batch), self.depth)
+        for item, (ok, value) in zip(batch, results):
+            if item.future.done():  # timed out or abandoned meanwhile
+                continue
+            if ok:
+                item.future.set_result(value)
+            else:  # only an Exception may travel: StopIteration, SystemExit… would break the awaiting task
+                bad = not isinstance(value, Exception) or isinstance(value, StopIteration)
+                item.future.set_exception(RuntimeError(f"the handler raised {type(value).__name__}") if bad else value)
+
+
+class Batcher(HandlerQueue):
+    """Runs one handler's batches on `concurrency` threads of this process."""
+
+    def __init__(self, fn: Callable[..., Any], **options: Any) -> None:
+        super().__init__(**options)
+        self.fn = fn
+        self._arrivals = threading.Condition(self._lock)  # idle threads wait here: one is woken per arrival
+        self._more = threading.Condition(self._lock)  # threads gathering more for their batch wait here
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
+        self._idle = 0  # threads (about to be) waiting for requests
+        self._gathering = 0  # threads waiting for more requests to join their batch
+
+    def _arrived(self) -> None:
+        if self._idle or self._gathering:  # counted before a thread looks at the queue: no wake-up is lost
+            with self._lock:  # one idle thread to run it at once, and any thread gathering a batch
+                if self._idle:
+                    self._arrivals.notify()
+                if self._gathering:
+                    self._more.notify_all()
 
     # -- the model side ------------------------------------------------------------------
 
@@ -169,18 +251,10 @@ class Batcher:
         """Stop once the queue has drained."""
         with self._lock:
             self._stopping = True
-            self._arrived.notify_all()
+            self._arrivals.notify_all()
             self._more.notify_all()
         for t in self._threads:
             await asyncio.to_thread(t.join)
-
-    def _wait_budget(self, have: int) -> float:
-        """Seconds worth waiting for more requests: only when one more is expected in half a batch's cost."""
-        if not self.batched or have >= self.max_batch_size or self._cost.value is None or not self._gap.value:
-            return 0.0
-        budget = min(self.max_wait, self._cost.value / 2)
-        rate = 1.0 / self._gap.value
-        return budget if rate * budget >= 1.0 else 0.0
 
     def _take(self, batch: list[Item]) -> list[Item]:
         """Add live queued requests that share the batch's options, up to max_batch_size examples."""
@@ -205,7 +279,7 @@ class Batcher:
             with self._lock:
                 self._idle += 1
                 while not self.queue and not self._stopping:
-                    self._arrived.wait(1.0)
+                    self._arrivals.wait(1.0)
                 self._idle -= 1
                 if not self.queue:
                     return  # stopping, and nothing left
@@ -213,7 +287,8 @@ class Batcher:
             if not batch:
                 continue
             # Waiting for more is worth it only when no other thread is free to run the next request at once.
-            wait = 0.0 if self._idle else self._wait_budget(sum(i.size for i in batch))
+            wait = 0.0 if self._idle or not self.batched else \
+                self.pace.budget(sum(i.size for i in batch), self.max_batch_size, self.max_wait)
             if wait:
                 deadline = time.perf_counter() + wait
                 with self._lock:  # woken by each arrival; stops as soon as the batch is full
@@ -226,50 +301,11 @@ class Batcher:
                     self._gathering -= 1
             start = time.perf_counter()
             try:
-                results = self._call(batch)
+                results = run_batch(self.fn, self.batched, [i.payload for i in batch], [i.size for i in batch],
+                                    batch[0].options)
             except BaseException as e:  # a bug here must fail the requests, not hang them
                 log.exception("batch failed")
                 results = [(False, e)] * len(batch)
-            self._cost.add(time.perf_counter() - start)
+            self.pace.cost.add(time.perf_counter() - start)
             assert self._loop is not None
             self._loop.call_soon_threadsafe(self._deliver, batch, results)
-
-    def _deliver(self, batch: list[Item], results: list[tuple[bool, Any]]) -> None:
-        """Resolve the futures of a finished batch (on the event loop)."""
-        self.on_batch(sum(i.size for i in batch), len(self.queue))
-        for item, (ok, value) in zip(batch, results):
-            if item.future.done():  # timed out or abandoned meanwhile
-                continue
-            if ok:
-                item.future.set_result(value)
-            else:  # only an Exception may travel: StopIteration, SystemExit… would break the awaiting task
-                bad = not isinstance(value, Exception) or isinstance(value, StopIteration)
-                item.future.set_exception(RuntimeError(f"the handler raised {type(value).__name__}") if bad else value)
-
-    def _call(self, batch: list[Item]) -> list[tuple[bool, Any]]:
-        """Run one batch on the handler thread; if it fails, run each request alone so one bad
-        request fails only itself."""
-        if not self.batched:
-            return [self._one(item) for item in batch]
-        try:
-            outputs = as_rows(self.fn(concat([i.payload for i in batch]), **batch[0].options))
-            if len(outputs) != sum(i.size for i in batch):
-                raise RuntimeError(f"the handler returned {len(outputs)} outputs for {sum(i.size for i in batch)} inputs")
-        except BaseException:  # the bad request is found by running each alone
-            return [self._one(item) for item in batch]
-        results, start = [], 0
-        for item in batch:
-            results.append((True, outputs[start:start + item.size]))
-            start += item.size
-        return results
-
-    def _one(self, item: Item) -> tuple[bool, Any]:
-        try:
-            if not self.batched:
-                return True, self.fn(**item.payload)
-            outputs = as_rows(self.fn(item.payload, **item.options))
-            if len(outputs) != item.size:
-                raise RuntimeError(f"the handler returned {len(outputs)} outputs for {item.size} inputs")
-            return True, outputs
-        except BaseException as e:  # reported to that request alone
-            return False, e

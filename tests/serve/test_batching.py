@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from lepton_ai.serve.batching import Batcher, Overloaded, concat
+from lepton_ai.serve.batching import Batcher, Overloaded, Pace, concat
 
 
 def run(coro):
@@ -105,24 +105,29 @@ def test_a_failing_batch_is_retried_one_request_at_a_time() -> None:
 
 
 def test_waits_only_when_more_requests_are_expected_soon() -> None:
-    async def main():
-        b = Batcher(lambda x: x, batched=True, max_batch_size=64, max_wait_ms=50)
-        assert b._wait_budget(1) == 0.0  # no batch cost measured yet: never wait blind
-        b._cost.add(0.010)
-        b._gap.add(1.0)  # one request a second: nothing else will come in 5 ms
-        assert b._wait_budget(1) == 0.0
-        b._gap.value = 0.001  # a thousand a second: five more come in half a batch's cost
-        assert b._wait_budget(1) == pytest.approx(0.005)
-        assert b._wait_budget(64) == 0.0  # already full
+    pace = Pace()
+    assert pace.budget(1, 64, 0.05) == 0.0  # no batch cost measured yet: never wait blind
+    pace.cost.add(0.010)
+    pace.gap.add(1.0)  # one request a second: nothing else will come in 5 ms
+    assert pace.budget(1, 64, 0.05) == 0.0
+    pace.gap.value = 0.001  # a thousand a second: five more come in half a batch's cost
+    assert pace.budget(1, 64, 0.05) == pytest.approx(0.005)
+    assert pace.budget(1, 64, 0.002) == pytest.approx(0.002)  # never past max_wait
+    assert pace.budget(64, 64, 0.05) == 0.0  # already full
 
-    run(main())
+
+def test_requests_that_arrive_together_count_as_a_rate() -> None:
+    pace = Pace()
+    time.sleep(0.02)
+    pace.arrived(10)  # ten in 20 ms: one every 2 ms
+    assert 0.0019 < pace.gap.value < 0.005
 
 
 def test_a_batch_waiting_for_more_is_woken_by_each_arrival() -> None:
     async def main():
         b = Batcher(lambda x: x, batched=True, max_batch_size=2, max_wait_ms=2000)
-        b._cost.add(4.0)
-        b._gap.value = 0.001  # budget: 2 s, as more requests are expected
+        b.pace.cost.add(4.0)
+        b.pace.gap.value = 0.001  # budget: 2 s, as more requests are expected
         b.start()
         t0 = time.perf_counter()
         first = b.submit([1], {})
