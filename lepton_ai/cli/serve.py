@@ -28,6 +28,9 @@ def serve(
     token: Annotated[Optional[str], typer.Option(envvar="LEPTON_TOKEN", show_default=False,
                                                  help="Require 'Authorization: Bearer TOKEN' on handlers "
                                                       "(prefer LEPTON_TOKEN: command lines are visible).")] = None,
+    model_process: Annotated[Optional[bool], typer.Option(
+        "--model-process/--no-model-process", show_default=False,
+        help="Run init and the handlers in a process of their own (default: eager PyTorch models on CPU do).")] = None,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
 ) -> None:
     """Serve a registered model (POST /predict) or a Photon class over HTTP until SIGTERM / Ctrl-C."""
@@ -42,7 +45,8 @@ def serve(
     logging.getLogger("lepton").setLevel(logging.INFO)
     settings = ServeSettings(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_concurrency=max_concurrency,
                              max_queue=max_queue, timeout_s=timeout_s, token=token or None,
-                             max_body_bytes=int(max_body_mb * 1024 * 1024), max_examples=max_examples)
+                             max_body_bytes=int(max_body_mb * 1024 * 1024), max_examples=max_examples,
+                             model_process=model_process)
     run(target, host=host, port=port, workers=workers, device=device, settings=settings, access_log=access_log)
 
 

@@ -27,9 +27,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from lepton_ai.errors import LeptonError
-from lepton_ai.serve.batching import Batcher, Overloaded
+from lepton_ai.serve.batching import Batcher, HandlerQueue, Overloaded
 from lepton_ai.serve.metrics import Metrics
 from lepton_ai.serve.photon import Handler, Photon
+from lepton_ai.serve.process import HandlerFailed, ModelProcess, ProcessBatcher, ProcessSpec
 
 log = logging.getLogger("lepton.serve")
 _INLINE_BYTES = 64 * 1024  # bodies up to this are parsed on the event loop (µs); larger ones in a thread
@@ -47,6 +48,7 @@ class ServeSettings:
     token: str | None = field(default=None, repr=False)
     max_body_bytes: int = 8 * 1024 * 1024
     max_examples: int = 4096  # per request: one call must not be unbounded
+    model_process: bool | None = None  # None: as the Photon asks (see `Photon.model_process`)
 
 
 class HTTPError(Exception):
@@ -83,7 +85,7 @@ def json_response(content: Any, status: int = 200, headers: dict[str, str] | Non
     return Response(body, status, headers, media_type="application/json")
 
 
-def _queue_full(batcher: Batcher) -> HTTPError:
+def _queue_full(batcher: HandlerQueue) -> HTTPError:
     return HTTPError(503, "overloaded", f"queue full ({batcher.max_queue} requests waiting); retry later",
                      {"Retry-After": str(batcher.retry_after())})
 
@@ -108,7 +110,7 @@ class Service:
     the event loop once `init` has finished, before the service reports ready."""
 
     def __init__(self, photon: Photon, settings: ServeSettings | None = None,
-                 on_ready: Callable[[], None] | None = None) -> None:
+                 on_ready: Callable[[], None] | None = None, spawn: ProcessSpec | None = None) -> None:
         self.photon, self.settings, self.on_ready = photon, settings or ServeSettings(), on_ready
         s = self.settings
         self.handlers = {name: replace(h, max_batch_size=s.max_batch_size if s.max_batch_size and h.batched
@@ -116,10 +118,15 @@ class Service:
                                        else s.max_wait_ms) for name, h in type(photon).handlers().items()}
         if not self.handlers:
             raise LeptonError(f"{type(photon).__name__} has no @handler methods to serve")
+        if spawn is not None and any(inspect.iscoroutinefunction(h.fn) for h in self.handlers.values()):
+            raise LeptonError(f"{type(photon).__name__}: a model process runs synchronous handlers only")
+        self.process = spawn and ModelProcess(spawn, {name: {
+            "batched": h.batched, "max_batch_size": h.max_batch_size or 1, "max_wait": h.max_wait_ms / 1000}
+            for name, h in self.handlers.items()})
         self.models = {name: h.request_model(type(photon)) for name, h in self.handlers.items()}
         self.adapters = {name: TypeAdapter(m) for name, m in self.models.items()}
         self.metrics = Metrics()
-        self.batchers: dict[str, Batcher] = {}
+        self.batchers: dict[str, HandlerQueue] = {}
         self._depth_changed: dict[str, Any] = {}
         self.state, self.error = "starting", ""
         self.inflight = 0
@@ -137,8 +144,10 @@ class Service:
             if inspect.iscoroutinefunction(h.fn):
                 continue
             sizes = self.metrics.batch_size.labels(name)
-            batcher = Batcher(getattr(self.photon, name), batched=h.batched, max_batch_size=h.max_batch_size or 1,
-                              max_wait_ms=h.max_wait_ms, max_queue=self.settings.max_queue, concurrency=h.concurrency)
+            options = dict(batched=h.batched, max_batch_size=h.max_batch_size or 1, max_wait_ms=h.max_wait_ms,
+                           max_queue=self.settings.max_queue)
+            batcher: HandlerQueue = ProcessBatcher(self.process, name, **options) if self.process else \
+                Batcher(getattr(self.photon, name), concurrency=h.concurrency, **options)
             depth_changed = self.metrics.gauge(self.metrics.queue_depth.labels(name), lambda b=batcher: b.depth)
 
             def on_batch(size: int, depth: int, sizes: Any = sizes, depth_changed: Any = depth_changed) -> None:
@@ -148,23 +157,37 @@ class Service:
             batcher.on_batch, self._depth_changed[name] = on_batch, depth_changed
             batcher.start()
             self.batchers[name] = batcher
-        init = asyncio.create_task(self._init())
+        if self.process:
+            self.process.on_exit = self._restart
+        self._starting = asyncio.create_task(self._init())
         try:
             yield
         finally:
-            init.cancel()
+            self._starting.cancel()
             await asyncio.gather(*(b.stop() for b in self.batchers.values()))
+            if self.process:
+                await self.process.stop()
 
     async def _init(self) -> None:
         try:
-            await asyncio.to_thread(self.photon.init)
-            if self.on_ready is not None:  # before the first request is let in
+            if self.process:
+                await self.process.start()
+            else:
+                await asyncio.to_thread(self.photon.init)
+            if self.on_ready is not None and self.state == "starting":  # before the first request is let in
                 self.on_ready()
             self.state = "ready"
             log.info("%s ready", type(self.photon).__name__)
+        except LeptonError as e:  # the model process failed: it logged why
+            self.state, self.error = "failed", str(e)
         except Exception as e:  # reported by /healthz and /readyz so an orchestrator restarts us
             self.state, self.error = "failed", f"{type(e).__name__} in init (see the server's log)"
             log.exception("init failed")
+
+    def _restart(self, why: str) -> None:
+        """The model process died after it was ready: not ready until another one is."""
+        self.state = "restarting"
+        self._starting = asyncio.create_task(self._init())
 
     # -- requests ------------------------------------------------------------------------
 
@@ -279,8 +302,10 @@ class Service:
         except (ValueError, OverflowError, LeptonError) as e:  # the handler refused this input
             response = HTTPError(422, "invalid_input", str(e)).response()
         except Exception as e:
-            log.exception("handler %s failed", name)
-            response = HTTPError(500, "internal", f"{type(e).__name__} in handler {name}").response()
+            kind = e.kind if isinstance(e, HandlerFailed) else type(e).__name__
+            if not isinstance(e, HandlerFailed):  # the model process logged its own
+                log.exception("handler %s failed", name)
+            response = HTTPError(500, "internal", f"{kind} in handler {name}").response()
         finally:
             self.inflight -= 1
             self._inflight_changed()

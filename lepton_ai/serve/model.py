@@ -48,6 +48,9 @@ class ModelPhoton(Photon):
         if device != "cpu" and self.meta.get("runtime") == "onnxruntime":
             raise InvalidInputError(f"{ref} is an ONNX Runtime model, served on CPU here: use --device cpu")
         self.runnable: Any = None
+        # Eager PyTorch on CPU computes in a process of its own; ONNX Runtime releases the GIL as it computes
+        # and a GPU computes on the device: they stay in the server's process.
+        self.model_process = device == "cpu" and not self.onnx
 
     def init(self) -> None:
         """Load the model (verified from the registry) onto its device."""

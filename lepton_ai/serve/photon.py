@@ -103,7 +103,13 @@ def handler(fn: Callable[..., Any] | None = None, *, max_batch_size: int | None 
 
 
 class Photon:
-    """A service: `init` runs once per worker before it is ready; `@handler` methods are its endpoints."""
+    """A service: `init` runs once per worker before it is ready; `@handler` methods are its endpoints.
+
+    With `model_process = True`, `lepton serve` runs `init` and the handlers in a process of their own,
+    built from the same target (see `serve.process`): for eager PyTorch, whose Python would share the GIL
+    with the HTTP side. `prepare` methods still run in the server process, where `init` has not run."""
+
+    model_process: bool = False
 
     def init(self) -> None:
         """Load models and anything slow; runs once per worker before the worker reports ready."""

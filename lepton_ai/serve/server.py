@@ -26,6 +26,7 @@ from lepton_ai.machine import cpu_info
 from lepton_ai.serve import http
 from lepton_ai.serve.app import ServeSettings, Service
 from lepton_ai.serve.photon import Photon
+from lepton_ai.serve.process import ProcessSpec
 
 log = logging.getLogger("lepton.serve")
 
@@ -94,17 +95,24 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _service(photon: Photon, settings: ServeSettings) -> Service:
-    """Return the service of a serving process, with the garbage collector set for serving:
-    - run less often: with hundreds of requests in flight each request's objects live long enough to be
+def serving_gc() -> None:
+    """Set this process's garbage collector for serving; call `gc.freeze()` once the model is loaded.
+    - Run less often: with hundreds of requests in flight each request's objects live long enough to be
       promoted, and the default thresholds (700, 10, 10) took ~45 µs of event-loop CPU a request
-      (MiniLM, 256 clients: ~190 → ~145 µs a request); garbage is still collected, in rarer sweeps;
-    - once `init` has loaded the model, everything so far (libraries, the model: ~250,000 objects with
-      digits) frozen out of its sight: they live as long as the process, and a full collection walked
-      them all, 90-110 ms of stalled event loop (rare under steady load, but every request in flight
-      waits it out); now it walks only what requests created (< 1 ms)."""
+      (MiniLM, 256 clients: ~190 → ~145 µs a request); garbage is still collected, in rarer sweeps.
+    - Frozen after `init`, everything loaded so far (libraries, the model: ~250,000 objects with digits)
+      is out of its sight: they live as long as the process, and a full collection walked them all,
+      90-110 ms of stall (rare under steady load, but every request in flight waits it out); now it
+      walks only what requests created (< 1 ms)."""
     gc.set_threshold(10_000, 20, 20)
-    return Service(photon, settings, on_ready=gc.freeze)
+
+
+def _service(target: str, photon: Photon, settings: ServeSettings, device: str, threads: int | None) -> Service:
+    """Return the service of a serving process: the model in a process of its own when the Photon asks for
+    it (eager PyTorch on CPU) or `settings.model_process` says so; the collector set for serving."""
+    own = photon.model_process if settings.model_process is None else settings.model_process
+    serving_gc()
+    return Service(photon, settings, on_ready=gc.freeze, spawn=ProcessSpec(target, device, threads) if own else None)
 
 
 def _worker(config: dict[str, Any], options: dict[str, Any]) -> None:
@@ -113,7 +121,8 @@ def _worker(config: dict[str, Any], options: dict[str, Any]) -> None:
 
     photon = load_photon(config["target"], config["device"], config["threads"])
     sock = _listen(options.pop("host"), options.pop("port"))
-    service = _service(photon, ServeSettings(**config["settings"]))
+    service = _service(config["target"], photon, ServeSettings(**config["settings"]), config["device"],
+                       config["threads"])
     uvicorn.Server(uvicorn.Config(service, **options)).run(sockets=[sock])
 
 
@@ -173,7 +182,7 @@ def serve(target: str, *, host: str = "127.0.0.1", port: int = 8080, workers: in
     log.info("serving %s on http://%s:%d (%d worker%s; API docs at /docs)", target, host, port, workers,
              "s" if workers > 1 else "")
     if workers == 1:
-        uvicorn.run(_service(photon, settings), **options)
+        uvicorn.run(_service(target, photon, settings, device, threads), **options)
         return
     with tempfile.TemporaryDirectory(prefix="lepton-metrics-") as metrics_dir:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # set before the workers import prometheus-client

@@ -50,8 +50,9 @@ def service_file(tmp_path: Path) -> Path:
     return path
 
 
-def test_sigterm_stops_accepting_drains_in_flight_then_exits(service_file: Path) -> None:
-    server = ServerProcess([f"{service_file}:Slow"]).__enter__()
+@pytest.mark.parametrize("where", ["--no-model-process", "--model-process"])
+def test_sigterm_stops_accepting_drains_in_flight_then_exits(service_file: Path, where: str) -> None:
+    server = ServerProcess([f"{service_file}:Slow", where]).__enter__()  # SIGTERM reaches the model process too
     try:
         with ThreadPoolExecutor(4) as pool:
             pending = [pool.submit(httpx.post, f"{server.url}/work", json={"inputs": [i]}, timeout=10) for i in range(4)]
