@@ -6,7 +6,8 @@ queue fills while the model computes and the next batch is as big as the load ma
 a request runs at once. A thread starts its next batch as soon as one ends (results are handed
 back to the event loop, which never sits between two batches). On top of that it waits a little for more
 requests only when the measured arrival rate says at least one more will come within half a
-batch's cost (and never longer than `max_wait_ms`)."""
+batch's cost (and never longer than `max_wait_ms`). When the model runs in a process of its own
+(`process.py`), the same queue feeds that process instead, and the same rules decide its batches there."""
 
 from __future__ import annotations
 

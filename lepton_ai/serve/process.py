@@ -20,6 +20,7 @@ The server starts the model process as `python -c "...main(FD)"` with its end of
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import itertools
 import logging
@@ -63,7 +64,7 @@ class Frames:
     def __init__(self) -> None:
         self.buffer = bytearray()
 
-    def feed(self, data: bytes) -> list[Any]:
+    def feed(self, data: bytes | bytearray) -> list[Any]:
         """Add bytes received; return the messages now complete."""
         self.buffer += data
         messages, at = [], 0
@@ -179,9 +180,9 @@ class ModelProcess(asyncio.Protocol):
             log.error("%s: starting another", why)
             self.on_exit(why)
 
-    def _cancelled(self, i: int) -> None:
+    def _cancelled(self, i: int, future: asyncio.Future) -> None:
         """A request in flight timed out or lost its client: drop it there, if its batch has not started."""
-        if i in self.sent:
+        if future.cancelled() and i in self.sent:
             self.send(("cancel", i))
 
     async def stop(self) -> None:
@@ -221,10 +222,9 @@ class ProcessBatcher(HandlerQueue):
         """Nothing to stop here: the model process is stopped by its owner once every queue is done."""
 
     def _arrived(self) -> None:
-        """Send queued requests while the window has room (or nothing is in flight: a request over the
-        window's size still goes, alone)."""
+        """Send queued requests while fewer than `window` examples are in flight."""
         process = self.process
-        while self.queue and process.transport is not None and (not self.in_flight or self.in_flight < self.window):
+        while self.queue and process.transport is not None and self.in_flight < self.window:
             item = self.queue.popleft()
             if item.future.done():  # timed out or client gone while queued
                 continue
@@ -233,7 +233,7 @@ class ProcessBatcher(HandlerQueue):
             self.in_flight += item.size
             self.requests_in_flight += 1
             process.send(("run", i, self.name, item.payload, item.options))
-            item.future.add_done_callback(lambda f, i=i: f.cancelled() and process._cancelled(i))
+            item.future.add_done_callback(functools.partial(process._cancelled, i))
 
     def done(self, seconds: float, finished: list[tuple[Item, bool, Any]]) -> None:
         """A batch ran (or was cancelled there): answer its requests and send more."""
@@ -274,7 +274,7 @@ class _Model:
                 self.open = False  # the server closed the socket: it is done with us
                 break
             data += chunk
-        messages = self.frames.feed(bytes(data))
+        messages = self.frames.feed(data)
         return [m for batch in messages for m in batch]
 
     def take(self, messages: list[Any]) -> None:
@@ -295,13 +295,13 @@ class _Model:
         """Return the oldest waiting request's handler and the requests that may share its call, in order."""
         name, _, _, _, key = next(iter(self.waiting.values()))
         limit, ids, size = self.handlers[name]["max_batch_size"], [], 0
-        for i, (n, _, _, k, kk) in self.waiting.items():
-            if (n, kk) != (name, key):
+        for i, (other, _, _, n, other_key) in self.waiting.items():
+            if (other, other_key) != (name, key):
                 continue
-            if ids and size + k > limit:
+            if ids and size + n > limit:
                 break  # the next one does not fit: keep the order
             ids.append(i)
-            size += k
+            size += n
             if size >= limit:
                 break
         return name, ids
