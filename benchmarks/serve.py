@@ -6,7 +6,9 @@ serve`'s, running in this process) and the same model artifact.
   concurrency 32: `lepton serve` against a plain FastAPI endpoint calling the model per
   request and Ray Serve with `@serve.batch` (benchmarks/baselines/). Target: ≥ 1.5× the better
   baseline in examples/s at equal or lower p99. Per-request overhead = 1/served rate − the
-  model's own time per example at the served batch size (raw, in process).
+  model's own time per example at the served batch size (raw, in process). `lepton serve` runs
+  this model in a process of its own; with `--no-model-process` (the model in the server's
+  process) it is measured beside it.
 - Compute-bound: all-MiniLM-L6-v2 optimized for this machine (ONNX Runtime int8, registered by
   `optimize`), one sentence per request, 256 clients (8 full batches: saturation — 64 were not,
   served throughput still rose from 64 to 128 to 256): served examples/s against the raw
@@ -17,6 +19,7 @@ serve`'s, running in this process) and the same model artifact.
 - Latency under moderate load: open-loop runs at half of each model's saturation rate, three
   rounds, each right after a fresh measure of one full batch's compute time (in process, all
   cores); the round with the median ratio. Target: p99 ≤ 2 × the compute time of one full batch.
+  For digits also one round at a quarter and one at an eighth of saturation: latency by load.
 - The HTTP side alone: CPU per request of a Photon with no model (`lepton serve`) against a bare
   Starlette route on plain uvicorn (benchmarks/baselines/echo.py), and of the load generator.
 - Every load test also reports the CPU a request cost the server (its whole process session) and
@@ -173,22 +176,29 @@ def digits_case(duration: float, skip_ray: bool) -> dict[str, Any]:
         return ServerProcess([ref, "--port", "{port}"], command=[sys.executable, str(BASELINES / script)], **options)
 
     runs = {"lepton": loaded("lepton serve", ServerProcess([ref]), payload, 32, duration),
+            "lepton_in_process": loaded("lepton serve --no-model-process", ServerProcess([ref, "--no-model-process"]),
+                                        payload, 32, duration),
             "fastapi": loaded("plain FastAPI, per request", baseline("fastapi_server.py"), payload, 32, duration)}
     if not skip_ray:
         runs["ray"] = loaded("Ray Serve, @serve.batch", baseline("ray_server.py", ready_path="/-/healthz", timeout=300),
                              payload, 32, duration)
-    best_other = max((k for k in runs if k != "lepton"), key=lambda k: runs[k]["examples_per_s"])
+    best_other = max((k for k in runs if not k.startswith("lepton")), key=lambda k: runs[k]["examples_per_s"])
     ours, other = runs["lepton"], runs[best_other]
+    one_batch_ms = lambda: raw_throughput(ref, test.features, 64)["batch_ms"]  # noqa: E731
     with ServerProcess([ref]) as server:
-        half = half_load(server, payload, ours["requests_per_s"] / 2,
-                         lambda: raw_throughput(ref, test.features, 64)["batch_ms"], duration)
+        half = half_load(server, payload, ours["requests_per_s"] / 2, one_batch_ms, duration)
+        curve = [{"load": 0.5, **{k: half[k] for k in ("latency_ms", "batch_ms", "p99_vs_batch")}}]
+        for share in (0.25, 0.125):  # where p99 meets 2 × one batch on this machine, if it does
+            r = half_load(server, payload, ours["requests_per_s"] * share, one_batch_ms, duration, rounds=1)
+            curve.append({"load": share, **{k: r[k] for k in ("latency_ms", "batch_ms", "p99_vs_batch")}})
     per_example_us = 1e6 / raw["examples_per_s"]
     return {
         "ref": ref, "raw": raw, "runs": runs, "half_load": half, "best_baseline": best_other,
         "speedup_vs_best_baseline": ours["examples_per_s"] / other["examples_per_s"],
         "p99_vs_best_baseline": ours["latency_ms"]["p99"] / other["latency_ms"]["p99"],
+        "model_process_vs_in_process": ours["examples_per_s"] / runs["lepton_in_process"]["examples_per_s"],
         "overhead_us_per_request": {k: 1e6 / r["requests_per_s"] - per_example_us for k, r in runs.items()},
-        "half_load_p99_vs_batch": half["p99_vs_batch"],
+        "half_load_p99_vs_batch": half["p99_vs_batch"], "load_curve": sorted(curve, key=lambda c: c["load"]),
     }
 
 
@@ -283,10 +293,14 @@ def table(result: dict[str, Any]) -> None:
         ok = d["speedup_vs_best_baseline"] >= 1.5 and d["p99_vs_best_baseline"] <= 1.0
         console.print(f"  vs {d['best_baseline']}: ×{d['speedup_vs_best_baseline']:.2f} examples/s, "
                       f"p99 ×{d['p99_vs_best_baseline']:.2f} (target ≥ ×1.5 at ≤ ×1.0) {mark[ok]}")
+        console.print(f"  the model in its own process: ×{d['model_process_vs_in_process']:.2f} examples/s against "
+                      "the model in the server's process")
         h = d["half_load_p99_vs_batch"]
         console.print(f"  half load (median of {len(d['half_load']['rounds'])} rounds): p99 "
                       f"{d['half_load']['latency_ms']['p99']} ms = {h:.2f} × one full batch "
                       f"({d['half_load']['batch_ms']:.2f} ms; target ≤ 2) {mark[h <= 2]}")
+        console.print("  p99 / one full batch by load: " + ", ".join(
+            f"{c['load']:g} of saturation {c['p99_vs_batch']:.2f}" for c in d["load_curve"]))
     if "minilm" in result:
         m = result["minilm"]
         console.print(f"[bold]MiniLM ({m['candidate']})[/]: served {m['served']['examples_per_s']:,.1f} ex/s = "
@@ -304,16 +318,24 @@ def plot(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = result["digits"]["runs"]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    runs, curve = result["digits"]["runs"], result["digits"]["load_curve"]
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(15, 4))
     names = list(runs)
-    a.bar(names, [runs[k]["examples_per_s"] for k in names], color=["#2a7", "#888", "#aaa"][:len(names)])
+    a.bar([n.replace("_", "\n") for n in names], [runs[k]["examples_per_s"] for k in names],
+          color=["#2a7", "#7c9", "#888", "#aaa"][:len(names)])
     a.set_title("digits cnn-small: examples/s (higher is better)")
     for q, style in (("p50", "o-"), ("p99", "s--")):
-        b.plot(names, [runs[k]["latency_ms"][q] for k in names], style, label=q)
+        b.plot([n.replace("_", "\n") for n in names], [runs[k]["latency_ms"][q] for k in names], style, label=q)
     b.set_yscale("log")
-    b.set_title("latency, ms (lower is better)")
+    b.set_title("latency at concurrency 32, ms (lower is better)")
     b.legend()
+    loads = [x["load"] for x in curve]
+    for q, style in (("p50", "o-"), ("p99", "s--")):
+        c.plot(loads, [x["latency_ms"][q] / x["batch_ms"] for x in curve], style, label=f"{q} / one full batch")
+    c.axhline(2.0, color="#c33", lw=1, label="target for p99 at half load")
+    c.set_xlabel("open-loop rate, fraction of saturation")
+    c.set_title("lepton serve: latency by load")
+    c.legend()
     fig.suptitle(result["machine_line"], fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
