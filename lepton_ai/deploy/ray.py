@@ -39,10 +39,13 @@ class PhotonReplica:
 
     def __serve_build_asgi_app__(self) -> Any:
         """Return the ASGI app Serve runs (its lifespan starts our batchers and the Photon's `init`)."""
-        from lepton_ai.serve.app import ServeSettings, Service
-        from lepton_ai.serve.server import load_photon
+        import gc
 
-        self.service = Service(load_photon(self.target, threads=1), ServeSettings(**self.settings))
+        from lepton_ai.serve.app import ServeSettings, Service
+        from lepton_ai.serve.server import load_photon, serving_gc
+
+        serving_gc()  # as in `lepton serve`: rarer collections, what init loaded frozen before ready
+        self.service = Service(load_photon(self.target, threads=1), ServeSettings(**self.settings), on_ready=gc.freeze)
         return self.service
 
     async def check_health(self) -> None:

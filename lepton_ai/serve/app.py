@@ -30,7 +30,7 @@ from lepton_ai.errors import LeptonError
 from lepton_ai.serve.batching import Batcher, HandlerQueue, Overloaded
 from lepton_ai.serve.metrics import Metrics
 from lepton_ai.serve.photon import Handler, Photon
-from lepton_ai.serve.process import HandlerFailed, ModelProcess, ProcessBatcher, ProcessSpec
+from lepton_ai.serve.process import HandlerFailed, ModelProcess, ModelProcessFailed, ProcessBatcher, ProcessSpec
 
 log = logging.getLogger("lepton.serve")
 _INLINE_BYTES = 64 * 1024  # bodies up to this are parsed on the event loop (µs); larger ones in a thread
@@ -120,9 +120,9 @@ class Service:
             raise LeptonError(f"{type(photon).__name__} has no @handler methods to serve")
         if spawn is not None and any(inspect.iscoroutinefunction(h.fn) for h in self.handlers.values()):
             raise LeptonError(f"{type(photon).__name__}: a model process runs synchronous handlers only")
-        self.process = spawn and ModelProcess(spawn, {name: {
+        self.process = ModelProcess(spawn, {name: {
             "batched": h.batched, "max_batch_size": h.max_batch_size or 1, "max_wait": h.max_wait_ms / 1000}
-            for name, h in self.handlers.items()})
+            for name, h in self.handlers.items()}) if spawn else None
         self.models = {name: h.request_model(type(photon)) for name, h in self.handlers.items()}
         self.adapters = {name: TypeAdapter(m) for name, m in self.models.items()}
         self.metrics = Metrics()
@@ -178,7 +178,7 @@ class Service:
                 self.on_ready()
             self.state = "ready"
             log.info("%s ready", type(self.photon).__name__)
-        except LeptonError as e:  # the model process failed: it logged why
+        except ModelProcessFailed as e:  # it logged why; the message names only the exception's type
             self.state, self.error = "failed", str(e)
         except Exception as e:  # reported by /healthz and /readyz so an orchestrator restarts us
             self.state, self.error = "failed", f"{type(e).__name__} in init (see the server's log)"

@@ -78,6 +78,10 @@ class Frames:
         return messages
 
 
+class ModelProcessFailed(LeptonError):
+    """The model process failed before it was ready (its `init` raised, or it died)."""
+
+
 class HandlerFailed(Exception):
     """A handler raised in the model process: `kind` names the exception's type (answered as a 500)."""
 
@@ -118,7 +122,7 @@ class ModelProcess(asyncio.Protocol):
         self._stopping = False
 
     async def start(self) -> None:
-        """Start the model process and wait until its `init` has finished; raise LeptonError if it failed."""
+        """Start the model process and wait until its `init` has finished; raise ModelProcessFailed if not."""
         ours, theirs = socket.socketpair()
         with theirs:
             code = f"import os; from {__name__} import main; main({theirs.fileno()}); os._exit(0)"
@@ -155,7 +159,7 @@ class ModelProcess(asyncio.Protocol):
                 self._ready.set_result(None)
             elif message[0] == "failed":
                 assert self._ready is not None
-                self._ready.set_exception(LeptonError(message[1]))
+                self._ready.set_exception(ModelProcessFailed(message[1]))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -175,7 +179,7 @@ class ModelProcess(asyncio.Protocol):
             queue.in_flight = queue.requests_in_flight = 0
         assert self._ready is not None
         if not self._ready.done():
-            self._ready.set_exception(LeptonError(f"{why} before it was ready (see the server's log)"))
+            self._ready.set_exception(ModelProcessFailed(f"{why} before it was ready (see the server's log)"))
         elif not self._ready.cancelled() and self._ready.exception() is None:  # it was ready: replace it
             log.error("%s: starting another", why)
             self.on_exit(why)
