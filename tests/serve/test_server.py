@@ -28,7 +28,7 @@ class Slow(Photon):
 
 class Loaded(Photon):
     def init(self):
-        self.model = [{"weight": i} for i in range(100_000)]  # what loading a model leaves for the collector
+        self.model = [{"weight": [i]} for i in range(100_000)]  # 200,000 objects the collector tracks
 
     @handler
     def gc_state(self) -> dict:
@@ -69,17 +69,21 @@ def test_sigterm_stops_accepting_drains_in_flight_then_exits(service_file: Path,
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
-def test_what_init_loaded_is_kept_out_of_the_collectors_sight(service_file: Path, workers: str) -> None:
+@pytest.mark.parametrize("where", ["--no-model-process", "--model-process"])
+def test_what_init_loaded_is_kept_out_of_the_collectors_sight(service_file: Path, workers: str, where: str) -> None:
     # A full collection walks every tracked object: with a model loaded that stalled the event loop ~100 ms.
+    # With a model process the handler answers from there (one per worker): its collector is set the same way.
     states, deadline = {}, time.monotonic() + 60
-    with ServerProcess([f"{service_file}:Loaded", "--workers", workers]) as server:
+    with ServerProcess([f"{service_file}:Loaded", "--workers", workers, where]) as server:
         while len(states) < int(workers):  # every worker, once it is ready (one ready worker made the server so)
             assert time.monotonic() < deadline, f"not every worker answered: {states}"
             r = httpx.post(f"{server.url}/gc_state", json={}, headers={"Connection": "close"})
             if r.status_code == 200:
                 states[r.json()["pid"]] = r.json()
+    assert server.proc is not None  # answered by the server's own process: one worker, no model process
+    assert (server.proc.pid in states) == (workers == "1" and where == "--no-model-process")
     for state in states.values():
-        assert state["frozen"] > 100_000 and state["threshold"] == [10_000, 20, 20]
+        assert state["frozen"] > 200_000 and state["threshold"] == [10_000, 20, 20]
 
 
 def test_workers_share_the_port_evenly_and_their_metrics(service_file: Path) -> None:
