@@ -119,18 +119,26 @@ class ModelProcess(asyncio.Protocol):
         self._frames = Frames()
         self._outbox: list[Any] = []
         self._ready: asyncio.Future | None = None
+        self._socket: socket.socket | None = None  # spawned, not yet connected to the event loop
         self._stopping = False
 
-    async def start(self) -> None:
-        """Start the model process and wait until its `init` has finished; raise ModelProcessFailed if not."""
-        ours, theirs = socket.socketpair()
+    def spawn(self) -> None:
+        """Start the model process now, so that its imports and `init` overlap the server's own start-up."""
+        self._socket, theirs = socket.socketpair()
         with theirs:
             code = f"import os; from {__name__} import main; main({theirs.fileno()}); os._exit(0)"
             self.proc = subprocess.Popen([sys.executable, "-c", code], pass_fds=[theirs.fileno()])
+        self._socket.sendall(frame([("config", {"spec": self.spec, "handlers": self.handlers})]))
+
+    async def start(self) -> None:
+        """Start the model process (unless `spawn` did) and wait until its `init` has finished; raise
+        ModelProcessFailed if it failed."""
+        if self._socket is None:
+            self.spawn()
+        sock, self._socket = self._socket, None
         loop = asyncio.get_running_loop()
         self._frames, self._ready = Frames(), loop.create_future()
-        await loop.create_unix_connection(lambda: self, sock=ours)
-        self.send(("config", {"spec": self.spec, "handlers": self.handlers}))
+        await loop.create_unix_connection(lambda: self, sock=sock)
         await self._ready
         for queue in self.queues.values():  # what waited for the model process
             queue.start()

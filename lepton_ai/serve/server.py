@@ -112,7 +112,10 @@ def _service(target: str, photon: Photon, settings: ServeSettings, device: str, 
     it (eager PyTorch on CPU) or `settings.model_process` says so; the collector set for serving."""
     own = photon.model_process if settings.model_process is None else settings.model_process
     serving_gc()
-    return Service(photon, settings, on_ready=gc.freeze, spawn=ProcessSpec(target, device, threads) if own else None)
+    service = Service(photon, settings, on_ready=gc.freeze, spawn=ProcessSpec(target, device, threads) if own else None)
+    if service.process:
+        service.process.spawn()  # it loads the model while this process starts its server
+    return service
 
 
 def _worker(config: dict[str, Any], options: dict[str, Any]) -> None:
