@@ -191,6 +191,9 @@ def _service(target: str, settings: dict[str, Any]) -> Any:
         serve_settings = ServeSettings(**settings)
     except TypeError as e:
         raise InvalidInputError(f"unknown serve setting: {e}") from None
+    if serve_settings.model_process:
+        raise InvalidInputError("model_process is not supported on Ray Serve: a replica runs its handlers in "
+                                "its own Ray process (scale with --replicas)")
     return Service(load_photon(target), serve_settings)
 
 

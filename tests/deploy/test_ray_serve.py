@@ -151,6 +151,8 @@ def test_bad_input_is_one_line_and_touches_nothing(ray_cluster, tmp_path: Path, 
         deploy_ray(target, address=ray_cluster.dashboard_url)
     with pytest.raises(InvalidInputError, match="unknown serve setting"):
         deploy_ray(target, address=address, settings={"max_batch": 3})
+    with pytest.raises(InvalidInputError, match="model_process is not supported on Ray Serve"):
+        deploy_ray(target, address=address, settings={"model_process": True})
     with pytest.raises(NotFoundError, match="no-such-model"):
         deploy_ray("no-such-model", address=address)
     # a Photon whose init fails on the replicas: Ray gives up after a few tries; the error names it, nothing is left
