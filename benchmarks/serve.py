@@ -184,7 +184,10 @@ def digits_case(duration: float, skip_ray: bool) -> dict[str, Any]:
                              payload, 32, duration)
     best_other = max((k for k in runs if not k.startswith("lepton")), key=lambda k: runs[k]["examples_per_s"])
     ours, other = runs["lepton"], runs[best_other]
-    one_batch_ms = lambda: raw_throughput(ref, test.features, 64)["batch_ms"]  # noqa: E731
+
+    def one_batch_ms() -> float:
+        return raw_throughput(ref, test.features, 64)["batch_ms"]
+
     with ServerProcess([ref]) as server:
         half = half_load(server, payload, ours["requests_per_s"] / 2, one_batch_ms, duration)
         curve = [{"load": 0.5, **{k: half[k] for k in ("latency_ms", "batch_ms", "p99_vs_batch")}}]
@@ -321,11 +324,12 @@ def plot(result: dict[str, Any], path: Path) -> None:
     runs, curve = result["digits"]["runs"], result["digits"]["load_curve"]
     fig, (a, b, c) = plt.subplots(1, 3, figsize=(15, 4))
     names = list(runs)
-    a.bar([n.replace("_", "\n") for n in names], [runs[k]["examples_per_s"] for k in names],
+    labels = [n.replace("_", "\n") for n in names]
+    a.bar(labels, [runs[k]["examples_per_s"] for k in names],
           color=["#2a7", "#7c9", "#888", "#aaa"][:len(names)])
     a.set_title("digits cnn-small: examples/s (higher is better)")
     for q, style in (("p50", "o-"), ("p99", "s--")):
-        b.plot([n.replace("_", "\n") for n in names], [runs[k]["latency_ms"][q] for k in names], style, label=q)
+        b.plot(labels, [runs[k]["latency_ms"][q] for k in names], style, label=q)
     b.set_yscale("log")
     b.set_title("latency at concurrency 32, ms (lower is better)")
     b.legend()
