@@ -164,20 +164,25 @@ def test_bad_requests_and_a_burst_over_the_queue_leave_it_healthy(digits_ref: st
 
         return await asyncio.gather(*(one(i) for i in range(500)))
 
-    async def main(url: str, pid: int) -> tuple[dict[int, int], float, float, list]:
+    async def main(url: str, pid: int, model_pid: int) -> tuple[dict[int, int], float, float, list, float]:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=600)) as session:
             await bad(session, url, 1000)
-            before = _rss_mb(pid)
+            await burst(session, url)
+            before, model_before = _rss_mb(pid), _rss_mb(model_pid)
             codes = await bad(session, url, 10_000)
             after = _rss_mb(pid)
-            return codes, before, after, await burst(session, url)
+            answers = await burst(session, url)
+            return codes, before, after, answers, _rss_mb(model_pid) - model_before
 
     with ServerProcess([digits_ref, "--max-queue", "16", "--max-batch-size", "8"]) as server:
-        codes, before, after, answers = asyncio.run(main(f"{server.url}/predict", server.proc.pid))
+        (model_pid,) = map(int, Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text().split())
+        codes, before, after, answers, model_grew = asyncio.run(main(f"{server.url}/predict", server.proc.pid,
+                                                                     model_pid))
         assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
         assert httpx.post(f"{server.url}/predict", json={"inputs": [x[0].tolist()]}).json() == {"outputs": expected[:1]}
     assert sum(codes.values()) == 10_000 and set(codes) <= {400, 413, 422}, codes
     assert after - before < 40, f"RSS grew from {before:.0f} MB to {after:.0f} MB over 10,000 bad requests"
+    assert model_grew < 40, f"the model process grew by {model_grew:.0f} MB"  # it never sees a bad request
     statuses = [s for s, _ in answers]
     assert set(statuses) <= {200, 503} and statuses.count(503) > 0, statuses
     assert all(body == {"outputs": [expected[i]]} for i, (s, body) in enumerate(answers) if s == 200)
