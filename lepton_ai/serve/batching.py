@@ -16,6 +16,7 @@ import json
 import logging
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -144,7 +145,7 @@ def _one(fn: Callable[..., Any], batched: bool, payload: Any, size: int, options
         return False, e
 
 
-class HandlerQueue:
+class HandlerQueue(ABC):
     """A handler's bounded queue of requests, and the hand-back of their results to the event loop.
     `batched=False` runs each request alone with its fields; `batched=True` joins up to `max_batch_size`
     examples' worth of requests that share the same options. Subclasses run the batches: `Batcher` on
@@ -192,13 +193,13 @@ class HandlerQueue:
         per_batch = (self.pace.cost.value or 0.05) / self.concurrency
         return max(1, round(per_batch * (len(self.queue) / max(1, self.max_batch_size) + 1)))
 
+    @abstractmethod
     def start(self) -> None:
         """Start running batches; results come back to the running event loop."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def stop(self) -> None:
         """Stop once the queue has drained."""
-        raise NotImplementedError
 
     def _arrived(self) -> None:
         """A request was just queued (on the event loop)."""

@@ -348,9 +348,9 @@ class _Model:
         answers = []
         for i, (ok, value) in zip(ids, results):
             if not ok:
-                if not isinstance(value, (ValueError, OverflowError, LeptonError)):
-                    log.error("handler %s failed", name, exc_info=value)
-                value = _failure(value)
+                exc, value = value, _failure(value)
+                if value[0] != "invalid":  # a bug, not bad input: its traceback goes to the log
+                    log.error("handler %s failed", name, exc_info=exc)
             answers.append((i, ok, value))
         self.send(("done", name, seconds, answers))
 
