@@ -3,7 +3,7 @@
 Case `dp` — sample-level differential privacy: the `mlp` on digits trained as `lepton train` trains it,
 without privacy (its defaults: 10 epochs, batch 64, lr 3e-3) and with DP-SGD at each ε (δ = 1e-5) as
 `lepton train --dp-epsilon ε --dp-delta 1e-5` does (the DP defaults: epochs, batch size and lr of
-`lepton_ai.privacy.dp.DP_TRAINING_DEFAULTS`), over several seeds (each seed also draws the data split).
+`lepton_ai.privacy.defaults.DP_TRAINING_DEFAULTS`), over several seeds (each seed also draws the data split).
 Reports test accuracy (mean and min over seeds), the ε the RDP accountant states was spent, the noise
 multiplier Opacus calibrated, and training time. Target: ε ≤ 3 → accuracy ≥ 0.90.
 
@@ -69,7 +69,8 @@ def train(seed: int, dp: dict[str, float] | None) -> dict[str, Any]:
 
 def case_dp(args: argparse.Namespace) -> dict[str, Any]:
     """Non-private baseline against DP-SGD at each ε, over `args.seeds` seeds."""
-    from lepton_ai.privacy.dp import DEFAULT_MAX_GRAD_NORM, DP_TRAINING_DEFAULTS, MECHANISM
+    from lepton_ai.privacy.defaults import DP_TRAINING_DEFAULTS
+    from lepton_ai.privacy.dp import DEFAULT_MAX_GRAD_NORM, MECHANISM
 
     epsilons = [float(e) for e in args.epsilons.split(",")]
     configs: list[tuple[str, dict[str, float] | None]] = [("non-private", None)]

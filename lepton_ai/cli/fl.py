@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from lepton_ai.cli.output import console, err_console, print_json
-from lepton_ai.privacy.federated import DEFAULTS
+from lepton_ai.privacy.defaults import FEDERATED_DEFAULTS
 
 app = typer.Typer(help="Federated learning: simulate clients here, or run a server and clients over the network.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -56,11 +56,11 @@ def run(
     rounds: Annotated[int, typer.Option(min=1)] = 30,
     partition: Annotated[str, typer.Option(help="iid, dirichlet:ALPHA (label skew; smaller is more skewed) or "
                                                 "shards:K (K label-sorted shards per client).")] = "iid",
-    strategy: Strategy = DEFAULTS["strategy"],
+    strategy: Strategy = FEDERATED_DEFAULTS["strategy"],
     fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of the clients sampled each round.")] = 1.0,
-    local_epochs: LocalEpochs = DEFAULTS["local_epochs"],
-    lr: Lr = DEFAULTS["lr"],
-    batch_size: BatchSize = DEFAULTS["batch_size"],
+    local_epochs: LocalEpochs = FEDERATED_DEFAULTS["local_epochs"],
+    lr: Lr = FEDERATED_DEFAULTS["lr"],
+    batch_size: BatchSize = FEDERATED_DEFAULTS["batch_size"],
     schedule: Schedule = None,
     dp_epsilon: DpEpsilon = None,
     dp_delta: DpDelta = 1e-5,
@@ -90,12 +90,12 @@ def server(
     model: Model = None,
     data: Annotated[str, typer.Option(help="The data set whose test split the server scores each round on "
                                            "(and whose classes and input size the model has).")] = "digits",
-    strategy: Strategy = DEFAULTS["strategy"],
+    strategy: Strategy = FEDERATED_DEFAULTS["strategy"],
     fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of the connected clients each round "
                                                                    "(at least --min-clients).")] = 1.0,
-    local_epochs: LocalEpochs = DEFAULTS["local_epochs"],
-    lr: Lr = DEFAULTS["lr"],
-    batch_size: BatchSize = DEFAULTS["batch_size"],
+    local_epochs: LocalEpochs = FEDERATED_DEFAULTS["local_epochs"],
+    lr: Lr = FEDERATED_DEFAULTS["lr"],
+    batch_size: BatchSize = FEDERATED_DEFAULTS["batch_size"],
     schedule: Schedule = None,
     dp_epsilon: DpEpsilon = None,
     dp_delta: DpDelta = 1e-5,

@@ -11,13 +11,16 @@ import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from lepton_ai.cli.output import console, err_console, print_json
 from lepton_ai.errors import InvalidInputError
-from lepton_ai.privacy.dp import DP_TRAINING_DEFAULTS, DPConfig, PrivacyNotice, describe
+from lepton_ai.privacy.defaults import DP_TRAINING_DEFAULTS
+
+if TYPE_CHECKING:
+    from lepton_ai.privacy.dp import DPConfig
 
 _DP_DEFAULTS = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in DP_TRAINING_DEFAULTS.items())
 LAUNCH_OPTIONS = ("nproc", "nnodes", "rdzv", "node_rank", "rdzv_id")  # torchrun's, not the ranks'
@@ -62,6 +65,7 @@ def train(
     rdzv_id: Annotated[Optional[str], typer.Option(help="Job id shared by the machines. Default: lepton-NAME.")] = None,
 ) -> None:
     """Train MODEL on DATA, evaluate on the test split and register the result as NAME."""
+    from lepton_ai.privacy.dp import PrivacyNotice, describe
     from lepton_ai.train import distributed
     from lepton_ai.train.job import train_and_register
 
@@ -105,6 +109,8 @@ def train(
 
 
 def _dp_config(epsilon: float | None, delta: float | None, max_grad_norm: float | None) -> DPConfig | None:
+    from lepton_ai.privacy.dp import DPConfig
+
     if epsilon is None:
         if delta is not None:
             raise InvalidInputError("--dp-delta needs --dp-epsilon (the privacy budget), e.g. --dp-epsilon 3 --dp-delta 1e-5")
@@ -117,6 +123,8 @@ def _dp_config(epsilon: float | None, delta: float | None, max_grad_norm: float 
 def _notices(show):  # type: ignore[no-untyped-def]
     """Return a `warnings.showwarning` that prints a PrivacyNotice as one `note:` line on stderr and
     hands the other warnings to `show`."""
+    from lepton_ai.privacy.dp import PrivacyNotice
+
     def showwarning(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
         if issubclass(category, PrivacyNotice):
             err_console.print(f"[yellow]note:[/] {message}", highlight=False, soft_wrap=True)

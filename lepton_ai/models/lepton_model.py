@@ -95,6 +95,8 @@ class LeptonModel(nn.Module):
         elif path.exists():
             raise InvalidInputError(f"{path} is neither a Hugging Face directory, a saved Lepton model nor a .safetensors file")
         else:
+            from lepton_ai.store.refs import local_path  # the registry (SQLAlchemy) only when a ref is loaded
+
             try:
                 local = local_path(key)
             except (NotFoundError, InvalidInputError) as e:
@@ -116,6 +118,8 @@ class LeptonModel(nn.Module):
         self.preprocess = dict(meta.get("preprocess") or {})
 
     def _load_weights(self, weights: str | Path) -> None:
+        from lepton_ai.store.refs import local_path
+
         path = local_path(weights)
         if path.is_dir():
             path = path / _WEIGHTS_FILE
@@ -230,6 +234,8 @@ class LeptonModel(nn.Module):
     @classmethod
     def load(cls, ref: str | Path) -> LeptonModel:
         """Return the model saved at a registry reference or a saved-model directory."""
+        from lepton_ai.store.refs import local_path
+
         path = local_path(ref)
         if not (path / _META_FILE).exists():
             raise InvalidInputError(f"{ref} is not a saved Lepton model (no {_META_FILE})")
@@ -242,16 +248,6 @@ class LeptonModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"arch={self.arch}, num_classes={self.num_classes}, input_size={self.input_size}"
-
-
-def local_path(ref: str | Path) -> Path:
-    """Return `ref` as a local path: itself when it exists, else the registry's verified copy."""
-    path = Path(str(ref)).expanduser()
-    if path.exists():
-        return path
-    from lepton_ai.store import Registry
-
-    return Registry().fetch(str(ref))
 
 
 def _read_meta(path: Path) -> dict[str, Any] | None:

@@ -31,10 +31,6 @@ from lepton_ai.errors import InvalidInputError, one_line
 
 MECHANISM = "DP-SGD (Opacus, RDP accountant)"
 
-# What `lepton train --dp-epsilon` and `train_and_register(dp=...)` use for the options the user did not
-# give (chosen on digits, see benchmarks/RESULTS.md "Privacy"): many small noisy steps at a lower
-# learning rate beat few large-batch ones on a training set of ~1,300 examples.
-DP_TRAINING_DEFAULTS: dict[str, Any] = {"epochs": 40, "batch_size": 128, "lr": 1e-2}
 DEFAULT_MAX_GRAD_NORM = 1.0
 _FULL_HOOK = "Full backward hook is firing when gradients are computed with respect to module outputs"
 

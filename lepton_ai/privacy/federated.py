@@ -26,14 +26,8 @@ from torch import nn
 from lepton_ai.data import LabeledData
 from lepton_ai.errors import InvalidInputError
 from lepton_ai.privacy.aggregation import ClientDP, Strategy, aggregate, finite, parse_strategy, weight_keys
+from lepton_ai.privacy.defaults import FEDERATED_DEFAULTS
 from lepton_ai.privacy.record import FederatedResult, RunRecord, default_name, run_params
-
-# What `federated_train`, `lepton fl run` and `lepton fl server` use unless told otherwise, tuned on digits
-# with 10 clients, Dirichlet α=0.1 (benchmarks/privacy.py): cnn-small for images (mlp otherwise), clients
-# running 2 epochs of SGD with momentum (Adam's per-weight steps push down the classes a client lacks)
-# at a learning rate decayed along a cosine over the rounds, which settles the global model at the end.
-DEFAULTS: dict[str, Any] = {"strategy": "fedavg", "local_epochs": 2, "lr": 0.05, "momentum": 0.9, "batch_size": 32,
-                            "schedule": "cosine"}
 
 
 def default_model(data: LabeledData, dp: ClientDP | None = None) -> str:
@@ -57,7 +51,7 @@ def check_dp_model(model: nn.Module, dp: ClientDP | None) -> None:
 def default_schedule(schedule: str | None, dp: ClientDP | None) -> str:
     """Return `schedule` checked, or the default: "cosine", but "none" under client-level DP (the noise
     does not shrink with the learning rate, so late rounds of small updates would be mostly noise)."""
-    schedule = schedule or ("none" if dp is not None else DEFAULTS["schedule"])
+    schedule = schedule or ("none" if dp is not None else FEDERATED_DEFAULTS["schedule"])
     round_lr(1.0, 0, 1, schedule)
     return schedule
 
@@ -71,8 +65,8 @@ def round_lr(lr: float, round_index: int, rounds: int, schedule: str = "cosine")
 
 
 def local_train(model: nn.Module, data: LabeledData, global_state: Mapping[str, torch.Tensor], *, epochs: int = 1,
-                lr: float = DEFAULTS["lr"], batch_size: int = DEFAULTS["batch_size"], mu: float = 0.0,
-                momentum: float = DEFAULTS["momentum"], seed: int = 0,
+                lr: float = FEDERATED_DEFAULTS["lr"], batch_size: int = FEDERATED_DEFAULTS["batch_size"],
+                mu: float = 0.0, momentum: float = FEDERATED_DEFAULTS["momentum"], seed: int = 0,
                 device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], int, dict[str, float]]:
     """Train `model` from `global_state` on one client's `data` with SGD (plus FedProx's μ/2‖w − w_global‖²
     when mu > 0); return its new state, its number of examples and its mean training loss.
@@ -245,9 +239,10 @@ def prepare(model: str | nn.Module | None, data: str | LabeledData, *, clients: 
 
 
 def federated_train(model: str | nn.Module | None = None, data: str | LabeledData = "digits", *, clients: int = 10,
-                    rounds: int = 30, partition: str = "iid", strategy: str | Strategy = DEFAULTS["strategy"],
-                    fraction: float = 1.0, local_epochs: int = DEFAULTS["local_epochs"], lr: float = DEFAULTS["lr"],
-                    batch_size: int = DEFAULTS["batch_size"], schedule: str | None = None,
+                    rounds: int = 30, partition: str = "iid",
+                    strategy: str | Strategy = FEDERATED_DEFAULTS["strategy"], fraction: float = 1.0,
+                    local_epochs: int = FEDERATED_DEFAULTS["local_epochs"], lr: float = FEDERATED_DEFAULTS["lr"],
+                    batch_size: int = FEDERATED_DEFAULTS["batch_size"], schedule: str | None = None,
                     dp: ClientDP | Mapping[str, Any] | None = None,
                     seed: int = 0, name: str | None = None, test_data: LabeledData | None = None,
                     report_dir: str | Path | None = None, device: str = "cpu", progress: bool = True,

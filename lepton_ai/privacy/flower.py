@@ -34,7 +34,8 @@ from lepton_ai.data import LabeledData
 from lepton_ai.errors import InvalidInputError, LeptonError
 from lepton_ai.models.architectures import ARCHITECTURES
 from lepton_ai.privacy.aggregation import ClientDP, Strategy, aggregate, finite
-from lepton_ai.privacy.federated import DEFAULTS, Setup, cpu_threads, local_train, prepare, round_lr
+from lepton_ai.privacy.defaults import FEDERATED_DEFAULTS
+from lepton_ai.privacy.federated import Setup, cpu_threads, local_train, prepare, round_lr
 from lepton_ai.privacy.record import FederatedResult, RunRecord, default_name
 
 _PART = re.compile(r"^(?P<data>.+):(?P<index>\d+)/(?P<count>\d+)$")
@@ -146,7 +147,7 @@ def lepton_strategy(run: Setup, *, record: RunRecord, min_clients: int, round_ti
             wanted = min_clients if dp is not None else max(min_clients, round(o["fraction"] * available))
             config = {"model": self.meta, "local_epochs": o["local_epochs"], "batch_size": o["batch_size"],
                       "mu": run.strategy.mu, "lr": round_lr(o["lr"], server_round - 1, o["rounds"], run.schedule),
-                      "momentum": DEFAULTS["momentum"], "seed": o["seed"] * 1_000_003 + server_round * 10_007,
+                      "momentum": FEDERATED_DEFAULTS["momentum"], "seed": o["seed"] * 1_000_003 + server_round * 10_007,
                       "round": server_round}
             chosen = client_manager.sample(num_clients=min(wanted, available), min_num_clients=min_clients)
             return [(c, FitIns(parameters, config)) for c in chosen]
@@ -192,9 +193,9 @@ def lepton_strategy(run: Setup, *, record: RunRecord, min_clients: int, round_ti
 
 
 def run_server(address: str, *, model: str | nn.Module | None = None, data: str = "digits", rounds: int = 3,
-               min_clients: int = 2, strategy: str | Strategy = DEFAULTS["strategy"], fraction: float = 1.0,
-               local_epochs: int = DEFAULTS["local_epochs"], lr: float = DEFAULTS["lr"],
-               batch_size: int = DEFAULTS["batch_size"], schedule: str | None = None,
+               min_clients: int = 2, strategy: str | Strategy = FEDERATED_DEFAULTS["strategy"], fraction: float = 1.0,
+               local_epochs: int = FEDERATED_DEFAULTS["local_epochs"], lr: float = FEDERATED_DEFAULTS["lr"],
+               batch_size: int = FEDERATED_DEFAULTS["batch_size"], schedule: str | None = None,
                dp: ClientDP | Mapping[str, Any] | None = None, seed: int = 0, name: str | None = None,
                round_timeout: float | None = 600.0,
                on_round: Callable[[dict[str, Any]], None] | None = None) -> FederatedResult:

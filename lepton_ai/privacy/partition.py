@@ -4,10 +4,14 @@ clients and seed give the same split, so separate client processes each find the
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from lepton_ai.data import LabeledData
 from lepton_ai.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from lepton_ai.data import LabeledData
 
 SCHEMES = "iid, dirichlet:ALPHA or shards:K"
 
@@ -77,6 +81,8 @@ def _dirichlet(labels: np.ndarray, alpha: float, n: int, rng: np.random.Generato
 
 def partition(data: LabeledData, scheme: str, n: int, seed: int = 0) -> list[LabeledData]:
     """Split `data` among `n` clients by `scheme` ("iid", "dirichlet:ALPHA", "shards:K"); return their data sets."""
+    from lepton_ai.data import LabeledData  # torch, imported when a split is made
+
     if not isinstance(data, LabeledData):
         raise InvalidInputError(f"expected a data set from lepton_ai.data.load(), got {type(data).__name__}")
     parts = partition_indices(data.labels.numpy(), scheme, n, seed)

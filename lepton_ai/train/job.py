@@ -12,7 +12,8 @@ from typing import Any
 import torch
 
 from lepton_ai import config
-from lepton_ai.privacy.dp import DP_TRAINING_DEFAULTS, DPConfig
+from lepton_ai.privacy.defaults import DP_TRAINING_DEFAULTS
+from lepton_ai.privacy.dp import DPConfig
 from lepton_ai.train import distributed
 
 

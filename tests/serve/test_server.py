@@ -180,6 +180,9 @@ def test_bad_requests_and_a_burst_over_the_queue_leave_it_healthy(digits_ref: st
                                                                      model_pid))
         assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
         assert httpx.post(f"{server.url}/predict", json={"inputs": [x[0].tolist()]}).json() == {"outputs": expected[:1]}
+        # torch lives in the model process only: the HTTP process never loads it (~180 MB less)
+        assert "libtorch" not in Path(f"/proc/{server.proc.pid}/maps").read_text()
+        assert "libtorch" in Path(f"/proc/{model_pid}/maps").read_text()
     assert sum(codes.values()) == 10_000 and set(codes) <= {400, 413, 422}, codes
     assert after - before < 40, f"RSS grew from {before:.0f} MB to {after:.0f} MB over 10,000 bad requests"
     assert model_grew < 40, f"the model process grew by {model_grew:.0f} MB"  # it never sees a bad request

@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_the_cli_starts_without_importing_torch() -> None:
+    # `lepton --help` and `lepton serve`'s HTTP process should not wait 1-2 s for torch; the privacy
+    # package keeps its names (torch loads when one that needs it is asked for).
+    code = ("import sys, lepton_ai.cli.main, lepton_ai.privacy.partition; from lepton_ai.privacy import partition; "
+            "print('torch' in sys.modules, callable(partition) and partition.__module__); "
+            "from lepton_ai.privacy import DPConfig; print('torch' in sys.modules, DPConfig.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "lepton_ai.privacy.partition", "True", "DPConfig"]
