@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import time
 from typing import Any
 
 from sqlalchemy.engine import make_url
@@ -14,6 +15,7 @@ from lepton_ai.errors import InvalidInputError, one_line
 from lepton_ai.jobs.spec import JobSpec
 from lepton_ai.jobs.worker import job_key
 
+_AGENT_WAIT_S = 30.0  # how long a submission waits for a head node's job agent to come up
 _STATES = {"PENDING": "queued", "RUNNING": "running", "SUCCEEDED": "succeeded", "FAILED": "failed",
            "STOPPED": "cancelled"}
 
@@ -57,10 +59,17 @@ class RayBackend:
                                   "entrypoint_memory": r.memory_bytes or None}
         env = {**job_env(), **getattr(spec.spec, "env", {}), "LEPTON_JOB_ID": str(job_id)}
         # Ray runs the entrypoint through a shell: every word is quoted, nothing from the spec is interpreted.
-        return self.client.submit_job(entrypoint=shlex.join(argv),
-                                      submission_id=f"lepton-{job_key(config.db_url(), job_id)}-{spec.name}",
-                                      runtime_env={"env_vars": env}, metadata={"lepton_job": str(job_id)},
-                                      **{k: v for k, v in kwargs.items() if v is not None})
+        options = {"entrypoint": shlex.join(argv), "runtime_env": {"env_vars": env},
+                   "submission_id": f"lepton-{job_key(config.db_url(), job_id)}-{spec.name}",
+                   "metadata": {"lepton_job": str(job_id)}, **{k: v for k, v in kwargs.items() if v is not None}}
+        deadline = time.monotonic() + _AGENT_WAIT_S
+        while True:
+            try:
+                return self.client.submit_job(**options)
+            except RuntimeError as e:  # a head that just started has no job agent yet: Ray says to try again later
+                if "No available agent" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
 
     def state(self, external_id: str) -> tuple[str, int | None]:
         """Return our state for the Ray job and its driver's exit code when known."""

@@ -54,3 +54,28 @@ def test_cancel_stops_the_ray_job(ray_cluster) -> None:  # type: ignore[no-untyp
     assert str(client.get_job_status(job.external_id).value) == "STOPPED"
     with pytest.raises(Exception, match="already cancelled"):
         api.cancel(job.id)
+
+
+def test_a_submission_waits_for_a_new_heads_job_agent(monkeypatch, lepton_home) -> None:  # type: ignore[no-untyped-def]
+    from lepton_ai.jobs import ray as ray_backend
+
+    class Client:  # Ray's answer while a new head's job agent is still starting, twice, then a job
+        def __init__(self, errors: list[str]) -> None:
+            self.errors, self.calls = errors, 0
+
+        def submit_job(self, **options: object) -> str:
+            self.calls += 1
+            if self.errors:
+                raise RuntimeError(self.errors.pop(0))
+            return str(options["submission_id"])
+
+    monkeypatch.setattr(ray_backend.time, "sleep", lambda s: None)
+    spec = parse({"kind": "train", "name": "t", "spec": {"model": "mlp", "data": "digits", "name": "m"}})
+    backend = object.__new__(ray_backend.RayBackend)
+    busy = "Request failed with status code 500: No available agent to submit job, please try again later.."
+    backend.client = Client([busy, busy])
+    assert backend.submit(7, spec).endswith("-t") and backend.client.calls == 3
+    backend.client = Client(["Request failed with status code 400: bad runtime_env"])  # not transient: raised
+    with pytest.raises(RuntimeError, match="bad runtime_env"):
+        backend.submit(8, spec)
+    assert backend.client.calls == 1
