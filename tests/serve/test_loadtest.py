@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socketserver
 import threading
 import time
@@ -111,3 +112,23 @@ def test_open_loop_does_not_count_its_own_timer_error(monkeypatch: pytest.Monkey
         r = load(url, concurrency=8, duration=1.0, rate=50)
     assert r["ok"] >= 30 and r["errors"] == {}
     assert r["latency_ms"]["p50"] < 15
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling policies")
+def test_runs_as_sched_batch_and_gives_the_thread_back_as_it_was() -> None:
+    # Its wakeups must not preempt a server on the same cores; the caller's thread is unchanged afterwards.
+    me, before, seen, done = threading.get_native_id(), os.sched_getscheduler(0), set(), threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            seen.add(os.sched_getscheduler(me))
+            time.sleep(0.005)
+
+    with bare_server(lambda: OK) as (url, _):
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        r = load(url)
+        done.set()
+        watcher.join()
+    assert r["ok"] > 50 and os.SCHED_BATCH in seen and before != os.SCHED_BATCH
+    assert os.sched_getscheduler(0) == before
