@@ -29,6 +29,15 @@ TensorExample = Annotated[Union[str, float, list[Any]], Field(
 TextExample = Annotated[str, Field(description="a text")]
 
 
+def eager_threads(threads: int | None = None) -> int:
+    """Return the compute threads of an eager PyTorch model under `lepton serve`: `threads`, else all cores
+    but one. The event loop needs a core of its own (in one process eager PyTorch holds the GIL between ops:
+    on 2 cores 1 compute thread served digits 24 % faster, at half the p99; in a model process of its own a
+    second thread's OpenMP spinning took the event loop's core: 6,500 -> 4,100 requests/s). ONNX Runtime
+    releases the GIL and gets all cores."""
+    return threads or max(1, cpu_info()["cores"] - 1)
+
+
 class ModelPhoton(Photon):
     """A registered model served with no code: `predict` batches examples across requests."""
 
@@ -61,9 +70,7 @@ class ModelPhoton(Photon):
         self.runnable = load_runnable(self.path, threads=self._onnx_threads() if self.onnx else self.threads)
         if isinstance(self.runnable, torch.nn.Module):
             self.runnable = self.runnable.to(self.device).eval()
-            # Eager PyTorch holds the GIL between ops, so the event loop needs a core of its own: on 2 cores
-            # 1 compute thread served digits 24 % faster, at half the p99 (ONNX Runtime releases it: all cores).
-            torch.set_num_threads(self.threads or max(1, cpu_info()["cores"] - 1))
+            torch.set_num_threads(eager_threads(self.threads))
 
     def _onnx_threads(self) -> int | None:
         """Return ONNX Runtime's threads per call: the cores shared out among the batches run at once."""
