@@ -193,17 +193,19 @@ async def _run(target: _Target, concurrency: int, duration: float, warmup: float
 
 @contextlib.contextmanager
 def _yielding() -> Iterator[None]:
-    """Run this thread as SCHED_BATCH, then as before: its wakeups do not preempt a server on the same cores."""
+    """Run this thread as SCHED_BATCH, then as before: its wakeups do not preempt a server on the same cores.
+    Only from the normal policy (a real-time thread could not be given back its policy unprivileged)."""
     try:
-        before = os.sched_getscheduler(0), os.sched_getparam(0)
-        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
-    except (AttributeError, OSError):  # not Linux, or not allowed: run as we are
-        yield
-        return
+        switched = os.sched_getscheduler(0) == os.SCHED_OTHER
+        if switched:
+            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except (AttributeError, OSError):  # not Linux, or not allowed here: run as we are
+        switched = False
     try:
         yield
     finally:
-        os.sched_setscheduler(0, *before)
+        if switched:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
 
 
 def load_test(url: str, payload: Any, *, handler: str = "predict", concurrency: int = 32, duration: float = 10.0,
