@@ -179,7 +179,7 @@ class ModelProcess(asyncio.Protocol):
             code = "unknown"
         why = f"the model process exited (code {code})"
         failed = HandlerFailed("ModelProcessExited", why)
-        for queue, item in self.sent.values():
+        for _, item in self.sent.values():
             if not item.future.done():
                 item.future.set_exception(failed)
         self.sent.clear()
@@ -303,8 +303,9 @@ class _Model:
         for name, n in arrived.items():
             self.paces[name].arrived(n)
 
-    def batch(self) -> tuple[str, list[int]]:
-        """Return the oldest waiting request's handler and the requests that may share its call, in order."""
+    def batch(self) -> tuple[str, list[int], int]:
+        """Return the oldest waiting request's handler, the requests that may share its call (in order) and
+        their examples."""
         name, _, _, _, key = next(iter(self.waiting.values()))
         limit, ids, size = self.handlers[name]["max_batch_size"], [], 0
         for i, (other, _, _, n, other_key) in self.waiting.items():
@@ -316,7 +317,7 @@ class _Model:
             size += n
             if size >= limit:
                 break
-        return name, ids
+        return name, ids, size
 
     def serve(self) -> None:
         """Run batches until the server closes the socket."""
@@ -324,19 +325,17 @@ class _Model:
             self.take(self.read(0 if self.waiting else None))
             if not self.waiting:
                 continue
-            name, ids = self.batch()
+            name, ids, size = self.batch()
             h = self.handlers[name]
-            size = sum(self.waiting[i][3] for i in ids)
             wait = self.paces[name].budget(size, h["max_batch_size"], h["max_wait"]) if h["batched"] else 0.0
             deadline = time.perf_counter() + wait
             while self.open and size < h["max_batch_size"] and (left := deadline - time.perf_counter()) > 0:
                 self.take(self.read(left))  # more may join, or the batch's requests be cancelled
                 if not self.waiting:
                     break
-                name, ids = self.batch()
-                size = sum(self.waiting[i][3] for i in ids)
-            if self.waiting:
-                self.run(*self.batch())
+                name, ids, size = self.batch()
+            if self.waiting:  # `ids` was chosen after the last read: all still waiting
+                self.run(name, ids)
 
     def run(self, name: str, ids: list[int]) -> None:
         """Run one batch and send its answers."""
