@@ -180,8 +180,11 @@ def serve(target: str, *, host: str = "127.0.0.1", port: int = 8080, workers: in
             raise InvalidInputError("a GPU is served by one worker (it batches for the whole device): use --workers 1")
     threads = max(1, cpu_info()["cores"] // workers) if workers > 1 else None  # workers × threads = cores
     photon = load_photon(target, device, threads)  # fails here, in one line, before anything listens
+    # X-Forwarded-For is read only for the access log, the one place a client's address shows: uvicorn's
+    # proxy-headers middleware parses the peer's address on every request (~6 µs, 4 % of the HTTP side's CPU).
     options: dict[str, Any] = {"host": host, "port": port, "log_level": log_level, "access_log": access_log,
-                               "timeout_graceful_shutdown": int(settings.timeout_s) + 5, "http": http.protocol()}
+                               "proxy_headers": access_log, "timeout_graceful_shutdown": int(settings.timeout_s) + 5,
+                               "http": http.protocol()}
     log.info("serving %s on http://%s:%d (%d worker%s; API docs at /docs)", target, host, port, workers,
              "s" if workers > 1 else "")
     if workers == 1:

@@ -113,6 +113,14 @@ def test_workers_share_the_port_evenly_and_their_metrics(service_file: Path) -> 
     assert f'lepton_requests_total{{code="200",handler="pid"}} {320.0 + polls}' in metrics  # summed over both
 
 
+def test_the_access_log_names_the_client_a_proxy_forwarded(service_file: Path) -> None:
+    with ServerProcess([f"{service_file}:Pid", "--access-log"]) as server:
+        assert httpx.post(f"{server.url}/pid", json={}, headers={"X-Forwarded-For": "203.0.113.7"}).status_code == 200
+        time.sleep(0.2)
+        logged = server.output()
+    assert '203.0.113.7:0 - "POST /pid HTTP/1.1" 200' in logged, logged[-1000:]
+
+
 def test_a_target_that_cannot_be_served_is_a_one_line_error(service_file: Path, tmp_path: Path) -> None:
     lepton = str(Path(sys.executable).with_name("lepton"))
     for target, says in [("no-such-model", "no-such-model"), (f"{service_file}:Missing", "not a Photon subclass"),
