@@ -19,7 +19,9 @@ serve`'s, running in this process) and the same model artifact.
 - Latency under moderate load: open-loop runs at half of each model's saturation rate, three
   rounds, each right after a fresh measure of one full batch's compute time (in process, all
   cores); the round with the median ratio. Target: p99 ≤ 2 × the compute time of one full batch.
-  For digits also one round at a quarter and one at an eighth of saturation: latency by load.
+  For digits also one round at a quarter and one at an eighth of saturation: latency by load, and
+  three rounds at half load of the same server with the model's forward taken out (the floor
+  this machine, the server and the load generator put under any model's p99).
 - The HTTP side alone: CPU per request of a Photon with no model (`lepton serve`) against a bare
   Starlette route on plain uvicorn (benchmarks/baselines/echo.py), and of the load generator.
 - Every load test also reports the CPU a request cost the server (its whole process session) and
@@ -198,6 +200,10 @@ def digits_case(duration: float, skip_ray: bool) -> dict[str, Any]:
         by_load = {share: half_load(server, payload, ours["requests_per_s"] * share, one_batch_ms, duration,
                                     rounds=3 if share == 0.5 else 1) for share in (0.5, 0.25, 0.125)}
     half = by_load[0.5]
+    # The floor under that p99: the same server and requests at the same rate, the model's forward taken out.
+    with ServerProcess([f"{BASELINES / 'echo.py'}:NoCompute"], env={"LEPTON_NO_COMPUTE_REF": ref}) as server:
+        console.print("  the same, with the model's forward taken out (benchmarks/baselines/echo.py:NoCompute):")
+        floor = half_load(server, payload, ours["requests_per_s"] * 0.5, one_batch_ms, duration)
     curve = [{"load": share, **{k: r[k] for k in ("latency_ms", "batch_ms", "p99_vs_batch")}}
              for share, r in by_load.items()]
     # For reference only (the target is against the batch on all cores): the batch as the model process
@@ -210,7 +216,8 @@ def digits_case(duration: float, skip_ray: bool) -> dict[str, Any]:
         "p99_vs_best_baseline": ours["latency_ms"]["p99"] / other["latency_ms"]["p99"],
         "model_process_vs_in_process": ours["examples_per_s"] / runs["lepton_in_process"]["examples_per_s"],
         "overhead_us_per_request": {k: 1e6 / r["requests_per_s"] - per_example_us for k, r in runs.items()},
-        "half_load_p99_vs_batch": half["p99_vs_batch"], "load_curve": sorted(curve, key=lambda c: c["load"]),
+        "half_load_p99_vs_batch": half["p99_vs_batch"], "half_load_no_compute": floor,
+        "half_load_no_compute_p99_vs_batch": floor["p99_vs_batch"], "load_curve": sorted(curve, key=lambda c: c["load"]),
         "served_batch_ms": served_batch_ms, "served_threads": eager_threads(),
         "half_load_p99_vs_served_batch": half["latency_ms"]["p99"] / served_batch_ms,
     }
@@ -313,6 +320,9 @@ def table(result: dict[str, Any]) -> None:
         console.print(f"  half load (median of {len(d['half_load']['rounds'])} rounds): p99 "
                       f"{d['half_load']['latency_ms']['p99']} ms = {h:.2f} × one full batch "
                       f"({d['half_load']['batch_ms']:.2f} ms; target ≤ 2) {mark[h <= 2]}")
+        console.print(f"  the floor under it, the same server at the same rate with the model's forward taken out:"
+                      f" p99 {d['half_load_no_compute']['latency_ms']['p99']} ms = "
+                      f"{d['half_load_no_compute_p99_vs_batch']:.2f} × one full batch")
         console.print("  p99 / one full batch by load: " + ", ".join(
             f"{c['load']:g} of saturation {c['p99_vs_batch']:.2f}" for c in d["load_curve"]))
         console.print(f"  for reference, not the target: half-load p99 = {d['half_load_p99_vs_served_batch']:.2f}"

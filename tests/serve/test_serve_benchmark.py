@@ -21,3 +21,19 @@ def test_half_load_rounds_each_against_a_fresh_batch_time_and_the_median_reporte
     assert r["latency_ms"]["p99"] / r["batch_ms"] == r["p99_vs_batch"]
     assert r["errors"] == {} and r["ok"] >= 40 and r["cpu_us_per_request"]["server"] > 0
     assert mean_batch is not None and mean_batch >= 1
+
+
+def test_the_no_compute_floor_serves_the_model_as_lepton_serve_does_but_never_runs_it(benchmark_script,
+                                                                                     digits_ref: str) -> None:
+    import subprocess
+
+    import httpx
+
+    bench = benchmark_script("serve")
+    with ServerProcess([f"{bench.BASELINES / 'echo.py'}:NoCompute"], env={"LEPTON_NO_COMPUTE_REF": digits_ref}) as s:
+        good = httpx.post(f"{s.url}/predict", json={"inputs": [[16.0] * 64, [0.0] * 64]})
+        bad = httpx.post(f"{s.url}/predict", json={"inputs": [[1.0] * 63]})
+        model_process = subprocess.run(["pgrep", "-P", str(s.proc.pid)], capture_output=True, text=True).stdout
+    assert good.json() == {"outputs": [0, 0]}
+    assert bad.status_code == 422 and "expected 64 numbers" in bad.text  # the served model's own checks
+    assert model_process.split(), "the handler runs in a model process, as the served model's does"
