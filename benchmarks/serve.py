@@ -216,8 +216,8 @@ def digits_case(duration: float, skip_ray: bool) -> dict[str, Any]:
         "p99_vs_best_baseline": ours["latency_ms"]["p99"] / other["latency_ms"]["p99"],
         "model_process_vs_in_process": ours["examples_per_s"] / runs["lepton_in_process"]["examples_per_s"],
         "overhead_us_per_request": {k: 1e6 / r["requests_per_s"] - per_example_us for k, r in runs.items()},
-        "half_load_p99_vs_batch": half["p99_vs_batch"], "half_load_no_compute": floor,
-        "half_load_no_compute_p99_vs_batch": floor["p99_vs_batch"], "load_curve": sorted(curve, key=lambda c: c["load"]),
+        "half_load_p99_vs_batch": half["p99_vs_batch"], "load_curve": sorted(curve, key=lambda c: c["load"]),
+        "half_load_no_compute": floor, "half_load_no_compute_p99_vs_batch": floor["p99_vs_batch"],
         "served_batch_ms": served_batch_ms, "served_threads": eager_threads(),
         "half_load_p99_vs_served_batch": half["latency_ms"]["p99"] / served_batch_ms,
     }

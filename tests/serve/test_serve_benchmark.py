@@ -23,14 +23,19 @@ def test_half_load_rounds_each_against_a_fresh_batch_time_and_the_median_reporte
     assert mean_batch is not None and mean_batch >= 1
 
 
-def test_the_no_compute_floor_serves_the_model_as_lepton_serve_does_but_never_runs_it(benchmark_script,
-                                                                                     digits_ref: str) -> None:
+def test_the_no_compute_floor_serves_the_model_as_lepton_serve_does_but_never_runs_it(
+        benchmark_script, digits_ref: str, monkeypatch) -> None:
     import subprocess
 
     import httpx
 
-    bench = benchmark_script("serve")
-    with ServerProcess([f"{bench.BASELINES / 'echo.py'}:NoCompute"], env={"LEPTON_NO_COMPUTE_REF": digits_ref}) as s:
+    from lepton_ai.serve.server import load_photon
+
+    target = f"{benchmark_script('serve').BASELINES / 'echo.py'}:NoCompute"
+    monkeypatch.setenv("LEPTON_NO_COMPUTE_REF", digits_ref)
+    photon = load_photon(target)  # `init` not run: no model loaded, so nothing to compute with
+    assert photon.predict([[1.0] * 64] * 3).tolist() == [0, 0, 0] and photon.runnable is None
+    with ServerProcess([target]) as s:
         good = httpx.post(f"{s.url}/predict", json={"inputs": [[16.0] * 64, [0.0] * 64]})
         bad = httpx.post(f"{s.url}/predict", json={"inputs": [[1.0] * 63]})
         model_process = subprocess.run(["pgrep", "-P", str(s.proc.pid)], capture_output=True, text=True).stdout
