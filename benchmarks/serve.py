@@ -203,7 +203,7 @@ def digits_case(duration: float, skip_ray: bool) -> dict[str, Any]:
     # The floor under that p99: the same server and requests at the same rate, the model's forward taken out.
     with ServerProcess([f"{BASELINES / 'echo.py'}:NoCompute"], env={"LEPTON_NO_COMPUTE_REF": ref}) as server:
         console.print("  the same, with the model's forward taken out (benchmarks/baselines/echo.py:NoCompute):")
-        floor = half_load(server, payload, ours["requests_per_s"] * 0.5, one_batch_ms, duration)
+        floor = half_load(server, payload, half["rate"], one_batch_ms, duration)
     curve = [{"load": share, **{k: r[k] for k in ("latency_ms", "batch_ms", "p99_vs_batch")}}
              for share, r in by_load.items()]
     # For reference only (the target is against the batch on all cores): the batch as the model process
