@@ -329,9 +329,8 @@ class Service:
 
     def _fastapi(self) -> FastAPI:
         """Return the FastAPI app: health, metrics, docs, and the handler routes for the docs' sake."""
-        title = type(self.photon).__name__
-        app = FastAPI(title=title, version=_version(), lifespan=self.lifespan,
-                      description=(inspect.getdoc(type(self.photon)) or "").split("\n\n")[0])
+        title, description = self.photon.describe()
+        app = FastAPI(title=title, version=_version(), lifespan=self.lifespan, description=description)
 
         @app.get("/healthz", tags=["health"])
         def healthz() -> Response:

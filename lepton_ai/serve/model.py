@@ -82,6 +82,15 @@ class ModelPhoton(Photon):
         """Return whether the model runs on ONNX Runtime (which releases the GIL while it computes)."""
         return self.meta.get("runtime") == "onnxruntime"
 
+    def describe(self) -> tuple[str, str]:
+        """Return the model's reference as the API docs' title, and what it is, takes and answers."""
+        runtime = "ONNX Runtime" if self.onnx else "PyTorch"
+        answers = "embeddings" if self.is_embedding else \
+            f"class ids (probabilities with return_probs) over {self.meta.get('num_classes')} classes"
+        takes = "texts" if self.meta.get("arch") == "hf" else f"inputs of size {list(self.input_size)}"
+        return self.ref, f"The registered model {self.ref} ({self.meta.get('arch', 'model')}, {runtime}): takes " \
+                         f"{takes}, answers {answers}."
+
     @property
     def is_embedding(self) -> bool:
         """Return whether the model answers vectors (an embedding model) rather than classes."""

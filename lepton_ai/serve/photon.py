@@ -114,6 +114,11 @@ class Photon:
     def init(self) -> None:
         """Load models and anything slow; runs once per worker before the worker reports ready."""
 
+    def describe(self) -> tuple[str, str]:
+        """Return the title and description of the service's API docs: the class's name and the first
+        paragraph of its own docstring (not one inherited from `Photon`)."""
+        return type(self).__name__, inspect.cleandoc(type(self).__doc__ or "").split("\n\n")[0]
+
     @classmethod
     def handlers(cls) -> dict[str, Handler]:
         """Return this class's handlers by name."""

@@ -230,6 +230,8 @@ def test_openapi_docs_and_metrics_names(serve) -> None:
         metrics = c.get("/metrics").text
     op = spec["paths"]["/double"]["post"]
     assert op["operationId"] == "double" and op["summary"] == "Multiply each number by scale."
+    assert spec["info"]["title"] == "Doubler"
+    assert spec["info"]["description"] == "Doubles numbers, slowly enough that concurrent requests meet in a batch."
     request = spec["components"]["schemas"]["DoubleRequest"]
     assert request["required"] == ["inputs"] and request["properties"]["inputs"]["type"] == "array"
     assert spec["components"]["schemas"]["DoubleResponse"]["properties"]["outputs"]["items"]["type"] == "number"
@@ -239,6 +241,16 @@ def test_openapi_docs_and_metrics_names(serve) -> None:
                  'lepton_batch_size_bucket{handler="double"', 'lepton_queue_depth{handler="double"}',
                  "lepton_inflight_requests "):
         assert any(line.startswith(name) for line in samples), name
+
+
+def test_the_docs_describe_the_service_not_the_library() -> None:
+    from lepton_ai.serve.app import Service
+
+    class Undocumented(Doubler):
+        pass
+
+    app = Service(Undocumented()).fastapi  # no docstring of its own: none of Photon's in its API docs
+    assert (app.title, app.description) == ("Undocumented", "")
 
 
 def test_handler_faults_are_500s_and_the_service_goes_on(serve) -> None:

@@ -29,6 +29,8 @@ def test_a_registered_classifier_answers_like_the_model(serve, digits_ref: str) 
         nested = predict(url, inputs=x[:, 0].tolist()).json()["outputs"]          # 8×8 lists
         flat = predict(url, inputs=x.reshape(40, -1).tolist()).json()["outputs"]  # 64 numbers each
         probs = predict(url, inputs=x[:3].tolist(), return_probs=True).json()["outputs"]
+        info = httpx.get(f"{url}/openapi.json").json()["info"]
+    assert info["title"] == digits_ref and "takes inputs of size [1, 8, 8]" in info["description"]
     expected = model.predict(x).tolist()
     assert nested == expected and flat == expected
     assert np.allclose(probs, model.predict_proba(x[:3]).numpy(), atol=1e-5)
