@@ -85,11 +85,11 @@ class ModelPhoton(Photon):
     def describe(self) -> tuple[str, str]:
         """Return the model's reference as the API docs' title, and what it is, takes and answers."""
         runtime = "ONNX Runtime" if self.onnx else "PyTorch"
-        answers = "embeddings" if self.is_embedding else \
-            f"class ids (probabilities with return_probs) over {self.meta.get('num_classes')} classes"
         takes = "texts" if self.meta.get("arch") == "hf" else f"inputs of size {list(self.input_size)}"
-        return self.ref, f"The registered model {self.ref} ({self.meta.get('arch', 'model')}, {runtime}): takes " \
-                         f"{takes}, answers {answers}."
+        answers = ("embeddings" if self.is_embedding else
+                   f"class ids (probabilities with return_probs) over {self.meta.get('num_classes')} classes")
+        return self.ref, (f"The registered model {self.ref} ({self.meta.get('arch', 'model')}, {runtime}): "
+                          f"takes {takes}, answers {answers}.")
 
     @property
     def is_embedding(self) -> bool:
