@@ -145,7 +145,7 @@ def client(
     from lepton_ai.privacy.flower import flower_log, run_client
 
     flower_log(verbose)
-    err_console.print(f"joining {server} with {data}", highlight=False)
+    err_console.print(f"joining {server} with {data}", highlight=False, markup=False)
     examples = run_client(server, data, partition=partition, seed=seed, device=device, connect_timeout=connect_timeout)
     err_console.print(f"[green]✓[/] the server ended the run ({examples} examples here)", highlight=False)
 

@@ -12,7 +12,7 @@ from lepton_ai.cli.deploy import deploy
 from lepton_ai.cli.doctor import doctor
 from lepton_ai.cli.evaluate import evaluate
 from lepton_ai.cli.optimize import optimize
-from lepton_ai.cli.output import err_console
+from lepton_ai.cli.output import err_console, print_error
 from lepton_ai.cli.quickstart import quickstart
 from lepton_ai.cli.serve import bench, serve
 from lepton_ai.cli.train import train
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="lepton")
     except LeptonError as e:
-        err_console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        print_error(e)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted (a training run resumes with --resume)")

@@ -8,10 +8,17 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(emoji=False)  # ':x:' in a path or a message stays ':x:'
+err_console = Console(stderr=True, emoji=False)
+
+
+def print_error(message: object, label: str = "error") -> None:
+    """Print one line on stderr: `label:` in colour, then `message` exactly as it is (no markup read in it)."""
+    colour = "red" if label == "error" else "yellow"
+    err_console.print(f"[{colour}]{label}:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
 
 
 def print_json(doc: Any) -> None:

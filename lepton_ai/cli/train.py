@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from lepton_ai.cli.output import console, err_console, print_json
+from lepton_ai.cli.output import console, print_error, print_json
 from lepton_ai.errors import InvalidInputError
 from lepton_ai.privacy.defaults import DP_TRAINING_DEFAULTS
 
@@ -127,7 +127,7 @@ def _notices(show):  # type: ignore[no-untyped-def]
 
     def showwarning(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
         if issubclass(category, PrivacyNotice):
-            err_console.print(f"[yellow]note:[/] {message}", highlight=False, soft_wrap=True)
+            print_error(message, "note")
         else:
             show(message, category, filename, lineno, file, line)
     return showwarning
@@ -173,8 +173,7 @@ def _launch(ctx: typer.Context) -> int:
         proc.wait()  # torchrun got the same Ctrl-C: let it stop its processes
         raise
     if code:
-        err_console.print(f"[red]error:[/] data-parallel training failed: {cause or 'a process failed'} "
-                          f"(torchrun exit code {code})", highlight=False, soft_wrap=True)
+        print_error(f"data-parallel training failed: {cause or 'a process failed'} (torchrun exit code {code})")
     return code
 
 

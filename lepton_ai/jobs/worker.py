@@ -191,7 +191,7 @@ class Worker:
     poll_s: float = 0.2
     idle_exit_s: float | None = None
     grace_s: float = 10.0
-    console: Console = field(default_factory=lambda: Console(stderr=True))
+    console: Console = field(default_factory=lambda: Console(stderr=True, markup=False, emoji=False))
 
     def __post_init__(self) -> None:
         self.queue = JobQueue()

@@ -3,6 +3,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 
 def test_the_cli_starts_without_importing_torch() -> None:
     # `lepton --help` and `lepton serve`'s HTTP process should not wait 1-2 s for torch; the privacy
@@ -12,3 +14,13 @@ def test_the_cli_starts_without_importing_torch() -> None:
             "from lepton_ai.privacy import DPConfig; print('torch' in sys.modules, DPConfig.__name__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "lepton_ai.privacy.partition", "True", "DPConfig"]
+
+
+def test_an_error_line_prints_the_message_as_it_is(capsys: pytest.CaptureFixture[str]) -> None:
+    from lepton_ai.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_:  # rich would read "[/]" as markup (and crash) and ":x:" as an emoji
+        main(["models", "show", "a:x:[/]"])
+    assert exit_.value.code == 2
+    said = "error: invalid version in 'a:x:[/]': expected NAME or NAME:VERSION with VERSION ≥ 1"
+    assert capsys.readouterr().err.strip() == said
