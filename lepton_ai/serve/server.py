@@ -17,11 +17,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import urllib.request
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-from lepton_ai.errors import InvalidInputError, LeptonError, NotFoundError
+from lepton_ai.errors import InvalidInputError, LeptonError, NotFoundError, one_line
 from lepton_ai.machine import cpu_info
 from lepton_ai.serve import http
 from lepton_ai.serve.app import ServeSettings, Service
@@ -36,12 +38,7 @@ def _is_class_target(target: str) -> bool:
     module, sep, name = target.rpartition(":")
     if not sep or not name.isidentifier() or name == "latest":
         return False
-    if module.endswith(".py"):
-        return True
-    try:
-        return all(p.isidentifier() for p in module.split(".")) and importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
+    return module.endswith(".py") or all(p.isidentifier() for p in module.split("."))
 
 
 def load_photon(target: str, device: str = "cpu", threads: int | None = None) -> Photon:
@@ -51,27 +48,50 @@ def load_photon(target: str, device: str = "cpu", threads: int | None = None) ->
 
         return model_photon(target, device, threads)
     module_name, _, class_name = target.rpartition(":")
-    if module_name.endswith(".py"):
-        path = Path(module_name).resolve()
-        if not path.is_file():
-            raise NotFoundError(f"no file {module_name} (from {target})")
-        name = f"lepton_photon_{path.stem}"  # not path.stem: a file named like a real module must not shadow it
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    else:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as e:
-            raise NotFoundError(f"cannot import {module_name} (from {target}): {e}") from e
+    try:
+        module = _import(module_name)
+    except LeptonError:
+        raise
+    except Exception as e:
+        raise _import_error(target, e) from e
     cls = getattr(module, class_name, None)
     if not (isinstance(cls, type) and issubclass(cls, Photon)):
         raise InvalidInputError(f"{target}: {class_name} is not a Photon subclass in {module_name}")
     if threads:
         _limit_threads(threads)
     return cls()
+
+
+def _import(module_name: str) -> ModuleType:
+    """Import `package.module`, or the file `path.py` under a name of its own."""
+    if not module_name.endswith(".py"):
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.insert(0, os.getcwd())  # the current directory's modules, as `python -m` and uvicorn find them
+        return importlib.import_module(module_name)
+    path = Path(module_name).resolve()
+    if not path.is_file():
+        raise NotFoundError(f"no file {module_name}")
+    name = f"lepton_photon_{path.stem}"  # not path.stem: a file named like a real module must not shadow it
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def _import_error(target: str, e: Exception) -> LeptonError:
+    """Return a one-line error for code that raised while it was imported, with the line that raised it."""
+    frames = [(f.filename, f.lineno) for f in traceback.extract_tb(e.__traceback__)
+              if f.filename not in (__file__, importlib.__file__) and not f.filename.startswith("<frozen")]
+    if isinstance(e, SyntaxError):  # raised where the code was compiled, not by a line of it
+        frames.insert(0, (e.filename, e.lineno))
+    where = f" ({frames[0][0]}, line {frames[0][1]})" if frames else ""
+    message = e.msg if isinstance(e, SyntaxError) else one_line(e)
+    return LeptonError(f"cannot import {target}: {type(e).__name__}: {message}{where}")
 
 
 def _limit_threads(threads: int) -> None:
@@ -83,15 +103,23 @@ def _limit_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    """Return a listening socket on host:port that other workers may bind too (SO_REUSEPORT): the
-    kernel then spreads connections evenly, where a shared socket lets one worker take them all."""
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind(address)
-    sock.listen(2048)
+def _listen(host: str, port: int, shared: bool = True) -> socket.socket:
+    """Return a listening socket on host:port. Shared, other workers bind it too (SO_REUSEPORT: the kernel
+    spreads connections evenly, where one shared socket lets one worker take them all); not shared, it fails
+    if anything else listens there, however that bound it."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as e:
+        raise InvalidInputError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, int(shared))
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        raise InvalidInputError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
     return sock
 
 
@@ -120,13 +148,23 @@ def _service(target: str, photon: Photon, settings: ServeSettings, device: str, 
 
 def _worker(config: dict[str, Any], options: dict[str, Any]) -> None:
     """One worker process: its own model copy, event loop and listening socket on the shared port."""
+    photon = load_photon(config["target"], config["device"], config["threads"])
+    sock = _listen(config["host"], config["port"])
+    _run(_service(config["target"], photon, ServeSettings(**config["settings"]), config["device"], config["threads"]),
+         sock, options)
+
+
+def _run(service: Service, sock: socket.socket, options: dict[str, Any]) -> None:
+    """Serve on `sock` with uvicorn until SIGTERM or Ctrl-C; exit with code 3 if it could not start."""
     import uvicorn
 
-    photon = load_photon(config["target"], config["device"], config["threads"])
-    sock = _listen(options.pop("host"), options.pop("port"))
-    service = _service(config["target"], photon, ServeSettings(**config["settings"]), config["device"],
-                       config["threads"])
-    uvicorn.Server(uvicorn.Config(service, **options)).run(sockets=[sock])
+    server = uvicorn.Server(uvicorn.Config(service, **options))
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+    if not server.started:
+        sys.exit(3)
 
 
 def _supervise(workers: int, config: dict[str, Any], options: dict[str, Any]) -> None:
@@ -164,8 +202,6 @@ def _supervise(workers: int, config: dict[str, Any], options: dict[str, Any]) ->
 def serve(target: str, *, host: str = "127.0.0.1", port: int = 8080, workers: int = 1, device: str = "cpu",
           settings: ServeSettings | None = None, log_level: str = "info", access_log: bool = False) -> None:
     """Serve `target` until SIGTERM or Ctrl-C, then stop accepting, drain in-flight requests and exit."""
-    import uvicorn
-
     settings = settings or ServeSettings()
     if workers < 1:
         raise InvalidInputError(f"--workers must be at least 1, got {workers}")
@@ -179,21 +215,34 @@ def serve(target: str, *, host: str = "127.0.0.1", port: int = 8080, workers: in
         if workers != 1:
             raise InvalidInputError("a GPU is served by one worker (it batches for the whole device): use --workers 1")
     threads = max(1, cpu_info()["cores"] // workers) if workers > 1 else None  # workers × threads = cores
-    photon = load_photon(target, device, threads)  # fails here, in one line, before anything listens
+    sock = _listen(host, port, shared=False)  # fails here, in one line, if the port is taken
+    port = sock.getsockname()[1]  # the one the system chose for --port 0
+    try:
+        photon = load_photon(target, device, threads)  # and here if the target cannot be served
+    except BaseException:
+        sock.close()
+        raise
     # X-Forwarded-For is read only for the access log, the one place a client's address shows: uvicorn's
     # proxy-headers middleware parses the peer's address on every request (~6 µs, 4 % of the HTTP side's CPU).
-    options: dict[str, Any] = {"host": host, "port": port, "log_level": log_level, "access_log": access_log,
-                               "proxy_headers": access_log, "timeout_graceful_shutdown": int(settings.timeout_s) + 5,
-                               "http": http.protocol()}
+    options: dict[str, Any] = {"log_level": log_level, "access_log": access_log, "proxy_headers": access_log,
+                               "timeout_graceful_shutdown": int(settings.timeout_s) + 5, "http": http.protocol()}
     log.info("serving %s on http://%s:%d (%d worker%s; API docs at /docs)", target, host, port, workers,
              "s" if workers > 1 else "")
     if workers == 1:
-        uvicorn.run(_service(target, photon, settings, device, threads), **options)
+        _run(_service(target, photon, settings, device, threads), sock, options)
         return
+    sock.close()  # it proved the port free: each worker binds its own
+    config = {"target": target, "device": device, "threads": threads, "settings": dataclasses.asdict(settings),
+              "host": host, "port": port}
+    before = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     with tempfile.TemporaryDirectory(prefix="lepton-metrics-") as metrics_dir:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # set before the workers import prometheus-client
-        config = {"target": target, "device": device, "threads": threads, "settings": dataclasses.asdict(settings)}
-        _supervise(workers, config, options)  # the token travels in the spawn pipe, never in the environment
+        try:
+            _supervise(workers, config, options)  # the token travels in the spawn pipe, never in the environment
+        finally:  # the directory goes at the end of this block: nothing started later may write there
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR")
+            if before is not None:
+                os.environ["PROMETHEUS_MULTIPROC_DIR"] = before
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lepton_ai.serve.server import ServerProcess, _is_class_target, load_photon
+from lepton_ai.serve.server import ServerProcess, _is_class_target, load_photon, serve
 
 SERVICE = '''
 import os, time
@@ -123,13 +125,39 @@ def test_the_access_log_names_the_client_a_proxy_forwarded(service_file: Path) -
 
 def test_a_target_that_cannot_be_served_is_a_one_line_error(service_file: Path, tmp_path: Path) -> None:
     lepton = str(Path(sys.executable).with_name("lepton"))
-    for target, says in [("no-such-model", "no-such-model"), (f"{service_file}:Missing", "not a Photon subclass"),
-                         (f"{tmp_path}/nope.py:Slow", "no file")]:
-        r = subprocess.run([lepton, "serve", target, "--port", "1"], capture_output=True, text=True, timeout=60)
-        assert r.returncode == 2 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    (tmp_path / "raises.py").write_text("import os\n\nos.listdir('/no/such/dir')\n")
+    (tmp_path / "typo.py").write_text("class A(\n")
+    taken = socket.create_server(("127.0.0.1", 0))  # a port another program listens on
+    cases = [(["no-such-model"], "no-such-model"), ([f"{service_file}:Missing"], "not a Photon subclass"),
+             ([f"{tmp_path}/nope.py:Slow"], "no file"),
+             (["service:Missing"], "Missing is not a Photon subclass in service"),  # a module in the current dir
+             ([f"{tmp_path}/raises.py:A"], f"FileNotFoundError: [Errno 2] No such file or directory: '/no/such/dir' "
+                                          f"({tmp_path}/raises.py, line 3)"),
+             ([f"{tmp_path}/typo.py:A"], f"SyntaxError: '(' was never closed ({tmp_path}/typo.py, line 1)"),
+             ([f"{tmp_path}/[/]:x:.py:A"], f"no file {tmp_path}/[/]:x:.py"),  # printed as it is: no markup, no emoji
+             ([f"{service_file}:Pid", "--port", str(taken.getsockname()[1])], "Address already in use")]
+
+    def run(args: list[str]) -> subprocess.CompletedProcess:
+        return subprocess.run([lepton, "serve", *args, *(["--port", "0"] * ("--port" not in args))], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60)
+
+    with taken, ThreadPoolExecutor(4) as pool:
+        for (args, says), r in zip(cases, pool.map(run, [args for args, _ in cases])):
+            assert r.returncode == 2 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
     assert load_photon(f"{service_file}:Pid").handlers().keys() == {"pid"}
     assert not _is_class_target("minilm:latest") and not _is_class_target("digits-cnn:2")
     assert _is_class_target("lepton_ai.serve.model:TensorModelPhoton") and _is_class_target("x.py:Y")
+
+
+def test_workers_on_port_0_share_the_one_port_the_system_chose(service_file: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[dict] = []
+    monkeypatch.setattr("lepton_ai.serve.server._supervise", lambda workers, config, options: started.append(config))
+    serve(f"{service_file}:Pid", port=0, workers=2)
+    port = started[0]["port"]
+    assert port > 0 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ  # its directory is gone: nothing may use it
+    with socket.create_server(("127.0.0.1", port)):  # closed again, for the workers to bind
+        pass
 
 
 def _rss_mb(pid: int) -> float:
