@@ -26,12 +26,23 @@ class ServiceError(LeptonError):
         self.status, self.error = status, error
 
 
+_NOT_JSON = object()
+
+
+def _json(r: httpx.Response) -> Any:
+    """Return the response's JSON body, or `_NOT_JSON`."""
+    try:
+        return r.json()
+    except ValueError:
+        return _NOT_JSON
+
+
 class Client:
     """Calls a Photon service's handlers as methods, e.g. `client.predict(inputs=[...])`."""
 
     def __init__(self, url: str, token: str | None = None, timeout: float = 30.0, retries: int = 3,
                  backoff: float = 0.2) -> None:
-        self.url, self.retries, self.backoff = url.rstrip("/"), retries, backoff
+        self.url, self.timeout, self.retries, self.backoff = url.rstrip("/"), timeout, retries, backoff
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
         self._spec: dict[str, Any] | None = None
@@ -58,12 +69,19 @@ class Client:
             raise AttributeError(f"the service at {self.url} has no handler {name!r} (it has: {', '.join(paths)})")
         path = paths[name]
 
-        def call(**fields: Any) -> Any:
+        def method(**fields: Any) -> Any:
             return self._request("POST", path, json=fields)
 
-        call.__name__ = name
-        call.__doc__ = self.spec["paths"][path]["post"].get("summary")
-        return call
+        method.__name__ = name
+        method.__doc__ = self.spec["paths"][path]["post"].get("summary")
+        return method
+
+    def call(self, handler: str, **fields: Any) -> Any:
+        """Call `handler` with `fields` as its JSON body; the way to reach one named like a Client method."""
+        paths = self.handlers()
+        if handler not in paths:
+            raise LeptonError(f"the service at {self.url} has no handler {handler!r} (it has: {', '.join(paths)})")
+        return self._request("POST", paths[handler], json=fields)
 
     def __dir__(self) -> list[str]:
         return [*super().__dir__(), *self.handlers()]
@@ -92,21 +110,24 @@ class Client:
             last = attempt == self.retries
             try:
                 r = self._http.request(method, path, **kwargs)
-            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as e:
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError) as e:
                 if last:
                     raise LeptonError(f"cannot reach {self.url}{path}: {e}") from e
                 self._sleep(attempt)
                 continue
+            except httpx.TimeoutException as e:  # it may still be working on it: asking again would add to its load
+                raise LeptonError(f"{self.url}{path} did not answer within {self.timeout:g} s") from e
             if r.status_code == 503 and not last:
                 self._sleep(attempt, r.headers.get("retry-after"))
                 continue
             if r.status_code >= 400:
-                try:
-                    body = r.json()
-                except ValueError:
-                    body = {}
+                body = _json(r)
+                body = body if isinstance(body, dict) else {}
                 raise ServiceError(r.status_code, body.get("error", r.reason_phrase), body.get("message", r.text[:200]))
-            return r.json()
+            body = _json(r)
+            if body is _NOT_JSON:
+                raise ServiceError(r.status_code, "not_json", f"the answer is not JSON: {r.text[:200]!r}")
+            return body
         raise AssertionError("unreachable")
 
     def _sleep(self, attempt: int, retry_after: str | None = None) -> None:

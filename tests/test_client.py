@@ -76,3 +76,22 @@ def test_the_token_is_sent(serve) -> None:
         with Client(url, token="nope") as c, pytest.raises(ServiceError) as e:
             c.add_one(inputs=[1])
         assert e.value.status == 401
+
+
+class Napper(Photon):
+    @handler
+    def close(self, seconds: float) -> float:
+        """Sleep, then answer (named like a Client method)."""
+        time.sleep(seconds)
+        return seconds
+
+
+def test_any_handler_is_called_by_name_and_a_slow_answer_times_out(serve) -> None:
+    with serve(Napper()) as url, Client(url, timeout=0.3) as c:
+        assert c.call("close", seconds=0.01) == 0.01
+        start = time.monotonic()
+        with pytest.raises(LeptonError, match=r"/close did not answer within 0.3 s"):
+            c.call("close", seconds=1.0)
+        assert time.monotonic() - start < 0.9  # not asked again
+        with pytest.raises(LeptonError, match="has no handler 'nap'"):
+            c.call("nap")
