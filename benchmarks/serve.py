@@ -26,8 +26,10 @@ serve`'s, running in this process) and the same model artifact.
   Starlette route on plain uvicorn (benchmarks/baselines/echo.py), and of the load generator.
 - Every load test also reports the CPU a request cost the server (its whole process session) and
   the load generator: on this machine both share the cores the model would otherwise have.
+  `--loadgen-cpus 12-15` keeps them apart on a machine with cores to spare: the load generator runs
+  on those CPUs, and this process, every server it starts and the in-process references on the rest.
 
-    python benchmarks/serve.py [--duration 20] [--only overhead|digits|minilm] [--skip-ray]
+    python benchmarks/serve.py [--duration 20] [--only overhead|digits|minilm] [--skip-ray] [--loadgen-cpus 12-15]
 
 Writes benchmarks/results/serve.json and serve.png; the table goes to the terminal."""
 
@@ -50,6 +52,7 @@ from common import write_json
 RESULTS = Path(__file__).parent / "results"
 BASELINES = Path(__file__).parent / "baselines"
 console = Console()
+LOADGEN_CPUS: set[int] | None = None  # where the load generator runs (--loadgen-cpus); None: wherever this process does
 
 
 def raw_throughput(ref: str, inputs: Any, batch_size: int, threads: int | None = None) -> dict[str, float]:
@@ -112,7 +115,7 @@ def measured_load(server: Any, payload: Any, **options: Any) -> dict[str, Any]:
     from lepton_ai.serve.loadtest import load_test
 
     server_cpu, own_cpu = _session_cpu(server.proc.pid), time.process_time()
-    result = load_test(server.url, payload, **options)
+    result = load_test(server.url, payload, cpus=LOADGEN_CPUS, **options)
     server_cpu, own_cpu = _session_cpu(server.proc.pid) - server_cpu, time.process_time() - own_cpu
     sent = max(1, result["requests"])  # CPU counted over the warm-up too: per request sent, a slight overestimate
     result["cpu_us_per_request"] = {"server": round(1e6 * server_cpu / sent, 1),
@@ -376,13 +379,24 @@ def main() -> int:
     parser.add_argument("--only", choices=("overhead", "digits", "minilm"))
     parser.add_argument("--skip-ray", action="store_true")
     parser.add_argument("--out", default=str(RESULTS / "serve.json"))
+    parser.add_argument("--loadgen-cpus", help="CPUs for the load generator alone (e.g. 12-15); the rest for the "
+                                               "servers and the references. Default: all share all.")
     args = parser.parse_args()
     os.environ["LEPTON_HOME"] = tempfile.mkdtemp(prefix="lepton-serve-bench-")  # a registry of its own
-    from lepton_ai.machine import describe, machine_info
+    from lepton_ai.machine import format_cpus, describe, machine_info, parse_cpus
 
+    global LOADGEN_CPUS
+    if args.loadgen_cpus:
+        LOADGEN_CPUS = parse_cpus(args.loadgen_cpus)
+        rest = os.sched_getaffinity(0) - LOADGEN_CPUS
+        if not rest:
+            parser.error("--loadgen-cpus leaves no CPU for the servers")
+        os.sched_setaffinity(0, rest)  # before torch starts its threads and any server: they inherit it
+    cpus = {"servers": format_cpus(os.sched_getaffinity(0)), "load_generator": format_cpus(LOADGEN_CPUS or set()) or "shared"}
     info = machine_info()
-    console.print(f"[bold]machine:[/] {describe(info)}")
-    result: dict[str, Any] = {"machine": info, "machine_line": describe(info),
+    console.print(f"[bold]machine:[/] {describe(info)} · CPUs: servers {cpus['servers']}, "
+                  f"load generator {cpus['load_generator']}")
+    result: dict[str, Any] = {"machine": info, "machine_line": describe(info), "cpus": cpus,
                               "command": " ".join([Path(sys.executable).name, *sys.argv]), "started": time.time()}
     if args.only in (None, "overhead"):
         console.rule("[bold]the HTTP side alone (no model)")

@@ -54,6 +54,34 @@ def cpu_info() -> dict[str, Any]:
     }
 
 
+def parse_cpus(spec: str) -> set[int]:
+    """Return the CPUs a list such as '12-15' or '0,2-3' names (as `taskset -c` reads it), each one this
+    process may run on."""
+    from lepton_ai.errors import InvalidInputError
+
+    cpus: set[int] = set()
+    for part in spec.split(","):
+        first, sep, last = part.strip().partition("-")
+        if not first.isdigit() or (sep and not (last.isdigit() and int(first) <= int(last))):
+            raise InvalidInputError(f"{spec!r} is not a CPU list such as 12-15 or 0,2-3")
+        cpus.update(range(int(first), int(last if sep else first) + 1))
+    usable = os.sched_getaffinity(0)
+    if not cpus <= usable:
+        raise InvalidInputError(f"CPUs {spec!r}: this process may run on {format_cpus(usable)} only")
+    return cpus
+
+
+def format_cpus(cpus: set[int]) -> str:
+    """Return CPUs written as `taskset -c` takes them: '0-3,8'."""
+    runs: list[list[int]] = []
+    for c in sorted(cpus):
+        if runs and c == runs[-1][1] + 1:
+            runs[-1][1] = c
+        else:
+            runs.append([c, c])
+    return ",".join(f"{a}-{b}" if b > a else str(a) for a, b in runs)
+
+
 def gpu_info() -> list[dict[str, Any]]:
     """Return one entry per visible CUDA GPU (name, memory, compute capability); [] without."""
     try:

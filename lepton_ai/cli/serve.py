@@ -65,9 +65,13 @@ def bench_serve(
         min=0.1, help="Open loop: requests per second on a fixed schedule (a request due while its client still "
         "waits is timed from its slot).")] = None,
     token: Annotated[Optional[str], typer.Option(envvar="LEPTON_TOKEN", show_default=False)] = None,
+    cpus: Annotated[Optional[str], typer.Option(
+        help="Run the load generator on these CPUs only (e.g. 12-15, as taskset -c takes them), to keep it off "
+        "the cores of a server on the same machine.")] = None,
     json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Load-test URL: throughput, p50/p90/p99 latency and errors by status code."""
+    from lepton_ai.machine import parse_cpus
     from lepton_ai.serve.loadtest import load_test
 
     if not payload.is_file():
@@ -79,7 +83,7 @@ def bench_serve(
     if not url.startswith(("http://", "https://")):
         raise InvalidInputError(f"{url} is not an http(s) URL")
     result = load_test(url, body, handler=handler, concurrency=concurrency, duration=duration, warmup=warmup,
-                       rate=rate, token=token)
+                       rate=rate, token=token, cpus=parse_cpus(cpus) if cpus else None)
     if json:
         print_json(result)
         return

@@ -192,27 +192,34 @@ async def _run(target: _Target, concurrency: int, duration: float, warmup: float
 
 
 @contextlib.contextmanager
-def _yielding() -> Iterator[None]:
-    """Run this thread as SCHED_BATCH, then as before: its wakeups do not preempt a server on the same cores.
-    Only from the normal policy (a real-time thread could not be given back its policy unprivileged)."""
+def _yielding(cpus: set[int] | None = None) -> Iterator[None]:
+    """Run this thread as SCHED_BATCH, and on `cpus` if given, then as before: its wakeups do not preempt a
+    server on the same cores. Only from the normal policy (a real-time thread could not be given back its
+    policy unprivileged)."""
     try:
         switched = os.sched_getscheduler(0) == os.SCHED_OTHER
         if switched:
             os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     except (AttributeError, OSError):  # not Linux, or not allowed here: run as we are
         switched = False
+    before = os.sched_getaffinity(0) if cpus else None
+    if cpus:
+        os.sched_setaffinity(0, cpus)  # this thread only: 0 is the calling thread
     try:
         yield
     finally:
+        if before:
+            os.sched_setaffinity(0, before)
         if switched:
             os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
 
 
 def load_test(url: str, payload: Any, *, handler: str = "predict", concurrency: int = 32, duration: float = 10.0,
               warmup: float = 1.0, rate: float | None = None, token: str | None = None,
-              timeout: float = 60.0) -> dict[str, Any]:
+              timeout: float = 60.0, cpus: set[int] | None = None) -> dict[str, Any]:
     """Load `url`/`handler` with `payload` (a JSON-able body or raw bytes); return throughput,
-    latency percentiles (ms) and errors by status code, measured after `warmup` seconds."""
+    latency percentiles (ms) and errors by status code, measured after `warmup` seconds. `cpus`: run
+    the generator on these CPUs only (a server on the same machine keeps the others)."""
     try:
         import uvloop
 
@@ -229,7 +236,7 @@ def load_test(url: str, payload: Any, *, handler: str = "predict", concurrency: 
     if own:
         gc.freeze()
     try:
-        with _yielding():
+        with _yielding(cpus):
             rec, elapsed = runner(_run(_Target.post(target, body, headers), concurrency, duration, warmup, rate,
                                        timeout))
     finally:

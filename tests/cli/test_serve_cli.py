@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +33,8 @@ def test_bench_serve_reports_throughput_latency_and_errors(serve, tmp_path: Path
         r = lepton("bench", "serve", url, "--payload", str(payload), "--rate", "40", "--duration", "1", "--warmup", "0",
                    "--json")
         opened = json.loads(r.stdout)
-        table = lepton("bench", "serve", url, "--payload", str(payload), "--duration", "0.5", "--warmup", "0").stdout
+        table = lepton("bench", "serve", url, "--payload", str(payload), "--duration", "0.5", "--warmup", "0",
+                       "--cpus", str(max(os.sched_getaffinity(0)))).stdout  # the load generator on one CPU
         wrong = json.loads(lepton("bench", "serve", url, "--payload", str(payload), "--handler", "nope",
                                   "--duration", "0.5", "--warmup", "0", "--json").stdout)
     assert closed["requests_per_s"] > 20 and closed["ok"] == closed["requests"] and closed["errors"] == {}
@@ -50,7 +52,8 @@ def test_bench_serve_mistakes_are_one_line_errors(tmp_path: Path) -> None:
     good.write_text('{"inputs": [[1.0]]}')
     for args, says in [(["http://127.0.0.1:1", "--payload", str(tmp_path / "none.json")], "no payload file"),
                        (["http://127.0.0.1:1", "--payload", str(bad)], "not valid JSON"),
-                       (["localhost:1", "--payload", str(good)], "not an http(s) URL")]:
+                       (["localhost:1", "--payload", str(good)], "not an http(s) URL"),
+                       (["http://127.0.0.1:1", "--payload", str(good), "--cpus", "2-1"], "not a CPU list")]:
         r = lepton("bench", "serve", *args)
         assert r.returncode == 2 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 

@@ -115,20 +115,22 @@ def test_open_loop_does_not_count_its_own_timer_error(monkeypatch: pytest.Monkey
 
 
 @pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling policies")
-def test_runs_as_sched_batch_and_gives_the_thread_back_as_it_was() -> None:
-    # Its wakeups must not preempt a server on the same cores; the caller's thread is unchanged afterwards.
+def test_runs_as_sched_batch_on_the_cpus_asked_and_gives_the_thread_back_as_it_was() -> None:
+    # Its wakeups must not preempt a server on the same cores, and it keeps to the CPUs it is given; the
+    # caller's thread is unchanged afterwards.
     me, before, seen, done = threading.get_native_id(), os.sched_getscheduler(0), set(), threading.Event()
+    cpus_before, one = os.sched_getaffinity(0), {max(os.sched_getaffinity(0))}
 
     def watch() -> None:
         while not done.is_set():
-            seen.add(os.sched_getscheduler(me))
+            seen.add((os.sched_getscheduler(me), frozenset(os.sched_getaffinity(me))))
             time.sleep(0.005)
 
     with bare_server(lambda: OK) as (url, _):
         watcher = threading.Thread(target=watch)
         watcher.start()
-        r = load(url)
+        r = load(url, cpus=one)
         done.set()
         watcher.join()
-    assert r["ok"] > 50 and os.SCHED_BATCH in seen and before != os.SCHED_BATCH
-    assert os.sched_getscheduler(0) == before
+    assert r["ok"] > 50 and (os.SCHED_BATCH, frozenset(one)) in seen and before != os.SCHED_BATCH
+    assert os.sched_getscheduler(0) == before and os.sched_getaffinity(0) == cpus_before
