@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import platform
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 # Instruction-set features that decide which kernels (int8, bf16) are fast.
@@ -40,11 +41,52 @@ def _memory_bytes() -> int | None:
     return None
 
 
+def _quota_v2(d: Path) -> float | None:
+    quota, period = (d / "cpu.max").read_text().split()
+    return None if quota == "max" else int(quota) / int(period)
+
+
+def _quota_v1(d: Path) -> float | None:
+    quota, period = int((d / "cpu.cfs_quota_us").read_text()), int((d / "cpu.cfs_period_us").read_text())
+    return None if quota <= 0 else quota / period
+
+
+def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup"), own: Path = Path("/proc/self/cgroup")) -> float | None:
+    """Return the CPUs a cgroup quota lets this process use (the tightest over its cgroup and their parents;
+    v2 `cpu.max`, v1 `cpu.cfs_quota_us`), or None without one: containers limit CPU this way, not by affinity."""
+    try:
+        lines = own.read_text().splitlines()
+    except OSError:
+        return None
+    limits = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers and "cpu" not in controllers.split(","):
+            continue
+        base, read = (root, _quota_v2) if not controllers else (root / "cpu", _quota_v1)
+        d = base / path.lstrip("/")
+        d = d if d.is_dir() else base  # a path from outside this container's view of the hierarchy
+        while True:
+            try:
+                limits.append(read(d))
+            except (OSError, ValueError):
+                pass
+            if d == base or base not in d.parents:
+                break
+            d = d.parent
+    found = [x for x in limits if x]
+    return min(found) if found else None
+
+
 def cpu_info() -> dict[str, Any]:
-    """Return the CPU model, its notable instruction-set flags and the usable core count."""
+    """Return the CPU model, its notable instruction-set flags and the usable core count (the CPUs this
+    process may run on, fewer when a cgroup quota allows less: the quota rounded down, at least 1)."""
     info = _cpuinfo()
     flags = set((info.get("flags") or info.get("Features") or "").split())
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    limit = cgroup_cpu_limit()
+    if limit:
+        usable = min(usable, max(1, int(limit)))
     return {
         "model": info.get("model name") or platform.processor() or platform.machine(),
         "arch": platform.machine(),

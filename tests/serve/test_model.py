@@ -91,7 +91,8 @@ def test_an_onnx_version_is_served_the_same_way(serve, digits_ref: str, tmp_path
     x = load("digits", "test").features[:30]
     photon = model_photon(str(folder), threads=2)
     assert type(photon).handlers()["predict"].concurrency == 4  # two batches per core, one ORT thread each
-    assert not photon.model_process and model_photon(digits_ref).model_process  # eager PyTorch only
+    assert not photon.model_process and model_photon(digits_ref, threads=2).model_process  # eager PyTorch only
+    assert not model_photon(digits_ref, threads=1).model_process  # with one core it would only take turns
     with serve(photon) as url:
         replies = [predict(url, inputs=x[i:i + 3].tolist()) for i in range(0, 30, 3)]
         assert httpx.get(f"{url}/openapi.json").json()["paths"]["/predict"]["post"]["x-lepton-batch"]["concurrency"] == 4
