@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from lepton_ai.errors import InvalidInputError
+from lepton_ai.machine import cpu_info
 
 
 class _TokensToLogits(nn.Module):
@@ -116,8 +117,9 @@ class OnnxModel:
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            opts.intra_op_num_threads = threads
+        # Always set: left to itself ONNX Runtime starts a thread per physical core of the host and pins one to
+        # each, outside the CPUs this process may use and over a container's CPU quota.
+        opts.intra_op_num_threads = threads or cpu_info()["cores"]
         self.path = Path(path)
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]

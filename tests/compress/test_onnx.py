@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -69,3 +70,20 @@ def test_measure_reports_latency_throughput_and_size(digits_model: LeptonModel, 
     params = sum(p.numel() for p in digits_model.parameters())
     assert size_bytes(digits_model) >= 4 * params
     assert measure(onnx_model, x[:10], batch_size=32, min_seconds=0.1)["throughput_per_s"] > 0
+
+
+def test_its_threads_stay_on_the_cpus_this_process_may_use(digits_model: LeptonModel, tmp_path: Path) -> None:
+    # Left to itself ONNX Runtime starts a thread per physical core and pins one to each, outside the affinity
+    # (or the container quota) it was given.
+    import subprocess
+    import sys
+
+    path = export_onnx(digits_model, tmp_path / "m.onnx")
+    one = min(os.sched_getaffinity(0))  # ONNX Runtime pins its own threads to the cores after the first
+    code = (f"import os; os.sched_setaffinity(0, {{{one}}}); import torch; from lepton_ai.compress import OnnxModel; "
+            f"m = OnnxModel({str(path)!r}); m(torch.zeros(64, 1, 8, 8)); "
+            "print({open(f'/proc/self/task/{t}/status').read().split('Cpus_allowed_list:')[1].split()[0] "
+            "for t in os.listdir('/proc/self/task')}, m.session.get_session_options().intra_op_num_threads)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [f"{{'{one}'}}", "1"]
