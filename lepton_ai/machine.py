@@ -60,8 +60,8 @@ def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup"), own: Path = Path("/pro
         return None
     limits = []
     for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if controllers and "cpu" not in controllers.split(","):
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if not path or (controllers and "cpu" not in controllers.split(",")):
             continue
         base, read = (root, _quota_v2) if not controllers else (root / "cpu", _quota_v1)
         d = base / path.lstrip("/")
@@ -101,6 +101,8 @@ def parse_cpus(spec: str) -> set[int]:
     process may run on."""
     from lepton_ai.errors import InvalidInputError
 
+    if not hasattr(os, "sched_getaffinity"):
+        raise InvalidInputError("choosing CPUs needs Linux")
     cpus: set[int] = set()
     for part in spec.split(","):
         first, sep, last = part.strip().partition("-")
