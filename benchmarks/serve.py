@@ -383,16 +383,21 @@ def main() -> int:
                                                "servers and the references. Default: all share all.")
     args = parser.parse_args()
     os.environ["LEPTON_HOME"] = tempfile.mkdtemp(prefix="lepton-serve-bench-")  # a registry of its own
-    from lepton_ai.machine import format_cpus, describe, machine_info, parse_cpus
+    from lepton_ai.errors import LeptonError
+    from lepton_ai.machine import describe, format_cpus, machine_info, parse_cpus
 
     global LOADGEN_CPUS
     if args.loadgen_cpus:
-        LOADGEN_CPUS = parse_cpus(args.loadgen_cpus)
+        try:
+            LOADGEN_CPUS = parse_cpus(args.loadgen_cpus)
+        except LeptonError as e:
+            parser.error(f"--loadgen-cpus: {e}")
         rest = os.sched_getaffinity(0) - LOADGEN_CPUS
         if not rest:
             parser.error("--loadgen-cpus leaves no CPU for the servers")
         os.sched_setaffinity(0, rest)  # before torch starts its threads and any server: they inherit it
-    cpus = {"servers": format_cpus(os.sched_getaffinity(0)), "load_generator": format_cpus(LOADGEN_CPUS or set()) or "shared"}
+    cpus = {"servers": format_cpus(os.sched_getaffinity(0)),
+            "load_generator": format_cpus(LOADGEN_CPUS) if LOADGEN_CPUS else "shared"}
     info = machine_info()
     console.print(f"[bold]machine:[/] {describe(info)} · CPUs: servers {cpus['servers']}, "
                   f"load generator {cpus['load_generator']}")
