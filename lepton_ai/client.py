@@ -66,22 +66,24 @@ class Client:
             raise AttributeError(name)
         paths = self.handlers()
         if name not in paths:
-            raise AttributeError(f"the service at {self.url} has no handler {name!r} (it has: {', '.join(paths)})")
-        path = paths[name]
+            raise AttributeError(self._no_handler(name, paths))
 
         def method(**fields: Any) -> Any:
-            return self._request("POST", path, json=fields)
+            return self.call(name, **fields)
 
         method.__name__ = name
-        method.__doc__ = self.spec["paths"][path]["post"].get("summary")
+        method.__doc__ = self.spec["paths"][paths[name]]["post"].get("summary")
         return method
 
     def call(self, handler: str, **fields: Any) -> Any:
         """Call `handler` with `fields` as its JSON body; the way to reach one named like a Client method."""
         paths = self.handlers()
         if handler not in paths:
-            raise LeptonError(f"the service at {self.url} has no handler {handler!r} (it has: {', '.join(paths)})")
+            raise LeptonError(self._no_handler(handler, paths))
         return self._request("POST", paths[handler], json=fields)
+
+    def _no_handler(self, name: str, paths: dict[str, str]) -> str:
+        return f"the service at {self.url} has no handler {name!r} (it has: {', '.join(paths)})"
 
     def __dir__(self) -> list[str]:
         return [*super().__dir__(), *self.handlers()]

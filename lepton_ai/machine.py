@@ -9,6 +9,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from lepton_ai.errors import InvalidInputError
+
 # Instruction-set features that decide which kernels (int8, bf16) are fast.
 _INTERESTING_FLAGS = (
     "sse4_2", "fma", "f16c", "avx", "avx2", "avx512f", "avx512bw", "avx512_vnni",
@@ -99,8 +101,6 @@ def cpu_info() -> dict[str, Any]:
 def parse_cpus(spec: str) -> set[int]:
     """Return the CPUs a list such as '12-15' or '0,2-3' names (as `taskset -c` reads it), each one this
     process may run on."""
-    from lepton_ai.errors import InvalidInputError
-
     if not hasattr(os, "sched_getaffinity"):
         raise InvalidInputError("choosing CPUs needs Linux")
     cpus: set[int] = set()

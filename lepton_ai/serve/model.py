@@ -52,6 +52,7 @@ class ModelPhoton(Photon):
             raise InvalidInputError(f"{ref} is not a saved Lepton model (no lepton.json): it cannot be served")
         self.ref, self.meta, self.device, self.threads = ref, json.loads(meta_file.read_text()), device, threads
         self.path = path
+        self.cores = threads or cpu_info()["cores"]  # this worker's share of the machine
         self.input_size = tuple(self.meta.get("input_size") or ())
         self.pixel_max = float((self.meta.get("preprocess") or {}).get("pixel_max", 1.0))
         if device != "cpu" and self.meta.get("runtime") == "onnxruntime":
@@ -61,7 +62,7 @@ class ModelPhoton(Photon):
         # they only take turns, with a hop between: digits at half load on one core, p99 7.4-11.2 ms against
         # 3.6-4.8 in one process). ONNX Runtime releases the GIL as it computes and a GPU computes on the device:
         # they stay in the server's process.
-        self.model_process = device == "cpu" and not self.onnx and (threads or cpu_info()["cores"]) >= 2
+        self.model_process = device == "cpu" and not self.onnx and self.cores >= 2
 
     def init(self) -> None:
         """Load the model (verified from the registry) onto its device."""
@@ -77,7 +78,7 @@ class ModelPhoton(Photon):
     def _onnx_threads(self) -> int | None:
         """Return ONNX Runtime's threads per call: the cores shared out among the batches run at once."""
         batches = type(self).handlers()["predict"].concurrency
-        return max(1, 2 * (self.threads or cpu_info()["cores"]) // batches) if batches > 1 else self.threads
+        return max(1, 2 * self.cores // batches) if batches > 1 else self.threads
 
     @property
     def onnx(self) -> bool:
@@ -190,7 +191,7 @@ def model_photon(ref: str, device: str = "cpu", threads: int | None = None) -> M
         # per core keeps the core busy while the first one's results go out (MiniLM on 2 cores, 256
         # clients: 610-680 examples/s split, 860-880 with a batch per core, 880-905 with two). At most 8
         # batches at once: on a big machine each gets several threads (see `_onnx_threads`).
-        predict = replace(cls.__dict__["predict"], concurrency=min(8, 2 * (threads or cpu_info()["cores"])))
+        predict = replace(cls.__dict__["predict"], concurrency=min(8, 2 * probe.cores))
         cls = type(cls.__name__, (cls,), {"predict": predict, "__module__": __name__})
     photon = cls(str(probe.path), device, threads)  # already fetched and verified: not again
     photon.ref = ref

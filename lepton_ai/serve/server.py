@@ -107,18 +107,17 @@ def _listen(host: str, port: int, shared: bool = True) -> socket.socket:
     """Return a listening socket on host:port. Shared, other workers bind it too (SO_REUSEPORT: the kernel
     spreads connections evenly, where one shared socket lets one worker take them all); not shared, it fails
     if anything else listens there, however that bound it."""
+    sock = None
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         sock = socket.socket(family, kind, proto)
-    except OSError as e:
-        raise InvalidInputError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
-    try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, int(shared))
         sock.bind(address)
         sock.listen(2048)
     except OSError as e:
-        sock.close()
+        if sock is not None:
+            sock.close()
         raise InvalidInputError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
     return sock
 
