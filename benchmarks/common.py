@@ -31,7 +31,10 @@ def train_digits_cnn(epochs: int = 10) -> tuple[Any, dict[str, Any], tuple[Any, 
     splits = tuple(load("digits", s) for s in ("train", "val", "test"))
     model = LeptonModel(num_classes=10, input_size=(1, 8, 8))
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # randomly initialised on purpose
+        # randomly initialised on purpose
+        warnings.simplefilter("ignore")
         model.load_pretrained_model("cnn-small")
-    history = model.fit(splits[0], splits[1], epochs=epochs, lr=3e-3, batch_size=64, device="cpu", progress=False)
+    history = model.fit(
+        splits[0], splits[1], epochs=epochs, lr=3e-3, batch_size=64, device="cpu", progress=False
+    )
     return model, history, splits

@@ -20,25 +20,36 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from common import train_digits_cnn, write_json
 from rich.console import Console
 from rich.table import Table
 
 from lepton_ai import LeptonModel
 from lepton_ai.compress import TECHNIQUES, optimize
 from lepton_ai.data import load
-from common import train_digits_cnn, write_json
 from lepton_ai.machine import describe, machine_info
 
 RESULTS = Path(__file__).parent / "results"
-TARGETS = {"digits": {"speedup": 3.0, "size_reduction": 4.0, "max_drop": 0.01},
-           "minilm": {"speedup": 2.5, "size_reduction": 3.5, "max_drop": 0.01}}
+TARGETS = {
+    "digits": {"speedup": 3.0, "size_reduction": 4.0, "max_drop": 0.01},
+    "minilm": {"speedup": 2.5, "size_reduction": 3.5, "max_drop": 0.01},
+}
 
 
 def digits_case(techniques: tuple[str, ...], budget: float) -> dict[str, Any]:
     """Train cnn-small on digits, then optimize it within 1 point of test accuracy."""
     model, _, (train, val, test) = train_digits_cnn(epochs=10)
-    result = optimize(model, test, calib_data=val, train_data=train, max_accuracy_drop=0.01, batch_size=64,
-                      techniques=techniques, time_budget_s=budget, workdir=RESULTS / "work-digits")
+    result = optimize(
+        model,
+        test,
+        calib_data=val,
+        train_data=train,
+        max_accuracy_drop=0.01,
+        batch_size=64,
+        techniques=techniques,
+        time_budget_s=budget,
+        workdir=RESULTS / "work-digits",
+    )
     result.save(RESULTS / "compress-digits")
     return result.report
 
@@ -47,8 +58,17 @@ def minilm_case(techniques: tuple[str, ...], budget: float) -> dict[str, Any]:
     """Optimize all-MiniLM-L6-v2 embeddings within 0.01 of mean cosine on held-out sentences."""
     model = LeptonModel(num_classes=0).load_pretrained_model("minilm")
     train, test = load("python-docs", "train"), load("python-docs", "test")
-    result = optimize(model, test, train_data=train, max_fidelity_drop=0.01, batch_size=32, seq_len=128,
-                      techniques=techniques, time_budget_s=budget, workdir=RESULTS / "work-minilm")
+    result = optimize(
+        model,
+        test,
+        train_data=train,
+        max_fidelity_drop=0.01,
+        batch_size=32,
+        seq_len=128,
+        techniques=techniques,
+        time_budget_s=budget,
+        workdir=RESULTS / "work-minilm",
+    )
     result.save(RESULTS / "compress-minilm")
     return result.report
 
@@ -56,14 +76,21 @@ def minilm_case(techniques: tuple[str, ...], budget: float) -> dict[str, Any]:
 def verdict(report: dict[str, Any], target: dict[str, float]) -> dict[str, Any]:
     """Return each headline figure with its target and whether it was met."""
     drop = report[f"{report['metric']}_drop"]
-    return {"speedup": [report["speedup"], target["speedup"], report["speedup"] >= target["speedup"]],
-            "size_reduction": [report["size_reduction"], target["size_reduction"],
-                               report["size_reduction"] >= target["size_reduction"]],
-            f"{report['metric']}_drop": [drop, target["max_drop"], drop <= target["max_drop"]]}
+    return {
+        "speedup": [report["speedup"], target["speedup"], report["speedup"] >= target["speedup"]],
+        "size_reduction": [
+            report["size_reduction"],
+            target["size_reduction"],
+            report["size_reduction"] >= target["size_reduction"],
+        ],
+        f"{report['metric']}_drop": [drop, target["max_drop"], drop <= target["max_drop"]],
+    }
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--only", choices=("digits", "minilm"))
     parser.add_argument("--techniques", default=",".join(TECHNIQUES))
     parser.add_argument("--budget", type=float, default=900, help="seconds each search may take")
@@ -72,9 +99,14 @@ def main() -> int:
     techniques = tuple(t for t in args.techniques.split(",") if t)
     console = Console()
     info = machine_info()
-    console.print(f"[bold]machine:[/] {describe(info)} · torch {torch.__version__}, {torch.get_num_threads()} threads")
-    result: dict[str, Any] = {"machine": info, "torch_threads": torch.get_num_threads(),
-                              "command": " ".join([Path(sys.executable).name, *sys.argv])}
+    console.print(
+        f"[bold]machine:[/] {describe(info)} · torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    result: dict[str, Any] = {
+        "machine": info,
+        "torch_threads": torch.get_num_threads(),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    }
     cases = {"digits": digits_case, "minilm": minilm_case}
     for key, run in cases.items():
         if args.only and key != args.only:
@@ -82,21 +114,47 @@ def main() -> int:
         console.rule(f"[bold]{key}")
         report = run(techniques, args.budget)
         result[key] = {"verdict": verdict(report, TARGETS[key]), "report": report}
-        t = Table(title=f"{key}: best = {report['best']['name']} (against eager fp32, same run)", title_justify="left")
+        t = Table(
+            title=f"{key}: best = {report['best']['name']} (against eager fp32, same run)",
+            title_justify="left",
+        )
         for c in ("figure", "baseline", "best", "ratio / change", "target", ""):
             t.add_column(c)
         base, best, metric = report["baseline"], report["best"], report["metric"]
         v = result[key]["verdict"]
         mark = {True: "[green]met[/]", False: "[red]missed[/]"}
-        t.add_row(f"throughput/s (batch {report['batch_size']})", f"{base['throughput_per_s']:,.1f}",
-                  f"{best['throughput_per_s']:,.1f}", f"×{report['speedup']:.2f}", f"≥ ×{v['speedup'][1]}",
-                  mark[v["speedup"][2]])
-        t.add_row("size (MB)", f"{base['size_bytes'] / 1e6:.3f}", f"{best['size_bytes'] / 1e6:.3f}",
-                  f"÷{report['size_reduction']:.2f}", f"≥ ÷{v['size_reduction'][1]}", mark[v["size_reduction"][2]])
-        t.add_row(metric, f"{base[metric]:.4f}", f"{best[metric]:.4f}", f"{best[metric] - base[metric]:+.4f}",
-                  f"drop ≤ {v[f'{metric}_drop'][1]}", mark[v[f"{metric}_drop"][2]])
-        t.add_row("latency p50, batch 1 (ms)", f"{base['latency_ms_p50']:.3f}", f"{best['latency_ms_p50']:.3f}",
-                  f"×{report['latency_speedup']:.2f}", "", "")
+        t.add_row(
+            f"throughput/s (batch {report['batch_size']})",
+            f"{base['throughput_per_s']:,.1f}",
+            f"{best['throughput_per_s']:,.1f}",
+            f"×{report['speedup']:.2f}",
+            f"≥ ×{v['speedup'][1]}",
+            mark[v["speedup"][2]],
+        )
+        t.add_row(
+            "size (MB)",
+            f"{base['size_bytes'] / 1e6:.3f}",
+            f"{best['size_bytes'] / 1e6:.3f}",
+            f"÷{report['size_reduction']:.2f}",
+            f"≥ ÷{v['size_reduction'][1]}",
+            mark[v["size_reduction"][2]],
+        )
+        t.add_row(
+            metric,
+            f"{base[metric]:.4f}",
+            f"{best[metric]:.4f}",
+            f"{best[metric] - base[metric]:+.4f}",
+            f"drop ≤ {v[f'{metric}_drop'][1]}",
+            mark[v[f"{metric}_drop"][2]],
+        )
+        t.add_row(
+            "latency p50, batch 1 (ms)",
+            f"{base['latency_ms_p50']:.3f}",
+            f"{best['latency_ms_p50']:.3f}",
+            f"×{report['latency_speedup']:.2f}",
+            "",
+            "",
+        )
         console.print(t)
     write_json(args.out, result)
     console.print(f"wrote {args.out} and the reports in {RESULTS}/compress-*/")

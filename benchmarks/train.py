@@ -19,23 +19,36 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from common import train_digits_cnn, write_json
 from rich.console import Console
 from rich.table import Table
 
 from lepton_ai import LeptonModel
-from common import train_digits_cnn, write_json
 from lepton_ai.machine import describe, machine_info
 from lepton_ai.train.loop import autocast
 
 # Dense bf16 tensor-core peaks (FLOP/s), from the vendors' datasheets.
-BF16_PEAK = {"H100 SXM": 989e12, "H100 PCIe": 756e12, "H100 NVL": 835e12, "H200": 989e12, "A100": 312e12,
-             "L4": 121e12, "L40S": 362e12}
+BF16_PEAK = {
+    "H100 SXM": 989e12,
+    "H100 PCIe": 756e12,
+    "H100 NVL": 835e12,
+    "H200": 989e12,
+    "A100": 312e12,
+    "L4": 121e12,
+    "L40S": 362e12,
+}
 
 
 def bf16_peak(name: str) -> float | None:
     """Return the dense bf16 peak of a GPU by its name, None when unknown."""
     if "H100" in name:
-        return BF16_PEAK["H100 PCIe"] if "PCIe" in name else BF16_PEAK["H100 NVL"] if "NVL" in name else BF16_PEAK["H100 SXM"]
+        return (
+            BF16_PEAK["H100 PCIe"]
+            if "PCIe" in name
+            else BF16_PEAK["H100 NVL"]
+            if "NVL" in name
+            else BF16_PEAK["H100 SXM"]
+        )
     return next((v for k, v in BF16_PEAK.items() if k in name), None)
 
 
@@ -43,14 +56,30 @@ def cpu_digits(epochs: int = 10) -> dict[str, Any]:
     """Train cnn-small on digits as `lepton train` does; return accuracy and time."""
     model, history, (_, _, test) = train_digits_cnn(epochs)
     metrics = model.evaluate(test)
-    return {"model": "cnn-small", "data": "digits", "epochs": epochs, "threads": torch.get_num_threads(),
-            "train_seconds": history["train_seconds"], "test_accuracy": metrics["accuracy"],
-            "f1_macro": metrics["f1_macro"], "target_accuracy": 0.98, "target_seconds": 60.0,
-            "time_vs_budget": history["train_seconds"] / 60.0}
+    return {
+        "model": "cnn-small",
+        "data": "digits",
+        "epochs": epochs,
+        "threads": torch.get_num_threads(),
+        "train_seconds": history["train_seconds"],
+        "test_accuracy": metrics["accuracy"],
+        "f1_macro": metrics["f1_macro"],
+        "target_accuracy": 0.98,
+        "target_seconds": 60.0,
+        "time_vs_budget": history["train_seconds"] / 60.0,
+    }
 
 
-def train_throughput(make_model, make_batch, device: str, precision: str, channels_last: bool = False,
-                     compile: bool = False, steps: int = 30, warmup: int = 5) -> dict[str, Any]:
+def train_throughput(
+    make_model,
+    make_batch,
+    device: str,
+    precision: str,
+    channels_last: bool = False,
+    compile: bool = False,
+    steps: int = 30,
+    warmup: int = 5,
+) -> dict[str, Any]:
     """Return samples/s and FLOP/s of full training steps (forward, backward, AdamW)."""
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -88,12 +117,20 @@ def train_throughput(make_model, make_batch, device: str, precision: str, channe
     sync()
     seconds = (time.perf_counter() - t0) / steps
     batch = len(y)
-    return {"precision": precision, "channels_last": channels_last, "compile": compile, "batch": batch,
-            "samples_per_s": batch / seconds, "step_ms": seconds * 1e3, "flop_per_s": flops_per_step / seconds}
+    return {
+        "precision": precision,
+        "channels_last": channels_last,
+        "compile": compile,
+        "batch": batch,
+        "samples_per_s": batch / seconds,
+        "step_ms": seconds * 1e3,
+        "flop_per_s": flops_per_step / seconds,
+    }
 
 
 def resnet18_factory(batch: int = 128, side: int = 224):
     """Return (make_model, make_batch) for ResNet-18 on synthetic 224 px images."""
+
     def make_model() -> torch.nn.Module:
         m = LeptonModel(num_classes=1000, input_size=(3, side, side))
         with warnings.catch_warnings():
@@ -102,8 +139,10 @@ def resnet18_factory(batch: int = 128, side: int = 224):
 
     def make_batch(dev: torch.device):
         g = torch.Generator().manual_seed(0)
-        return (torch.randn(batch, 3, side, side, generator=g).to(dev),
-                torch.randint(0, 1000, (batch,), generator=g).to(dev))
+        return (
+            torch.randn(batch, 3, side, side, generator=g).to(dev),
+            torch.randint(0, 1000, (batch,), generator=g).to(dev),
+        )
 
     return make_model, make_batch
 
@@ -112,7 +151,8 @@ def minilm_factory(batch: int = 64, seq: int = 128):
     """Return (make_model, make_batch) for MiniLM fine-tuning on synthetic tokens."""
     from lepton_ai.models.text import TextClassifier, minilm_dir
 
-    class Tokens(torch.nn.Module):  # takes a token tensor so channels_last/compile paths stay uniform
+    # takes a token tensor so channels_last/compile paths stay uniform
+    class Tokens(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.net = TextClassifier(minilm_dir(), num_classes=2)
@@ -122,7 +162,9 @@ def minilm_factory(batch: int = 64, seq: int = 128):
 
     def make_batch(dev: torch.device):
         g = torch.Generator().manual_seed(0)
-        return torch.randint(1000, 30000, (batch, seq), generator=g).to(dev), torch.randint(0, 2, (batch,), generator=g).to(dev)
+        return torch.randint(1000, 30000, (batch, seq), generator=g).to(dev), torch.randint(
+            0, 2, (batch,), generator=g
+        ).to(dev)
 
     return Tokens, make_batch
 
@@ -133,7 +175,8 @@ def gpu_suite(steps: int) -> dict[str, Any]:
     peak = bf16_peak(name)
     out: dict[str, Any] = {"gpu": name, "bf16_peak_flop_per_s": peak, "resnet18": [], "minilm": []}
     variants = [("fp32", False, False), ("bf16", False, False), ("bf16", True, False), ("bf16", True, True)]
-    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32: the baseline is not TF32
+    # fp32 means fp32: the baseline is not TF32
+    torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     for key, factory, cl_ok in (("resnet18", resnet18_factory(), True), ("minilm", minilm_factory(), False)):
         rows = []
@@ -154,7 +197,9 @@ def gpu_suite(steps: int) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--skip-gpu", action="store_true")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "train.json"))
@@ -168,18 +213,31 @@ def main() -> int:
     for c in ("threads", "train s", "time / 60 s budget", "test accuracy", "target"):
         t.add_column(c)
     ok = cpu["test_accuracy"] >= 0.98 and cpu["train_seconds"] < 60
-    t.add_row(str(cpu["threads"]), f"{cpu['train_seconds']:.1f}", f"{cpu['time_vs_budget']:.2f}",
-              f"{cpu['test_accuracy']:.4f}", "[green]met[/]" if ok else "[red]missed[/]")
+    t.add_row(
+        str(cpu["threads"]),
+        f"{cpu['train_seconds']:.1f}",
+        f"{cpu['time_vs_budget']:.2f}",
+        f"{cpu['test_accuracy']:.4f}",
+        "[green]met[/]" if ok else "[red]missed[/]",
+    )
     console.print(t)
     if torch.cuda.is_available() and not args.skip_gpu:
         result["gpu"] = gpu = gpu_suite(args.steps)
         for key in ("resnet18", "minilm"):
-            t = Table(title=f"GPU {gpu['gpu']}: {key} training throughput (fp32 = baseline)", title_justify="left")
+            t = Table(
+                title=f"GPU {gpu['gpu']}: {key} training throughput (fp32 = baseline)", title_justify="left"
+            )
             for c in ("precision", "channels_last", "compile", "samples/s", "× fp32", "MFU"):
                 t.add_column(c)
             for r in gpu[key]:
-                t.add_row(r["precision"], str(r["channels_last"]), str(r["compile"]), f"{r['samples_per_s']:,.0f}",
-                          f"{r['vs_fp32']:.2f}", f"{r['mfu']:.1%}" if r["mfu"] else "?")
+                t.add_row(
+                    r["precision"],
+                    str(r["channels_last"]),
+                    str(r["compile"]),
+                    f"{r['samples_per_s']:,.0f}",
+                    f"{r['vs_fp32']:.2f}",
+                    f"{r['mfu']:.1%}" if r["mfu"] else "?",
+                )
             console.print(t)
     else:
         console.print("[yellow]no CUDA GPU here: the GPU comparison was not run[/]")

@@ -1,17 +1,19 @@
 """Lepton AI: train, compress, serve and scale models with one API and one CLI."""
 
-from importlib.metadata import PackageNotFoundError, version as _version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
 
 from lepton_ai.errors import LeptonError
 
 try:
     __version__ = _version("lepton-ai")
-except PackageNotFoundError:  # running from a source tree that was not installed
+# running from a source tree that was not installed
+except PackageNotFoundError:
     __version__ = "0.0.0+local"
 
 
-
-def __getattr__(name: str):  # keep `import lepton_ai` light: torch loads only when a model is asked for
+# keep `import lepton_ai` light: torch loads only when a model is asked for
+def __getattr__(name: str):
     if name == "LeptonModel":
         from lepton_ai.models import LeptonModel
 

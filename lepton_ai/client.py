@@ -40,8 +40,14 @@ def _json(r: httpx.Response) -> Any:
 class Client:
     """Calls a Photon service's handlers as methods, e.g. `client.predict(inputs=[...])`."""
 
-    def __init__(self, url: str, token: str | None = None, timeout: float = 30.0, retries: int = 3,
-                 backoff: float = 0.2) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        timeout: float = 30.0,
+        retries: int = 3,
+        backoff: float = 0.2,
+    ) -> None:
         self.url, self.timeout, self.retries, self.backoff = url.rstrip("/"), timeout, retries, backoff
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
@@ -58,8 +64,12 @@ class Client:
 
     def handlers(self) -> dict[str, str]:
         """Return the service's handlers: name → path."""
-        return {op["operationId"]: path for path, item in self.spec.get("paths", {}).items()
-                for method, op in item.items() if method == "post" and "operationId" in op}
+        return {
+            op["operationId"]: path
+            for path, item in self.spec.get("paths", {}).items()
+            for method, op in item.items()
+            if method == "post" and "operationId" in op
+        }
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("_"):
@@ -112,12 +122,18 @@ class Client:
             last = attempt == self.retries
             try:
                 r = self._http.request(method, path, **kwargs)
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError) as e:
+            except (
+                httpx.ConnectError,
+                httpx.ConnectTimeout,
+                httpx.RemoteProtocolError,
+                httpx.ReadError,
+            ) as e:
                 if last:
                     raise LeptonError(f"cannot reach {self.url}{path}: {e}") from e
                 self._sleep(attempt)
                 continue
-            except httpx.TimeoutException as e:  # it may still be working on it: asking again would add to its load
+            # it may still be working on it: asking again would add to its load
+            except httpx.TimeoutException as e:
                 raise LeptonError(f"{self.url}{path} did not answer within {self.timeout:g} s") from e
             if r.status_code == 503 and not last:
                 self._sleep(attempt, r.headers.get("retry-after"))
@@ -125,7 +141,9 @@ class Client:
             if r.status_code >= 400:
                 body = _json(r)
                 body = body if isinstance(body, dict) else {}
-                raise ServiceError(r.status_code, body.get("error", r.reason_phrase), body.get("message", r.text[:200]))
+                raise ServiceError(
+                    r.status_code, body.get("error", r.reason_phrase), body.get("message", r.text[:200])
+                )
             body = _json(r)
             if body is _NOT_JSON:
                 raise ServiceError(r.status_code, "not_json", f"the answer is not JSON: {r.text[:200]!r}")
@@ -133,7 +151,8 @@ class Client:
         raise AssertionError("unreachable")
 
     def _sleep(self, attempt: int, retry_after: str | None = None) -> None:
-        wait = self.backoff * 2 ** attempt * (0.5 + random.random())  # jitter: retries do not arrive together
+        # jitter: retries do not arrive together
+        wait = self.backoff * 2**attempt * (0.5 + random.random())
         if retry_after and retry_after.isdigit():
             wait = max(wait, min(float(retry_after), 30.0))
         time.sleep(wait)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 from functools import lru_cache
@@ -13,9 +14,26 @@ from lepton_ai.errors import InvalidInputError
 
 # Instruction-set features that decide which kernels (int8, bf16) are fast.
 _INTERESTING_FLAGS = (
-    "sse4_2", "fma", "f16c", "avx", "avx2", "avx512f", "avx512bw", "avx512_vnni",
-    "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8",  # x86
-    "asimd", "asimddp", "sve", "bf16", "i8mm",  # arm
+    "sse4_2",
+    "fma",
+    "f16c",
+    "avx",
+    "avx2",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    # x86
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+    # arm
+    "asimd",
+    "asimddp",
+    "sve",
+    "bf16",
+    "i8mm",
 )
 
 
@@ -53,7 +71,9 @@ def _quota_v1(d: Path) -> float | None:
     return None if quota <= 0 else quota / period
 
 
-def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup"), own: Path = Path("/proc/self/cgroup")) -> float | None:
+def cgroup_cpu_limit(
+    root: Path = Path("/sys/fs/cgroup"), own: Path = Path("/proc/self/cgroup")
+) -> float | None:
     """Return the CPUs a cgroup quota lets this process use (the tightest over its cgroup and their parents;
     v2 `cpu.max`, v1 `cpu.cfs_quota_us`), or None without one: containers limit CPU this way, not by affinity."""
     try:
@@ -67,12 +87,11 @@ def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup"), own: Path = Path("/pro
             continue
         base, read = (root, _quota_v2) if not controllers else (root / "cpu", _quota_v1)
         d = base / path.lstrip("/")
-        d = d if d.is_dir() else base  # a path from outside this container's view of the hierarchy
+        # a path from outside this container's view of the hierarchy
+        d = d if d.is_dir() else base
         while True:
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 limits.append(read(d))
-            except (OSError, ValueError):
-                pass
             if d == base or base not in d.parents:
                 break
             d = d.parent
@@ -137,8 +156,9 @@ def gpu_info() -> list[dict[str, Any]]:
     gpus = []
     for i in range(torch.cuda.device_count()):
         p = torch.cuda.get_device_properties(i)
-        gpus.append({"index": i, "name": p.name, "memory_bytes": p.total_memory,
-                     "capability": f"{p.major}.{p.minor}"})
+        gpus.append(
+            {"index": i, "name": p.name, "memory_bytes": p.total_memory, "capability": f"{p.major}.{p.minor}"}
+        )
     return gpus
 
 
@@ -147,6 +167,7 @@ def machine_info() -> dict[str, Any]:
     """Return a JSON-ready description of this machine for reports and benchmarks."""
     try:
         import torch
+
         torch_version, threads = torch.__version__, torch.get_num_threads()
     except ImportError:
         torch_version, threads = None, None

@@ -62,7 +62,8 @@ def postgres_server() -> Iterator[str]:
         pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not installed: `apt-get install postgresql`")
     prefix: list[str] = []
     data_root = Path(tempfile.mkdtemp(prefix="lepton-pg-"))
-    if os.geteuid() == 0:  # postgres refuses to run as root: run it as its own user
+    # postgres refuses to run as root: run it as its own user
+    if os.geteuid() == 0:
         try:
             user = pwd.getpwnam("postgres")
         except KeyError:
@@ -70,11 +71,17 @@ def postgres_server() -> Iterator[str]:
         os.chown(data_root, user.pw_uid, user.pw_gid)
         prefix = ["runuser", "-u", "postgres", "--"]
     data, port = data_root / "data", free_port()
-    subprocess.run([*prefix, initdb, "-D", str(data), "-A", "trust", "-U", "lepton", "--no-sync"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [*prefix, initdb, "-D", str(data), "-A", "trust", "-U", "lepton", "--no-sync"],
+        check=True,
+        capture_output=True,
+    )
     opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {data_root} -c fsync=off -c max_connections=200"
-    subprocess.run([*prefix, pg_ctl, "-D", str(data), "-o", opts, "-l", str(data_root / "log"), "-w", "start"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [*prefix, pg_ctl, "-D", str(data), "-o", opts, "-l", str(data_root / "log"), "-w", "start"],
+        check=True,
+        capture_output=True,
+    )
     try:
         yield f"postgresql+psycopg://lepton@127.0.0.1:{port}"
     finally:
@@ -88,7 +95,8 @@ def postgres_url(postgres_server: str) -> str:
     import psycopg
 
     name = f"t_{uuid.uuid4().hex[:12]}"
-    for _ in range(50):  # the server may still be finishing its start-up
+    # the server may still be finishing its start-up
+    for _ in range(50):
         try:
             with psycopg.connect(postgres_server.replace("+psycopg", "") + "/postgres", autocommit=True) as c:
                 c.execute(f'CREATE DATABASE "{name}"')
@@ -112,15 +120,25 @@ def running(photon: Any, ready: bool = True, port: int | None = None, **settings
     from lepton_ai.serve import ServeSettings, Service, http
 
     port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(Service(photon, ServeSettings(**settings)), host="127.0.0.1", port=port,
-                                           log_level="warning", timeout_graceful_shutdown=5, http=http.protocol()))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            Service(photon, ServeSettings(**settings)),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            timeout_graceful_shutdown=5,
+            http=http.protocol(),
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{url}/readyz" if ready else f"{url}/healthz").status_code in ((200,) if ready else (200, 500)):
+            if httpx.get(f"{url}/readyz" if ready else f"{url}/healthz").status_code in (
+                (200,) if ready else (200, 500)
+            ):
                 break
         except httpx.TransportError:
             pass
@@ -213,10 +231,12 @@ def ray_cluster() -> Iterator[RayCluster]:
     port, dashboard, client, agent = (free_port() for _ in range(4))
     token = secrets.token_hex(32)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RAY_AUTH_MODE", "token")  # Ray's default for new clusters; drivers and job clients read these
+        # Ray's default for new clusters; drivers and job clients read these
+        mp.setenv("RAY_AUTH_MODE", "token")
         mp.setenv("RAY_AUTH_TOKEN", token)
         mp.delenv("RAY_ADDRESS", raising=False)
-        if "ray" in sys.modules:  # Ray read RAY_AUTH_MODE when it was imported (by a test module): read it again
+        # Ray read RAY_AUTH_MODE when it was imported (by a test module): read it again
+        if "ray" in sys.modules:
             from ray._raylet import AuthenticationTokenLoader, Config
 
             Config.initialize("")
@@ -227,21 +247,47 @@ def ray_cluster() -> Iterator[RayCluster]:
         # As on a real cluster, the cluster's `python` and `lepton` are the ones with lepton-ai installed.
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         ray = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
-        cmd = [ray, "start", "--head", "--port", str(port), "--dashboard-port", str(dashboard),
-               "--ray-client-server-port", str(client), "--dashboard-agent-listen-port", str(agent),
-               "--num-cpus", "2", "--include-dashboard", "true", "--disable-usage-stats", "--temp-dir", str(temp_dir)]
+        cmd = [
+            ray,
+            "start",
+            "--head",
+            "--port",
+            str(port),
+            "--dashboard-port",
+            str(dashboard),
+            "--ray-client-server-port",
+            str(client),
+            "--dashboard-agent-listen-port",
+            str(agent),
+            "--num-cpus",
+            "2",
+            "--include-dashboard",
+            "true",
+            "--disable-usage-stats",
+            "--temp-dir",
+            str(temp_dir),
+        ]
         # A session of its own: every process of this cluster (workers too) is found by its session id at the end.
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
         try:
             out, _ = proc.communicate(timeout=120)
             if proc.returncode != 0:
                 raise RuntimeError(f"ray start failed: {out.decode(errors='replace')[-3000:]}")
             cluster = RayCluster(f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard}", token, temp_dir)
             deadline = time.monotonic() + 60
-            while True:  # the dashboard's HTTP API comes up a little after `ray start` returns
+            # the dashboard's HTTP API comes up a little after `ray start` returns
+            while True:
                 try:
-                    if httpx.get(f"{cluster.dashboard_url}/api/version", timeout=2,
-                                 headers={"Authorization": f"Bearer {token}"}).status_code == 200:
+                    if (
+                        httpx.get(
+                            f"{cluster.dashboard_url}/api/version",
+                            timeout=2,
+                            headers={"Authorization": f"Bearer {token}"},
+                        ).status_code
+                        == 200
+                    ):
                         break
                 except httpx.TransportError:
                     pass

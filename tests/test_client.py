@@ -43,7 +43,8 @@ def test_a_starting_server_is_retried_until_ready(serve) -> None:
     with serve(Adder(init_seconds=0.6), ready=False) as url:
         with Client(url, retries=6, backoff=0.05) as c:
             start = time.monotonic()
-            assert c.add_one(inputs=[1]) == {"outputs": [2.0]}  # 503 not_ready, Retry-After: 1, then 200
+            # 503 not_ready, Retry-After: 1, then 200
+            assert c.add_one(inputs=[1]) == {"outputs": [2.0]}
             assert time.monotonic() - start >= 0.5
         with Client(url) as c:
             c.wait_ready(5)
@@ -53,9 +54,10 @@ def test_a_starting_server_is_retried_until_ready(serve) -> None:
 def test_connection_errors_are_retried_then_reported(serve) -> None:
     port = free_port()
     with pytest.raises(LeptonError, match="cannot reach"):
-        Client(f"http://127.0.0.1:{port}", retries=1, backoff=0.01).spec
+        _ = Client(f"http://127.0.0.1:{port}", retries=1, backoff=0.01).spec
 
-    def later() -> None:  # a server that comes up while the client backs off
+    # a server that comes up while the client backs off
+    def later() -> None:
         time.sleep(0.3)
         with serve(Adder(), port=port):
             done.wait(10)
@@ -92,6 +94,7 @@ def test_any_handler_is_called_by_name_and_a_slow_answer_times_out(serve) -> Non
         start = time.monotonic()
         with pytest.raises(LeptonError, match=r"/close did not answer within 0.3 s"):
             c.call("close", seconds=1.0)
-        assert time.monotonic() - start < 0.9  # not asked again
+        # not asked again
+        assert time.monotonic() - start < 0.9
         with pytest.raises(LeptonError, match="has no handler 'nap'"):
             c.call("nap")

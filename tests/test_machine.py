@@ -44,15 +44,31 @@ def test_a_cgroup_quota_limits_the_usable_cores(tmp_path, monkeypatch: pytest.Mo
         return cgroup_cpu_limit(root, root / "self")
 
     # v2: the tightest of the cgroup and its parents; "max" is no limit
-    assert tree("0::/kube/pod\n", {"kube/cpu.max": "150000 100000\n", "kube/pod/cpu.max": "max 100000\n"}) == 1.5
-    assert tree("0::/kube/pod\n", {"kube/cpu.max": "max 100000\n", "kube/pod/cpu.max": "max 100000\n"}) is None
+    assert (
+        tree("0::/kube/pod\n", {"kube/cpu.max": "150000 100000\n", "kube/pod/cpu.max": "max 100000\n"}) == 1.5
+    )
+    assert (
+        tree("0::/kube/pod\n", {"kube/cpu.max": "max 100000\n", "kube/pod/cpu.max": "max 100000\n"}) is None
+    )
     # v1 (cpu controller), also when the path is from outside the container's view (its root is the container)
-    assert tree("4:cpu,cpuacct:/docker/abc\n2:memory:/docker/abc\n",
-                {"cpu/docker/abc/cpu.cfs_quota_us": "200000", "cpu/docker/abc/cpu.cfs_period_us": "100000"}) == 2.0
-    assert tree("4:cpu,cpuacct:/host/path\n", {"cpu/cpu.cfs_quota_us": "50000", "cpu/cpu.cfs_period_us": "100000"}) == 0.5
+    assert (
+        tree(
+            "4:cpu,cpuacct:/docker/abc\n2:memory:/docker/abc\n",
+            {"cpu/docker/abc/cpu.cfs_quota_us": "200000", "cpu/docker/abc/cpu.cfs_period_us": "100000"},
+        )
+        == 2.0
+    )
+    assert (
+        tree(
+            "4:cpu,cpuacct:/host/path\n", {"cpu/cpu.cfs_quota_us": "50000", "cpu/cpu.cfs_period_us": "100000"}
+        )
+        == 0.5
+    )
     assert tree("4:cpu:/\n", {"cpu/cpu.cfs_quota_us": "-1", "cpu/cpu.cfs_period_us": "100000"}) is None
-    assert tree("garbage\n0::/\n", {"cpu.max": "100000 100000\n"}) == 1.0  # a line it cannot read is passed over
+    # a line it cannot read is passed over
+    assert tree("garbage\n0::/\n", {"cpu.max": "100000 100000\n"}) == 1.0
     assert cgroup_cpu_limit(tmp_path / "none", tmp_path / "none" / "self") is None
 
-    monkeypatch.setattr(machine, "cgroup_cpu_limit", lambda: 0.5)  # half a CPU: one thread, not the host's count
+    # half a CPU: one thread, not the host's count
+    monkeypatch.setattr(machine, "cgroup_cpu_limit", lambda: 0.5)
     assert cpu_info()["cores"] == 1

@@ -34,7 +34,7 @@ class Classifier:
             ids = self.model(x).argmax(-1).tolist()
         out, start = [], 0
         for r in requests:
-            out.append(ids[start:start + len(r)])
+            out.append(ids[start : start + len(r)])
             start += len(r)
         return out
 
@@ -51,8 +51,12 @@ if __name__ == "__main__":
     parser.add_argument("--max-batch-size", type=int, default=64)
     parser.add_argument("--wait-ms", type=float, default=5.0)
     args = parser.parse_args()
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"LEPTON_HOME": os.environ.get("LEPTON_HOME", "")}})
+    ray.init(
+        num_cpus=os.cpu_count(),
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"LEPTON_HOME": os.environ.get("LEPTON_HOME", "")}},
+    )
     serve.start(http_options={"host": "127.0.0.1", "port": args.port})
     serve.run(Classifier.bind(args.ref, args.max_batch_size, args.wait_ms), route_prefix="/predict")
     print("ready", flush=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json as jsonlib
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -26,36 +26,72 @@ def parse_autoscale(text: str) -> tuple[int, int]:
 def deploy(
     ref: Annotated[str, typer.Argument(help="NAME[:VERSION] in the registry.")],
     target: Annotated[str, typer.Option(help="ray or kubernetes.")],
-    replicas: Annotated[int, typer.Option(min=1, help="Copies of the service (with --autoscale, the HPA's count "
-                                                      "on Kubernetes, starting at MIN).")] = 1,
-    autoscale: Annotated[Optional[str], typer.Option(metavar="MIN,MAX",
-                                                     help="Scale between MIN and MAX replicas.")] = None,
-    image: Annotated[Optional[str], typer.Option(envvar="LEPTON_IMAGE", help="Kubernetes: the container image with "
-                                                 "lepton-ai (see docs/kubernetes.md).")] = None,
+    replicas: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Copies of the service (with --autoscale, the HPA's count on Kubernetes, starting at MIN).",
+        ),
+    ] = 1,
+    autoscale: Annotated[
+        str | None, typer.Option(metavar="MIN,MAX", help="Scale between MIN and MAX replicas.")
+    ] = None,
+    image: Annotated[
+        str | None,
+        typer.Option(
+            envvar="LEPTON_IMAGE",
+            help="Kubernetes: the container image with lepton-ai (see docs/kubernetes.md).",
+        ),
+    ] = None,
     namespace: Annotated[str, typer.Option(help="Kubernetes namespace.")] = "default",
-    store_pvc: Annotated[Optional[str], typer.Option(help="Kubernetes: a PersistentVolumeClaim holding a LEPTON_HOME "
-                                                     "(mounted read-only).")] = None,
-    store_secret: Annotated[Optional[str], typer.Option(help="Kubernetes: a Secret with LEPTON_DB_URL and LEPTON_"
-                                                        "ARTIFACTS (the artifact is fetched and checked).")] = None,
-    token_secret: Annotated[Optional[str], typer.Option(help="Kubernetes: a Secret whose key 'token' is the bearer "
-                                                        "token handlers require.")] = None,
+    store_pvc: Annotated[
+        str | None,
+        typer.Option(help="Kubernetes: a PersistentVolumeClaim holding a LEPTON_HOME (mounted read-only)."),
+    ] = None,
+    store_secret: Annotated[
+        str | None,
+        typer.Option(
+            help="Kubernetes: a Secret with LEPTON_DB_URL and LEPTON_"
+            "ARTIFACTS (the artifact is fetched and checked)."
+        ),
+    ] = None,
+    token_secret: Annotated[
+        str | None,
+        typer.Option(help="Kubernetes: a Secret whose key 'token' is the bearer token handlers require."),
+    ] = None,
     cpus: Annotated[float, typer.Option(min=0.001, help="Kubernetes: CPUs requested per replica.")] = 1.0,
     memory: Annotated[str, typer.Option(help="Kubernetes: memory per replica (request and limit).")] = "2Gi",
     gpus: Annotated[int, typer.Option(min=0, help="Kubernetes: NVIDIA GPUs per replica.")] = 0,
-    port: Annotated[Optional[int], typer.Option(min=1, max=65535, help="Kubernetes: the container's port (8080); "
-                                                "Ray: the HTTP port (8000).")] = None,
-    max_batch_size: Annotated[Optional[int], typer.Option(min=1, help="Examples per model call.")] = None,
-    max_wait_ms: Annotated[Optional[float], typer.Option(min=0, help="Longest wait for a batch to fill.")] = None,
-    workers: Annotated[Optional[int], typer.Option(min=1, help="Kubernetes: worker processes per replica.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="Kubernetes: cpu or cuda (cuda when --gpus > 0).")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Kubernetes: print the validated manifests, apply "
-                                                             "nothing.")] = False,
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="yaml or json.")] = None,
-    kubeconfig: Annotated[Optional[str], typer.Option(help="Kubernetes: kubeconfig file (default $KUBECONFIG or "
-                                                      "~/.kube/config).")] = None,
-    context: Annotated[Optional[str], typer.Option(help="Kubernetes: kubeconfig context.")] = None,
-    address: Annotated[Optional[str], typer.Option(help="Ray: cluster address HOST:6379 (default: "
-                                                   "RAY_ADDRESS; no cluster is started for you).")] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=65535, help="Kubernetes: the container's port (8080); Ray: the HTTP port (8000)."
+        ),
+    ] = None,
+    max_batch_size: Annotated[int | None, typer.Option(min=1, help="Examples per model call.")] = None,
+    max_wait_ms: Annotated[
+        float | None, typer.Option(min=0, help="Longest wait for a batch to fill.")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Kubernetes: worker processes per replica.")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="Kubernetes: cpu or cuda (cuda when --gpus > 0).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Kubernetes: print the validated manifests, apply nothing.")
+    ] = False,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="yaml or json.")] = None,
+    kubeconfig: Annotated[
+        str | None, typer.Option(help="Kubernetes: kubeconfig file (default $KUBECONFIG or ~/.kube/config).")
+    ] = None,
+    context: Annotated[str | None, typer.Option(help="Kubernetes: kubeconfig context.")] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray: cluster address HOST:6379 (default: RAY_ADDRESS; no cluster is started for you)."
+        ),
+    ] = None,
 ) -> None:
     """Serve REF with N replicas on a Ray cluster (Ray Serve) or a Kubernetes cluster (Deployment, Service, HPA)."""
     bounds = parse_autoscale(autoscale) if autoscale is not None else None
@@ -66,30 +102,67 @@ def deploy(
             raise InvalidInputError("--dry-run renders Kubernetes manifests: use it with --target kubernetes")
         from lepton_ai.deploy.ray import deploy_ray
 
-        settings = {k: v for k, v in (("max_batch_size", max_batch_size), ("max_wait_ms", max_wait_ms))
-                    if v is not None}
-        result = deploy_ray(ref, replicas=replicas, autoscale=bounds, address=address, http_port=port or 8000,
-                            settings=settings or None)
+        settings = {
+            k: v
+            for k, v in (("max_batch_size", max_batch_size), ("max_wait_ms", max_wait_ms))
+            if v is not None
+        }
+        result = deploy_ray(
+            ref,
+            replicas=replicas,
+            autoscale=bounds,
+            address=address,
+            http_port=port or 8000,
+            settings=settings or None,
+        )
         if output == "json":
             print_json(result)
         else:
-            console.print(f"[green]✓[/] {result['name']}: {result['replicas']} replica(s) on Ray Serve at "
-                          f"{result['url']}", highlight=False, soft_wrap=True)
+            console.print(
+                f"[green]✓[/] {result['name']}: {result['replicas']} replica(s) on Ray Serve at "
+                f"{result['url']}",
+                highlight=False,
+                soft_wrap=True,
+            )
         return
     if target != "kubernetes":
         raise InvalidInputError(f"--target is ray or kubernetes, got {target!r}")
     from lepton_ai.deploy import kubernetes as k8s
 
-    serve_args = [arg for flag, value in (("--max-batch-size", max_batch_size), ("--max-wait-ms", max_wait_ms),
-                                          ("--workers", workers), ("--device", device or ("cuda" if gpus else None)))
-                  if value is not None for arg in (flag, str(value))]
-    manifests = k8s.service_manifests(ref, replicas=replicas, image=image or "", autoscale=bounds, namespace=namespace,
-                                      cpus=cpus, memory=memory, gpus=gpus, port=port or 8080, store_pvc=store_pvc,
-                                      store_secret=store_secret, token_secret=token_secret, serve_args=serve_args)
+    serve_args = [
+        arg
+        for flag, value in (
+            ("--max-batch-size", max_batch_size),
+            ("--max-wait-ms", max_wait_ms),
+            ("--workers", workers),
+            ("--device", device or ("cuda" if gpus else None)),
+        )
+        if value is not None
+        for arg in (flag, str(value))
+    ]
+    manifests = k8s.service_manifests(
+        ref,
+        replicas=replicas,
+        image=image or "",
+        autoscale=bounds,
+        namespace=namespace,
+        cpus=cpus,
+        memory=memory,
+        gpus=gpus,
+        port=port or 8080,
+        store_pvc=store_pvc,
+        store_secret=store_secret,
+        token_secret=token_secret,
+        serve_args=serve_args,
+    )
     k8s.validate(manifests)
-    if dry_run:  # both forms pipe into `kubectl apply -f -`
-        sys.stdout.write(jsonlib.dumps({"apiVersion": "v1", "kind": "List", "items": manifests}, indent=2) + "\n"
-                         if output == "json" else k8s.to_yaml(manifests))
+    # both forms pipe into `kubectl apply -f -`
+    if dry_run:
+        sys.stdout.write(
+            jsonlib.dumps({"apiVersion": "v1", "kind": "List", "items": manifests}, indent=2) + "\n"
+            if output == "json"
+            else k8s.to_yaml(manifests)
+        )
         return
     applied = k8s.apply(manifests, kubeconfig=kubeconfig, context=context)
     name = manifests[0]["metadata"]["name"]
@@ -98,5 +171,9 @@ def deploy(
         return
     for what in applied:
         console.print(f"[green]✓[/] applied {what}", highlight=False)
-    console.print(f"in-cluster URL http://{name}.{namespace}.svc · wait for it: "
-                  f"kubectl -n {namespace} rollout status deployment/{name}", highlight=False, soft_wrap=True)
+    console.print(
+        f"in-cluster URL http://{name}.{namespace}.svc · wait for it: "
+        f"kubectl -n {namespace} rollout status deployment/{name}",
+        highlight=False,
+        soft_wrap=True,
+    )

@@ -13,9 +13,17 @@ from lepton_ai.machine import machine_info
 
 # extra -> the module that proves it is installed
 EXTRAS = {
-    "postgres": "psycopg", "s3": "s3fs", "onnx": "onnxruntime", "hf": "transformers",
-    "serve": "fastapi", "ray": "ray", "k8s": "kubernetes", "fl": "flwr", "dp": "opacus",
-    "explain": "captum", "plots": "matplotlib",
+    "postgres": "psycopg",
+    "s3": "s3fs",
+    "onnx": "onnxruntime",
+    "hf": "transformers",
+    "serve": "fastapi",
+    "ray": "ray",
+    "k8s": "kubernetes",
+    "fl": "flwr",
+    "dp": "opacus",
+    "explain": "captum",
+    "plots": "matplotlib",
 }
 
 
@@ -24,14 +32,18 @@ def doctor_report() -> dict[str, Any]:
     from lepton_ai.store import db
 
     url = db.normalize_url(config.db_url())
-    registry: dict[str, Any] = {"db_url": db.safe_url(url), "artifacts": config.artifacts_url(),
-                                "home": str(config.home())}
+    registry: dict[str, Any] = {
+        "db_url": db.safe_url(url),
+        "artifacts": config.artifacts_url(),
+        "home": str(config.home()),
+    }
     try:
         from lepton_ai.store import Registry
 
         reg = Registry()
         registry.update(ok=True, schema=db.current_revision(reg.engine), models=len(reg.list_models()))
-    except Exception as e:  # the doctor reports a broken registry instead of dying on it
+    # the doctor reports a broken registry instead of dying on it
+    except Exception as e:
         registry.update(ok=False, error=f"{type(e).__name__}: {e}")
     return {
         "lepton": __version__,
@@ -48,18 +60,37 @@ def doctor(json: Annotated[bool, typer.Option("--json", help="Print one JSON doc
         print_json(report)
         return
     m, cpu, reg = report["machine"], report["machine"]["cpu"], report["registry"]
-    gpus = "; ".join(f"{g['name']} ({human_bytes(g['memory_bytes'])}, sm {g['capability']})" for g in m["gpus"])
-    print_table(f"lepton {report['lepton']} doctor", ("check", "value"), [
-        ("python", m["python"]),
-        ("torch", f"{m['torch']} ({m['torch_threads']} threads)" if m["torch"] else "[red]missing[/]"),
-        ("cpu", f"{cpu['model']} · {cpu['arch']} · {cpu['cores']} cores · {human_bytes(cpu['memory_bytes'])} RAM"),
-        ("cpu flags", " ".join(cpu["flags"]) or "none of note"),
-        ("gpu", gpus or "none (CPU only)"),
-        ("extras", " ".join(f"[green]✓{k}[/]" if ok else f"[dim]✗{k}[/]" for k, ok in report["extras"].items())),
-        ("registry", reg["db_url"] + (f" · schema {reg['schema']} · {reg['models']} models" if reg["ok"]
-                                      else f" · [red]{reg['error']}[/]")),
-        ("artifacts", reg["artifacts"]),
-    ])
+    gpus = "; ".join(
+        f"{g['name']} ({human_bytes(g['memory_bytes'])}, sm {g['capability']})" for g in m["gpus"]
+    )
+    print_table(
+        f"lepton {report['lepton']} doctor",
+        ("check", "value"),
+        [
+            ("python", m["python"]),
+            ("torch", f"{m['torch']} ({m['torch_threads']} threads)" if m["torch"] else "[red]missing[/]"),
+            (
+                "cpu",
+                f"{cpu['model']} · {cpu['arch']} · {cpu['cores']} cores · {human_bytes(cpu['memory_bytes'])} RAM",
+            ),
+            ("cpu flags", " ".join(cpu["flags"]) or "none of note"),
+            ("gpu", gpus or "none (CPU only)"),
+            (
+                "extras",
+                " ".join(f"[green]✓{k}[/]" if ok else f"[dim]✗{k}[/]" for k, ok in report["extras"].items()),
+            ),
+            (
+                "registry",
+                reg["db_url"]
+                + (
+                    f" · schema {reg['schema']} · {reg['models']} models"
+                    if reg["ok"]
+                    else f" · [red]{reg['error']}[/]"
+                ),
+            ),
+            ("artifacts", reg["artifacts"]),
+        ],
+    )
     if not reg["ok"]:
         console.print("[red]the registry is not usable: check LEPTON_DB_URL / LEPTON_HOME[/]")
         raise typer.Exit(1)

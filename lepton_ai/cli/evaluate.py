@@ -11,7 +11,9 @@ from lepton_ai.cli.output import console, print_json
 
 def evaluate(
     model: Annotated[str, typer.Argument(help="NAME[:VERSION] in the registry, or a saved-model dir.")],
-    data: Annotated[str, typer.Option(help="digits, breast_cancer, wine, iris, a CSV/JSONL file or an image folder.")],
+    data: Annotated[
+        str, typer.Option(help="digits, breast_cancer, wine, iris, a CSV/JSONL file or an image folder.")
+    ],
     split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
     seed: int = 0,
     json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
@@ -27,4 +29,6 @@ def evaluate(
     if json:
         print_json({"model": model, "data": data, "split": split, "metrics": metrics})
     else:
-        console.print(f"{model} on {data} ({split}): " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        console.print(
+            f"{model} on {data} ({split}): " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -20,25 +20,36 @@ Json = Annotated[bool, typer.Option("--json", help="Print one JSON document inst
 def register(
     name: Annotated[str, typer.Argument(help="Model name; the version number is assigned.")],
     path: Annotated[Path, typer.Argument(help="File or directory holding the model.")],
-    metrics: Annotated[Optional[str], typer.Option(help='JSON object, e.g. \'{"accuracy": 0.98}\'.')] = None,
-    format: Annotated[Optional[str], typer.Option(help="safetensors, onnx, huggingface… (default: inferred).")] = None,
-    description: Annotated[Optional[str], typer.Option(help="What the model is for.")] = None,
-    tag: Annotated[Optional[list[str]], typer.Option(help="A tag; repeat for several.")] = None,
-    parent: Annotated[Optional[str], typer.Option(help="NAME[:VERSION] this version was derived from.")] = None,
+    metrics: Annotated[str | None, typer.Option(help="JSON object, e.g. '{\"accuracy\": 0.98}'.")] = None,
+    format: Annotated[
+        str | None, typer.Option(help="safetensors, onnx, huggingface… (default: inferred).")
+    ] = None,
+    description: Annotated[str | None, typer.Option(help="What the model is for.")] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="A tag; repeat for several.")] = None,
+    parent: Annotated[str | None, typer.Option(help="NAME[:VERSION] this version was derived from.")] = None,
     json: Json = False,
 ) -> None:
     """Store PATH as the next version of NAME."""
-    info = Registry().register(name, path, metrics=parse_metrics(metrics), format=format,
-                               description=description, tags=tag, parent=parent)
+    info = Registry().register(
+        name,
+        path,
+        metrics=parse_metrics(metrics),
+        format=format,
+        description=description,
+        tags=tag,
+        parent=parent,
+    )
     if json:
         print_json(info.to_dict())
     else:
-        typer.echo(f"registered {info.ref} ({info.format}, {human_bytes(info.size_bytes)}, sha256 {info.sha256[:12]}…)")
+        typer.echo(
+            f"registered {info.ref} ({info.format}, {human_bytes(info.size_bytes)}, sha256 {info.sha256[:12]}…)"
+        )
 
 
 @app.command("list")
 def list_(
-    name: Annotated[Optional[str], typer.Argument(help="List this model's versions instead.")] = None,
+    name: Annotated[str | None, typer.Argument(help="List this model's versions instead.")] = None,
     json: Json = False,
 ) -> None:
     """List models, or the versions of one model."""
@@ -48,23 +59,34 @@ def list_(
         if json:
             print_json([v.to_dict() for v in versions])
             return
-        print_table(f"versions of {name}", ("version", "format", "size", "metrics", "parent", "created"),
-                    ((v.version, v.format, human_bytes(v.size_bytes), _short(v.metrics), v.parent, v.created_at)
-                     for v in versions))
+        print_table(
+            f"versions of {name}",
+            ("version", "format", "size", "metrics", "parent", "created"),
+            (
+                (v.version, v.format, human_bytes(v.size_bytes), _short(v.metrics), v.parent, v.created_at)
+                for v in versions
+            ),
+        )
         return
     models = registry.list_models()
     if json:
         print_json([m.to_dict() for m in models])
         return
-    print_table("models", ("name", "latest", "versions", "description", "updated"),
-                ((m.name, m.latest_version, m.num_versions, m.description, m.updated_at) for m in models))
+    print_table(
+        "models",
+        ("name", "latest", "versions", "description", "updated"),
+        ((m.name, m.latest_version, m.num_versions, m.description, m.updated_at) for m in models),
+    )
 
 
 @app.command()
-def show(ref: Annotated[str, typer.Argument(help="NAME (latest) or NAME:VERSION.")], json: Json = False) -> None:
+def show(
+    ref: Annotated[str, typer.Argument(help="NAME (latest) or NAME:VERSION.")], json: Json = False
+) -> None:
     """Show one model version: where it is stored, its hash, metrics, lineage and privacy (ε, δ, mechanism)."""
     info = Registry().get(ref)
-    privacy = (info.recipe or {}).get("privacy")  # recorded by training with DP-SGD
+    # recorded by training with DP-SGD
+    privacy = (info.recipe or {}).get("privacy")
     if json:
         print_json({**info.to_dict(), "privacy": privacy})
         return
@@ -76,7 +98,9 @@ def show(ref: Annotated[str, typer.Argument(help="NAME (latest) or NAME:VERSION.
 
 
 @app.command()
-def rm(ref: Annotated[str, typer.Argument(help="NAME (every version) or NAME:VERSION.")], json: Json = False) -> None:
+def rm(
+    ref: Annotated[str, typer.Argument(help="NAME (every version) or NAME:VERSION.")], json: Json = False
+) -> None:
     """Remove a model version, or a whole model with all its versions."""
     gone = Registry().remove(ref)
     if json:
@@ -86,11 +110,14 @@ def rm(ref: Annotated[str, typer.Argument(help="NAME (every version) or NAME:VER
 
 
 @app.command()
-def verify(ref: Annotated[str, typer.Argument(help="NAME (latest) or NAME:VERSION.")], json: Json = False) -> None:
+def verify(
+    ref: Annotated[str, typer.Argument(help="NAME (latest) or NAME:VERSION.")], json: Json = False
+) -> None:
     """Check that the stored artifact still has the sha256 recorded at registration."""
     registry = Registry()
     info = registry.get(ref)
-    path = registry.fetch(info.ref)  # raises, naming both hashes, on any mismatch
+    # raises, naming both hashes, on any mismatch
+    path = registry.fetch(info.ref)
     if json:
         print_json({"ref": info.ref, "sha256": info.sha256, "path": str(path), "ok": True})
     else:

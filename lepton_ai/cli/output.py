@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-console = Console(emoji=False)  # ':x:' in a path or a message stays ':x:'
+# ':x:' in a path or a message stays ':x:'
+console = Console(emoji=False)
 err_console = Console(stderr=True, emoji=False)
 
 
@@ -39,8 +40,11 @@ def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]
 
 def print_fields(title: str, fields: dict[str, Any]) -> None:
     """Print key/value pairs as a two-column table."""
-    print_table(title, ("field", "value"), ((k, json.dumps(v) if isinstance(v, (dict, list)) else v)
-                                            for k, v in fields.items()))
+    print_table(
+        title,
+        ("field", "value"),
+        ((k, json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in fields.items()),
+    )
 
 
 def human_bytes(n: int | None) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -16,7 +16,7 @@ Json = Annotated[bool, typer.Option("--json", help="Print one JSON document inst
 
 @app.command("list")
 def list_(
-    kind: Annotated[Optional[str], typer.Option(help="Only runs of this kind (train, optimize…).")] = None,
+    kind: Annotated[str | None, typer.Option(help="Only runs of this kind (train, optimize…).")] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 50,
     json: Json = False,
 ) -> None:
@@ -25,13 +25,28 @@ def list_(
     if json:
         print_json([r.to_dict() for r in runs])
         return
-    print_table("runs", ("id", "kind", "name", "status", "metrics", "created", "ended"),
-                ((r.id, r.kind, r.name, r.status, ", ".join(f"{k}={v:.4g}" for k, v in r.metrics.items()),
-                  r.created_at, r.ended_at) for r in runs))
+    print_table(
+        "runs",
+        ("id", "kind", "name", "status", "metrics", "created", "ended"),
+        (
+            (
+                r.id,
+                r.kind,
+                r.name,
+                r.status,
+                ", ".join(f"{k}={v:.4g}" for k, v in r.metrics.items()),
+                r.created_at,
+                r.ended_at,
+            )
+            for r in runs
+        ),
+    )
 
 
 @app.command()
-def show(run_id: Annotated[int, typer.Argument(min=1, max=2**31 - 1, help="The run's id.")], json: Json = False) -> None:
+def show(
+    run_id: Annotated[int, typer.Argument(min=1, max=2**31 - 1, help="The run's id.")], json: Json = False
+) -> None:
     """Show one run with its parameters and metrics over steps."""
     run = Registry().get_run(run_id)
     if json:

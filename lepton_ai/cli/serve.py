@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json as jsonlib
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -13,24 +13,45 @@ from lepton_ai.errors import InvalidInputError, NotFoundError
 
 
 def serve(
-    target: Annotated[str, typer.Argument(help="NAME[:VERSION] in the registry, a saved-model dir, or path.py:Class.")],
+    target: Annotated[
+        str, typer.Argument(help="NAME[:VERSION] in the registry, a saved-model dir, or path.py:Class.")
+    ],
     host: Annotated[str, typer.Option(help="Address to bind (0.0.0.0 for every interface).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8080,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes (one model copy each).")] = 1,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    max_batch_size: Annotated[Optional[int], typer.Option(min=1, help="Examples per model call.")] = None,
-    max_wait_ms: Annotated[Optional[float], typer.Option(min=0, help="Longest wait for a batch to fill.")] = None,
-    max_concurrency: Annotated[int, typer.Option(min=1, help="Requests handled at once; more get 503.")] = 512,
+    max_batch_size: Annotated[int | None, typer.Option(min=1, help="Examples per model call.")] = None,
+    max_wait_ms: Annotated[
+        float | None, typer.Option(min=0, help="Longest wait for a batch to fill.")
+    ] = None,
+    max_concurrency: Annotated[
+        int, typer.Option(min=1, help="Requests handled at once; more get 503.")
+    ] = 512,
     max_queue: Annotated[int, typer.Option(min=1, help="Requests waiting per handler; more get 503.")] = 256,
     timeout_s: Annotated[float, typer.Option(min=0.001, help="A request waiting longer gets 504.")] = 30.0,
-    max_body_mb: Annotated[float, typer.Option(min=0.001, help="Largest request body; larger get 413.")] = 8.0,
-    max_examples: Annotated[int, typer.Option(min=1, help="Most examples in one request; more get 413.")] = 4096,
-    token: Annotated[Optional[str], typer.Option(envvar="LEPTON_TOKEN", show_default=False,
-                                                 help="Require 'Authorization: Bearer TOKEN' on handlers "
-                                                      "(prefer LEPTON_TOKEN: command lines are visible).")] = None,
-    model_process: Annotated[Optional[bool], typer.Option(
-        "--model-process/--no-model-process", show_default=False,
-        help="Run init and the handlers in a process of their own (default: eager PyTorch models on CPU do).")] = None,
+    max_body_mb: Annotated[
+        float, typer.Option(min=0.001, help="Largest request body; larger get 413.")
+    ] = 8.0,
+    max_examples: Annotated[
+        int, typer.Option(min=1, help="Most examples in one request; more get 413.")
+    ] = 4096,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="LEPTON_TOKEN",
+            show_default=False,
+            help="Require 'Authorization: Bearer TOKEN' on handlers "
+            "(prefer LEPTON_TOKEN: command lines are visible).",
+        ),
+    ] = None,
+    model_process: Annotated[
+        bool | None,
+        typer.Option(
+            "--model-process/--no-model-process",
+            show_default=False,
+            help="Run init and the handlers in a process of their own (default: eager PyTorch models on CPU do).",
+        ),
+    ] = None,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
 ) -> None:
     """Serve a registered model (POST /predict) or a Photon class over HTTP until SIGTERM / Ctrl-C."""
@@ -40,14 +61,24 @@ def serve(
     from lepton_ai.serve.server import serve as run
 
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))  # aligned with uvicorn's lines
+    # aligned with uvicorn's lines
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
     logging.getLogger("lepton").addHandler(handler)
     logging.getLogger("lepton").setLevel(logging.INFO)
-    settings = ServeSettings(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_concurrency=max_concurrency,
-                             max_queue=max_queue, timeout_s=timeout_s, token=token or None,
-                             max_body_bytes=int(max_body_mb * 1024 * 1024), max_examples=max_examples,
-                             model_process=model_process)
-    run(target, host=host, port=port, workers=workers, device=device, settings=settings, access_log=access_log)
+    settings = ServeSettings(
+        max_batch_size=max_batch_size,
+        max_wait_ms=max_wait_ms,
+        max_concurrency=max_concurrency,
+        max_queue=max_queue,
+        timeout_s=timeout_s,
+        token=token or None,
+        max_body_bytes=int(max_body_mb * 1024 * 1024),
+        max_examples=max_examples,
+        model_process=model_process,
+    )
+    run(
+        target, host=host, port=port, workers=workers, device=device, settings=settings, access_log=access_log
+    )
 
 
 bench = typer.Typer(help="Measure: load-test a running service.", no_args_is_help=True)
@@ -61,13 +92,22 @@ def bench_serve(
     concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at once.")] = 32,
     duration: Annotated[float, typer.Option(min=0.1, help="Seconds measured (after the warm-up).")] = 20.0,
     warmup: Annotated[float, typer.Option(min=0, help="Seconds of load before measuring.")] = 1.0,
-    rate: Annotated[Optional[float], typer.Option(
-        min=0.1, help="Open loop: requests per second on a fixed schedule (a request due while its client still "
-        "waits is timed from its slot).")] = None,
-    token: Annotated[Optional[str], typer.Option(envvar="LEPTON_TOKEN", show_default=False)] = None,
-    cpus: Annotated[Optional[str], typer.Option(
-        help="Run the load generator on these CPUs only (e.g. 12-15, as taskset -c takes them), to keep it off "
-        "the cores of a server on the same machine.")] = None,
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            min=0.1,
+            help="Open loop: requests per second on a fixed schedule (a request due while its client still "
+            "waits is timed from its slot).",
+        ),
+    ] = None,
+    token: Annotated[str | None, typer.Option(envvar="LEPTON_TOKEN", show_default=False)] = None,
+    cpus: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the load generator on these CPUs only (e.g. 12-15, as taskset -c takes them), to keep it off "
+            "the cores of a server on the same machine."
+        ),
+    ] = None,
     json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Load-test URL: throughput, p50/p90/p99 latency and errors by status code."""
@@ -82,8 +122,17 @@ def bench_serve(
         raise InvalidInputError(f"{payload} is not valid JSON: {e}") from e
     if not url.startswith(("http://", "https://")):
         raise InvalidInputError(f"{url} is not an http(s) URL")
-    result = load_test(url, body, handler=handler, concurrency=concurrency, duration=duration, warmup=warmup,
-                       rate=rate, token=token, cpus=parse_cpus(cpus) if cpus else None)
+    result = load_test(
+        url,
+        body,
+        handler=handler,
+        concurrency=concurrency,
+        duration=duration,
+        warmup=warmup,
+        rate=rate,
+        token=token,
+        cpus=parse_cpus(cpus) if cpus else None,
+    )
     if json:
         print_json(result)
         return
@@ -94,12 +143,19 @@ def show_load(result: dict) -> None:
     """Print a load test's figures as a table."""
     lat = result["latency_ms"]
     errors = ", ".join(f"{code}: {n}" for code, n in result["errors"].items()) or "none"
-    print_table(f"{result['url']} — {'rate ' + str(result['rate']) + '/s' if result['rate'] else 'concurrency ' + str(result['concurrency'])}",
-                ("figure", "value"), [
-                    ("requests/s", f"{result['requests_per_s']:,.0f}"),
-                    ("examples/s", f"{result['examples_per_s']:,.0f} ({result['examples_per_request']} per request)"),
-                    ("latency p50 / p90 / p99", f"{lat['p50']} / {lat['p90']} / {lat['p99']} ms"),
-                    ("requests answered", f"{result['ok']:,} ok of {result['requests']:,} in {result['duration_s']} s"),
-                    ("errors", errors)])
+    print_table(
+        f"{result['url']} — {'rate ' + str(result['rate']) + '/s' if result['rate'] else 'concurrency ' + str(result['concurrency'])}",
+        ("figure", "value"),
+        [
+            ("requests/s", f"{result['requests_per_s']:,.0f}"),
+            ("examples/s", f"{result['examples_per_s']:,.0f} ({result['examples_per_request']} per request)"),
+            ("latency p50 / p90 / p99", f"{lat['p50']} / {lat['p90']} / {lat['p99']} ms"),
+            (
+                "requests answered",
+                f"{result['ok']:,} ok of {result['requests']:,} in {result['duration_s']} s",
+            ),
+            ("errors", errors),
+        ],
+    )
     if result["ok"] == 0:
         console.print("[red]no request succeeded[/]")

@@ -11,7 +11,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,46 +23,83 @@ if TYPE_CHECKING:
     from lepton_ai.privacy.dp import DPConfig
 
 _DP_DEFAULTS = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in DP_TRAINING_DEFAULTS.items())
-LAUNCH_OPTIONS = ("nproc", "nnodes", "rdzv", "node_rank", "rdzv_id")  # torchrun's, not the ranks'
+# torchrun's, not the ranks'
+LAUNCH_OPTIONS = ("nproc", "nnodes", "rdzv", "node_rank", "rdzv_id")
 
 
 def train(
     ctx: typer.Context,
-    model: Annotated[str, typer.Option(help="mlp, cnn-small, resnet18, minilm, a Hugging Face dir or NAME[:VERSION].")],
-    data: Annotated[str, typer.Option(help="digits, breast_cancer, wine, iris, a CSV/JSONL file or an image folder.")],
+    model: Annotated[
+        str, typer.Option(help="mlp, cnn-small, resnet18, minilm, a Hugging Face dir or NAME[:VERSION].")
+    ],
+    data: Annotated[
+        str, typer.Option(help="digits, breast_cancer, wine, iris, a CSV/JSONL file or an image folder.")
+    ],
     name: Annotated[str, typer.Option(help="Registry name for the trained model.")],
     epochs: Annotated[int, typer.Option(min=1)] = 10,
     lr: Annotated[float, typer.Option(min=0.0)] = 3e-3,
-    batch_size: Annotated[int, typer.Option(min=1, help="Examples per step in each process "
-                                                        "(with --nproc 4, 4× as many per step).")] = 64,
+    batch_size: Annotated[
+        int,
+        typer.Option(min=1, help="Examples per step in each process (with --nproc 4, 4× as many per step)."),
+    ] = 64,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16.")] = "auto",
     schedule: Annotated[str, typer.Option(help="cosine, onecycle or none.")] = "cosine",
-    early_stopping: Annotated[Optional[int], typer.Option(help="Stop after N epochs without a better val loss.")] = None,
-    checkpoint_dir: Annotated[Optional[Path], typer.Option(help="Default: $LEPTON_HOME/checkpoints/NAME.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last complete checkpoint.")] = False,
+    early_stopping: Annotated[
+        int | None, typer.Option(help="Stop after N epochs without a better val loss.")
+    ] = None,
+    checkpoint_dir: Annotated[
+        Path | None, typer.Option(help="Default: $LEPTON_HOME/checkpoints/NAME.")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the last complete checkpoint.")
+    ] = False,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (GPU).")] = False,
     seed: int = 0,
     label: Annotated[str, typer.Option(help="Label column of a CSV/JSONL file.")] = "label",
-    text: Annotated[Optional[str], typer.Option(help="Text column of a CSV/JSONL file.")] = None,
+    text: Annotated[str | None, typer.Option(help="Text column of a CSV/JSONL file.")] = None,
     image_size: Annotated[int, typer.Option(help="Side in pixels images are resized to.")] = 64,
     json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
-    dp_epsilon: Annotated[Optional[float], typer.Option(help="Train with DP-SGD (Opacus) to this privacy budget ε per "
-                                                             "training example; epochs, batch size and lr not given "
-                                                             "then take the DP defaults "
-                                                             f"({_DP_DEFAULTS}).")] = None,
-    dp_delta: Annotated[Optional[float], typer.Option(help="δ of (ε, δ)-DP, with --dp-epsilon. Default: 1e-5 "
-                                                           "(keep it below 1 / training examples).")] = None,
-    max_grad_norm: Annotated[Optional[float], typer.Option(help="Clip gradients to this L2 norm: each example's "
-                                                                "with --dp-epsilon (default 1.0), else each batch's.")] = None,
-    nproc: Annotated[int, typer.Option(help="Data-parallel processes on this machine (torchrun + DDP; "
-                                            "one GPU each on GPU).")] = 1,
+    dp_epsilon: Annotated[
+        float | None,
+        typer.Option(
+            help="Train with DP-SGD (Opacus) to this privacy budget ε per "
+            "training example; epochs, batch size and lr not given "
+            "then take the DP defaults "
+            f"({_DP_DEFAULTS})."
+        ),
+    ] = None,
+    dp_delta: Annotated[
+        float | None,
+        typer.Option(
+            help="δ of (ε, δ)-DP, with --dp-epsilon. Default: 1e-5 (keep it below 1 / training examples)."
+        ),
+    ] = None,
+    max_grad_norm: Annotated[
+        float | None,
+        typer.Option(
+            help="Clip gradients to this L2 norm: each example's "
+            "with --dp-epsilon (default 1.0), else each batch's."
+        ),
+    ] = None,
+    nproc: Annotated[
+        int,
+        typer.Option(help="Data-parallel processes on this machine (torchrun + DDP; one GPU each on GPU)."),
+    ] = 1,
     nnodes: Annotated[int, typer.Option(help="Machines taking part; each runs this same command.")] = 1,
-    rdzv: Annotated[Optional[str], typer.Option(help="HOST:PORT where the machines meet "
-                                                     "(needed with --nnodes > 1).")] = None,
-    node_rank: Annotated[Optional[int], typer.Option(help="This machine's number, 0..nnodes-1 (node 0 listens at "
-                                                          "--rdzv); without it machines join in any order.")] = None,
-    rdzv_id: Annotated[Optional[str], typer.Option(help="Job id shared by the machines. Default: lepton-NAME.")] = None,
+    rdzv: Annotated[
+        str | None, typer.Option(help="HOST:PORT where the machines meet (needed with --nnodes > 1).")
+    ] = None,
+    node_rank: Annotated[
+        int | None,
+        typer.Option(
+            help="This machine's number, 0..nnodes-1 (node 0 listens at "
+            "--rdzv); without it machines join in any order."
+        ),
+    ] = None,
+    rdzv_id: Annotated[
+        str | None, typer.Option(help="Job id shared by the machines. Default: lepton-NAME.")
+    ] = None,
 ) -> None:
     """Train MODEL on DATA, evaluate on the test split and register the result as NAME."""
     from lepton_ai.privacy.dp import PrivacyNotice, describe
@@ -72,38 +109,69 @@ def train(
     dp = _dp_config(dp_epsilon, dp_delta, max_grad_norm)
     distributed.check_launch(nproc, nnodes, rdzv, node_rank)
     if dp is not None and (nproc != 1 or nnodes != 1 or rdzv or distributed.world().world_size > 1):
-        raise InvalidInputError("DP-SGD (--dp-epsilon) with data-parallel training (--nproc/--nnodes) is not "
-                                "supported yet: train privately in one process")
+        raise InvalidInputError(
+            "DP-SGD (--dp-epsilon) with data-parallel training (--nproc/--nnodes) is not "
+            "supported yet: train privately in one process"
+        )
     if (nproc != 1 or nnodes != 1 or rdzv) and not distributed.launched():
         raise typer.Exit(_launch(ctx))
     options = {"epochs": epochs, "lr": lr, "batch_size": batch_size}
-    if dp is not None:  # the DP defaults stand in for the ones the user left out
-        options = {k: v for k, v in options.items() if getattr(ctx.get_parameter_source(k), "name", "") != "DEFAULT"}
+    # the DP defaults stand in for the ones the user left out
+    if dp is not None:
+        options = {
+            k: v for k, v in options.items() if getattr(ctx.get_parameter_source(k), "name", "") != "DEFAULT"
+        }
     with warnings.catch_warnings():
         warnings.simplefilter("always", PrivacyNotice)
         warnings.showwarning = _notices(warnings.showwarning)
         result = train_and_register(
-            model, data, name, seed=seed, checkpoint_dir=checkpoint_dir,
-            data_options={"label": label, "text": text, "image_size": image_size}, dp=dp,
-            device=device, precision=precision, schedule=schedule, early_stopping=early_stopping, resume=resume,
-            compile=compile, progress=not json, **options,
-            **({"max_grad_norm": max_grad_norm} if dp is None and max_grad_norm is not None else {}))
+            model,
+            data,
+            name,
+            seed=seed,
+            checkpoint_dir=checkpoint_dir,
+            data_options={"label": label, "text": text, "image_size": image_size},
+            dp=dp,
+            device=device,
+            precision=precision,
+            schedule=schedule,
+            early_stopping=early_stopping,
+            resume=resume,
+            compile=compile,
+            progress=not json,
+            **options,
+            **({"max_grad_norm": max_grad_norm} if dp is None and max_grad_norm is not None else {}),
+        )
     ref, metrics, history = result.ref, result.metrics, result.history
-    if ref is None:  # another rank of a data-parallel job: rank 0 reports
+    # another rank of a data-parallel job: rank 0 reports
+    if ref is None:
         return
     version = int(ref.rsplit(":", 1)[1])
-    doc = {"name": name, "version": version, "metrics": metrics, "train_seconds": history["train_seconds"],
-           "device": history["device"], "precision": history["precision"], "run_id": result.run_id,
-           "resumed_from_epoch": history["resumed_from_epoch"], "world_size": history["world_size"],
-           "epoch_seconds": [row["seconds"] for row in history["epochs"]], "privacy": history.get("privacy")}
+    doc = {
+        "name": name,
+        "version": version,
+        "metrics": metrics,
+        "train_seconds": history["train_seconds"],
+        "device": history["device"],
+        "precision": history["precision"],
+        "run_id": result.run_id,
+        "resumed_from_epoch": history["resumed_from_epoch"],
+        "world_size": history["world_size"],
+        "epoch_seconds": [row["seconds"] for row in history["epochs"]],
+        "privacy": history.get("privacy"),
+    }
     if json:
         print_json(doc)
         return
     parallel = f" × {history['world_size']} processes" if history["world_size"] > 1 else ""
-    resumed = f" (resumed at epoch {history['resumed_from_epoch'] + 1})" if history["resumed_from_epoch"] else ""
-    console.print(f"[green]✓[/] {ref}: test accuracy {metrics['accuracy']:.4f}, f1 {metrics['f1_macro']:.4f}, "
-                  f"loss {metrics['loss']:.4f} · {history['train_seconds']:.1f} s on {history['device']} "
-                  f"({history['precision']}){parallel}{resumed}")
+    resumed = (
+        f" (resumed at epoch {history['resumed_from_epoch'] + 1})" if history["resumed_from_epoch"] else ""
+    )
+    console.print(
+        f"[green]✓[/] {ref}: test accuracy {metrics['accuracy']:.4f}, f1 {metrics['f1_macro']:.4f}, "
+        f"loss {metrics['loss']:.4f} · {history['train_seconds']:.1f} s on {history['device']} "
+        f"({history['precision']}){parallel}{resumed}"
+    )
     if doc["privacy"]:
         console.print(f"  privacy: {describe(doc['privacy'])}", highlight=False)
 
@@ -113,7 +181,9 @@ def _dp_config(epsilon: float | None, delta: float | None, max_grad_norm: float 
 
     if epsilon is None:
         if delta is not None:
-            raise InvalidInputError("--dp-delta needs --dp-epsilon (the privacy budget), e.g. --dp-epsilon 3 --dp-delta 1e-5")
+            raise InvalidInputError(
+                "--dp-delta needs --dp-epsilon (the privacy budget), e.g. --dp-epsilon 3 --dp-delta 1e-5"
+            )
         if max_grad_norm is not None and max_grad_norm <= 0:
             raise InvalidInputError(f"--max-grad-norm must be > 0, got {max_grad_norm}")
         return None
@@ -130,6 +200,7 @@ def _notices(show):  # type: ignore[no-untyped-def]
             print_error(message, "note")
         else:
             show(message, category, filename, lineno, file, line)
+
     return showwarning
 
 
@@ -144,18 +215,25 @@ def _launch(ctx: typer.Context) -> int:
 
     p = ctx.params
     nproc, nnodes, rdzv, node_rank = p["nproc"], p["nnodes"], p["rdzv"], p["node_rank"]
-    dev = resolve_device(p["device"])  # mistakes once here, not once per rank
+    # mistakes once here, not once per rank
+    dev = resolve_device(p["device"])
     resolve_precision(p["precision"], dev)
     if dev.type == "cuda" and nproc > torch.cuda.device_count():
-        raise InvalidInputError(f"--nproc {nproc} but this machine has {torch.cuda.device_count()} GPU(s): one GPU per "
-                                "process, so use fewer processes or --device cpu")
-    examples = len(load(p["data"], "train", seed=p["seed"], label=p["label"], text=p["text"],
-                        image_size=p["image_size"]))
+        raise InvalidInputError(
+            f"--nproc {nproc} but this machine has {torch.cuda.device_count()} GPU(s): one GPU per "
+            "process, so use fewer processes or --device cpu"
+        )
+    examples = len(
+        load(p["data"], "train", seed=p["seed"], label=p["label"], text=p["text"], image_size=p["image_size"])
+    )
     if nproc * nnodes > examples:
-        raise InvalidInputError(f"{nproc * nnodes} processes but {p['data']} has {examples} training examples: "
-                                "each process needs at least one")
+        raise InvalidInputError(
+            f"{nproc * nnodes} processes but {p['data']} has {examples} training examples: "
+            "each process needs at least one"
+        )
     args = [ctx.info_name or "train"]
-    for param in ctx.command.params:  # every option as given (or defaulted), so the ranks run the same job
+    # every option as given (or defaulted), so the ranks run the same job
+    for param in ctx.command.params:
         value = p.get(param.name)
         if param.name in LAUNCH_OPTIONS or value is None:
             continue
@@ -163,17 +241,23 @@ def _launch(ctx: typer.Context) -> int:
             args += [param.opts[0]] if value else []
         else:
             args += [param.opts[0], str(value)]
-    argv = distributed.torchrun_argv(nproc, nnodes, rdzv, node_rank, args, p["rdzv_id"] or f"lepton-{p['name']}")
-    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cpu_info()["cores"] // nproc))}  # what each rank will use
+    argv = distributed.torchrun_argv(
+        nproc, nnodes, rdzv, node_rank, args, p["rdzv_id"] or f"lepton-{p['name']}"
+    )
+    # what each rank will use
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cpu_info()["cores"] // nproc))}
     proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True, errors="replace")
     try:
         cause = _relay_stderr(proc.stderr)  # type: ignore[arg-type]
         code = proc.wait()
     except KeyboardInterrupt:
-        proc.wait()  # torchrun got the same Ctrl-C: let it stop its processes
+        # torchrun got the same Ctrl-C: let it stop its processes
+        proc.wait()
         raise
     if code:
-        print_error(f"data-parallel training failed: {cause or 'a process failed'} (torchrun exit code {code})")
+        print_error(
+            f"data-parallel training failed: {cause or 'a process failed'} (torchrun exit code {code})"
+        )
     return code
 
 
@@ -186,12 +270,17 @@ def _relay_stderr(stream: Iterator[str]) -> str | None:
     block: list[str] = []
     for line in stream:
         if block or line.startswith("Traceback (most recent call last):"):
-            block.append(line)  # held until we know whose traceback it is
+            # held until we know whose traceback it is
+            block.append(line)
             if line[:1].isspace() or line.startswith("Traceback"):
                 continue
-            if any("torch/distributed/run.py" in b for b in block):  # torchrun's own: its report ends the stream
+            # torchrun's own: its report ends the stream
+            if any("torch/distributed/run.py" in b for b in block):
                 report = "".join([*block, *stream]).split("Root Cause", 1)[-1]
-                rank, code = re.search(r"rank\s*:\s*(\d+)", report), re.search(r"exitcode\s*:\s*(-?\d+)", report)
+                rank, code = (
+                    re.search(r"rank\s*:\s*(\d+)", report),
+                    re.search(r"exitcode\s*:\s*(-?\d+)", report),
+                )
                 if not (rank and code):
                     return None
                 n = int(code[1])

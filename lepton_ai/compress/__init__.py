@@ -10,7 +10,26 @@ from lepton_ai.compress.optimize import TECHNIQUES, OptimizeResult, Trial, optim
 from lepton_ai.compress.prune import count_parameters, prune, prune_magnitude, prune_structured, sparsity
 from lepton_ai.compress.quantize import quantize, quantize_onnx, quantize_torch
 
-__all__ = ["OnnxModel", "OptimizeResult", "TECHNIQUES", "Trial", "count_parameters", "distill", "distillation_loss",
-           "embedding_distillation_loss", "export_onnx", "load_runnable", "measure", "optimize", "prune",
-           "prune_magnitude", "prune_structured", "quantize", "quantize_onnx", "quantize_torch", "save_runnable",
-           "size_bytes", "sparsity"]
+__all__ = [
+    "OnnxModel",
+    "OptimizeResult",
+    "TECHNIQUES",
+    "Trial",
+    "count_parameters",
+    "distill",
+    "distillation_loss",
+    "embedding_distillation_loss",
+    "export_onnx",
+    "load_runnable",
+    "measure",
+    "optimize",
+    "prune",
+    "prune_magnitude",
+    "prune_structured",
+    "quantize",
+    "quantize_onnx",
+    "quantize_torch",
+    "save_runnable",
+    "size_bytes",
+    "sparsity",
+]

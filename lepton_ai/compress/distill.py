@@ -10,12 +10,23 @@ from torch import nn
 from lepton_ai.errors import InvalidInputError
 
 
-def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-                      temperature: float = 4.0, alpha: float = 0.7) -> torch.Tensor:
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float = 4.0,
+    alpha: float = 0.7,
+) -> torch.Tensor:
     """Return alpha·T²·KL(teacher_T ‖ student_T) + (1 − alpha)·CE(student, labels) (Hinton et al. 2015)."""
-    soft = nn.functional.kl_div(nn.functional.log_softmax(student_logits / temperature, -1),
-                                nn.functional.log_softmax(teacher_logits / temperature, -1),
-                                reduction="batchmean", log_target=True) * temperature**2
+    soft = (
+        nn.functional.kl_div(
+            nn.functional.log_softmax(student_logits / temperature, -1),
+            nn.functional.log_softmax(teacher_logits / temperature, -1),
+            reduction="batchmean",
+            log_target=True,
+        )
+        * temperature**2
+    )
     return alpha * soft + (1 - alpha) * nn.functional.cross_entropy(student_logits, labels)
 
 
@@ -25,8 +36,16 @@ def embedding_distillation_loss(student: torch.Tensor, teacher: torch.Tensor) ->
     return (1 - cosine).mean() + nn.functional.mse_loss(student, teacher)
 
 
-def distill(teacher: nn.Module, student: nn.Module, train_data: Any, val_data: Any = None, *,
-            temperature: float = 4.0, alpha: float = 0.7, **fit_options: Any) -> dict[str, Any]:
+def distill(
+    teacher: nn.Module,
+    student: nn.Module,
+    train_data: Any,
+    val_data: Any = None,
+    *,
+    temperature: float = 4.0,
+    alpha: float = 0.7,
+    **fit_options: Any,
+) -> dict[str, Any]:
     """Train `student` (e.g. a pruned copy of `teacher`) to match `teacher`; return fit's history.
     Classifiers learn softened logits and labels; embedding models the teacher's embeddings."""
     if temperature <= 0 or not 0 <= alpha <= 1:

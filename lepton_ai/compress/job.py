@@ -31,26 +31,40 @@ def _source(model: str, embedding: bool) -> tuple[Any, str | None]:
     from lepton_ai.store import Registry
 
     if model in ARCHITECTURES:
-        raise InvalidInputError(f"{model} is an untrained architecture: train it first (lepton train) and "
-                                "optimize the registered model")
+        raise InvalidInputError(
+            f"{model} is an untrained architecture: train it first (lepton train) and "
+            "optimize the registered model"
+        )
     if model == "minilm" or is_hf_dir(Path(model).expanduser()):
         if not embedding:
-            raise InvalidInputError(f"{model} is optimized as an embedding model: give a text file of sentences "
-                                    "(one per line) or python-docs as --data")
+            raise InvalidInputError(
+                f"{model} is optimized as an embedding model: give a text file of sentences "
+                "(one per line) or python-docs as --data"
+            )
         return LeptonModel(num_classes=0).load_pretrained_model(model), None
     if Path(model).expanduser().exists():
         return LeptonModel.load(model), None
     try:
-        ref = Registry().get(model).ref  # pinned, so a version registered meanwhile is not mixed in
+        # pinned, so a version registered meanwhile is not mixed in
+        ref = Registry().get(model).ref
         return LeptonModel.load(ref), ref
     except NotFoundError as e:
-        raise NotFoundError(f"no model {model!r}: not minilm, a Hugging Face directory, a saved model nor in the "
-                            f"registry ({e})") from e
+        raise NotFoundError(
+            f"no model {model!r}: not minilm, a Hugging Face directory, a saved model nor in the "
+            f"registry ({e})"
+        ) from e
 
 
-def optimize_and_register(model: str, data: str, *, name: str | None = None, report_dir: str | Path | None = None,
-                          data_options: dict[str, Any] | None = None, progress: bool = True,
-                          **options: Any) -> OptimizeJob:
+def optimize_and_register(
+    model: str,
+    data: str,
+    *,
+    name: str | None = None,
+    report_dir: str | Path | None = None,
+    data_options: dict[str, Any] | None = None,
+    progress: bool = True,
+    **options: Any,
+) -> OptimizeJob:
     """Optimize `model` (a registry ref, saved dir, HF dir or `minilm`) on `data`, write the report
     and register the best as the next version of `name` with its parent and recipe."""
     from lepton_ai.data import load
@@ -58,22 +72,40 @@ def optimize_and_register(model: str, data: str, *, name: str | None = None, rep
     from lepton_ai.store.refs import check_name, parse_ref
 
     splits = {s: load(data, s, **(data_options or {})) for s in ("train", "val", "test")}
-    check_options(splits["test"].num_classes == 0, options.get("max_accuracy_drop"), options.get("max_fidelity_drop"),
-                  options.get("objective", "throughput"), options.get("techniques", TECHNIQUES),
-                  options.get("batch_size", 1), options.get("time_budget_s", 1))  # before anything is written
+    check_options(
+        splits["test"].num_classes == 0,
+        options.get("max_accuracy_drop"),
+        options.get("max_fidelity_drop"),
+        options.get("objective", "throughput"),
+        options.get("techniques", TECHNIQUES),
+        # before anything is written
+        options.get("batch_size", 1),
+        options.get("time_budget_s", 1),
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         net, parent = _source(model, splits["test"].num_classes == 0)
     name = check_name(name or (parse_ref(parent).name if parent else Path(model).name or "model"))
     registry = Registry()
-    if parent is None:  # register what we start from, so the optimized version has a parent
+    # register what we start from, so the optimized version has a parent
+    if parent is None:
         with tempfile.TemporaryDirectory() as tmp:
-            parent = registry.register(name, net.save_dir(Path(tmp) / "source"), format="lepton",
-                                       description=f"{model}, as given to lepton optimize").ref
+            parent = registry.register(
+                name,
+                net.save_dir(Path(tmp) / "source"),
+                format="lepton",
+                description=f"{model}, as given to lepton optimize",
+            ).ref
     run = registry.start_run("optimize", {"model": parent, "data": data, **options}, name=name)
     try:
-        result = optimize(net, splits["test"], calib_data=splits["val"], train_data=splits["train"],
-                          progress=progress, **options)
+        result = optimize(
+            net,
+            splits["test"],
+            calib_data=splits["val"],
+            train_data=splits["train"],
+            progress=progress,
+            **options,
+        )
         out = result.save(report_dir or Path(tempfile.mkdtemp(prefix="lepton-report-")))
         r = result.report
         figures = {k: r[k] for k in ("speedup", "latency_speedup", "size_reduction", f"{r['metric']}_drop")}
@@ -82,11 +114,20 @@ def optimize_and_register(model: str, data: str, *, name: str | None = None, rep
         with tempfile.TemporaryDirectory() as tmp:
             folder = result.save_model(Path(tmp) / "best")
             ref = registry.register(
-                name, folder, format="onnx" if best["recipe"].get("runtime") == "onnxruntime" else "lepton",
-                metrics={r["metric"]: best[r["metric"]], "size_bytes": best["size_bytes"],
-                         "latency_ms_p50": best["latency_ms_p50"], "throughput_per_s": best["throughput_per_s"],
-                         **figures},
-                parent=parent, recipe={"candidate": best["name"], **best["recipe"]}, run_id=run.id).ref
+                name,
+                folder,
+                format="onnx" if best["recipe"].get("runtime") == "onnxruntime" else "lepton",
+                metrics={
+                    r["metric"]: best[r["metric"]],
+                    "size_bytes": best["size_bytes"],
+                    "latency_ms_p50": best["latency_ms_p50"],
+                    "throughput_per_s": best["throughput_per_s"],
+                    **figures,
+                },
+                parent=parent,
+                recipe={"candidate": best["name"], **best["recipe"]},
+                run_id=run.id,
+            ).ref
     except BaseException as e:
         registry.end_run(run.id, "cancelled" if isinstance(e, KeyboardInterrupt) else "failed")
         raise

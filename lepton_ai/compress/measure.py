@@ -19,7 +19,8 @@ def size_bytes(model: Any) -> int:
     path = getattr(model, "path", None)
     if isinstance(path, Path) and path.exists():
         return path.stat().st_size
-    module = getattr(model, "model", model)  # a wrapper that runs a module elsewhere
+    # a wrapper that runs a module elsewhere
+    module = getattr(model, "model", model)
     if isinstance(module, torch.nn.Module):
         buffer = io.BytesIO()
         torch.save(module.state_dict(), buffer)
@@ -51,8 +52,14 @@ def _timed(fn: Callable[[], Any], repeats: int, min_seconds: float) -> list[floa
 
 
 @torch.inference_mode()
-def measure(model: Callable[[Any], Any], inputs: Any, batch_size: int = 64, repeats: int = 20,
-            min_seconds: float = 1.0, warmup: int = 3) -> dict[str, float]:
+def measure(
+    model: Callable[[Any], Any],
+    inputs: Any,
+    batch_size: int = 64,
+    repeats: int = 20,
+    min_seconds: float = 1.0,
+    warmup: int = 3,
+) -> dict[str, float]:
     """Return latency_ms_p50/p99 at batch 1 and throughput_per_s at `batch_size` for `model(x)`."""
     one, batch = _take(inputs, 1), _take(inputs, batch_size)
     for _ in range(warmup):
@@ -60,5 +67,9 @@ def measure(model: Callable[[Any], Any], inputs: Any, batch_size: int = 64, repe
         model(batch)
     lat = np.array(_timed(lambda: model(one), repeats, min_seconds / 2)) * 1e3
     thr = _timed(lambda: model(batch), max(3, repeats // 4), min_seconds / 2)
-    return {"latency_ms_p50": float(np.percentile(lat, 50)), "latency_ms_p99": float(np.percentile(lat, 99)),
-            "throughput_per_s": batch_size / float(np.median(thr)), "batch_size": batch_size}
+    return {
+        "latency_ms_p50": float(np.percentile(lat, 50)),
+        "latency_ms_p99": float(np.percentile(lat, 99)),
+        "throughput_per_s": batch_size / float(np.median(thr)),
+        "batch_size": batch_size,
+    }

@@ -30,13 +30,18 @@ class _TokensToLogits(nn.Module):
         return self.model({"input_ids": input_ids, "attention_mask": attention_mask})
 
 
-def _example(model: nn.Module) -> tuple[nn.Module, tuple[torch.Tensor, ...], list[str], dict[str, dict[int, str]]]:
+def _example(
+    model: nn.Module,
+) -> tuple[nn.Module, tuple[torch.Tensor, ...], list[str], dict[str, dict[int, str]]]:
     output = "embeddings" if getattr(model, "is_embedding", False) else "logits"
     if getattr(model, "is_text", False):
         tokens = model.net.tokenize(["an example sentence", "another"])  # type: ignore[union-attr]
         args = (tokens["input_ids"], tokens["attention_mask"])
-        axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
-                output: {0: "batch"}}
+        axes = {
+            "input_ids": {0: "batch", 1: "sequence"},
+            "attention_mask": {0: "batch", 1: "sequence"},
+            output: {0: "batch"},
+        }
         return _TokensToLogits(model), args, ["input_ids", "attention_mask"], axes
     size = tuple(getattr(model, "input_size", ()) or ())
     if not size:
@@ -75,7 +80,8 @@ def _fuse_transformer(model: nn.Module, path: Path) -> None:
 
     from lepton_ai.compress.prune import attention_heads
 
-    heads, width = attention_heads(model)  # after head pruning: fewer heads than the config says
+    # after head pruning: fewer heads than the config says
+    heads, width = attention_heads(model)
     with quiet_logging():
         fused = optimize_model(str(path), model_type="bert", num_heads=heads, hidden_size=width, opt_level=1)
     tmp = path.with_name(f".{path.name}.fused")
@@ -83,23 +89,40 @@ def _fuse_transformer(model: nn.Module, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def export_onnx(model: nn.Module, path: str | Path, example: torch.Tensor | None = None, opset: int = 17,
-                fuse: bool = True) -> Path:
+def export_onnx(
+    model: nn.Module,
+    path: str | Path,
+    example: torch.Tensor | None = None,
+    opset: int = 17,
+    fuse: bool = True,
+) -> Path:
     """Export `model` (batch dimension dynamic) to the ONNX file `path`, atomically; return the path.
     Transformer encoders get their attention, layer norms and GELU fused unless `fuse=False`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    module, args, names, axes = _example(model) if example is None else (
-        model, (example,), ["input"], {"input": {0: "batch"}, "logits": {0: "batch"}})
+    module, args, names, axes = (
+        _example(model)
+        if example is None
+        else (model, (example,), ["input"], {"input": {0: "batch"}, "logits": {0: "batch"}})
+    )
     module = module.eval().cpu()
     fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
     os.close(fd)
     try:
         with torch.no_grad(), _eager_attention(model), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer warnings about shapes that are dynamic on purpose
+            # tracer warnings about shapes that are dynamic on purpose
+            warnings.simplefilter("ignore")
             # TorchScript-based exporter: fast, and produces graphs ORT fuses and quantizes well.
-            torch.onnx.export(module, args, tmp, input_names=names, output_names=list(axes)[len(names):],
-                              dynamic_axes=axes, opset_version=opset, dynamo=False)
+            torch.onnx.export(
+                module,
+                args,
+                tmp,
+                input_names=names,
+                output_names=list(axes)[len(names) :],
+                dynamic_axes=axes,
+                opset_version=opset,
+                dynamo=False,
+            )
         if fuse and getattr(model, "is_text", False):
             _fuse_transformer(model, Path(tmp))
         os.replace(tmp, path)
@@ -132,8 +155,10 @@ class OnnxModel:
                 raise InvalidInputError("this ONNX model needs a tokenizer to take strings")
             x = self.tokenizer(list(x), padding=True, truncation=True, max_length=128, return_tensors="pt")
         if isinstance(x, dict) or hasattr(x, "keys"):
-            feeds = {n: np.asarray(x[n].cpu().numpy() if isinstance(x[n], torch.Tensor) else x[n], dtype=np.int64)
-                     for n in self.input_names}
+            feeds = {
+                n: np.asarray(x[n].cpu().numpy() if isinstance(x[n], torch.Tensor) else x[n], dtype=np.int64)
+                for n in self.input_names
+            }
         else:
             arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
             feeds = {self.input_names[0]: arr.astype(np.float32, copy=False)}

@@ -10,9 +10,10 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -35,7 +36,8 @@ class Trial:
 
     name: str
     recipe: dict[str, Any]
-    metric: str  # "accuracy" or "fidelity"
+    # "accuracy" or "fidelity"
+    metric: str
     quality: float
     size_bytes: int
     latency_ms_p50: float
@@ -43,13 +45,18 @@ class Trial:
     throughput_per_s: float
     accepted: bool = True
     reason: str = ""
-    model: Any = field(default=None, repr=False)  # the runnable candidate
-    source: Any = field(default=None, repr=False)  # the float LeptonModel it was made from
+    # the runnable candidate
+    model: Any = field(default=None, repr=False)
+    # the float LeptonModel it was made from
+    source: Any = field(default=None, repr=False)
 
     def figures(self) -> dict[str, Any]:
         """Return the JSON-ready figures (without the models), quality under its metric's name."""
-        doc = {f.name: getattr(self, f.name) for f in fields(self)
-               if f.name not in ("model", "source", "metric", "quality")}
+        doc = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("model", "source", "metric", "quality")
+        }
         return {"name": self.name, self.metric: self.quality, **doc}
 
 
@@ -103,8 +110,18 @@ class _OnDevice:
 class _Search:
     """The state of one search: inputs, the baseline's outputs, the trials so far, the clock."""
 
-    def __init__(self, model: nn.Module, eval_data: Any, calib: Any, batch_size: int, seq_len: int,
-                 max_drop: float, time_budget_s: float, work: Path, progress: bool) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        eval_data: Any,
+        calib: Any,
+        batch_size: int,
+        seq_len: int,
+        max_drop: float,
+        time_budget_s: float,
+        work: Path,
+        progress: bool,
+    ) -> None:
         from lepton_ai.train.loop import as_inputs, batches
 
         self.model, self.batch_size, self.work, self.progress = model, batch_size, work, progress
@@ -114,13 +131,19 @@ class _Search:
         xs = as_inputs(model, eval_data)
         self.labels = eval_data.labels
         self.eval_batches = list(batches(model, xs, _EVAL_BATCH, torch.device("cpu")))
-        if model.is_text:  # speed is measured at a fixed sequence length, quality on the real lengths
-            self.speed_inputs = model.net.tokenizer(list(xs[:batch_size]), padding="max_length", truncation=True,
-                                                    max_length=seq_len, return_tensors="pt").data
+        # speed is measured at a fixed sequence length, quality on the real lengths
+        if model.is_text:
+            self.speed_inputs = model.net.tokenizer(
+                list(xs[:batch_size]),
+                padding="max_length",
+                truncation=True,
+                max_length=seq_len,
+                return_tensors="pt",
+            ).data
             self.calib: list[Any] = []
         else:
             self.speed_inputs = xs
-            self.calib = [calib.features[i:i + 64].numpy() for i in range(0, min(len(calib), 512), 64)]
+            self.calib = [calib.features[i : i + 64].numpy() for i in range(0, min(len(calib), 512), 64)]
         self.reference: torch.Tensor | None = None
         self.trials: list[Trial] = []
 
@@ -145,12 +168,25 @@ class _Search:
         with torch.inference_mode():
             q = self.quality(runnable)
             speed = measure(runnable, self.speed_inputs, batch_size=self.batch_size, min_seconds=1.0)
-        t = Trial(name, recipe, self.metric, q, size_bytes(runnable), speed["latency_ms_p50"],
-                  speed["latency_ms_p99"], speed["throughput_per_s"], model=runnable, source=source)
+        t = Trial(
+            name,
+            recipe,
+            self.metric,
+            q,
+            size_bytes(runnable),
+            speed["latency_ms_p50"],
+            speed["latency_ms_p99"],
+            speed["throughput_per_s"],
+            model=runnable,
+            source=source,
+        )
         self.trials.append(t)
         if self.progress:
-            print(f"  {name:<36} {self.metric} {q:.4f}  {t.throughput_per_s:>10,.1f}/s  "
-                  f"p50 {t.latency_ms_p50:8.3f} ms  {t.size_bytes / 1e6:8.2f} MB", flush=True)
+            print(
+                f"  {name:<36} {self.metric} {q:.4f}  {t.throughput_per_s:>10,.1f}/s  "
+                f"p50 {t.latency_ms_p50:8.3f} ms  {t.size_bytes / 1e6:8.2f} MB",
+                flush=True,
+            )
         return t
 
     def onnx_family(self, prefix: str, net: nn.Module, recipe: dict[str, Any], int8: bool) -> None:
@@ -158,60 +194,102 @@ class _Search:
         layer by layer where int8 costs more quality than allowed."""
         fp32 = export_onnx(net, self.work / f"{prefix}fp32.onnx")
         tokenizer = getattr(getattr(net, "net", None), "tokenizer", None)
-        t = self.trial(f"{prefix}onnx-fp32", {**recipe, "runtime": "onnxruntime", "precision": "fp32"},
-                       OnnxModel(fp32, tokenizer=tokenizer), net)
+        t = self.trial(
+            f"{prefix}onnx-fp32",
+            {**recipe, "runtime": "onnxruntime", "precision": "fp32"},
+            OnnxModel(fp32, tokenizer=tokenizer),
+            net,
+        )
         if not int8 or self.drop(t) > self.max_drop:
-            return  # int8 only loses quality: not worth trying below the bar already
+            # int8 only loses quality: not worth trying below the bar already
+            return
         for method in ("dynamic",) if net.is_text else ("dynamic", "static"):
             if not self.time_left():
                 return
             name, path = f"{prefix}onnx-int8-{method}", self.work / f"{prefix}int8-{method}.onnx"
-            rec = {**recipe, "runtime": "onnxruntime", "precision": "int8", "quantization": method, "per_channel": True}
+            rec = {
+                **recipe,
+                "runtime": "onnxruntime",
+                "precision": "int8",
+                "quantization": method,
+                "per_channel": True,
+            }
 
-            def build(exclude: list[str], out: Path = path) -> OnnxModel:
-                q = quantize_onnx(fp32, out, method, calib=self.calib if method == "static" else None, exclude=exclude)
+            def build(exclude: list[str], out: Path = path, method: str = method) -> OnnxModel:
+                q = quantize_onnx(
+                    fp32, out, method, calib=self.calib if method == "static" else None, exclude=exclude
+                )
                 return OnnxModel(q, tokenizer=tokenizer)
 
             t = self.trial(name, rec, build([]), net)
             if self.drop(t) > self.max_drop:
                 self.fallback(name, rec, build, t.quality, fp32, net)
 
-    def fallback(self, name: str, recipe: dict[str, Any], build: Callable[..., Any], quality: float, fp32: Path,
-                 source: nn.Module) -> None:
+    def fallback(
+        self,
+        name: str,
+        recipe: dict[str, Any],
+        build: Callable[..., Any],
+        quality: float,
+        fp32: Path,
+        source: nn.Module,
+    ) -> None:
         """Keep in fp32 the layers whose int8 hurts quality most, one more at a time, until it passes."""
         groups = quantizable_nodes(fp32)
         if len(groups) < 2:
             return
         scratch = self.work / "sensitivity.onnx"
         gains = []
-        for group in groups:  # what keeping this one layer in fp32 buys back
+        # what keeping this one layer in fp32 buys back
+        for group in groups:
             if not self.time_left():
                 return
             gains.append(self.quality(build(group, scratch)) - quality)
         order = sorted(range(len(groups)), key=lambda i: -gains[i])
         kept: list[int] = []
-        for i in order[:max(1, len(groups) // 2)]:
+        for i in order[: max(1, len(groups) // 2)]:
             if not self.time_left():
                 return
             kept.append(i)
             exclude = [n for k in kept for n in groups[k]]
             path = self.work / f"{name}-fallback{len(kept)}.onnx"
-            t = self.trial(f"{name} +{len(kept)} fp32 layer{'s' if len(kept) > 1 else ''}",
-                           {**recipe, "fp32_fallback": exclude}, build(exclude, path), source)
+            t = self.trial(
+                f"{name} +{len(kept)} fp32 layer{'s' if len(kept) > 1 else ''}",
+                {**recipe, "fp32_fallback": exclude},
+                build(exclude, path),
+                source,
+            )
             if self.drop(t) <= self.max_drop:
                 return
 
     def torch_family(self, prefix: str, net: nn.Module, recipe: dict[str, Any], techniques: set[str]) -> None:
         """PyTorch int8 (dynamic linears and embeddings), torch.compile, and fp16/bf16 on a GPU."""
         linear = sum(m.weight.numel() for m in net.modules() if isinstance(m, (nn.Linear, nn.Embedding)))
-        if "pytorch-int8" in techniques and linear > 0.5 * sum(p.numel() for p in net.parameters()) and self.time_left():
-            self.trial(f"{prefix}pytorch-int8-dynamic", {**recipe, "runtime": "pytorch", "precision": "int8",
-                                                         "quantization": "dynamic", "per_channel": True},
-                       quantize_torch(net), net)
+        if (
+            "pytorch-int8" in techniques
+            and linear > 0.5 * sum(p.numel() for p in net.parameters())
+            and self.time_left()
+        ):
+            self.trial(
+                f"{prefix}pytorch-int8-dynamic",
+                {
+                    **recipe,
+                    "runtime": "pytorch",
+                    "precision": "int8",
+                    "quantization": "dynamic",
+                    "per_channel": True,
+                },
+                quantize_torch(net),
+                net,
+            )
         if "compile" in techniques and self.time_left():
             compiled = torch.compile(net)
-            self.trial(f"{prefix}torch.compile", {**recipe, "runtime": "pytorch", "precision": "fp32", "compile": True},
-                       compiled, net)
+            self.trial(
+                f"{prefix}torch.compile",
+                {**recipe, "runtime": "pytorch", "precision": "fp32", "compile": True},
+                compiled,
+                net,
+            )
         if "gpu" in techniques and torch.cuda.is_available():
             import copy
 
@@ -220,25 +298,42 @@ class _Search:
             for dtype in (torch.float32, half):
                 if self.time_left():
                     precision = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
-                    self.trial(f"{prefix}cuda-{precision}", {**recipe, "runtime": "pytorch", "device": "cuda",
-                                                             "precision": precision},
-                               _OnDevice(copy.deepcopy(net).eval(), dev, dtype), net)
+                    self.trial(
+                        f"{prefix}cuda-{precision}",
+                        {**recipe, "runtime": "pytorch", "device": "cuda", "precision": precision},
+                        _OnDevice(copy.deepcopy(net).eval(), dev, dtype),
+                        net,
+                    )
 
 
-def optimize(model: nn.Module, eval_data: Any, calib_data: Any = None, train_data: Any = None, *,
-             max_accuracy_drop: float | None = None, max_fidelity_drop: float | None = None,
-             objective: Objective = "throughput", batch_size: int = 64, time_budget_s: float = 600,
-             techniques: tuple[str, ...] = TECHNIQUES, prune_amounts: tuple[float, ...] | None = None,
-             distill_epochs: int | None = None, seq_len: int = 128, tie_tolerance: float = 0.05,
-             workdir: str | Path | None = None, progress: bool = True) -> OptimizeResult:
+def optimize(
+    model: nn.Module,
+    eval_data: Any,
+    calib_data: Any = None,
+    train_data: Any = None,
+    *,
+    max_accuracy_drop: float | None = None,
+    max_fidelity_drop: float | None = None,
+    objective: Objective = "throughput",
+    batch_size: int = 64,
+    time_budget_s: float = 600,
+    techniques: tuple[str, ...] = TECHNIQUES,
+    prune_amounts: tuple[float, ...] | None = None,
+    distill_epochs: int | None = None,
+    seq_len: int = 128,
+    tie_tolerance: float = 0.05,
+    workdir: str | Path | None = None,
+    progress: bool = True,
+) -> OptimizeResult:
     """Return the fastest (or lowest-latency, or smallest, per `objective`) candidate of `model`
     whose quality on `eval_data` is within the allowed drop of the eager fp32 baseline and that
     is not slower. Classifiers are held to `max_accuracy_drop` (default 0.01); embedding models
     (num_classes=0) to `max_fidelity_drop` (default 0.01) in mean cosine similarity. Candidates
     within `tie_tolerance` of the best on the objective count as tied; the smallest of them wins."""
     embedding = getattr(model, "is_embedding", False)
-    max_drop, what = check_options(embedding, max_accuracy_drop, max_fidelity_drop, objective, techniques,
-                                   batch_size, time_budget_s)
+    max_drop, what = check_options(
+        embedding, max_accuracy_drop, max_fidelity_drop, objective, techniques, batch_size, time_budget_s
+    )
     from lepton_ai.train.loop import check_data
 
     check_data(model, eval_data)
@@ -266,12 +361,22 @@ def optimize(model: nn.Module, eval_data: Any, calib_data: Any = None, train_dat
                 break
             student = prune_structured(model, amount)
             lr = 1e-4 if model.is_text else 2e-3
-            distill(model, student, train_data, epochs=epochs, lr=lr, batch_size=32 if model.is_text else 64,
-                    device="cpu", progress=progress)
+            distill(
+                model,
+                student,
+                train_data,
+                epochs=epochs,
+                lr=lr,
+                batch_size=32 if model.is_text else 64,
+                device="cpu",
+                progress=progress,
+            )
             student.eval()
             recipe = {"prune": {"structured": amount}, "distill": {"epochs": epochs, "lr": lr}}
             prefix = f"pruned{amount:g}-"
-            t = search.trial(f"{prefix}eager", {**recipe, "runtime": "pytorch", "precision": "fp32"}, student, student)
+            t = search.trial(
+                f"{prefix}eager", {**recipe, "runtime": "pytorch", "precision": "fp32"}, student, student
+            )
             if "onnx" in chosen:
                 search.onnx_family(prefix, student, recipe, "int8" in chosen)
             if search.drop(t) <= max_drop:
@@ -286,20 +391,34 @@ def optimize(model: nn.Module, eval_data: Any, calib_data: Any = None, train_dat
             t.accepted, t.reason = False, "slower than the baseline"
     best = _pick(trials, objective, tie_tolerance)
     report = {
-        "machine": machine_info(), "objective": objective, "metric": search.metric, "batch_size": batch_size,
-        **({"sequence_length": seq_len} if model.is_text else {}), what: max_drop, "tie_tolerance": tie_tolerance,
-        "baseline": base.figures(), "best": best.figures(),
+        "machine": machine_info(),
+        "objective": objective,
+        "metric": search.metric,
+        "batch_size": batch_size,
+        **({"sequence_length": seq_len} if model.is_text else {}),
+        what: max_drop,
+        "tie_tolerance": tie_tolerance,
+        "baseline": base.figures(),
+        "best": best.figures(),
         "speedup": best.throughput_per_s / base.throughput_per_s,
         "latency_speedup": base.latency_ms_p50 / best.latency_ms_p50,
-        "size_reduction": base.size_bytes / best.size_bytes, f"{search.metric}_drop": base.quality - best.quality,
-        "trials": [t.figures() for t in trials], "search_seconds": time.perf_counter() - start,
+        "size_reduction": base.size_bytes / best.size_bytes,
+        f"{search.metric}_drop": base.quality - best.quality,
+        "trials": [t.figures() for t in trials],
+        "search_seconds": time.perf_counter() - start,
     }
     return OptimizeResult(best=best.model, best_trial=best, baseline=base, trials=trials, report=report)
 
 
-def check_options(embedding: bool, max_accuracy_drop: float | None, max_fidelity_drop: float | None,
-                  objective: str, techniques: tuple[str, ...], batch_size: int = 1,
-                  time_budget_s: float = 1) -> tuple[float, str]:
+def check_options(
+    embedding: bool,
+    max_accuracy_drop: float | None,
+    max_fidelity_drop: float | None,
+    objective: str,
+    techniques: tuple[str, ...],
+    batch_size: int = 1,
+    time_budget_s: float = 1,
+) -> tuple[float, str]:
     """Return (allowed drop, its option's name) for `optimize`'s options; raise on any that is wrong."""
     if objective not in ("throughput", "latency", "size"):
         raise InvalidInputError(f"objective must be throughput, latency or size, not {objective!r}")
@@ -309,14 +428,18 @@ def check_options(embedding: bool, max_accuracy_drop: float | None, max_fidelity
     if embedding and max_accuracy_drop is not None:
         raise InvalidInputError("an embedding model has no labels to score accuracy: give max_fidelity_drop")
     if not embedding and max_fidelity_drop is not None:
-        raise InvalidInputError("a classifier is held to accuracy: give max_accuracy_drop, not max_fidelity_drop")
+        raise InvalidInputError(
+            "a classifier is held to accuracy: give max_accuracy_drop, not max_fidelity_drop"
+        )
     what = "max_fidelity_drop" if embedding else "max_accuracy_drop"
     max_drop = max_fidelity_drop if embedding else max_accuracy_drop
     max_drop = 0.01 if max_drop is None else max_drop
     if not 0 <= max_drop < 1:
         raise InvalidInputError(f"{what} must be in [0, 1), got {max_drop}")
     if batch_size < 1 or time_budget_s <= 0:
-        raise InvalidInputError(f"batch_size and time_budget_s must be positive, got {batch_size} and {time_budget_s}")
+        raise InvalidInputError(
+            f"batch_size and time_budget_s must be positive, got {batch_size} and {time_budget_s}"
+        )
     return max_drop, what
 
 
@@ -325,8 +448,10 @@ def _pick(trials: list[Trial], objective: Objective, tolerance: float) -> Trial:
     the smaller (then the faster) wins: a few percent is within measurement noise here."""
     accepted = [t for t in trials if t.accepted]
     score: dict[str, Callable[[Trial], float]] = {
-        "throughput": lambda t: t.throughput_per_s, "latency": lambda t: 1 / t.latency_ms_p50,
-        "size": lambda t: 1 / t.size_bytes}
+        "throughput": lambda t: t.throughput_per_s,
+        "latency": lambda t: 1 / t.latency_ms_p50,
+        "size": lambda t: 1 / t.size_bytes,
+    }
     top = max(score[objective](t) for t in accepted)
     tied = [t for t in accepted if score[objective](t) >= top * (1 - tolerance)]
     return min(tied, key=lambda t: (t.size_bytes, -score[objective](t)))
@@ -334,17 +459,21 @@ def _pick(trials: list[Trial], objective: Objective, tolerance: float) -> Trial:
 
 def _markdown(r: dict[str, Any]) -> str:
     cpu, metric = r["machine"]["cpu"], r["metric"]
-    lines = ["# Optimization report\n",
-             f"Machine: {cpu['model']} ({cpu['cores']} cores, {' '.join(cpu['flags'])}); "
-             f"GPUs: {', '.join(g['name'] for g in r['machine']['gpus']) or 'none'}\n",
-             f"Best: **{r['best']['name']}** — speedup ×{r['speedup']:.2f} (throughput at batch {r['batch_size']}), "
-             f"size ÷{r['size_reduction']:.2f}, {metric} drop {r[f'{metric}_drop']:+.4f}\n",
-             f"| candidate | {metric} | throughput/s | p50 ms | p99 ms | size MB | verdict |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Optimization report\n",
+        f"Machine: {cpu['model']} ({cpu['cores']} cores, {' '.join(cpu['flags'])}); "
+        f"GPUs: {', '.join(g['name'] for g in r['machine']['gpus']) or 'none'}\n",
+        f"Best: **{r['best']['name']}** — speedup ×{r['speedup']:.2f} (throughput at batch {r['batch_size']}), "
+        f"size ÷{r['size_reduction']:.2f}, {metric} drop {r[f'{metric}_drop']:+.4f}\n",
+        f"| candidate | {metric} | throughput/s | p50 ms | p99 ms | size MB | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for t in r["trials"]:
         verdict = "best" if t["name"] == r["best"]["name"] else ("ok" if t["accepted"] else t["reason"])
-        lines.append(f"| {t['name']} | {t[metric]:.4f} | {t['throughput_per_s']:,.1f} | {t['latency_ms_p50']:.3f} | "
-                     f"{t['latency_ms_p99']:.3f} | {t['size_bytes'] / 1e6:,.2f} | {verdict} |")
+        lines.append(
+            f"| {t['name']} | {t[metric]:.4f} | {t['throughput_per_s']:,.1f} | {t['latency_ms_p50']:.3f} | "
+            f"{t['latency_ms_p99']:.3f} | {t['size_bytes'] / 1e6:,.2f} | {verdict} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -357,10 +486,17 @@ def _plot(r: dict[str, Any], path: Path) -> None:
     metric = r["metric"]
     fig, ax = plt.subplots(figsize=(8, 5))
     for t in r["trials"]:
-        colour = "tab:green" if t["name"] == r["best"]["name"] else ("tab:blue" if t["accepted"] else "tab:red")
+        colour = (
+            "tab:green" if t["name"] == r["best"]["name"] else ("tab:blue" if t["accepted"] else "tab:red")
+        )
         ax.scatter(t["throughput_per_s"], t[metric], color=colour)
-        ax.annotate(t["name"], (t["throughput_per_s"], t[metric]), fontsize=7, xytext=(3, 3),
-                    textcoords="offset points")
+        ax.annotate(
+            t["name"],
+            (t["throughput_per_s"], t[metric]),
+            fontsize=7,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
     allowed = r.get("max_accuracy_drop", r.get("max_fidelity_drop"))
     ax.axhline(r["baseline"][metric] - allowed, color="grey", ls="--", lw=1, label="allowed drop")
     ax.set_xscale("log")

@@ -60,10 +60,11 @@ def _prune_pairs(layers: list[nn.Module], amount: float) -> None:
     for i, layer in enumerate(layers):
         if not isinstance(layer, (nn.Conv2d, nn.Linear)):
             continue
-        rest = layers[i + 1:]
+        rest = layers[i + 1 :]
         nxt = next((m for m in rest if isinstance(m, (nn.Conv2d, nn.Linear, BasicBlock))), None)
         if nxt is None or isinstance(nxt, BasicBlock) or (isinstance(layer, nn.Conv2d) and layer.groups != 1):
-            continue  # the head's outputs are the classes; a residual input must keep its width
+            # the head's outputs are the classes; a residual input must keep its width
+            continue
         bn = rest[0] if rest and isinstance(rest[0], nn.BatchNorm2d) else None
         scores = layer.weight.detach().abs().flatten(1).sum(1)
         if bn is not None:
@@ -112,8 +113,9 @@ def attention_heads(model: nn.Module) -> tuple[int, int]:
     return attn.query.out_features // attn.attention_head_size, attn.query.out_features
 
 
-def prune_structured(model: nn.Module, amount: float = 0.5, *, heads: float | None = None,
-                     ffn: float | None = None) -> nn.Module:
+def prune_structured(
+    model: nn.Module, amount: float = 0.5, *, heads: float | None = None, ffn: float | None = None
+) -> nn.Module:
     """Return a copy of `model` with `amount` of its hidden channels/units removed (L1 ranking).
 
     Built-in backbones: conv channels and linear units of plain stacks, and the inner width of
@@ -129,8 +131,10 @@ def prune_structured(model: nn.Module, amount: float = 0.5, *, heads: float | No
         _prune_transformer(net, amount if heads is None else heads, amount if ffn is None else ffn)
         return pruned
     if not hasattr(net, "features") or not hasattr(net, "head"):
-        raise InvalidInputError(f"structured pruning supports the built-in backbones (mlp, cnn-small, resnet18) "
-                                f"and BERT-style encoders, not {type(net).__name__}")
+        raise InvalidInputError(
+            f"structured pruning supports the built-in backbones (mlp, cnn-small, resnet18) "
+            f"and BERT-style encoders, not {type(net).__name__}"
+        )
     layers = _chain(net.features) + [net.head]
     _prune_pairs(layers, amount)
     for block in (m for m in layers if isinstance(m, BasicBlock)):

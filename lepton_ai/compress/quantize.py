@@ -33,12 +33,22 @@ def _preprocess(src: Path, dst: Path) -> None:
         quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
 
 
-def quantize_onnx(src: str | Path, dst: str | Path, method: Literal["dynamic", "static"] = "dynamic",
-                  calib: Iterable[np.ndarray] | None = None, per_channel: bool = True,
-                  exclude: list[str] | None = None) -> Path:
+def quantize_onnx(
+    src: str | Path,
+    dst: str | Path,
+    method: Literal["dynamic", "static"] = "dynamic",
+    calib: Iterable[np.ndarray] | None = None,
+    per_channel: bool = True,
+    exclude: list[str] | None = None,
+) -> Path:
     """Write an int8 copy of the ONNX model `src` to `dst`; static needs `calib` input batches."""
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
 
     from lepton_ai.compress.onnx import quiet_logging
 
@@ -50,9 +60,16 @@ def quantize_onnx(src: str | Path, dst: str | Path, method: Literal["dynamic", "
         _preprocess(src, pre)
         out = Path(tmp) / "int8.onnx"
         if method == "dynamic":
-            quantize_dynamic(str(pre), str(out), weight_type=QuantType.QInt8, per_channel=per_channel,
-                             nodes_to_exclude=exclude or [], op_types_to_quantize=_DYNAMIC_OPS,
-                             extra_options={"DefaultTensorType": 1})  # FLOAT, for fused ops shape inference skips
+            quantize_dynamic(
+                str(pre),
+                str(out),
+                weight_type=QuantType.QInt8,
+                per_channel=per_channel,
+                nodes_to_exclude=exclude or [],
+                op_types_to_quantize=_DYNAMIC_OPS,
+                # FLOAT, for fused ops shape inference skips
+                extra_options={"DefaultTensorType": 1},
+            )
         else:
             if calib is None:
                 raise InvalidInputError("static quantization needs calibration data (calib=...)")
@@ -68,9 +85,16 @@ def quantize_onnx(src: str | Path, dst: str | Path, method: Literal["dynamic", "
                     batch = next(self.batches, None)
                     return None if batch is None else {name: np.asarray(batch, dtype=np.float32)}
 
-            quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                            weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                            nodes_to_exclude=exclude or [])
+            quantize_static(
+                str(pre),
+                str(out),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                weight_type=QuantType.QInt8,
+                activation_type=QuantType.QUInt8,
+                nodes_to_exclude=exclude or [],
+            )
         dst.parent.mkdir(parents=True, exist_ok=True)
         fd, part = tempfile.mkstemp(suffix=".onnx", dir=dst.parent)
         os.close(fd)
@@ -84,7 +108,9 @@ def quantizable_nodes(path: str | Path) -> list[list[str]]:
     transformer layer (starting at its attention), or one per node in other graphs."""
     import onnx
 
-    nodes = [n for n in onnx.load(str(path), load_external_data=False).graph.node if n.op_type in _DYNAMIC_OPS]
+    nodes = [
+        n for n in onnx.load(str(path), load_external_data=False).graph.node if n.op_type in _DYNAMIC_OPS
+    ]
     layered = any(n.op_type == "Attention" for n in nodes)
     groups: list[list[str]] = []
     for n in nodes:
@@ -99,24 +125,39 @@ def quantize_torch(model: nn.Module) -> nn.Module:
     import copy
     import warnings
 
-    from torch.ao.quantization import float_qparams_weight_only_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
+    from torch.ao.quantization import (
+        float_qparams_weight_only_qconfig,
+        per_channel_dynamic_qconfig,
+        quantize_dynamic,
+    )
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao's deprecation notice: this path is one backend of several
-        return quantize_dynamic(copy.deepcopy(model).eval().cpu(),
-                                {nn.Linear: per_channel_dynamic_qconfig, nn.Embedding: float_qparams_weight_only_qconfig})
+        # torch.ao's deprecation notice: this path is one backend of several
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(
+            copy.deepcopy(model).eval().cpu(),
+            {nn.Linear: per_channel_dynamic_qconfig, nn.Embedding: float_qparams_weight_only_qconfig},
+        )
 
 
-def quantize(model: nn.Module | str | Path, method: Literal["dynamic", "static"] = "dynamic",
-             backend: Literal["onnxruntime", "pytorch"] = "onnxruntime", *, calib: Iterable[np.ndarray] | None = None,
-             path: str | Path | None = None, exclude: list[str] | None = None) -> Any:
+def quantize(
+    model: nn.Module | str | Path,
+    method: Literal["dynamic", "static"] = "dynamic",
+    backend: Literal["onnxruntime", "pytorch"] = "onnxruntime",
+    *,
+    calib: Iterable[np.ndarray] | None = None,
+    path: str | Path | None = None,
+    exclude: list[str] | None = None,
+) -> Any:
     """Return an int8 runnable of `model` (a module or an ONNX file): an `OnnxModel` written to
     `path` for onnxruntime, or a quantized module for pytorch (dynamic only)."""
     from lepton_ai.compress.onnx import OnnxModel, export_onnx
 
     if backend == "pytorch":
         if method != "dynamic" or not isinstance(model, nn.Module):
-            raise InvalidInputError("the pytorch backend quantizes modules dynamically; use onnxruntime for static")
+            raise InvalidInputError(
+                "the pytorch backend quantizes modules dynamically; use onnxruntime for static"
+            )
         return quantize_torch(model)
     if backend != "onnxruntime":
         raise InvalidInputError(f"backend must be onnxruntime or pytorch, not {backend!r}")

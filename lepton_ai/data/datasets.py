@@ -54,13 +54,20 @@ class LabeledData(torch.utils.data.Dataset):
     def subset(self, index: np.ndarray | list[int], suffix: str = "") -> LabeledData:
         """Return the examples at `index` as a new data set."""
         idx = torch.as_tensor(np.asarray(index), dtype=torch.long)
-        return LabeledData(kind=self.kind, labels=self.labels[idx], classes=self.classes,
-                           features=None if self.features is None else self.features[idx],
-                           texts=None if self.texts is None else [self.texts[i] for i in idx.tolist()],
-                           name=self.name + suffix, meta=dict(self.meta))
+        return LabeledData(
+            kind=self.kind,
+            labels=self.labels[idx],
+            classes=self.classes,
+            features=None if self.features is None else self.features[idx],
+            texts=None if self.texts is None else [self.texts[i] for i in idx.tolist()],
+            name=self.name + suffix,
+            meta=dict(self.meta),
+        )
 
 
-def split_indices(labels: np.ndarray, seed: int = 0, val: float = 0.1, test: float = 0.2) -> dict[str, np.ndarray]:
+def split_indices(
+    labels: np.ndarray, seed: int = 0, val: float = 0.1, test: float = 0.2
+) -> dict[str, np.ndarray]:
     """Return stratified train/val/test index arrays, the same for the same labels and seed."""
     from sklearn.model_selection import train_test_split
 
@@ -69,12 +76,17 @@ def split_indices(labels: np.ndarray, seed: int = 0, val: float = 0.1, test: flo
     stratify = labels if counts[counts > 0].min() >= 3 else None
     rest, test_idx = train_test_split(idx, test_size=test, random_state=seed, stratify=stratify)
     rest_labels = labels[rest] if stratify is not None else None
-    train_idx, val_idx = train_test_split(rest, test_size=val / (1 - test), random_state=seed, stratify=rest_labels)
+    train_idx, val_idx = train_test_split(
+        rest, test_size=val / (1 - test), random_state=seed, stratify=rest_labels
+    )
     return {"train": np.sort(train_idx), "val": np.sort(val_idx), "test": np.sort(test_idx)}
 
 
 def _encode_labels(raw: list[Any]) -> tuple[torch.Tensor, list[str]]:
-    names = sorted({str(v) for v in raw}, key=lambda s: (not s.lstrip("-").isdigit(), int(s) if s.lstrip("-").isdigit() else 0, s))
+    names = sorted(
+        {str(v) for v in raw},
+        key=lambda s: (not s.lstrip("-").isdigit(), int(s) if s.lstrip("-").isdigit() else 0, s),
+    )
     index = {n: i for i, n in enumerate(names)}
     return torch.tensor([index[str(v)] for v in raw], dtype=torch.long), names
 
@@ -89,13 +101,13 @@ def _sentences(texts: list[str], name: str) -> LabeledData:
 def _python_docs() -> LabeledData:
     """Real English sentences from the Python documentation that ships with the interpreter."""
     import re
-
     from pydoc_data.topics import topics
 
     text = re.sub(r"\s+", " ", " ".join(topics.values()))
     sentences = re.split(r"(?<=[.!?])\s+", text)
-    return _sentences(list(dict.fromkeys(s for s in sentences if 40 <= len(s) <= 300 and s[0].isupper())),
-                      "python-docs")
+    return _sentences(
+        list(dict.fromkeys(s for s in sentences if 40 <= len(s) <= 300 and s[0].isupper())), "python-docs"
+    )
 
 
 def _builtin(name: str) -> LabeledData:
@@ -106,11 +118,24 @@ def _builtin(name: str) -> LabeledData:
     bunch = getattr(datasets, f"load_{name}")()
     classes = [str(c) for c in getattr(bunch, "target_names", range(int(bunch.target.max()) + 1))]
     labels = torch.as_tensor(bunch.target, dtype=torch.long)
-    if name == "digits":  # 8×8 grey images with values 0..16
-        return LabeledData("image", labels, classes, features=torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1),
-                           name=name, meta={"pixel_max": 16.0})
-    return LabeledData("tabular", labels, classes, features=torch.tensor(bunch.data, dtype=torch.float32), name=name,
-                       meta={"feature_names": [str(f) for f in bunch.feature_names]})
+    # 8×8 grey images with values 0..16
+    if name == "digits":
+        return LabeledData(
+            "image",
+            labels,
+            classes,
+            features=torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1),
+            name=name,
+            meta={"pixel_max": 16.0},
+        )
+    return LabeledData(
+        "tabular",
+        labels,
+        classes,
+        features=torch.tensor(bunch.data, dtype=torch.float32),
+        name=name,
+        meta={"feature_names": [str(f) for f in bunch.feature_names]},
+    )
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
@@ -134,22 +159,33 @@ def _table(path: Path, label: str, text: str | None) -> LabeledData:
         raise InvalidInputError(f"{path} holds no rows")
     columns = list(rows[0])
     if label not in columns:
-        raise InvalidInputError(f"{path} has no label column {label!r} (columns: {', '.join(columns)}); "
-                                "name it with --label")
+        raise InvalidInputError(
+            f"{path} has no label column {label!r} (columns: {', '.join(columns)}); name it with --label"
+        )
     labels, classes = _encode_labels([r.get(label) for r in rows])
     text_col = text if text else ("text" if "text" in columns else None)
     if text_col:
         if text_col not in columns:
             raise InvalidInputError(f"{path} has no text column {text_col!r} (columns: {', '.join(columns)})")
-        return LabeledData("text", labels, classes, texts=[str(r.get(text_col, "")) for r in rows], name=path.stem)
+        return LabeledData(
+            "text", labels, classes, texts=[str(r.get(text_col, "")) for r in rows], name=path.stem
+        )
     feature_cols = [c for c in columns if c != label]
     try:
         values = [[float(r[c]) for c in feature_cols] for r in rows]
     except (TypeError, ValueError, KeyError) as e:
-        raise InvalidInputError(f"{path}: every column but {label!r} must be numeric for tabular data ({e}); "
-                                "for text, name the text column with --text") from e
-    return LabeledData("tabular", labels, classes, features=torch.tensor(values, dtype=torch.float32),
-                       name=path.stem, meta={"feature_names": feature_cols})
+        raise InvalidInputError(
+            f"{path}: every column but {label!r} must be numeric for tabular data ({e}); "
+            "for text, name the text column with --text"
+        ) from e
+    return LabeledData(
+        "tabular",
+        labels,
+        classes,
+        features=torch.tensor(values, dtype=torch.float32),
+        name=path.stem,
+        meta={"feature_names": feature_cols},
+    )
 
 
 def _image_folder(root: Path, image_size: int) -> LabeledData:
@@ -164,16 +200,35 @@ def _image_folder(root: Path, image_size: int) -> LabeledData:
             if f.suffix.lower() in IMAGE_SUFFIXES:
                 with Image.open(f) as img:
                     img = img.convert("RGB").resize((image_size, image_size))
-                    images.append(torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1))
+                    images.append(
+                        torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
+                    )
                 labels.append(label)
     if not images:
-        raise InvalidInputError(f"{root} has class folders but no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return LabeledData("image", torch.tensor(labels), classes, features=torch.stack(images), name=root.name,
-                       meta={"pixel_max": 1.0})
+        raise InvalidInputError(
+            f"{root} has class folders but no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
+        )
+    return LabeledData(
+        "image",
+        torch.tensor(labels),
+        classes,
+        features=torch.stack(images),
+        name=root.name,
+        meta={"pixel_max": 1.0},
+    )
 
 
-def load(name_or_path: str | Path, split: Split = "all", *, label: str = "label", text: str | None = None,
-         seed: int = 0, val: float = 0.1, test: float = 0.2, image_size: int = 64) -> LabeledData:
+def load(
+    name_or_path: str | Path,
+    split: Split = "all",
+    *,
+    label: str = "label",
+    text: str | None = None,
+    seed: int = 0,
+    val: float = 0.1,
+    test: float = 0.2,
+    image_size: int = 64,
+) -> LabeledData:
     """Return a data set (`digits`, `breast_cancer`, `wine`, `iris`, `python-docs`, a CSV/JSONL
     file, a .txt file of one sentence per line or an image folder), or its deterministic `split`."""
     key = str(name_or_path)
@@ -182,8 +237,10 @@ def load(name_or_path: str | Path, split: Split = "all", *, label: str = "label"
     else:
         path = Path(key).expanduser()
         if not path.exists():
-            raise NotFoundError(f"no data set {key!r}: use one of {', '.join(BUILTIN)}, a CSV/JSONL file, "
-                                "a .txt file of sentences or an image folder")
+            raise NotFoundError(
+                f"no data set {key!r}: use one of {', '.join(BUILTIN)}, a CSV/JSONL file, "
+                "a .txt file of sentences or an image folder"
+            )
         if path.is_dir():
             data = _image_folder(path, image_size)
         elif path.suffix.lower() == ".txt":

@@ -44,8 +44,11 @@ class PhotonReplica:
         from lepton_ai.serve.app import ServeSettings, Service
         from lepton_ai.serve.server import load_photon, serving_gc
 
-        serving_gc()  # as in `lepton serve`: rarer collections, what init loaded frozen before ready
-        self.service = Service(load_photon(self.target, threads=1), ServeSettings(**self.settings), on_ready=gc.freeze)
+        # as in `lepton serve`: rarer collections, what init loaded frozen before ready
+        serving_gc()
+        self.service = Service(
+            load_photon(self.target, threads=1), ServeSettings(**self.settings), on_ready=gc.freeze
+        )
         return self.service
 
     async def check_health(self) -> None:
@@ -58,18 +61,28 @@ class PhotonReplica:
             raise RuntimeError(f"{type(self.service.photon).__name__}: {self.service.error}")
 
 
-def deploy_ray(ref: str, *, replicas: int = 1, autoscale: tuple[int, int] | None = None, address: str | None = None,
-               http_port: int = 8000, settings: dict | None = None) -> dict:
+def deploy_ray(
+    ref: str,
+    *,
+    replicas: int = 1,
+    autoscale: tuple[int, int] | None = None,
+    address: str | None = None,
+    http_port: int = 8000,
+    settings: dict | None = None,
+) -> dict:
     """Serve `ref` on the Ray cluster at `address` (or RAY_ADDRESS) with Ray Serve; return its name, URL, replicas."""
     if replicas < 1:
         raise InvalidInputError(f"--replicas must be at least 1, got {replicas}")
     if autoscale is not None and not 1 <= autoscale[0] <= autoscale[1]:
-        raise InvalidInputError(f"--autoscale MIN,MAX needs 1 <= MIN <= MAX, got {autoscale[0]},{autoscale[1]}")
+        raise InvalidInputError(
+            f"--autoscale MIN,MAX needs 1 <= MIN <= MAX, got {autoscale[0]},{autoscale[1]}"
+        )
     if not 1 <= http_port <= 65535:
         raise InvalidInputError(f"--port must be between 1 and 65535, got {http_port}")
     address = _address(address)
     target = _pin(ref)
-    service = _service(target, settings or {})  # a bad ref or setting fails here, in one line, before Ray is touched
+    # a bad ref or setting fails here, in one line, before Ray is touched
+    service = _service(target, settings or {})
     name = _name(target)
     s = service.settings
     batch = max((h.max_batch_size for h in service.handlers.values() if h.batched), default=2)
@@ -77,34 +90,50 @@ def deploy_ray(ref: str, *, replicas: int = 1, autoscale: tuple[int, int] | None
 
     env = job_env()
     options: dict[str, Any] = {
-        "name": name, "max_ongoing_requests": s.max_concurrency, "graceful_shutdown_timeout_s": s.timeout_s + 5,
-        "max_constructor_retry_count": 3, "ray_actor_options": {"num_cpus": 1, "runtime_env": {"env_vars": env}}}
+        "name": name,
+        "max_ongoing_requests": s.max_concurrency,
+        "graceful_shutdown_timeout_s": s.timeout_s + 5,
+        "max_constructor_retry_count": 3,
+        "ray_actor_options": {"num_cpus": 1, "runtime_env": {"env_vars": env}},
+    }
     if autoscale is None:
         options["num_replicas"] = replicas
-    else:  # a replica is "busy" at a full batch of concurrent requests
-        options["autoscaling_config"] = {"min_replicas": autoscale[0], "max_replicas": autoscale[1],
-                                         "initial_replicas": min(max(replicas, autoscale[0]), autoscale[1]),
-                                         "target_ongoing_requests": batch}
+    # a replica is "busy" at a full batch of concurrent requests
+    else:
+        options["autoscaling_config"] = {
+            "min_replicas": autoscale[0],
+            "max_replicas": autoscale[1],
+            "initial_replicas": min(max(replicas, autoscale[0]), autoscale[1]),
+            "target_ongoing_requests": batch,
+        }
     host = "127.0.0.1" if _host(address) in _LOOPBACK else "0.0.0.0"
     with _connected(address):
         from ray import serve
         from ray.serve.context import _get_global_client
 
         serve.start(http_options={"host": host, "port": http_port})
-        http = _get_global_client().http_config  # Serve may already run on this cluster with its own port
+        # Serve may already run on this cluster with its own port
+        http = _get_global_client().http_config
         app = serve.deployment(**options)(serve.ingress()(PhotonReplica)).bind(target, dataclasses.asdict(s))
         existed = name in serve.status().applications
         try:
             serve.run(app, name=name, route_prefix=f"/{name}")
         except Exception as e:
             why = _failure(name) or _last_line(e)
-            if not existed:  # a new application that cannot start is not left behind (a redeploy keeps the old one)
+            # a new application that cannot start is not left behind (a redeploy keeps the old one)
+            if not existed:
                 serve.delete(name)
-            raise LeptonError(f"Ray Serve could not start {name}: {why}; the replicas' logs are on the Ray dashboard's "
-                              "Serve page") from None
+            raise LeptonError(
+                f"Ray Serve could not start {name}: {why}; the replicas' logs are on the Ray dashboard's "
+                "Serve page"
+            ) from None
         url_host = _gcs_host() if address == "auto" else _host(address)
-    return {"name": name, "url": f"http://{url_host}:{http.port}/{name}", "replicas": replicas if autoscale is None
-            else options["autoscaling_config"]["initial_replicas"], "autoscale": list(autoscale) if autoscale else None}
+    return {
+        "name": name,
+        "url": f"http://{url_host}:{http.port}/{name}",
+        "replicas": replicas if autoscale is None else options["autoscaling_config"]["initial_replicas"],
+        "autoscale": list(autoscale) if autoscale else None,
+    }
 
 
 def undeploy_ray(name: str, address: str | None = None) -> None:
@@ -118,8 +147,9 @@ def undeploy_ray(name: str, address: str | None = None) -> None:
         except RayServeException:
             apps = {}
         if name not in apps:
-            raise NotFoundError(f"no Ray Serve application {name!r} on this cluster "
-                                f"(running: {', '.join(apps) or 'none'})")
+            raise NotFoundError(
+                f"no Ray Serve application {name!r} on this cluster (running: {', '.join(apps) or 'none'})"
+            )
         serve.delete(name)
 
 
@@ -127,15 +157,22 @@ def _address(address: str | None) -> str:
     """Return the cluster's address, from the argument or RAY_ADDRESS, once it answers: we never start a cluster."""
     address = address or os.environ.get("RAY_ADDRESS")
     if not address:
-        raise InvalidInputError("no Ray cluster: pass --address HEAD:6379 (or 'auto' on a cluster node) or set "
-                                "RAY_ADDRESS; start one with `ray start --head`")
+        raise InvalidInputError(
+            "no Ray cluster: pass --address HEAD:6379 (or 'auto' on a cluster node) or set "
+            "RAY_ADDRESS; start one with `ray start --head`"
+        )
     if address.startswith(("http://", "https://")):
-        raise InvalidInputError(f"{address} is a dashboard URL: Ray Serve needs the cluster's address, HEAD:6379")
+        raise InvalidInputError(
+            f"{address} is a dashboard URL: Ray Serve needs the cluster's address, HEAD:6379"
+        )
     if address != "auto":
         host, _, port = address.removeprefix("ray://").rpartition(":")
         if not port.isdigit():
-            raise InvalidInputError(f"the Ray address is HOST:PORT (e.g. 127.0.0.1:6379) or 'auto', got {address!r}")
-        try:  # ray.init would retry an unreachable address for minutes
+            raise InvalidInputError(
+                f"the Ray address is HOST:PORT (e.g. 127.0.0.1:6379) or 'auto', got {address!r}"
+            )
+        # ray.init would retry an unreachable address for minutes
+        try:
             socket.create_connection((host.strip("[]"), int(port)), timeout=3).close()
         except OSError as e:
             raise InvalidInputError(f"cannot reach the Ray cluster at {address}: {e.strerror or e}") from None
@@ -155,13 +192,21 @@ def _connected(address: str) -> Iterator[None]:
     try:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as e:
-        hint = "" if os.environ.get("RAY_AUTH_MODE") == "token" else (
-            " (a cluster with token authentication also needs RAY_AUTH_MODE=token and its RAY_AUTH_TOKEN)")
-        raise InvalidInputError(f"cannot connect to the Ray cluster at {address}: {_last_line(e)}{hint}") from None
+        hint = (
+            ""
+            if os.environ.get("RAY_AUTH_MODE") == "token"
+            else (
+                " (a cluster with token authentication also needs RAY_AUTH_MODE=token and its RAY_AUTH_TOKEN)"
+            )
+        )
+        raise InvalidInputError(
+            f"cannot connect to the Ray cluster at {address}: {_last_line(e)}{hint}"
+        ) from None
     try:
         yield
     finally:
-        ray.shutdown()  # Serve and its applications are detached: they stay
+        # Serve and its applications are detached: they stay
+        ray.shutdown()
 
 
 def _pin(ref: str) -> str:
@@ -176,7 +221,8 @@ def _pin(ref: str) -> str:
     try:
         parse_ref(ref)
     except InvalidInputError:
-        return ref  # package.module:Class, importable on the cluster
+        # package.module:Class, importable on the cluster
+        return ref
     from lepton_ai.store import Registry
 
     return Registry().get(ref).ref
@@ -192,19 +238,24 @@ def _service(target: str, settings: dict[str, Any]) -> Any:
     except TypeError as e:
         raise InvalidInputError(f"unknown serve setting: {e}") from None
     if serve_settings.model_process:
-        raise InvalidInputError("model_process is not supported on Ray Serve: a replica runs its handlers in "
-                                "its own Ray process (scale with --replicas)")
+        raise InvalidInputError(
+            "model_process is not supported on Ray Serve: a replica runs its handlers in "
+            "its own Ray process (scale with --replicas)"
+        )
     return Service(load_photon(target), serve_settings)
 
 
 def _name(target: str) -> str:
     """Return the application's name (and route prefix): the model's name, or the Photon class's."""
     module, sep, last = target.rpartition(":")
-    if not sep:  # a saved-model folder
+    # a saved-model folder
+    if not sep:
         base = Path(target).name
-    elif last.isdigit():  # NAME:VERSION
+    # NAME:VERSION
+    elif last.isdigit():
         base = module
-    else:  # path.py:Class or package.module:Class
+    # path.py:Class or package.module:Class
+    else:
         base = last.lower()
     return re.sub(r"[^A-Za-z0-9._-]", "-", base).strip(".-") or "photon"
 
@@ -227,7 +278,8 @@ def _failure(name: str) -> str:
 
     try:
         messages = [d.message for d in serve.status().applications[name].deployments.values() if d.message]
-    except Exception:  # the cause is secondary: never hide the failure behind another
+    # the cause is secondary: never hide the failure behind another
+    except Exception:
         return ""
     return _last_line(messages[-1]) if messages else ""
 

@@ -11,8 +11,15 @@ from typing import Any, Protocol
 from lepton_ai.errors import InvalidInputError, LeptonError, one_line
 from lepton_ai.jobs.queue import JobInfo, JobQueue
 from lepton_ai.jobs.spec import JobSpec, TrainSpec
-from lepton_ai.jobs.worker import Capacity, job_key, kill_job_processes, produced_versions, read_log, start_worker, \
-    worker_alive
+from lepton_ai.jobs.worker import (
+    Capacity,
+    job_key,
+    kill_job_processes,
+    produced_versions,
+    read_log,
+    start_worker,
+    worker_alive,
+)
 
 BACKENDS = ("local", "ray", "kubernetes")
 log = logging.getLogger("lepton_ai.jobs")
@@ -40,22 +47,27 @@ def engine(backend: str, address: str | None = None, **options: Any) -> Engine:
     raise InvalidInputError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
 
 
-def submit(spec: JobSpec, backend: str = "local", address: str | None = None, *, start: bool = True,
-           **options: Any) -> JobInfo:
+def submit(
+    spec: JobSpec, backend: str = "local", address: str | None = None, *, start: bool = True, **options: Any
+) -> JobInfo:
     """Queue `spec` locally (starting a worker if none runs) or hand it to Ray / Kubernetes; return the job."""
     if isinstance(spec.spec, TrainSpec) and spec.spec.nnodes > 1 and backend != "kubernetes":
-        raise InvalidInputError(f"spec.nnodes: {spec.spec.nnodes} machines need --backend kubernetes (a PyTorchJob); "
-                                "on one machine use spec.nproc")
+        raise InvalidInputError(
+            f"spec.nnodes: {spec.spec.nnodes} machines need --backend kubernetes (a PyTorchJob); "
+            "on one machine use spec.nproc"
+        )
     queue = JobQueue()
     if backend == "local":
-        Capacity.of_machine(gpus=None if spec.resources.gpus else 0).check(spec)  # no CUDA probe unless asked
+        # no CUDA probe unless asked
+        Capacity.of_machine(gpus=None if spec.resources.gpus else 0).check(spec)
         job = queue.submit(spec)
         if start:
             start_worker()
         return job
     remote = engine(backend, address, **options)
     job = queue.claim(queue.submit(spec, backend, address).id, worker=backend)
-    assert job is not None  # just queued, nobody else knows it
+    # just queued, nobody else knows it
+    assert job is not None
     try:
         external = remote.submit(job.id, spec)
     except Exception as e:
@@ -77,7 +89,9 @@ def status(job_id: int) -> JobInfo:
         state, code = remote.state(job.external_id)
         versions = produced_versions(remote.logs(job.external_id)[-65536:]) if state == "succeeded" else []
     except Exception as e:
-        log.warning("job %d: %s did not answer (%s); showing the last known state", job_id, job.backend, one_line(e))
+        log.warning(
+            "job %d: %s did not answer (%s); showing the last known state", job_id, job.backend, one_line(e)
+        )
         return job
     return queue.sync(job.id, state, code, versions=versions)
 
@@ -88,7 +102,8 @@ def logs(job_id: int, follow: bool = False, poll_s: float = 0.5) -> Iterator[str
     while True:
         job = status(job_id)
         if job.backend == "local":
-            if attempt != job.attempts:  # a new attempt writes a new log
+            # a new attempt writes a new log
+            if attempt != job.attempts:
                 attempt, seen = job.attempts, 0
             text = read_log(job)
         elif job.external_id:
@@ -111,7 +126,8 @@ def logs(job_id: int, follow: bool = False, poll_s: float = 0.5) -> Iterator[str
 def cancel(job_id: int, wait_s: float = 15.0) -> JobInfo:
     """Cancel a job: a queued one at once, a running one by its worker or engine; waits up to `wait_s`."""
     queue = JobQueue()
-    job = status(job_id)  # a remote job may have finished since we last asked
+    # a remote job may have finished since we last asked
+    job = status(job_id)
     if job.backend != "local" and not job.done:
         if job.external_id:
             try:
@@ -119,11 +135,15 @@ def cancel(job_id: int, wait_s: float = 15.0) -> JobInfo:
             except LeptonError:
                 raise
             except Exception as e:
-                raise InvalidInputError(f"job {job_id}: {job.backend} did not stop it: {one_line(e)}") from None
+                raise InvalidInputError(
+                    f"job {job_id}: {job.backend} did not stop it: {one_line(e)}"
+                ) from None
         queue.request_cancel(job_id)
         return queue.sync(job_id, "cancelled")
-    job = queue.request_cancel(job_id)  # refuses a finished job
-    if job.state == "running" and not worker_alive(job.worker):  # its worker died: nobody else will end it
+    # refuses a finished job
+    job = queue.request_cancel(job_id)
+    # its worker died: nobody else will end it
+    if job.state == "running" and not worker_alive(job.worker):
         kill_job_processes(job_key(queue.db_url, job.id))
         return queue.finish(job.id, job.attempts, "cancelled", error="cancelled (its worker had died)")
     deadline = time.monotonic() + wait_s

@@ -19,7 +19,8 @@ from lepton_ai.store.schema import Job, JobAttempt, utcnow
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL = ("succeeded", "failed", "cancelled")
-MAX_LOST = 5  # a job whose worker died this many times is failed, not retried forever
+# a job whose worker died this many times is failed, not retried forever
+MAX_LOST = 5
 
 
 def _iso(t: datetime | None) -> str | None:
@@ -31,7 +32,8 @@ class AttemptInfo:
     """One run of a job."""
 
     attempt: int
-    state: str  # running, succeeded, failed, cancelled, or lost (its worker died)
+    # running, succeeded, failed, cancelled, or lost (its worker died)
+    state: str
     worker: str | None
     exit_code: int | None
     error: str | None
@@ -82,12 +84,29 @@ class JobInfo:
 
 
 def _info(job: Job) -> JobInfo:
-    return JobInfo(id=job.id, name=job.name, kind=job.kind, backend=job.backend, state=job.state,
-                   attempts=job.attempts, exit_code=job.exit_code, error=job.error, logs_uri=job.logs_uri,
-                   versions=list(job.versions or []), address=job.address, external_id=job.external_id,
-                   worker=job.worker, pgid=job.pgid, cancel_requested=job.cancel_requested, priority=job.priority,
-                   cwd=job.cwd, spec=job.spec, created_at=_iso(job.created_at), started_at=_iso(job.started_at),
-                   ended_at=_iso(job.ended_at))
+    return JobInfo(
+        id=job.id,
+        name=job.name,
+        kind=job.kind,
+        backend=job.backend,
+        state=job.state,
+        attempts=job.attempts,
+        exit_code=job.exit_code,
+        error=job.error,
+        logs_uri=job.logs_uri,
+        versions=list(job.versions or []),
+        address=job.address,
+        external_id=job.external_id,
+        worker=job.worker,
+        pgid=job.pgid,
+        cancel_requested=job.cancel_requested,
+        priority=job.priority,
+        cwd=job.cwd,
+        spec=job.spec,
+        created_at=_iso(job.created_at),
+        started_at=_iso(job.started_at),
+        ended_at=_iso(job.ended_at),
+    )
 
 
 class JobQueue:
@@ -102,19 +121,31 @@ class JobQueue:
 
     @staticmethod
     def _row(s: Session, job_id: int) -> Job:
-        job = s.get(Job, job_id, with_for_update=True)  # a row lock on PostgreSQL; SQLite locks the whole file
+        # a row lock on PostgreSQL; SQLite locks the whole file
+        job = s.get(Job, job_id, with_for_update=True)
         if job is None:
             raise NotFoundError(f"no job {job_id}: `lepton job list` shows the jobs")
         return job
 
-    def submit(self, spec: JobSpec, backend: str = "local", address: str | None = None,
-               cwd: str | None = None) -> JobInfo:
+    def submit(
+        self, spec: JobSpec, backend: str = "local", address: str | None = None, cwd: str | None = None
+    ) -> JobInfo:
         """Record a new queued job (run in `cwd`, default the current directory) and return it."""
 
         def insert(s: Session) -> JobInfo:
-            job = Job(name=spec.name, kind=spec.kind, backend=backend, address=address, spec=spec.to_dict(),
-                      cwd=cwd or os.getcwd(),
-                      priority=spec.priority, state="queued", attempts=0, cancel_requested=False, versions=[])
+            job = Job(
+                name=spec.name,
+                kind=spec.kind,
+                backend=backend,
+                address=address,
+                spec=spec.to_dict(),
+                cwd=cwd or os.getcwd(),
+                priority=spec.priority,
+                state="queued",
+                attempts=0,
+                cancel_requested=False,
+                versions=[],
+            )
             s.add(job)
             s.flush()
             return _info(job)
@@ -140,15 +171,29 @@ class JobQueue:
         """Return every attempt of a job, oldest first."""
 
         def query(s: Session) -> list[AttemptInfo]:
-            return [AttemptInfo(a.attempt, a.state, a.worker, a.exit_code, a.error, a.logs_uri, _iso(a.started_at),
-                                _iso(a.ended_at)) for a in self._row(s, job_id).attempt_rows]
+            return [
+                AttemptInfo(
+                    a.attempt,
+                    a.state,
+                    a.worker,
+                    a.exit_code,
+                    a.error,
+                    a.logs_uri,
+                    _iso(a.started_at),
+                    _iso(a.ended_at),
+                )
+                for a in self._row(s, job_id).attempt_rows
+            ]
 
         return self._tx(query)
 
     def queued(self, backend: str = "local") -> list[JobInfo]:
         """Return queued jobs in the order they should start: priority, then age."""
-        q = (select(Job).where(Job.state == "queued", Job.backend == backend)
-             .order_by(Job.priority.desc(), Job.id))
+        q = (
+            select(Job)
+            .where(Job.state == "queued", Job.backend == backend)
+            .order_by(Job.priority.desc(), Job.id)
+        )
         return self._tx(lambda s: [_info(j) for j in s.scalars(q)])
 
     def running(self, worker_host: str | None = None, backend: str = "local") -> list[JobInfo]:
@@ -168,14 +213,24 @@ class JobQueue:
             now = utcnow()
             job.state, job.worker, job.attempts, job.pgid = "running", worker, job.attempts + 1, None
             job.started_at, job.logs_uri, job.exit_code, job.error = now, logs_uri, None, None
-            s.add(JobAttempt(job_id=job.id, attempt=job.attempts, state="running", worker=worker,
-                             logs_uri=logs_uri, started_at=now))
+            s.add(
+                JobAttempt(
+                    job_id=job.id,
+                    attempt=job.attempts,
+                    state="running",
+                    worker=worker,
+                    logs_uri=logs_uri,
+                    started_at=now,
+                )
+            )
             s.flush()
             return _info(job)
 
         return self._tx(update)
 
-    def started(self, job_id: int, attempt: int, pgid: int | None = None, external_id: str | None = None) -> None:
+    def started(
+        self, job_id: int, attempt: int, pgid: int | None = None, external_id: str | None = None
+    ) -> None:
         """Record the process group (local) or the engine's id (Ray, Kubernetes) of attempt `attempt`."""
 
         def update(s: Session) -> None:
@@ -186,8 +241,15 @@ class JobQueue:
 
         self._tx(update)
 
-    def finish(self, job_id: int, attempt: int, state: str, exit_code: int | None = None, error: str | None = None,
-               versions: list[str] | None = None) -> JobInfo:
+    def finish(
+        self,
+        job_id: int,
+        attempt: int,
+        state: str,
+        exit_code: int | None = None,
+        error: str | None = None,
+        versions: list[str] | None = None,
+    ) -> JobInfo:
         """End attempt `attempt` as succeeded, failed, cancelled or lost and requeue when retries are left;
         a no-op when that attempt is no longer the running one (a late report from a worker presumed dead)."""
         if state not in ("succeeded", "failed", "cancelled", "lost"):
@@ -217,7 +279,9 @@ class JobQueue:
 
         return self._tx(update)
 
-    def sync(self, job_id: int, state: str, exit_code: int | None = None, versions: list[str] | None = None) -> JobInfo:
+    def sync(
+        self, job_id: int, state: str, exit_code: int | None = None, versions: list[str] | None = None
+    ) -> JobInfo:
         """Record the state an external engine reports (Ray, Kubernetes); finished jobs stay finished."""
         if state not in STATES:
             raise ValueError(f"unknown job state {state!r}")

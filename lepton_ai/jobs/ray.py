@@ -15,9 +15,15 @@ from lepton_ai.errors import InvalidInputError, one_line
 from lepton_ai.jobs.spec import JobSpec
 from lepton_ai.jobs.worker import job_key
 
-_AGENT_WAIT_S = 30.0  # how long a submission waits for a head node's job agent to come up
-_STATES = {"PENDING": "queued", "RUNNING": "running", "SUCCEEDED": "succeeded", "FAILED": "failed",
-           "STOPPED": "cancelled"}
+# how long a submission waits for a head node's job agent to come up
+_AGENT_WAIT_S = 30.0
+_STATES = {
+    "PENDING": "queued",
+    "RUNNING": "running",
+    "SUCCEEDED": "succeeded",
+    "FAILED": "failed",
+    "STOPPED": "cancelled",
+}
 
 
 def job_env() -> dict[str, str]:
@@ -44,29 +50,42 @@ class RayBackend:
         self.address = address or os.environ.get("RAY_ADDRESS")
         if not self.address:
             raise InvalidInputError("the Ray backend needs --address http://HEAD:8265 (or RAY_ADDRESS)")
-        token = os.environ.get("RAY_AUTH_TOKEN")  # clusters with token auth (Ray's default for new ones)
+        # clusters with token auth (Ray's default for new ones)
+        token = os.environ.get("RAY_AUTH_TOKEN")
         headers = {"Authorization": f"Bearer {token}"} if token else None
         try:
             self.client = JobSubmissionClient(self.address, headers=headers)
-        except Exception as e:  # ConnectionError, ValueError, RuntimeError… all mean "cannot reach it"
-            raise InvalidInputError(f"cannot use the Ray cluster at {self.address}: {one_line(e, 200)}") from None
+        # ConnectionError, ValueError, RuntimeError… all mean "cannot reach it"
+        except Exception as e:
+            raise InvalidInputError(
+                f"cannot use the Ray cluster at {self.address}: {one_line(e, 200)}"
+            ) from None
 
     def submit(self, job_id: int, spec: JobSpec) -> str:
         """Submit `spec` as a Ray job and return its submission id."""
-        argv = spec.command()  # `lepton …`: the cluster's environment must have lepton-ai installed
+        # `lepton …`: the cluster's environment must have lepton-ai installed
+        argv = spec.command()
         r = spec.resources
-        kwargs: dict[str, Any] = {"entrypoint_num_cpus": r.cpus, "entrypoint_num_gpus": r.gpus or None,
-                                  "entrypoint_memory": r.memory_bytes or None}
+        kwargs: dict[str, Any] = {
+            "entrypoint_num_cpus": r.cpus,
+            "entrypoint_num_gpus": r.gpus or None,
+            "entrypoint_memory": r.memory_bytes or None,
+        }
         env = {**job_env(), **getattr(spec.spec, "env", {}), "LEPTON_JOB_ID": str(job_id)}
         # Ray runs the entrypoint through a shell: every word is quoted, nothing from the spec is interpreted.
-        options = {"entrypoint": shlex.join(argv), "runtime_env": {"env_vars": env},
-                   "submission_id": f"lepton-{job_key(config.db_url(), job_id)}-{spec.name}",
-                   "metadata": {"lepton_job": str(job_id)}, **{k: v for k, v in kwargs.items() if v is not None}}
+        options = {
+            "entrypoint": shlex.join(argv),
+            "runtime_env": {"env_vars": env},
+            "submission_id": f"lepton-{job_key(config.db_url(), job_id)}-{spec.name}",
+            "metadata": {"lepton_job": str(job_id)},
+            **{k: v for k, v in kwargs.items() if v is not None},
+        }
         deadline = time.monotonic() + _AGENT_WAIT_S
         while True:
             try:
                 return self.client.submit_job(**options)
-            except RuntimeError as e:  # a head that just started has no job agent yet: Ray says to try again later
+            # a head that just started has no job agent yet: Ray says to try again later
+            except RuntimeError as e:
                 if "No available agent" not in str(e) or time.monotonic() > deadline:
                     raise
                 time.sleep(1.0)

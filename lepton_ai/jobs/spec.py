@@ -16,9 +16,19 @@ from lepton_ai.errors import InvalidInputError, NotFoundError
 Kind = Literal["train", "optimize", "evaluate", "federated", "command"]
 KINDS: tuple[str, ...] = Kind.__args__  # type: ignore[attr-defined]
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*(Ki|Mi|Gi|Ti|K|M|G|T)?$")
-_UNITS = {None: 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
-          "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,51}[a-z0-9])?$")  # also a valid Kubernetes / Ray name
+_UNITS = {
+    None: 1,
+    "K": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+}
+# also a valid Kubernetes / Ray name
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,51}[a-z0-9])?$")
 
 
 class _Strict(BaseModel):
@@ -58,7 +68,10 @@ def _flags(**values: Any) -> list[str]:
     argv: list[str] = []
     for name, value in values.items():
         if value is not None:
-            argv += [f"--{name.replace('_', '-')}", ",".join(value) if isinstance(value, list) else str(value)]
+            argv += [
+                f"--{name.replace('_', '-')}",
+                ",".join(value) if isinstance(value, list) else str(value),
+            ]
     return argv
 
 
@@ -91,18 +104,33 @@ class TrainSpec(_Strict):
     @model_validator(mode="after")
     def _private_in_one_fp32_process(self) -> TrainSpec:
         if self.privacy and (self.nproc > 1 or self.nnodes > 1 or self.precision in ("fp16", "bf16")):
-            raise ValueError("privacy (DP-SGD) trains in one process in fp32: drop nproc/nnodes or use precision "
-                             "auto or fp32")
+            raise ValueError(
+                "privacy (DP-SGD) trains in one process in fp32: drop nproc/nnodes or use precision "
+                "auto or fp32"
+            )
         return self
 
     def args(self) -> list[str]:
         """Return the `lepton` arguments that run this step."""
         dp = self.privacy
-        return ["train", *_flags(model=self.model, data=self.data, name=self.name, epochs=self.epochs, lr=self.lr,
-                                 batch_size=self.batch_size, device=self.device, precision=self.precision,
-                                 seed=self.seed, nproc=self.nproc if self.nproc > 1 else None,
-                                 dp_epsilon=dp and dp.epsilon, dp_delta=dp and dp.delta,
-                                 max_grad_norm=dp and dp.clip)]
+        return [
+            "train",
+            *_flags(
+                model=self.model,
+                data=self.data,
+                name=self.name,
+                epochs=self.epochs,
+                lr=self.lr,
+                batch_size=self.batch_size,
+                device=self.device,
+                precision=self.precision,
+                seed=self.seed,
+                nproc=self.nproc if self.nproc > 1 else None,
+                dp_epsilon=dp and dp.epsilon,
+                dp_delta=dp and dp.delta,
+                max_grad_norm=dp and dp.clip,
+            ),
+        ]
 
 
 class OptimizeSpec(_Strict):
@@ -120,11 +148,20 @@ class OptimizeSpec(_Strict):
 
     def args(self) -> list[str]:
         """Return the `lepton` arguments that run this step."""
-        return ["optimize", self.model, *_flags(data=self.data, objective=self.objective, batch_size=self.batch_size,
-                                                time_budget=self.time_budget, name=self.name,
-                                                max_accuracy_drop=self.max_accuracy_drop,
-                                                max_fidelity_drop=self.max_fidelity_drop,
-                                                techniques=self.techniques or None)]
+        return [
+            "optimize",
+            self.model,
+            *_flags(
+                data=self.data,
+                objective=self.objective,
+                batch_size=self.batch_size,
+                time_budget=self.time_budget,
+                name=self.name,
+                max_accuracy_drop=self.max_accuracy_drop,
+                max_fidelity_drop=self.max_fidelity_drop,
+                techniques=self.techniques or None,
+            ),
+        ]
 
 
 class EvaluateSpec(_Strict):
@@ -166,11 +203,27 @@ class FederatedSpec(_Strict):
     def args(self) -> list[str]:
         """Return the `lepton` arguments that run this step."""
         dp = self.privacy
-        return ["fl", "run", *_flags(model=self.model, data=self.data, clients=self.clients, rounds=self.rounds,
-                                     partition=self.partition, strategy=self.strategy, fraction=self.fraction,
-                                     local_epochs=self.local_epochs, lr=self.lr, batch_size=self.batch_size,
-                                     seed=self.seed, name=self.name, dp_epsilon=dp and dp.epsilon,
-                                     dp_delta=dp and dp.delta, dp_clip=dp and dp.clip)]
+        return [
+            "fl",
+            "run",
+            *_flags(
+                model=self.model,
+                data=self.data,
+                clients=self.clients,
+                rounds=self.rounds,
+                partition=self.partition,
+                strategy=self.strategy,
+                fraction=self.fraction,
+                local_epochs=self.local_epochs,
+                lr=self.lr,
+                batch_size=self.batch_size,
+                seed=self.seed,
+                name=self.name,
+                dp_epsilon=dp and dp.epsilon,
+                dp_delta=dp and dp.delta,
+                dp_clip=dp and dp.clip,
+            ),
+        ]
 
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -198,8 +251,13 @@ class CommandSpec(_Strict):
         return v
 
 
-SPECS: dict[str, type[_Strict]] = {"train": TrainSpec, "optimize": OptimizeSpec, "evaluate": EvaluateSpec,
-                                   "federated": FederatedSpec, "command": CommandSpec}
+SPECS: dict[str, type[_Strict]] = {
+    "train": TrainSpec,
+    "optimize": OptimizeSpec,
+    "evaluate": EvaluateSpec,
+    "federated": FederatedSpec,
+    "command": CommandSpec,
+}
 
 
 class JobSpec(_Strict):
@@ -215,18 +273,26 @@ class JobSpec(_Strict):
     @model_validator(mode="after")
     def _spec_fits_kind(self) -> JobSpec:
         if not isinstance(self.spec, SPECS[self.kind]):
-            raise ValueError(f"kind {self.kind} needs a {SPECS[self.kind].__name__}, not a {type(self.spec).__name__}")
-        if isinstance(self.spec, TrainSpec) and self.spec.nproc > max(1, self.resources.cpus) \
-                and self.resources.gpus < self.spec.nproc:
-            raise ValueError(f"spec.nproc {self.spec.nproc} processes need resources.cpus (or gpus) >= "
-                             f"{self.spec.nproc}")
+            raise ValueError(
+                f"kind {self.kind} needs a {SPECS[self.kind].__name__}, not a {type(self.spec).__name__}"
+            )
+        if (
+            isinstance(self.spec, TrainSpec)
+            and self.spec.nproc > max(1, self.resources.cpus)
+            and self.resources.gpus < self.spec.nproc
+        ):
+            raise ValueError(
+                f"spec.nproc {self.spec.nproc} processes need resources.cpus (or gpus) >= {self.spec.nproc}"
+            )
         return self
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         if not _NAME.match(v):
-            raise ValueError("use 1-53 lowercase letters, digits and '-' (it names Kubernetes and Ray objects)")
+            raise ValueError(
+                "use 1-53 lowercase letters, digits and '-' (it names Kubernetes and Ray objects)"
+            )
         return v
 
     def command(self, checkpoint_dir: str | None = None, resume: bool = False) -> list[str]:
@@ -235,7 +301,9 @@ class JobSpec(_Strict):
             return list(self.spec.argv)
         argv = ["lepton", *self.spec.args(), "--json"]
         if isinstance(self.spec, TrainSpec):
-            argv += (["--checkpoint-dir", checkpoint_dir] if checkpoint_dir else []) + (["--resume"] if resume else [])
+            argv += (["--checkpoint-dir", checkpoint_dir] if checkpoint_dir else []) + (
+                ["--resume"] if resume else []
+            )
         return argv
 
     def to_dict(self) -> dict[str, Any]:
@@ -266,7 +334,9 @@ def _explain(e: ValidationError) -> InvalidInputError:
     """Return a one-line error naming the first bad field ("spec.epochs: …") of a validation error."""
     err = e.errors()[0]
     prefix = "spec." if e.title in {c.__name__ for c in SPECS.values()} else ""
-    got = f" (got {err['input']!r})" if err["type"] not in ("missing", "extra_forbidden", "value_error") else ""
+    got = (
+        f" (got {err['input']!r})" if err["type"] not in ("missing", "extra_forbidden", "value_error") else ""
+    )
     return InvalidInputError(f"{prefix}{_where(err['loc'])}: {err['msg']}{got}")
 
 
@@ -286,11 +356,13 @@ def load_spec(source: str | Path) -> JobSpec:
             raise _explain(e) from None
         if job is None:
             raise InvalidInputError(f"{path} defines no `job` (a JobSpec or a dict)")
-        return parse(job.to_dict() if isinstance(job, JobSpec) else job)  # checked again, whatever built it
+        # checked again, whatever built it
+        return parse(job.to_dict() if isinstance(job, JobSpec) else job)
     text = path.read_text(encoding="utf-8")
     try:
         doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as e:
-        raise InvalidInputError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
-                                f"{str(e).splitlines()[0]}") from None
+        raise InvalidInputError(
+            f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {str(e).splitlines()[0]}"
+        ) from None
     return parse(doc)

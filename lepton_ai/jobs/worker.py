@@ -41,24 +41,34 @@ class Capacity:
     memory: int
 
     @classmethod
-    def of_machine(cls, cpus: float | None = None, gpus: int | None = None, memory: int | None = None) -> Capacity:
+    def of_machine(
+        cls, cpus: float | None = None, gpus: int | None = None, memory: int | None = None
+    ) -> Capacity:
         """Return this machine's capacity, each part overridable."""
         if gpus is None:
             from lepton_ai.machine import gpu_info
 
             gpus = len(gpu_info())
         info = cpu_info()
-        return cls(cpus=float(info["cores"] if cpus is None else cpus), gpus=gpus,
-                   memory=int(info["memory_bytes"] or 0) if memory is None else memory)
+        return cls(
+            cpus=float(info["cores"] if cpus is None else cpus),
+            gpus=gpus,
+            memory=int(info["memory_bytes"] or 0) if memory is None else memory,
+        )
 
     def check(self, spec: JobSpec) -> None:
         """Raise when `spec` could never fit this capacity, naming the resource."""
         r = spec.resources
-        for what, need, have in (("cpus", r.cpus, self.cpus), ("gpus", r.gpus, self.gpus),
-                                 ("memory bytes", r.memory_bytes, self.memory or r.memory_bytes)):
+        for what, need, have in (
+            ("cpus", r.cpus, self.cpus),
+            ("gpus", r.gpus, self.gpus),
+            ("memory bytes", r.memory_bytes, self.memory or r.memory_bytes),
+        ):
             if need > have:
-                raise InvalidInputError(f"resources.{what.split()[0]}: the job asks for {need:g} {what} but the "
-                                        f"local worker has {have:g}")
+                raise InvalidInputError(
+                    f"resources.{what.split()[0]}: the job asks for {need:g} {what} but the "
+                    f"local worker has {have:g}"
+                )
 
 
 def lock_path() -> Path:
@@ -101,8 +111,13 @@ def start_worker(idle_exit_s: float = 60.0) -> int | None:
         return None
     log = config.home() / "worker.log"
     with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "lepton_ai.cli.main", "worker", "--idle-exit", str(idle_exit_s)],
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lepton_ai.cli.main", "worker", "--idle-exit", str(idle_exit_s)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     return proc.pid
 
 
@@ -123,7 +138,8 @@ def kill_job_processes(key: str, sig: int = signal.SIGKILL) -> int:
                 os.kill(pid, sig)
                 n += 1
         except (OSError, ValueError):
-            continue  # gone, or not ours to read
+            # gone, or not ours to read
+            continue
     return n
 
 
@@ -133,7 +149,8 @@ def worker_alive(worker: str | None) -> bool:
     if host != HOST or not pid.isdigit():
         return host != HOST and bool(host)
     try:
-        return b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes()  # a live `lepton worker`, not a reused pid
+        # a live `lepton worker`, not a reused pid
+        return b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
 
@@ -151,7 +168,8 @@ def _die_with_parent(parent: int) -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         pass
-    if os.getppid() != parent:  # the worker died before prctl took effect
+    # the worker died before prctl took effect
+    if os.getppid() != parent:
         os._exit(1)
 
 
@@ -202,15 +220,18 @@ class Worker:
 
     def run(self) -> int:
         """Take the worker lock, recover orphans, then schedule until stopped; return an exit status."""
-        with worker_lock(wait_s=2.0) as got:  # waits out a `worker_running()` probe
+        # waits out a `worker_running()` probe
+        with worker_lock(wait_s=2.0) as got:
             if not got:
                 self.console.print(f"another worker is running ({lock_path()}); this one exits")
                 return 0
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: setattr(self, "_stop", True))
             self.recover()
-            self.console.print(f"worker {self.name}: {self.capacity.cpus:g} cpus, {self.capacity.gpus} gpus, "
-                               f"{self.capacity.memory / 2**30:.1f} GiB")
+            self.console.print(
+                f"worker {self.name}: {self.capacity.cpus:g} cpus, {self.capacity.gpus} gpus, "
+                f"{self.capacity.memory / 2**30:.1f} GiB"
+            )
             idle_since = last_upload = time.monotonic()
             while not self._stop:
                 self.reap()
@@ -226,7 +247,8 @@ class Worker:
                     break
                 time.sleep(self.poll_s)
             self.shutdown()
-        if not self._stop and self.queue.queued():  # submitted while this worker was exiting idle
+        # submitted while this worker was exiting idle
+        if not self._stop and self.queue.queued():
             start_worker(self.idle_exit_s or 60.0)
         return 0
 
@@ -236,9 +258,15 @@ class Worker:
         for job in orphans:
             killed = kill_job_processes(job_key(self.queue.db_url, job.id))
             self._upload(job.id, job.attempts)
-            self.queue.finish(job.id, job.attempts, "lost",
-                              error=f"worker {job.worker} died ({killed} processes left, killed)")
-            self.console.print(f"job {job.id}: its worker {job.worker} died; attempt {job.attempts} marked lost")
+            self.queue.finish(
+                job.id,
+                job.attempts,
+                "lost",
+                error=f"worker {job.worker} died ({killed} processes left, killed)",
+            )
+            self.console.print(
+                f"job {job.id}: its worker {job.worker} died; attempt {job.attempts} marked lost"
+            )
         return orphans
 
     def _free(self) -> tuple[float, set[int], int]:
@@ -257,10 +285,14 @@ class Worker:
                 self.capacity.check(spec)
                 cpus, gpus, memory = self._free()
                 r = spec.resources
-                if r.cpus <= cpus + 1e-9 and r.gpus <= len(gpus) and (not self.capacity.memory
-                                                                      or r.memory_bytes <= memory):
-                    self.start(job, spec, sorted(gpus)[:r.gpus])
-            except Exception as e:  # one bad job fails alone; the worker and the queue go on
+                if (
+                    r.cpus <= cpus + 1e-9
+                    and r.gpus <= len(gpus)
+                    and (not self.capacity.memory or r.memory_bytes <= memory)
+                ):
+                    self.start(job, spec, sorted(gpus)[: r.gpus])
+            # one bad job fails alone; the worker and the queue go on
+            except Exception as e:
                 now = self.queue.get(job.id)
                 mine = now.state == "running" and now.worker == self.name and job.id not in self.running
                 claimed = now if mine else self.queue.claim(job.id, self.name)
@@ -277,20 +309,37 @@ class Worker:
         n = claimed.attempts
         log_path = self._log_path(job.id, n)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **getattr(spec.spec, "env", {}), "LEPTON_JOB_ID": str(job.id),
-               "LEPTON_JOB_ATTEMPT": str(n), "LEPTON_JOB_KEY": job_key(self.queue.db_url, job.id),
-               "OMP_NUM_THREADS": str(max(1, int(spec.resources.cpus))), "PYTHONUNBUFFERED": "1",
-               "CUDA_VISIBLE_DEVICES": ",".join(self.gpu_ids[g] for g in gpus)}
-        argv = spec.command(checkpoint_dir=str(config.home() / "checkpoints" / "jobs" / str(job.id)),
-                            resume=isinstance(spec.spec, TrainSpec) and n > 1)
+        env = {
+            **os.environ,
+            **getattr(spec.spec, "env", {}),
+            "LEPTON_JOB_ID": str(job.id),
+            "LEPTON_JOB_ATTEMPT": str(n),
+            "LEPTON_JOB_KEY": job_key(self.queue.db_url, job.id),
+            "OMP_NUM_THREADS": str(max(1, int(spec.resources.cpus))),
+            "PYTHONUNBUFFERED": "1",
+            "CUDA_VISIBLE_DEVICES": ",".join(self.gpu_ids[g] for g in gpus),
+        }
+        argv = spec.command(
+            checkpoint_dir=str(config.home() / "checkpoints" / "jobs" / str(job.id)),
+            resume=isinstance(spec.spec, TrainSpec) and n > 1,
+        )
         if argv[0] == "lepton":
             argv = [sys.executable, "-m", "lepton_ai.cli.main", *argv[1:]]
         cwd = job.cwd if job.cwd and os.path.isdir(job.cwd) else None
         parent = os.getpid()
-        log = open(log_path, "ab")
+        # The child holds the log open after this function returns: it is closed when the job ends.
+        log = open(log_path, "ab")  # noqa: SIM115
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                    cwd=cwd, start_new_session=True, preexec_fn=lambda: _die_with_parent(parent))
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+                preexec_fn=lambda: _die_with_parent(parent),
+            )
         except (OSError, ValueError) as e:
             log.close()
             self.queue.finish(job.id, n, "failed", error=f"cannot start {argv[0]}: {one_line(e)}")
@@ -316,7 +365,8 @@ class Worker:
             if code is None:
                 continue
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(r.proc.pid, signal.SIGKILL)  # children it left behind hold no slot: end them
+                # children it left behind hold no slot: end them
+                os.killpg(r.proc.pid, signal.SIGKILL)
             kill_job_processes(job_key(self.queue.db_url, job_id))
             r.log.close()
             self._upload(job_id, r.job.attempts)
@@ -325,10 +375,18 @@ class Worker:
                 tail = f.read().decode("utf-8", "replace")
             ok = code == 0
             error = None if ok else (f"killed by signal {-code}" if code < 0 else f"exit code {code}")
-            info = self.queue.finish(job_id, r.job.attempts, "succeeded" if ok else "failed", exit_code=code,
-                                     error=error, versions=produced_versions(tail) if ok else [])
+            info = self.queue.finish(
+                job_id,
+                r.job.attempts,
+                "succeeded" if ok else "failed",
+                exit_code=code,
+                error=error,
+                versions=produced_versions(tail) if ok else [],
+            )
             del self.running[job_id]
-            self.console.print(f"job {job_id} attempt {r.job.attempts}: {error or 'succeeded'} → {info.state}")
+            self.console.print(
+                f"job {job_id} attempt {r.job.attempts}: {error or 'succeeded'} → {info.state}"
+            )
 
     def upload_logs(self) -> None:
         """Copy the logs of running attempts to a remote artifact store (so `logs -f` elsewhere sees them)."""
@@ -342,7 +400,8 @@ class Worker:
         try:
             if path.exists():
                 self.store.fs.put(str(path), self.store.path(log_key(job_id, attempt)))
-        except Exception as e:  # a network glitch must not take the worker and its jobs down
+        # a network glitch must not take the worker and its jobs down
+        except Exception as e:
             self.console.print(f"job {job_id}: log upload failed ({one_line(e)}); retrying later")
 
     def cancel_requested(self) -> None:
@@ -382,8 +441,9 @@ class Worker:
             kill_job_processes(job_key(self.queue.db_url, job_id))
             r.log.close()
             self._upload(job_id, r.job.attempts)
-            self.queue.finish(job_id, r.job.attempts, "lost", exit_code=r.proc.returncode,
-                              error="the worker was stopped")
+            self.queue.finish(
+                job_id, r.job.attempts, "lost", exit_code=r.proc.returncode, error="the worker was stopped"
+            )
         self.running.clear()
 
 

@@ -36,8 +36,13 @@ class Standardize(nn.Module):
 class MLP(nn.Module):
     """Fully connected classifier over flattened inputs."""
 
-    def __init__(self, input_size: tuple[int, ...], num_classes: int, hidden: tuple[int, ...] = (256, 128),
-                 dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        input_size: tuple[int, ...],
+        num_classes: int,
+        hidden: tuple[int, ...] = (256, 128),
+        dropout: float = 0.1,
+    ) -> None:
         super().__init__()
         self.normalize = Standardize(input_size)
         layers: list[nn.Module] = [nn.Flatten()]
@@ -53,7 +58,9 @@ class MLP(nn.Module):
 
 
 def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
 
 
 class SmallCNN(nn.Module):
@@ -63,9 +70,15 @@ class SmallCNN(nn.Module):
         super().__init__()
         self.normalize = Standardize(input_size)
         self.features = nn.Sequential(
-            _conv_bn(input_size[0], width), _conv_bn(width, width),
-            nn.MaxPool2d(2), _conv_bn(width, 2 * width), _conv_bn(2 * width, 2 * width),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2))
+            _conv_bn(input_size[0], width),
+            _conv_bn(width, width),
+            nn.MaxPool2d(2),
+            _conv_bn(width, 2 * width),
+            _conv_bn(2 * width, 2 * width),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Dropout(0.2),
+        )
         self.head = nn.Linear(2 * width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -80,8 +93,11 @@ class BasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-                           if stride != 1 or cin != cout else nn.Identity())
+        self.downsample = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            if stride != 1 or cin != cout
+            else nn.Identity()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -97,8 +113,12 @@ class ResNet18(nn.Module):
         self.normalize = Standardize(input_size)
         cin, side = input_size[0], min(input_size[1:])
         if side >= 64:
-            stem = [nn.Conv2d(cin, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
-                    nn.MaxPool2d(3, 2, 1)]
+            stem = [
+                nn.Conv2d(cin, 64, 7, 2, 3, bias=False),
+                nn.BatchNorm2d(64),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(3, 2, 1),
+            ]
         else:
             stem = [nn.Conv2d(cin, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True)]
         layers, width = [], 64
@@ -111,7 +131,8 @@ class ResNet18(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        for m in self.modules():  # zero-init the last BN of each block: starts as identity
+        # zero-init the last BN of each block: starts as identity
+        for m in self.modules():
             if isinstance(m, BasicBlock):
                 nn.init.zeros_(m.bn2.weight)
 
@@ -126,10 +147,14 @@ def build(arch: str, input_size: tuple[int, ...], num_classes: int) -> nn.Module
     if arch == "mlp":
         return MLP(input_size, num_classes)
     if len(input_size) != 3:
-        raise InvalidInputError(f"{arch} needs image inputs (C, H, W), got input_size={input_size}; use 'mlp'")
+        raise InvalidInputError(
+            f"{arch} needs image inputs (C, H, W), got input_size={input_size}; use 'mlp'"
+        )
     if arch == "cnn-small":
         return SmallCNN(input_size, num_classes)
     if arch == "resnet18":
         return ResNet18(input_size, num_classes)
-    raise InvalidInputError(f"unknown architecture {arch!r}: use one of {', '.join(ARCHITECTURES)}, "
-                            "'minilm', a Hugging Face model directory, a .safetensors file or a registry reference")
+    raise InvalidInputError(
+        f"unknown architecture {arch!r}: use one of {', '.join(ARCHITECTURES)}, "
+        "'minilm', a Hugging Face model directory, a .safetensors file or a registry reference"
+    )

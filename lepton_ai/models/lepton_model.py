@@ -35,11 +35,17 @@ class LeptonModel(nn.Module):
     None for text). Call `load_pretrained_model` to choose the backbone, then `fit`.
     `num_classes=0` with a text backbone is an embedding model (normalised sentence embeddings)."""
 
-    def __init__(self, num_classes: int, input_size: int | Sequence[int] | None = None,
-                 classes: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        input_size: int | Sequence[int] | None = None,
+        classes: Sequence[str] | None = None,
+    ) -> None:
         super().__init__()
         if num_classes < 2 and num_classes != 0:
-            raise InvalidInputError(f"num_classes must be at least 2 (or 0 for an embedding model), got {num_classes}")
+            raise InvalidInputError(
+                f"num_classes must be at least 2 (or 0 for an embedding model), got {num_classes}"
+            )
         self.num_classes = int(num_classes)
         self.input_size = _as_size(input_size)
         self.classes = list(classes) if classes else [str(i) for i in range(num_classes)]
@@ -47,8 +53,10 @@ class LeptonModel(nn.Module):
             raise InvalidInputError(f"{len(self.classes)} class names given for num_classes={num_classes}")
         self.arch: str | None = None
         self.net: nn.Module | None = None
-        self.preprocess: dict[str, Any] = {}  # how raw inputs map to features (e.g. pixel_max of images)
-        self.replaced_modules: dict[str, dict[str, Any]] = {}  # layers swapped for DP-SGD (BatchNorm → GroupNorm)
+        # how raw inputs map to features (e.g. pixel_max of images)
+        self.preprocess: dict[str, Any] = {}
+        # layers swapped for DP-SGD (BatchNorm → GroupNorm)
+        self.replaced_modules: dict[str, dict[str, Any]] = {}
 
     # -- building ------------------------------------------------------------------------
 
@@ -62,25 +70,37 @@ class LeptonModel(nn.Module):
         """Return whether this is an embedding model (num_classes=0): outputs are vectors, not logits."""
         return self.num_classes == 0
 
-    def load_pretrained_model(self, name_or_path: str | Path, weights: str | Path | None = None) -> LeptonModel:
+    def load_pretrained_model(
+        self, name_or_path: str | Path, weights: str | Path | None = None
+    ) -> LeptonModel:
         """Set the backbone from an architecture name, `minilm`, a Hugging Face directory, a
         saved Lepton model, a .safetensors file or a registry reference; return self."""
         key = str(name_or_path)
         path = Path(key).expanduser()
         if key in ARCHITECTURES:
             if self.is_embedding:
-                raise InvalidInputError(f"{key} is a classifier: embedding models (num_classes=0) need a text "
-                                        "backbone such as 'minilm' or a Hugging Face directory")
+                raise InvalidInputError(
+                    f"{key} is a classifier: embedding models (num_classes=0) need a text "
+                    "backbone such as 'minilm' or a Hugging Face directory"
+                )
             if not self.input_size:
-                raise InvalidInputError(f"{key} needs input_size, e.g. LeptonModel(num_classes=10, input_size=(1, 8, 8))")
+                raise InvalidInputError(
+                    f"{key} needs input_size, e.g. LeptonModel(num_classes=10, input_size=(1, 8, 8))"
+                )
             self.arch, self.net = key, build(key, self.input_size, self.num_classes)
             if weights is None:
-                warnings.warn(f"{key}: weights are randomly initialised (no weights given); train it with fit() "
-                              "or pass weights= a .safetensors file or a registry reference", stacklevel=2)
+                warnings.warn(
+                    f"{key}: weights are randomly initialised (no weights given); train it with fit() "
+                    "or pass weights= a .safetensors file or a registry reference",
+                    stacklevel=2,
+                )
             else:
                 self._load_weights(weights)
         elif key == "minilm" or is_hf_dir(path):
-            self.arch, self.net = "hf", TextClassifier(minilm_dir() if key == "minilm" else path, self.num_classes)
+            self.arch, self.net = (
+                "hf",
+                TextClassifier(minilm_dir() if key == "minilm" else path, self.num_classes),
+            )
             self.input_size = ()
             if weights is not None:
                 self._load_weights(weights)
@@ -89,30 +109,41 @@ class LeptonModel(nn.Module):
         elif path.is_file() and path.suffix == ".safetensors":
             meta = _read_meta(path)
             if not meta:
-                raise InvalidInputError(f"{path} carries no Lepton metadata: name the architecture, e.g. "
-                                        f"load_pretrained_model('cnn-small', weights='{path}')")
+                raise InvalidInputError(
+                    f"{path} carries no Lepton metadata: name the architecture, e.g. "
+                    f"load_pretrained_model('cnn-small', weights='{path}')"
+                )
             self._from_meta(meta, path)
         elif path.exists():
-            raise InvalidInputError(f"{path} is neither a Hugging Face directory, a saved Lepton model nor a .safetensors file")
+            raise InvalidInputError(
+                f"{path} is neither a Hugging Face directory, a saved Lepton model nor a .safetensors file"
+            )
         else:
-            from lepton_ai.store.refs import local_path  # the registry (SQLAlchemy) only when a ref is loaded
+            # the registry (SQLAlchemy) only when a ref is loaded
+            from lepton_ai.store.refs import local_path
 
             try:
                 local = local_path(key)
             except (NotFoundError, InvalidInputError) as e:
-                raise NotFoundError(f"no model {key!r}: not an architecture ({', '.join(ARCHITECTURES)}, minilm), "
-                                    f"a path, nor in the registry ({e})") from e
+                raise NotFoundError(
+                    f"no model {key!r}: not an architecture ({', '.join(ARCHITECTURES)}, minilm), "
+                    f"a path, nor in the registry ({e})"
+                ) from e
             return self.load_pretrained_model(local)
         return self
 
     def _configure(self, meta: dict[str, Any]) -> None:
         if meta["num_classes"] != self.num_classes:
-            raise InvalidInputError(f"the saved model has {meta['num_classes']} classes but this LeptonModel was "
-                                    f"built with num_classes={self.num_classes}")
+            raise InvalidInputError(
+                f"the saved model has {meta['num_classes']} classes but this LeptonModel was "
+                f"built with num_classes={self.num_classes}"
+            )
         saved_size = tuple(meta.get("input_size") or ())
         if self.input_size and saved_size and saved_size != self.input_size:
-            raise InvalidInputError(f"the saved model takes input_size={saved_size} but this LeptonModel was "
-                                    f"built with input_size={self.input_size}")
+            raise InvalidInputError(
+                f"the saved model takes input_size={saved_size} but this LeptonModel was "
+                f"built with input_size={self.input_size}"
+            )
         self.input_size = saved_size
         self.classes = list(meta.get("classes") or self.classes)
         self.preprocess = dict(meta.get("preprocess") or {})
@@ -127,13 +158,21 @@ class LeptonModel(nn.Module):
         _resize_to(self.net, path)
         missing, unexpected = load_model(self.net, str(path), strict=False)
         if missing or unexpected:
-            raise InvalidInputError(f"{path} does not fit {self.arch}: missing {sorted(missing)[:5]}, "
-                                    f"unexpected {sorted(unexpected)[:5]}")
+            raise InvalidInputError(
+                f"{path} does not fit {self.arch}: missing {sorted(missing)[:5]}, "
+                f"unexpected {sorted(unexpected)[:5]}"
+            )
 
     def metadata(self) -> dict[str, Any]:
         """Return what lepton.json records: architecture, classes, input size."""
-        meta = {"format_version": 1, "arch": self.arch, "num_classes": self.num_classes,
-                "input_size": list(self.input_size), "classes": self.classes, "preprocess": self.preprocess}
+        meta = {
+            "format_version": 1,
+            "arch": self.arch,
+            "num_classes": self.num_classes,
+            "input_size": list(self.input_size),
+            "classes": self.classes,
+            "preprocess": self.preprocess,
+        }
         if self.replaced_modules:
             meta["replaced_modules"] = self.replaced_modules
         return meta
@@ -143,8 +182,10 @@ class LeptonModel(nn.Module):
         """Return an untrained model of the built-in architecture that `meta` (from `metadata()`) describes,
         with the layers it replaced (e.g. by a Flower client, whose weights come from the server)."""
         if meta.get("arch") not in ARCHITECTURES:
-            raise InvalidInputError(f"cannot build {meta.get('arch')!r} from metadata alone: only the built-in "
-                                    f"architectures ({', '.join(ARCHITECTURES)})")
+            raise InvalidInputError(
+                f"cannot build {meta.get('arch')!r} from metadata alone: only the built-in "
+                f"architectures ({', '.join(ARCHITECTURES)})"
+            )
         model = cls(num_classes=int(meta["num_classes"]), input_size=meta.get("input_size") or None)
         model._from_meta(meta)
         return model
@@ -154,7 +195,10 @@ class LeptonModel(nn.Module):
         self._configure(meta)
         if meta["arch"] == "hf":
             assert weights is not None
-            self.arch, self.net = "hf", TextClassifier(weights / "encoder", self.num_classes, pretrained=False)
+            self.arch, self.net = (
+                "hf",
+                TextClassifier(weights / "encoder", self.num_classes, pretrained=False),
+            )
         else:
             self.arch, self.net = meta["arch"], build(meta["arch"], self.input_size, self.num_classes)
         self.replaced_modules = dict(meta.get("replaced_modules") or {})
@@ -166,8 +210,10 @@ class LeptonModel(nn.Module):
 
     def forward(self, x: Any) -> torch.Tensor:
         if self.net is None:
-            raise InvalidInputError("no backbone yet: call load_pretrained_model('mlp' | 'cnn-small' | 'resnet18' | "
-                                    "'minilm' | path) first")
+            raise InvalidInputError(
+                "no backbone yet: call load_pretrained_model('mlp' | 'cnn-small' | 'resnet18' | "
+                "'minilm' | path) first"
+            )
         return self.net(x)
 
     @torch.no_grad()
@@ -188,7 +234,9 @@ class LeptonModel(nn.Module):
     def embed(self, inputs: Any, batch_size: int = 64) -> torch.Tensor:
         """Return L2-normalised sentence embeddings (N, dim) of an embedding model (num_classes=0)."""
         if not self.is_embedding:
-            raise InvalidInputError("embed() is for embedding models (LeptonModel(num_classes=0)); use predict()")
+            raise InvalidInputError(
+                "embed() is for embedding models (LeptonModel(num_classes=0)); use predict()"
+            )
         return self._outputs(inputs, batch_size)
 
     def predict(self, inputs: Any, batch_size: int = 256) -> torch.Tensor:
@@ -241,8 +289,12 @@ class LeptonModel(nn.Module):
             raise InvalidInputError(f"{ref} is not a saved Lepton model (no {_META_FILE})")
         meta = json.loads((path / _META_FILE).read_text())
         if meta.get("runtime") == "onnxruntime":
-            raise InvalidInputError(f"{ref} is an ONNX Runtime model: load it with lepton_ai.compress.load_runnable")
-        model = cls(num_classes=meta["num_classes"], input_size=meta.get("input_size"), classes=meta.get("classes"))
+            raise InvalidInputError(
+                f"{ref} is an ONNX Runtime model: load it with lepton_ai.compress.load_runnable"
+            )
+        model = cls(
+            num_classes=meta["num_classes"], input_size=meta.get("input_size"), classes=meta.get("classes")
+        )
         model._from_meta(meta, path)
         return model.eval()
 
@@ -261,21 +313,30 @@ def _replace_modules(net: nn.Module, specs: dict[str, dict[str, Any]]) -> None:
     DP-SGD replaced BatchNorm), so that its weights load."""
     for name, spec in specs.items():
         if spec.get("type") != "GroupNorm":
-            raise InvalidInputError(f"the saved model replaced {name} with a {spec.get('type')}, which this version "
-                                    "of lepton-ai cannot rebuild")
+            raise InvalidInputError(
+                f"the saved model replaced {name} with a {spec.get('type')}, which this version "
+                "of lepton-ai cannot rebuild"
+            )
         parent, _, child = name.rpartition(".")
-        setattr(net.get_submodule(parent), child,
-                nn.GroupNorm(spec["num_groups"], spec["num_channels"], affine=spec.get("affine", True)))
+        setattr(
+            net.get_submodule(parent),
+            child,
+            nn.GroupNorm(spec["num_groups"], spec["num_channels"], affine=spec.get("affine", True)),
+        )
 
 
 def _resize_to(net: nn.Module, path: Path) -> None:
     """Give conv, linear and batch-norm layers the widths stored in `path`: a pruned model is
     the same architecture with fewer channels, and loads through the same code."""
     with safe_open(str(path), framework="pt") as f:
-        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f}
     for name, m in net.named_modules():
         shape = shapes.get(f"{name}.weight" if name else "weight")
-        if shape is None or not isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)) or tuple(m.weight.shape) == shape:
+        if (
+            shape is None
+            or not isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d))
+            or tuple(m.weight.shape) == shape
+        ):
             continue
         if isinstance(m, nn.Conv2d):
             m.out_channels, m.in_channels = shape[0], shape[1] * m.groups

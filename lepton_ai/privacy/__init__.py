@@ -8,8 +8,13 @@ from typing import Any
 
 from lepton_ai.privacy.partition import partition
 
-_LAZY = {"ClientDP": "aggregation", "MECHANISM": "dp", "DPConfig": "dp", "PrivacyNotice": "dp",
-         "federated_train": "federated"}
+_LAZY = {
+    "ClientDP": "aggregation",
+    "MECHANISM": "dp",
+    "DPConfig": "dp",
+    "PrivacyNotice": "dp",
+    "federated_train": "federated",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -46,11 +46,15 @@ class Strategy:
     state between rounds."""
 
     name: str = "fedavg"
-    mu: float = 0.0  # FedProx: weight of the proximal term μ/2‖w − w_global‖² in each client's loss
-    trim: float = 0.0  # trimmed mean: fraction cut at each end of every coordinate
+    # FedProx: weight of the proximal term μ/2‖w − w_global‖² in each client's loss
+    mu: float = 0.0
+    # trimmed mean: fraction cut at each end of every coordinate
+    trim: float = 0.0
     server_lr: float = 1.0
-    momentum: float = 0.0  # FedAvgM (Hsu et al. 2019)
-    adam: bool = False  # FedAdam (Reddi et al. 2021)
+    # FedAvgM (Hsu et al. 2019)
+    momentum: float = 0.0
+    # FedAdam (Reddi et al. 2021)
+    adam: bool = False
     betas: tuple[float, float] = (0.9, 0.99)
     tau: float = 1e-3
     state: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
@@ -62,9 +66,13 @@ class Strategy:
             deltas = torch.stack([d for d, _ in updates])
             cut = int(self.trim * len(deltas))
             if cut == 0:
-                warnings.warn(f"{self.name}: {len(deltas)} clients are too few to trim {self.trim:g} at each end; "
-                              "this round is their plain mean", RuntimeWarning, stacklevel=2)
-            return deltas.sort(0).values[cut:len(deltas) - cut].mean(0)
+                warnings.warn(
+                    f"{self.name}: {len(deltas)} clients are too few to trim {self.trim:g} at each end; "
+                    "this round is their plain mean",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            return deltas.sort(0).values[cut : len(deltas) - cut].mean(0)
         return weighted_mean(updates)
 
     def apply(self, weights: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
@@ -72,7 +80,7 @@ class Strategy:
         if self.adam:
             b1, b2 = self.betas
             m = self.state["m"] = b1 * self.state.get("m", torch.zeros_like(update)) + (1 - b1) * update
-            v = self.state["v"] = b2 * self.state.get("v", torch.zeros_like(update)) + (1 - b2) * update ** 2
+            v = self.state["v"] = b2 * self.state.get("v", torch.zeros_like(update)) + (1 - b2) * update**2
             return weights + self.server_lr * m / (v.sqrt() + self.tau)
         if self.momentum:
             update = self.state["m"] = self.momentum * self.state.get("m", torch.zeros_like(update)) + update
@@ -92,7 +100,8 @@ def weighted_mean(pairs: Iterable[tuple[torch.Tensor, int]]) -> torch.Tensor:
 def parse_strategy(spec: str | Strategy) -> Strategy:
     """Return the Strategy named by "fedavg", "fedprox[:MU]", "fedavgm[:BETA]", "fedadam[:LR]" or "trimmed[:BETA]"."""
     if isinstance(spec, Strategy):
-        return replace(spec, state={})  # a fresh server optimiser: a Strategy may serve several runs
+        # a fresh server optimiser: a Strategy may serve several runs
+        return replace(spec, state={})
     kind, _, arg = str(spec).strip().lower().partition(":")
     defaults = {"fedavg": None, "fedprox": 0.01, "fedavgm": 0.9, "fedadam": 0.01, "trimmed": 0.1}
     if kind not in defaults or (kind == "fedavg" and arg):
@@ -149,27 +158,39 @@ class ClientDP(FromMapping):
         if self.noise_multiplier is not None:
             spent = epsilon_spent(self.noise_multiplier, sample_rate, rounds, self.delta)
             if self.epsilon is not None and spent > self.epsilon * (1 + 1e-6):
-                raise InvalidInputError(f"noise_multiplier {self.noise_multiplier:g} spends ε={spent:.3g} over "
-                                        f"{rounds} rounds, more than the epsilon {self.epsilon:g} asked for: "
-                                        "give one of the two")
+                raise InvalidInputError(
+                    f"noise_multiplier {self.noise_multiplier:g} spends ε={spent:.3g} over "
+                    f"{rounds} rounds, more than the epsilon {self.epsilon:g} asked for: "
+                    "give one of the two"
+                )
             return self
         get_noise_multiplier = opacus("accountants.utils").get_noise_multiplier
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                sigma = float(get_noise_multiplier(target_epsilon=self.epsilon, target_delta=self.delta,
-                                                   sample_rate=sample_rate, steps=rounds, accountant="rdp"))
+                sigma = float(
+                    get_noise_multiplier(
+                        target_epsilon=self.epsilon,
+                        target_delta=self.delta,
+                        sample_rate=sample_rate,
+                        steps=rounds,
+                        accountant="rdp",
+                    )
+                )
         except ValueError as e:
-            raise InvalidInputError(f"client-level DP cannot reach ε={self.epsilon} at δ={self.delta} over "
-                                    f"{rounds} rounds at sample rate {sample_rate:g}: {e}") from e
+            raise InvalidInputError(
+                f"client-level DP cannot reach ε={self.epsilon} at δ={self.delta} over "
+                f"{rounds} rounds at sample rate {sample_rate:g}: {e}"
+            ) from e
         return replace(self, noise_multiplier=sigma)
 
     def epsilon_spent(self, sample_rate: float, rounds: int) -> float:
         """Return the ε that `rounds` rounds at `sample_rate` spend, as Opacus's RDP accountant states it."""
         return epsilon_spent(self._sigma(), sample_rate, rounds, self.delta)
 
-    def combine(self, deltas: Iterable[torch.Tensor], expected_clients: float, generator: torch.Generator,
-                dim: int) -> torch.Tensor:
+    def combine(
+        self, deltas: Iterable[torch.Tensor], expected_clients: float, generator: torch.Generator, dim: int
+    ) -> torch.Tensor:
         """Return the private round update: (Σ clip(Δ_k) + N(0, σ²C²)) / the expected number of clients,
         the updates (of length `dim`, finite) added up one at a time."""
         sigma = self._sigma()
@@ -177,16 +198,26 @@ class ClientDP(FromMapping):
         for d in deltas:
             norm = float(d.norm())
             if not math.isfinite(norm):
-                raise InvalidInputError("a client update is not finite: drop it before aggregating (finite())")
+                raise InvalidInputError(
+                    "a client update is not finite: drop it before aggregating (finite())"
+                )
             total.add_(d, alpha=min(1.0, self.clip / max(norm, 1e-12)))
         noise = torch.randn(dim, generator=generator, dtype=total.dtype)
         return (total + noise * (sigma * self.clip)) / expected_clients
 
     def report(self, sample_rate: float, rounds: int) -> dict[str, Any]:
         """Return what a model version records about its privacy."""
-        return {"epsilon": self.epsilon_spent(sample_rate, rounds), "delta": self.delta, "mechanism": MECHANISM,
-                "requested_epsilon": self.epsilon, "noise_multiplier": self.noise_multiplier, "clip": self.clip,
-                "sample_rate": sample_rate, "rounds": rounds, "sampling": "Poisson" if sample_rate < 1 else "all"}
+        return {
+            "epsilon": self.epsilon_spent(sample_rate, rounds),
+            "delta": self.delta,
+            "mechanism": MECHANISM,
+            "requested_epsilon": self.epsilon,
+            "noise_multiplier": self.noise_multiplier,
+            "clip": self.clip,
+            "sample_rate": sample_rate,
+            "rounds": rounds,
+            "sampling": "Poisson" if sample_rate < 1 else "all",
+        }
 
     def _sigma(self) -> float:
         if self.noise_multiplier is None:
@@ -216,7 +247,7 @@ def unflatten(vec: torch.Tensor, like: State, keys: Sequence[str]) -> dict[str, 
     start = 0
     for k in keys:
         n = out[k].numel()
-        out[k] = vec[start:start + n].reshape(out[k].shape).to(out[k].dtype)
+        out[k] = vec[start : start + n].reshape(out[k].shape).to(out[k].dtype)
         start += n
     return out
 
@@ -224,14 +255,24 @@ def unflatten(vec: torch.Tensor, like: State, keys: Sequence[str]) -> dict[str, 
 def finite(results: Sequence[tuple[State, int]]) -> tuple[list[tuple[State, int]], int]:
     """Return the results whose floating-point entries are all finite, and how many were dropped (a
     diverged or malicious client's NaN would otherwise pass clipping and poison the global model)."""
-    ok = [(s, n) for s, n in results
-          if all(bool(torch.isfinite(v).all()) for v in s.values() if v.is_floating_point())]
+    ok = [
+        (s, n)
+        for s, n in results
+        if all(bool(torch.isfinite(v).all()) for v in s.values() if v.is_floating_point())
+    ]
     return ok, len(results) - len(ok)
 
 
-def aggregate(strategy: Strategy, global_state: State, results: Sequence[tuple[State, int]], *,
-              weights: Collection[str], dp: ClientDP | None = None, expected_clients: float | None = None,
-              generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+def aggregate(
+    strategy: Strategy,
+    global_state: State,
+    results: Sequence[tuple[State, int]],
+    *,
+    weights: Collection[str],
+    dp: ClientDP | None = None,
+    expected_clients: float | None = None,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
     """Return the next global state from the clients' (state, examples) results (finite ones): the trainable
     `weights` by `strategy`, or by client-level `dp` (noise from `generator`, mean over `expected_clients`);
     the other floating-point entries (running statistics, frozen weights) by the strategy's mean without its
@@ -242,8 +283,12 @@ def aggregate(strategy: Strategy, global_state: State, results: Sequence[tuple[S
         return {k: v.detach().clone() for k, v in global_state.items()}
     g = flatten(global_state, keys)
     if dp is not None:
-        update = dp.combine((flatten(s, keys) - g for s, _ in results), expected_clients or max(1, len(results)),
-                            generator or torch.Generator(), dim=len(g))
+        update = dp.combine(
+            (flatten(s, keys) - g for s, _ in results),
+            expected_clients or max(1, len(results)),
+            generator or torch.Generator(),
+            dim=len(g),
+        )
     else:
         update = strategy.combine((flatten(s, keys) - g, n) for s, n in results)
     new = unflatten(strategy.apply(g, update), global_state, keys)

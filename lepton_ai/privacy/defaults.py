@@ -14,5 +14,11 @@ DP_TRAINING_DEFAULTS: dict[str, Any] = {"epochs": 40, "batch_size": 128, "lr": 1
 # with 10 clients, Dirichlet α=0.1 (benchmarks/privacy.py): cnn-small for images (mlp otherwise), clients
 # running 2 epochs of SGD with momentum (Adam's per-weight steps push down the classes a client lacks)
 # at a learning rate decayed along a cosine over the rounds, which settles the global model at the end.
-FEDERATED_DEFAULTS: dict[str, Any] = {"strategy": "fedavg", "local_epochs": 2, "lr": 0.05, "momentum": 0.9,
-                                      "batch_size": 32, "schedule": "cosine"}
+FEDERATED_DEFAULTS: dict[str, Any] = {
+    "strategy": "fedavg",
+    "local_epochs": 2,
+    "lr": 0.05,
+    "momentum": 0.9,
+    "batch_size": 32,
+    "schedule": "cosine",
+}

@@ -42,8 +42,9 @@ class PrivacyNotice(UserWarning):
 def check_budget(epsilon: float | None, delta: float, **positive: float | None) -> None:
     """Raise, in one line, unless ε (when given) and every other value given are finite numbers > 0 and 0 < δ < 1."""
     for key, value in {"epsilon": epsilon, "delta": delta, **positive}.items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not math.isfinite(value)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+        ):
             raise InvalidInputError(f"dp {key} must be a finite number, got {value!r}")
     if epsilon is not None and epsilon <= 0:
         raise InvalidInputError(f"dp epsilon must be > 0 (the privacy budget), got {epsilon}")
@@ -66,17 +67,21 @@ class FromMapping:
         if value is None or isinstance(value, cls):
             return value
         if not isinstance(value, Mapping):
-            raise InvalidInputError(f"dp must be a {cls.__name__} or a dict such as {cls.EXAMPLE}, "
-                                    f"not {type(value).__name__}")
+            raise InvalidInputError(
+                f"dp must be a {cls.__name__} or a dict such as {cls.EXAMPLE}, not {type(value).__name__}"
+            )
         names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
         unknown = set(value) - set(names)
         if unknown:
-            raise InvalidInputError(f"unknown dp option(s) {', '.join(sorted(map(str, unknown)))}: use "
-                                    f"{', '.join(names)}")
+            raise InvalidInputError(
+                f"unknown dp option(s) {', '.join(sorted(map(str, unknown)))}: use {', '.join(names)}"
+            )
         given = {k: v for k, v in value.items() if v is not None}
         missing = [f.name for f in fields(cls) if f.default is MISSING and f.name not in given]  # type: ignore[arg-type]
         if missing:
-            raise InvalidInputError(f"dp needs {' and '.join('an ' + m for m in missing)}, e.g. {cls.EXAMPLE}")
+            raise InvalidInputError(
+                f"dp needs {' and '.join('an ' + m for m in missing)}, e.g. {cls.EXAMPLE}"
+            )
         return cls(**given)
 
 
@@ -107,24 +112,33 @@ def epsilon_spent(noise_multiplier: float, sample_rate: float, steps: int, delta
     accountant = opacus("accountants").RDPAccountant()
     accountant.history = [(noise_multiplier, sample_rate, steps)]
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "optimal order is the largest alpha": a looser bound, still a bound
+        # "optimal order is the largest alpha": a looser bound, still a bound
+        warnings.simplefilter("ignore")
         return float(accountant.get_epsilon(delta=delta))
 
 
 def check_options(*, world_size: int, compile: bool, precision: str, max_grad_norm: float | None) -> None:
     """Raise, in one line, on the fit options DP-SGD does not support (yet)."""
     if world_size > 1:
-        raise InvalidInputError("DP-SGD with data-parallel training (--nproc/--nnodes > 1) is not supported yet: "
-                                "train privately in one process")
+        raise InvalidInputError(
+            "DP-SGD with data-parallel training (--nproc/--nnodes > 1) is not supported yet: "
+            "train privately in one process"
+        )
     if compile:
-        raise InvalidInputError("DP-SGD does not support --compile (Opacus computes per-example gradients with "
-                                "hooks that torch.compile does not trace)")
+        raise InvalidInputError(
+            "DP-SGD does not support --compile (Opacus computes per-example gradients with "
+            "hooks that torch.compile does not trace)"
+        )
     if precision in ("fp16", "bf16"):
-        raise InvalidInputError(f"DP-SGD trains in fp32, not {precision}: per-example gradients and their clipping "
-                                "need full precision; use precision 'auto' or 'fp32'")
+        raise InvalidInputError(
+            f"DP-SGD trains in fp32, not {precision}: per-example gradients and their clipping "
+            "need full precision; use precision 'auto' or 'fp32'"
+        )
     if max_grad_norm:
-        raise InvalidInputError("with dp, give the clipping norm as dp max_grad_norm (per example), not fit's "
-                                "max_grad_norm (per batch)")
+        raise InvalidInputError(
+            "with dp, give the clipping norm as dp max_grad_norm (per example), not fit's "
+            "max_grad_norm (per batch)"
+        )
 
 
 def make_compatible(model: nn.Module) -> dict[str, dict[str, Any]]:
@@ -141,33 +155,51 @@ def make_compatible(model: nn.Module) -> dict[str, dict[str, Any]]:
     net.train()
     before = {name: type(m) for name, m in net.named_modules()}
     try:
-        fixed = ModuleValidator.fix(net)  # a copy (through torch.save), with the layers replaced
+        # a copy (through torch.save), with the layers replaced
+        fixed = ModuleValidator.fix(net)
     except Exception as e:  # noqa: BLE001 - whatever stops Opacus copying the model is the user's answer
-        raise InvalidInputError(f"Opacus cannot make this model private: copying it for ModuleValidator.fix failed "
-                                f"({type(e).__name__}: {one_line(e)})") from e
+        raise InvalidInputError(
+            f"Opacus cannot make this model private: copying it for ModuleValidator.fix failed "
+            f"({type(e).__name__}: {one_line(e)})"
+        ) from e
     errors = ModuleValidator.validate(fixed, strict=False)
     if errors:
-        raise InvalidInputError(f"Opacus cannot make this model ({getattr(model, 'arch', None) or type(net).__name__}) "
-                                f"private: {one_line(errors[0])}")
-    for m in fixed.modules():  # Opacus's backward hooks forbid in-place ops on the outputs they watch
+        raise InvalidInputError(
+            f"Opacus cannot make this model ({getattr(model, 'arch', None) or type(net).__name__}) "
+            f"private: {one_line(errors[0])}"
+        )
+    # Opacus's backward hooks forbid in-place ops on the outputs they watch
+    for m in fixed.modules():
         if getattr(m, "inplace", False) is True:
             m.inplace = False
-    replaced = {name: m for name, m in fixed.named_modules() if name in before and type(m) is not before[name]}
+    replaced = {
+        name: m for name, m in fixed.named_modules() if name in before and type(m) is not before[name]
+    }
     specs = {}
     for name, m in replaced.items():
         if not isinstance(m, nn.GroupNorm):
-            raise InvalidInputError(f"Opacus replaced {name} ({before[name].__name__}) with {type(m).__name__}, "
-                                    "which a saved Lepton model cannot record; only BatchNorm → GroupNorm is supported")
-        specs[name] = {"type": "GroupNorm", "num_groups": m.num_groups, "num_channels": m.num_channels,
-                       "affine": m.affine}
+            raise InvalidInputError(
+                f"Opacus replaced {name} ({before[name].__name__}) with {type(m).__name__}, "
+                "which a saved Lepton model cannot record; only BatchNorm → GroupNorm is supported"
+            )
+        specs[name] = {
+            "type": "GroupNorm",
+            "num_groups": m.num_groups,
+            "num_channels": m.num_channels,
+            "affine": m.affine,
+        }
     model.net = fixed
     if not replaced:
         return {}
     if isinstance(getattr(model, "replaced_modules", None), dict):
         model.replaced_modules.update(specs)
     kinds = sorted({before[name].__name__ for name in replaced})
-    warnings.warn(f"DP-SGD: replaced {len(replaced)} {'/'.join(kinds)} layer(s) with GroupNorm "
-                  "(Opacus ModuleValidator.fix): batch statistics would mix examples", PrivacyNotice, stacklevel=2)
+    warnings.warn(
+        f"DP-SGD: replaced {len(replaced)} {'/'.join(kinds)} layer(s) with GroupNorm "
+        "(Opacus ModuleValidator.fix): batch statistics would mix examples",
+        PrivacyNotice,
+        stacklevel=2,
+    )
     return specs
 
 
@@ -185,13 +217,21 @@ def standardize(norm: nn.Module, train_data: Any, val_data: Any | None, *, sprea
         return
     if val_data is not None and getattr(val_data, "features", None) is not None and len(val_data) > 1:
         norm.fit(val_data.features[:20000])
-        warnings.warn(f"input standardisation fitted on the validation split ({len(val_data)} examples), not on "
-                      "the private training data; the privacy guarantee covers the training data only",
-                      PrivacyNotice, stacklevel=2)
+        warnings.warn(
+            f"input standardisation fitted on the validation split ({len(val_data)} examples), not on "
+            "the private training data; the privacy guarantee covers the training data only",
+            PrivacyNotice,
+            stacklevel=2,
+        )
         return
-    norm.fitted.fill_(True)  # leave inputs as they are
-    warnings.warn("inputs are not standardised (no value range known and no validation split): scale the "
-                  "features yourself for better accuracy", PrivacyNotice, stacklevel=2)
+    # leave inputs as they are
+    norm.fitted.fill_(True)
+    warnings.warn(
+        "inputs are not standardised (no value range known and no validation split): scale the "
+        "features yourself for better accuracy",
+        PrivacyNotice,
+        stacklevel=2,
+    )
 
 
 class PrivateTraining:
@@ -199,31 +239,53 @@ class PrivateTraining:
     gradients) and the optimizer (clipping, noise calibrated to the target ε over `epochs`), and its
     Poisson-sampling data loader gives each epoch's batches of example indices."""
 
-    def __init__(self, config: DPConfig, model: nn.Module, optimizer: torch.optim.Optimizer, *, examples: int,
-                 batch_size: int, epochs: int, seed: int = 0) -> None:
+    def __init__(
+        self,
+        config: DPConfig,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        examples: int,
+        batch_size: int,
+        epochs: int,
+        seed: int = 0,
+    ) -> None:
         PrivacyEngine = opacus().PrivacyEngine
 
         if batch_size > examples:
-            raise InvalidInputError(f"batch_size {batch_size} is larger than the {examples} training examples")
+            raise InvalidInputError(
+                f"batch_size {batch_size} is larger than the {examples} training examples"
+            )
         self.config, self.seed, self.epochs = config, seed, epochs
         self.generator = torch.Generator().manual_seed(seed)
         # The loader gives example indices (0..N-1) and the loop gathers the examples, as it does without DP.
         indices = torch.utils.data.TensorDataset(torch.arange(examples))
         loader = torch.utils.data.DataLoader(indices, batch_size=batch_size, generator=self.generator)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "secure RNG turned off" and the like: the module docstring says so
+            # "secure RNG turned off" and the like: the module docstring says so
+            warnings.simplefilter("ignore")
             self.engine = PrivacyEngine(accountant="rdp")
             try:
                 self.module, self.optimizer, self.loader = self.engine.make_private_with_epsilon(
-                    module=model, optimizer=optimizer, data_loader=loader, target_epsilon=config.epsilon,
-                    target_delta=config.delta, epochs=epochs, max_grad_norm=config.max_grad_norm,
-                    poisson_sampling=True)
+                    module=model,
+                    optimizer=optimizer,
+                    data_loader=loader,
+                    target_epsilon=config.epsilon,
+                    target_delta=config.delta,
+                    epochs=epochs,
+                    max_grad_norm=config.max_grad_norm,
+                    poisson_sampling=True,
+                )
             except ValueError as e:
-                raise InvalidInputError(f"DP-SGD cannot reach ε={config.epsilon} at δ={config.delta} over {epochs} "
-                                        f"epochs of {examples} examples: {one_line(e)}") from e
-            except NotImplementedError as e:  # Opacus has no per-example gradient for some layer
+                raise InvalidInputError(
+                    f"DP-SGD cannot reach ε={config.epsilon} at δ={config.delta} over {epochs} "
+                    f"epochs of {examples} examples: {one_line(e)}"
+                ) from e
+            # Opacus has no per-example gradient for some layer
+            except NotImplementedError as e:
                 raise InvalidInputError(f"Opacus cannot make this model private: {one_line(e)}") from e
-        self.sample_rate = float(self.loader.sample_rate)  # what the accountant uses (steps are int(1/q))
+        # what the accountant uses (steps are int(1/q))
+        self.sample_rate = float(self.loader.sample_rate)
         # Opacus's hooks on the first layer, whose inputs need no gradient, make torch warn at every backward
         # that the hook sees only the outputs' gradients: which is all Opacus uses. Silence that one message
         # until close().
@@ -249,16 +311,24 @@ class PrivateTraining:
     def epsilon(self) -> float:
         """Return the ε spent so far at the target δ, as the RDP accountant states it."""
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "optimal order is the largest alpha": a looser bound, still a bound
+            # "optimal order is the largest alpha": a looser bound, still a bound
+            warnings.simplefilter("ignore")
             return float(self.engine.accountant.get_epsilon(delta=self.config.delta))
 
     def report(self) -> dict[str, Any]:
         """Return what a model version records about its privacy."""
         steps = sum(n for _, _, n in self.engine.accountant.history)
-        return {"epsilon": self.epsilon(), "delta": self.config.delta, "mechanism": MECHANISM,
-                "target_epsilon": self.config.epsilon, "max_grad_norm": self.config.max_grad_norm,
-                "noise_multiplier": self.noise_multiplier, "sample_rate": self.sample_rate, "steps": steps,
-                "sampling": "Poisson"}
+        return {
+            "epsilon": self.epsilon(),
+            "delta": self.config.delta,
+            "mechanism": MECHANISM,
+            "target_epsilon": self.config.epsilon,
+            "max_grad_norm": self.config.max_grad_norm,
+            "noise_multiplier": self.noise_multiplier,
+            "sample_rate": self.sample_rate,
+            "steps": steps,
+            "sampling": "Poisson",
+        }
 
     def state_dict(self) -> dict[str, Any]:
         """Return the accountant's state, for a checkpoint."""
@@ -267,12 +337,16 @@ class PrivateTraining:
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
         """Continue the accounting of a checkpointed run; refuse a checkpoint of a run without DP."""
         if not state:
-            raise InvalidInputError("the checkpoint was written by training without dp: a private run cannot resume "
-                                    "it (its steps were not accounted); start afresh without --resume")
+            raise InvalidInputError(
+                "the checkpoint was written by training without dp: a private run cannot resume "
+                "it (its steps were not accounted); start afresh without --resume"
+            )
         if not math.isclose(state["noise_multiplier"], self.noise_multiplier, rel_tol=1e-9):
-            raise InvalidInputError("the checkpoint was written with other DP settings (noise multiplier "
-                                    f"{state['noise_multiplier']:.4g}, now {self.noise_multiplier:.4g}): resume with "
-                                    "the same epsilon, delta, epochs and batch size")
+            raise InvalidInputError(
+                "the checkpoint was written with other DP settings (noise multiplier "
+                f"{state['noise_multiplier']:.4g}, now {self.noise_multiplier:.4g}): resume with "
+                "the same epsilon, delta, epochs and batch size"
+            )
         self.engine.accountant.load_state_dict(state["accountant"])
 
     def __enter__(self) -> PrivateTraining:
@@ -293,8 +367,10 @@ def describe(privacy: Mapping[str, Any]) -> str:
     p = privacy
     line = f"(ε = {p['epsilon']:.3g}, δ = {p['delta']:.3g})-DP by {p.get('mechanism', MECHANISM)}"
     if "target_epsilon" in p:
-        line += (f"; target ε {p['target_epsilon']:g}, noise multiplier {p['noise_multiplier']:.3g}, "
-                 f"per-example clipping norm {p['max_grad_norm']:g}")
+        line += (
+            f"; target ε {p['target_epsilon']:g}, noise multiplier {p['noise_multiplier']:.3g}, "
+            f"per-example clipping norm {p['max_grad_norm']:g}"
+        )
     return line
 
 

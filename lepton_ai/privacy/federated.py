@@ -41,8 +41,10 @@ def check_dp_model(model: nn.Module, dp: ClientDP | None) -> None:
     data, cannot be shared without noise of their own, and the model is wrong without them."""
     norms = [name for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if dp is not None and norms:
-        raise InvalidInputError(f"client-level DP needs a model without BatchNorm ({getattr(model, 'arch', None)} has "
-                                f"{len(norms)}, e.g. {norms[0]}): use mlp")
+        raise InvalidInputError(
+            f"client-level DP needs a model without BatchNorm ({getattr(model, 'arch', None)} has "
+            f"{len(norms)}, e.g. {norms[0]}): use mlp"
+        )
 
 
 # -- the client side ----------------------------------------------------------------------------
@@ -64,10 +66,19 @@ def round_lr(lr: float, round_index: int, rounds: int, schedule: str = "cosine")
     return lr if schedule == "none" else lr * 0.5 * (1 + math.cos(math.pi * round_index / rounds))
 
 
-def local_train(model: nn.Module, data: LabeledData, global_state: Mapping[str, torch.Tensor], *, epochs: int = 1,
-                lr: float = FEDERATED_DEFAULTS["lr"], batch_size: int = FEDERATED_DEFAULTS["batch_size"],
-                mu: float = 0.0, momentum: float = FEDERATED_DEFAULTS["momentum"], seed: int = 0,
-                device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], int, dict[str, float]]:
+def local_train(
+    model: nn.Module,
+    data: LabeledData,
+    global_state: Mapping[str, torch.Tensor],
+    *,
+    epochs: int = 1,
+    lr: float = FEDERATED_DEFAULTS["lr"],
+    batch_size: int = FEDERATED_DEFAULTS["batch_size"],
+    mu: float = 0.0,
+    momentum: float = FEDERATED_DEFAULTS["momentum"],
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> tuple[dict[str, torch.Tensor], int, dict[str, float]]:
     """Train `model` from `global_state` on one client's `data` with SGD (plus FedProx's μ/2‖w − w_global‖²
     when mu > 0); return its new state, its number of examples and its mean training loss.
 
@@ -82,7 +93,8 @@ def local_train(model: nn.Module, data: LabeledData, global_state: Mapping[str, 
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     xs, labels = as_inputs(model, data), data.labels
     generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)  # dropout
+    # dropout
+    torch.manual_seed(seed)
     total, seen = 0.0, 0
     for _ in range(epochs):
         order = torch.randperm(len(labels), generator=generator)
@@ -127,9 +139,12 @@ def build_model(model: str | nn.Module, train: LabeledData, val: LabeledData | N
     if isinstance(model, nn.Module):
         net = model
     else:
-        net = LeptonModel(num_classes=train.num_classes, input_size=train.input_size or None, classes=train.classes)
+        net = LeptonModel(
+            num_classes=train.num_classes, input_size=train.input_size or None, classes=train.classes
+        )
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a fresh architecture starts from random weights on purpose
+            # a fresh architecture starts from random weights on purpose
+            warnings.simplefilter("ignore")
             net.load_pretrained_model(model)
     if getattr(net, "net", None) is None:
         raise InvalidInputError("the model has no backbone yet: call load_pretrained_model() first")
@@ -139,13 +154,15 @@ def build_model(model: str | nn.Module, train: LabeledData, val: LabeledData | N
     norm = getattr(net.net, "normalize", None)
     if norm is not None and not bool(norm.fitted):
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PrivacyNotice)  # the docstring says where the statistics come from
+            # the docstring says where the statistics come from
+            warnings.simplefilter("ignore", PrivacyNotice)
             standardize(norm, train, val, spread=2.0)
     return net
 
 
-def load_splits(data: str | LabeledData, seed: int = 0,
-                test_data: LabeledData | None = None) -> tuple[LabeledData, LabeledData | None, LabeledData]:
+def load_splits(
+    data: str | LabeledData, seed: int = 0, test_data: LabeledData | None = None
+) -> tuple[LabeledData, LabeledData | None, LabeledData]:
     """Return (train, val, test): the named data set's splits, or `data` itself split the same way."""
     from lepton_ai.data import load
     from lepton_ai.data.datasets import split_indices
@@ -156,7 +173,9 @@ def load_splits(data: str | LabeledData, seed: int = 0,
         idx = split_indices(data.labels.numpy(), seed)
         return tuple(data.subset(idx[s], f"[{s}]") for s in ("train", "val", "test"))  # type: ignore[return-value]
     if not isinstance(data, (str, Path)):
-        raise InvalidInputError(f"data must be a data set name, a path or a LabeledData, not {type(data).__name__}")
+        raise InvalidInputError(
+            f"data must be a data set name, a path or a LabeledData, not {type(data).__name__}"
+        )
     train, val, test = (load(data, s, seed=seed) for s in ("train", "val", "test"))
     return train, val, test if test_data is None else test_data
 
@@ -164,10 +183,16 @@ def load_splits(data: str | LabeledData, seed: int = 0,
 # -- a run ----------------------------------------------------------------------------------------
 
 
-def check_run(clients: int, rounds: int, fraction: float, local_epochs: int, lr: float, batch_size: int) -> None:
+def check_run(
+    clients: int, rounds: int, fraction: float, local_epochs: int, lr: float, batch_size: int
+) -> None:
     """Raise, in one line, on a count, rate or fraction out of range."""
-    for key, value in (("clients", clients), ("rounds", rounds), ("local_epochs", local_epochs),
-                       ("batch_size", batch_size)):
+    for key, value in (
+        ("clients", clients),
+        ("rounds", rounds),
+        ("local_epochs", local_epochs),
+        ("batch_size", batch_size),
+    ):
         if isinstance(value, bool) or int(value) != value or value < 1:
             raise InvalidInputError(f"{key} must be a whole number ≥ 1, got {value!r}")
     if not 0 < fraction <= 1:
@@ -179,8 +204,10 @@ def check_run(clients: int, rounds: int, fraction: float, local_epochs: int, lr:
 def check_strategy_dp(plan: Strategy, dp: ClientDP | None) -> None:
     """Refuse a strategy that client-level DP cannot be combined with."""
     if dp is not None and plan.trim:
-        raise InvalidInputError("a trimmed mean cannot be combined with client-level DP (the noise is calibrated "
-                                "to a clipped sum): use fedavg, fedprox, fedavgm or fedadam")
+        raise InvalidInputError(
+            "a trimmed mean cannot be combined with client-level DP (the noise is calibrated "
+            "to a clipped sum): use fedavg, fedprox, fedavgm or fedadam"
+        )
 
 
 @dataclass
@@ -203,14 +230,34 @@ class Setup:
 
     def params(self, **extra: Any) -> dict[str, Any]:
         """Return the run's parameters as the registry records them."""
-        return run_params(self.model, self.data, **self.options, strategy=self.strategy.name, schedule=self.schedule,
-                          dp=None if self.dp is None else asdict(self.dp), **extra)
+        return run_params(
+            self.model,
+            self.data,
+            **self.options,
+            strategy=self.strategy.name,
+            schedule=self.schedule,
+            dp=None if self.dp is None else asdict(self.dp),
+            **extra,
+        )
 
 
-def prepare(model: str | nn.Module | None, data: str | LabeledData, *, clients: int, rounds: int, fraction: float,
-            local_epochs: int, lr: float, batch_size: int, strategy: str | Strategy, schedule: str | None,
-            dp: ClientDP | Mapping[str, Any] | None, seed: int, test_data: LabeledData | None = None,
-            device: str = "cpu") -> Setup:
+def prepare(
+    model: str | nn.Module | None,
+    data: str | LabeledData,
+    *,
+    clients: int,
+    rounds: int,
+    fraction: float,
+    local_epochs: int,
+    lr: float,
+    batch_size: int,
+    strategy: str | Strategy,
+    schedule: str | None,
+    dp: ClientDP | Mapping[str, Any] | None,
+    seed: int,
+    test_data: LabeledData | None = None,
+    device: str = "cpu",
+) -> Setup:
     """Check a run's options (one-line errors, before anything is registered), load the data, build the
     global model (the same initial weights for the same seed) and calibrate DP to sample rate `fraction`."""
     from lepton_ai.train.loop import check_data, resolve_device
@@ -230,23 +277,43 @@ def prepare(model: str | nn.Module | None, data: str | LabeledData, *, clients: 
     net.to(dev)
     if private is not None:
         private = private.calibrate(fraction, rounds)
-    options = {"clients": clients, "rounds": rounds, "fraction": fraction, "local_epochs": local_epochs, "lr": lr,
-               "batch_size": batch_size, "seed": seed}
+    options = {
+        "clients": clients,
+        "rounds": rounds,
+        "fraction": fraction,
+        "local_epochs": local_epochs,
+        "lr": lr,
+        "batch_size": batch_size,
+        "seed": seed,
+    }
     return Setup(model, data, plan, private, schedule, train, val, test, net, weight_keys(net), dev, options)
 
 
 # -- the simulation -----------------------------------------------------------------------------
 
 
-def federated_train(model: str | nn.Module | None = None, data: str | LabeledData = "digits", *, clients: int = 10,
-                    rounds: int = 30, partition: str = "iid",
-                    strategy: str | Strategy = FEDERATED_DEFAULTS["strategy"], fraction: float = 1.0,
-                    local_epochs: int = FEDERATED_DEFAULTS["local_epochs"], lr: float = FEDERATED_DEFAULTS["lr"],
-                    batch_size: int = FEDERATED_DEFAULTS["batch_size"], schedule: str | None = None,
-                    dp: ClientDP | Mapping[str, Any] | None = None,
-                    seed: int = 0, name: str | None = None, test_data: LabeledData | None = None,
-                    report_dir: str | Path | None = None, device: str = "cpu", progress: bool = True,
-                    description: str | None = None) -> FederatedResult:
+def federated_train(
+    model: str | nn.Module | None = None,
+    data: str | LabeledData = "digits",
+    *,
+    clients: int = 10,
+    rounds: int = 30,
+    partition: str = "iid",
+    strategy: str | Strategy = FEDERATED_DEFAULTS["strategy"],
+    fraction: float = 1.0,
+    local_epochs: int = FEDERATED_DEFAULTS["local_epochs"],
+    lr: float = FEDERATED_DEFAULTS["lr"],
+    batch_size: int = FEDERATED_DEFAULTS["batch_size"],
+    schedule: str | None = None,
+    dp: ClientDP | Mapping[str, Any] | None = None,
+    seed: int = 0,
+    name: str | None = None,
+    test_data: LabeledData | None = None,
+    report_dir: str | Path | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+    description: str | None = None,
+) -> FederatedResult:
     """Simulate federated training of `model` (default: cnn-small for images, else mlp) on `data` split
     among `clients` by `partition`, on this machine: the clients train one after the other on one model
     object; the global model is tested after every round; the report (JSON, PNG) is written and the
@@ -254,37 +321,81 @@ def federated_train(model: str | nn.Module | None = None, data: str | LabeledDat
     "clip": 1.0}` makes it client-level differentially private."""
     from lepton_ai.privacy.partition import partition as split
 
-    run = prepare(model, data, clients=clients, rounds=rounds, fraction=fraction, local_epochs=local_epochs, lr=lr,
-                  batch_size=batch_size, strategy=strategy, schedule=schedule, dp=dp, seed=seed, test_data=test_data,
-                  device=device)
+    run = prepare(
+        model,
+        data,
+        clients=clients,
+        rounds=rounds,
+        fraction=fraction,
+        local_epochs=local_epochs,
+        lr=lr,
+        batch_size=batch_size,
+        strategy=strategy,
+        schedule=schedule,
+        dp=dp,
+        seed=seed,
+        test_data=test_data,
+        device=device,
+    )
     parts = split(run.train, partition, clients, seed)
     net, plan, private = run.net, run.strategy, run.dp
     rng, noise = np.random.default_rng(seed), torch.Generator().manual_seed(seed + 1)
     per_round = max(1, round(fraction * clients))
     state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-    with RunRecord(name or default_name(run.model, data), run.params(partition=partition), report_dir) as record, \
-            _progress(progress) as bar, cpu_threads(net, run.device):
+    with (
+        RunRecord(
+            name or default_name(run.model, data), run.params(partition=partition), report_dir
+        ) as record,
+        _progress(progress) as bar,
+        cpu_threads(net, run.device),
+    ):
         task = bar.add_task("rounds", total=rounds, acc=0.0, loss=0.0)
         for r in range(rounds):
             r0 = time.perf_counter()
-            chosen = (np.flatnonzero(rng.random(clients) < fraction) if private is not None  # Poisson, as accounted
-                      else np.sort(rng.choice(clients, per_round, replace=False)))
+            # Poisson, as accounted
+            chosen = (
+                np.flatnonzero(rng.random(clients) < fraction)
+                if private is not None
+                else np.sort(rng.choice(clients, per_round, replace=False))
+            )
             sub = bar.add_task(f"round {r + 1}/{rounds}", total=len(chosen), acc=0.0, loss=0.0)
             results = []
             for c in chosen.tolist():
-                new, n, _ = local_train(net, parts[c], state, epochs=local_epochs, lr=round_lr(lr, r, rounds, run.schedule),
-                                        batch_size=batch_size, mu=plan.mu, seed=seed * 1_000_003 + r * 10_007 + c,
-                                        device=run.device)
+                new, n, _ = local_train(
+                    net,
+                    parts[c],
+                    state,
+                    epochs=local_epochs,
+                    lr=round_lr(lr, r, rounds, run.schedule),
+                    batch_size=batch_size,
+                    mu=plan.mu,
+                    seed=seed * 1_000_003 + r * 10_007 + c,
+                    device=run.device,
+                )
                 results.append((new, n))
                 bar.advance(sub)
             bar.remove_task(sub)
             results, dropped = finite(results)
-            state = aggregate(plan, state, results, weights=run.weights, dp=private,
-                              expected_clients=fraction * clients, generator=noise)
+            state = aggregate(
+                plan,
+                state,
+                results,
+                weights=run.weights,
+                dp=private,
+                expected_clients=fraction * clients,
+                generator=noise,
+            )
             net.load_state_dict(state)
             extra = {"epsilon": private.epsilon_spent(fraction, r + 1)} if private is not None else {}
-            row = record.log_round(net, run.test, clients=len(results), failures=dropped,
-                                   examples=sum(n for _, n in results), seconds=time.perf_counter() - r0, **extra)
+            row = record.log_round(
+                net,
+                run.test,
+                clients=len(results),
+                failures=dropped,
+                examples=sum(n for _, n in results),
+                seconds=time.perf_counter() - r0,
+                **extra,
+            )
             bar.update(task, advance=1, acc=row["accuracy"], loss=row["loss"])
         privacy = private.report(fraction, rounds) if private is not None else None
         return record.finish(net, clients, privacy, description)
@@ -294,7 +405,12 @@ def federated_train(model: str | nn.Module | None = None, data: str | LabeledDat
 def _progress(enabled: bool) -> Iterator[Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("test acc {task.fields[acc]:.3f} · loss {task.fields[loss]:.4f}"), TimeElapsedColumn(),
-                  disable=not enabled) as bar:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("test acc {task.fields[acc]:.3f} · loss {task.fields[loss]:.4f}"),
+        TimeElapsedColumn(),
+        disable=not enabled,
+    ) as bar:
         yield bar

@@ -45,8 +45,9 @@ def _flwr() -> Any:
     try:
         import flwr
     except ImportError as e:
-        raise InvalidInputError("federated learning over the network needs Flower: "
-                                "pip install 'lepton-ai[fl]'") from e
+        raise InvalidInputError(
+            "federated learning over the network needs Flower: pip install 'lepton-ai[fl]'"
+        ) from e
     logger = logging.getLogger("flwr")
     if not any(isinstance(f, _QuietDeprecation) for f in logger.filters):
         logger.addFilter(_QuietDeprecation())
@@ -73,8 +74,10 @@ def parse_part(spec: str) -> tuple[str, int | None, int | None]:
         return str(spec), None, None
     index, count = int(m["index"]), int(m["count"])
     if count < 1 or not 0 <= index < count:
-        raise InvalidInputError(f"--data {spec}: the part must be I/N with 0 ≤ I < N (0-based), "
-                                f"e.g. {m['data']}:0/{max(count, 1)}")
+        raise InvalidInputError(
+            f"--data {spec}: the part must be I/N with 0 ≤ I < N (0-based), "
+            f"e.g. {m['data']}:0/{max(count, 1)}"
+        )
     return m["data"], index, count
 
 
@@ -98,16 +101,26 @@ def to_ndarrays(state: Mapping[str, torch.Tensor]) -> list[np.ndarray]:
 
 def from_ndarrays(arrays: list[np.ndarray], like: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Return `arrays` as a state dict with the keys, shapes and dtypes of `like`; raise when they do not fit."""
-    if len(arrays) != len(like) or any(tuple(a.shape) != tuple(v.shape) for a, v in zip(arrays, like.values())):
-        raise InvalidInputError(f"the server sent {len(arrays)} tensors that do not fit this model's {len(like)}")
+    if len(arrays) != len(like) or any(
+        tuple(a.shape) != tuple(v.shape) for a, v in zip(arrays, like.values())
+    ):
+        raise InvalidInputError(
+            f"the server sent {len(arrays)} tensors that do not fit this model's {len(like)}"
+        )
     return {k: torch.from_numpy(np.array(a)).to(v.dtype) for (k, v), a in zip(like.items(), arrays)}
 
 
 # -- the server ---------------------------------------------------------------------------------
 
 
-def lepton_strategy(run: Setup, *, record: RunRecord, min_clients: int, round_timeout: float | None,
-                    on_round: Callable[[dict[str, Any]], None] | None = None) -> Any:
+def lepton_strategy(
+    run: Setup,
+    *,
+    record: RunRecord,
+    min_clients: int,
+    round_timeout: float | None,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
+) -> Any:
     """Return a Flower Strategy that runs `run`'s strategy (and client-level DP) with our aggregation."""
     flwr = _flwr()
     from flwr.common import FitIns, ndarrays_to_parameters, parameters_to_ndarrays
@@ -134,55 +147,83 @@ def lepton_strategy(run: Setup, *, record: RunRecord, min_clients: int, round_ti
         def initialize_parameters(self, client_manager: Any) -> Any:
             return ndarrays_to_parameters(to_ndarrays(self.state))
 
-        def configure_fit(self, server_round: int, parameters: Any, client_manager: Any) -> list[tuple[Any, Any]]:
+        def configure_fit(
+            self, server_round: int, parameters: Any, client_manager: Any
+        ) -> list[tuple[Any, Any]]:
             self.round_started, self.last = time.perf_counter(), {}
             if self.error is not None:
                 return []
             timeout = round_timeout or 86_400
             if not client_manager.wait_for(min_clients, timeout=math.ceil(timeout)):
-                self.error = LeptonError(f"round {server_round}: fewer than {min_clients} clients connected "
-                                         f"within {timeout:g} s (--min-clients, --round-timeout)")
+                self.error = LeptonError(
+                    f"round {server_round}: fewer than {min_clients} clients connected "
+                    f"within {timeout:g} s (--min-clients, --round-timeout)"
+                )
                 return []
             available = client_manager.num_available()
             wanted = min_clients if dp is not None else max(min_clients, round(o["fraction"] * available))
-            config = {"model": self.meta, "local_epochs": o["local_epochs"], "batch_size": o["batch_size"],
-                      "mu": run.strategy.mu, "lr": round_lr(o["lr"], server_round - 1, o["rounds"], run.schedule),
-                      "momentum": FEDERATED_DEFAULTS["momentum"], "seed": o["seed"] * 1_000_003 + server_round * 10_007,
-                      "round": server_round}
+            config = {
+                "model": self.meta,
+                "local_epochs": o["local_epochs"],
+                "batch_size": o["batch_size"],
+                "mu": run.strategy.mu,
+                "lr": round_lr(o["lr"], server_round - 1, o["rounds"], run.schedule),
+                "momentum": FEDERATED_DEFAULTS["momentum"],
+                "seed": o["seed"] * 1_000_003 + server_round * 10_007,
+                "round": server_round,
+            }
             chosen = client_manager.sample(num_clients=min(wanted, available), min_num_clients=min_clients)
             return [(c, FitIns(parameters, config)) for c in chosen]
 
-        def aggregate_fit(self, server_round: int, results: list[tuple[Any, Any]],
-                          failures: list[Any]) -> tuple[Any, dict[str, Any]]:
+        def aggregate_fit(
+            self, server_round: int, results: list[tuple[Any, Any]], failures: list[Any]
+        ) -> tuple[Any, dict[str, Any]]:
             fitting = []
             for _, r in results:
-                with contextlib.suppress(InvalidInputError):  # weights that do not fit the model: a failure
-                    fitting.append((from_ndarrays(parameters_to_ndarrays(r.parameters), self.state),
-                                    int(r.num_examples)))
+                # weights that do not fit the model: a failure
+                with contextlib.suppress(InvalidInputError):
+                    fitting.append(
+                        (from_ndarrays(parameters_to_ndarrays(r.parameters), self.state), int(r.num_examples))
+                    )
             updates, dropped = finite(fitting)
-            self.last = {"clients": len(updates), "failures": len(failures) + len(results) - len(updates),
-                         "examples": sum(n for _, n in updates)}
+            self.last = {
+                "clients": len(updates),
+                "failures": len(failures) + len(results) - len(updates),
+                "examples": sum(n for _, n in updates),
+            }
             if not updates and dp is None:
-                return None, dict(self.last)  # every client failed: the global model stays as it was
-            self.state = aggregate(run.strategy, self.state, updates, weights=run.weights, dp=dp,
-                                   expected_clients=float(min_clients), generator=self.noise)
+                # every client failed: the global model stays as it was
+                return None, dict(self.last)
+            self.state = aggregate(
+                run.strategy,
+                self.state,
+                updates,
+                weights=run.weights,
+                dp=dp,
+                expected_clients=float(min_clients),
+                generator=self.noise,
+            )
             return ndarrays_to_parameters(to_ndarrays(self.state)), dict(self.last)
 
         def configure_evaluate(self, server_round: int, parameters: Any, client_manager: Any) -> list:
-            return []  # the server tests the global model itself, on its test split
+            # the server tests the global model itself, on its test split
+            return []
 
         def aggregate_evaluate(self, server_round: int, results: list, failures: list) -> tuple[None, dict]:
             return None, {}
 
         def evaluate(self, server_round: int, parameters: Any) -> tuple[float, dict[str, Any]] | None:
             if server_round == 0 or self.error is not None or not self.last:
-                return None  # no round ran: nothing new to test
+                # no round ran: nothing new to test
+                return None
             model.load_state_dict(from_ndarrays(parameters_to_ndarrays(parameters), self.state))
             extra = {"epsilon": dp.epsilon_spent(1.0, server_round)} if dp is not None else {}
             try:
-                row = record.log_round(model, run.test, **self.last, seconds=time.perf_counter() - self.round_started,
-                                       **extra)
-            except LeptonError as e:  # e.g. the global model diverged
+                row = record.log_round(
+                    model, run.test, **self.last, seconds=time.perf_counter() - self.round_started, **extra
+                )
+            # e.g. the global model diverged
+            except LeptonError as e:
                 self.error = e
                 return None
             if on_round is not None:
@@ -192,34 +233,67 @@ def lepton_strategy(run: Setup, *, record: RunRecord, min_clients: int, round_ti
     return LeptonStrategy()
 
 
-def run_server(address: str, *, model: str | nn.Module | None = None, data: str = "digits", rounds: int = 3,
-               min_clients: int = 2, strategy: str | Strategy = FEDERATED_DEFAULTS["strategy"], fraction: float = 1.0,
-               local_epochs: int = FEDERATED_DEFAULTS["local_epochs"], lr: float = FEDERATED_DEFAULTS["lr"],
-               batch_size: int = FEDERATED_DEFAULTS["batch_size"], schedule: str | None = None,
-               dp: ClientDP | Mapping[str, Any] | None = None, seed: int = 0, name: str | None = None,
-               round_timeout: float | None = 600.0,
-               on_round: Callable[[dict[str, Any]], None] | None = None) -> FederatedResult:
+def run_server(
+    address: str,
+    *,
+    model: str | nn.Module | None = None,
+    data: str = "digits",
+    rounds: int = 3,
+    min_clients: int = 2,
+    strategy: str | Strategy = FEDERATED_DEFAULTS["strategy"],
+    fraction: float = 1.0,
+    local_epochs: int = FEDERATED_DEFAULTS["local_epochs"],
+    lr: float = FEDERATED_DEFAULTS["lr"],
+    batch_size: int = FEDERATED_DEFAULTS["batch_size"],
+    schedule: str | None = None,
+    dp: ClientDP | Mapping[str, Any] | None = None,
+    seed: int = 0,
+    name: str | None = None,
+    round_timeout: float | None = 600.0,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
+) -> FederatedResult:
     """Serve a federation at `address` (HOST:PORT) for `rounds` rounds of at least `min_clients` clients,
     testing the global model on `data`'s test split after each, and register the final model."""
     flwr = _flwr()
 
     if dp is not None and fraction < 1:
-        raise InvalidInputError("client-level DP over the network takes exactly --min-clients clients each round "
-                                "(accounted at sample rate 1) and divides by that number: use --fraction 1")
+        raise InvalidInputError(
+            "client-level DP over the network takes exactly --min-clients clients each round "
+            "(accounted at sample rate 1) and divides by that number: use --fraction 1"
+        )
     _check_address(address)
-    run = prepare(model, data, clients=min_clients, rounds=rounds, fraction=fraction, local_epochs=local_epochs,
-                  lr=lr, batch_size=batch_size, strategy=strategy, schedule=schedule, dp=dp, seed=seed)
+    run = prepare(
+        model,
+        data,
+        clients=min_clients,
+        rounds=rounds,
+        fraction=fraction,
+        local_epochs=local_epochs,
+        lr=lr,
+        batch_size=batch_size,
+        strategy=strategy,
+        schedule=schedule,
+        dp=dp,
+        seed=seed,
+    )
     if getattr(run.net, "arch", None) not in ARCHITECTURES:
-        raise InvalidInputError(f"clients build the model from its architecture's name: use one of "
-                                f"{', '.join(ARCHITECTURES)} (or a registered model of one), not {run.net.arch!r}")
+        raise InvalidInputError(
+            f"clients build the model from its architecture's name: use one of "
+            f"{', '.join(ARCHITECTURES)} (or a registered model of one), not {run.net.arch!r}"
+        )
     params = run.params(partition="clients' own", address=address)
     with RunRecord(name or default_name(run.model, data), params) as record:
-        fl_strategy = lepton_strategy(run, record=record, min_clients=min_clients, round_timeout=round_timeout,
-                                      on_round=on_round)
+        fl_strategy = lepton_strategy(
+            run, record=record, min_clients=min_clients, round_timeout=round_timeout, on_round=on_round
+        )
         try:
-            flwr.server.start_server(server_address=address, strategy=fl_strategy,
-                                     config=flwr.server.ServerConfig(num_rounds=rounds, round_timeout=round_timeout))
-        except SystemExit as e:  # Flower exits with a message when it cannot bind the address
+            flwr.server.start_server(
+                server_address=address,
+                strategy=fl_strategy,
+                config=flwr.server.ServerConfig(num_rounds=rounds, round_timeout=round_timeout),
+            )
+        # Flower exits with a message when it cannot bind the address
+        except SystemExit as e:
             if not isinstance(e.code, str):
                 raise
             raise LeptonError(f"cannot serve the federation at {address}: {e.code}") from None
@@ -268,21 +342,38 @@ def lepton_client(data: LabeledData, *, device: str = "cpu", client_seed: int = 
         def get_parameters(self, config: dict[str, Any]) -> list[np.ndarray]:
             return to_ndarrays(self.model.state_dict()) if self.model is not None else []
 
-        def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[list[np.ndarray], int, dict]:
+        def fit(
+            self, parameters: list[np.ndarray], config: dict[str, Any]
+        ) -> tuple[list[np.ndarray], int, dict]:
             net = self._model(str(config["model"]))
             state = from_ndarrays(parameters, net.state_dict())
             with cpu_threads(net, dev):
                 new, n, metrics = local_train(
-                    net, data, state, epochs=int(config["local_epochs"]), lr=float(config["lr"]),
-                    batch_size=int(config["batch_size"]), mu=float(config["mu"]), momentum=float(config["momentum"]),
-                    seed=int(config["seed"]) + client_seed, device=dev)
+                    net,
+                    data,
+                    state,
+                    epochs=int(config["local_epochs"]),
+                    lr=float(config["lr"]),
+                    batch_size=int(config["batch_size"]),
+                    mu=float(config["mu"]),
+                    momentum=float(config["momentum"]),
+                    seed=int(config["seed"]) + client_seed,
+                    device=dev,
+                )
             return to_ndarrays(new), n, metrics
 
     return LeptonClient().to_client()
 
 
-def run_client(server: str, data: str, *, partition: str = "iid", seed: int = 0, device: str = "cpu",
-               connect_timeout: float = 60.0) -> int:
+def run_client(
+    server: str,
+    data: str,
+    *,
+    partition: str = "iid",
+    seed: int = 0,
+    device: str = "cpu",
+    connect_timeout: float = 60.0,
+) -> int:
     """Join the federation at `server` (HOST:PORT) with the client data `data` (PATH or NAME:I/N) until the
     server ends it; return the number of examples this client holds."""
     flwr = _flwr()
@@ -294,9 +385,15 @@ def run_client(server: str, data: str, *, partition: str = "iid", seed: int = 0,
     # Each client its own shuffling and dropout: its part's index, or a hash of its data's path.
     client_seed = index if index is not None else zlib.crc32(str(Path(name).resolve()).encode())
     try:
-        flwr.client.start_client(server_address=server, insecure=True, max_wait_time=connect_timeout,
-                                 client=lepton_client(local, device=device, client_seed=client_seed))
+        flwr.client.start_client(
+            server_address=server,
+            insecure=True,
+            max_wait_time=connect_timeout,
+            client=lepton_client(local, device=device, client_seed=client_seed),
+        )
     except grpc.RpcError as e:
         detail = e.details() if hasattr(e, "details") else str(e)
-        raise LeptonError(f"lost or could not make the connection to the Flower server at {server}: {detail}") from e
+        raise LeptonError(
+            f"lost or could not make the connection to the Flower server at {server}: {detail}"
+        ) from e
     return len(local)

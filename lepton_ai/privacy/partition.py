@@ -30,7 +30,9 @@ def parse_scheme(scheme: str) -> tuple[str, float]:
     if not np.isfinite(value):
         raise InvalidInputError(f"partition {scheme!r}: the parameter must be a finite number")
     if kind == "dirichlet" and not value > 0:
-        raise InvalidInputError(f"partition {scheme!r}: the Dirichlet alpha must be > 0 (smaller is more skewed)")
+        raise InvalidInputError(
+            f"partition {scheme!r}: the Dirichlet alpha must be > 0 (smaller is more skewed)"
+        )
     if kind == "shards" and (value < 1 or value != int(value)):
         raise InvalidInputError(f"partition {scheme!r}: the shards per client K must be a whole number ≥ 1")
     return kind, value
@@ -44,7 +46,9 @@ def partition_indices(labels: np.ndarray, scheme: str, n: int, seed: int = 0) ->
         raise InvalidInputError(f"the number of clients must be a whole number ≥ 1, got {n!r}")
     n = int(n)
     if n > len(labels):
-        raise InvalidInputError(f"{n} clients but only {len(labels)} examples: each client needs at least one")
+        raise InvalidInputError(
+            f"{n} clients but only {len(labels)} examples: each client needs at least one"
+        )
     rng = np.random.default_rng(seed)
     if kind == "iid":
         parts = np.array_split(rng.permutation(len(labels)), n)
@@ -52,10 +56,11 @@ def partition_indices(labels: np.ndarray, scheme: str, n: int, seed: int = 0) ->
         k = int(value)
         if n * k > len(labels):
             raise InvalidInputError(f"{n} clients × {k} shards is more than the {len(labels)} examples")
-        ordered = np.lexsort((rng.random(len(labels)), labels))  # by label, ties in random order
+        # by label, ties in random order
+        ordered = np.lexsort((rng.random(len(labels)), labels))
         shards = np.array_split(ordered, n * k)
         owner = rng.permutation(n * k)
-        parts = [np.concatenate([shards[s] for s in owner[i * k:(i + 1) * k]]) for i in range(n)]
+        parts = [np.concatenate([shards[s] for s in owner[i * k : (i + 1) * k]]) for i in range(n)]
     else:
         parts = _dirichlet(labels, value, n, rng)
     return [np.sort(p) for p in parts]
@@ -81,7 +86,8 @@ def _dirichlet(labels: np.ndarray, alpha: float, n: int, rng: np.random.Generato
 
 def partition(data: LabeledData, scheme: str, n: int, seed: int = 0) -> list[LabeledData]:
     """Split `data` among `n` clients by `scheme` ("iid", "dirichlet:ALPHA", "shards:K"); return their data sets."""
-    from lepton_ai.data import LabeledData  # torch, imported when a split is made
+    # torch, imported when a split is made
+    from lepton_ai.data import LabeledData
 
     if not isinstance(data, LabeledData):
         raise InvalidInputError(f"expected a data set from lepton_ai.data.load(), got {type(data).__name__}")

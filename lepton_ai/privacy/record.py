@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -42,10 +43,16 @@ class FederatedResult:
 
     def to_json(self) -> dict[str, Any]:
         """Return the document `lepton fl run --json` prints."""
-        return {"name": self.name, "version": self.version,
-                "metrics": {"accuracy": self.metrics["accuracy"], "loss": self.metrics["loss"]},
-                "rounds": len(self.history), "clients": self.clients,
-                "privacy": {k: self.privacy[k] for k in ("epsilon", "delta", "mechanism")} if self.privacy else None}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "metrics": {"accuracy": self.metrics["accuracy"], "loss": self.metrics["loss"]},
+            "rounds": len(self.history),
+            "clients": self.clients,
+            "privacy": {k: self.privacy[k] for k in ("epsilon", "delta", "mechanism")}
+            if self.privacy
+            else None,
+        }
 
 
 class RunRecord:
@@ -61,7 +68,9 @@ class RunRecord:
         self.name, self.params = check_name(name), params
         self.registry = Registry()
         self.run_id = self.registry.start_run("federated", params, name=name).id
-        self.report_dir = Path(report_dir or config.home() / "reports" / "federated" / f"{name}-run{self.run_id}")
+        self.report_dir = Path(
+            report_dir or config.home() / "reports" / "federated" / f"{name}-run{self.run_id}"
+        )
         self.history: list[dict[str, Any]] = []
         self.t0 = time.perf_counter()
 
@@ -70,10 +79,11 @@ class RunRecord:
 
     def __exit__(self, kind: type[BaseException] | None, e: BaseException | None, tb: Any) -> None:
         if e is not None:
-            try:
-                self.registry.end_run(self.run_id, "cancelled" if isinstance(e, KeyboardInterrupt) else "failed")
-            except Exception:
-                pass  # the original error is the one to report
+            # the original error is the one to report
+            with contextlib.suppress(Exception):
+                self.registry.end_run(
+                    self.run_id, "cancelled" if isinstance(e, KeyboardInterrupt) else "failed"
+                )
 
     def log_round(self, model: nn.Module, test: LabeledData, **row: Any) -> dict[str, Any]:
         """Evaluate the global `model` on `test`, record the round's figures (plus `row`) and return them."""
@@ -81,38 +91,71 @@ class RunRecord:
 
         figures = evaluate(model, test)
         if not all(math.isfinite(figures[k]) for k in ("loss", "accuracy")):
-            raise InvalidInputError(f"the global model diverged in round {len(self.history) + 1} (test loss "
-                                    f"{figures['loss']}): lower the clients' lr or the server's step/momentum")
-        row = {"round": len(self.history) + 1, "accuracy": figures["accuracy"], "loss": figures["loss"],
-               "f1_macro": figures["f1_macro"], **row}
+            raise InvalidInputError(
+                f"the global model diverged in round {len(self.history) + 1} (test loss "
+                f"{figures['loss']}): lower the clients' lr or the server's step/momentum"
+            )
+        row = {
+            "round": len(self.history) + 1,
+            "accuracy": figures["accuracy"],
+            "loss": figures["loss"],
+            "f1_macro": figures["f1_macro"],
+            **row,
+        }
         self.history.append(row)
-        self.registry.log_metrics(self.run_id, {k: v for k, v in row.items() if k != "round"}, step=row["round"])
+        self.registry.log_metrics(
+            self.run_id, {k: v for k, v in row.items() if k != "round"}, step=row["round"]
+        )
         return row
 
-    def finish(self, model: nn.Module, clients: int, privacy: dict[str, Any] | None,
-               description: str | None = None) -> FederatedResult:
+    def finish(
+        self, model: nn.Module, clients: int, privacy: dict[str, Any] | None, description: str | None = None
+    ) -> FederatedResult:
         """Write the report, register `model` with the last round's figures, end the run; return the result."""
         if not self.history:
             raise InvalidInputError("no round completed: nothing to register")
         seconds = time.perf_counter() - self.t0
         last = self.history[-1]
-        metrics = {"accuracy": last["accuracy"], "loss": last["loss"], "f1_macro": last["f1_macro"],
-                   "rounds": len(self.history), "clients": clients, "train_seconds": seconds}
+        metrics = {
+            "accuracy": last["accuracy"],
+            "loss": last["loss"],
+            "f1_macro": last["f1_macro"],
+            "rounds": len(self.history),
+            "clients": clients,
+            "train_seconds": seconds,
+        }
         if privacy:
             metrics["epsilon"] = privacy["epsilon"]
         recipe: dict[str, Any] = {"federated": {k: v for k, v in self.params.items() if k != "dp"}}
         if privacy:
             recipe["privacy"] = privacy
-        write_report(self.report_dir, {"name": self.name, "params": self.params, "metrics": metrics,
-                                       "rounds": self.history, "privacy": privacy})
+        write_report(
+            self.report_dir,
+            {
+                "name": self.name,
+                "params": self.params,
+                "metrics": metrics,
+                "rounds": self.history,
+                "privacy": privacy,
+            },
+        )
         p = self.params
-        ref = model.save(self.name, metrics=metrics, run_id=self.run_id, recipe=recipe,
-                         description=description or (f"{p['model']} trained federated on {p['data']}: "
-                                                     f"{clients} clients, {p['partition']}, {p['strategy']}"))
+        ref = model.save(
+            self.name,
+            metrics=metrics,
+            run_id=self.run_id,
+            recipe=recipe,
+            description=description
+            or (
+                f"{p['model']} trained federated on {p['data']}: "
+                f"{clients} clients, {p['partition']}, {p['strategy']}"
+            ),
+        )
         self.registry.end_run(self.run_id, "completed")
         model.eval()
-        return FederatedResult(ref, model, metrics, self.history, clients, privacy, self.report_dir, self.run_id,
-                               seconds)
+        return FederatedResult(
+            ref, model, metrics, self.history, clients, privacy, self.report_dir, self.run_id, seconds
+        )
 
 
 def write_report(folder: Path, report: dict[str, Any]) -> Path:
@@ -147,8 +190,11 @@ def model_name(model: str | nn.Module) -> str:
 
 def run_params(model: str | nn.Module, data: str | LabeledData, **options: Any) -> dict[str, Any]:
     """Return a run's parameters as the registry records them (names, not objects)."""
-    return {"model": model_name(model),
-            "data": str(data) if not isinstance(data, LabeledData) else data.name, **options}
+    return {
+        "model": model_name(model),
+        "data": str(data) if not isinstance(data, LabeledData) else data.name,
+        **options,
+    }
 
 
 def default_name(model: str | nn.Module, data: str | LabeledData) -> str:

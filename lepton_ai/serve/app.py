@@ -30,10 +30,17 @@ from lepton_ai.errors import LeptonError
 from lepton_ai.serve.batching import Batcher, HandlerQueue, Overloaded
 from lepton_ai.serve.metrics import Metrics
 from lepton_ai.serve.photon import Handler, Photon
-from lepton_ai.serve.process import HandlerFailed, ModelProcess, ModelProcessFailed, ProcessBatcher, ProcessSpec
+from lepton_ai.serve.process import (
+    HandlerFailed,
+    ModelProcess,
+    ModelProcessFailed,
+    ProcessBatcher,
+    ProcessSpec,
+)
 
 log = logging.getLogger("lepton.serve")
-_INLINE_BYTES = 64 * 1024  # bodies up to this are parsed on the event loop (µs); larger ones in a thread
+# bodies up to this are parsed on the event loop (µs); larger ones in a thread
+_INLINE_BYTES = 64 * 1024
 
 
 @dataclass
@@ -44,11 +51,14 @@ class ServeSettings:
     max_wait_ms: float | None = None
     max_concurrency: int = 512
     max_queue: int = 256
-    timeout_s: float = 30.0  # a handler's own timeout_s, when it sets one, wins
+    # a handler's own timeout_s, when it sets one, wins
+    timeout_s: float = 30.0
     token: str | None = field(default=None, repr=False)
     max_body_bytes: int = 8 * 1024 * 1024
-    max_examples: int = 4096  # per request: one call must not be unbounded
-    model_process: bool | None = None  # None: as the Photon asks (see `Photon.model_process`)
+    # per request: one call must not be unbounded
+    max_examples: int = 4096
+    # None: as the Photon asks (see `Photon.model_process`)
+    model_process: bool | None = None
 
 
 class HTTPError(Exception):
@@ -64,7 +74,8 @@ class HTTPError(Exception):
 
 
 def _tolist(value: Any) -> Any:
-    if hasattr(value, "tolist"):  # arrays orjson cannot take (not contiguous, object dtype) and tensors
+    # arrays orjson cannot take (not contiguous, object dtype) and tensors
+    if hasattr(value, "tolist"):
         return value.tolist()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
@@ -86,8 +97,12 @@ def json_response(content: Any, status: int = 200, headers: dict[str, str] | Non
 
 
 def _queue_full(batcher: HandlerQueue) -> HTTPError:
-    return HTTPError(503, "overloaded", f"queue full ({batcher.max_queue} requests waiting); retry later",
-                     {"Retry-After": str(batcher.retry_after())})
+    return HTTPError(
+        503,
+        "overloaded",
+        f"queue full ({batcher.max_queue} requests waiting); retry later",
+        {"Retry-After": str(batcher.retry_after())},
+    )
 
 
 def _first_error(e: ValidationError) -> HTTPError:
@@ -109,20 +124,42 @@ class Service:
     """A Photon, its batchers and its state (starting, ready or failed): an ASGI app. `on_ready` runs on
     the event loop once `init` has finished, before the service reports ready."""
 
-    def __init__(self, photon: Photon, settings: ServeSettings | None = None,
-                 on_ready: Callable[[], None] | None = None, spawn: ProcessSpec | None = None) -> None:
+    def __init__(
+        self,
+        photon: Photon,
+        settings: ServeSettings | None = None,
+        on_ready: Callable[[], None] | None = None,
+        spawn: ProcessSpec | None = None,
+    ) -> None:
         self.photon, self.settings, self.on_ready = photon, settings or ServeSettings(), on_ready
         s = self.settings
-        self.handlers = {name: replace(h, max_batch_size=s.max_batch_size if s.max_batch_size and h.batched
-                                       else h.max_batch_size, max_wait_ms=h.max_wait_ms if s.max_wait_ms is None
-                                       else s.max_wait_ms) for name, h in type(photon).handlers().items()}
+        self.handlers = {
+            name: replace(
+                h,
+                max_batch_size=s.max_batch_size if s.max_batch_size and h.batched else h.max_batch_size,
+                max_wait_ms=h.max_wait_ms if s.max_wait_ms is None else s.max_wait_ms,
+            )
+            for name, h in type(photon).handlers().items()
+        }
         if not self.handlers:
             raise LeptonError(f"{type(photon).__name__} has no @handler methods to serve")
         if spawn is not None and any(inspect.iscoroutinefunction(h.fn) for h in self.handlers.values()):
             raise LeptonError(f"{type(photon).__name__}: a model process runs synchronous handlers only")
-        self.process = ModelProcess(spawn, {name: {
-            "batched": h.batched, "max_batch_size": h.max_batch_size or 1, "max_wait": h.max_wait_ms / 1000}
-            for name, h in self.handlers.items()}) if spawn else None
+        self.process = (
+            ModelProcess(
+                spawn,
+                {
+                    name: {
+                        "batched": h.batched,
+                        "max_batch_size": h.max_batch_size or 1,
+                        "max_wait": h.max_wait_ms / 1000,
+                    }
+                    for name, h in self.handlers.items()
+                },
+            )
+            if spawn
+            else None
+        )
         self.models = {name: h.request_model(type(photon)) for name, h in self.handlers.items()}
         self.adapters = {name: TypeAdapter(m) for name, m in self.models.items()}
         self.metrics = Metrics()
@@ -144,13 +181,24 @@ class Service:
             if inspect.iscoroutinefunction(h.fn):
                 continue
             sizes = self.metrics.batch_size.labels(name)
-            options = dict(batched=h.batched, max_batch_size=h.max_batch_size or 1, max_wait_ms=h.max_wait_ms,
-                           max_queue=self.settings.max_queue)
-            batcher: HandlerQueue = ProcessBatcher(self.process, name, **options) if self.process else \
-                Batcher(getattr(self.photon, name), concurrency=h.concurrency, **options)
-            depth_changed = self.metrics.gauge(self.metrics.queue_depth.labels(name), lambda b=batcher: b.depth)
+            options = dict(
+                batched=h.batched,
+                max_batch_size=h.max_batch_size or 1,
+                max_wait_ms=h.max_wait_ms,
+                max_queue=self.settings.max_queue,
+            )
+            batcher: HandlerQueue = (
+                ProcessBatcher(self.process, name, **options)
+                if self.process
+                else Batcher(getattr(self.photon, name), concurrency=h.concurrency, **options)
+            )
+            depth_changed = self.metrics.gauge(
+                self.metrics.queue_depth.labels(name), lambda b=batcher: b.depth
+            )
 
-            def on_batch(size: int, depth: int, sizes: Any = sizes, depth_changed: Any = depth_changed) -> None:
+            def on_batch(
+                size: int, depth: int, sizes: Any = sizes, depth_changed: Any = depth_changed
+            ) -> None:
                 sizes.observe(size)
                 depth_changed()
 
@@ -174,13 +222,16 @@ class Service:
                 await self.process.start()
             else:
                 await asyncio.to_thread(self.photon.init)
-            if self.on_ready is not None and self.state == "starting":  # before the first request is let in
+            # before the first request is let in
+            if self.on_ready is not None and self.state == "starting":
                 self.on_ready()
             self.state = "ready"
             log.info("%s ready", type(self.photon).__name__)
-        except ModelProcessFailed as e:  # it logged why; the message names only the exception's type
+        # it logged why; the message names only the exception's type
+        except ModelProcessFailed as e:
             self.state, self.error = "failed", str(e)
-        except Exception as e:  # reported by /healthz and /readyz so an orchestrator restarts us
+        # reported by /healthz and /readyz so an orchestrator restarts us
+        except Exception as e:
             self.state, self.error = "failed", f"{type(e).__name__} in init (see the server's log)"
             log.exception("init failed")
 
@@ -196,8 +247,12 @@ class Service:
             return
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self._token):
-            raise HTTPError(401, "unauthorized", "a valid 'Authorization: Bearer <token>' header is required",
-                            {"WWW-Authenticate": "Bearer"})
+            raise HTTPError(
+                401,
+                "unauthorized",
+                "a valid 'Authorization: Bearer <token>' header is required",
+                {"WWW-Authenticate": "Bearer"},
+            )
 
     async def _body(self, request: Request) -> bytes:
         limit = self.settings.max_body_bytes
@@ -223,8 +278,11 @@ class Service:
             if not n:
                 raise HTTPError(422, "invalid_input", f"{h.batch_field}: the list of examples is empty")
             if n > self.settings.max_examples:
-                raise HTTPError(413, "too_many_examples", f"{h.batch_field}: {n} examples; at most "
-                                f"{self.settings.max_examples} per request")
+                raise HTTPError(
+                    413,
+                    "too_many_examples",
+                    f"{h.batch_field}: {n} examples; at most {self.settings.max_examples} per request",
+                )
         if h.prepare_fn is not None:
             try:
                 fields = h.prepare_fn(self.photon, **fields)
@@ -241,7 +299,8 @@ class Service:
 
     async def _run(self, name: str, h: Handler, fields: dict[str, Any], request: Request) -> Any:
         timeout = h.timeout_s or self.settings.timeout_s
-        if name not in self.batchers:  # an async handler: awaited on the event loop
+        # an async handler: awaited on the event loop
+        if name not in self.batchers:
             try:
                 return await asyncio.wait_for(getattr(self.photon, name)(**fields), timeout)
             except asyncio.TimeoutError:
@@ -259,7 +318,8 @@ class Service:
         def give_up(status: int) -> None:
             if not future.done():
                 why.append(status)
-                future.cancel()  # dropped from its batch if not yet started
+                # dropped from its batch if not yet started
+                future.cancel()
 
         loop = asyncio.get_running_loop()
         timer = loop.call_later(timeout, give_up, 504)
@@ -269,7 +329,8 @@ class Service:
             return await future
         except asyncio.CancelledError:
             if not why:
-                raise  # the server itself is stopping this request
+                # the server itself is stopping this request
+                raise
             if why[0] == 504:
                 raise HTTPError(504, "timeout", f"no answer within {timeout:g} s") from None
             raise HTTPError(499, "client_closed", "the client closed the connection") from None
@@ -287,23 +348,31 @@ class Service:
             if self.state != "ready":
                 raise HTTPError(503, "not_ready", f"the service is {self.state}", {"Retry-After": "1"})
             if self.inflight > self.settings.max_concurrency:
-                raise HTTPError(503, "overloaded", f"over {self.settings.max_concurrency} concurrent requests; "
-                                "retry later", {"Retry-After": "1"})
+                raise HTTPError(
+                    503,
+                    "overloaded",
+                    f"over {self.settings.max_concurrency} concurrent requests; retry later",
+                    {"Retry-After": "1"},
+                )
             batcher = self.batchers.get(name)
-            if batcher is not None and batcher.full:  # refused before the body is even read
+            # refused before the body is even read
+            if batcher is not None and batcher.full:
                 raise _queue_full(batcher)
             fields = await self._fields(name, h, request)
             result = await self._run(name, h, fields, request)
             response = json_response({"outputs": result} if h.batched else result)
         except HTTPError as e:
             response = e.response()
-        except ClientDisconnect:  # gone while sending its body
+        # gone while sending its body
+        except ClientDisconnect:
             response = HTTPError(499, "client_closed", "the client closed the connection").response()
-        except (ValueError, OverflowError, LeptonError) as e:  # the handler refused this input
+        # the handler refused this input
+        except (ValueError, OverflowError, LeptonError) as e:
             response = HTTPError(422, "invalid_input", str(e)).response()
         except Exception as e:
             kind = e.kind if isinstance(e, HandlerFailed) else type(e).__name__
-            if not isinstance(e, HandlerFailed):  # the model process logged its own
+            # the model process logged its own
+            if not isinstance(e, HandlerFailed):
                 log.exception("handler %s failed", name)
             response = HTTPError(500, "internal", f"{kind} in handler {name}").response()
         finally:
@@ -317,9 +386,10 @@ class Service:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """The ASGI entry: handler calls go straight to `handle` (no middleware stack to cross on
         the hot path); everything else (health, metrics, docs, lifespan) to the FastAPI app."""
-        path, root = scope.get("path", ""), scope.get("root_path", "")  # mounted under a prefix (Ray Serve)
+        # mounted under a prefix (Ray Serve)
+        path, root = scope.get("path", ""), scope.get("root_path", "")
         if root and path.startswith(root):
-            path = path[len(root):]
+            path = path[len(root) :]
         name = self._routes.get(path) if scope["type"] == "http" else None
         if name is not None and scope["method"] == "POST":
             response = await self.handle(name, Request(scope, receive))
@@ -335,7 +405,8 @@ class Service:
         @app.get("/healthz", tags=["health"])
         def healthz() -> Response:
             """Alive (500 when init failed)."""
-            if self.state == "failed":  # the exception's type only: health is unauthenticated
+            # the exception's type only: health is unauthenticated
+            if self.state == "failed":
                 return json_response({"status": "failed", "error": self.error}, 500)
             return json_response({"status": "ok"})
 
@@ -351,6 +422,7 @@ class Service:
             return Response(self.metrics.render(), media_type=self.metrics.content_type)
 
         for name in self.handlers:
+
             async def endpoint(request: Request, name: str = name) -> Response:
                 return await self.handle(name, request)
 
@@ -361,7 +433,9 @@ class Service:
     def _openapi(self, app: FastAPI) -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
-        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
         components = schema.setdefault("components", {}).setdefault("schemas", {})
 
         def ref(tp: Any, fallback: str) -> dict[str, Any]:
@@ -371,21 +445,47 @@ class Service:
             components[title] = s
             return {"$ref": f"#/components/schemas/{title}"}
 
-        error = {"description": "error", "content": {"application/json": {"schema": {
-            "type": "object", "properties": {"error": {"type": "string"}, "message": {"type": "string"}}}}}}
+        error = {
+            "description": "error",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+                    }
+                }
+            },
+        }
         if self._token:
             components_root = schema["components"]
             components_root["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
         for name, h in self.handlers.items():
             doc = (inspect.getdoc(h.fn) or "").split("\n")[0]
             op: dict[str, Any] = {
-                "operationId": name, "summary": doc or name, "tags": ["handlers"],
-                "requestBody": {"required": True, "content": {"application/json": {"schema": ref(self.models[name], name)}}},
-                "responses": {"200": {"description": "success", "content": {"application/json": {
-                    "schema": ref(h.response_schema(), f"{name}_response")}}},
-                    **{code: error for code in ("400", "401", "413", "422", "503", "504")}},
-                "x-lepton-batch": {"field": h.batch_field, "max_batch_size": h.max_batch_size,
-                                   "max_wait_ms": h.max_wait_ms, "concurrency": h.concurrency} if h.batched else None,
+                "operationId": name,
+                "summary": doc or name,
+                "tags": ["handlers"],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": ref(self.models[name], name)}},
+                },
+                "responses": {
+                    "200": {
+                        "description": "success",
+                        "content": {
+                            "application/json": {"schema": ref(h.response_schema(), f"{name}_response")}
+                        },
+                    },
+                    **{code: error for code in ("400", "401", "413", "422", "503", "504")},
+                },
+                "x-lepton-batch": {
+                    "field": h.batch_field,
+                    "max_batch_size": h.max_batch_size,
+                    "max_wait_ms": h.max_wait_ms,
+                    "concurrency": h.concurrency,
+                }
+                if h.batched
+                else None,
             }
             if self._token:
                 op["security"] = [{"bearer": []}]
@@ -403,4 +503,3 @@ def _version() -> str:
     from lepton_ai import __version__
 
     return __version__
-

@@ -102,19 +102,23 @@ def as_rows(outputs: Any) -> Any:
     """Return a handler's outputs as a sequence to split among requests: numeric arrays and tensors as a
     NumPy copy (serialised from its buffer later, with no Python float per number; a copy, because a
     handler may reuse its output buffer for the next batch), anything else as a list."""
-    if hasattr(outputs, "detach"):  # a torch tensor
+    # a torch tensor
+    if hasattr(outputs, "detach"):
         outputs = outputs.detach().cpu()
         try:
             outputs = outputs.numpy()
-        except (TypeError, RuntimeError):  # bfloat16, conjugate or negative views: NumPy cannot share them
+        # bfloat16, conjugate or negative views: NumPy cannot share them
+        except (TypeError, RuntimeError):
             return outputs.tolist()
-    if type(outputs) is np.ndarray and outputs.dtype.kind in "biuf":  # not masked arrays, dates, objects
+    # not masked arrays, dates, objects
+    if type(outputs) is np.ndarray and outputs.dtype.kind in "biuf":
         return np.array(outputs)
     return outputs.tolist() if hasattr(outputs, "tolist") else list(outputs)
 
 
-def run_batch(fn: Callable[..., Any], batched: bool, payloads: list[Any], sizes: list[int],
-              options: dict[str, Any]) -> list[tuple[bool, Any]]:
+def run_batch(
+    fn: Callable[..., Any], batched: bool, payloads: list[Any], sizes: list[int], options: dict[str, Any]
+) -> list[tuple[bool, Any]]:
     """Run requests that share `options` through `fn`: a batched handler in one call, its outputs split
     back by `sizes`; if that call fails, each request alone, so one bad request fails only itself.
     Return `(True, outputs)` or `(False, exception)` for each request; never raise."""
@@ -124,16 +128,19 @@ def run_batch(fn: Callable[..., Any], batched: bool, payloads: list[Any], sizes:
         outputs = as_rows(fn(concat(payloads), **options))
         if len(outputs) != sum(sizes):
             raise RuntimeError(f"the handler returned {len(outputs)} outputs for {sum(sizes)} inputs")
-    except BaseException:  # the bad request is found by running each alone
+    # the bad request is found by running each alone
+    except BaseException:
         return [_one(fn, True, p, n, options) for p, n in zip(payloads, sizes)]
     results, start = [], 0
     for n in sizes:
-        results.append((True, outputs[start:start + n]))
+        results.append((True, outputs[start : start + n]))
         start += n
     return results
 
 
-def _one(fn: Callable[..., Any], batched: bool, payload: Any, size: int, options: dict[str, Any]) -> tuple[bool, Any]:
+def _one(
+    fn: Callable[..., Any], batched: bool, payload: Any, size: int, options: dict[str, Any]
+) -> tuple[bool, Any]:
     try:
         if not batched:
             return True, fn(**payload)
@@ -141,7 +148,8 @@ def _one(fn: Callable[..., Any], batched: bool, payload: Any, size: int, options
         if len(outputs) != size:
             raise RuntimeError(f"the handler returned {len(outputs)} outputs for {size} inputs")
         return True, outputs
-    except BaseException as e:  # reported to that request alone
+    # reported to that request alone
+    except BaseException as e:
         return False, e
 
 
@@ -151,8 +159,16 @@ class HandlerQueue(ABC):
     examples' worth of requests that share the same options. Subclasses run the batches: `Batcher` on
     threads of this process, `process.ProcessBatcher` in the model's own process."""
 
-    def __init__(self, *, batched: bool, max_batch_size: int = 1, max_wait_ms: float = 0.0, max_queue: int = 1024,
-                 concurrency: int = 1, on_batch: Callable[[int, int], None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        batched: bool,
+        max_batch_size: int = 1,
+        max_wait_ms: float = 0.0,
+        max_queue: int = 1024,
+        concurrency: int = 1,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> None:
         self.batched = batched
         self.max_batch_size, self.max_wait = max(1, max_batch_size), max_wait_ms / 1000
         self.max_queue, self.concurrency = max_queue, max(1, concurrency)
@@ -201,20 +217,25 @@ class HandlerQueue(ABC):
     async def stop(self) -> None:
         """Stop once the queue has drained."""
 
-    def _arrived(self) -> None:
+    # A hook, not abstract: a queue that does not count arrivals leaves it as it is.
+    def _arrived(self) -> None:  # noqa: B027
         """A request was just queued (on the event loop)."""
 
     def _deliver(self, batch: list[Item], results: list[tuple[bool, Any]]) -> None:
         """Resolve the futures of a finished batch (on the event loop)."""
         self.on_batch(sum(i.size for i in batch), self.depth)
         for item, (ok, value) in zip(batch, results):
-            if item.future.done():  # timed out or abandoned meanwhile
+            # timed out or abandoned meanwhile
+            if item.future.done():
                 continue
             if ok:
                 item.future.set_result(value)
-            else:  # only an Exception may travel: StopIteration, SystemExit… would break the awaiting task
+            # only an Exception may travel: StopIteration, SystemExit… would break the awaiting task
+            else:
                 bad = not isinstance(value, Exception) or isinstance(value, StopIteration)
-                item.future.set_exception(RuntimeError(f"the handler raised {type(value).__name__}") if bad else value)
+                item.future.set_exception(
+                    RuntimeError(f"the handler raised {type(value).__name__}") if bad else value
+                )
 
 
 class Batcher(HandlerQueue):
@@ -223,17 +244,23 @@ class Batcher(HandlerQueue):
     def __init__(self, fn: Callable[..., Any], **options: Any) -> None:
         super().__init__(**options)
         self.fn = fn
-        self._arrivals = threading.Condition(self._lock)  # idle threads wait here: one is woken per arrival
-        self._more = threading.Condition(self._lock)  # threads gathering more for their batch wait here
+        # idle threads wait here: one is woken per arrival
+        self._arrivals = threading.Condition(self._lock)
+        # threads gathering more for their batch wait here
+        self._more = threading.Condition(self._lock)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._threads: list[threading.Thread] = []
         self._stopping = False
-        self._idle = 0  # threads (about to be) waiting for requests
-        self._gathering = 0  # threads waiting for more requests to join their batch
+        # threads (about to be) waiting for requests
+        self._idle = 0
+        # threads waiting for more requests to join their batch
+        self._gathering = 0
 
     def _arrived(self) -> None:
-        if self._idle or self._gathering:  # counted before a thread looks at the queue: no wake-up is lost
-            with self._lock:  # one idle thread to run it at once, and any thread gathering a batch
+        # counted before a thread looks at the queue: no wake-up is lost
+        if self._idle or self._gathering:
+            # one idle thread to run it at once, and any thread gathering a batch
+            with self._lock:
                 if self._idle:
                     self._arrivals.notify()
                 if self._gathering:
@@ -244,8 +271,10 @@ class Batcher(HandlerQueue):
     def start(self) -> None:
         """Start the handler's threads; results come back to the running event loop."""
         self._loop = asyncio.get_running_loop()
-        self._threads = [threading.Thread(target=self._work, name=f"lepton-batch-{i}", daemon=True)
-                         for i in range(self.concurrency)]
+        self._threads = [
+            threading.Thread(target=self._work, name=f"lepton-batch-{i}", daemon=True)
+            for i in range(self.concurrency)
+        ]
         for t in self._threads:
             t.start()
 
@@ -263,12 +292,14 @@ class Batcher(HandlerQueue):
         size, skipped = sum(i.size for i in batch), []
         while self.queue and size < self.max_batch_size:
             item = self.queue.popleft()
-            if item.future.done():  # timed out or client gone: drop it
+            # timed out or client gone: drop it
+            if item.future.done():
                 continue
             if batch and (item.key != batch[0].key or size + item.size > self.max_batch_size):
                 skipped.append(item)
                 if item.key == batch[0].key:
-                    break  # the next request of these options does not fit: keep the order
+                    # the next request of these options does not fit: keep the order
+                    break
                 continue
             batch.append(item)
             size += item.size
@@ -284,16 +315,21 @@ class Batcher(HandlerQueue):
                     self._arrivals.wait(1.0)
                 self._idle -= 1
                 if not self.queue:
-                    return  # stopping, and nothing left
+                    # stopping, and nothing left
+                    return
                 batch = self._take([])
             if not batch:
                 continue
             # Waiting for more is worth it only when no other thread is free to run the next request at once.
-            wait = 0.0 if self._idle or not self.batched else \
-                self.pace.budget(sum(i.size for i in batch), self.max_batch_size, self.max_wait)
+            wait = (
+                0.0
+                if self._idle or not self.batched
+                else self.pace.budget(sum(i.size for i in batch), self.max_batch_size, self.max_wait)
+            )
             if wait:
                 deadline = time.perf_counter() + wait
-                with self._lock:  # woken by each arrival; stops as soon as the batch is full
+                # woken by each arrival; stops as soon as the batch is full
+                with self._lock:
                     self._gathering += 1
                     while sum(i.size for i in self._take(batch)) < self.max_batch_size:
                         left = deadline - time.perf_counter()
@@ -303,9 +339,15 @@ class Batcher(HandlerQueue):
                     self._gathering -= 1
             start = time.perf_counter()
             try:
-                results = run_batch(self.fn, self.batched, [i.payload for i in batch], [i.size for i in batch],
-                                    batch[0].options)
-            except BaseException as e:  # a bug here must fail the requests, not hang them
+                results = run_batch(
+                    self.fn,
+                    self.batched,
+                    [i.payload for i in batch],
+                    [i.size for i in batch],
+                    batch[0].options,
+                )
+            # a bug here must fail the requests, not hang them
+            except BaseException as e:
                 log.exception("batch failed")
                 results = [(False, e)] * len(batch)
             self.pace.cost.add(time.perf_counter() - start)

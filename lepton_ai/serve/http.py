@@ -50,7 +50,8 @@ class _Coalescing:
 
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-except ImportError:  # uvicorn without its [standard] extras (no httptools): it falls back to h11
+# uvicorn without its [standard] extras (no httptools): it falls back to h11
+except ImportError:
     HttpToolsProtocol = None
 
 
@@ -60,6 +61,7 @@ def protocol() -> Any:
 
 
 if HttpToolsProtocol is not None:
+
     class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         """uvicorn's httptools protocol on a transport that sends each turn's writes together."""
 

@@ -69,7 +69,8 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.answer: asyncio.Future | None = None
         self.reusable = True
-        self.status, self.framed = 0, False  # of the answer being read: its status, whether its length is known
+        # of the answer being read: its status, whether its length is known
+        self.status, self.framed = 0, False
 
     async def ask(self, request: bytes, timeout: float) -> int:
         """Send `request`; return the status code once the whole answer is read."""
@@ -105,14 +106,16 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         if 100 <= self.status < 200 and self.status != 101:
-            return  # an interim answer (100 Continue, 103 Early Hints): the final one follows
+            # an interim answer (100 Continue, 103 Early Hints): the final one follows
+            return
         self.reusable = self.parser.should_keep_alive()
         if self.answer is not None and not self.answer.done():
             self.answer.set_result(self.status)
         self.status = 0
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if exc is None and self.status and not self.framed:  # a body that ends with the connection: complete
+        # a body that ends with the connection: complete
+        if exc is None and self.status and not self.framed:
             self.on_message_complete()
         self._fail(exc or ConnectionResetError("the server closed the connection"))
 
@@ -139,47 +142,66 @@ class _Target:
         parts = urlsplit(url)
         tls = ssl.create_default_context() if parts.scheme == "https" else None
         head = {"Host": parts.netloc, **headers, "Content-Length": str(len(body))}
-        lines = [f"POST {parts.path or '/'}{'?' + parts.query if parts.query else ''} HTTP/1.1",
-                 *(f"{k}: {v}" for k, v in head.items())]
-        return cls(parts.hostname or "127.0.0.1", parts.port or (443 if tls else 80), tls,
-                   ("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        lines = [
+            f"POST {parts.path or '/'}{'?' + parts.query if parts.query else ''} HTTP/1.1",
+            *(f"{k}: {v}" for k, v in head.items()),
+        ]
+        return cls(
+            parts.hostname or "127.0.0.1",
+            parts.port or (443 if tls else 80),
+            tls,
+            ("\r\n".join(lines) + "\r\n\r\n").encode() + body,
+        )
 
 
-async def _client(target: _Target, next_slot: Callable[[], float | None], rec: _Recorder, timeout: float) -> None:
+async def _client(
+    target: _Target, next_slot: Callable[[], float | None], rec: _Recorder, timeout: float
+) -> None:
     """One client: take the next send time, send then, record the latency from it; reconnect on errors."""
     loop, conn = asyncio.get_running_loop(), None
     while (at := next_slot()) is not None:
         delay = at - time.perf_counter()
-        if delay > 0:  # idle until its slot: timed from the send (see above)
+        # idle until its slot: timed from the send (see above)
+        if delay > 0:
             await asyncio.sleep(delay)
             at = time.perf_counter()
         try:
             if conn is None or not conn.reusable:
                 if conn is not None and conn.transport is not None:
                     conn.transport.close()
-                conn = (await asyncio.wait_for(loop.create_connection(_Connection, target.host, target.port,
-                                                                      ssl=target.tls), timeout))[1]
+                conn = (
+                    await asyncio.wait_for(
+                        loop.create_connection(_Connection, target.host, target.port, ssl=target.tls), timeout
+                    )
+                )[1]
             status = await conn.ask(target.request, timeout)
         except (OSError, asyncio.TimeoutError) as e:
-            rec.add(time.perf_counter() - at, "timeout" if isinstance(e, asyncio.TimeoutError) else "connection")
+            rec.add(
+                time.perf_counter() - at, "timeout" if isinstance(e, asyncio.TimeoutError) else "connection"
+            )
             conn = None
-            await asyncio.sleep(0.01)  # a refused connection must not become a busy loop
+            # a refused connection must not become a busy loop
+            await asyncio.sleep(0.01)
         else:
             rec.add(time.perf_counter() - at, status)
     if conn is not None and conn.transport is not None:
         conn.transport.close()
 
 
-async def _run(target: _Target, concurrency: int, duration: float, warmup: float, rate: float | None,
-               timeout: float) -> tuple[_Recorder, float]:
+async def _run(
+    target: _Target, concurrency: int, duration: float, warmup: float, rate: float | None, timeout: float
+) -> tuple[_Recorder, float]:
     rec = _Recorder()
     begin = time.perf_counter()
     measure_from, end = begin + warmup, begin + warmup + duration
-    if rate is None:  # closed loop: each client sends again at once
+    # closed loop: each client sends again at once
+    if rate is None:
+
         def next_slot() -> float | None:
             now = time.perf_counter()
             return now if now < end else None
-    else:  # open loop: slot i is due at begin + i / rate; whichever client is free takes it, late if need be
+    # open loop: slot i is due at begin + i / rate; whichever client is free takes it, late if need be
+    else:
         count = itertools.count()
 
         def next_slot() -> float | None:
@@ -200,11 +222,13 @@ def _yielding(cpus: set[int] | None = None) -> Iterator[None]:
         switched = os.sched_getscheduler(0) == os.SCHED_OTHER
         if switched:
             os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
-    except (AttributeError, OSError):  # not Linux, or not allowed here: run as we are
+    # not Linux, or not allowed here: run as we are
+    except (AttributeError, OSError):
         switched = False
     before = os.sched_getaffinity(0) if cpus else None
     if cpus:
-        os.sched_setaffinity(0, cpus)  # this thread only: 0 is the calling thread
+        # this thread only: 0 is the calling thread
+        os.sched_setaffinity(0, cpus)
     try:
         yield
     finally:
@@ -214,9 +238,19 @@ def _yielding(cpus: set[int] | None = None) -> Iterator[None]:
             os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
 
 
-def load_test(url: str, payload: Any, *, handler: str = "predict", concurrency: int = 32, duration: float = 10.0,
-              warmup: float = 1.0, rate: float | None = None, token: str | None = None,
-              timeout: float = 60.0, cpus: set[int] | None = None) -> dict[str, Any]:
+def load_test(
+    url: str,
+    payload: Any,
+    *,
+    handler: str = "predict",
+    concurrency: int = 32,
+    duration: float = 10.0,
+    warmup: float = 1.0,
+    rate: float | None = None,
+    token: str | None = None,
+    timeout: float = 60.0,
+    cpus: set[int] | None = None,
+) -> dict[str, Any]:
     """Load `url`/`handler` with `payload` (a JSON-able body or raw bytes); return throughput,
     latency percentiles (ms) and errors by status code, measured after `warmup` seconds. `cpus`: run
     the generator on these CPUs only (a server on the same machine keeps the others)."""
@@ -237,8 +271,9 @@ def load_test(url: str, payload: Any, *, handler: str = "predict", concurrency: 
         gc.freeze()
     try:
         with _yielding(cpus):
-            rec, elapsed = runner(_run(_Target.post(target, body, headers), concurrency, duration, warmup, rate,
-                                       timeout))
+            rec, elapsed = runner(
+                _run(_Target.post(target, body, headers), concurrency, duration, warmup, rate, timeout)
+            )
     finally:
         if own:
             gc.unfreeze()
@@ -246,11 +281,21 @@ def load_test(url: str, payload: Any, *, handler: str = "predict", concurrency: 
     ok = len(lat)
     pct = (lambda q: round(float(np.percentile(lat, q)), 3)) if ok else (lambda q: None)
     return {
-        "url": target, "concurrency": concurrency, "rate": rate, "duration_s": round(elapsed, 3),
-        "requests": ok + sum(rec.errors.values()), "ok": ok, "examples_per_request": per_request,
-        "requests_per_s": round(ok / elapsed, 1), "examples_per_s": round(ok * per_request / elapsed, 1),
-        "latency_ms": {"p50": pct(50), "p90": pct(90), "p99": pct(99),
-                       "mean": round(float(lat.mean()), 3) if ok else None,
-                       "max": round(float(lat.max()), 3) if ok else None},
+        "url": target,
+        "concurrency": concurrency,
+        "rate": rate,
+        "duration_s": round(elapsed, 3),
+        "requests": ok + sum(rec.errors.values()),
+        "ok": ok,
+        "examples_per_request": per_request,
+        "requests_per_s": round(ok / elapsed, 1),
+        "examples_per_s": round(ok * per_request / elapsed, 1),
+        "latency_ms": {
+            "p50": pct(50),
+            "p90": pct(90),
+            "p99": pct(99),
+            "mean": round(float(lat.mean()), 3) if ok else None,
+            "max": round(float(lat.max()), 3) if ok else None,
+        },
         "errors": dict(sorted(rec.errors.items())),
     }

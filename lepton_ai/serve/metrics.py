@@ -7,9 +7,16 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
-_LATENCY_BUCKETS = (.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30)
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
@@ -24,17 +31,34 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        reg = None if _multiprocess() else self.registry  # multiprocess values live in files, not a registry
-        self.requests = Counter("lepton_requests_total", "Requests answered, by handler and HTTP status code.",
-                                ["handler", "code"], registry=reg)
-        self.duration = Histogram("lepton_request_duration_seconds", "Time from request read to response.",
-                                  ["handler"], buckets=_LATENCY_BUCKETS, registry=reg)
-        self.batch_size = Histogram("lepton_batch_size", "Examples per model call.", ["handler"],
-                                    buckets=_BATCH_BUCKETS, registry=reg)
-        self.queue_depth = Gauge("lepton_queue_depth", "Requests waiting for their handler.", ["handler"],
-                                 registry=reg, multiprocess_mode="livesum")
-        self.inflight = Gauge("lepton_inflight_requests", "Requests being handled.", registry=reg,
-                              multiprocess_mode="livesum")
+        # multiprocess values live in files, not a registry
+        reg = None if _multiprocess() else self.registry
+        self.requests = Counter(
+            "lepton_requests_total",
+            "Requests answered, by handler and HTTP status code.",
+            ["handler", "code"],
+            registry=reg,
+        )
+        self.duration = Histogram(
+            "lepton_request_duration_seconds",
+            "Time from request read to response.",
+            ["handler"],
+            buckets=_LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.batch_size = Histogram(
+            "lepton_batch_size", "Examples per model call.", ["handler"], buckets=_BATCH_BUCKETS, registry=reg
+        )
+        self.queue_depth = Gauge(
+            "lepton_queue_depth",
+            "Requests waiting for their handler.",
+            ["handler"],
+            registry=reg,
+            multiprocess_mode="livesum",
+        )
+        self.inflight = Gauge(
+            "lepton_inflight_requests", "Requests being handled.", registry=reg, multiprocess_mode="livesum"
+        )
 
         self._children: dict[tuple[str, int], Any] = {}
         self._durations: dict[str, Any] = {}

@@ -14,7 +14,7 @@ import io
 import json
 import math
 from dataclasses import replace
-from typing import Annotated, Any, Union
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import Field
@@ -24,8 +24,10 @@ from lepton_ai.machine import cpu_info
 from lepton_ai.serve.photon import Photon, handler
 
 _MAX_PIXELS = 4096 * 4096
-TensorExample = Annotated[Union[str, float, list[Any]], Field(
-    description="numbers or nested lists shaped like the model's input, or a base64-encoded image")]
+TensorExample = Annotated[
+    str | float | list[Any],
+    Field(description="numbers or nested lists shaped like the model's input, or a base64-encoded image"),
+]
 TextExample = Annotated[str, Field(description="a text")]
 
 
@@ -49,10 +51,18 @@ class ModelPhoton(Photon):
         path = local_path(ref)
         meta_file = path / "lepton.json"
         if not meta_file.exists():
-            raise InvalidInputError(f"{ref} is not a saved Lepton model (no lepton.json): it cannot be served")
-        self.ref, self.meta, self.device, self.threads = ref, json.loads(meta_file.read_text()), device, threads
+            raise InvalidInputError(
+                f"{ref} is not a saved Lepton model (no lepton.json): it cannot be served"
+            )
+        self.ref, self.meta, self.device, self.threads = (
+            ref,
+            json.loads(meta_file.read_text()),
+            device,
+            threads,
+        )
         self.path = path
-        self.cores = threads or cpu_info()["cores"]  # this worker's share of the machine
+        # this worker's share of the machine
+        self.cores = threads or cpu_info()["cores"]
         self.input_size = tuple(self.meta.get("input_size") or ())
         self.pixel_max = float((self.meta.get("preprocess") or {}).get("pixel_max", 1.0))
         if device != "cpu" and self.meta.get("runtime") == "onnxruntime":
@@ -89,10 +99,15 @@ class ModelPhoton(Photon):
         """Return the model's reference as the API docs' title, and what it is, takes and answers."""
         runtime = "ONNX Runtime" if self.onnx else "PyTorch"
         takes = "texts" if self.meta.get("arch") == "hf" else f"inputs of size {list(self.input_size)}"
-        answers = ("embeddings" if self.is_embedding else
-                   f"class ids (probabilities with return_probs) over {self.meta.get('num_classes')} classes")
-        return self.ref, (f"The registered model {self.ref} ({self.meta.get('arch', 'model')}, {runtime}): "
-                          f"takes {takes}, answers {answers}.")
+        answers = (
+            "embeddings"
+            if self.is_embedding
+            else f"class ids (probabilities with return_probs) over {self.meta.get('num_classes')} classes"
+        )
+        return self.ref, (
+            f"The registered model {self.ref} ({self.meta.get('arch', 'model')}, {runtime}): "
+            f"takes {takes}, answers {answers}."
+        )
 
     @property
     def is_embedding(self) -> bool:
@@ -113,16 +128,21 @@ class ModelPhoton(Photon):
         expected = math.prod(self.input_size)
         if isinstance(example, str):
             if len(self.input_size) != 3:
-                raise InvalidInputError(f"inputs[{i}]: a string was given but this model takes "
-                                        f"{expected} numbers (input size {list(self.input_size)})")
+                raise InvalidInputError(
+                    f"inputs[{i}]: a string was given but this model takes "
+                    f"{expected} numbers (input size {list(self.input_size)})"
+                )
             return self._image(i, example)
         try:
             arr = np.asarray(example, dtype=np.float32)
-        except (ValueError, TypeError, OverflowError) as e:  # ragged lists, strings among numbers, 1e400-sized ints
+        # ragged lists, strings among numbers, 1e400-sized ints
+        except (ValueError, TypeError, OverflowError) as e:
             raise InvalidInputError(f"inputs[{i}]: not an array of numbers ({e})") from None
         if arr.size != expected:
-            raise InvalidInputError(f"inputs[{i}]: expected {expected} numbers (input size {list(self.input_size)}), "
-                                    f"got {arr.size}")
+            raise InvalidInputError(
+                f"inputs[{i}]: expected {expected} numbers (input size {list(self.input_size)}), "
+                f"got {arr.size}"
+            )
         return arr.reshape(self.input_size)
 
     def _image(self, i: int, text: str) -> np.ndarray:
@@ -130,27 +150,40 @@ class ModelPhoton(Photon):
 
         channels, height, width = self.input_size
         try:
-            raw = base64.b64decode(text.split(",", 1)[-1] if text.startswith("data:") else text, validate=True)
+            raw = base64.b64decode(
+                text.split(",", 1)[-1] if text.startswith("data:") else text, validate=True
+            )
             with Image.open(io.BytesIO(raw)) as img:
-                if img.width * img.height > _MAX_PIXELS:  # checked before decoding: no decompression bombs
-                    raise InvalidInputError(f"inputs[{i}]: a {img.width}×{img.height} image is over the "
-                                            f"{_MAX_PIXELS:,}-pixel limit")
+                # checked before decoding: no decompression bombs
+                if img.width * img.height > _MAX_PIXELS:
+                    raise InvalidInputError(
+                        f"inputs[{i}]: a {img.width}×{img.height} image is over the "
+                        f"{_MAX_PIXELS:,}-pixel limit"
+                    )
                 img = img.convert("L" if channels == 1 else "RGB").resize((width, height))
                 pixels = np.asarray(img, dtype=np.float32) * (self.pixel_max / 255.0)
         except InvalidInputError:
             raise
-        except (binascii.Error, ValueError, UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
+        except (
+            binascii.Error,
+            ValueError,
+            UnidentifiedImageError,
+            OSError,
+            Image.DecompressionBombError,
+        ) as e:
             raise InvalidInputError(f"inputs[{i}]: not a base64-encoded image ({e})") from None
         return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
 
     def examples(self, inputs: list[Any]) -> np.ndarray:
         """Return the examples as one float32 array (N, *input_size); raise naming the first bad one."""
-        try:  # the fast path: every example already a list of numbers of the right size
+        # the fast path: every example already a list of numbers of the right size
+        try:
             arr = np.asarray(inputs, dtype=np.float32)
             if arr.ndim < 2 or arr[0].size != math.prod(self.input_size):
                 raise ValueError
             arr = arr.reshape(len(inputs), *self.input_size)
-        except (ValueError, TypeError, OverflowError):  # not one clean array: find and name the bad example
+        # not one clean array: find and name the bad example
+        except (ValueError, TypeError, OverflowError):
             arr = np.stack([self._decode(i, x) for i, x in enumerate(inputs)])
         if not np.isfinite(arr).all():
             bad = int(np.flatnonzero(~np.isfinite(arr.reshape(len(arr), -1)).all(1))[0])
@@ -164,7 +197,9 @@ class TensorModelPhoton(ModelPhoton):
     @handler(max_batch_size=64, max_wait_ms=5)
     def predict(self, inputs: list[TensorExample], return_probs: bool = False) -> list[Any]:
         """Predict class ids (or probabilities with return_probs; vectors for embedding models)."""
-        return self._outputs(inputs if isinstance(inputs, np.ndarray) else self.examples(inputs), return_probs)
+        return self._outputs(
+            inputs if isinstance(inputs, np.ndarray) else self.examples(inputs), return_probs
+        )
 
     @predict.prepare
     def _check(self, inputs: list[Any], return_probs: bool = False) -> dict[str, Any]:
@@ -193,6 +228,7 @@ def model_photon(ref: str, device: str = "cpu", threads: int | None = None) -> M
         # batches at once: on a big machine each gets several threads (see `_onnx_threads`).
         predict = replace(cls.__dict__["predict"], concurrency=min(8, 2 * probe.cores))
         cls = type(cls.__name__, (cls,), {"predict": predict, "__module__": __name__})
-    photon = cls(str(probe.path), device, threads)  # already fetched and verified: not again
+    # already fetched and verified: not again
+    photon = cls(str(probe.path), device, threads)
     photon.ref = ref
     return photon

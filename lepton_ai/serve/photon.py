@@ -36,7 +36,8 @@ class Handler:
     max_wait_ms: float = 5.0
     timeout_s: float | None = None
     prepare_fn: Callable[..., Any] | None = None
-    concurrency: int = 1  # calls running at once, each on its own thread (for code that releases the GIL)
+    # calls running at once, each on its own thread (for code that releases the GIL)
+    concurrency: int = 1
 
     @property
     def name(self) -> str:
@@ -67,8 +68,10 @@ class Handler:
             default = ... if p.default is p.empty else p.default
             fields[p.name] = (hints.get(p.name, Any), default)
         if self.batched and (not fields or typing.get_origin(next(iter(fields.values()))[0]) is not list):
-            raise InvalidInputError(f"{owner.__name__}.{self.name}: a batched handler's first parameter must be "
-                                    "annotated as a list of examples, e.g. inputs: list[list[float]]")
+            raise InvalidInputError(
+                f"{owner.__name__}.{self.name}: a batched handler's first parameter must be "
+                "annotated as a list of examples, e.g. inputs: list[list[float]]"
+            )
         config = ConfigDict(extra="forbid", allow_inf_nan=False)
         return create_model(f"{_camel(self.name)}Request", __config__=config, **fields)
 
@@ -86,8 +89,14 @@ class Handler:
         return params[0] if self.batched and params else None
 
 
-def handler(fn: Callable[..., Any] | None = None, *, max_batch_size: int | None = None, max_wait_ms: float = 5.0,
-            timeout_s: float | None = None, concurrency: int = 1) -> Any:
+def handler(
+    fn: Callable[..., Any] | None = None,
+    *,
+    max_batch_size: int | None = None,
+    max_wait_ms: float = 5.0,
+    timeout_s: float | None = None,
+    concurrency: int = 1,
+) -> Any:
     """Mark a Photon method as an HTTP handler (`@handler` or `@handler(max_batch_size=64, max_wait_ms=5)`;
     `concurrency=N` runs up to N calls at once, each on its own thread: for models that release the GIL,
     such as ONNX Runtime with one compute thread per call)."""
@@ -130,4 +139,3 @@ class Photon:
 
 def _camel(name: str) -> str:
     return "".join(part.capitalize() for part in name.split("_"))
-

@@ -72,7 +72,7 @@ class Frames:
             (n,) = _LENGTH.unpack_from(self.buffer, at)
             if len(self.buffer) - at - _LENGTH.size < n:
                 break
-            messages.append(pickle.loads(memoryview(self.buffer)[at + _LENGTH.size:at + _LENGTH.size + n]))
+            messages.append(pickle.loads(memoryview(self.buffer)[at + _LENGTH.size : at + _LENGTH.size + n]))
             at += _LENGTH.size + n
         del self.buffer[:at]
         return messages
@@ -109,17 +109,21 @@ class ModelProcess(asyncio.Protocol):
     was ready (its requests in flight fail with a 500; the service is not ready until the new one is)."""
 
     def __init__(self, spec: ProcessSpec, handlers: dict[str, dict[str, Any]]) -> None:
-        self.spec, self.handlers = spec, handlers  # handler name: {"batched", "max_batch_size", "max_wait"}
+        # handler name: {"batched", "max_batch_size", "max_wait"}
+        self.spec, self.handlers = spec, handlers
         self.queues: dict[str, ProcessBatcher] = {}
-        self.sent: dict[int, tuple[ProcessBatcher, Item]] = {}  # in flight, by id
+        # in flight, by id
+        self.sent: dict[int, tuple[ProcessBatcher, Item]] = {}
         self.ids = itertools.count()
         self.proc: subprocess.Popen | None = None
         self.transport: asyncio.Transport | None = None
-        self.on_exit: Callable[[str], None] = lambda why: None  # called when a ready model process dies
+        # called when a ready model process dies
+        self.on_exit: Callable[[str], None] = lambda why: None
         self._frames = Frames()
         self._outbox: list[Any] = []
         self._ready: asyncio.Future | None = None
-        self._socket: socket.socket | None = None  # spawned, not yet connected to the event loop
+        # spawned, not yet connected to the event loop
+        self._socket: socket.socket | None = None
         self._stopping = False
 
     def spawn(self) -> None:
@@ -140,7 +144,8 @@ class ModelProcess(asyncio.Protocol):
         self._frames, self._ready = Frames(), loop.create_future()
         await loop.create_unix_connection(lambda: self, sock=sock)
         await self._ready
-        for queue in self.queues.values():  # what waited for the model process
+        # what waited for the model process
+        for queue in self.queues.values():
             queue.start()
 
     def send(self, message: Any) -> None:
@@ -161,7 +166,9 @@ class ModelProcess(asyncio.Protocol):
         for message in self._frames.feed(data):
             if message[0] == "done":
                 _, name, seconds, results = message
-                self.queues[name].done(seconds, [(self.sent.pop(i)[1], ok, value) for i, ok, value in results])
+                self.queues[name].done(
+                    seconds, [(self.sent.pop(i)[1], ok, value) for i, ok, value in results]
+                )
             elif message[0] == "ready":
                 assert self._ready is not None
                 self._ready.set_result(None)
@@ -173,7 +180,8 @@ class ModelProcess(asyncio.Protocol):
         self.transport = None
         if self._stopping:
             return
-        try:  # its socket closes as it exits
+        # its socket closes as it exits
+        try:
             code: Any = self.proc.wait(1) if self.proc is not None else None
         except subprocess.TimeoutExpired:
             code = "unknown"
@@ -188,7 +196,8 @@ class ModelProcess(asyncio.Protocol):
         assert self._ready is not None
         if not self._ready.done():
             self._ready.set_exception(ModelProcessFailed(f"{why} before it was ready (see the server's log)"))
-        elif not self._ready.cancelled() and self._ready.exception() is None:  # it was ready: replace it
+        # it was ready: replace it
+        elif not self._ready.cancelled() and self._ready.exception() is None:
             log.error("%s: starting another", why)
             self.on_exit(why)
 
@@ -218,7 +227,8 @@ class ProcessBatcher(HandlerQueue):
         super().__init__(**options)
         self.process, self.name = process, name
         self.window = 2 * self.max_batch_size
-        self.in_flight = self.requests_in_flight = 0  # examples and requests sent and not yet answered
+        # examples and requests sent and not yet answered
+        self.in_flight = self.requests_in_flight = 0
         process.queues[name] = self
 
     @property
@@ -238,7 +248,8 @@ class ProcessBatcher(HandlerQueue):
         process = self.process
         while self.queue and process.transport is not None and self.in_flight < self.window:
             item = self.queue.popleft()
-            if item.future.done():  # timed out or client gone while queued
+            # timed out or client gone while queued
+            if item.future.done():
                 continue
             i = next(process.ids)
             process.sent[i] = (self, item)
@@ -266,7 +277,8 @@ class _Model:
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock, self.frames = sock, Frames()
-        self.waiting: dict[int, tuple[str, Any, dict[str, Any], int, tuple]] = {}  # id: (handler, payload, ...)
+        # id: (handler, payload, ...)
+        self.waiting: dict[int, tuple[str, Any, dict[str, Any], int, tuple]] = {}
         self.fns: dict[str, Callable[..., Any]] = {}
         self.handlers: dict[str, dict[str, Any]] = {}
         self.paces: dict[str, Pace] = {}
@@ -283,7 +295,8 @@ class _Model:
             except BlockingIOError:
                 break
             if not chunk:
-                self.open = False  # the server closed the socket: it is done with us
+                # the server closed the socket: it is done with us
+                self.open = False
                 break
             data += chunk
         messages = self.frames.feed(data)
@@ -298,7 +311,8 @@ class _Model:
                 size = len(payload) if self.handlers[name]["batched"] else 1
                 self.waiting[i] = (name, payload, options, size, options_key(options))
                 arrived[name] = arrived.get(name, 0) + 1
-            elif (dropped := self.waiting.pop(message[1], None)) is not None:  # a cancel, in time
+            # a cancel, in time
+            elif (dropped := self.waiting.pop(message[1], None)) is not None:
                 self.send(("done", dropped[0], 0.0, [(message[1], False, ("cancelled", ""))]))
         for name, n in arrived.items():
             self.paces[name].arrived(n)
@@ -312,7 +326,8 @@ class _Model:
             if (other, other_key) != (name, key):
                 continue
             if ids and size + n > limit:
-                break  # the next one does not fit: keep the order
+                # the next one does not fit: keep the order
+                break
             ids.append(i)
             size += n
             if size >= limit:
@@ -330,25 +345,33 @@ class _Model:
             wait = self.paces[name].budget(size, h["max_batch_size"], h["max_wait"]) if h["batched"] else 0.0
             deadline = time.perf_counter() + wait
             while self.open and size < h["max_batch_size"] and (left := deadline - time.perf_counter()) > 0:
-                self.take(self.read(left))  # more may join, or the batch's requests be cancelled
+                # more may join, or the batch's requests be cancelled
+                self.take(self.read(left))
                 if not self.waiting:
                     break
                 name, ids, size = self.batch()
-            if self.waiting:  # `ids` was chosen after the last read: all still waiting
+            # `ids` was chosen after the last read: all still waiting
+            if self.waiting:
                 self.run(name, ids)
 
     def run(self, name: str, ids: list[int]) -> None:
         """Run one batch and send its answers."""
         items = [self.waiting.pop(i) for i in ids]
         start = time.perf_counter()
-        results = run_batch(self.fns[name], self.handlers[name]["batched"], [it[1] for it in items],
-                            [it[3] for it in items], items[0][2])
+        results = run_batch(
+            self.fns[name],
+            self.handlers[name]["batched"],
+            [it[1] for it in items],
+            [it[3] for it in items],
+            items[0][2],
+        )
         seconds = time.perf_counter() - start
         answers = []
         for i, (ok, value) in zip(ids, results):
             if not ok:
                 exc, value = value, _failure(value)
-                if value[0] != "invalid":  # a bug, not bad input: its traceback goes to the log
+                # a bug, not bad input: its traceback goes to the log
+                if value[0] != "invalid":
                     log.error("handler %s failed", name, exc_info=exc)
             answers.append((i, ok, value))
         self.send(("done", name, seconds, answers))
@@ -357,11 +380,13 @@ class _Model:
         """Send a message (a blocking write: the server's event loop always reads)."""
         try:
             data = frame(message)
-        except Exception:  # an output that cannot be pickled fails its own request only
+        # an output that cannot be pickled fails its own request only
+        except Exception:
             data = frame((*message[:3], [_sendable(answer) for answer in message[3]]))
         try:
             self.sock.sendall(data)
-        except OSError:  # the server is gone
+        # the server is gone
+        except OSError:
             self.open = False
 
 
@@ -370,8 +395,15 @@ def _sendable(answer: tuple[int, bool, Any]) -> tuple[int, bool, Any]:
         pickle.dumps(answer)
         return answer
     except Exception:
-        return answer[0], False, ("TypeError", f"the handler returned a {type(answer[2]).__name__}, which cannot be "
-                                  "sent back from the model process")
+        return (
+            answer[0],
+            False,
+            (
+                "TypeError",
+                f"the handler returned a {type(answer[2]).__name__}, which cannot be "
+                "sent back from the model process",
+            ),
+        )
 
 
 def main(fd: int) -> None:
@@ -381,7 +413,8 @@ def main(fd: int) -> None:
     # The server drains on SIGTERM and Ctrl-C, and closes the socket when it is done: that is our signal.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    handler = logging.StreamHandler()  # to the server's stderr, in its format
+    # to the server's stderr, in its format
+    handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s:     [model process %(process)d] %(message)s"))
     logging.getLogger("lepton").addHandler(handler)
     logging.getLogger("lepton").setLevel(logging.INFO)

@@ -5,6 +5,7 @@ multiprocess mode."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import importlib
@@ -66,12 +67,14 @@ def _import(module_name: str) -> ModuleType:
     """Import `package.module`, or the file `path.py` under a name of its own."""
     if not module_name.endswith(".py"):
         if os.getcwd() not in sys.path and "" not in sys.path:
-            sys.path.insert(0, os.getcwd())  # the current directory's modules, as `python -m` and uvicorn find them
+            # the current directory's modules, as `python -m` and uvicorn find them
+            sys.path.insert(0, os.getcwd())
         return importlib.import_module(module_name)
     path = Path(module_name).resolve()
     if not path.is_file():
         raise NotFoundError(f"no file {module_name}")
-    name = f"lepton_photon_{path.stem}"  # not path.stem: a file named like a real module must not shadow it
+    # not path.stem: a file named like a real module must not shadow it
+    name = f"lepton_photon_{path.stem}"
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec and spec.loader
     module = sys.modules[name] = importlib.util.module_from_spec(spec)
@@ -85,9 +88,13 @@ def _import(module_name: str) -> ModuleType:
 
 def _import_error(target: str, e: Exception) -> LeptonError:
     """Return a one-line error for code that raised while it was imported, with the line that raised it."""
-    frames = [(f.filename, f.lineno) for f in traceback.extract_tb(e.__traceback__)
-              if f.filename not in (__file__, importlib.__file__) and not f.filename.startswith("<frozen")]
-    if isinstance(e, SyntaxError):  # raised where the code was compiled, not by a line of it
+    frames = [
+        (f.filename, f.lineno)
+        for f in traceback.extract_tb(e.__traceback__)
+        if f.filename not in (__file__, importlib.__file__) and not f.filename.startswith("<frozen")
+    ]
+    # raised where the code was compiled, not by a line of it
+    if isinstance(e, SyntaxError):
         frames.insert(0, (e.filename, e.lineno))
     where = f" ({frames[0][0]}, line {frames[0][1]})" if frames else ""
     message = e.msg if isinstance(e, SyntaxError) else one_line(e)
@@ -134,14 +141,19 @@ def serving_gc() -> None:
     gc.set_threshold(10_000, 20, 20)
 
 
-def _service(target: str, photon: Photon, settings: ServeSettings, device: str, threads: int | None) -> Service:
+def _service(
+    target: str, photon: Photon, settings: ServeSettings, device: str, threads: int | None
+) -> Service:
     """Return the service of a serving process: the model in a process of its own when the Photon asks for
     it (eager PyTorch on CPU) or `settings.model_process` says so; the collector set for serving."""
     own = photon.model_process if settings.model_process is None else settings.model_process
     serving_gc()
-    service = Service(photon, settings, on_ready=gc.freeze, spawn=ProcessSpec(target, device, threads) if own else None)
+    service = Service(
+        photon, settings, on_ready=gc.freeze, spawn=ProcessSpec(target, device, threads) if own else None
+    )
     if service.process:
-        service.process.spawn()  # it loads the model while this process starts its server
+        # it loads the model while this process starts its server
+        service.process.spawn()
     return service
 
 
@@ -149,8 +161,13 @@ def _worker(config: dict[str, Any], options: dict[str, Any]) -> None:
     """One worker process: its own model copy, event loop and listening socket on the shared port."""
     photon = load_photon(config["target"], config["device"], config["threads"])
     sock = _listen(config["host"], config["port"])
-    _run(_service(config["target"], photon, ServeSettings(**config["settings"]), config["device"], config["threads"]),
-         sock, options)
+    _run(
+        _service(
+            config["target"], photon, ServeSettings(**config["settings"]), config["device"], config["threads"]
+        ),
+        sock,
+        options,
+    )
 
 
 def _run(service: Service, sock: socket.socket, options: dict[str, Any]) -> None:
@@ -158,10 +175,8 @@ def _run(service: Service, sock: socket.socket, options: dict[str, Any]) -> None
     import uvicorn
 
     server = uvicorn.Server(uvicorn.Config(service, **options))
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.run(sockets=[sock])
-    except KeyboardInterrupt:
-        pass
     if not server.started:
         sys.exit(3)
 
@@ -171,7 +186,8 @@ def _supervise(workers: int, config: dict[str, Any], options: dict[str, Any]) ->
     import multiprocessing
     import threading
 
-    ctx = multiprocessing.get_context("spawn")  # a clean interpreter each: no forked threads or CUDA state
+    # a clean interpreter each: no forked threads or CUDA state
+    ctx = multiprocessing.get_context("spawn")
 
     def start() -> Any:
         p = ctx.Process(target=_worker, args=(config, dict(options)), daemon=False)
@@ -183,7 +199,8 @@ def _supervise(workers: int, config: dict[str, Any], options: dict[str, Any]) ->
 
     def stop(signum: int, frame: Any) -> None:
         stopping.set()
-        for p in procs:  # Ctrl-C reaches them from the terminal too; a second SIGTERM is harmless to uvicorn
+        # Ctrl-C reaches them from the terminal too; a second SIGTERM is harmless to uvicorn
+        for p in procs:
             if p.is_alive() and p.pid:
                 os.kill(p.pid, signal.SIGTERM)
 
@@ -198,8 +215,17 @@ def _supervise(workers: int, config: dict[str, Any], options: dict[str, Any]) ->
         p.join()
 
 
-def serve(target: str, *, host: str = "127.0.0.1", port: int = 8080, workers: int = 1, device: str = "cpu",
-          settings: ServeSettings | None = None, log_level: str = "info", access_log: bool = False) -> None:
+def serve(
+    target: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    workers: int = 1,
+    device: str = "cpu",
+    settings: ServeSettings | None = None,
+    log_level: str = "info",
+    access_log: bool = False,
+) -> None:
     """Serve `target` until SIGTERM or Ctrl-C, then stop accepting, drain in-flight requests and exit."""
     settings = settings or ServeSettings()
     if workers < 1:
@@ -212,33 +238,60 @@ def serve(target: str, *, host: str = "127.0.0.1", port: int = 8080, workers: in
         if not torch.cuda.is_available():
             raise InvalidInputError("--device cuda: no CUDA GPU is visible on this machine")
         if workers != 1:
-            raise InvalidInputError("a GPU is served by one worker (it batches for the whole device): use --workers 1")
-    threads = max(1, cpu_info()["cores"] // workers) if workers > 1 else None  # workers × threads = cores
-    sock = _listen(host, port, shared=False)  # fails here, in one line, if the port is taken
-    port = sock.getsockname()[1]  # the one the system chose for --port 0
+            raise InvalidInputError(
+                "a GPU is served by one worker (it batches for the whole device): use --workers 1"
+            )
+    # workers × threads = cores
+    threads = max(1, cpu_info()["cores"] // workers) if workers > 1 else None
+    # fails here, in one line, if the port is taken
+    sock = _listen(host, port, shared=False)
+    # the one the system chose for --port 0
+    port = sock.getsockname()[1]
     try:
-        photon = load_photon(target, device, threads)  # and here if the target cannot be served
+        # and here if the target cannot be served
+        photon = load_photon(target, device, threads)
     except BaseException:
         sock.close()
         raise
     # X-Forwarded-For is read only for the access log, the one place a client's address shows: uvicorn's
     # proxy-headers middleware parses the peer's address on every request (~6 µs, 4 % of the HTTP side's CPU).
-    options: dict[str, Any] = {"log_level": log_level, "access_log": access_log, "proxy_headers": access_log,
-                               "timeout_graceful_shutdown": int(settings.timeout_s) + 5, "http": http.protocol()}
-    log.info("serving %s on http://%s:%d (%d worker%s; API docs at /docs)", target, host, port, workers,
-             "s" if workers > 1 else "")
+    options: dict[str, Any] = {
+        "log_level": log_level,
+        "access_log": access_log,
+        "proxy_headers": access_log,
+        "timeout_graceful_shutdown": int(settings.timeout_s) + 5,
+        "http": http.protocol(),
+    }
+    log.info(
+        "serving %s on http://%s:%d (%d worker%s; API docs at /docs)",
+        target,
+        host,
+        port,
+        workers,
+        "s" if workers > 1 else "",
+    )
     if workers == 1:
         _run(_service(target, photon, settings, device, threads), sock, options)
         return
-    sock.close()  # it proved the port free: each worker binds its own
-    config = {"target": target, "device": device, "threads": threads, "settings": dataclasses.asdict(settings),
-              "host": host, "port": port}
+    # it proved the port free: each worker binds its own
+    sock.close()
+    config = {
+        "target": target,
+        "device": device,
+        "threads": threads,
+        "settings": dataclasses.asdict(settings),
+        "host": host,
+        "port": port,
+    }
     before = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     with tempfile.TemporaryDirectory(prefix="lepton-metrics-") as metrics_dir:
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # set before the workers import prometheus-client
+        # set before the workers import prometheus-client
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         try:
-            _supervise(workers, config, options)  # the token travels in the spawn pipe, never in the environment
-        finally:  # the directory goes at the end of this block: nothing started later may write there
+            # the token travels in the spawn pipe, never in the environment
+            _supervise(workers, config, options)
+        # the directory goes at the end of this block: nothing started later may write there
+        finally:
             os.environ.pop("PROMETHEUS_MULTIPROC_DIR")
             if before is not None:
                 os.environ["PROMETHEUS_MULTIPROC_DIR"] = before
@@ -255,26 +308,43 @@ class ServerProcess:
     """A server in a child process (`lepton serve ARGS` by default), ready on entering `with`,
     stopped with SIGTERM (drain, then exit) at the end. `url` is its base URL."""
 
-    def __init__(self, args: list[str], port: int | None = None, command: list[str] | None = None,
-                 ready_path: str = "/readyz", timeout: float = 120.0, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        port: int | None = None,
+        command: list[str] | None = None,
+        ready_path: str = "/readyz",
+        timeout: float = 120.0,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        if command is None:  # `lepton serve ARGS --port PORT`
+        # `lepton serve ARGS --port PORT`
+        if command is None:
             command = [sys.executable, "-m", "lepton_ai.cli.main", "serve", *args, "--port", str(self.port)]
-        else:  # any server: "{port}" in its arguments is replaced
+        # any server: "{port}" in its arguments is replaced
+        else:
             command = [c.replace("{port}", str(self.port)) for c in [*command, *args]]
         self.cmd = command
         self.ready_path, self.timeout, self.env = ready_path, timeout, env
         self.proc: subprocess.Popen | None = None
-        self.log = tempfile.TemporaryFile()
+        # Open for the server's whole life: closed in __exit__.
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115
 
     def __enter__(self) -> ServerProcess:
-        self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **(self.env or {})}, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.cmd,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(self.env or {})},
+            start_new_session=True,
+        )
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise LeptonError(f"the server exited with code {self.proc.returncode}: {self.output()[-2000:]}")
+                raise LeptonError(
+                    f"the server exited with code {self.proc.returncode}: {self.output()[-2000:]}"
+                )
             try:
                 with urllib.request.urlopen(self.url + self.ready_path, timeout=1) as r:
                     if r.status == 200:

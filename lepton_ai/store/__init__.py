@@ -4,5 +4,14 @@ from lepton_ai.store.artifacts import ArtifactStore, StoredArtifact, sha256_of
 from lepton_ai.store.refs import Ref, parse_ref
 from lepton_ai.store.registry import ModelInfo, Registry, RunInfo, VersionInfo
 
-__all__ = ["ArtifactStore", "ModelInfo", "Ref", "Registry", "RunInfo", "StoredArtifact",
-           "VersionInfo", "parse_ref", "sha256_of"]
+__all__ = [
+    "ArtifactStore",
+    "ModelInfo",
+    "Ref",
+    "Registry",
+    "RunInfo",
+    "StoredArtifact",
+    "VersionInfo",
+    "parse_ref",
+    "sha256_of",
+]

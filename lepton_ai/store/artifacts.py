@@ -7,6 +7,7 @@ Writes go to `tmp/` first and are renamed into place, so a reader never sees hal
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import posixpath
@@ -81,8 +82,13 @@ def _files(root: Path) -> list[Path]:
 def check_key(key: str) -> str:
     """Return `key` if it is a plain relative path inside the store; raise otherwise."""
     parts = key.split("/")
-    if (not key or key.startswith("/") or "\\" in key or "\x00" in key
-            or any(p in ("", ".", "..") for p in parts)):
+    if (
+        not key
+        or key.startswith("/")
+        or "\\" in key
+        or "\x00" in key
+        or any(p in ("", ".", "..") for p in parts)
+    ):
         raise InvalidInputError(f"artifact path {key!r} would escape the artifact store")
     return key
 
@@ -154,11 +160,13 @@ class ArtifactStore:
     def _publish(self, tmp_dir: str, final_dir: str) -> None:
         """Rename a finished temp directory to its final name; identical content may win first."""
         if self.fs.exists(final_dir):
-            return  # same sha256, same bytes: already stored
+            # same sha256, same bytes: already stored
+            return
         self.fs.makedirs(posixpath.dirname(final_dir), exist_ok=True)
         if self.local:
             try:
-                os.rename(tmp_dir, final_dir)  # atomic; fails if a concurrent writer won
+                # atomic; fails if a concurrent writer won
+                os.rename(tmp_dir, final_dir)
             except OSError:
                 if not os.path.isdir(final_dir):
                     raise
@@ -176,7 +184,8 @@ class ArtifactStore:
             raise NotFoundError(f"artifact missing from the store: {self.location(key)}")
         if self.local:
             local = Path(full)
-        else:  # remote stores are copied to a local cache, then checked like local files
+        # remote stores are copied to a local cache, then checked like local files
+        else:
             local = config.home() / "cache" / "artifacts" / key
             if not local.exists():
                 part = local.with_name(f".{local.name}.{uuid.uuid4().hex}.part")
@@ -186,7 +195,8 @@ class ArtifactStore:
         actual = sha256_of(local)
         if actual != sha256:
             raise IntegrityError(
-                f"artifact {self.location(key)} is corrupted: expected sha256 {sha256}, found {actual}")
+                f"artifact {self.location(key)} is corrupted: expected sha256 {sha256}, found {actual}"
+            )
         return local
 
     def delete(self, key: str) -> None:
@@ -195,9 +205,8 @@ class ArtifactStore:
         if self.fs.exists(folder):
             self.fs.rm(folder, recursive=True)
         if self.local:
-            try:
-                os.rmdir(posixpath.dirname(folder))  # the sha256 prefix folder, once empty
-            except OSError:
-                pass
+            # the sha256 prefix folder, once empty
+            with contextlib.suppress(OSError):
+                os.rmdir(posixpath.dirname(folder))
         if not self.local:
             shutil.rmtree(config.home() / "cache" / "artifacts" / posixpath.dirname(key), ignore_errors=True)

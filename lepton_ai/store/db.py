@@ -24,7 +24,8 @@ from lepton_ai.errors import InvalidInputError
 T = TypeVar("T")
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
-_PG_MIGRATION_LOCK = 0x1E7704  # advisory lock id: one migrator at a time on a shared server
+# advisory lock id: one migrator at a time on a shared server
+_PG_MIGRATION_LOCK = 0x1E7704
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
 
@@ -53,10 +54,12 @@ def _sqlite_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
-        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves, below
+        # we emit BEGIN ourselves, below
+        dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA busy_timeout = 60000")
-        cur.execute("PRAGMA journal_mode = WAL")  # readers never block the writer
+        # readers never block the writer
+        cur.execute("PRAGMA journal_mode = WAL")
         cur.execute("PRAGMA synchronous = NORMAL")
         cur.execute("PRAGMA foreign_keys = ON")
         cur.close()
@@ -80,8 +83,9 @@ def engine_for(url: str) -> Engine:
                 engine = _sqlite_engine(url) if is_sqlite else create_engine(url, pool_pre_ping=True)
                 upgrade(engine)
             except (ImportError, OperationalError) as e:
-                raise InvalidInputError(f"cannot open the registry at {safe_url(url)}: "
-                                        f"{str(e).splitlines()[0]}") from e
+                raise InvalidInputError(
+                    f"cannot open the registry at {safe_url(url)}: {str(e).splitlines()[0]}"
+                ) from e
             _engines[url] = engine
         return _engines[url]
 
@@ -139,7 +143,8 @@ def downgrade(engine: Engine, revision: str) -> None:
 
 
 def _retryable(exc: DBAPIError) -> bool:
-    if isinstance(exc, IntegrityError):  # two writers created the same row: the retry sees it
+    # two writers created the same row: the retry sees it
+    if isinstance(exc, IntegrityError):
         return True
     text = str(exc.orig).lower()
     return any(s in text for s in ("locked", "busy", "deadlock", "could not serialize"))

@@ -26,7 +26,8 @@ def check_name(name: str) -> str:
     if not NAME_RE.match(name or ""):
         raise InvalidInputError(
             f"invalid model name {name!r}: use letters, digits, '.', '_' or '-' "
-            "(at most 128, starting with a letter or digit)")
+            "(at most 128, starting with a letter or digit)"
+        )
     return name
 
 

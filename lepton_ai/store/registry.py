@@ -44,7 +44,9 @@ def parse_metrics(text: str | None) -> dict[str, Any]:
     except json.JSONDecodeError as e:
         raise InvalidInputError(f"--metrics is not valid JSON ({e.msg} at column {e.colno}): {text!r}") from e
     if not isinstance(value, dict):
-        raise InvalidInputError(f"--metrics must be a JSON object such as '{{\"accuracy\": 0.98}}', got {text!r}")
+        raise InvalidInputError(
+            f"--metrics must be a JSON object such as '{{\"accuracy\": 0.98}}', got {text!r}"
+        )
     return check_json(value, "--metrics")
 
 
@@ -103,8 +105,10 @@ class RunInfo:
     name: str
     params: dict[str, Any]
     status: str
-    metrics: dict[str, float]  # the last value of each metric
-    history: dict[str, list[tuple[int, float]]]  # every (step, value) of each metric
+    # the last value of each metric
+    metrics: dict[str, float]
+    # every (step, value) of each metric
+    history: dict[str, list[tuple[int, float]]]
     logs_uri: str | None
     created_at: str | None
     ended_at: str | None
@@ -127,10 +131,19 @@ class Registry:
 
     # -- models and versions ---------------------------------------------------------
 
-    def register(self, name: str, path: str | Path, *, metrics: dict[str, Any] | None = None,
-                 format: str | None = None, description: str | None = None,
-                 tags: list[str] | None = None, parent: str | None = None,
-                 recipe: dict[str, Any] | None = None, run_id: int | None = None) -> VersionInfo:
+    def register(
+        self,
+        name: str,
+        path: str | Path,
+        *,
+        metrics: dict[str, Any] | None = None,
+        format: str | None = None,
+        description: str | None = None,
+        tags: list[str] | None = None,
+        parent: str | None = None,
+        recipe: dict[str, Any] | None = None,
+        run_id: int | None = None,
+    ) -> VersionInfo:
         """Store the file or directory at `path` as the next version of `name` and return it."""
         check_name(name)
         metrics = check_json(metrics or {}, "metrics")
@@ -140,7 +153,8 @@ class Registry:
         if not Path(path).exists():
             raise NotFoundError(f"no such file or directory: {path}")
         if parent is not None:
-            self.get(parent)  # fail before copying anything
+            # fail before copying anything
+            self.get(parent)
         if run_id is not None:
             self.get_run(run_id)
         stored = self.artifacts.put(path, fmt=format)
@@ -150,7 +164,8 @@ class Registry:
             if model is None:
                 model = Model(name=name, description=description or "", tags=list(tags or []))
                 s.add(model)
-                s.flush()  # a concurrent creator makes this raise; transact() retries
+                # a concurrent creator makes this raise; transact() retries
+                s.flush()
             else:
                 if description is not None:
                     model.description = description
@@ -158,16 +173,25 @@ class Registry:
                     model.tags = sorted(set(model.tags) | set(tags))
             parent_row = self._version_row(s, parse_ref(parent)) if parent else None
             model.last_version += 1
-            row = ModelVersion(model=model, version=model.last_version, uri=stored.key,
-                               format=stored.format, size_bytes=stored.size_bytes,
-                               sha256=stored.sha256, metrics=metrics, parent=parent_row,
-                               recipe=recipe, run_id=run_id)
+            row = ModelVersion(
+                model=model,
+                version=model.last_version,
+                uri=stored.key,
+                format=stored.format,
+                size_bytes=stored.size_bytes,
+                sha256=stored.sha256,
+                metrics=metrics,
+                parent=parent_row,
+                recipe=recipe,
+                run_id=run_id,
+            )
             s.add(row)
             s.flush()
             return self._info(row)
 
         info = self._tx(insert)
-        if not self.artifacts.exists(stored.key):  # a concurrent `rm` of the same content won
+        # a concurrent `rm` of the same content won
+        if not self.artifacts.exists(stored.key):
             self.artifacts.put(path, fmt=format)
         return info
 
@@ -185,12 +209,32 @@ class Registry:
         """Return every model, by name."""
 
         def query(s: Session) -> list[ModelInfo]:
-            counts = (select(ModelVersion.model_id, func.count().label("n"), func.max(ModelVersion.version).label("latest"))
-                      .group_by(ModelVersion.model_id).subquery())
-            rows = s.execute(select(Model, counts.c.n, counts.c.latest)
-                             .outerjoin(counts, counts.c.model_id == Model.id).order_by(Model.name))
-            return [ModelInfo(m.name, m.description, list(m.tags), latest, n or 0,
-                              _iso(m.created_at), _iso(m.updated_at)) for m, n, latest in rows]
+            counts = (
+                select(
+                    ModelVersion.model_id,
+                    func.count().label("n"),
+                    func.max(ModelVersion.version).label("latest"),
+                )
+                .group_by(ModelVersion.model_id)
+                .subquery()
+            )
+            rows = s.execute(
+                select(Model, counts.c.n, counts.c.latest)
+                .outerjoin(counts, counts.c.model_id == Model.id)
+                .order_by(Model.name)
+            )
+            return [
+                ModelInfo(
+                    m.name,
+                    m.description,
+                    list(m.tags),
+                    latest,
+                    n or 0,
+                    _iso(m.created_at),
+                    _iso(m.updated_at),
+                )
+                for m, n, latest in rows
+            ]
 
         return self._tx(query)
 
@@ -221,8 +265,11 @@ class Registry:
 
         gone = self._tx(delete)
         keys = {v.key for v in gone}
-        still_used = set(self._tx(lambda s: s.scalars(select(ModelVersion.uri).where(ModelVersion.uri.in_(keys))).all()))
-        for key in keys - still_used:  # content is shared: delete only what nobody uses
+        still_used = set(
+            self._tx(lambda s: s.scalars(select(ModelVersion.uri).where(ModelVersion.uri.in_(keys))).all())
+        )
+        # content is shared: delete only what nobody uses
+        for key in keys - still_used:
             self.artifacts.delete(key)
         return gone
 
@@ -235,20 +282,38 @@ class Registry:
     def _version_row(self, s: Session, ref: Ref) -> ModelVersion:
         model = self._model_row(s, ref.name)
         q = select(ModelVersion).where(ModelVersion.model_id == model.id)
-        q = q.order_by(ModelVersion.version.desc()) if ref.version is None else q.where(ModelVersion.version == ref.version)
+        q = (
+            q.order_by(ModelVersion.version.desc())
+            if ref.version is None
+            else q.where(ModelVersion.version == ref.version)
+        )
         row = s.scalars(q.limit(1)).first()
         if row is None:
-            raise NotFoundError(f"model {ref.name!r} has no version {ref.version}" if ref.version
-                                else f"model {ref.name!r} has no versions")
+            raise NotFoundError(
+                f"model {ref.name!r} has no version {ref.version}"
+                if ref.version
+                else f"model {ref.name!r} has no versions"
+            )
         return row
 
     def _info(self, v: ModelVersion) -> VersionInfo:
         parent = f"{v.parent.model.name}:{v.parent.version}" if v.parent is not None else None
-        return VersionInfo(name=v.model.name, version=v.version, uri=self.artifacts.location(v.uri),
-                           key=v.uri, format=v.format, size_bytes=v.size_bytes, sha256=v.sha256,
-                           metrics=dict(v.metrics or {}), parent=parent, recipe=v.recipe, run_id=v.run_id,
-                           created_at=_iso(v.created_at), description=v.model.description,
-                           tags=list(v.model.tags or []))
+        return VersionInfo(
+            name=v.model.name,
+            version=v.version,
+            uri=self.artifacts.location(v.uri),
+            key=v.uri,
+            format=v.format,
+            size_bytes=v.size_bytes,
+            sha256=v.sha256,
+            metrics=dict(v.metrics or {}),
+            parent=parent,
+            recipe=v.recipe,
+            run_id=v.run_id,
+            created_at=_iso(v.created_at),
+            description=v.model.description,
+            tags=list(v.model.tags or []),
+        )
 
     # -- runs ----------------------------------------------------------------------------
 
@@ -316,7 +381,15 @@ class Registry:
         q = select(RunMetric).where(RunMetric.run_id == run.id).order_by(RunMetric.step, RunMetric.id)
         for m in s.scalars(q):
             history.setdefault(m.key, []).append((m.step, m.value))
-        return RunInfo(id=run.id, kind=run.kind, name=run.name, params=dict(run.params or {}),
-                       status=run.status, metrics={k: v[-1][1] for k, v in history.items()},
-                       history=history, logs_uri=run.logs_uri, created_at=_iso(run.created_at),
-                       ended_at=_iso(run.ended_at))
+        return RunInfo(
+            id=run.id,
+            kind=run.kind,
+            name=run.name,
+            params=dict(run.params or {}),
+            status=run.status,
+            metrics={k: v[-1][1] for k, v in history.items()},
+            history=history,
+            logs_uri=run.logs_uri,
+            created_at=_iso(run.created_at),
+            ended_at=_iso(run.ended_at),
+        )

@@ -5,7 +5,18 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -31,8 +42,11 @@ class Model(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
     versions: Mapped[list[ModelVersion]] = relationship(
-        back_populates="model", cascade="all, delete-orphan", passive_deletes=True,
-        order_by="ModelVersion.version")
+        back_populates="model",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="ModelVersion.version",
+    )
 
 
 class ModelVersion(Base):
@@ -42,7 +56,8 @@ class ModelVersion(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
     version: Mapped[int] = mapped_column(Integer)
-    uri: Mapped[str] = mapped_column(String(1024))  # key relative to the artifact store root
+    # key relative to the artifact store root
+    uri: Mapped[str] = mapped_column(String(1024))
     format: Mapped[str] = mapped_column(String(32))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64), index=True)
@@ -96,27 +111,37 @@ class Job(Base):
     name: Mapped[str] = mapped_column(String(128))
     kind: Mapped[str] = mapped_column(String(32))
     backend: Mapped[str] = mapped_column(String(32), default="local")
-    address: Mapped[str | None] = mapped_column(String(1024), nullable=True)  # Ray address, kube context…
-    external_id: Mapped[str | None] = mapped_column(String(256), nullable=True)  # the engine's own id
+    # Ray address, kube context…
+    address: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    # the engine's own id
+    external_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
     spec: Mapped[dict[str, Any]] = mapped_column(default=dict)
     priority: Mapped[int] = mapped_column(Integer, default=0)
-    cwd: Mapped[str | None] = mapped_column(String(4096), nullable=True)  # where the submitter was
+    # where the submitter was
+    cwd: Mapped[str | None] = mapped_column(String(4096), nullable=True)
     state: Mapped[str] = mapped_column(String(16), default="queued")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     cancel_requested: Mapped[bool] = mapped_column(default=False)
-    worker: Mapped[str | None] = mapped_column(String(256), nullable=True)  # host:pid of the local worker
-    pgid: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the running attempt's process group
+    # host:pid of the local worker
+    worker: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    # the running attempt's process group
+    pgid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     logs_uri: Mapped[str | None] = mapped_column(String(1024), nullable=True)
-    versions: Mapped[list[Any]] = mapped_column(default=list)  # NAME:VERSION refs the job registered
+    # NAME:VERSION refs the job registered
+    versions: Mapped[list[Any]] = mapped_column(default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
     attempt_rows: Mapped[list[JobAttempt]] = relationship(
-        back_populates="job", cascade="all, delete-orphan", passive_deletes=True, order_by="JobAttempt.attempt")
+        back_populates="job",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="JobAttempt.attempt",
+    )
 
 
 class JobAttempt(Base):

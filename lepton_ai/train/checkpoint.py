@@ -20,7 +20,8 @@ def save_checkpoint(directory: str | Path, state: dict[str, Any]) -> Path:
         torch.save(state, f)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, final)  # a kill before this line leaves the previous checkpoint intact
+    # a kill before this line leaves the previous checkpoint intact
+    os.replace(tmp, final)
     return final
 
 

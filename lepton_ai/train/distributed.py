@@ -19,7 +19,8 @@ from torch import nn
 
 from lepton_ai.errors import InvalidInputError
 
-INIT_TIMEOUT_S = 120  # a rank that never shows up (or dies between collectives) fails the job instead of hanging it
+# a rank that never shows up (or dies between collectives) fails the job instead of hanging it
+INIT_TIMEOUT_S = 120
 
 
 class World(NamedTuple):
@@ -35,8 +36,12 @@ def world() -> World:
     """Return this process's rank, local rank, world size and local world size from torchrun's
     environment ((0, 0, 1, 1) outside torchrun)."""
     env = os.environ
-    return World(int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0)), int(env.get("WORLD_SIZE", 1)),
-                 int(env.get("LOCAL_WORLD_SIZE", 1)))
+    return World(
+        int(env.get("RANK", 0)),
+        int(env.get("LOCAL_RANK", 0)),
+        int(env.get("WORLD_SIZE", 1)),
+        int(env.get("LOCAL_WORLD_SIZE", 1)),
+    )
 
 
 def launched() -> bool:
@@ -69,13 +74,17 @@ def setup(device: str = "auto") -> bool:
     if not launched() or w.world_size < 2 or dist.is_initialized():
         return False
     torch.set_num_threads(max(1, cpu_info()["cores"] // w.local_world_size))
-    if threading.current_thread() is threading.main_thread():  # when one rank fails torchrun SIGTERMs the
-        signal.signal(signal.SIGTERM, _stopped)                 # others: unwind, so rank 0's run ends as failed
+    # when one rank fails torchrun SIGTERMs the
+    if threading.current_thread() is threading.main_thread():
+        # others: unwind, so rank 0's run ends as failed
+        signal.signal(signal.SIGTERM, _stopped)
     timeout = datetime.timedelta(seconds=INIT_TIMEOUT_S)
     if resolve_device(device).type == "cuda":
         if w.local_rank >= torch.cuda.device_count():
-            raise InvalidInputError(f"{w.local_world_size} processes on this machine but {torch.cuda.device_count()} "
-                                    "GPU(s): one GPU per process, so use fewer processes or --device cpu")
+            raise InvalidInputError(
+                f"{w.local_world_size} processes on this machine but {torch.cuda.device_count()} "
+                "GPU(s): one GPU per process, so use fewer processes or --device cpu"
+            )
         torch.cuda.set_device(w.local_rank)
         dist.init_process_group("nccl", timeout=timeout, device_id=torch.device("cuda", w.local_rank))
     else:
@@ -94,7 +103,11 @@ def teardown() -> None:
 
 
 def _comm_device() -> torch.device:
-    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    return (
+        torch.device("cuda", torch.cuda.current_device())
+        if dist.get_backend() == "nccl"
+        else torch.device("cpu")
+    )
 
 
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
@@ -148,17 +161,26 @@ def check_launch(nproc: int, nnodes: int, rdzv: str | None, node_rank: int | Non
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise InvalidInputError(f"--rdzv must be HOST:PORT (e.g. node0:29400), not {rdzv!r}")
     if node_rank is not None and not 0 <= node_rank < nnodes:
-        raise InvalidInputError(f"--node-rank must be in 0..{nnodes - 1} for --nnodes {nnodes}, not {node_rank}")
+        raise InvalidInputError(
+            f"--node-rank must be in 0..{nnodes - 1} for --nnodes {nnodes}, not {node_rank}"
+        )
 
 
-def torchrun_argv(nproc: int, nnodes: int, rdzv: str | None, node_rank: int | None, args: Sequence[str],
-                  rdzv_id: str = "lepton") -> list[str]:
+def torchrun_argv(
+    nproc: int,
+    nnodes: int,
+    rdzv: str | None,
+    node_rank: int | None,
+    args: Sequence[str],
+    rdzv_id: str = "lepton",
+) -> list[str]:
     """Return the argv that runs `lepton ARGS` in `nproc` processes per machine on `nnodes` machines
     through torchrun: standalone on one machine; with `node_rank`, a static rendezvous whose node 0
     listens at `rdzv`; otherwise c10d at `rdzv`, nodes joining in any order under `rdzv_id`."""
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", f"--nnodes={nnodes}"]
     if nnodes == 1 and not rdzv:
-        cmd.append("--standalone")  # a free local port, so concurrent jobs on one machine do not collide
+        # a free local port, so concurrent jobs on one machine do not collide
+        cmd.append("--standalone")
     elif node_rank is not None:
         cmd += ["--rdzv-backend=static", f"--rdzv-endpoint={rdzv}", f"--node-rank={node_rank}"]
     else:

@@ -4,6 +4,7 @@ every process runs it: they train data-parallel, and rank 0 alone records the ru
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +31,18 @@ class TrainResult:
     test_data: Any
 
 
-def train_and_register(model: str, data: str, name: str, *, seed: int = 0, data_options: dict[str, Any] | None = None,
-                       checkpoint_dir: str | Path | None = None, description: str | None = None,
-                       dp: DPConfig | dict[str, Any] | None = None, **fit_options: Any) -> TrainResult:
+def train_and_register(
+    model: str,
+    data: str,
+    name: str,
+    *,
+    seed: int = 0,
+    data_options: dict[str, Any] | None = None,
+    checkpoint_dir: str | Path | None = None,
+    description: str | None = None,
+    dp: DPConfig | dict[str, Any] | None = None,
+    **fit_options: Any,
+) -> TrainResult:
     """Train `model` (an architecture, HF dir or registry ref) on `data`, test it, register it as `name`.
 
     `dp={"epsilon": 3, "delta": 1e-5}` (or a DPConfig) trains with DP-SGD; the options not given then
@@ -47,34 +57,60 @@ def train_and_register(model: str, data: str, name: str, *, seed: int = 0, data_
         fit_options = {**DP_TRAINING_DEFAULTS, **fit_options, "dp": dp}
     joined = distributed.setup(fit_options.get("device", "auto"))
     try:
-        return _train_and_register(model, data, name, seed=seed, data_options=data_options,
-                                   checkpoint_dir=checkpoint_dir, description=description, **fit_options)
+        return _train_and_register(
+            model,
+            data,
+            name,
+            seed=seed,
+            data_options=data_options,
+            checkpoint_dir=checkpoint_dir,
+            description=description,
+            **fit_options,
+        )
     finally:
         if joined:
             distributed.teardown()
 
 
-def _train_and_register(model: str, data: str, name: str, *, seed: int, data_options: dict[str, Any] | None,
-                        checkpoint_dir: str | Path | None, description: str | None,
-                        **fit_options: Any) -> TrainResult:
+def _train_and_register(
+    model: str,
+    data: str,
+    name: str,
+    *,
+    seed: int,
+    data_options: dict[str, Any] | None,
+    checkpoint_dir: str | Path | None,
+    description: str | None,
+    **fit_options: Any,
+) -> TrainResult:
     from lepton_ai.data import load
     from lepton_ai.models import LeptonModel
     from lepton_ai.store import Registry
     from lepton_ai.train.loop import evaluate
 
     train, val, test = (load(data, s, seed=seed, **(data_options or {})) for s in ("train", "val", "test"))
-    torch.manual_seed(seed)  # the same initial weights for the same seed
-    net = LeptonModel(num_classes=train.num_classes, input_size=train.input_size or None, classes=train.classes)
+    # the same initial weights for the same seed
+    torch.manual_seed(seed)
+    net = LeptonModel(
+        num_classes=train.num_classes, input_size=train.input_size or None, classes=train.classes
+    )
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a fresh architecture starts from random weights on purpose here
+        # a fresh architecture starts from random weights on purpose here
+        warnings.simplefilter("ignore")
         net.load_pretrained_model(model)
     checkpoint_dir = str(checkpoint_dir or config.home() / "checkpoints" / name)
     world_size = distributed.rank_and_size()[1]
-    if not distributed.is_main():  # the other ranks of a data-parallel job train and test; rank 0 writes
+    # the other ranks of a data-parallel job train and test; rank 0 writes
+    if not distributed.is_main():
         history = net.fit(train, val, seed=seed, checkpoint_dir=checkpoint_dir, **fit_options)
         return TrainResult(None, net, evaluate(net, test, shard=True), history, None, test)
     registry = Registry()
-    params = {"model": model, "data": data, "seed": seed, **{k: v for k, v in fit_options.items() if k != "progress"}}
+    params = {
+        "model": model,
+        "data": data,
+        "seed": seed,
+        **{k: v for k, v in fit_options.items() if k != "progress"},
+    }
     if params.get("dp") is not None:
         params["dp"] = params["dp"].to_dict()
     if world_size > 1:
@@ -83,16 +119,21 @@ def _train_and_register(model: str, data: str, name: str, *, seed: int, data_opt
     try:
         history = net.fit(train, val, seed=seed, run_id=run.id, checkpoint_dir=checkpoint_dir, **fit_options)
         metrics = evaluate(net, test, shard=True)
-        registry.log_metrics(run.id, {f"test_{k}": v for k, v in metrics.items()}, step=len(history["epochs"]))
+        registry.log_metrics(
+            run.id, {f"test_{k}": v for k, v in metrics.items()}, step=len(history["epochs"])
+        )
         privacy = history.get("privacy")
-        ref = net.save(name, metrics={**metrics, "train_seconds": history["train_seconds"]}, run_id=run.id,
-                       description=description or f"{model} trained on {data}",
-                       recipe={"privacy": privacy} if privacy else None)
+        ref = net.save(
+            name,
+            metrics={**metrics, "train_seconds": history["train_seconds"]},
+            run_id=run.id,
+            description=description or f"{model} trained on {data}",
+            recipe={"privacy": privacy} if privacy else None,
+        )
     except BaseException as e:
-        try:
+        # the original error is the one to report
+        with contextlib.suppress(Exception):
             registry.end_run(run.id, "cancelled" if isinstance(e, KeyboardInterrupt) else "failed")
-        except Exception:
-            pass  # the original error is the one to report
         raise
     registry.end_run(run.id, "completed")
     return TrainResult(ref, net, metrics, history, run.id, test)

@@ -20,9 +20,12 @@ def test_doctor_json_reports_machine_extras_and_registry(capsys, lepton_home) ->
     assert code == 0
     assert doc["machine"]["torch"] and doc["machine"]["cpu"]["cores"] >= 1
     assert isinstance(doc["machine"]["cpu"]["flags"], list)
-    assert doc["extras"]["postgres"] is True  # installed by the test setup
+    # installed by the test setup
+    assert doc["extras"]["postgres"] is True
     assert doc["registry"]["ok"] and doc["registry"]["models"] == 0
-    assert str(lepton_home) in doc["registry"]["db_url"] and doc["registry"]["artifacts"].startswith(str(lepton_home))
+    assert str(lepton_home) in doc["registry"]["db_url"] and doc["registry"]["artifacts"].startswith(
+        str(lepton_home)
+    )
 
 
 def test_doctor_masks_database_passwords(capsys, monkeypatch) -> None:
@@ -33,7 +36,9 @@ def test_doctor_masks_database_passwords(capsys, monkeypatch) -> None:
 
 
 def test_quickstart_trains_registers_reloads_optimizes_and_serves(capsys, tmp_path) -> None:
-    code, out = run(capsys, "quickstart", "--epochs", "3", "--report", str(tmp_path / "report"), "--load-seconds", "1")
+    code, out = run(
+        capsys, "quickstart", "--epochs", "3", "--report", str(tmp_path / "report"), "--load-seconds", "1"
+    )
     assert code == 0 and "trained, registered, verified and reloaded digits-cnn:1" in out
     assert "registered digits-cnn:2 (parent digits-cnn:1)" in out
     assert "/predict answers like the model in process" in out

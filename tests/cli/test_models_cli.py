@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 
-
 @pytest.fixture
 def weights(tmp_path: Path) -> Path:
     p = tmp_path / "model.safetensors"
@@ -18,7 +17,9 @@ def weights(tmp_path: Path) -> Path:
 
 
 def test_register_show_list_rm(cli, weights: Path) -> None:
-    code, out, _ = cli("models", "register", "digits", str(weights), "--metrics", '{"accuracy": 0.98}', "--json")
+    code, out, _ = cli(
+        "models", "register", "digits", str(weights), "--metrics", '{"accuracy": 0.98}', "--json"
+    )
     assert code == 0 and json.loads(out)["ref"] == "digits:1"
     cli("models", "register", "digits", str(weights), "--parent", "digits:1")
     code, out, _ = cli("models", "show", "digits", "--json")
@@ -40,19 +41,23 @@ def test_register_show_list_rm(cli, weights: Path) -> None:
     assert json.loads(cli("models", "list", "--json")[1]) == []
 
 
-@pytest.mark.parametrize("args, message", [
-    (["models", "register", "m", "MISSING"], "no such file or directory"),
-    (["models", "register", "m", "WEIGHTS", "--metrics", "{accuracy: 1}"], "--metrics is not valid JSON"),
-    (["models", "register", "m", "WEIGHTS", "--metrics", "[1, 2]"], "--metrics must be a JSON object"),
-    (["models", "register", "m", "WEIGHTS", "--parent", "ghost"], "unknown model 'ghost'"),
-    (["models", "register", "a/b", "WEIGHTS"], "invalid model name"),
-    (["models", "show", "unknown"], "unknown model 'unknown'"),
-    (["models", "show", "m:zero"], "invalid version"),
-    (["models", "rm", "unknown:3"], "unknown model"),
-    (["runs", "show", "42"], "unknown run 42"),
-])
-def test_user_errors_are_one_line_exit_2_and_write_nothing(cli, weights: Path, lepton_home: Path,
-                                                           args: list[str], message: str) -> None:
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["models", "register", "m", "MISSING"], "no such file or directory"),
+        (["models", "register", "m", "WEIGHTS", "--metrics", "{accuracy: 1}"], "--metrics is not valid JSON"),
+        (["models", "register", "m", "WEIGHTS", "--metrics", "[1, 2]"], "--metrics must be a JSON object"),
+        (["models", "register", "m", "WEIGHTS", "--parent", "ghost"], "unknown model 'ghost'"),
+        (["models", "register", "a/b", "WEIGHTS"], "invalid model name"),
+        (["models", "show", "unknown"], "unknown model 'unknown'"),
+        (["models", "show", "m:zero"], "invalid version"),
+        (["models", "rm", "unknown:3"], "unknown model"),
+        (["runs", "show", "42"], "unknown run 42"),
+    ],
+)
+def test_user_errors_are_one_line_exit_2_and_write_nothing(
+    cli, weights: Path, lepton_home: Path, args: list[str], message: str
+) -> None:
     args = [str(weights) if a == "WEIGHTS" else a for a in args]
     code, out, err = cli(*args)
     assert code == 2
@@ -93,7 +98,8 @@ def test_version_help_and_usage_errors(cli) -> None:
     assert cli("version")[1].strip() == __version__
     code, out, _ = cli("--help")
     assert code == 0 and "models" in out and "doctor" in out
-    assert cli("models", "show")[0] == 2  # missing argument: click's usage error
+    # missing argument: click's usage error
+    assert cli("models", "show")[0] == 2
 
 
 @pytest.mark.slow
@@ -110,23 +116,39 @@ def test_two_processes_times_twenty_concurrent_registrations(tmp_path: Path, lep
         "bad = [b for b in bad if b[0] != 0]\n"
         "print(bad); sys.exit(1 if bad else 0)\n"
     )
-    drivers = [subprocess.Popen([sys.executable, "-c", driver, lepton_bin, str(tmp_path)], stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    drivers = [
+        subprocess.Popen(
+            [sys.executable, "-c", driver, lepton_bin, str(tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     for d in drivers:
         out, _ = d.communicate(timeout=300)
         assert d.returncode == 0, out
     env = {**os.environ}
-    listing = subprocess.run([lepton_bin, "models", "list", "shared", "--json"], capture_output=True, text=True,
-                             env=env, check=True)
+    listing = subprocess.run(
+        [lepton_bin, "models", "list", "shared", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     versions = json.loads(listing.stdout)
     assert sorted(v["version"] for v in versions) == list(range(1, 41))
-    assert len({v["sha256"] for v in versions}) == 20  # each file registered by both drivers
+    # each file registered by both drivers
+    assert len({v["sha256"] for v in versions}) == 20
 
 
-@pytest.mark.parametrize("args, message", [
-    (["models", "show", "m:²"], "invalid version"),
-    (["models", "show", "m:99999999999999999999"], "invalid version"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["models", "show", "m:²"], "invalid version"),
+        (["models", "show", "m:99999999999999999999"], "invalid version"),
+    ],
+)
 def test_odd_references_are_one_line_errors(cli, args: list[str], message: str) -> None:
     code, _, err = cli(*args)
     assert code == 2 and message in err and "Traceback" not in err

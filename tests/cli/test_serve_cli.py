@@ -18,30 +18,85 @@ class Echo(Photon):
 
 
 def lepton(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(Path(sys.executable).with_name("lepton")), *args], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("lepton")), *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_bench_serve_reports_throughput_latency_and_errors(serve, tmp_path: Path) -> None:
     payload = tmp_path / "body.json"
     payload.write_text(json.dumps({"inputs": [[1.0, 2.0], [3.0, 4.0]]}))
     with serve(Echo()) as url:
-        r = lepton("bench", "serve", url, "--payload", str(payload), "--concurrency", "8", "--duration", "1",
-                   "--warmup", "0.2", "--json")
+        r = lepton(
+            "bench",
+            "serve",
+            url,
+            "--payload",
+            str(payload),
+            "--concurrency",
+            "8",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.2",
+            "--json",
+        )
         assert r.returncode == 0, r.stderr
         closed = json.loads(r.stdout)
-        r = lepton("bench", "serve", url, "--payload", str(payload), "--rate", "40", "--duration", "1", "--warmup", "0",
-                   "--json")
+        r = lepton(
+            "bench",
+            "serve",
+            url,
+            "--payload",
+            str(payload),
+            "--rate",
+            "40",
+            "--duration",
+            "1",
+            "--warmup",
+            "0",
+            "--json",
+        )
         opened = json.loads(r.stdout)
-        table = lepton("bench", "serve", url, "--payload", str(payload), "--duration", "0.5", "--warmup", "0",
-                       "--cpus", str(max(os.sched_getaffinity(0)))).stdout  # the load generator on one CPU
-        wrong = json.loads(lepton("bench", "serve", url, "--payload", str(payload), "--handler", "nope",
-                                  "--duration", "0.5", "--warmup", "0", "--json").stdout)
+        table = lepton(
+            "bench",
+            "serve",
+            url,
+            "--payload",
+            str(payload),
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0",
+            # the load generator on one CPU
+            "--cpus",
+            str(max(os.sched_getaffinity(0))),
+        ).stdout
+        wrong = json.loads(
+            lepton(
+                "bench",
+                "serve",
+                url,
+                "--payload",
+                str(payload),
+                "--handler",
+                "nope",
+                "--duration",
+                "0.5",
+                "--warmup",
+                "0",
+                "--json",
+            ).stdout
+        )
     assert closed["requests_per_s"] > 20 and closed["ok"] == closed["requests"] and closed["errors"] == {}
-    assert closed["examples_per_request"] == 2 and abs(closed["examples_per_s"] - closed["requests_per_s"] * 2) < 1
+    assert (
+        closed["examples_per_request"] == 2
+        and abs(closed["examples_per_s"] - closed["requests_per_s"] * 2) < 1
+    )
     lat = closed["latency_ms"]
     assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
-    assert 30 <= opened["requests"] <= 45 and opened["rate"] == 40  # about 40 scheduled in 1 s
+    # about 40 scheduled in 1 s
+    assert 30 <= opened["requests"] <= 45 and opened["rate"] == 40
     assert "requests/s" in table and "p50 / p90 / p99" in table
     assert wrong["ok"] == 0 and wrong["errors"]["404"] > 0
 
@@ -50,10 +105,12 @@ def test_bench_serve_mistakes_are_one_line_errors(tmp_path: Path) -> None:
     bad, good = tmp_path / "bad.json", tmp_path / "good.json"
     bad.write_text("{nope")
     good.write_text('{"inputs": [[1.0]]}')
-    for args, says in [(["http://127.0.0.1:1", "--payload", str(tmp_path / "none.json")], "no payload file"),
-                       (["http://127.0.0.1:1", "--payload", str(bad)], "not valid JSON"),
-                       (["localhost:1", "--payload", str(good)], "not an http(s) URL"),
-                       (["http://127.0.0.1:1", "--payload", str(good), "--cpus", "2-1"], "not a CPU list")]:
+    for args, says in [
+        (["http://127.0.0.1:1", "--payload", str(tmp_path / "none.json")], "no payload file"),
+        (["http://127.0.0.1:1", "--payload", str(bad)], "not valid JSON"),
+        (["localhost:1", "--payload", str(good)], "not an http(s) URL"),
+        (["http://127.0.0.1:1", "--payload", str(good), "--cpus", "2-1"], "not a CPU list"),
+    ]:
         r = lepton("bench", "serve", *args)
         assert r.returncode == 2 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
@@ -63,6 +120,18 @@ def test_bench_serve_counts_a_server_that_is_not_there(tmp_path: Path) -> None:
 
     payload = tmp_path / "body.json"
     payload.write_text(json.dumps({"inputs": [[1.0]]}))
-    r = lepton("bench", "serve", f"http://127.0.0.1:{free_port()}", "--payload", str(payload), "--duration", "0.5",
-               "--warmup", "0", "--concurrency", "2", "--json")
+    r = lepton(
+        "bench",
+        "serve",
+        f"http://127.0.0.1:{free_port()}",
+        "--payload",
+        str(payload),
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0",
+        "--concurrency",
+        "2",
+        "--json",
+    )
     assert r.returncode == 0 and json.loads(r.stdout)["errors"]["connection"] > 0

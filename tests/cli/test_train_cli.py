@@ -12,11 +12,15 @@ import pytest
 
 
 def lepton(*args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([str(Path(sys.executable).with_name("lepton")), *args], capture_output=True, text=True, **kw)
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("lepton")), *args], capture_output=True, text=True, **kw
+    )
 
 
 def test_train_json_registers_the_version() -> None:
-    r = lepton("train", "--model", "mlp", "--data", "digits", "--epochs", "3", "--name", "digits-mlp", "--json")
+    r = lepton(
+        "train", "--model", "mlp", "--data", "digits", "--epochs", "3", "--name", "digits-mlp", "--json"
+    )
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert set(doc) >= {"name", "version", "metrics", "train_seconds", "device", "precision"}
@@ -37,11 +41,26 @@ def test_train_bad_input_is_one_line() -> None:
 
 @pytest.mark.slow
 def test_kill_9_then_resume_ends_like_an_uninterrupted_run(tmp_path: Path) -> None:
-    args = ["train", "--model", "cnn-small", "--data", "digits", "--epochs", "8", "--batch-size", "16", "--json"]
+    args = [
+        "train",
+        "--model",
+        "cnn-small",
+        "--data",
+        "digits",
+        "--epochs",
+        "8",
+        "--batch-size",
+        "16",
+        "--json",
+    ]
     ckpt = tmp_path / "ckpt"
     lepton_bin = str(Path(sys.executable).with_name("lepton"))
-    proc = subprocess.Popen([lepton_bin, *args, "--name", "killed", "--checkpoint-dir", str(ckpt)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [lepton_bin, *args, "--name", "killed", "--checkpoint-dir", str(ckpt)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 120
     while not (ckpt / "last.pt").exists() and time.time() < deadline:
         time.sleep(0.05)

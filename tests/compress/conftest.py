@@ -42,8 +42,14 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory):
     tokenizer = AutoTokenizer.from_pretrained(str(minilm_dir()))
     tokenizer.save_pretrained(str(path))
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=128, max_position_embeddings=256)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=256,
+    )
     BertModel(config).save_pretrained(str(path))
     return path
 

@@ -30,7 +30,9 @@ def test_onnx_export_matches_pytorch_at_any_batch_size(digits_model: LeptonModel
 
 
 @pytest.mark.parametrize("method", ["dynamic", "static"])
-def test_int8_keeps_accuracy_and_shrinks_the_file(digits_model: LeptonModel, tmp_path: Path, method: str) -> None:
+def test_int8_keeps_accuracy_and_shrinks_the_file(
+    digits_model: LeptonModel, tmp_path: Path, method: str
+) -> None:
     fp32 = export_onnx(digits_model, tmp_path / "m.onnx")
     calib = [load("digits", "val").features.numpy()] if method == "static" else None
     int8 = quantize_onnx(fp32, tmp_path / f"{method}.onnx", method, calib=calib)
@@ -79,11 +81,14 @@ def test_its_threads_stay_on_the_cpus_this_process_may_use(digits_model: LeptonM
     import sys
 
     path = export_onnx(digits_model, tmp_path / "m.onnx")
-    one = min(os.sched_getaffinity(0))  # ONNX Runtime pins its own threads to the cores after the first
-    code = (f"import os; os.sched_setaffinity(0, {{{one}}}); import torch; from lepton_ai.compress import OnnxModel; "
-            f"m = OnnxModel({str(path)!r}); m(torch.zeros(64, 1, 8, 8)); "
-            "print({open(f'/proc/self/task/{t}/status').read().split('Cpus_allowed_list:')[1].split()[0] "
-            "for t in os.listdir('/proc/self/task')}, m.session.get_session_options().intra_op_num_threads)")
+    # ONNX Runtime pins its own threads to the cores after the first
+    one = min(os.sched_getaffinity(0))
+    code = (
+        f"import os; os.sched_setaffinity(0, {{{one}}}); import torch; from lepton_ai.compress import OnnxModel; "
+        f"m = OnnxModel({str(path)!r}); m(torch.zeros(64, 1, 8, 8)); "
+        "print({open(f'/proc/self/task/{t}/status').read().split('Cpus_allowed_list:')[1].split()[0] "
+        "for t in os.listdir('/proc/self/task')}, m.session.get_session_options().intra_op_num_threads)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [f"{{'{one}'}}", "1"]

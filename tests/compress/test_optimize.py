@@ -20,14 +20,30 @@ FAST = ("onnx", "int8", "pytorch-int8", "prune")
 
 def test_search_picks_the_fastest_candidate_within_the_drop(trained: LeptonModel, tmp_path: Path) -> None:
     test, train = load("digits", "test"), load("digits", "train")
-    result = optimize(trained, test, calib_data=load("digits", "val"), train_data=train, max_accuracy_drop=0.02,
-                      techniques=FAST, tie_tolerance=0.0, workdir=tmp_path / "work", progress=False)
+    result = optimize(
+        trained,
+        test,
+        calib_data=load("digits", "val"),
+        train_data=train,
+        max_accuracy_drop=0.02,
+        techniques=FAST,
+        tie_tolerance=0.0,
+        workdir=tmp_path / "work",
+        progress=False,
+    )
     r = result.report
     base, trials = r["baseline"], r["trials"]
     names = [t["name"] for t in trials]
-    assert {"onnx-fp32", "onnx-int8-dynamic", "onnx-int8-static", "pytorch-int8-dynamic", "pruned0.5-eager"} <= set(names)
+    assert {
+        "onnx-fp32",
+        "onnx-int8-dynamic",
+        "onnx-int8-static",
+        "pytorch-int8-dynamic",
+        "pruned0.5-eager",
+    } <= set(names)
     accepted = [t for t in trials if t["accepted"]]
-    assert r["best"]["throughput_per_s"] == max(t["throughput_per_s"] for t in accepted)  # the fastest, not the first
+    # the fastest, not the first
+    assert r["best"]["throughput_per_s"] == max(t["throughput_per_s"] for t in accepted)
     for t in trials[1:]:
         too_lossy = base["accuracy"] - t["accuracy"] > 0.02
         slower = t["throughput_per_s"] < base["throughput_per_s"]
@@ -39,7 +55,14 @@ def test_search_picks_the_fastest_candidate_within_the_drop(trained: LeptonModel
     doc = json.loads((out / "report.json").read_text())
     for key in ("machine", "baseline", "best", "speedup", "size_reduction", "accuracy_drop", "trials"):
         assert key in doc
-    assert {"accuracy", "size_bytes", "latency_ms_p50", "latency_ms_p99", "throughput_per_s", "recipe"} <= set(doc["best"])
+    assert {
+        "accuracy",
+        "size_bytes",
+        "latency_ms_p50",
+        "latency_ms_p99",
+        "throughput_per_s",
+        "recipe",
+    } <= set(doc["best"])
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| candidate |" in (out / "report.md").read_text()
     # the best is saved without pickle and runs the same after loading
@@ -50,17 +73,26 @@ def test_search_picks_the_fastest_candidate_within_the_drop(trained: LeptonModel
 
 def test_size_objective_and_bad_input(trained: LeptonModel, tmp_path: Path) -> None:
     test = load("digits", "test")
-    r = optimize(trained, test, objective="size", max_accuracy_drop=0.02, techniques=("onnx", "int8"),
-                 workdir=tmp_path, progress=False).report
+    r = optimize(
+        trained,
+        test,
+        objective="size",
+        max_accuracy_drop=0.02,
+        techniques=("onnx", "int8"),
+        workdir=tmp_path,
+        progress=False,
+    ).report
     accepted = [t for t in r["trials"] if t["accepted"]]
     assert r["best"]["size_bytes"] == min(t["size_bytes"] for t in accepted)
-    assert r["size_reduction"] > 2.5  # int8 weights
+    # int8 weights
+    assert r["size_reduction"] > 2.5
     with pytest.raises(InvalidInputError, match="objective"):
         optimize(trained, test, objective="cost")  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="max_accuracy_drop"):
         optimize(trained, test, max_accuracy_drop=-0.1)
     with pytest.raises(InvalidInputError, match="max_accuracy_drop"):
-        optimize(trained, test, max_accuracy_drop=1.5)  # an impossible tolerance
+        # an impossible tolerance
+        optimize(trained, test, max_accuracy_drop=1.5)
     with pytest.raises(InvalidInputError, match="max_accuracy_drop, not max_fidelity_drop"):
         optimize(trained, test, max_fidelity_drop=0.01)
     with pytest.raises(InvalidInputError, match="unknown techniques"):
@@ -74,9 +106,14 @@ def _trial(name: str, throughput: float, size: int) -> Trial:
 
 
 def test_ties_within_the_tolerance_go_to_the_smaller() -> None:
-    trials = [_trial("base", 100, 1000), _trial("fast-big", 660, 400), _trial("fast-small", 650, 100),
-              _trial("slow-tiny", 300, 10)]
-    assert _pick(trials, "throughput", 0.05).name == "fast-small"  # 1.5 % slower, 4× smaller
+    trials = [
+        _trial("base", 100, 1000),
+        _trial("fast-big", 660, 400),
+        _trial("fast-small", 650, 100),
+        _trial("slow-tiny", 300, 10),
+    ]
+    # 1.5 % slower, 4× smaller
+    assert _pick(trials, "throughput", 0.05).name == "fast-small"
     assert _pick(trials, "throughput", 0.0).name == "fast-big"
     assert _pick(trials, "size", 0.05).name == "slow-tiny"
     trials[2].accepted = False
@@ -88,22 +125,34 @@ def test_embedding_model_is_held_to_fidelity_and_falls_back_layer_by_layer(tiny_
     sentences = load("python-docs", "test").subset(list(range(64)))
     train = load("python-docs", "train").subset(list(range(64)))
     # a bar no int8 model can meet: the search must try keeping layers in fp32, most sensitive first
-    result = optimize(model, sentences, train_data=train, max_fidelity_drop=1e-6, batch_size=8, seq_len=32,
-                      techniques=("onnx", "int8", "prune"), prune_amounts=(0.5,), distill_epochs=1,
-                      workdir=tmp_path, progress=False)
+    result = optimize(
+        model,
+        sentences,
+        train_data=train,
+        max_fidelity_drop=1e-6,
+        batch_size=8,
+        seq_len=32,
+        techniques=("onnx", "int8", "prune"),
+        prune_amounts=(0.5,),
+        distill_epochs=1,
+        workdir=tmp_path,
+        progress=False,
+    )
     r = result.report
     assert r["metric"] == "fidelity" and r["baseline"]["fidelity"] == pytest.approx(1.0, abs=1e-6)
     assert r["sequence_length"] == 32 and "max_fidelity_drop" in r
     trials = {t["name"]: t for t in r["trials"]}
     fp32 = trials["onnx-fp32"]
-    assert fp32["fidelity"] > 0.9999  # the same function, fused
+    # the same function, fused
+    assert fp32["fidelity"] > 0.9999
     assert not trials["onnx-int8-dynamic"]["accepted"]
     fallbacks = [t for t in r["trials"] if "fp32_fallback" in t["recipe"]]
     assert fallbacks, "int8 missed the bar, so layers must have been kept in fp32"
     kept = [len(t["recipe"]["fp32_fallback"]) for t in fallbacks]
     assert kept == sorted(kept) and kept[0] > 0
     assert fallbacks[-1]["fidelity"] >= trials["onnx-int8-dynamic"]["fidelity"]
-    assert "pruned0.5-eager" in trials  # heads and FFN neurons removed, distilled on sentences
+    # heads and FFN neurons removed, distilled on sentences
+    assert "pruned0.5-eager" in trials
     assert r["best"]["accepted"] and r["best"]["fidelity"] >= 1 - 1e-6
     again = load_runnable(result.save_model(tmp_path / "best"))
     with torch.inference_mode():

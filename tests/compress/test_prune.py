@@ -25,8 +25,10 @@ def test_structured_pruning_physically_shrinks_the_network(arch: str, max_ratio:
     pruned = prune_structured(model, 0.5).eval()
     assert count_parameters(pruned) < max_ratio * count_parameters(model)
     assert pruned(torch.randn(3, 1, 8, 8)).shape == (3, 10)
-    assert count_parameters(model) == count_parameters(_model(arch))  # the original is untouched
-    assert sparsity(pruned) < 0.01  # smaller and dense, not zeroed
+    # the original is untouched
+    assert count_parameters(model) == count_parameters(_model(arch))
+    # smaller and dense, not zeroed
+    assert sparsity(pruned) < 0.01
 
 
 def test_pruned_model_recovers_with_fine_tuning() -> None:
@@ -36,7 +38,8 @@ def test_pruned_model_recovers_with_fine_tuning() -> None:
     pruned = prune_structured(model, 0.5)
     pruned.fit(train, epochs=4, lr=2e-3, progress=False)
     assert pruned.evaluate(test)["accuracy"] >= model.evaluate(test)["accuracy"] - 0.03
-    ref = pruned.save("pruned")  # saves and reloads at its new width
+    # saves and reloads at its new width
+    ref = pruned.save("pruned")
     same = LeptonModel.load(ref)
     assert count_parameters(same) == count_parameters(pruned)
     assert torch.equal(same.predict(test), pruned.predict(test))
@@ -71,7 +74,8 @@ def test_transformer_heads_and_ffn_neurons_are_removed_and_reload(tiny_bert, tmp
     sentences = ["a short sentence", "another one, a little longer than the first"]
     out = pruned.embed(sentences)
     assert out.shape == (2, 64) and torch.allclose(out.norm(dim=1), torch.ones(2))
-    same = LeptonModel.load(pruned.save_dir(tmp_path / "pruned"))  # reloads at the pruned widths
+    # reloads at the pruned widths
+    same = LeptonModel.load(pruned.save_dir(tmp_path / "pruned"))
     assert torch.allclose(same.embed(sentences), out, atol=1e-6)
     with pytest.raises(InvalidInputError, match="pruning method"):
         prune(model, 0.5, method="random")

@@ -23,8 +23,10 @@ def test_one_interface_two_backends(trained: LeptonModel, tmp_path: Path, backen
     with torch.inference_mode():
         acc = float((q(test.features).argmax(-1) == test.labels).float().mean())
     assert base - acc <= 0.01
-    assert size_bytes(q) < size_bytes(trained) / 3  # int8 weights
-    assert sum(p.numel() for p in trained.parameters()) > 0  # the original is left as it was
+    # int8 weights
+    assert size_bytes(q) < size_bytes(trained) / 3
+    # the original is left as it was
+    assert sum(p.numel() for p in trained.parameters()) > 0
     with pytest.raises(InvalidInputError, match="static"):
         quantize(trained, "static", "pytorch")
     with pytest.raises(InvalidInputError, match="backend"):
@@ -39,12 +41,15 @@ def test_transformer_int8_covers_fused_attention_and_embeddings(tiny_bert, tmp_p
     model = embedder(tiny_bert)
     fp32 = export_onnx(model, tmp_path / "fp32.onnx")
     ops = {n.op_type for n in onnx.load(str(fp32)).graph.node}
-    assert {"Attention", "SkipLayerNormalization"} <= ops  # fused for ORT's transformer kernels
+    # fused for ORT's transformer kernels
+    assert {"Attention", "SkipLayerNormalization"} <= ops
     groups = quantizable_nodes(fp32)
-    assert len(groups) == 3 and any("Attention" in n for n in groups[1])  # embeddings, then one per layer
+    # embeddings, then one per layer
+    assert len(groups) == 3 and any("Attention" in n for n in groups[1])
     q = quantize(fp32, path=tmp_path / "int8.onnx")
     q.tokenizer = model.net.tokenizer
-    assert q.path.stat().st_size < fp32.stat().st_size / 3  # the embedding table too
+    # the embedding table too
+    assert q.path.stat().st_size < fp32.stat().st_size / 3
     sentences = ["int8 keeps the direction of an embedding", "mostly"]
     cosine = torch.nn.functional.cosine_similarity(q(sentences), model.embed(sentences))
     assert cosine.min() > 0.9

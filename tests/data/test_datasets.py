@@ -11,18 +11,29 @@ from lepton_ai.data import load
 from lepton_ai.errors import InvalidInputError, NotFoundError
 
 
-@pytest.mark.parametrize("name, n, size, classes", [
-    ("digits", 1797, (1, 8, 8), 10), ("breast_cancer", 569, (30,), 2), ("wine", 178, (13,), 3), ("iris", 150, (4,), 3)])
-def test_builtin_sets_split_deterministically_and_stratified(name: str, n: int, size: tuple, classes: int) -> None:
+@pytest.mark.parametrize(
+    "name, n, size, classes",
+    [
+        ("digits", 1797, (1, 8, 8), 10),
+        ("breast_cancer", 569, (30,), 2),
+        ("wine", 178, (13,), 3),
+        ("iris", 150, (4,), 3),
+    ],
+)
+def test_builtin_sets_split_deterministically_and_stratified(
+    name: str, n: int, size: tuple, classes: int
+) -> None:
     parts = {s: load(name, s) for s in ("train", "val", "test")}
     assert sum(len(p) for p in parts.values()) == n
     assert all(p.input_size == size and p.num_classes == classes for p in parts.values())
     assert len(parts["test"]) == pytest.approx(0.2 * n, abs=2)
-    assert torch.equal(load(name, "test").labels, parts["test"].labels)  # same seed, same split
+    # same seed, same split
+    assert torch.equal(load(name, "test").labels, parts["test"].labels)
     assert not torch.equal(load(name, "test", seed=1).features, parts["test"].features)
     full = np.bincount(load(name).labels.numpy()) / n
     test = np.bincount(parts["test"].labels.numpy(), minlength=classes) / len(parts["test"])
-    assert np.abs(full - test).max() < 0.05  # class balance kept
+    # class balance kept
+    assert np.abs(full - test).max() < 0.05
 
 
 def test_csv_tabular_and_string_labels(tmp_path: Path) -> None:
@@ -54,7 +65,8 @@ def test_image_folder(tmp_path: Path) -> None:
             Image.new("RGB", (20, 30), colour).save(tmp_path / cls / f"{i}.png")
     d = load(tmp_path, image_size=16)
     assert d.kind == "image" and d.input_size == (3, 16, 16) and d.classes == ["blue", "red"]
-    assert float(d.features[d.labels == 1][:, 0].mean()) == pytest.approx(1.0)  # red channel of "red"
+    # red channel of "red"
+    assert float(d.features[d.labels == 1][:, 0].mean()) == pytest.approx(1.0)
 
 
 def test_unknown_data_is_a_clear_error() -> None:
@@ -69,7 +81,8 @@ def test_sentences_for_embedding_models(tmp_path) -> None:
     assert docs.kind == "text" and docs.num_classes == 0 and len(docs) > 1000
     assert all(40 <= len(s) <= 300 for s in docs.texts)
     parts = [set(load("python-docs", s).texts) for s in ("train", "val", "test")]
-    assert not (parts[0] & parts[2]) and sum(map(len, parts)) == len(docs)  # held out, nothing lost
+    # held out, nothing lost
+    assert not (parts[0] & parts[2]) and sum(map(len, parts)) == len(docs)
     f = tmp_path / "sentences.txt"
     f.write_text("The first sentence.\n\n  The second one.  \n")
     assert load(f).texts == ["The first sentence.", "The second one."]

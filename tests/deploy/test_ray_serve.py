@@ -39,14 +39,18 @@ def replica_states(address: str) -> dict[str, dict]:
     from ray import serve
 
     with driver(address):
-        return {name: {d: dict(s.replica_states) for d, s in app.deployments.items()}
-                for name, app in serve.status().applications.items()}
+        return {
+            name: {d: dict(s.replica_states) for d, s in app.deployments.items()}
+            for name, app in serve.status().applications.items()
+        }
 
 
 async def one_example_each(url: str, examples: list) -> list:
     """POST every example in a request of its own, all at once (so that the replicas can batch them)."""
     async with httpx.AsyncClient(timeout=60) as client:
-        answers = await asyncio.gather(*(client.post(f"{url}/predict", json={"inputs": [x]}) for x in examples))
+        answers = await asyncio.gather(
+            *(client.post(f"{url}/predict", json={"inputs": [x]}) for x in examples)
+        )
     assert {a.status_code for a in answers} == {200}, [a.text for a in answers if a.status_code != 200][:3]
     return [a.json()["outputs"][0] for a in answers]
 
@@ -56,8 +60,11 @@ def batch_sizes(url: str, scrapes: int = 12) -> set[tuple[float, float]]:
     seen = set()
     for _ in range(scrapes):
         text = httpx.get(f"{url}/metrics", timeout=10).text
-        values = {line.split("{")[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                  if line.startswith(("lepton_batch_size_count", "lepton_batch_size_sum"))}
+        values = {
+            line.split("{")[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(("lepton_batch_size_count", "lepton_batch_size_sum"))
+        }
         seen.add((values["lepton_batch_size_count"], values["lepton_batch_size_sum"]))
     return seen
 
@@ -82,7 +89,9 @@ def test_a_model_served_on_ray_serve_answers_batches_and_scales(ray_cluster, dig
         assert httpx.get(f"{url}/readyz").json() == {"status": "ready"}
         assert "/predict" in httpx.get(f"{url}/openapi.json").json()["paths"]
         assert asyncio.run(one_example_each(url, x.tolist())) == expected
-        answer = httpx.post(f"{url}/predict", json={"inputs": x[:5].tolist(), "return_probs": True}, timeout=30)
+        answer = httpx.post(
+            f"{url}/predict", json={"inputs": x[:5].tolist(), "return_probs": True}, timeout=30
+        )
         assert len(answer.json()["outputs"]) == 5
         bad = httpx.post(f"{url}/predict", json={"inputs": [[1.0, 2.0]]}, timeout=30)
         assert bad.status_code == 422 and bad.json()["error"] == "invalid_input"
@@ -91,18 +100,52 @@ def test_a_model_served_on_ray_serve_answers_batches_and_scales(ray_cluster, dig
         assert any(examples > calls > 0 for calls, examples in seen), seen
 
         # The CLI redeploys the same model with autoscaling: Serve holds the new config and still answers.
-        out = subprocess.run([sys.executable, "-m", "lepton_ai.cli.main", "deploy", digits_ref, "--target", "ray",
-                              "--replicas", "1", "--autoscale", "1,2", "--address", ray_cluster.address,
-                              "--port", str(port), "-o", "json"], capture_output=True, text=True, timeout=180)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "lepton_ai.cli.main",
+                "deploy",
+                digits_ref,
+                "--target",
+                "ray",
+                "--replicas",
+                "1",
+                "--autoscale",
+                "1,2",
+                "--address",
+                ray_cluster.address,
+                "--port",
+                str(port),
+                "-o",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert out.returncode == 0, out.stderr[-3000:]
-        assert json.loads(out.stdout) == {"name": "digits-cnn", "url": url, "replicas": 1, "autoscale": [1, 2]}
-        details = httpx.get(f"{ray_cluster.dashboard_url}/api/serve/applications/", timeout=30,
-                            headers={"Authorization": f"Bearer {ray_cluster.token}"}).json()
+        assert json.loads(out.stdout) == {
+            "name": "digits-cnn",
+            "url": url,
+            "replicas": 1,
+            "autoscale": [1, 2],
+        }
+        details = httpx.get(
+            f"{ray_cluster.dashboard_url}/api/serve/applications/",
+            timeout=30,
+            headers={"Authorization": f"Bearer {ray_cluster.token}"},
+        ).json()
         config = details["applications"]["digits-cnn"]["deployments"]["digits-cnn"]["deployment_config"]
-        assert config["autoscaling_config"]["min_replicas"] == 1 and config["autoscaling_config"]["max_replicas"] == 2
-        assert config["autoscaling_config"]["target_ongoing_requests"] == 64  # the handler's max batch size
+        assert (
+            config["autoscaling_config"]["min_replicas"] == 1
+            and config["autoscaling_config"]["max_replicas"] == 2
+        )
+        # the handler's max batch size
+        assert config["autoscaling_config"]["target_ongoing_requests"] == 64
         assert httpx.post(f"{url}/predict", json={"inputs": x[:3].tolist()}, timeout=30).json() == {
-            "outputs": expected[:3]}
+            "outputs": expected[:3]
+        }
     finally:
         with contextlib.suppress(NotFoundError):
             undeploy_ray("digits-cnn", ray_cluster.address)
@@ -112,7 +155,7 @@ def test_a_model_served_on_ray_serve_answers_batches_and_scales(ray_cluster, dig
         undeploy_ray("digits-cnn", ray_cluster.address)
 
 
-PHOTON = '''
+PHOTON = """
 from lepton_ai.serve import Photon, handler
 
 class Echo(Photon):
@@ -127,7 +170,7 @@ class Broken(Photon):
     @handler
     def ping(self) -> int:
         return 1
-'''
+"""
 
 
 def test_bad_input_is_one_line_and_touches_nothing(ray_cluster, tmp_path: Path, monkeypatch) -> None:
@@ -145,7 +188,8 @@ def test_bad_input_is_one_line_and_touches_nothing(ray_cluster, tmp_path: Path, 
         deploy_ray(target)
     started, nobody = time.monotonic(), f"127.0.0.1:{free_port()}"
     with pytest.raises(InvalidInputError, match=f"cannot reach the Ray cluster at {nobody}") as e:
-        deploy_ray(target, address=nobody)  # at once: ray.init would retry for minutes
+        # at once: ray.init would retry for minutes
+        deploy_ray(target, address=nobody)
     assert time.monotonic() - started < 10 and "\n" not in str(e.value)
     with pytest.raises(InvalidInputError, match="dashboard URL"):
         deploy_ray(target, address=ray_cluster.dashboard_url)

@@ -12,8 +12,15 @@ from lepton_ai.jobs.spec import parse
 
 
 def spec(name: str = "j", retries: int = 0, priority: int = 0):  # type: ignore[no-untyped-def]
-    return parse({"kind": "command", "name": name, "retries": retries, "priority": priority,
-                  "spec": {"argv": ["true"]}})
+    return parse(
+        {
+            "kind": "command",
+            "name": name,
+            "retries": retries,
+            "priority": priority,
+            "spec": {"argv": ["true"]},
+        }
+    )
 
 
 def test_submit_claim_finish_records_attempts_and_versions() -> None:
@@ -21,12 +28,27 @@ def test_submit_claim_finish_records_attempts_and_versions() -> None:
     job = q.submit(spec())
     assert (job.state, job.attempts, job.created_at is not None) == ("queued", 0, True)
     running = q.claim(job.id, "host:1", logs_uri="/logs/1")
-    assert running is not None and (running.state, running.attempts, running.worker) == ("running", 1, "host:1")
-    assert q.claim(job.id, "host:2") is None  # a running job cannot be claimed again
+    assert running is not None and (running.state, running.attempts, running.worker) == (
+        "running",
+        1,
+        "host:1",
+    )
+    # a running job cannot be claimed again
+    assert q.claim(job.id, "host:2") is None
     done = q.finish(job.id, 1, "succeeded", exit_code=0, versions=["m:3"])
-    assert (done.state, done.exit_code, done.versions, done.ended_at is not None) == ("succeeded", 0, ["m:3"], True)
+    assert (done.state, done.exit_code, done.versions, done.ended_at is not None) == (
+        "succeeded",
+        0,
+        ["m:3"],
+        True,
+    )
     [attempt] = q.attempts(job.id)
-    assert (attempt.attempt, attempt.state, attempt.exit_code, attempt.logs_uri) == (1, "succeeded", 0, "/logs/1")
+    assert (attempt.attempt, attempt.state, attempt.exit_code, attempt.logs_uri) == (
+        1,
+        "succeeded",
+        0,
+        "/logs/1",
+    )
 
 
 def test_only_one_of_many_concurrent_claims_wins() -> None:
@@ -70,7 +92,8 @@ def test_cancel_queued_running_and_finished() -> None:
     q.claim(running.id, "h:1")
     flagged = q.request_cancel(running.id)
     assert (flagged.state, flagged.cancel_requested) == ("running", True)
-    assert q.finish(running.id, 1, "failed", exit_code=-15).state == "cancelled"  # the kill is the cancel
+    # the kill is the cancel
+    assert q.finish(running.id, 1, "failed", exit_code=-15).state == "cancelled"
     with pytest.raises(InvalidInputError, match="already cancelled: nothing to cancel"):
         q.request_cancel(running.id)
     with pytest.raises(NotFoundError):
@@ -83,9 +106,11 @@ def test_queued_order_is_priority_then_age_and_sync_keeps_final_states() -> None
     assert [j.id for j in q.queued()] == [high.id, low.id, low2.id]
     remote = q.submit(spec("r"), backend="ray", address="http://x:8265")
     q.claim(remote.id, "ray")
-    assert q.sync(remote.id, "queued").state == "queued"  # Ray says PENDING
+    # Ray says PENDING
+    assert q.sync(remote.id, "queued").state == "queued"
     assert q.sync(remote.id, "succeeded", 0, versions=["m:1"]).versions == ["m:1"]
-    assert q.sync(remote.id, "failed").state == "succeeded"  # a finished job stays finished
+    # a finished job stays finished
+    assert q.sync(remote.id, "failed").state == "succeeded"
     assert [a.state for a in q.attempts(remote.id)] == ["succeeded"]
     assert [j.id for j in q.list(state="succeeded")] == [remote.id]
     with pytest.raises(InvalidInputError):
@@ -96,11 +121,16 @@ def test_a_late_report_from_a_presumed_dead_worker_changes_nothing() -> None:
     q = JobQueue()
     job = q.submit(spec())
     q.claim(job.id, "host:111")
-    q.finish(job.id, 1, "lost", error="worker died")  # the next worker requeued it …
-    q.claim(job.id, "host:222")  # … and runs attempt 2
-    late = q.finish(job.id, 1, "failed", exit_code=1)  # attempt 1's worker was alive after all
+    # the next worker requeued it …
+    q.finish(job.id, 1, "lost", error="worker died")
+    # … and runs attempt 2
+    q.claim(job.id, "host:222")
+    # attempt 1's worker was alive after all
+    late = q.finish(job.id, 1, "failed", exit_code=1)
     assert (late.state, late.attempts, late.worker) == ("running", 2, "host:222")
-    assert q.claim(job.id, "host:333") is None  # so attempt 2 is not run a second time
-    q.started(job.id, 1, pgid=4242)  # nor does attempt 1 overwrite attempt 2's process group
+    # so attempt 2 is not run a second time
+    assert q.claim(job.id, "host:333") is None
+    # nor does attempt 1 overwrite attempt 2's process group
+    q.started(job.id, 1, pgid=4242)
     assert q.get(job.id).pgid is None
     assert [a.state for a in q.attempts(job.id)] == ["lost", "running"]

@@ -26,20 +26,33 @@ def wait_done(job_id: int, timeout: float = 240.0):  # type: ignore[no-untyped-d
 
 
 def test_a_train_job_runs_on_ray_and_registers_here(ray_cluster) -> None:  # type: ignore[no-untyped-def]
-    spec = parse({"kind": "train", "name": "ray-train", "resources": {"cpus": 1, "memory": "1Gi"},
-                  "spec": {"model": "mlp", "data": "digits", "epochs": 2, "name": "ray-mlp"}})
+    spec = parse(
+        {
+            "kind": "train",
+            "name": "ray-train",
+            "resources": {"cpus": 1, "memory": "1Gi"},
+            "spec": {"model": "mlp", "data": "digits", "epochs": 2, "name": "ray-mlp"},
+        }
+    )
     job = api.submit(spec, "ray", ray_cluster.dashboard_url)
     assert job.backend == "ray" and job.external_id.endswith(f"-{job.id}-ray-train")
     done = wait_done(job.id)
     log = "".join(api.logs(job.id))
     assert (done.state, done.exit_code, done.versions) == ("succeeded", 0, ["ray-mlp:1"]), log[-2000:]
-    assert Registry().get("ray-mlp:1").metrics["accuracy"] > 0.8  # written to this test's registry
+    # written to this test's registry
+    assert Registry().get("ray-mlp:1").metrics["accuracy"] > 0.8
     assert '"name": "ray-mlp"' in log
 
 
 def test_cancel_stops_the_ray_job(ray_cluster) -> None:  # type: ignore[no-untyped-def]
-    spec = parse({"kind": "command", "name": "sleeper", "resources": {"cpus": 0.5},
-                  "spec": {"argv": [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(300)"]}})
+    spec = parse(
+        {
+            "kind": "command",
+            "name": "sleeper",
+            "resources": {"cpus": 0.5},
+            "spec": {"argv": [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(300)"]},
+        }
+    )
     job = api.submit(spec, "ray", ray_cluster.dashboard_url)
     deadline = time.monotonic() + 120
     while api.status(job.id).state != "running" and time.monotonic() < deadline:
@@ -59,7 +72,8 @@ def test_cancel_stops_the_ray_job(ray_cluster) -> None:  # type: ignore[no-untyp
 def test_a_submission_waits_for_a_new_heads_job_agent(monkeypatch, lepton_home) -> None:  # type: ignore[no-untyped-def]
     from lepton_ai.jobs import ray as ray_backend
 
-    class Client:  # Ray's answer while a new head's job agent is still starting, twice, then a job
+    # Ray's answer while a new head's job agent is still starting, twice, then a job
+    class Client:
         def __init__(self, errors: list[str]) -> None:
             self.errors, self.calls = errors, 0
 
@@ -75,7 +89,8 @@ def test_a_submission_waits_for_a_new_heads_job_agent(monkeypatch, lepton_home) 
     busy = "Request failed with status code 500: No available agent to submit job, please try again later.."
     backend.client = Client([busy, busy])
     assert backend.submit(7, spec).endswith("-t") and backend.client.calls == 3
-    backend.client = Client(["Request failed with status code 400: bad runtime_env"])  # not transient: raised
+    # not transient: raised
+    backend.client = Client(["Request failed with status code 400: bad runtime_env"])
     with pytest.raises(RuntimeError, match="bad runtime_env"):
         backend.submit(8, spec)
     assert backend.client.calls == 1

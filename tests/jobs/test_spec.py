@@ -21,24 +21,63 @@ def test_the_issues_yaml_spec_loads(tmp_path: Path) -> None:
     path = tmp_path / "job.yaml"
     path.write_text(TRAIN_YAML)
     job = load_spec(path)
-    assert (job.kind, job.name, job.resources.cpus, job.resources.memory_bytes) == ("train", "digits-nightly", 2, 4 << 30)
-    assert job.command() == ["lepton", "train", "--model", "cnn-small", "--data", "digits", "--name", "digits-cnn",
-                             "--epochs", "10", "--device", "auto", "--precision", "auto", "--seed", "0", "--json"]
+    assert (job.kind, job.name, job.resources.cpus, job.resources.memory_bytes) == (
+        "train",
+        "digits-nightly",
+        2,
+        4 << 30,
+    )
+    assert job.command() == [
+        "lepton",
+        "train",
+        "--model",
+        "cnn-small",
+        "--data",
+        "digits",
+        "--name",
+        "digits-cnn",
+        "--epochs",
+        "10",
+        "--device",
+        "auto",
+        "--precision",
+        "auto",
+        "--seed",
+        "0",
+        "--json",
+    ]
     assert job.command("/ck", resume=True)[-3:] == ["--checkpoint-dir", "/ck", "--resume"]
-    assert parse(job.to_dict()) == job  # what is stored reads back the same
+    # what is stored reads back the same
+    assert parse(job.to_dict()) == job
 
 
 def test_json_and_python_specs(tmp_path: Path) -> None:
-    (tmp_path / "a.json").write_text('{"kind": "command", "name": "echo", "spec": {"argv": ["echo", "; rm -rf /"]}}')
-    assert load_spec(tmp_path / "a.json").command() == ["echo", "; rm -rf /"]  # an argv, never a shell string
-    (tmp_path / "b.py").write_text("from lepton_ai.jobs import parse\n"
-                                   "job = parse({'kind': 'evaluate', 'name': 'ev', 'spec': {'model': 'm:1', 'data': 'digits'}})\n")
-    assert load_spec(tmp_path / "b.py").command() == ["lepton", "evaluate", "m:1", "--data", "digits", "--split", "test",
-                                                      "--json"]
-    (tmp_path / "d.py").write_text("from lepton_ai.jobs.spec import CommandSpec, JobSpec\n"
-                                   "job = JobSpec(kind='train', name='mm', spec=CommandSpec(argv=['true']))\n")
+    (tmp_path / "a.json").write_text(
+        '{"kind": "command", "name": "echo", "spec": {"argv": ["echo", "; rm -rf /"]}}'
+    )
+    # an argv, never a shell string
+    assert load_spec(tmp_path / "a.json").command() == ["echo", "; rm -rf /"]
+    (tmp_path / "b.py").write_text(
+        "from lepton_ai.jobs import parse\n"
+        "job = parse({'kind': 'evaluate', 'name': 'ev', 'spec': {'model': 'm:1', 'data': 'digits'}})\n"
+    )
+    assert load_spec(tmp_path / "b.py").command() == [
+        "lepton",
+        "evaluate",
+        "m:1",
+        "--data",
+        "digits",
+        "--split",
+        "test",
+        "--json",
+    ]
+    (tmp_path / "d.py").write_text(
+        "from lepton_ai.jobs.spec import CommandSpec, JobSpec\n"
+        "job = JobSpec(kind='train', name='mm', spec=CommandSpec(argv=['true']))\n"
+    )
     with pytest.raises(InvalidInputError, match="kind train needs a TrainSpec"):
-        load_spec(tmp_path / "d.py")  # a spec built in Python is checked again like any other
+        # a spec built in Python is checked again like any other
+        load_spec(tmp_path / "d.py")
     with pytest.raises(InvalidInputError, match="is a directory"):
         load_spec(tmp_path)
     (tmp_path / "c.py").write_text("x = 1\n")
@@ -49,51 +88,147 @@ def test_json_and_python_specs(tmp_path: Path) -> None:
 
 
 def test_privacy_reaches_the_commands_flags() -> None:
-    train = parse({"kind": "train", "name": "dp", "spec": {"model": "mlp", "data": "digits", "name": "digits-dp",
-                                                           "privacy": {"epsilon": 3}}})
+    train = parse(
+        {
+            "kind": "train",
+            "name": "dp",
+            "spec": {"model": "mlp", "data": "digits", "name": "digits-dp", "privacy": {"epsilon": 3}},
+        }
+    )
     assert train.command()[-7:] == ["--seed", "0", "--dp-epsilon", "3.0", "--dp-delta", "1e-05", "--json"]
-    assert "--epochs" not in train.command()  # left out: the DP-SGD defaults of `lepton train` apply
-    fl = parse({"kind": "federated", "name": "fl", "spec": {"clients": 100, "partition": "dirichlet:0.1",
-                                                            "privacy": {"epsilon": 8, "delta": 1e-6, "clip": 0.5}}})
-    assert fl.command() == ["lepton", "fl", "run", "--data", "digits", "--clients", "100", "--rounds", "30",
-                            "--partition", "dirichlet:0.1", "--strategy", "fedavg", "--fraction", "1.0", "--seed", "0",
-                            "--dp-epsilon", "8.0", "--dp-delta", "1e-06", "--dp-clip", "0.5", "--json"]
+    # left out: the DP-SGD defaults of `lepton train` apply
+    assert "--epochs" not in train.command()
+    fl = parse(
+        {
+            "kind": "federated",
+            "name": "fl",
+            "spec": {
+                "clients": 100,
+                "partition": "dirichlet:0.1",
+                "privacy": {"epsilon": 8, "delta": 1e-6, "clip": 0.5},
+            },
+        }
+    )
+    assert fl.command() == [
+        "lepton",
+        "fl",
+        "run",
+        "--data",
+        "digits",
+        "--clients",
+        "100",
+        "--rounds",
+        "30",
+        "--partition",
+        "dirichlet:0.1",
+        "--strategy",
+        "fedavg",
+        "--fraction",
+        "1.0",
+        "--seed",
+        "0",
+        "--dp-epsilon",
+        "8.0",
+        "--dp-delta",
+        "1e-06",
+        "--dp-clip",
+        "0.5",
+        "--json",
+    ]
 
 
-@pytest.mark.parametrize("doc, message", [
-    ({"kind": "train", "name": "a", "spec": {"model": "m", "data": "d", "name": "n", "privacy": {"epsilon": 0}}},
-     "spec.privacy.epsilon: Input should be greater than 0"),
-    ({"kind": "federated", "name": "a", "spec": {"privacy": {"epsilon": 8, "delta": 1}}},
-     "spec.privacy.delta: Input should be less than 1"),
-    ({"kind": "train", "name": "a", "spec": {"model": "m", "data": "d", "name": "n", "privacy": {"epsilon": "inf"}}},
-     "spec.privacy.epsilon: Input should be a finite number"),
-    ({"kind": "train", "name": "a", "resources": {"cpus": 2},
-      "spec": {"model": "m", "data": "d", "name": "n", "nproc": 2, "privacy": {"epsilon": 3}}},
-     "privacy .DP-SGD. trains in one process"),
-    ({"kind": "federated", "name": "a", "spec": {"strategy": "trimmed:0.1", "privacy": {"epsilon": 8}}},
-     "trimmed mean cannot be combined with privacy"),
-    ({"kind": "trian", "name": "a", "spec": {}}, "kind: 'trian' is not one of train, optimize"),
-    ({"kind": "train", "name": "a", "spec": {"model": "m", "data": "d"}}, "spec.name: Field required"),
-    ({"kind": "train", "name": "a", "spec": {"model": "m", "data": "d", "name": "n", "epochs": "ten"}},
-     "spec.epochs: Input should be a valid integer"),
-    ({"kind": "train", "name": "a", "spec": {"model": "m", "data": "d", "name": "n", "epochs": 0}},
-     "spec.epochs: Input should be greater than or equal to 1"),
-    ({"kind": "train", "name": "a", "resources": {"cpus": "x"}, "spec": {"model": "m", "data": "d", "name": "n"}},
-     "resources.cpus: Input should be a valid number"),
-    ({"kind": "train", "name": "a", "resources": {"memory": "4GB"}, "spec": {"model": "m", "data": "d", "name": "n"}},
-     "resources.memory: .*not a memory size"),
-    ({"kind": "command", "name": "Bad Name", "spec": {"argv": ["x"]}}, "name: .*lowercase"),
-    ({"kind": "command", "name": "a", "spec": {"argv": []}}, "spec.argv: List should have at least 1 item"),
-    ({"kind": "command", "name": "a", "spec": {"argv": ["x"], "shell": "x"}}, "spec.shell: Extra inputs"),
-    ({"kind": "command", "name": "a", "spec": {"argv": ["x"]}, "retry": 2}, "retry: Extra inputs"),
-    ({"kind": "command", "spec": {"argv": ["x"]}}, "^name: Field required"),
-    (["kind", "train"], "a job spec is a mapping"),
-    ({"kind": "command", "name": "a", "spec": {"argv": ["echo", "a\x00b"]}}, "spec.argv: .*NUL"),
-    ({"kind": "command", "name": "a", "spec": {"argv": ["x"], "env": {"A=B": "1"}}}, "spec.env: .*cannot be set"),
-    ({"kind": "train", "name": "a", "spec": {"model": "m", "data": "d", "name": "n", "nproc": 4}},
-     "spec.nproc 4 processes need resources.cpus"),
-    ({"kind": "command", "name": "a", "priority": "high", "spec": {"argv": ["x"]}}, "priority: Input should be"),
-])
+@pytest.mark.parametrize(
+    "doc, message",
+    [
+        (
+            {
+                "kind": "train",
+                "name": "a",
+                "spec": {"model": "m", "data": "d", "name": "n", "privacy": {"epsilon": 0}},
+            },
+            "spec.privacy.epsilon: Input should be greater than 0",
+        ),
+        (
+            {"kind": "federated", "name": "a", "spec": {"privacy": {"epsilon": 8, "delta": 1}}},
+            "spec.privacy.delta: Input should be less than 1",
+        ),
+        (
+            {
+                "kind": "train",
+                "name": "a",
+                "spec": {"model": "m", "data": "d", "name": "n", "privacy": {"epsilon": "inf"}},
+            },
+            "spec.privacy.epsilon: Input should be a finite number",
+        ),
+        (
+            {
+                "kind": "train",
+                "name": "a",
+                "resources": {"cpus": 2},
+                "spec": {"model": "m", "data": "d", "name": "n", "nproc": 2, "privacy": {"epsilon": 3}},
+            },
+            "privacy .DP-SGD. trains in one process",
+        ),
+        (
+            {
+                "kind": "federated",
+                "name": "a",
+                "spec": {"strategy": "trimmed:0.1", "privacy": {"epsilon": 8}},
+            },
+            "trimmed mean cannot be combined with privacy",
+        ),
+        ({"kind": "trian", "name": "a", "spec": {}}, "kind: 'trian' is not one of train, optimize"),
+        ({"kind": "train", "name": "a", "spec": {"model": "m", "data": "d"}}, "spec.name: Field required"),
+        (
+            {"kind": "train", "name": "a", "spec": {"model": "m", "data": "d", "name": "n", "epochs": "ten"}},
+            "spec.epochs: Input should be a valid integer",
+        ),
+        (
+            {"kind": "train", "name": "a", "spec": {"model": "m", "data": "d", "name": "n", "epochs": 0}},
+            "spec.epochs: Input should be greater than or equal to 1",
+        ),
+        (
+            {
+                "kind": "train",
+                "name": "a",
+                "resources": {"cpus": "x"},
+                "spec": {"model": "m", "data": "d", "name": "n"},
+            },
+            "resources.cpus: Input should be a valid number",
+        ),
+        (
+            {
+                "kind": "train",
+                "name": "a",
+                "resources": {"memory": "4GB"},
+                "spec": {"model": "m", "data": "d", "name": "n"},
+            },
+            "resources.memory: .*not a memory size",
+        ),
+        ({"kind": "command", "name": "Bad Name", "spec": {"argv": ["x"]}}, "name: .*lowercase"),
+        (
+            {"kind": "command", "name": "a", "spec": {"argv": []}},
+            "spec.argv: List should have at least 1 item",
+        ),
+        ({"kind": "command", "name": "a", "spec": {"argv": ["x"], "shell": "x"}}, "spec.shell: Extra inputs"),
+        ({"kind": "command", "name": "a", "spec": {"argv": ["x"]}, "retry": 2}, "retry: Extra inputs"),
+        ({"kind": "command", "spec": {"argv": ["x"]}}, "^name: Field required"),
+        (["kind", "train"], "a job spec is a mapping"),
+        ({"kind": "command", "name": "a", "spec": {"argv": ["echo", "a\x00b"]}}, "spec.argv: .*NUL"),
+        (
+            {"kind": "command", "name": "a", "spec": {"argv": ["x"], "env": {"A=B": "1"}}},
+            "spec.env: .*cannot be set",
+        ),
+        (
+            {"kind": "train", "name": "a", "spec": {"model": "m", "data": "d", "name": "n", "nproc": 4}},
+            "spec.nproc 4 processes need resources.cpus",
+        ),
+        (
+            {"kind": "command", "name": "a", "priority": "high", "spec": {"argv": ["x"]}},
+            "priority: Input should be",
+        ),
+    ],
+)
 def test_bad_specs_are_refused_naming_the_field(doc: object, message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
         parse(doc)
@@ -107,8 +242,16 @@ def test_bad_yaml_is_one_line(tmp_path: Path) -> None:
 
 
 def test_memory_quantities() -> None:
-    assert [memory_bytes(x) for x in ("512Mi", "4Gi", "2G", "1000", "1.5Gi")] == [512 << 20, 4 << 30, 2 * 10**9,
-                                                                                 1000, 3 << 29]
+    assert [memory_bytes(x) for x in ("512Mi", "4Gi", "2G", "1000", "1.5Gi")] == [
+        512 << 20,
+        4 << 30,
+        2 * 10**9,
+        1000,
+        3 << 29,
+    ]
     with pytest.raises(ValueError):
         memory_bytes("lots")
-    assert JobSpec.model_validate({"kind": "command", "name": "a", "spec": {"argv": ["x"]}}).resources.cpus == 1.0
+    assert (
+        JobSpec.model_validate({"kind": "command", "name": "a", "spec": {"argv": ["x"]}}).resources.cpus
+        == 1.0
+    )

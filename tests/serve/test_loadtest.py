@@ -21,11 +21,14 @@ CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n[1,\r\n2\r
 CLOSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
 BUSY = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 2\r\n\r\n{}"
 HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n" + OK
-UNTIL_CLOSE = b"HTTP/1.0 200 OK\r\nConnection: close\r\n\r\n{}"  # the body ends with the connection
+# the body ends with the connection
+UNTIL_CLOSE = b"HTTP/1.0 200 OK\r\nConnection: close\r\n\r\n{}"
 
 
 @contextlib.contextmanager
-def bare_server(answer: Callable[[], bytes | None], delay: float = 0.0) -> Iterator[tuple[str, dict[str, int]]]:
+def bare_server(
+    answer: Callable[[], bytes | None], delay: float = 0.0
+) -> Iterator[tuple[str, dict[str, int]]]:
     """Serve every request with `answer()` (None: say nothing, hold the connection) after `delay`
     seconds; yield the URL and counts of connections and requests."""
     counts = {"connections": 0, "requests": 0}
@@ -61,7 +64,9 @@ def bare_server(answer: Callable[[], bytes | None], delay: float = 0.0) -> Itera
 
 
 def load(url: str, **options) -> dict:
-    return load_test(url, {"inputs": [[1.0, 2.0]]}, **{"concurrency": 4, "duration": 0.5, "warmup": 0, **options})
+    return load_test(
+        url, {"inputs": [[1.0, 2.0]]}, **{"concurrency": 4, "duration": 0.5, "warmup": 0, **options}
+    )
 
 
 @pytest.mark.parametrize("reply", [OK, CHUNKED, HINTS], ids=["content-length", "chunked", "103-then-200"])
@@ -69,7 +74,8 @@ def test_keeps_connections_alive_and_reads_whole_answers(reply: bytes) -> None:
     with bare_server(lambda: reply) as (url, counts):
         r = load(url)
     assert r["ok"] > 50 and r["errors"] == {} and r["ok"] == r["requests"]
-    assert counts["connections"] == 4 and counts["requests"] >= r["requests"]  # one connection per client
+    # one connection per client
+    assert counts["connections"] == 4 and counts["requests"] >= r["requests"]
 
 
 @pytest.mark.parametrize("reply", [CLOSE, UNTIL_CLOSE], ids=["content-length", "body-until-close"])

@@ -26,8 +26,10 @@ def test_a_registered_classifier_answers_like_the_model(serve, digits_ref: str) 
     model = LeptonModel.load(digits_ref)
     x = test.features[:40]
     with serve(model_photon(digits_ref)) as url:
-        nested = predict(url, inputs=x[:, 0].tolist()).json()["outputs"]          # 8×8 lists
-        flat = predict(url, inputs=x.reshape(40, -1).tolist()).json()["outputs"]  # 64 numbers each
+        # 8×8 lists
+        nested = predict(url, inputs=x[:, 0].tolist()).json()["outputs"]
+        # 64 numbers each
+        flat = predict(url, inputs=x.reshape(40, -1).tolist()).json()["outputs"]
         probs = predict(url, inputs=x[:3].tolist(), return_probs=True).json()["outputs"]
         info = httpx.get(f"{url}/openapi.json").json()["info"]
     assert info["title"] == digits_ref and "takes inputs of size [1, 8, 8]" in info["description"]
@@ -40,7 +42,8 @@ def test_a_registered_classifier_answers_like_the_model(serve, digits_ref: str) 
 def test_a_base64_image_is_read_like_the_training_data(serve, digits_ref: str) -> None:
     test = load("digits", "test")
     model = LeptonModel.load(digits_ref)
-    assert model.preprocess == {"pixel_max": 16.0}  # recorded at training: digits pixels are 0..16
+    # recorded at training: digits pixels are 0..16
+    assert model.preprocess == {"pixel_max": 16.0}
     grey = (test.features[:8, 0] * 255 / 16).round().to(torch.uint8).numpy()
     images = []
     for g in grey:
@@ -57,27 +60,36 @@ def test_a_base64_image_is_read_like_the_training_data(serve, digits_ref: str) -
 
 def test_an_image_bomb_is_refused_before_decoding(serve, digits_ref: str) -> None:
     buf = io.BytesIO()
-    Image.new("L", (5000, 5000)).save(buf, format="PNG")  # 25 Mpixel, a few kB compressed
+    # 25 Mpixel, a few kB compressed
+    Image.new("L", (5000, 5000)).save(buf, format="PNG")
     with serve(model_photon(digits_ref)) as url:
         r = predict(url, inputs=[base64.b64encode(buf.getvalue()).decode()])
     assert r.status_code == 422 and "over the 16,777,216-pixel limit" in r.json()["message"]
 
 
-@pytest.mark.parametrize(("inputs", "says"), [
-    ([[1.0, 2.0]], "inputs[0]: expected 64 numbers (input size [1, 8, 8]), got 2"),
-    ([[0.0] * 64, [0.0] * 63], "inputs[1]: expected 64 numbers"),
-    (b'[[' + b"0," * 63 + b"1e999]]", "NaN or infinite"),  # JSON has no inf: 1e999 overflows to it
-    (b'[[' + b"0," * 63 + b"NaN]]", "NaN or infinite"),
-    ([[[0.0] * 8] * 8, [[0.0] * 8] * 7 + [[0.0] * 7 + ["x"]]], "inputs[1]: not an array of numbers"),
-    ([[[0.0] * 8] * 7 + [[0.0] * 9]], "inputs[0]: not an array of numbers"),
-    ([{"a": 1}], "inputs.0"),
-    (b"[[" + b"0," * 63 + b"1" + b"0" * 400 + b"]]", "inputs[0]: not an array of numbers"),  # an int too big
-    ([], "empty"),
-])
+@pytest.mark.parametrize(
+    ("inputs", "says"),
+    [
+        ([[1.0, 2.0]], "inputs[0]: expected 64 numbers (input size [1, 8, 8]), got 2"),
+        ([[0.0] * 64, [0.0] * 63], "inputs[1]: expected 64 numbers"),
+        # JSON has no inf: 1e999 overflows to it
+        (b"[[" + b"0," * 63 + b"1e999]]", "NaN or infinite"),
+        (b"[[" + b"0," * 63 + b"NaN]]", "NaN or infinite"),
+        ([[[0.0] * 8] * 8, [[0.0] * 8] * 7 + [[0.0] * 7 + ["x"]]], "inputs[1]: not an array of numbers"),
+        ([[[0.0] * 8] * 7 + [[0.0] * 9]], "inputs[0]: not an array of numbers"),
+        ([{"a": 1}], "inputs.0"),
+        # an int too big
+        (b"[[" + b"0," * 63 + b"1" + b"0" * 400 + b"]]", "inputs[0]: not an array of numbers"),
+        ([], "empty"),
+    ],
+)
 def test_wrong_shapes_and_values_name_the_example(serve, digits_ref: str, inputs, says: str) -> None:
     with serve(model_photon(digits_ref)) as url:
-        r = (httpx.post(f"{url}/predict", content=b'{"inputs": ' + inputs + b"}") if isinstance(inputs, bytes)
-             else predict(url, inputs=inputs))
+        r = (
+            httpx.post(f"{url}/predict", content=b'{"inputs": ' + inputs + b"}")
+            if isinstance(inputs, bytes)
+            else predict(url, inputs=inputs)
+        )
         assert r.status_code == 422 and says in r.json()["message"], r.text
         assert predict(url, inputs=[[0.0] * 64]).status_code == 200
 
@@ -90,12 +102,20 @@ def test_an_onnx_version_is_served_the_same_way(serve, digits_ref: str, tmp_path
     folder = save_runnable(onnx, model, {"runtime": "onnxruntime"}, tmp_path / "onnx-version")
     x = load("digits", "test").features[:30]
     photon = model_photon(str(folder), threads=2)
-    assert type(photon).handlers()["predict"].concurrency == 4  # two batches per core, one ORT thread each
-    assert not photon.model_process and model_photon(digits_ref, threads=2).model_process  # eager PyTorch only
-    assert not model_photon(digits_ref, threads=1).model_process  # with one core it would only take turns
+    # two batches per core, one ORT thread each
+    assert type(photon).handlers()["predict"].concurrency == 4
+    # eager PyTorch only
+    assert not photon.model_process and model_photon(digits_ref, threads=2).model_process
+    # with one core it would only take turns
+    assert not model_photon(digits_ref, threads=1).model_process
     with serve(photon) as url:
-        replies = [predict(url, inputs=x[i:i + 3].tolist()) for i in range(0, 30, 3)]
-        assert httpx.get(f"{url}/openapi.json").json()["paths"]["/predict"]["post"]["x-lepton-batch"]["concurrency"] == 4
+        replies = [predict(url, inputs=x[i : i + 3].tolist()) for i in range(0, 30, 3)]
+        assert (
+            httpx.get(f"{url}/openapi.json").json()["paths"]["/predict"]["post"]["x-lepton-batch"][
+                "concurrency"
+            ]
+            == 4
+        )
     assert [y for r in replies for y in r.json()["outputs"]] == model.predict(x).tolist()
     assert photon.runnable.session.get_session_options().intra_op_num_threads == 1
 
@@ -109,7 +129,8 @@ def test_an_embedding_model_answers_unit_vectors(serve, tmp_path: Path) -> None:
         wrong = predict(url, inputs=[[1.0, 2.0]])
     assert got.shape == (3, 384) and np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-4)
     assert np.allclose(got, encoder.embed(texts).numpy(), atol=1e-4)
-    assert got[0] @ got[1] > got[0] @ got[2]  # paraphrases closer than unrelated text
+    # paraphrases closer than unrelated text
+    assert got[0] @ got[1] > got[0] @ got[2]
     assert wrong.status_code == 422 and "inputs.0" in wrong.json()["message"]
 
 
@@ -140,7 +161,10 @@ def test_the_readme_photon(serve, digits_ref: str) -> None:
 
     x = load("digits", "test").features[:10]
     with serve(Classifier()) as url, Client(url) as c:
-        assert c.predict(inputs=x.reshape(10, -1).tolist())["outputs"] == LeptonModel.load(digits_ref).predict(x).tolist()
+        assert (
+            c.predict(inputs=x.reshape(10, -1).tolist())["outputs"]
+            == LeptonModel.load(digits_ref).predict(x).tolist()
+        )
         assert c.info() == {"classes": [str(i) for i in range(10)]}
 
 

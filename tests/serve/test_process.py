@@ -15,7 +15,7 @@ import pytest
 from lepton_ai.serve.process import Frames, frame
 from lepton_ai.serve.server import ServerProcess
 
-SERVICE = '''
+SERVICE = """
 import os, time
 from lepton_ai.serve import Photon, handler
 
@@ -52,7 +52,7 @@ class Broken(Photon):
     @handler
     def info(self) -> dict:
         return {}
-'''
+"""
 
 
 @pytest.fixture
@@ -66,8 +66,9 @@ def test_frames_cut_anywhere_come_back_whole() -> None:
     messages = [("run", i, "predict", list(range(i)), {"return_probs": bool(i % 2)}) for i in range(20)]
     stream = b"".join(frame(m) for m in messages)
     frames, got = Frames(), []
-    for start in range(0, len(stream), 7):  # 7 bytes at a time: lengths and bodies split everywhere
-        got += frames.feed(stream[start:start + 7])
+    # 7 bytes at a time: lengths and bodies split everywhere
+    for start in range(0, len(stream), 7):
+        got += frames.feed(stream[start : start + 7])
     assert got == messages and not frames.buffer
 
 
@@ -75,7 +76,8 @@ def test_init_and_handlers_run_in_the_model_process_and_errors_stay_per_request(
     with ServerProcess([f"{service_file}:Remote"]) as server:
         info = httpx.post(f"{server.url}/info", json={}).json()
         assert server.proc is not None and info["pid"] != server.proc.pid and info["pid"] == info["init_pid"]
-        with ThreadPoolExecutor(8) as pool:  # one batch of good and bad requests together
+        # one batch of good and bad requests together
+        with ThreadPoolExecutor(8) as pool:
             bodies = [[1.0], [-1.0], [2.0, 3.0], [13.0], [4.0]]
             answers = list(pool.map(lambda x: httpx.post(f"{server.url}/work", json={"inputs": x}), bodies))
         assert [a.status_code for a in answers] == [200, 422, 200, 500, 200]
@@ -84,17 +86,20 @@ def test_init_and_handlers_run_in_the_model_process_and_errors_stay_per_request(
         assert answers[3].json()["message"] == "RuntimeError in handler work"
         bad = httpx.post(f"{server.url}/unsendable", json={})
         assert bad.status_code == 500 and bad.json()["message"] == "TypeError in handler unsendable"
-        assert "unlucky" in server.output() and "model process" in server.output()  # logged there, with its traceback
+        # logged there, with its traceback
+        assert "unlucky" in server.output() and "model process" in server.output()
 
 
 def test_a_request_that_times_out_is_dropped_before_its_batch_runs(service_file: Path) -> None:
     with ServerProcess([f"{service_file}:Remote"]) as server, ThreadPoolExecutor(2) as pool:
         busy = pool.submit(httpx.post, f"{server.url}/info", json={"sleep": 1.0}, timeout=10)
-        time.sleep(0.2)  # the model process is busy: the next request waits there
+        # the model process is busy: the next request waits there
+        time.sleep(0.2)
         late = httpx.post(f"{server.url}/work", json={"inputs": [99.0]}, timeout=10)
         assert late.status_code == 504 and busy.result().status_code == 200
         assert httpx.post(f"{server.url}/work", json={"inputs": [7.0]}).json() == {"outputs": [70.0]}
-        assert httpx.post(f"{server.url}/info", json={}).json()["ran"] == [7.0]  # 99 never ran
+        # 99 never ran
+        assert httpx.post(f"{server.url}/info", json={}).json()["ran"] == [7.0]
 
 
 def test_a_model_process_that_dies_fails_its_requests_and_is_replaced(service_file: Path) -> None:
@@ -106,7 +111,8 @@ def test_a_model_process_that_dies_fails_its_requests_and_is_replaced(service_fi
         answer = in_flight.result()
         assert answer.status_code == 500 and answer.json()["message"] == "ModelProcessExited in handler info"
         deadline = time.monotonic() + 60
-        while httpx.get(f"{server.url}/readyz").status_code != 200:  # not ready until the new one is
+        # not ready until the new one is
+        while httpx.get(f"{server.url}/readyz").status_code != 200:
             assert time.monotonic() < deadline, server.output()
             time.sleep(0.1)
         again = httpx.post(f"{server.url}/info", json={}).json()

@@ -24,7 +24,8 @@ def test_half_load_rounds_each_against_a_fresh_batch_time_and_the_median_reporte
 
 
 def test_the_no_compute_floor_serves_the_model_as_lepton_serve_does_but_never_runs_it(
-        benchmark_script, digits_ref: str, monkeypatch) -> None:
+    benchmark_script, digits_ref: str, monkeypatch
+) -> None:
     import subprocess
 
     import httpx
@@ -33,12 +34,16 @@ def test_the_no_compute_floor_serves_the_model_as_lepton_serve_does_but_never_ru
 
     target = f"{benchmark_script('serve').BASELINES / 'echo.py'}:NoCompute"
     monkeypatch.setenv("LEPTON_NO_COMPUTE_REF", digits_ref)
-    photon = load_photon(target)  # `init` not run: no model loaded, so nothing to compute with
+    # `init` not run: no model loaded, so nothing to compute with
+    photon = load_photon(target)
     assert photon.predict([[1.0] * 64] * 3).tolist() == [0, 0, 0] and photon.runnable is None
     with ServerProcess([target]) as s:
         good = httpx.post(f"{s.url}/predict", json={"inputs": [[16.0] * 64, [0.0] * 64]})
         bad = httpx.post(f"{s.url}/predict", json={"inputs": [[1.0] * 63]})
-        model_process = subprocess.run(["pgrep", "-P", str(s.proc.pid)], capture_output=True, text=True).stdout
+        model_process = subprocess.run(
+            ["pgrep", "-P", str(s.proc.pid)], capture_output=True, text=True
+        ).stdout
     assert good.json() == {"outputs": [0, 0]}
-    assert bad.status_code == 422 and "expected 64 numbers" in bad.text  # the served model's own checks
+    # the served model's own checks
+    assert bad.status_code == 422 and "expected 64 numbers" in bad.text
     assert model_process.split(), "the handler runs in a model process, as the served model's does"

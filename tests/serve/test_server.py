@@ -18,7 +18,7 @@ import pytest
 
 from lepton_ai.serve.server import ServerProcess, _is_class_target, load_photon, serve
 
-SERVICE = '''
+SERVICE = """
 import os, time
 from lepton_ai.serve import Photon, handler
 
@@ -42,7 +42,7 @@ class Pid(Photon):
     def pid(self) -> int:
         time.sleep(0.005)
         return os.getpid()
-'''
+"""
 
 
 @pytest.fixture
@@ -54,14 +54,20 @@ def service_file(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("where", ["--no-model-process", "--model-process"])
 def test_sigterm_stops_accepting_drains_in_flight_then_exits(service_file: Path, where: str) -> None:
-    server = ServerProcess([f"{service_file}:Slow", where]).__enter__()  # SIGTERM reaches the model process too
+    # SIGTERM reaches the model process too
+    server = ServerProcess([f"{service_file}:Slow", where]).__enter__()
     try:
         with ThreadPoolExecutor(4) as pool:
-            pending = [pool.submit(httpx.post, f"{server.url}/work", json={"inputs": [i]}, timeout=10) for i in range(4)]
-            time.sleep(0.4)  # all four are in the batch that is running
+            pending = [
+                pool.submit(httpx.post, f"{server.url}/work", json={"inputs": [i]}, timeout=10)
+                for i in range(4)
+            ]
+            # all four are in the batch that is running
+            time.sleep(0.4)
             code = server.stop()
             answers = [p.result() for p in pending]
-        assert code in (0, -signal.SIGTERM), server.output()  # uvicorn re-raises the signal once drained
+        # uvicorn re-raises the signal once drained
+        assert code in (0, -signal.SIGTERM), server.output()
         assert "Application shutdown complete" in server.output()
         assert [a.json() for a in answers] == [{"outputs": [10.0 * i]} for i in range(4)]
         with pytest.raises(httpx.ConnectError):
@@ -72,17 +78,21 @@ def test_sigterm_stops_accepting_drains_in_flight_then_exits(service_file: Path,
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 @pytest.mark.parametrize("where", ["--no-model-process", "--model-process"])
-def test_what_init_loaded_is_kept_out_of_the_collectors_sight(service_file: Path, workers: str, where: str) -> None:
+def test_what_init_loaded_is_kept_out_of_the_collectors_sight(
+    service_file: Path, workers: str, where: str
+) -> None:
     # A full collection walks every tracked object: with a model loaded that stalled the event loop ~100 ms.
     # With a model process the handler answers from there (one per worker): its collector is set the same way.
     states, deadline = {}, time.monotonic() + 60
     with ServerProcess([f"{service_file}:Loaded", "--workers", workers, where]) as server:
-        while len(states) < int(workers):  # every worker, once it is ready (one ready worker made the server so)
+        # every worker, once it is ready (one ready worker made the server so)
+        while len(states) < int(workers):
             assert time.monotonic() < deadline, f"not every worker answered: {states}"
             r = httpx.post(f"{server.url}/gc_state", json={}, headers={"Connection": "close"})
             if r.status_code == 200:
                 states[r.json()["pid"]] = r.json()
-    assert server.proc is not None  # answered by the server's own process: one worker, no model process
+    # answered by the server's own process: one worker, no model process
+    assert server.proc is not None
     assert (server.proc.pid in states) == (workers == "1" and where == "--no-model-process")
     for state in states.values():
         assert state["frozen"] > 200_000 and state["threshold"] == [10_000, 20, 20]
@@ -95,6 +105,7 @@ def test_workers_share_the_port_evenly_and_their_metrics(service_file: Path) -> 
         # 64 keep-alive connections opened at once: with one shared socket the first worker to wake took them all
         seen: Counter = Counter()
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
+
             async def client() -> None:
                 for _ in range(5):
                     async with session.post(f"{url}/pid", json={}) as r:
@@ -105,19 +116,24 @@ def test_workers_share_the_port_evenly_and_their_metrics(service_file: Path) -> 
 
     with ServerProcess([f"{service_file}:Pid", "--workers", "2"]) as server:
         deadline, up, polls = time.monotonic() + 60, set(), 0
-        while len(up) < 2:  # each worker binds its socket once it has started: wait for the second
+        # each worker binds its socket once it has started: wait for the second
+        while len(up) < 2:
             assert time.monotonic() < deadline, "the second worker never answered"
             up.add(httpx.post(f"{server.url}/pid", json={}, headers={"Connection": "close"}).json())
             polls += 1
         seen = asyncio.run(burst(server.url))
         metrics = httpx.get(f"{server.url}/metrics").text
     assert len(seen) == 2 and server.proc.pid not in seen and min(seen.values()) >= 320 * 0.15, seen
-    assert f'lepton_requests_total{{code="200",handler="pid"}} {320.0 + polls}' in metrics  # summed over both
+    # summed over both
+    assert f'lepton_requests_total{{code="200",handler="pid"}} {320.0 + polls}' in metrics
 
 
 def test_the_access_log_names_the_client_a_proxy_forwarded(service_file: Path) -> None:
     with ServerProcess([f"{service_file}:Pid", "--access-log"]) as server:
-        assert httpx.post(f"{server.url}/pid", json={}, headers={"X-Forwarded-For": "203.0.113.7"}).status_code == 200
+        assert (
+            httpx.post(f"{server.url}/pid", json={}, headers={"X-Forwarded-For": "203.0.113.7"}).status_code
+            == 200
+        )
         time.sleep(0.2)
         logged = server.output()
     assert '203.0.113.7:0 - "POST /pid HTTP/1.1" 200' in logged, logged[-1000:]
@@ -127,36 +143,58 @@ def test_a_target_that_cannot_be_served_is_a_one_line_error(service_file: Path, 
     lepton = str(Path(sys.executable).with_name("lepton"))
     (tmp_path / "raises.py").write_text("import os\n\nos.listdir('/no/such/dir')\n")
     (tmp_path / "typo.py").write_text("class A(\n")
-    taken = socket.create_server(("127.0.0.1", 0))  # a port another program listens on
-    cases = [(["no-such-model"], "no-such-model"), ([f"{service_file}:Missing"], "not a Photon subclass"),
-             ([f"{tmp_path}/nope.py:Slow"], "no file"),
-             (["service:Missing"], "Missing is not a Photon subclass in service"),  # a module in the current dir
-             ([f"{tmp_path}/raises.py:A"], f"FileNotFoundError: [Errno 2] No such file or directory: '/no/such/dir' "
-                                          f"({tmp_path}/raises.py, line 3)"),
-             ([f"{tmp_path}/typo.py:A"], f"SyntaxError: '(' was never closed ({tmp_path}/typo.py, line 1)"),
-             ([f"{tmp_path}/[/]:x:.py:A"], f"no file {tmp_path}/[/]:x:.py"),  # printed as it is: no markup, no emoji
-             ([f"{service_file}:Pid", "--port", str(taken.getsockname()[1])], "Address already in use")]
+    # a port another program listens on
+    taken = socket.create_server(("127.0.0.1", 0))
+    cases = [
+        (["no-such-model"], "no-such-model"),
+        ([f"{service_file}:Missing"], "not a Photon subclass"),
+        ([f"{tmp_path}/nope.py:Slow"], "no file"),
+        # a module in the current dir
+        (["service:Missing"], "Missing is not a Photon subclass in service"),
+        (
+            [f"{tmp_path}/raises.py:A"],
+            f"FileNotFoundError: [Errno 2] No such file or directory: '/no/such/dir' "
+            f"({tmp_path}/raises.py, line 3)",
+        ),
+        ([f"{tmp_path}/typo.py:A"], f"SyntaxError: '(' was never closed ({tmp_path}/typo.py, line 1)"),
+        # printed as it is: no markup, no emoji
+        ([f"{tmp_path}/[/]:x:.py:A"], f"no file {tmp_path}/[/]:x:.py"),
+        ([f"{service_file}:Pid", "--port", str(taken.getsockname()[1])], "Address already in use"),
+    ]
 
     def run(args: list[str]) -> subprocess.CompletedProcess:
-        return subprocess.run([lepton, "serve", *args, *(["--port", "0"] * ("--port" not in args))], cwd=tmp_path,
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [lepton, "serve", *args, *(["--port", "0"] * ("--port" not in args))],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     with taken, ThreadPoolExecutor(4) as pool:
         for (args, says), r in zip(cases, pool.map(run, [args for args, _ in cases])):
-            assert r.returncode == 2 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+            assert r.returncode == 2 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1, (
+                args,
+                r.stderr,
+            )
     assert load_photon(f"{service_file}:Pid").handlers().keys() == {"pid"}
     assert not _is_class_target("minilm:latest") and not _is_class_target("digits-cnn:2")
     assert _is_class_target("lepton_ai.serve.model:TensorModelPhoton") and _is_class_target("x.py:Y")
 
 
-def test_workers_on_port_0_share_the_one_port_the_system_chose(service_file: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_workers_on_port_0_share_the_one_port_the_system_chose(
+    service_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     started: list[dict] = []
-    monkeypatch.setattr("lepton_ai.serve.server._supervise", lambda workers, config, options: started.append(config))
+    monkeypatch.setattr(
+        "lepton_ai.serve.server._supervise", lambda workers, config, options: started.append(config)
+    )
     serve(f"{service_file}:Pid", port=0, workers=2)
     port = started[0]["port"]
-    assert port > 0 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ  # its directory is gone: nothing may use it
-    with socket.create_server(("127.0.0.1", port)):  # closed again, for the workers to bind
+    # its directory is gone: nothing may use it
+    assert port > 0 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    # closed again, for the workers to bind
+    with socket.create_server(("127.0.0.1", port)):
         pass
 
 
@@ -176,17 +214,30 @@ def test_bad_requests_and_a_burst_over_the_queue_leave_it_healthy(digits_ref: st
 
     x = load("digits", "all").features[:500]
     expected = LeptonModel.load(digits_ref).predict(x).tolist()
-    bad_bodies = [b"{oops", b'{"inputs": "x"}', b'{"inputs": [[1, 2]]}', b'{"inputs": []}', b'{"inputs": [[NaN]]}',
-                  b'{"inputs": [' + b"[0]," * 10 + b'"x"]}', b'{"inputs": [[0]], "return_probs": "maybe"}', b"[]",
-                  b'{"inputs": [' + b"1," * 5000 + b"1]}", b"\xff\xfe"]
+    bad_bodies = [
+        b"{oops",
+        b'{"inputs": "x"}',
+        b'{"inputs": [[1, 2]]}',
+        b'{"inputs": []}',
+        b'{"inputs": [[NaN]]}',
+        b'{"inputs": [' + b"[0]," * 10 + b'"x"]}',
+        b'{"inputs": [[0]], "return_probs": "maybe"}',
+        b"[]",
+        b'{"inputs": [' + b"1," * 5000 + b"1]}",
+        b"\xff\xfe",
+    ]
 
     async def bad(session: aiohttp.ClientSession, url: str, n: int) -> dict[int, int]:
         codes: dict[int, int] = {}
         sem = asyncio.Semaphore(64)
 
         async def one(i: int) -> None:
-            async with sem, session.post(url, data=bad_bodies[i % len(bad_bodies)],
-                                         headers={"Content-Type": "application/json"}) as r:
+            async with (
+                sem,
+                session.post(
+                    url, data=bad_bodies[i % len(bad_bodies)], headers={"Content-Type": "application/json"}
+                ) as r,
+            ):
                 await r.read()
                 codes[r.status] = codes.get(r.status, 0) + 1
 
@@ -211,17 +262,23 @@ def test_bad_requests_and_a_burst_over_the_queue_leave_it_healthy(digits_ref: st
             return codes, before, after, answers, _rss_mb(model_pid) - model_before
 
     with ServerProcess([digits_ref, "--max-queue", "16", "--max-batch-size", "8"]) as server:
-        (model_pid,) = map(int, Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text().split())
-        codes, before, after, answers, model_grew = asyncio.run(main(f"{server.url}/predict", server.proc.pid,
-                                                                     model_pid))
+        (model_pid,) = map(
+            int, Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text().split()
+        )
+        codes, before, after, answers, model_grew = asyncio.run(
+            main(f"{server.url}/predict", server.proc.pid, model_pid)
+        )
         assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
-        assert httpx.post(f"{server.url}/predict", json={"inputs": [x[0].tolist()]}).json() == {"outputs": expected[:1]}
+        assert httpx.post(f"{server.url}/predict", json={"inputs": [x[0].tolist()]}).json() == {
+            "outputs": expected[:1]
+        }
         # torch lives in the model process only: the HTTP process never loads it (~180 MB less)
         assert "libtorch" not in Path(f"/proc/{server.proc.pid}/maps").read_text()
         assert "libtorch" in Path(f"/proc/{model_pid}/maps").read_text()
     assert sum(codes.values()) == 10_000 and set(codes) <= {400, 413, 422}, codes
     assert after - before < 40, f"RSS grew from {before:.0f} MB to {after:.0f} MB over 10,000 bad requests"
-    assert model_grew < 40, f"the model process grew by {model_grew:.0f} MB"  # it never sees a bad request
+    # it never sees a bad request
+    assert model_grew < 40, f"the model process grew by {model_grew:.0f} MB"
     statuses = [s for s, _ in answers]
     assert set(statuses) <= {200, 503} and statuses.count(503) > 0, statuses
     assert all(body == {"outputs": [expected[i]]} for i, (s, body) in enumerate(answers) if s == 200)

@@ -23,7 +23,8 @@ def test_put_fetch_round_trip_is_content_addressed(store: ArtifactStore, tmp_pat
     assert a.sha256 == sha256_of(src) and a.size_bytes == 3000 and a.format == "safetensors"
     assert a.key == f"objects/{a.sha256[:2]}/{a.sha256}/w.safetensors"
     assert store.fetch(a.key, a.sha256).read_bytes() == src.read_bytes()
-    assert store.put(src).key == a.key  # same bytes, same object
+    # same bytes, same object
+    assert store.put(src).key == a.key
     assert not store.fs.exists(store.path("tmp")) or store.fs.ls(store.path("tmp")) == []
 
 

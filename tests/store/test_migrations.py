@@ -28,7 +28,8 @@ def test_reopening_and_downgrade_upgrade_cycle(db_url: str, tmp_path: Path) -> N
     f = tmp_path / "w.bin"
     f.write_bytes(b"weights")
     Registry(db_url=db_url).register("keep", f, metrics={"accuracy": 0.9})
-    db.dispose_all()  # a new process opening the same registry: nothing is lost
+    # a new process opening the same registry: nothing is lost
+    db.dispose_all()
     assert Registry(db_url=db_url).get("keep:1").metrics == {"accuracy": 0.9}
     engine = db.engine_for(db_url)
     db.downgrade(engine, "base")

@@ -23,10 +23,14 @@ def _file(tmp_path: Path, name: str = "m.safetensors", size: int = 256) -> Path:
 
 
 def test_versions_increment_and_refs_resolve(registry: Registry, tmp_path: Path) -> None:
-    a = registry.register("digits", _file(tmp_path, "a.safetensors"), metrics={"accuracy": 0.97},
-                          description="digits classifier", tags=["vision"])
-    b = registry.register("digits", _file(tmp_path, "b.onnx"), parent="digits:1",
-                          recipe={"quantize": "int8"})
+    a = registry.register(
+        "digits",
+        _file(tmp_path, "a.safetensors"),
+        metrics={"accuracy": 0.97},
+        description="digits classifier",
+        tags=["vision"],
+    )
+    b = registry.register("digits", _file(tmp_path, "b.onnx"), parent="digits:1", recipe={"quantize": "int8"})
     assert (a.version, b.version) == (1, 2)
     assert registry.get("digits") == b == registry.get("digits:latest")
     assert registry.get("digits:1") == a
@@ -59,12 +63,15 @@ def test_unknown_things_are_clear_errors_and_write_nothing(registry: Registry, t
 def test_removed_versions_keep_numbers_and_shared_content(registry: Registry, tmp_path: Path) -> None:
     f = _file(tmp_path)
     v1 = registry.register("m", f)
-    registry.register("m", f)  # same bytes: one object, two versions
+    # same bytes: one object, two versions
+    registry.register("m", f)
     registry.register("m", _file(tmp_path, "other.bin"))
     assert [v.ref for v in registry.remove("m:3")] == ["m:3"]
-    assert registry.register("m", _file(tmp_path, "n.bin")).version == 4  # 3 is never reused
+    # 3 is never reused
+    assert registry.register("m", _file(tmp_path, "n.bin")).version == 4
     registry.remove("m:1")
-    assert registry.artifacts.exists(v1.key)  # still used by m:2
+    # still used by m:2
+    assert registry.artifacts.exists(v1.key)
     registry.remove("m:2")
     assert not registry.artifacts.exists(v1.key)
     gone = registry.remove("m")

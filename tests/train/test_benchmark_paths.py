@@ -20,8 +20,9 @@ def test_bf16_peaks_by_gpu_name(bench) -> None:
 
 @pytest.mark.parametrize("precision, channels_last", [("fp32", False), ("bf16", True)])
 def test_resnet_throughput_measure_runs(bench, precision: str, channels_last: bool) -> None:
-    r = bench.train_throughput(*bench.resnet18_factory(batch=2, side=32), "cpu", precision, channels_last,
-                               steps=1, warmup=1)
+    r = bench.train_throughput(
+        *bench.resnet18_factory(batch=2, side=32), "cpu", precision, channels_last, steps=1, warmup=1
+    )
     assert r["samples_per_s"] > 0 and r["batch"] == 2
     assert r["flop_per_s"] > 0
 

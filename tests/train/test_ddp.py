@@ -19,20 +19,24 @@ LEPTON = str(Path(sys.executable).with_name("lepton"))
 
 def lepton_train(*args: str) -> subprocess.CompletedProcess:
     """Run `lepton train` in a child process (LEPTON_HOME is the test's own, from the autouse fixture)."""
-    return subprocess.run([LEPTON, "train", "--data", "digits", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [LEPTON, "train", "--data", "digits", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.mark.slow
 def test_two_processes_register_once_and_match_one_process() -> None:
     two = lepton_train("--model", "mlp", "--epochs", "10", "--name", "two", "--nproc", "2", "--json")
     assert two.returncode == 0, two.stderr
-    doc = json.loads(two.stdout)  # rank 0's document, and nothing else, on the parent's stdout
+    # rank 0's document, and nothing else, on the parent's stdout
+    doc = json.loads(two.stdout)
     assert doc["world_size"] == 2 and doc["version"] == 1 and len(doc["epoch_seconds"]) == 10
     registry = Registry()
     assert [v.version for v in registry.list_versions("two")] == [1]
     runs = registry.list_runs()
     assert len(runs) == 1 and runs[0].status == "completed" and runs[0].params["world_size"] == 2
-    assert len(runs[0].history["train_loss"]) == 10  # one row per epoch, logged by rank 0 alone
+    # one row per epoch, logged by rank 0 alone
+    assert len(runs[0].history["train_loss"]) == 10
 
     one = lepton_train("--model", "mlp", "--epochs", "10", "--name", "one", "--json")
     assert one.returncode == 0, one.stderr
@@ -45,7 +49,9 @@ def test_two_processes_resume_from_rank_0s_checkpoint(lepton_home: Path) -> None
     first = lepton_train("--model", "cnn-small", "--epochs", "2", "--name", "r", "--nproc", "2", "--json")
     assert first.returncode == 0, first.stderr
     assert (lepton_home / "checkpoints" / "r" / "last.pt").exists()
-    again = lepton_train("--model", "cnn-small", "--epochs", "3", "--name", "r", "--nproc", "2", "--resume", "--json")
+    again = lepton_train(
+        "--model", "cnn-small", "--epochs", "3", "--name", "r", "--nproc", "2", "--resume", "--json"
+    )
     assert again.returncode == 0, again.stderr
     doc = json.loads(again.stdout)
     assert doc["resumed_from_epoch"] == 2 and len(doc["epoch_seconds"]) == 3 and doc["version"] == 2
@@ -58,7 +64,8 @@ def test_a_failing_rank_fails_the_job_with_one_line() -> None:
     assert r.returncode != 0 and r.stdout == ""
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("error: data-parallel training failed: rank ") and "exited with code 2" in last
-    assert "Traceback" not in r.stderr  # torchrun's own report is left out; the ranks' one-line errors stay
+    # torchrun's own report is left out; the ranks' one-line errors stay
+    assert "Traceback" not in r.stderr
     assert "error: no model 'no-such-model'" in r.stderr
 
 
@@ -67,11 +74,13 @@ def test_a_failing_rank_fails_the_job_with_one_line() -> None:
 def test_shards_are_equal_disjoint_and_cover_the_permutation(n: int, world_size: int) -> None:
     order = torch.randperm(n, generator=torch.Generator().manual_seed(n))
     shards = [shard(order, r, world_size) for r in range(world_size)]
-    assert len({len(s) for s in shards}) == 1  # every rank takes the same number of steps
+    # every rank takes the same number of steps
+    assert len({len(s) for s in shards}) == 1
     taken = torch.cat(shards).tolist()
     pad = len(taken) - n
     assert 0 <= pad < world_size
-    assert sorted(taken) == sorted(order.tolist() + order[:pad].tolist())  # each index once, plus the wrap-around
+    # each index once, plus the wrap-around
+    assert sorted(taken) == sorted(order.tolist() + order[:pad].tolist())
     if pad == 0:
         assert len(set(taken)) == n
 
@@ -81,22 +90,29 @@ def test_torchrun_command_lines() -> None:
     assert local[1:3] == ["-m", "torch.distributed.run"] and "--standalone" in local
     assert local[-4:] == ["-m", "lepton_ai.cli.main", "train", "--json"]
     static = torchrun_argv(4, 2, "node0:29400", 1, ["train"])
-    assert {"--nnodes=2", "--rdzv-backend=static", "--rdzv-endpoint=node0:29400", "--node-rank=1"} <= set(static)
+    assert {"--nnodes=2", "--rdzv-backend=static", "--rdzv-endpoint=node0:29400", "--node-rank=1"} <= set(
+        static
+    )
     joined = torchrun_argv(4, 2, "node0:29400", None, ["train"], rdzv_id="job7")
     assert {"--rdzv-backend=c10d", "--rdzv-id=job7"} <= set(joined)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--nproc", "0"], "--nproc must be at least 1"),
-    (["--nproc", "5000"], "5000 processes but digits has 1257 training examples"),
-    (["--nnodes", "2"], "--nnodes > 1 needs --rdzv HOST:PORT"),
-    (["--nnodes", "2", "--rdzv", "node0"], "--rdzv must be HOST:PORT"),
-])
-def test_bad_launch_options_are_one_line_exit_2(args: list[str], message: str, lepton_home: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--nproc", "0"], "--nproc must be at least 1"),
+        (["--nproc", "5000"], "5000 processes but digits has 1257 training examples"),
+        (["--nnodes", "2"], "--nnodes > 1 needs --rdzv HOST:PORT"),
+        (["--nnodes", "2", "--rdzv", "node0"], "--rdzv must be HOST:PORT"),
+    ],
+)
+def test_bad_launch_options_are_one_line_exit_2(
+    args: list[str], message: str, lepton_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(["train", "--model", "mlp", "--data", "digits", "--name", "bad", *args])
     out, err = capsys.readouterr()
     assert exit_.value.code == 2 and out == ""
     assert err.strip().splitlines() == [err.strip()] and message in err
-    assert not (lepton_home / "registry.db").exists()  # nothing started, nothing written
+    # nothing started, nothing written
+    assert not (lepton_home / "registry.db").exists()

@@ -14,7 +14,8 @@ from lepton_ai.train import load_checkpoint, resolve_precision
 
 
 def _model(arch: str = "mlp", input_size=(1, 8, 8), classes: int = 10) -> LeptonModel:
-    torch.manual_seed(0)  # the same initial weights every time
+    # the same initial weights every time
+    torch.manual_seed(0)
     m = LeptonModel(num_classes=classes, input_size=input_size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -38,7 +39,8 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, monkey
     saves = 0
     real_save = loop.save_checkpoint
 
-    def save_then_die(directory, state):  # Ctrl-C right after epoch 2's checkpoint
+    # Ctrl-C right after epoch 2's checkpoint
+    def save_then_die(directory, state):
         nonlocal saves
         real_save(directory, state)
         saves += 1
@@ -64,7 +66,9 @@ def test_early_stopping_restores_the_best_epoch() -> None:
     val.labels = val.labels[torch.randperm(len(val.labels), generator=torch.Generator().manual_seed(0))]
     history = _model().fit(train, val, epochs=30, early_stopping=2, progress=False)
     assert history["stopped_early"] and len(history["epochs"]) < 30
-    assert history["best_epoch"] == min(range(len(history["epochs"])), key=lambda i: history["epochs"][i]["val_loss"])
+    assert history["best_epoch"] == min(
+        range(len(history["epochs"])), key=lambda i: history["epochs"][i]["val_loss"]
+    )
 
 
 @pytest.mark.parametrize("schedule", ["onecycle", "none"])

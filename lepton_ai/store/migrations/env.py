@@ -9,5 +9,6 @@ if connection is None:
     raise RuntimeError("run migrations through lepton_ai.store.db.upgrade(), not the alembic CLI")
 
 context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
-with context.begin_transaction():  # joins the caller's transaction
+# joins the caller's transaction
+with context.begin_transaction():
     context.run_migrations()
