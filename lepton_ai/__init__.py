@@ -1,15 +1,7 @@
 """Lepton AI: train, compress, serve and scale models with one API and one CLI."""
 
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _version
-
 from lepton_ai.errors import LeptonError
-
-try:
-    __version__ = _version("lepton-ai")
-# running from a source tree that was not installed
-except PackageNotFoundError:
-    __version__ = "0.0.0+local"
+from lepton_ai.version import __version__
 
 
 # keep `import lepton_ai` light: torch loads only when a model is asked for

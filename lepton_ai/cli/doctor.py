@@ -7,9 +7,10 @@ from typing import Annotated, Any
 
 import typer
 
-from lepton_ai import __version__, config
+from lepton_ai import config
 from lepton_ai.cli.output import console, human_bytes, print_json, print_table
 from lepton_ai.machine import machine_info
+from lepton_ai.version import __version__
 
 # extra -> the module that proves it is installed
 EXTRAS = {

@@ -6,7 +6,6 @@ import sys
 
 import typer
 
-from lepton_ai import __version__
 from lepton_ai.cli import fl, jobs, models, runs
 from lepton_ai.cli.deploy import deploy
 from lepton_ai.cli.doctor import doctor
@@ -17,6 +16,7 @@ from lepton_ai.cli.quickstart import quickstart
 from lepton_ai.cli.serve import bench, serve
 from lepton_ai.cli.train import train
 from lepton_ai.errors import LeptonError
+from lepton_ai.version import __version__
 
 app = typer.Typer(
     name="lepton",

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from lepton_ai.cli.output import human_bytes, print_fields, print_json, print_table
+from lepton_ai.errors import InvalidInputError
 from lepton_ai.store import Registry
-from lepton_ai.store.registry import parse_metrics
+from lepton_ai.store.registry import check_json
 
 app = typer.Typer(help="Register, list, show and remove models and their versions.", no_args_is_help=True)
 
@@ -126,3 +128,18 @@ def verify(
 
 def _short(metrics: dict) -> str:
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+
+
+def parse_metrics(text: str | None) -> dict[str, Any]:
+    """Parse a `--metrics` JSON object (e.g. '{"accuracy": 0.98}'); raise on anything else."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InvalidInputError(f"--metrics is not valid JSON ({e.msg} at column {e.colno}): {text!r}") from e
+    if not isinstance(value, dict):
+        raise InvalidInputError(
+            f"--metrics must be a JSON object such as '{{\"accuracy\": 0.98}}', got {text!r}"
+        )
+    return check_json(value, "--metrics")

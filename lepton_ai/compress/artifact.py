@@ -36,7 +36,7 @@ def load_runnable(ref: str | Path, threads: int | None = None) -> Any:
     session (with `threads` compute threads, default all cores), or a LeptonModel with its
     recipe (int8, compile) applied again."""
     from lepton_ai.models import LeptonModel
-    from lepton_ai.store.refs import local_path
+    from lepton_ai.store import local_path
 
     path = local_path(ref)
     meta_file = path / "lepton.json"

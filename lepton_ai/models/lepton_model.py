@@ -120,7 +120,7 @@ class LeptonModel(nn.Module):
             )
         else:
             # the registry (SQLAlchemy) only when a ref is loaded
-            from lepton_ai.store.refs import local_path
+            from lepton_ai.store import local_path
 
             try:
                 local = local_path(key)
@@ -149,7 +149,7 @@ class LeptonModel(nn.Module):
         self.preprocess = dict(meta.get("preprocess") or {})
 
     def _load_weights(self, weights: str | Path) -> None:
-        from lepton_ai.store.refs import local_path
+        from lepton_ai.store import local_path
 
         path = local_path(weights)
         if path.is_dir():
@@ -282,7 +282,7 @@ class LeptonModel(nn.Module):
     @classmethod
     def load(cls, ref: str | Path) -> LeptonModel:
         """Return the model saved at a registry reference or a saved-model directory."""
-        from lepton_ai.store.refs import local_path
+        from lepton_ai.store import local_path
 
         path = local_path(ref)
         if not (path / _META_FILE).exists():

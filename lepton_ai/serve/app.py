@@ -500,6 +500,6 @@ def build_app(photon: Photon, settings: ServeSettings | None = None) -> Service:
 
 
 def _version() -> str:
-    from lepton_ai import __version__
+    from lepton_ai.version import __version__
 
     return __version__

@@ -46,7 +46,7 @@ class ModelPhoton(Photon):
     default_batch_size = 64
 
     def __init__(self, ref: str, device: str = "cpu", threads: int | None = None) -> None:
-        from lepton_ai.store.refs import local_path
+        from lepton_ai.store import local_path
 
         path = local_path(ref)
         meta_file = path / "lepton.json"

@@ -2,7 +2,7 @@
 
 from lepton_ai.store.artifacts import ArtifactStore, StoredArtifact, sha256_of
 from lepton_ai.store.refs import Ref, parse_ref
-from lepton_ai.store.registry import ModelInfo, Registry, RunInfo, VersionInfo
+from lepton_ai.store.registry import ModelInfo, Registry, RunInfo, VersionInfo, local_path
 
 __all__ = [
     "ArtifactStore",
@@ -12,6 +12,7 @@ __all__ = [
     "RunInfo",
     "StoredArtifact",
     "VersionInfo",
+    "local_path",
     "parse_ref",
     "sha256_of",
 ]

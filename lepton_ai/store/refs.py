@@ -1,9 +1,8 @@
-"""Model references: `NAME` (the latest version) or `NAME:VERSION`, or a local path."""
+"""Model references: `NAME` (the latest version) or `NAME:VERSION`."""
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import NamedTuple
 
 from lepton_ai.errors import InvalidInputError
@@ -40,13 +39,3 @@ def parse_ref(ref: str) -> Ref:
     if not re.fullmatch(r"[0-9]{1,9}", version) or int(version) < 1:
         raise InvalidInputError(f"invalid version in {ref!r}: expected NAME or NAME:VERSION with VERSION ≥ 1")
     return Ref(name, int(version))
-
-
-def local_path(ref: str | Path) -> Path:
-    """Return `ref` as a local path: itself when it exists, else the registry's verified copy."""
-    path = Path(str(ref)).expanduser()
-    if path.exists():
-        return path
-    from lepton_ai.store import Registry
-
-    return Registry().fetch(str(ref))

@@ -35,19 +35,10 @@ def check_json(value: Any, what: str) -> Any:
         raise InvalidInputError(f"{what} must be JSON data without NaN or infinity: {e}") from e
 
 
-def parse_metrics(text: str | None) -> dict[str, Any]:
-    """Parse a `--metrics` JSON object (e.g. '{"accuracy": 0.98}'); raise on anything else."""
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InvalidInputError(f"--metrics is not valid JSON ({e.msg} at column {e.colno}): {text!r}") from e
-    if not isinstance(value, dict):
-        raise InvalidInputError(
-            f"--metrics must be a JSON object such as '{{\"accuracy\": 0.98}}', got {text!r}"
-        )
-    return check_json(value, "--metrics")
+def local_path(ref: str | Path) -> Path:
+    """Return `ref` as a local path: itself when it exists, else the registry's verified copy."""
+    path = Path(str(ref)).expanduser()
+    return path if path.exists() else Registry().fetch(str(ref))
 
 
 @dataclass(frozen=True)
