@@ -1,4 +1,4 @@
-"""The package's shape: imports point down the layers (never in a circle), and modules and functions stay small.
+"""The package's shape: imports point down the layers, never in a circle; modules and functions stay small.
 
 Imports are read from the source (every `import`, inside functions too, and the package `__init__` that
 importing a submodule runs), so a cycle closed through a late import is caught like any other.

@@ -329,7 +329,8 @@ def _resize_to(net: nn.Module, path: Path) -> None:
     """Give conv, linear and batch-norm layers the widths stored in `path`: a pruned model is
     the same architecture with fewer channels, and loads through the same code."""
     with safe_open(str(path), framework="pt") as f:
-        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f}
+        # safe_open is not iterable: keys() is the only way to list its tensors
+        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
     for name, m in net.named_modules():
         shape = shapes.get(f"{name}.weight" if name else "weight")
         if (
