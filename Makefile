@@ -3,13 +3,19 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test clean
+.PHONY: run test lint clean
 
 run: $(VENV)/.installed
 	$(BIN)/lepton quickstart
 
-test: $(VENV)/.installed
+# The style is part of the tests: formatting, lint and types are checked before the suite runs.
+test: lint
 	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff format --check lepton_ai tests benchmarks
+	$(BIN)/ruff check lepton_ai tests benchmarks
+	$(BIN)/mypy
 
 # torch is pinned and installed first: it comes from the local wheel (CPU build) in
 # seconds, and then `torch>=2.5` in pyproject is already satisfied.
@@ -21,4 +27,4 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

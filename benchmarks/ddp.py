@@ -49,7 +49,8 @@ def configurations(procs: list[int], cuda: bool) -> list[dict[str, Any]]:
 
 
 def run_once(config: dict[str, Any], epochs: int, home: str) -> dict[str, Any]:
-    """Run `lepton train` once for `config`; return its JSON document's figures and the command's wall time."""
+    """Run `lepton train` once for `config`; return its JSON document's figures and the command's wall
+    time."""
     # one process: torch's default, every core
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     env["LEPTON_HOME"] = home

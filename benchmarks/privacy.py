@@ -50,7 +50,8 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def train(seed: int, dp: dict[str, float] | None) -> dict[str, Any]:
-    """Train and register `mlp` on digits as `lepton train` does (with `dp`, its DP defaults); return figures."""
+    """Train and register `mlp` on digits as `lepton train` does (with `dp`, its DP defaults); return
+    figures."""
     from lepton_ai.train import train_and_register
 
     # the CLI's defaults
@@ -111,7 +112,9 @@ def case_dp(args: argparse.Namespace) -> dict[str, Any]:
         )
     at_target = [r for r in rows if r["target_epsilon"] == TARGET["epsilon"]]
     verdict = {
-        "target": f"mean accuracy >= {TARGET['accuracy']} at epsilon <= {TARGET['epsilon']:g}, delta = {DELTA:g}",
+        "target": (
+            f"mean accuracy >= {TARGET['accuracy']} at epsilon <= {TARGET['epsilon']:g}, delta = {DELTA:g}"
+        ),
         "met": bool(at_target)
         and all(
             r["accuracy_mean"] >= TARGET["accuracy"] and r["epsilon_spent_max"] <= TARGET["epsilon"]
@@ -314,8 +317,8 @@ def case_scale(args: argparse.Namespace) -> dict[str, Any]:
 def table_federated(section: dict[str, Any]) -> Table:
     setup = section["setup"]
     t = Table(
-        title=f"{setup['strategy']}, {setup['clients']} clients, {setup['partition']}, {setup['rounds']} rounds"
-        + (", client-level DP" if setup.get("dp") else ""),
+        title=f"{setup['strategy']}, {setup['clients']} clients, {setup['partition']}, "
+        f"{setup['rounds']} rounds" + (", client-level DP" if setup.get("dp") else ""),
         title_justify="left",
     )
     for col in ("seed", "final accuracy", "best round", "loss", "ε spent", "wall s", "CPU s"):
@@ -414,9 +417,8 @@ def main() -> int:
         doc["cases"][name] = section
         console.print(table(section))
         if "verdict" in section:
-            console.print(
-                f"{name}: {section['verdict']['target']} — {'met' if section['verdict']['met'] else 'NOT met'}"
-            )
+            met = "met" if section["verdict"]["met"] else "NOT met"
+            console.print(f"{name}: {section['verdict']['target']} — {met}")
         png = out.with_name(f"{out.stem}-{name}.png")
         plot(section, png)
         console.print(f"wrote {png}")

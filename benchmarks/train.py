@@ -24,8 +24,8 @@ from rich.console import Console
 from rich.table import Table
 
 from lepton_ai import LeptonModel
+from lepton_ai.device import autocast
 from lepton_ai.machine import describe, machine_info
-from lepton_ai.train.loop import autocast
 
 # Dense bf16 tensor-core peaks (FLOP/s), from the vendors' datasheets.
 BF16_PEAK = {

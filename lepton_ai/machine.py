@@ -74,8 +74,9 @@ def _quota_v1(d: Path) -> float | None:
 def cgroup_cpu_limit(
     root: Path = Path("/sys/fs/cgroup"), own: Path = Path("/proc/self/cgroup")
 ) -> float | None:
-    """Return the CPUs a cgroup quota lets this process use (the tightest over its cgroup and their parents;
-    v2 `cpu.max`, v1 `cpu.cfs_quota_us`), or None without one: containers limit CPU this way, not by affinity."""
+    """Return the CPUs a cgroup quota lets this process use (the tightest over its cgroup and their
+    parents; v2 `cpu.max`, v1 `cpu.cfs_quota_us`), or None without one: containers limit CPU this way,
+    not by affinity."""
     try:
         lines = own.read_text().splitlines()
     except OSError:

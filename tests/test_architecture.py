@@ -1,7 +1,9 @@
 """The package's shape: imports point down the layers, never in a circle; modules and functions stay small.
 
-Imports are read from the source (every `import`, inside functions too, and the package `__init__` that
-importing a submodule runs), so a cycle closed through a late import is caught like any other.
+Imports are read from the source: every `import`, inside functions too, so a cycle closed through a late
+import is caught like any other. Importing `a.b.c` also runs `a/b/__init__.py`: that counts as importing what
+the package imports when it loads (its top-level imports), while what it re-exports lazily (a module
+`__getattr__`, PEP 562) counts only for code that imports the package itself.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"cli"}),
 )
 MAX_MODULE_LINES = 500
+# The node of a package's top-level imports: what importing one of its modules runs.
+LOADING = ":loading"
 # Lines of a function's body (its signature and docstring aside: a typer command declares its options there).
 MAX_BODY_LINES = 80
 
@@ -80,24 +84,27 @@ def _targets(module: Module, node: ast.Import | ast.ImportFrom) -> Iterator[str]
         if known is None:
             continue
         yield known
-        # importing a.b.c runs a/b/__init__ first: a dependency, unless the importer lives in a.b itself
-        # (the root's lazy facade aside)
+        # importing a.b.c runs a/b/__init__ first (its top-level imports), unless the importer lives in a.b
         parts = known.split(".")
-        packages = (".".join(parts[:i]) for i in range(2, len(parts)))
-        yield from (p for p in packages if not module.name.startswith(p + ".") and module.name != p)
+        packages = (".".join(parts[:i]) for i in range(1, len(parts)))
+        yield from (p + LOADING for p in packages if not module.name.startswith(p + "."))
 
 
 def _graph() -> dict[str, set[str]]:
+    """Return each module's imports; a package also has a node `NAME:loading`, what loading it imports."""
     graph: dict[str, set[str]] = {}
     for module in MODULES.values():
         tree = ast.parse(module.path.read_text(), str(module.path))
-        imports = (n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)))
+        imports = [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
         graph[module.name] = {t for node in imports for t in _targets(module, node) if t != module.name}
+        if module.is_package:
+            top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+            graph[module.name + LOADING] = {t for node in top for t in _targets(module, node)}
     return graph
 
 
 def _layer(module: str) -> int:
-    parts = module.split(".")
+    parts = module.removesuffix(LOADING).split(".")
     if len(parts) == 1:
         # the root package: the public facade over every layer
         return len(LAYERS)
@@ -159,7 +166,11 @@ def test_the_checker_sees_late_and_package_imports() -> None:
     graph = _graph()
     # a late import inside a function counts, as does the package __init__ a submodule import runs
     assert "lepton_ai.store" in graph["lepton_ai.models.lepton_model"]
-    assert {"lepton_ai.store", "lepton_ai.store.db"} <= graph["lepton_ai.jobs.queue"]
+    assert {"lepton_ai.store:loading", "lepton_ai.store.db"} <= graph["lepton_ai.jobs.queue"]
+    assert "lepton_ai.store.registry" in graph["lepton_ai.store:loading"]
+    # a lazy re-export is the package's, not what loading it runs
+    assert "lepton_ai.train.job" in graph["lepton_ai.train"]
+    assert "lepton_ai.train.job" not in graph["lepton_ai.train:loading"]
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 

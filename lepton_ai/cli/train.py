@@ -9,9 +9,9 @@ import signal
 import subprocess
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
 
@@ -115,12 +115,14 @@ def train(
         )
     if (nproc != 1 or nnodes != 1 or rdzv) and not distributed.launched():
         raise typer.Exit(_launch(ctx))
-    options = {"epochs": epochs, "lr": lr, "batch_size": batch_size}
+    options: dict[str, Any] = {"epochs": epochs, "lr": lr, "batch_size": batch_size}
     # the DP defaults stand in for the ones the user left out
     if dp is not None:
         options = {
             k: v for k, v in options.items() if getattr(ctx.get_parameter_source(k), "name", "") != "DEFAULT"
         }
+    elif max_grad_norm is not None:
+        options["max_grad_norm"] = max_grad_norm
     with warnings.catch_warnings():
         warnings.simplefilter("always", PrivacyNotice)
         warnings.showwarning = _notices(warnings.showwarning)
@@ -140,7 +142,6 @@ def train(
             compile=compile,
             progress=not json,
             **options,
-            **({"max_grad_norm": max_grad_norm} if dp is None and max_grad_norm is not None else {}),
         )
     ref, metrics, history = result.ref, result.metrics, result.history
     # another rank of a data-parallel job: rank 0 reports
@@ -190,12 +191,19 @@ def _dp_config(epsilon: float | None, delta: float | None, max_grad_norm: float 
     return DPConfig.of({"epsilon": epsilon, "delta": delta, "max_grad_norm": max_grad_norm})
 
 
-def _notices(show):  # type: ignore[no-untyped-def]
+def _notices(show: Callable[..., None]) -> Callable[..., None]:
     """Return a `warnings.showwarning` that prints a PrivacyNotice as one `note:` line on stderr and
     hands the other warnings to `show`."""
     from lepton_ai.privacy.dp import PrivacyNotice
 
-    def showwarning(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+    def showwarning(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
         if issubclass(category, PrivacyNotice):
             print_error(message, "note")
         else:
@@ -205,13 +213,14 @@ def _notices(show):  # type: ignore[no-untyped-def]
 
 
 def _launch(ctx: typer.Context) -> int:
-    """Run this same `lepton train` (less the launch options) in torchrun's processes; return its exit code."""
+    """Run this same `lepton train` (less the launch options) in torchrun's processes; return its exit
+    code."""
     import torch
 
     from lepton_ai.data import load
+    from lepton_ai.device import resolve_device, resolve_precision
     from lepton_ai.machine import cpu_info
     from lepton_ai.train import distributed
-    from lepton_ai.train.loop import resolve_device, resolve_precision
 
     p = ctx.params
     nproc, nnodes, rdzv, node_rank = p["nproc"], p["nnodes"], p["rdzv"], p["node_rank"]
@@ -248,7 +257,8 @@ def _launch(ctx: typer.Context) -> int:
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cpu_info()["cores"] // nproc))}
     proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True, errors="replace")
     try:
-        cause = _relay_stderr(proc.stderr)  # type: ignore[arg-type]
+        assert proc.stderr is not None
+        cause = _relay_stderr(proc.stderr)
         code = proc.wait()
     except KeyboardInterrupt:
         # torchrun got the same Ctrl-C: let it stop its processes
@@ -286,7 +296,8 @@ def _relay_stderr(stream: Iterator[str]) -> str | None:
                 n = int(code[1])
                 if n >= 0:
                     return f"rank {rank[1]} exited with code {n}"
-                return f"rank {rank[1]} was killed by {signal.Signals(-n).name if -n in signal.valid_signals() else -n}"
+                killer = signal.Signals(-n).name if -n in signal.valid_signals() else -n
+                return f"rank {rank[1]} was killed by {killer}"
             sys.stderr.writelines(block)
             block = []
         elif not _SUPERVISOR_LOG.match(line):

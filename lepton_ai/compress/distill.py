@@ -52,7 +52,8 @@ def distill(
         raise InvalidInputError(f"need temperature > 0 and 0 ≤ alpha ≤ 1, got {temperature} and {alpha}")
     if getattr(teacher, "num_classes", None) != getattr(student, "num_classes", None):
         raise InvalidInputError(f"teacher has {teacher.num_classes} classes, student {student.num_classes}")
-    from lepton_ai.train import fit, resolve_device
+    from lepton_ai.device import resolve_device
+    from lepton_ai.train.loop import fit
 
     teacher = teacher.to(resolve_device(fit_options.get("device", "auto"))).eval()
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lepton_ai.data.inputs import Learner
 from lepton_ai.errors import InvalidInputError
 from lepton_ai.machine import cpu_info
 
@@ -34,8 +35,8 @@ def _example(
     model: nn.Module,
 ) -> tuple[nn.Module, tuple[torch.Tensor, ...], list[str], dict[str, dict[int, str]]]:
     output = "embeddings" if getattr(model, "is_embedding", False) else "logits"
-    if getattr(model, "is_text", False):
-        tokens = model.net.tokenize(["an example sentence", "another"])  # type: ignore[union-attr]
+    if isinstance(model, Learner) and model.is_text:
+        tokens = model.tokenize(["an example sentence", "another"])
         args = (tokens["input_ids"], tokens["attention_mask"])
         axes = {
             "input_ids": {0: "batch", 1: "sequence"},
@@ -55,13 +56,14 @@ def _eager_attention(model: nn.Module) -> Iterator[None]:
     encoder = getattr(getattr(model, "net", None), "encoder", None)
     config = getattr(encoder, "config", None)
     before = getattr(config, "_attn_implementation", None)
-    if before is not None:
-        config._attn_implementation = "eager"  # type: ignore[union-attr]
+    if config is None or before is None:
+        yield
+        return
+    config._attn_implementation = "eager"
     try:
         yield
     finally:
-        if before is not None:
-            config._attn_implementation = before  # type: ignore[union-attr]
+        config._attn_implementation = before
 
 
 @contextlib.contextmanager
@@ -140,8 +142,8 @@ class OnnxModel:
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Always set: left to itself ONNX Runtime starts a thread per physical core of the host and pins one to
-        # each, outside the CPUs this process may use and over a container's CPU quota.
+        # Always set: left to itself ONNX Runtime starts a thread per physical core of the host and pins
+        # one to each, outside the CPUs this process may use and over a container's CPU quota.
         opts.intra_op_num_threads = threads or cpu_info()["cores"]
         self.path = Path(path)
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])

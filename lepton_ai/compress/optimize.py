@@ -6,8 +6,6 @@ similarity of a candidate's embeddings to the baseline's on the same sentences."
 
 from __future__ import annotations
 
-import json
-import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,8 +20,11 @@ from lepton_ai.compress.measure import measure, size_bytes
 from lepton_ai.compress.onnx import OnnxModel, export_onnx
 from lepton_ai.compress.prune import prune_structured
 from lepton_ai.compress.quantize import quantizable_nodes, quantize_onnx, quantize_torch
+from lepton_ai.compress.report import write_report
 from lepton_ai.errors import InvalidInputError
 from lepton_ai.machine import machine_info
+from lepton_ai.models import LeptonModel
+from lepton_ai.models.text import TextClassifier
 
 Objective = Literal["throughput", "latency", "size"]
 TECHNIQUES = ("onnx", "int8", "pytorch-int8", "prune", "compile", "gpu")
@@ -81,16 +82,8 @@ class OptimizeResult:
         """Write report.json, report.md and report.png into `directory`; return it."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        _atomic_write(out / "report.json", json.dumps(self.report, indent=2))
-        _atomic_write(out / "report.md", _markdown(self.report))
-        _plot(self.report, out / "report.png")
+        write_report(self.report, out)
         return out
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class _OnDevice:
@@ -112,7 +105,7 @@ class _Search:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: LeptonModel,
         eval_data: Any,
         calib: Any,
         batch_size: int,
@@ -122,7 +115,7 @@ class _Search:
         work: Path,
         progress: bool,
     ) -> None:
-        from lepton_ai.train.loop import as_inputs, batches
+        from lepton_ai.data.inputs import as_inputs, batches
 
         self.model, self.batch_size, self.work, self.progress = model, batch_size, work, progress
         self.max_drop = max_drop
@@ -132,7 +125,7 @@ class _Search:
         self.labels = eval_data.labels
         self.eval_batches = list(batches(model, xs, _EVAL_BATCH, torch.device("cpu")))
         # speed is measured at a fixed sequence length, quality on the real lengths
-        if model.is_text:
+        if isinstance(model.net, TextClassifier):
             self.speed_inputs = model.net.tokenizer(
                 list(xs[:batch_size]),
                 padding="max_length",
@@ -189,7 +182,7 @@ class _Search:
             )
         return t
 
-    def onnx_family(self, prefix: str, net: nn.Module, recipe: dict[str, Any], int8: bool) -> None:
+    def onnx_family(self, prefix: str, net: LeptonModel, recipe: dict[str, Any], int8: bool) -> None:
         """ONNX Runtime fp32 (graph-optimised), then int8 dynamic and static, falling back to fp32
         layer by layer where int8 costs more quality than allowed."""
         fp32 = export_onnx(net, self.work / f"{prefix}fp32.onnx")
@@ -203,7 +196,10 @@ class _Search:
         if not int8 or self.drop(t) > self.max_drop:
             # int8 only loses quality: not worth trying below the bar already
             return
-        for method in ("dynamic",) if net.is_text else ("dynamic", "static"):
+        methods: tuple[Literal["dynamic", "static"], ...] = (
+            ("dynamic",) if net.is_text else ("dynamic", "static")
+        )
+        for method in methods:
             if not self.time_left():
                 return
             name, path = f"{prefix}onnx-int8-{method}", self.work / f"{prefix}int8-{method}.onnx"
@@ -215,7 +211,9 @@ class _Search:
                 "per_channel": True,
             }
 
-            def build(exclude: list[str], out: Path = path, method: str = method) -> OnnxModel:
+            def build(
+                exclude: list[str], out: Path = path, method: Literal["dynamic", "static"] = method
+            ) -> OnnxModel:
                 q = quantize_onnx(
                     fp32, out, method, calib=self.calib if method == "static" else None, exclude=exclude
                 )
@@ -262,7 +260,9 @@ class _Search:
             if self.drop(t) <= self.max_drop:
                 return
 
-    def torch_family(self, prefix: str, net: nn.Module, recipe: dict[str, Any], techniques: set[str]) -> None:
+    def torch_family(
+        self, prefix: str, net: LeptonModel, recipe: dict[str, Any], techniques: set[str]
+    ) -> None:
         """PyTorch int8 (dynamic linears and embeddings), torch.compile, and fp16/bf16 on a GPU."""
         linear = sum(m.weight.numel() for m in net.modules() if isinstance(m, (nn.Linear, nn.Embedding)))
         if (
@@ -305,9 +305,42 @@ class _Search:
                         net,
                     )
 
+    def pruned_family(
+        self, model: LeptonModel, train_data: Any, amounts: tuple[float, ...], epochs: int, chosen: set[str]
+    ) -> None:
+        """Try students of `model` pruned by each of `amounts` and distilled from it, in each runtime."""
+        from lepton_ai.compress.distill import distill
+
+        lr = 1e-4 if model.is_text else 2e-3
+        for amount in amounts:
+            if not self.time_left():
+                return
+            student = prune_structured(model, amount)
+            batch_size = 32 if model.is_text else 64
+            distill(
+                model,
+                student,
+                train_data,
+                epochs=epochs,
+                lr=lr,
+                batch_size=batch_size,
+                device="cpu",
+                progress=self.progress,
+            )
+            student.eval()
+            recipe = {"prune": {"structured": amount}, "distill": {"epochs": epochs, "lr": lr}}
+            prefix = f"pruned{amount:g}-"
+            t = self.trial(
+                f"{prefix}eager", {**recipe, "runtime": "pytorch", "precision": "fp32"}, student, student
+            )
+            if "onnx" in chosen:
+                self.onnx_family(prefix, student, recipe, "int8" in chosen)
+            if self.drop(t) <= self.max_drop:
+                self.torch_family(prefix, student, recipe, chosen - {"compile", "gpu"})
+
 
 def optimize(
-    model: nn.Module,
+    model: LeptonModel,
     eval_data: Any,
     calib_data: Any = None,
     train_data: Any = None,
@@ -334,13 +367,13 @@ def optimize(
     max_drop, what = check_options(
         embedding, max_accuracy_drop, max_fidelity_drop, objective, techniques, batch_size, time_budget_s
     )
-    from lepton_ai.train.loop import check_data
+    from lepton_ai.data.inputs import check_data
 
     check_data(model, eval_data)
     for data in (calib_data, train_data):
         if data is not None:
             check_data(model, data)
-    model = model.eval().cpu()
+    model.eval().cpu()
     work = Path(workdir or tempfile.mkdtemp(prefix="lepton-optimize-"))
     work.mkdir(parents=True, exist_ok=True)
     calib = calib_data if calib_data is not None else (train_data if train_data is not None else eval_data)
@@ -351,36 +384,12 @@ def optimize(
     if "onnx" in chosen:
         search.onnx_family("", model, {}, "int8" in chosen)
     search.torch_family("", model, {}, chosen)
-    prunable = model.is_text or getattr(model, "arch", None) in ("mlp", "cnn-small", "resnet18")
+    prunable = model.is_text or model.arch in ("mlp", "cnn-small", "resnet18")
     if "prune" in chosen and train_data is not None and prunable:
-        from lepton_ai.compress.distill import distill
-
-        epochs = distill_epochs or (3 if model.is_text else 4)
-        for amount in prune_amounts or ((0.25,) if model.is_text else (0.5,)):
-            if not search.time_left():
-                break
-            student = prune_structured(model, amount)
-            lr = 1e-4 if model.is_text else 2e-3
-            distill(
-                model,
-                student,
-                train_data,
-                epochs=epochs,
-                lr=lr,
-                batch_size=32 if model.is_text else 64,
-                device="cpu",
-                progress=progress,
-            )
-            student.eval()
-            recipe = {"prune": {"structured": amount}, "distill": {"epochs": epochs, "lr": lr}}
-            prefix = f"pruned{amount:g}-"
-            t = search.trial(
-                f"{prefix}eager", {**recipe, "runtime": "pytorch", "precision": "fp32"}, student, student
-            )
-            if "onnx" in chosen:
-                search.onnx_family(prefix, student, recipe, "int8" in chosen)
-            if search.drop(t) <= max_drop:
-                search.torch_family(prefix, student, recipe, chosen - {"compile", "gpu"})
+        amounts = prune_amounts or ((0.25,) if model.is_text else (0.5,))
+        search.pruned_family(
+            model, train_data, amounts, distill_epochs or (3 if model.is_text else 4), chosen
+        )
 
     trials = search.trials
     base = trials[0]
@@ -455,57 +464,3 @@ def _pick(trials: list[Trial], objective: Objective, tolerance: float) -> Trial:
     top = max(score[objective](t) for t in accepted)
     tied = [t for t in accepted if score[objective](t) >= top * (1 - tolerance)]
     return min(tied, key=lambda t: (t.size_bytes, -score[objective](t)))
-
-
-def _markdown(r: dict[str, Any]) -> str:
-    cpu, metric = r["machine"]["cpu"], r["metric"]
-    lines = [
-        "# Optimization report\n",
-        f"Machine: {cpu['model']} ({cpu['cores']} cores, {' '.join(cpu['flags'])}); "
-        f"GPUs: {', '.join(g['name'] for g in r['machine']['gpus']) or 'none'}\n",
-        f"Best: **{r['best']['name']}** — speedup ×{r['speedup']:.2f} (throughput at batch {r['batch_size']}), "
-        f"size ÷{r['size_reduction']:.2f}, {metric} drop {r[f'{metric}_drop']:+.4f}\n",
-        f"| candidate | {metric} | throughput/s | p50 ms | p99 ms | size MB | verdict |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for t in r["trials"]:
-        verdict = "best" if t["name"] == r["best"]["name"] else ("ok" if t["accepted"] else t["reason"])
-        lines.append(
-            f"| {t['name']} | {t[metric]:.4f} | {t['throughput_per_s']:,.1f} | {t['latency_ms_p50']:.3f} | "
-            f"{t['latency_ms_p99']:.3f} | {t['size_bytes'] / 1e6:,.2f} | {verdict} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def _plot(r: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    metric = r["metric"]
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for t in r["trials"]:
-        colour = (
-            "tab:green" if t["name"] == r["best"]["name"] else ("tab:blue" if t["accepted"] else "tab:red")
-        )
-        ax.scatter(t["throughput_per_s"], t[metric], color=colour)
-        ax.annotate(
-            t["name"],
-            (t["throughput_per_s"], t[metric]),
-            fontsize=7,
-            xytext=(3, 3),
-            textcoords="offset points",
-        )
-    allowed = r.get("max_accuracy_drop", r.get("max_fidelity_drop"))
-    ax.axhline(r["baseline"][metric] - allowed, color="grey", ls="--", lw=1, label="allowed drop")
-    ax.set_xscale("log")
-    ax.set_xlabel(f"throughput (examples/s, batch {r['batch_size']})")
-    ax.set_ylabel(metric)
-    ax.set_title("candidates: green = chosen, blue = within the bar, red = rejected")
-    ax.legend(loc="lower left")
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)

@@ -5,12 +5,15 @@ magnitude pruning only zeroes weights, which dense kernels do not run faster."""
 from __future__ import annotations
 
 import copy
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
 from lepton_ai.errors import InvalidInputError
 from lepton_ai.models.architectures import BasicBlock
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 def _keep(scores: torch.Tensor, amount: float) -> torch.Tensor:
@@ -39,6 +42,7 @@ def _slice_in(layer: nn.Conv2d | nn.Linear, keep: torch.Tensor) -> None:
 def _slice_bn(bn: nn.BatchNorm2d, keep: torch.Tensor) -> None:
     bn.weight = nn.Parameter(bn.weight.data[keep].clone())
     bn.bias = nn.Parameter(bn.bias.data[keep].clone())
+    assert bn.running_mean is not None and bn.running_var is not None
     bn.running_mean = bn.running_mean[keep].clone()
     bn.running_var = bn.running_var[keep].clone()
     bn.num_features = len(keep)
@@ -76,8 +80,10 @@ def _prune_pairs(layers: list[nn.Module], amount: float) -> None:
         _slice_in(nxt, keep)
 
 
-def _transformer_layers(net: nn.Module) -> list[nn.Module]:
-    """The layers of a BERT-style encoder (query/key/value, output, intermediate), or []."""
+def _transformer_layers(net: nn.Module) -> list[Any]:
+    """The layers of a BERT-style encoder (query/key/value, output, intermediate), or [].
+
+    Typed Any: their parts are reached by Hugging Face's attribute names, which no type declares."""
     return [m for m in net.modules() if all(hasattr(m, a) for a in ("attention", "intermediate", "output"))]
 
 
@@ -114,8 +120,8 @@ def attention_heads(model: nn.Module) -> tuple[int, int]:
 
 
 def prune_structured(
-    model: nn.Module, amount: float = 0.5, *, heads: float | None = None, ffn: float | None = None
-) -> nn.Module:
+    model: ModuleT, amount: float = 0.5, *, heads: float | None = None, ffn: float | None = None
+) -> ModuleT:
     """Return a copy of `model` with `amount` of its hidden channels/units removed (L1 ranking).
 
     Built-in backbones: conv channels and linear units of plain stacks, and the inner width of
@@ -130,12 +136,13 @@ def prune_structured(
     if _transformer_layers(net):
         _prune_transformer(net, amount if heads is None else heads, amount if ffn is None else ffn)
         return pruned
-    if not hasattr(net, "features") or not hasattr(net, "head"):
+    features, head = getattr(net, "features", None), getattr(net, "head", None)
+    if not isinstance(features, nn.Module) or not isinstance(head, nn.Module):
         raise InvalidInputError(
             f"structured pruning supports the built-in backbones (mlp, cnn-small, resnet18) "
             f"and BERT-style encoders, not {type(net).__name__}"
         )
-    layers = _chain(net.features) + [net.head]
+    layers = _chain(features) + [head]
     _prune_pairs(layers, amount)
     for block in (m for m in layers if isinstance(m, BasicBlock)):
         _prune_pairs([block.conv1, block.bn1, block.conv2], amount)

@@ -77,11 +77,13 @@ def quantize_onnx(
 
             name = ort.InferenceSession(str(pre), providers=["CPUExecutionProvider"]).get_inputs()[0].name
 
+            rows = iter(calib)
+
             class Reader(CalibrationDataReader):
                 def __init__(self) -> None:
-                    self.batches = iter(calib)
+                    self.batches = rows
 
-                def get_next(self):  # type: ignore[no-untyped-def]
+                def get_next(self) -> dict[str, np.ndarray] | None:
                     batch = next(self.batches, None)
                     return None if batch is None else {name: np.asarray(batch, dtype=np.float32)}
 

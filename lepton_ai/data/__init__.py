@@ -1,5 +1,16 @@
-"""Data sets for training and evaluation: `load(name_or_path, split=...)`."""
+"""Data sets (`load(name_or_path, split=...)`) and how their examples reach a model."""
 
 from lepton_ai.data.datasets import BUILTIN, LabeledData, load, split_indices
+from lepton_ai.data.inputs import Learner, as_inputs, batches, check_data, take
 
-__all__ = ["BUILTIN", "LabeledData", "load", "split_indices"]
+__all__ = [
+    "BUILTIN",
+    "LabeledData",
+    "Learner",
+    "as_inputs",
+    "batches",
+    "check_data",
+    "load",
+    "split_indices",
+    "take",
+]

@@ -38,8 +38,10 @@ class LabeledData(torch.utils.data.Dataset):
         return len(self.labels)
 
     def __getitem__(self, i: int) -> tuple[Any, int]:
-        x = self.texts[i] if self.texts is not None else self.features[i]  # type: ignore[index]
-        return x, int(self.labels[i])
+        if self.texts is not None:
+            return self.texts[i], int(self.labels[i])
+        assert self.features is not None
+        return self.features[i], int(self.labels[i])
 
     @property
     def num_classes(self) -> int:
@@ -198,8 +200,8 @@ def _image_folder(root: Path, image_size: int) -> LabeledData:
     for label, cls in enumerate(classes):
         for f in sorted((root / cls).iterdir()):
             if f.suffix.lower() in IMAGE_SUFFIXES:
-                with Image.open(f) as img:
-                    img = img.convert("RGB").resize((image_size, image_size))
+                with Image.open(f) as opened:
+                    img = opened.convert("RGB").resize((image_size, image_size))
                     images.append(
                         torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
                     )

@@ -14,6 +14,10 @@ class Standardize(nn.Module):
     """(x - mean) / std with statistics taken from the training data, so a saved model
     works on raw inputs. Per feature for vectors, per channel for images."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+    fitted: torch.Tensor
+
     def __init__(self, shape: tuple[int, ...]) -> None:
         super().__init__()
         stat_shape = (shape[0], 1, 1) if len(shape) == 3 else shape

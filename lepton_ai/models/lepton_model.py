@@ -15,9 +15,11 @@ from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from lepton_ai.data.inputs import Normalizer, as_inputs, batches
 from lepton_ai.errors import InvalidInputError, NotFoundError
-from lepton_ai.models.architectures import ARCHITECTURES, build
+from lepton_ai.models.architectures import ARCHITECTURES, Standardize, build
 from lepton_ai.models.text import TextClassifier, is_hf_dir, minilm_dir
+from lepton_ai.train.loop import evaluate, fit
 
 FORMAT = "lepton"
 _META_FILE = "lepton.json"
@@ -69,6 +71,18 @@ class LeptonModel(nn.Module):
     def is_embedding(self) -> bool:
         """Return whether this is an embedding model (num_classes=0): outputs are vectors, not logits."""
         return self.num_classes == 0
+
+    @property
+    def normalizer(self) -> Normalizer | None:
+        """Return the backbone's input standardisation (fitted on the training data), if it has one."""
+        norm = getattr(self.net, "normalize", None)
+        return norm if isinstance(norm, Standardize) else None
+
+    def tokenize(self, texts: Sequence[str], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        """Return a text backbone's padded token tensors for `texts` on `device`."""
+        if not isinstance(self.net, TextClassifier):
+            raise InvalidInputError(f"{self.arch} takes tensors, not text: only a text backbone tokenizes")
+        return self.net.tokenize(list(texts), device)
 
     def load_pretrained_model(
         self, name_or_path: str | Path, weights: str | Path | None = None
@@ -191,7 +205,7 @@ class LeptonModel(nn.Module):
         return model
 
     def _from_meta(self, meta: dict[str, Any], weights: Path | None = None) -> None:
-        """Build the saved architecture from its metadata, then load `weights` (a file or saved dir) if given."""
+        """Build the saved architecture from its metadata, then load `weights` (a file or saved dir)."""
         self._configure(meta)
         if meta["arch"] == "hf":
             assert weights is not None
@@ -218,8 +232,6 @@ class LeptonModel(nn.Module):
 
     @torch.no_grad()
     def _outputs(self, inputs: Any, batch_size: int) -> torch.Tensor:
-        from lepton_ai.train.loop import as_inputs, batches
-
         self.eval()
         device = next(self.parameters()).device
         out = [self(x).float().cpu() for x in batches(self, as_inputs(self, inputs), batch_size, device)]
@@ -245,14 +257,10 @@ class LeptonModel(nn.Module):
 
     def fit(self, train_data: Any, val_data: Any = None, **options: Any) -> dict[str, Any]:
         """Train on `train_data` (see `lepton_ai.train.fit` for options); return the history."""
-        from lepton_ai.train import fit
-
         return fit(self, train_data, val_data, **options)
 
     def evaluate(self, data: Any, batch_size: int = 256) -> dict[str, float]:
         """Return {"accuracy", "loss", "f1_macro"} on labelled `data`."""
-        from lepton_ai.train import evaluate
-
         return evaluate(self, data, batch_size=batch_size)
 
     # -- persistence ---------------------------------------------------------------------

@@ -21,7 +21,7 @@ import math
 import warnings
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
@@ -34,6 +34,7 @@ STRATEGIES = "fedavg, fedprox[:MU], fedavgm[:BETA], fedadam[:LR] or trimmed[:BET
 DEFAULT_CLIP = 1.0
 
 State = Mapping[str, torch.Tensor]
+StateT = TypeVar("StateT", bound=State)
 
 
 # -- strategies ---------------------------------------------------------------------------------
@@ -98,19 +99,22 @@ def weighted_mean(pairs: Iterable[tuple[torch.Tensor, int]]) -> torch.Tensor:
 
 
 def parse_strategy(spec: str | Strategy) -> Strategy:
-    """Return the Strategy named by "fedavg", "fedprox[:MU]", "fedavgm[:BETA]", "fedadam[:LR]" or "trimmed[:BETA]"."""
+    """Return the Strategy named by "fedavg", "fedprox[:MU]", "fedavgm[:BETA]", "fedadam[:LR]" or
+    "trimmed[:BETA]"."""
     if isinstance(spec, Strategy):
         # a fresh server optimiser: a Strategy may serve several runs
         return replace(spec, state={})
     kind, _, arg = str(spec).strip().lower().partition(":")
-    defaults = {"fedavg": None, "fedprox": 0.01, "fedavgm": 0.9, "fedadam": 0.01, "trimmed": 0.1}
-    if kind not in defaults or (kind == "fedavg" and arg):
+    defaults = {"fedprox": 0.01, "fedavgm": 0.9, "fedadam": 0.01, "trimmed": 0.1}
+    if kind == "fedavg" and not arg:
+        return Strategy("fedavg")
+    if kind not in defaults:
         raise InvalidInputError(f"unknown strategy {spec!r}: use {STRATEGIES}")
     try:
         value = float(arg) if arg else defaults[kind]
     except ValueError:
         raise InvalidInputError(f"strategy {spec!r}: {arg!r} is not a number") from None
-    if value is not None and not math.isfinite(value):
+    if not math.isfinite(value):
         raise InvalidInputError(f"strategy {spec!r}: the parameter must be finite")
     if kind == "fedprox":
         if value < 0:
@@ -229,8 +233,8 @@ class ClientDP(FromMapping):
 
 
 def weight_keys(model: nn.Module) -> list[str]:
-    """Return the state-dict keys of `model`'s trainable weights, tied ones under each of their names: what the
-    server optimiser and DP act on."""
+    """Return the state-dict keys of `model`'s trainable weights, tied ones under each of their names: what
+    the server optimiser and DP act on."""
     return [k for k, p in model.named_parameters(remove_duplicate=False) if p.requires_grad]
 
 
@@ -252,7 +256,7 @@ def unflatten(vec: torch.Tensor, like: State, keys: Sequence[str]) -> dict[str, 
     return out
 
 
-def finite(results: Sequence[tuple[State, int]]) -> tuple[list[tuple[State, int]], int]:
+def finite(results: Sequence[tuple[StateT, int]]) -> tuple[list[tuple[StateT, int]], int]:
     """Return the results whose floating-point entries are all finite, and how many were dropped (a
     diverged or malicious client's NaN would otherwise pass clipping and poison the global model)."""
     ok = [

@@ -22,12 +22,17 @@ import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, fields
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import torch
 from torch import nn
 
+from lepton_ai.data import LabeledData
+from lepton_ai.data.inputs import Normalizer
 from lepton_ai.errors import InvalidInputError, one_line
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 MECHANISM = "DP-SGD (Opacus, RDP accountant)"
 
@@ -40,7 +45,8 @@ class PrivacyNotice(UserWarning):
 
 
 def check_budget(epsilon: float | None, delta: float, **positive: float | None) -> None:
-    """Raise, in one line, unless ε (when given) and every other value given are finite numbers > 0 and 0 < δ < 1."""
+    """Raise, in one line, unless ε (when given) and every other value given are finite numbers > 0 and 0 < δ
+    < 1."""
     for key, value in {"epsilon": epsilon, "delta": delta, **positive}.items():
         if value is not None and (
             isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
@@ -70,14 +76,15 @@ class FromMapping:
             raise InvalidInputError(
                 f"dp must be a {cls.__name__} or a dict such as {cls.EXAMPLE}, not {type(value).__name__}"
             )
-        names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+        config_fields = fields(cast("type[DataclassInstance]", cls))
+        names = [f.name for f in config_fields]
         unknown = set(value) - set(names)
         if unknown:
             raise InvalidInputError(
                 f"unknown dp option(s) {', '.join(sorted(map(str, unknown)))}: use {', '.join(names)}"
             )
         given = {k: v for k, v in value.items() if v is not None}
-        missing = [f.name for f in fields(cls) if f.default is MISSING and f.name not in given]  # type: ignore[arg-type]
+        missing = [f.name for f in config_fields if f.default is MISSING and f.name not in given]
         if missing:
             raise InvalidInputError(
                 f"dp needs {' and '.join('an ' + m for m in missing)}, e.g. {cls.EXAMPLE}"
@@ -149,15 +156,16 @@ def make_compatible(model: nn.Module) -> dict[str, dict[str, Any]]:
     cannot make it private."""
     ModuleValidator = opacus("validators").ModuleValidator
 
-    net = model.net
-    if net is None:
+    net = getattr(model, "net", None)
+    if not isinstance(net, nn.Module):
         raise InvalidInputError("no backbone yet: call load_pretrained_model() before training with dp")
     net.train()
     before = {name: type(m) for name, m in net.named_modules()}
+    # whatever stops Opacus copying the model is the user's answer
     try:
         # a copy (through torch.save), with the layers replaced
         fixed = ModuleValidator.fix(net)
-    except Exception as e:  # noqa: BLE001 - whatever stops Opacus copying the model is the user's answer
+    except Exception as e:
         raise InvalidInputError(
             f"Opacus cannot make this model private: copying it for ModuleValidator.fix failed "
             f"({type(e).__name__}: {one_line(e)})"
@@ -191,8 +199,9 @@ def make_compatible(model: nn.Module) -> dict[str, dict[str, Any]]:
     model.net = fixed
     if not replaced:
         return {}
-    if isinstance(getattr(model, "replaced_modules", None), dict):
-        model.replaced_modules.update(specs)
+    recorded = getattr(model, "replaced_modules", None)
+    if isinstance(recorded, dict):
+        recorded.update(specs)
     kinds = sorted({before[name].__name__ for name in replaced})
     warnings.warn(
         f"DP-SGD: replaced {len(replaced)} {'/'.join(kinds)} layer(s) with GroupNorm "
@@ -203,19 +212,21 @@ def make_compatible(model: nn.Module) -> dict[str, dict[str, Any]]:
     return specs
 
 
-def standardize(norm: nn.Module, train_data: Any, val_data: Any | None, *, spread: float = 4.0) -> None:
+def standardize(
+    norm: Normalizer, train_data: LabeledData, val_data: LabeledData | None, *, spread: float = 4.0
+) -> None:
     """Set a `Standardize` layer without looking at the private training data: from the value range the
     data declares (images: pixels 0..pixel_max map to -spread/2..spread/2, the same for every pixel —
     -2..2 by default, which beat -1..1, 0..1 and -4..4 under DP-SGD on digits), else from the validation
     split (with a `PrivacyNotice`: the guarantee does not cover it), else not at all."""
-    pixel_max = (getattr(train_data, "meta", None) or {}).get("pixel_max")
+    pixel_max = train_data.meta.get("pixel_max")
     if pixel_max:
         with torch.no_grad():
             norm.mean.fill_(pixel_max / 2)
             norm.std.fill_(pixel_max / spread)
             norm.fitted.fill_(True)
         return
-    if val_data is not None and getattr(val_data, "features", None) is not None and len(val_data) > 1:
+    if val_data is not None and val_data.features is not None and len(val_data) > 1:
         norm.fit(val_data.features[:20000])
         warnings.warn(
             f"input standardisation fitted on the validation split ({len(val_data)} examples), not on "
@@ -359,7 +370,8 @@ class PrivateTraining:
         """Remove Opacus's hooks and per-example gradients from the model, and the warning filter."""
         self.module._close()
         with contextlib.suppress(ValueError):
-            warnings.filters.remove(self._filter)
+            # typeshed declares the filters a Sequence: they are the module's list
+            cast("list[Any]", warnings.filters).remove(self._filter)
 
 
 def describe(privacy: Mapping[str, Any]) -> str:

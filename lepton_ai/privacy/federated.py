@@ -16,6 +16,7 @@ import time
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from torch import nn
 
 from lepton_ai.data import LabeledData
 from lepton_ai.errors import InvalidInputError
+from lepton_ai.models import LeptonModel
 from lepton_ai.privacy.aggregation import ClientDP, Strategy, aggregate, finite, parse_strategy, weight_keys
 from lepton_ai.privacy.defaults import FEDERATED_DEFAULTS
 from lepton_ai.privacy.record import FederatedResult, RunRecord, default_name, run_params
@@ -36,7 +38,7 @@ def default_model(data: LabeledData, dp: ClientDP | None = None) -> str:
     return "cnn-small" if data.kind == "image" and dp is None else "mlp"
 
 
-def check_dp_model(model: nn.Module, dp: ClientDP | None) -> None:
+def check_dp_model(model: LeptonModel, dp: ClientDP | None) -> None:
     """Refuse a model with BatchNorm under client-level DP: its running statistics, computed from the clients'
     data, cannot be shared without noise of their own, and the model is wrong without them."""
     norms = [name for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -67,7 +69,7 @@ def round_lr(lr: float, round_index: int, rounds: int, schedule: str = "cosine")
 
 
 def local_train(
-    model: nn.Module,
+    model: LeptonModel,
     data: LabeledData,
     global_state: Mapping[str, torch.Tensor],
     *,
@@ -84,7 +86,7 @@ def local_train(
 
     A few lines of plain local SGD rather than `fit`: federated clients train a few steps each from
     a fresh start every round, and SGD's steps, unlike Adam's, stay small for the classes a client lacks."""
-    from lepton_ai.train.loop import as_inputs, take
+    from lepton_ai.data.inputs import as_inputs, take
 
     dev = torch.device(device)
     model.load_state_dict(global_state)
@@ -114,8 +116,9 @@ def local_train(
 
 @contextlib.contextmanager
 def cpu_threads(model: nn.Module, device: str | torch.device = "cpu") -> Iterator[None]:
-    """Run clients' training of a small model (< 1M parameters) on one CPU thread: their steps are too small
-    to split, and OpenMP threads spinning against other work slow them ~10× on a busy machine."""
+    """Run clients' training of a small model (< 1M parameters) on one CPU thread: their steps are too
+    small to split, and OpenMP threads spinning against other work slow them several times over on a busy
+    machine."""
     small = sum(p.numel() for p in model.parameters()) < 1_000_000 and torch.device(device).type == "cpu"
     before = torch.get_num_threads()
     if small:
@@ -129,14 +132,13 @@ def cpu_threads(model: nn.Module, device: str | torch.device = "cpu") -> Iterato
 # -- building the model -------------------------------------------------------------------------
 
 
-def build_model(model: str | nn.Module, train: LabeledData, val: LabeledData | None = None) -> nn.Module:
+def build_model(model: str | LeptonModel, train: LabeledData, val: LabeledData | None = None) -> LeptonModel:
     """Return the global model: a LeptonModel as given, or one built from an architecture name or
     registry reference for `train`'s classes and input size, its input standardisation set without
     pooling the clients' data (pixels 0..pixel_max map to -1..1; else the server's validation split)."""
-    from lepton_ai.models import LeptonModel
     from lepton_ai.privacy.dp import PrivacyNotice, standardize
 
-    if isinstance(model, nn.Module):
+    if isinstance(model, LeptonModel):
         net = model
     else:
         net = LeptonModel(
@@ -171,7 +173,11 @@ def load_splits(
         if test_data is not None:
             return data, None, test_data
         idx = split_indices(data.labels.numpy(), seed)
-        return tuple(data.subset(idx[s], f"[{s}]") for s in ("train", "val", "test"))  # type: ignore[return-value]
+        return (
+            data.subset(idx["train"], "[train]"),
+            data.subset(idx["val"], "[val]"),
+            data.subset(idx["test"], "[test]"),
+        )
     if not isinstance(data, (str, Path)):
         raise InvalidInputError(
             f"data must be a data set name, a path or a LabeledData, not {type(data).__name__}"
@@ -215,7 +221,7 @@ class Setup:
     """What a federated run starts from, checked: its strategy, client-level DP (calibrated), client lr
     schedule, data splits, and the global model (with the keys of its trainable weights) on `device`."""
 
-    model: str | nn.Module
+    model: str | LeptonModel
     data: str | LabeledData
     strategy: Strategy
     dp: ClientDP | None
@@ -223,7 +229,7 @@ class Setup:
     train: LabeledData
     val: LabeledData | None
     test: LabeledData
-    net: nn.Module
+    net: LeptonModel
     weights: list[str]
     device: torch.device
     options: dict[str, Any]
@@ -242,7 +248,7 @@ class Setup:
 
 
 def prepare(
-    model: str | nn.Module | None,
+    model: str | LeptonModel | None,
     data: str | LabeledData,
     *,
     clients: int,
@@ -260,7 +266,8 @@ def prepare(
 ) -> Setup:
     """Check a run's options (one-line errors, before anything is registered), load the data, build the
     global model (the same initial weights for the same seed) and calibrate DP to sample rate `fraction`."""
-    from lepton_ai.train.loop import check_data, resolve_device
+    from lepton_ai.data.inputs import check_data
+    from lepton_ai.device import resolve_device
 
     check_run(clients, rounds, fraction, local_epochs, lr, batch_size)
     plan, private = parse_strategy(strategy), ClientDP.of(dp)
@@ -293,7 +300,7 @@ def prepare(
 
 
 def federated_train(
-    model: str | nn.Module | None = None,
+    model: str | LeptonModel | None = None,
     data: str | LabeledData = "digits",
     *,
     clients: int = 10,
@@ -338,9 +345,12 @@ def federated_train(
         device=device,
     )
     parts = split(run.train, partition, clients, seed)
-    net, plan, private = run.net, run.strategy, run.dp
+    net, private = run.net, run.dp
     rng, noise = np.random.default_rng(seed), torch.Generator().manual_seed(seed + 1)
-    per_round = max(1, round(fraction * clients))
+    # under client-level DP the sum is divided by the expected, public number of clients per round
+    combine = partial(
+        aggregate, run.strategy, weights=run.weights, dp=private, expected_clients=fraction * clients
+    )
     state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
     with (
         RunRecord(
@@ -352,39 +362,9 @@ def federated_train(
         task = bar.add_task("rounds", total=rounds, acc=0.0, loss=0.0)
         for r in range(rounds):
             r0 = time.perf_counter()
-            # Poisson, as accounted
-            chosen = (
-                np.flatnonzero(rng.random(clients) < fraction)
-                if private is not None
-                else np.sort(rng.choice(clients, per_round, replace=False))
-            )
-            sub = bar.add_task(f"round {r + 1}/{rounds}", total=len(chosen), acc=0.0, loss=0.0)
-            results = []
-            for c in chosen.tolist():
-                new, n, _ = local_train(
-                    net,
-                    parts[c],
-                    state,
-                    epochs=local_epochs,
-                    lr=round_lr(lr, r, rounds, run.schedule),
-                    batch_size=batch_size,
-                    mu=plan.mu,
-                    seed=seed * 1_000_003 + r * 10_007 + c,
-                    device=run.device,
-                )
-                results.append((new, n))
-                bar.advance(sub)
-            bar.remove_task(sub)
-            results, dropped = finite(results)
-            state = aggregate(
-                plan,
-                state,
-                results,
-                weights=run.weights,
-                dp=private,
-                expected_clients=fraction * clients,
-                generator=noise,
-            )
+            chosen = _clients_of_round(rng, clients, fraction, poisson=private is not None)
+            results, dropped = finite(_local_updates(run, [parts[c] for c in chosen], chosen, state, r, bar))
+            state = combine(state, results, generator=noise)
             net.load_state_dict(state)
             extra = {"epsilon": private.epsilon_spent(fraction, r + 1)} if private is not None else {}
             row = record.log_round(
@@ -399,6 +379,39 @@ def federated_train(
             bar.update(task, advance=1, acc=row["accuracy"], loss=row["loss"])
         privacy = private.report(fraction, rounds) if private is not None else None
         return record.finish(net, clients, privacy, description)
+
+
+def _clients_of_round(rng: np.random.Generator, clients: int, fraction: float, poisson: bool) -> list[int]:
+    """Return the clients that train in a round: each with probability `fraction` when `poisson` (as
+    client-level DP accounts for), else a fixed share of them drawn without replacement."""
+    if poisson:
+        return np.flatnonzero(rng.random(clients) < fraction).tolist()
+    return np.sort(rng.choice(clients, max(1, round(fraction * clients)), replace=False)).tolist()
+
+
+def _local_updates(
+    run: Setup, parts: list[LabeledData], ids: list[int], state: dict[str, torch.Tensor], r: int, bar: Any
+) -> list[tuple[dict[str, torch.Tensor], int]]:
+    """Return each client's new weights (trained from `state` on its part in round `r`) and example count."""
+    o = run.options
+    task = bar.add_task(f"round {r + 1}/{o['rounds']}", total=len(ids), acc=0.0, loss=0.0)
+    results = []
+    for part, c in zip(parts, ids):
+        new, n, _ = local_train(
+            run.net,
+            part,
+            state,
+            epochs=o["local_epochs"],
+            lr=round_lr(o["lr"], r, o["rounds"], run.schedule),
+            batch_size=o["batch_size"],
+            mu=run.strategy.mu,
+            seed=o["seed"] * 1_000_003 + r * 10_007 + c,
+            device=run.device,
+        )
+        results.append((new, n))
+        bar.advance(task)
+    bar.remove_task(task)
+    return results
 
 
 @contextlib.contextmanager

@@ -23,15 +23,16 @@ import re
 import time
 import zlib
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from lepton_ai.data import LabeledData
 from lepton_ai.errors import InvalidInputError, LeptonError
+from lepton_ai.models import LeptonModel
 from lepton_ai.models.architectures import ARCHITECTURES
 from lepton_ai.privacy.aggregation import ClientDP, Strategy, aggregate, finite
 from lepton_ai.privacy.defaults import FEDERATED_DEFAULTS
@@ -61,7 +62,8 @@ def flower_log(verbose: bool) -> None:
 
 
 class _QuietDeprecation(logging.Filter):
-    """Drop Flower's notice that start_server/start_client are deprecated: we chose them (module docstring)."""
+    """Drop Flower's notice that start_server/start_client are deprecated: we chose them (module
+    docstring)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "DEPRECATED FEATURE" not in str(record.msg)
@@ -82,12 +84,13 @@ def parse_part(spec: str) -> tuple[str, int | None, int | None]:
 
 
 def client_data(spec: str, partition: str = "iid", seed: int = 0) -> LabeledData:
-    """Return a client's training data: the whole of PATH, or part I of the N-way `partition` of NAME's train split."""
+    """Return a client's training data: the whole of PATH, or part I of the N-way `partition` of NAME's train
+    split."""
     from lepton_ai.data import load
     from lepton_ai.privacy.partition import partition_indices
 
     name, index, count = parse_part(spec)
-    if index is None:
+    if index is None or count is None:
         return load(name)
     train = load(name, "train", seed=seed)
     part = partition_indices(train.labels.numpy(), partition, count, seed)[index]
@@ -100,7 +103,8 @@ def to_ndarrays(state: Mapping[str, torch.Tensor]) -> list[np.ndarray]:
 
 
 def from_ndarrays(arrays: list[np.ndarray], like: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Return `arrays` as a state dict with the keys, shapes and dtypes of `like`; raise when they do not fit."""
+    """Return `arrays` as a state dict with the keys, shapes and dtypes of `like`; raise when they do not
+    fit."""
     if len(arrays) != len(like) or any(
         tuple(a.shape) != tuple(v.shape) for a, v in zip(arrays, like.values())
     ):
@@ -113,6 +117,63 @@ def from_ndarrays(arrays: list[np.ndarray], like: Mapping[str, torch.Tensor]) ->
 # -- the server ---------------------------------------------------------------------------------
 
 
+def fit_config(run: Setup, server_round: int, meta: str) -> dict[str, Any]:
+    """Return what a client is told for round `server_round`: the model's metadata and the training
+    options."""
+    o = run.options
+    return {
+        "model": meta,
+        "local_epochs": o["local_epochs"],
+        "batch_size": o["batch_size"],
+        "mu": run.strategy.mu,
+        "lr": round_lr(o["lr"], server_round - 1, o["rounds"], run.schedule),
+        "momentum": FEDERATED_DEFAULTS["momentum"],
+        "seed": o["seed"] * 1_000_003 + server_round * 10_007,
+        "round": server_round,
+    }
+
+
+def _sample_clients(
+    client_manager: Any,
+    server_round: int,
+    min_clients: int,
+    round_timeout: float | None,
+    fraction: float | None,
+) -> list[Any]:
+    """Return this round's clients: `fraction` of those connected but at least `min_clients` (exactly that
+    many with no fraction, as client-level DP needs); raise when too few connect in time."""
+    timeout = round_timeout or 86_400
+    if not client_manager.wait_for(min_clients, timeout=math.ceil(timeout)):
+        raise LeptonError(
+            f"round {server_round}: fewer than {min_clients} clients connected "
+            f"within {timeout:g} s (--min-clients, --round-timeout)"
+        )
+    available = client_manager.num_available()
+    wanted = min_clients if fraction is None else max(min_clients, round(fraction * available))
+    return list(client_manager.sample(num_clients=min(wanted, available), min_num_clients=min_clients))
+
+
+def _round_figures(updates: list[tuple[dict[str, torch.Tensor], int]], attempted: int) -> dict[str, int]:
+    """Return a round's figures: clients whose update counted, failures (of `attempted`), examples."""
+    return {
+        "clients": len(updates),
+        "failures": attempted - len(updates),
+        "examples": sum(n for _, n in updates),
+    }
+
+
+def _updates(
+    results: list[tuple[list[np.ndarray], int]], like: Mapping[str, torch.Tensor]
+) -> list[tuple[dict[str, torch.Tensor], int]]:
+    """Return the clients' updates that fit the model `like` and are finite, with their example counts."""
+    fitting = []
+    for arrays, examples in results:
+        # weights that do not fit the model: a failure
+        with contextlib.suppress(InvalidInputError):
+            fitting.append((from_ndarrays(arrays, like), int(examples)))
+    return finite(fitting)[0]
+
+
 def lepton_strategy(
     run: Setup,
     *,
@@ -121,21 +182,28 @@ def lepton_strategy(
     round_timeout: float | None,
     on_round: Callable[[dict[str, Any]], None] | None = None,
 ) -> Any:
-    """Return a Flower Strategy that runs `run`'s strategy (and client-level DP) with our aggregation."""
+    """Return a Flower Strategy that runs `run`'s strategy (and client-level DP) with our aggregation.
+
+    Flower's strategy interface over lepton's `aggregate`: every round samples at least `min_clients`
+    connected clients (waiting up to the round timeout for them), accepts the failures of some (the round
+    goes on with the others; an update that does not fit the model or is not finite counts as one), and
+    tests the new global model on the server's test split. Under client-level DP it samples exactly
+    `min_clients` and divides by that fixed, public number. An error is kept in `error` and ends the
+    remaining rounds at once (raised inside Flower, it would leave the clients' connections open);
+    `run_server` raises it afterwards."""
     flwr = _flwr()
     from flwr.common import FitIns, ndarrays_to_parameters, parameters_to_ndarrays
 
     model, o, dp = run.net, run.options, run.dp
+    # under client-level DP the sum is divided by the fixed, public number of clients sampled
+    combine = partial(
+        aggregate, run.strategy, weights=run.weights, dp=dp, expected_clients=float(min_clients)
+    )
 
-    class LeptonStrategy(flwr.server.strategy.Strategy):
-        """Flower's strategy interface over lepton's `aggregate`: every round samples at least
-        `min_clients` connected clients (waiting up to the round timeout for them), accepts the
-        failures of some (the round goes on with the others; an update that does not fit the model or
-        is not finite counts as one), and tests the new global model on the server's test split.
-        Under client-level DP it samples exactly `min_clients` and divides by that fixed, public number.
-        An error is kept in `error` and ends the remaining rounds at once (raised inside Flower, it
-        would leave the clients' connections open); `run_server` raises it afterwards."""
+    # Flower is imported only when a server starts: its base class is known only here
+    base: Any = flwr.server.strategy.Strategy
 
+    class LeptonStrategy(base):
         def __init__(self) -> None:
             self.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             self.noise = torch.Generator().manual_seed(o["seed"] + 1)
@@ -153,56 +221,25 @@ def lepton_strategy(
             self.round_started, self.last = time.perf_counter(), {}
             if self.error is not None:
                 return []
-            timeout = round_timeout or 86_400
-            if not client_manager.wait_for(min_clients, timeout=math.ceil(timeout)):
-                self.error = LeptonError(
-                    f"round {server_round}: fewer than {min_clients} clients connected "
-                    f"within {timeout:g} s (--min-clients, --round-timeout)"
-                )
+            fraction = None if dp is not None else o["fraction"]
+            try:
+                chosen = _sample_clients(client_manager, server_round, min_clients, round_timeout, fraction)
+            except LeptonError as e:
+                self.error = e
                 return []
-            available = client_manager.num_available()
-            wanted = min_clients if dp is not None else max(min_clients, round(o["fraction"] * available))
-            config = {
-                "model": self.meta,
-                "local_epochs": o["local_epochs"],
-                "batch_size": o["batch_size"],
-                "mu": run.strategy.mu,
-                "lr": round_lr(o["lr"], server_round - 1, o["rounds"], run.schedule),
-                "momentum": FEDERATED_DEFAULTS["momentum"],
-                "seed": o["seed"] * 1_000_003 + server_round * 10_007,
-                "round": server_round,
-            }
-            chosen = client_manager.sample(num_clients=min(wanted, available), min_num_clients=min_clients)
-            return [(c, FitIns(parameters, config)) for c in chosen]
+            return [(c, FitIns(parameters, fit_config(run, server_round, self.meta))) for c in chosen]
 
         def aggregate_fit(
             self, server_round: int, results: list[tuple[Any, Any]], failures: list[Any]
         ) -> tuple[Any, dict[str, Any]]:
-            fitting = []
-            for _, r in results:
-                # weights that do not fit the model: a failure
-                with contextlib.suppress(InvalidInputError):
-                    fitting.append(
-                        (from_ndarrays(parameters_to_ndarrays(r.parameters), self.state), int(r.num_examples))
-                    )
-            updates, dropped = finite(fitting)
-            self.last = {
-                "clients": len(updates),
-                "failures": len(failures) + len(results) - len(updates),
-                "examples": sum(n for _, n in updates),
-            }
+            updates = _updates(
+                [(parameters_to_ndarrays(r.parameters), r.num_examples) for _, r in results], self.state
+            )
+            self.last = _round_figures(updates, attempted=len(results) + len(failures))
             if not updates and dp is None:
                 # every client failed: the global model stays as it was
                 return None, dict(self.last)
-            self.state = aggregate(
-                run.strategy,
-                self.state,
-                updates,
-                weights=run.weights,
-                dp=dp,
-                expected_clients=float(min_clients),
-                generator=self.noise,
-            )
+            self.state = combine(self.state, updates, generator=self.noise)
             return ndarrays_to_parameters(to_ndarrays(self.state)), dict(self.last)
 
         def configure_evaluate(self, server_round: int, parameters: Any, client_manager: Any) -> list:
@@ -236,7 +273,7 @@ def lepton_strategy(
 def run_server(
     address: str,
     *,
-    model: str | nn.Module | None = None,
+    model: str | LeptonModel | None = None,
     data: str = "digits",
     rounds: int = 3,
     min_clients: int = 2,
@@ -316,12 +353,14 @@ def _check_address(address: str) -> None:
 def lepton_client(data: LabeledData, *, device: str = "cpu", client_seed: int = 0) -> Any:
     """Return a Flower client that trains the server's model on `data` with `local_train`."""
     flwr = _flwr()
-    from lepton_ai.models import LeptonModel
-    from lepton_ai.train.loop import check_data, resolve_device
+    from lepton_ai.data.inputs import check_data
+    from lepton_ai.device import resolve_device
 
     dev = resolve_device(device)
 
-    class LeptonClient(flwr.client.NumPyClient):
+    base: Any = flwr.client.NumPyClient
+
+    class LeptonClient(base):
         """Builds the server's architecture (a built-in one, from the metadata the server sends with each
         round) and checks its data fits, then each round trains it from the global weights on this
         client's data and returns the new weights; the server tests the global model itself, so
@@ -329,9 +368,9 @@ def lepton_client(data: LabeledData, *, device: str = "cpu", client_seed: int = 
 
         def __init__(self) -> None:
             self.meta: str | None = None
-            self.model: nn.Module | None = None
+            self.model: LeptonModel | None = None
 
-        def _model(self, meta: str) -> nn.Module:
+        def _model(self, meta: str) -> LeptonModel:
             if meta != self.meta:
                 net = LeptonModel.from_metadata(json.loads(meta))
                 check_data(net, data)

@@ -77,15 +77,16 @@ def _dirichlet(labels: np.ndarray, alpha: float, n: int, rng: np.random.Generato
         for client, part in enumerate(np.split(idx, cuts)):
             owner[part] = client
     counts = np.bincount(owner, minlength=n)
-    for client in np.flatnonzero(counts == 0):
+    for empty in np.flatnonzero(counts == 0):
         donor = int(counts.argmax())
         moved = rng.choice(np.flatnonzero(owner == donor))
-        owner[moved], counts[donor], counts[client] = client, counts[donor] - 1, 1
+        owner[moved], counts[donor], counts[empty] = empty, counts[donor] - 1, 1
     return [np.flatnonzero(owner == i) for i in range(n)]
 
 
 def partition(data: LabeledData, scheme: str, n: int, seed: int = 0) -> list[LabeledData]:
-    """Split `data` among `n` clients by `scheme` ("iid", "dirichlet:ALPHA", "shards:K"); return their data sets."""
+    """Split `data` among `n` clients by `scheme` ("iid", "dirichlet:ALPHA", "shards:K"); return their data
+    sets."""
     # torch, imported when a split is made
     from lepton_ai.data import LabeledData
 

@@ -15,11 +15,14 @@ from torch import nn
 
 from lepton_ai.data import LabeledData
 from lepton_ai.errors import InvalidInputError
+from lepton_ai.models import LeptonModel
+from lepton_ai.train.loop import evaluate
 
 
 @dataclass
 class FederatedResult:
-    """What a federated run produced: the registered global model, its test figures per round and its privacy."""
+    """What a federated run produced: the registered global model, its test figures per round and its
+    privacy."""
 
     ref: str
     model: nn.Module
@@ -87,7 +90,6 @@ class RunRecord:
 
     def log_round(self, model: nn.Module, test: LabeledData, **row: Any) -> dict[str, Any]:
         """Evaluate the global `model` on `test`, record the round's figures (plus `row`) and return them."""
-        from lepton_ai.train.loop import evaluate
 
         figures = evaluate(model, test)
         if not all(math.isfinite(figures[k]) for k in ("loss", "accuracy")):
@@ -109,9 +111,10 @@ class RunRecord:
         return row
 
     def finish(
-        self, model: nn.Module, clients: int, privacy: dict[str, Any] | None, description: str | None = None
+        self, model: LeptonModel, clients: int, privacy: dict[str, Any] | None, description: str | None = None
     ) -> FederatedResult:
-        """Write the report, register `model` with the last round's figures, end the run; return the result."""
+        """Write the report, register `model` with the last round's figures, end the run; return the
+        result."""
         if not self.history:
             raise InvalidInputError("no round completed: nothing to register")
         seconds = time.perf_counter() - self.t0

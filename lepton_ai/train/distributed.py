@@ -17,7 +17,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from lepton_ai.device import resolve_device
 from lepton_ai.errors import InvalidInputError
+from lepton_ai.machine import cpu_info
 
 # a rank that never shows up (or dies between collectives) fails the job instead of hanging it
 INIT_TIMEOUT_S = 120
@@ -67,9 +69,6 @@ def is_main() -> bool:
 def setup(device: str = "auto") -> bool:
     """Join torchrun's process group (nccl with one GPU per local rank, gloo on CPU) and use
     cores // local processes torch threads; return whether this call set the group up."""
-    from lepton_ai.machine import cpu_info
-    from lepton_ai.train.loop import resolve_device
-
     w = world()
     if not launched() or w.world_size < 2 or dist.is_initialized():
         return False

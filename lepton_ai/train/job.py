@@ -16,6 +16,7 @@ from lepton_ai import config
 from lepton_ai.privacy.defaults import DP_TRAINING_DEFAULTS
 from lepton_ai.privacy.dp import DPConfig
 from lepton_ai.train import distributed
+from lepton_ai.train.loop import evaluate
 
 
 @dataclass
@@ -86,7 +87,6 @@ def _train_and_register(
     from lepton_ai.data import load
     from lepton_ai.models import LeptonModel
     from lepton_ai.store import Registry
-    from lepton_ai.train.loop import evaluate
 
     train, val, test = (load(data, s, seed=seed, **(data_options or {})) for s in ("train", "val", "test"))
     # the same initial weights for the same seed
@@ -117,7 +117,14 @@ def _train_and_register(
         params["world_size"] = world_size
     run = registry.start_run("train", params, name=name)
     try:
-        history = net.fit(train, val, seed=seed, run_id=run.id, checkpoint_dir=checkpoint_dir, **fit_options)
+        history = net.fit(
+            train,
+            val,
+            seed=seed,
+            checkpoint_dir=checkpoint_dir,
+            on_epoch=lambda epoch, figures: registry.log_metrics(run.id, figures, step=epoch),
+            **fit_options,
+        )
         metrics = evaluate(net, test, shard=True)
         registry.log_metrics(
             run.id, {f"test_{k}": v for k, v in metrics.items()}, step=len(history["epochs"])

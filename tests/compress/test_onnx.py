@@ -84,7 +84,8 @@ def test_its_threads_stay_on_the_cpus_this_process_may_use(digits_model: LeptonM
     # ONNX Runtime pins its own threads to the cores after the first
     one = min(os.sched_getaffinity(0))
     code = (
-        f"import os; os.sched_setaffinity(0, {{{one}}}); import torch; from lepton_ai.compress import OnnxModel; "
+        f"import os; os.sched_setaffinity(0, {{{one}}}); import torch; "
+        "from lepton_ai.compress import OnnxModel; "
         f"m = OnnxModel({str(path)!r}); m(torch.zeros(64, 1, 8, 8)); "
         "print({open(f'/proc/self/task/{t}/status').read().split('Cpus_allowed_list:')[1].split()[0] "
         "for t in os.listdir('/proc/self/task')}, m.session.get_session_options().intra_op_num_threads)"

@@ -32,7 +32,7 @@ def fl(*args: str) -> subprocess.Popen:
 
 
 def listening(address: str, server: subprocess.Popen, timeout: float = 120) -> None:
-    """Wait until the server accepts connections, so clients join at once rather than after a retry's back-off."""
+    """Wait until the server accepts connections, so clients join at once rather than after a retry's back-"""
     host, port = address.rsplit(":", 1)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and server.poll() is None:

@@ -22,13 +22,19 @@ def _model(arch: str = "mlp", input_size=(1, 8, 8), classes: int = 10) -> Lepton
         return m.load_pretrained_model(arch)
 
 
-def test_fit_learns_digits_and_logs_to_a_run() -> None:
-    train, val, test = (load("digits", s) for s in ("train", "val", "test"))
+def test_fit_learns_digits_and_hands_each_epoch_to_the_caller() -> None:
+    train, val = load("digits", "train"), load("digits", "val")
     run = Registry().start_run("train")
-    history = _model().fit(train, val, epochs=4, progress=False, run_id=run.id)
+
+    def log(epoch: int, figures: dict[str, float]) -> None:
+        Registry().log_metrics(run.id, figures, step=epoch)
+
+    history = _model().fit(train, val, epochs=4, progress=False, on_epoch=log)
     assert history["device"] == "cpu" and history["precision"] == "fp32"
     assert len(history["epochs"]) == 4 and history["epochs"][-1]["val_accuracy"] > 0.9
-    assert [step for step, _ in Registry().get_run(run.id).history["val_accuracy"]] == [0, 1, 2, 3]
+    logged = Registry().get_run(run.id).history
+    assert [step for step, _ in logged["val_accuracy"]] == [0, 1, 2, 3] and "epoch" not in logged
+    assert logged["train_loss"][-1][1] == pytest.approx(history["epochs"][-1]["train_loss"])
 
 
 def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, monkeypatch) -> None:
