@@ -39,37 +39,33 @@ TARGETS = {
 def digits_case(techniques: tuple[str, ...], budget: float) -> dict[str, Any]:
     """Train cnn-small on digits, then optimize it within 1 point of test accuracy."""
     model, _, (train, val, test) = train_digits_cnn(epochs=10)
-    result = optimize(
-        model,
-        test,
-        calib_data=val,
-        train_data=train,
-        max_accuracy_drop=0.01,
-        batch_size=64,
-        techniques=techniques,
-        time_budget_s=budget,
-        workdir=RESULTS / "work-digits",
-    )
-    result.save(RESULTS / "compress-digits")
-    return result.report
+    options = {"calib_data": val, "max_accuracy_drop": 0.01, "batch_size": 64}
+    return _search("digits", model, test, train, techniques, budget, **options)
 
 
 def minilm_case(techniques: tuple[str, ...], budget: float) -> dict[str, Any]:
     """Optimize all-MiniLM-L6-v2 embeddings within 0.01 of mean cosine on held-out sentences."""
     model = LeptonModel(num_classes=0).load_pretrained_model("minilm")
     train, test = load("python-docs", "train"), load("python-docs", "test")
+    options = {"max_fidelity_drop": 0.01, "batch_size": 32, "seq_len": 128}
+    return _search("minilm", model, test, train, techniques, budget, **options)
+
+
+def _search(
+    case: str,
+    model: LeptonModel,
+    test: Any,
+    train: Any,
+    techniques: tuple[str, ...],
+    budget: float,
+    **options: Any,
+) -> dict[str, Any]:
+    """Run the search on `case`, save its report under results/compress-CASE and return it."""
+    workdir = RESULTS / f"work-{case}"
     result = optimize(
-        model,
-        test,
-        train_data=train,
-        max_fidelity_drop=0.01,
-        batch_size=32,
-        seq_len=128,
-        techniques=techniques,
-        time_budget_s=budget,
-        workdir=RESULTS / "work-minilm",
+        model, test, train_data=train, techniques=techniques, time_budget_s=budget, workdir=workdir, **options
     )
-    result.save(RESULTS / "compress-minilm")
+    result.save(RESULTS / f"compress-{case}")
     return result.report
 
 

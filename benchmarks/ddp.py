@@ -59,14 +59,7 @@ def run_once(config: dict[str, Any], epochs: int, home: str) -> dict[str, Any]:
     name = "bench-" + config["label"].replace(" ", "").replace(",", "-")
     cmd = [
         sys.executable,
-        "-m",
-        "lepton_ai.cli.main",
-        "train",
-        "--model",
-        "cnn-small",
-        "--data",
-        "digits",
-        "--name",
+        *"-m lepton_ai.cli.main train --model cnn-small --data digits --name".split(),
         name,
         "--epochs",
         str(epochs),

@@ -41,18 +41,7 @@ def test_train_bad_input_is_one_line() -> None:
 
 @pytest.mark.slow
 def test_kill_9_then_resume_ends_like_an_uninterrupted_run(tmp_path: Path) -> None:
-    args = [
-        "train",
-        "--model",
-        "cnn-small",
-        "--data",
-        "digits",
-        "--epochs",
-        "8",
-        "--batch-size",
-        "16",
-        "--json",
-    ]
+    args = [*"train --model cnn-small --data digits --epochs 8 --batch-size 16 --json".split()]
     ckpt = tmp_path / "ckpt"
     lepton_bin = str(Path(sys.executable).with_name("lepton"))
     proc = subprocess.Popen(

@@ -241,20 +241,8 @@ def test_resume_continues_the_accounting(tmp_path: Path) -> None:
 
 def test_lepton_train_with_dp_reports_and_records_the_privacy_spent() -> None:
     r = lepton_proc(
-        "train",
-        "--model",
-        "mlp",
-        "--data",
-        "digits",
-        "--name",
-        "dp-mlp",
-        "--dp-epsilon",
-        "3",
-        "--dp-delta",
-        "1e-5",
-        "--epochs",
-        "15",
-        "--json",
+        *"train --model mlp --data digits --name dp-mlp --epochs 15 --json".split(),
+        *"--dp-epsilon 3 --dp-delta 1e-5".split(),
     )
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
@@ -307,20 +295,8 @@ def test_bad_dp_options_are_one_line_exit_2(cli, args: list[str], message: str) 
 
 def test_the_cli_prints_the_replacement_notice_in_one_line(cli) -> None:
     code, out, err = cli(
-        "train",
-        "--model",
-        "cnn-small",
-        "--data",
-        "digits",
-        "--name",
-        "dp-cnn",
-        "--dp-epsilon",
-        "8",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "256",
-        "--json",
+        *"train --model cnn-small --data digits --name dp-cnn --dp-epsilon 8".split(),
+        *"--epochs 1 --batch-size 256 --json".split(),
     )
     assert code == 0, err
     notes = [line for line in err.splitlines() if line.startswith("note: ")]

@@ -32,7 +32,8 @@ def fl(*args: str) -> subprocess.Popen:
 
 
 def listening(address: str, server: subprocess.Popen, timeout: float = 120) -> None:
-    """Wait until the server accepts connections, so clients join at once rather than after a retry's back-"""
+    """Wait until the server accepts connections, so clients join at once rather than after a retry's
+    back-off."""
     host, port = address.rsplit(":", 1)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and server.poll() is None:
@@ -42,6 +43,15 @@ def listening(address: str, server: subprocess.Popen, timeout: float = 120) -> N
         time.sleep(0.1)
     died = server.stderr.read()[-2000:] if server.poll() is not None else ""
     raise AssertionError(f"the server is not listening at {address}: {died}")
+
+
+def fl_server(*args: str) -> tuple[str, subprocess.Popen]:
+    """Start `lepton fl server ARGS` on a free loopback port; return its address and process once it
+    listens."""
+    address = f"127.0.0.1:{free_port()}"
+    server = fl("server", "--address", address, *args)
+    listening(address, server)
+    return address, server
 
 
 def finish(proc: subprocess.Popen, timeout: float = 240) -> tuple[str, str]:
@@ -74,24 +84,9 @@ def test_client_data_parts() -> None:
 def test_server_and_three_client_processes_for_three_rounds(lepton_home: Path) -> None:
     from lepton_ai.store import Registry
 
-    address = f"127.0.0.1:{free_port()}"
-    server = fl(
-        "server",
-        "--address",
-        address,
-        "--rounds",
-        "3",
-        "--min-clients",
-        "3",
-        "--model",
-        "mlp",
-        "--data",
-        "digits",
-        "--name",
-        "fl-net",
-        "--json",
+    address, server = fl_server(
+        *"--rounds 3 --min-clients 3 --model mlp --data digits --name fl-net --json".split()
     )
-    listening(address, server)
     clients = [
         fl("client", "--server", address, "--data", f"digits:{i}/3", "--partition", "iid") for i in range(3)
     ]
@@ -118,22 +113,7 @@ def test_server_and_three_client_processes_for_three_rounds(lepton_home: Path) -
 def test_client_level_dp_over_the_network(lepton_home: Path) -> None:
     from lepton_ai.store import Registry
 
-    address = f"127.0.0.1:{free_port()}"
-    server = fl(
-        "server",
-        "--address",
-        address,
-        "--rounds",
-        "2",
-        "--min-clients",
-        "2",
-        "--name",
-        "fl-dp-net",
-        "--dp-epsilon",
-        "8",
-        "--json",
-    )
-    listening(address, server)
+    address, server = fl_server(*"--rounds 2 --min-clients 2 --name fl-dp-net --dp-epsilon 8 --json".split())
     clients = [fl("client", "--server", address, "--data", f"digits:{i}/2") for i in range(2)]
     out, err = finish(server)
     assert server.returncode == 0, err[-3000:]
@@ -148,27 +128,11 @@ def test_client_level_dp_over_the_network(lepton_home: Path) -> None:
 
 @pytest.mark.slow
 def test_a_client_killed_mid_round_does_not_stop_the_server(lepton_home: Path) -> None:
-    address = f"127.0.0.1:{free_port()}"
-    server = fl(
-        "server",
-        "--address",
-        address,
-        "--rounds",
-        "4",
-        "--min-clients",
-        "2",
-        "--model",
-        "mlp",
+    address, server = fl_server(
+        *"--rounds 4 --min-clients 2 --model mlp".split(),
         # rounds of a few seconds
-        "--local-epochs",
-        "25",
-        "--batch-size",
-        "8",
-        "--name",
-        "fl-kill",
-        "--json",
+        *"--local-epochs 25 --batch-size 8 --name fl-kill --json".split(),
     )
-    listening(address, server)
     clients = [fl("client", "--server", address, "--data", f"digits:{i}/3") for i in range(3)]
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and not any(row["clients"] == 3 for row in _rounds_so_far(lepton_home)):

@@ -14,7 +14,8 @@ def digits():
 
 
 def label_skew(parts) -> float:
-    """Mean share of each client's most common label (0.1 for balanced 10-class parts, 1.0 for single-"""
+    """Mean share of each client's most common label (0.1 for balanced 10-class parts, 1.0 for
+    single-class ones)."""
     return float(np.mean([np.bincount(p.labels.numpy()).max() / len(p) for p in parts]))
 
 
