@@ -107,8 +107,8 @@ def _session_cpu(sid: int) -> float:
             if entry.name.isdigit() and os.getsid(int(entry.name)) == sid:
                 fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
                 total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        # gone meanwhile
         except (OSError, ValueError):
+            # gone meanwhile
             pass
     return total
 

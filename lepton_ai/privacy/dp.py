@@ -292,8 +292,8 @@ class PrivateTraining:
                     f"DP-SGD cannot reach ε={config.epsilon} at δ={config.delta} over {epochs} "
                     f"epochs of {examples} examples: {one_line(e)}"
                 ) from e
-            # Opacus has no per-example gradient for some layer
             except NotImplementedError as e:
+                # Opacus has no per-example gradient for some layer
                 raise InvalidInputError(f"Opacus cannot make this model private: {one_line(e)}") from e
         # what the accountant uses (steps are int(1/q))
         self.sample_rate = float(self.loader.sample_rate)

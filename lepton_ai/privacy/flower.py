@@ -259,8 +259,8 @@ def lepton_strategy(
                 row = record.log_round(
                     model, run.test, **self.last, seconds=time.perf_counter() - self.round_started, **extra
                 )
-            # e.g. the global model diverged
             except LeptonError as e:
+                # e.g. the global model diverged
                 self.error = e
                 return None
             if on_round is not None:
@@ -329,8 +329,8 @@ def run_server(
                 strategy=fl_strategy,
                 config=flwr.server.ServerConfig(num_rounds=rounds, round_timeout=round_timeout),
             )
-        # Flower exits with a message when it cannot bind the address
         except SystemExit as e:
+            # Flower exits with a message when it cannot bind the address
             if not isinstance(e.code, str):
                 raise
             raise LeptonError(f"cannot serve the federation at {address}: {e.code}") from None
