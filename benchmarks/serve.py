@@ -29,7 +29,8 @@ serve`'s, running in this process) and the same model artifact.
   `--loadgen-cpus 12-15` keeps them apart on a machine with cores to spare: the load generator runs
   on those CPUs, and this process, every server it starts and the in-process references on the rest.
 
-    python benchmarks/serve.py [--duration 20] [--only overhead|digits|minilm] [--skip-ray] [--loadgen-cpus 12-15]
+    python benchmarks/serve.py [--duration 20] [--only overhead|digits|minilm] [--skip-ray]
+                               [--loadgen-cpus 12-15]
 
 Writes benchmarks/results/serve.json and serve.png; the table goes to the terminal."""
 

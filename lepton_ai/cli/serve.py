@@ -49,7 +49,8 @@ def serve(
         typer.Option(
             "--model-process/--no-model-process",
             show_default=False,
-            help="Run init and the handlers in a process of their own (default: eager PyTorch models on CPU do).",
+            help="Run init and the handlers in a process of their own "
+            "(default: eager PyTorch models on CPU do).",
         ),
     ] = None,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
@@ -104,8 +105,8 @@ def bench_serve(
     cpus: Annotated[
         str | None,
         typer.Option(
-            help="Run the load generator on these CPUs only (e.g. 12-15, as taskset -c takes them), to keep it off "
-            "the cores of a server on the same machine."
+            help="Run the load generator on these CPUs only (e.g. 12-15, as taskset -c takes them), to keep "
+            "it off the cores of a server on the same machine."
         ),
     ] = None,
     json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
@@ -143,8 +144,9 @@ def show_load(result: dict) -> None:
     """Print a load test's figures as a table."""
     lat = result["latency_ms"]
     errors = ", ".join(f"{code}: {n}" for code, n in result["errors"].items()) or "none"
+    pace = f"rate {result['rate']}/s" if result["rate"] else f"concurrency {result['concurrency']}"
     print_table(
-        f"{result['url']} — {'rate ' + str(result['rate']) + '/s' if result['rate'] else 'concurrency ' + str(result['concurrency'])}",
+        f"{result['url']} — {pace}",
         ("figure", "value"),
         [
             ("requests/s", f"{result['requests_per_s']:,.0f}"),

@@ -42,7 +42,7 @@ class PhotonReplica:
         import gc
 
         from lepton_ai.serve.app import ServeSettings, Service
-        from lepton_ai.serve.server import load_photon, serving_gc
+        from lepton_ai.serve.target import load_photon, serving_gc
 
         # as in `lepton serve`: rarer collections, what init loaded frozen before ready
         serving_gc()
@@ -52,7 +52,8 @@ class PhotonReplica:
         return self.service
 
     async def check_health(self) -> None:
-        """Ray's health check: passes once `init` has finished (no request meets a loading replica); fails if it did."""
+        """Ray's health check: passes once `init` has finished (no request meets a loading replica); fails
+        if it did."""
         if self.service is None:
             raise RuntimeError("the service was not built")
         while self.service.state == "starting":
@@ -70,7 +71,8 @@ def deploy_ray(
     http_port: int = 8000,
     settings: dict | None = None,
 ) -> dict:
-    """Serve `ref` on the Ray cluster at `address` (or RAY_ADDRESS) with Ray Serve; return its name, URL, replicas."""
+    """Serve `ref` on the Ray cluster at `address` (or RAY_ADDRESS) with Ray Serve; return its name, URL,
+    replicas."""
     if replicas < 1:
         raise InvalidInputError(f"--replicas must be at least 1, got {replicas}")
     if autoscale is not None and not 1 <= autoscale[0] <= autoscale[1]:
@@ -154,7 +156,8 @@ def undeploy_ray(name: str, address: str | None = None) -> None:
 
 
 def _address(address: str | None) -> str:
-    """Return the cluster's address, from the argument or RAY_ADDRESS, once it answers: we never start a cluster."""
+    """Return the cluster's address, from the argument or RAY_ADDRESS, once it answers: we never start a
+    cluster."""
     address = address or os.environ.get("RAY_ADDRESS")
     if not address:
         raise InvalidInputError(
@@ -181,7 +184,8 @@ def _address(address: str | None) -> str:
 
 @contextlib.contextmanager
 def _connected(address: str) -> Iterator[None]:
-    """Connect this process to the cluster as a Ray driver (unless it already is one), and disconnect at the end."""
+    """Connect this process to the cluster as a Ray driver (unless it already is one), and disconnect at
+    the end."""
     try:
         import ray
     except ImportError:
@@ -210,7 +214,8 @@ def _connected(address: str) -> Iterator[None]:
 
 
 def _pin(ref: str) -> str:
-    """Return `ref` as every replica must read it: files and folders absolute, a model's latest version resolved."""
+    """Return `ref` as every replica must read it: files and folders absolute, a model's latest version
+    resolved."""
     from lepton_ai.store.refs import parse_ref
 
     module, sep, cls = ref.rpartition(":")
@@ -229,9 +234,10 @@ def _pin(ref: str) -> str:
 
 
 def _service(target: str, settings: dict[str, Any]) -> Any:
-    """Return the `Service` for `target`, not started: the replicas' own check of the target and settings, done here."""
+    """Return the `Service` for `target`, not started: the replicas' own check of the target and settings,
+    done here."""
     from lepton_ai.serve.app import ServeSettings, Service
-    from lepton_ai.serve.server import load_photon
+    from lepton_ai.serve.target import load_photon
 
     try:
         serve_settings = ServeSettings(**settings)
@@ -273,7 +279,8 @@ def _gcs_host() -> str:
 
 
 def _failure(name: str) -> str:
-    """Return the last line of the failed deployment's message (the replica's traceback ends with the cause)."""
+    """Return the last line of the failed deployment's message (the replica's traceback ends with the
+    cause)."""
     from ray import serve
 
     try:

@@ -1,9 +1,14 @@
 """The HTTP app of a Photon: one POST route per handler, health, readiness, metrics, OpenAPI.
 
-Handler calls are dispatched straight from the ASGI entry (`Service.__call__`) and parse and
-validate the body in one pass with pydantic-core (no middleware stack, no dependency solving);
-FastAPI serves the rest, `/openapi.json` and `/docs` included, with the handlers' schemas
-added from their type hints."""
+Handler calls are answered straight from the ASGI entry (`Service._dispatch`), which parses and
+validates the body in one pass with pydantic-core (no routing, middleware stack or dependency solving
+on the hot path); FastAPI serves the rest, `/openapi.json` and `/docs` included, with the handlers'
+schemas added from their type hints (serve/openapi.py).
+
+Middleware: the FastAPI app is private, because a middleware added to it would silently miss the
+handler calls. `Service.add_middleware` is the one way to add one: it wraps the whole service, so the
+middleware sees handler calls, health, metrics and docs alike (and the hot path crosses nothing when
+none is added)."""
 
 from __future__ import annotations
 
@@ -19,16 +24,17 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import to_json
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lepton_ai.errors import LeptonError
 from lepton_ai.serve.batching import Batcher, HandlerQueue, Overloaded
 from lepton_ai.serve.metrics import Metrics
+from lepton_ai.serve.openapi import HandlerDocs
 from lepton_ai.serve.photon import Handler, Photon
 from lepton_ai.serve.process import (
     HandlerFailed,
@@ -37,6 +43,7 @@ from lepton_ai.serve.process import (
     ProcessBatcher,
     ProcessSpec,
 )
+from lepton_ai.version import __version__
 
 log = logging.getLogger("lepton.serve")
 # bodies up to this are parsed on the event loop (µs); larger ones in a thread
@@ -164,13 +171,15 @@ class Service:
         self.adapters = {name: TypeAdapter(m) for name, m in self.models.items()}
         self.metrics = Metrics()
         self.batchers: dict[str, HandlerQueue] = {}
-        self._depth_changed: dict[str, Any] = {}
+        self._depth_changed: dict[str, Callable[[], None]] = {}
         self.state, self.error = "starting", ""
         self.inflight = 0
         self._inflight_changed = self.metrics.gauge(self.metrics.inflight, lambda: self.inflight)
         self._token = self.settings.token.encode() if self.settings.token else None
         self._routes = {f"/{name}": name for name in self.handlers}
-        self.fastapi = self._fastapi()
+        # private: a middleware added to it would miss the handler calls `_dispatch` answers itself
+        self._app = self._fastapi()
+        self._entry: ASGIApp = self._dispatch
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -178,33 +187,9 @@ class Service:
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         """Start the batchers and `init` (in a thread, so health answers meanwhile); drain on exit."""
         for name, h in self.handlers.items():
-            if inspect.iscoroutinefunction(h.fn):
-                continue
-            sizes = self.metrics.batch_size.labels(name)
-            options = dict(
-                batched=h.batched,
-                max_batch_size=h.max_batch_size or 1,
-                max_wait_ms=h.max_wait_ms,
-                max_queue=self.settings.max_queue,
-            )
-            batcher: HandlerQueue = (
-                ProcessBatcher(self.process, name, **options)
-                if self.process
-                else Batcher(getattr(self.photon, name), concurrency=h.concurrency, **options)
-            )
-            depth_changed = self.metrics.gauge(
-                self.metrics.queue_depth.labels(name), lambda b=batcher: b.depth
-            )
-
-            def on_batch(
-                size: int, depth: int, sizes: Any = sizes, depth_changed: Any = depth_changed
-            ) -> None:
-                sizes.observe(size)
-                depth_changed()
-
-            batcher.on_batch, self._depth_changed[name] = on_batch, depth_changed
-            batcher.start()
-            self.batchers[name] = batcher
+            # an async handler is awaited on the event loop: no queue
+            if not inspect.iscoroutinefunction(h.fn):
+                self.batchers[name] = self._start_batcher(name, h)
         if self.process:
             self.process.on_exit = self._restart
         self._starting = asyncio.create_task(self._init())
@@ -215,6 +200,30 @@ class Service:
             await asyncio.gather(*(b.stop() for b in self.batchers.values()))
             if self.process:
                 await self.process.stop()
+
+    def _start_batcher(self, name: str, h: Handler) -> HandlerQueue:
+        """Start handler `name`'s queue, in the model process or on threads here, with its metrics."""
+        options: dict[str, Any] = {
+            "batched": h.batched,
+            "max_batch_size": h.max_batch_size or 1,
+            "max_wait_ms": h.max_wait_ms,
+            "max_queue": self.settings.max_queue,
+        }
+        batcher: HandlerQueue = (
+            ProcessBatcher(self.process, name, **options)
+            if self.process
+            else Batcher(getattr(self.photon, name), concurrency=h.concurrency, **options)
+        )
+        sizes = self.metrics.batch_size.labels(name)
+        depth_changed = self.metrics.gauge(self.metrics.queue_depth.labels(name), lambda: batcher.depth)
+
+        def on_batch(size: int, depth: int) -> None:
+            sizes.observe(size)
+            depth_changed()
+
+        batcher.on_batch, self._depth_changed[name] = on_batch, depth_changed
+        batcher.start()
+        return batcher
 
     async def _init(self) -> None:
         try:
@@ -383,9 +392,19 @@ class Service:
 
     # -- the app -------------------------------------------------------------------------
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """The ASGI entry: handler calls go straight to `handle` (no middleware stack to cross on
-        the hot path); everything else (health, metrics, docs, lifespan) to the FastAPI app."""
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI entry: through the middleware added with `add_middleware`, if any, to `_dispatch`."""
+        await self._entry(scope, receive, send)
+
+    def add_middleware(self, middleware: Callable[..., ASGIApp], **options: Any) -> None:
+        """Wrap the whole service in an ASGI middleware (as Starlette's `add_middleware` takes it: a class
+        called with the app and `options`): it sees handler calls, health, metrics and docs alike. The
+        middleware added last runs first. Add them before the service starts."""
+        self._entry = middleware(self._entry, **options)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handler calls go straight to `handle` (no middleware stack or routing on the hot path);
+        everything else (health, metrics, docs, lifespan) to the FastAPI app."""
         # mounted under a prefix (Ray Serve)
         path, root = scope.get("path", ""), scope.get("root_path", "")
         if root and path.startswith(root):
@@ -395,12 +414,20 @@ class Service:
             response = await self.handle(name, Request(scope, receive))
             await response(scope, receive, send)
         else:
-            await self.fastapi(scope, receive, send)
+            await self._app(scope, receive, send)
 
     def _fastapi(self) -> FastAPI:
         """Return the FastAPI app: health, metrics, docs, and the handler routes for the docs' sake."""
         title, description = self.photon.describe()
-        app = FastAPI(title=title, version=_version(), lifespan=self.lifespan, description=description)
+        app = HandlerDocs(
+            self.handlers,
+            self.models,
+            bool(self._token),
+            title=title,
+            version=__version__,
+            lifespan=self.lifespan,
+            description=description,
+        )
 
         @app.get("/healthz", tags=["health"])
         def healthz() -> Response:
@@ -427,79 +454,9 @@ class Service:
                 return await self.handle(name, request)
 
             app.router.routes.append(Route(f"/{name}", endpoint, methods=["POST"], name=name))
-        app.openapi = lambda: self._openapi(app)  # type: ignore[method-assign]
         return app
-
-    def _openapi(self, app: FastAPI) -> dict[str, Any]:
-        if app.openapi_schema:
-            return app.openapi_schema
-        schema = get_openapi(
-            title=app.title, version=app.version, description=app.description, routes=app.routes
-        )
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-
-        def ref(tp: Any, fallback: str) -> dict[str, Any]:
-            s = TypeAdapter(tp).json_schema(ref_template="#/components/schemas/{model}")
-            components.update(s.pop("$defs", {}))
-            title = s.get("title", fallback)
-            components[title] = s
-            return {"$ref": f"#/components/schemas/{title}"}
-
-        error = {
-            "description": "error",
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
-                    }
-                }
-            },
-        }
-        if self._token:
-            components_root = schema["components"]
-            components_root["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
-        for name, h in self.handlers.items():
-            doc = (inspect.getdoc(h.fn) or "").split("\n")[0]
-            op: dict[str, Any] = {
-                "operationId": name,
-                "summary": doc or name,
-                "tags": ["handlers"],
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": ref(self.models[name], name)}},
-                },
-                "responses": {
-                    "200": {
-                        "description": "success",
-                        "content": {
-                            "application/json": {"schema": ref(h.response_schema(), f"{name}_response")}
-                        },
-                    },
-                    **{code: error for code in ("400", "401", "413", "422", "503", "504")},
-                },
-                "x-lepton-batch": {
-                    "field": h.batch_field,
-                    "max_batch_size": h.max_batch_size,
-                    "max_wait_ms": h.max_wait_ms,
-                    "concurrency": h.concurrency,
-                }
-                if h.batched
-                else None,
-            }
-            if self._token:
-                op["security"] = [{"bearer": []}]
-            schema.setdefault("paths", {})[f"/{name}"] = {"post": op}
-        app.openapi_schema = schema
-        return schema
 
 
 def build_app(photon: Photon, settings: ServeSettings | None = None) -> Service:
     """Return the ASGI app serving `photon` with `settings`."""
     return Service(photon, settings)
-
-
-def _version() -> str:
-    from lepton_ai.version import __version__
-
-    return __version__

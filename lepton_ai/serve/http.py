@@ -8,7 +8,8 @@ with the next one, or at the end of the turn when no other comes."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import importlib
+from typing import Any, cast
 
 
 class _Coalescing:
@@ -48,22 +49,28 @@ class _Coalescing:
         return getattr(self._transport, name)
 
 
-try:
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-# uvicorn without its [standard] extras (no httptools): it falls back to h11
-except ImportError:
-    HttpToolsProtocol = None
+def _httptools_protocol() -> Any:
+    """Return uvicorn's httptools protocol class, or None without httptools (uvicorn then uses h11)."""
+    try:
+        return importlib.import_module("uvicorn.protocols.http.httptools_impl").HttpToolsProtocol
+    except ImportError:
+        return None
+
+
+# A class at module level: uvicorn's workers receive it pickled.
+_HTTPTOOLS: Any = _httptools_protocol()
 
 
 def protocol() -> Any:
     """Return the HTTP protocol for uvicorn's `http=` option: ours on httptools, else uvicorn's choice."""
-    return "auto" if HttpToolsProtocol is None else CoalescingHttpToolsProtocol
+    return "auto" if _HTTPTOOLS is None else CoalescingHttpToolsProtocol
 
 
-if HttpToolsProtocol is not None:
+if _HTTPTOOLS is not None:
 
-    class CoalescingHttpToolsProtocol(HttpToolsProtocol):
+    class CoalescingHttpToolsProtocol(_HTTPTOOLS):
         """uvicorn's httptools protocol on a transport that sends each turn's writes together."""
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(_Coalescing(transport))  # type: ignore[arg-type]
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            # _Coalescing stands in for the transport: what it does not hold it passes to the real one
+            super().connection_made(cast(asyncio.Transport, _Coalescing(cast(asyncio.Transport, transport))))

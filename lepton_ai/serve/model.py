@@ -68,10 +68,10 @@ class ModelPhoton(Photon):
         if device != "cpu" and self.meta.get("runtime") == "onnxruntime":
             raise InvalidInputError(f"{ref} is an ONNX Runtime model, served on CPU here: use --device cpu")
         self.runnable: Any = None
-        # Eager PyTorch on CPU computes in a process of its own, given a core besides the event loop's (on one
-        # they only take turns, with a hop between: digits at half load on one core, p99 7.4-11.2 ms against
-        # 3.6-4.8 in one process). ONNX Runtime releases the GIL as it computes and a GPU computes on the device:
-        # they stay in the server's process.
+        # Eager PyTorch on CPU computes in a process of its own, given a core besides the event loop's (on
+        # one they only take turns, with a hop between, and p99 was higher than in one process: see
+        # benchmarks/RESULTS.md). ONNX Runtime releases the GIL as it computes and a GPU computes on the
+        # device: they stay in the server's process.
         self.model_process = device == "cpu" and not self.onnx and self.cores >= 2
 
     def init(self) -> None:
@@ -153,14 +153,14 @@ class ModelPhoton(Photon):
             raw = base64.b64decode(
                 text.split(",", 1)[-1] if text.startswith("data:") else text, validate=True
             )
-            with Image.open(io.BytesIO(raw)) as img:
+            with Image.open(io.BytesIO(raw)) as opened:
                 # checked before decoding: no decompression bombs
-                if img.width * img.height > _MAX_PIXELS:
+                if opened.width * opened.height > _MAX_PIXELS:
                     raise InvalidInputError(
-                        f"inputs[{i}]: a {img.width}×{img.height} image is over the "
+                        f"inputs[{i}]: a {opened.width}×{opened.height} image is over the "
                         f"{_MAX_PIXELS:,}-pixel limit"
                     )
-                img = img.convert("L" if channels == 1 else "RGB").resize((width, height))
+                img = opened.convert("L" if channels == 1 else "RGB").resize((width, height))
                 pixels = np.asarray(img, dtype=np.float32) * (self.pixel_max / 255.0)
         except InvalidInputError:
             raise

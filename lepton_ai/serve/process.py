@@ -34,13 +34,41 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple, cast
 
 from lepton_ai.errors import InvalidInputError, LeptonError
 from lepton_ai.serve.batching import HandlerQueue, Item, Pace, options_key, run_batch
+from lepton_ai.serve.target import load_photon, serving_gc
 
 log = logging.getLogger("lepton.serve")
 _LENGTH = struct.Struct("<Q")
+
+
+class Answer(NamedTuple):
+    """One request's answer from the model process: its id, whether it succeeded, its output or failure
+    (a failure is `(kind, message)`, as `_failure` makes it)."""
+
+    id: int
+    ok: bool
+    value: Any
+
+
+class InFlight(NamedTuple):
+    """A request sent to the model process: the queue it came from and the request itself."""
+
+    queue: ProcessBatcher
+    item: Item
+
+
+class Waiting(NamedTuple):
+    """A request in the model process, waiting for its batch: handler, payload, options, examples, and the
+    key of the options it may share a call under."""
+
+    handler: str
+    payload: Any
+    options: dict[str, Any]
+    size: int
+    key: tuple
 
 
 @dataclass
@@ -91,7 +119,8 @@ class HandlerFailed(Exception):
 
 
 def _failure(e: BaseException) -> tuple[str, str]:
-    """Return an exception as what travels back: input errors keep their message (a 422), others their type."""
+    """Return an exception as what travels back: input errors keep their message (a 422), others their
+    type."""
     if isinstance(e, (ValueError, OverflowError, LeptonError)):
         return "invalid", str(e)
     return type(e).__name__, str(e)
@@ -113,7 +142,7 @@ class ModelProcess(asyncio.Protocol):
         self.spec, self.handlers = spec, handlers
         self.queues: dict[str, ProcessBatcher] = {}
         # in flight, by id
-        self.sent: dict[int, tuple[ProcessBatcher, Item]] = {}
+        self.sent: dict[int, InFlight] = {}
         self.ids = itertools.count()
         self.proc: subprocess.Popen | None = None
         self.transport: asyncio.Transport | None = None
@@ -159,22 +188,24 @@ class ModelProcess(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(frame(messages))
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
-        self.transport = transport  # type: ignore[assignment]
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # a unix socket connection: a full (write) transport
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         for message in self._frames.feed(data):
-            if message[0] == "done":
-                _, name, seconds, results = message
-                self.queues[name].done(
-                    seconds, [(self.sent.pop(i)[1], ok, value) for i, ok, value in results]
-                )
-            elif message[0] == "ready":
+            kind, *rest = message
+            if kind == "done":
+                name, seconds, answers = rest
+                finished = [(self.sent.pop(i).item, ok, value) for i, ok, value in answers]
+                self.queues[name].done(seconds, finished)
+            elif kind == "ready":
                 assert self._ready is not None
                 self._ready.set_result(None)
-            elif message[0] == "failed":
+            elif kind == "failed":
                 assert self._ready is not None
-                self._ready.set_exception(ModelProcessFailed(message[1]))
+                (reason,) = rest
+                self._ready.set_exception(ModelProcessFailed(reason))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -252,7 +283,7 @@ class ProcessBatcher(HandlerQueue):
             if item.future.done():
                 continue
             i = next(process.ids)
-            process.sent[i] = (self, item)
+            process.sent[i] = InFlight(self, item)
             self.in_flight += item.size
             self.requests_in_flight += 1
             process.send(("run", i, self.name, item.payload, item.options))
@@ -277,8 +308,7 @@ class _Model:
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock, self.frames = sock, Frames()
-        # id: (handler, payload, ...)
-        self.waiting: dict[int, tuple[str, Any, dict[str, Any], int, tuple]] = {}
+        self.waiting: dict[int, Waiting] = {}
         self.fns: dict[str, Callable[..., Any]] = {}
         self.handlers: dict[str, dict[str, Any]] = {}
         self.paces: dict[str, Pace] = {}
@@ -309,27 +339,31 @@ class _Model:
             if message[0] == "run":
                 _, i, name, payload, options = message
                 size = len(payload) if self.handlers[name]["batched"] else 1
-                self.waiting[i] = (name, payload, options, size, options_key(options))
+                self.waiting[i] = Waiting(name, payload, options, size, options_key(options))
                 arrived[name] = arrived.get(name, 0) + 1
+                continue
+            _, i = message
             # a cancel, in time
-            elif (dropped := self.waiting.pop(message[1], None)) is not None:
-                self.send(("done", dropped[0], 0.0, [(message[1], False, ("cancelled", ""))]))
+            if (dropped := self.waiting.pop(i, None)) is not None:
+                self.send(("done", dropped.handler, 0.0, [Answer(i, False, ("cancelled", ""))]))
         for name, n in arrived.items():
             self.paces[name].arrived(n)
 
     def batch(self) -> tuple[str, list[int], int]:
         """Return the oldest waiting request's handler, the requests that may share its call (in order) and
         their examples."""
-        name, _, _, _, key = next(iter(self.waiting.values()))
-        limit, ids, size = self.handlers[name]["max_batch_size"], [], 0
-        for i, (other, _, _, n, other_key) in self.waiting.items():
-            if (other, other_key) != (name, key):
+        oldest = next(iter(self.waiting.values()))
+        name, key = oldest.handler, oldest.key
+        limit, size = self.handlers[name]["max_batch_size"], 0
+        ids: list[int] = []
+        for i, w in self.waiting.items():
+            if (w.handler, w.key) != (name, key):
                 continue
-            if ids and size + n > limit:
+            if ids and size + w.size > limit:
                 # the next one does not fit: keep the order
                 break
             ids.append(i)
-            size += n
+            size += w.size
             if size >= limit:
                 break
         return name, ids, size
@@ -356,24 +390,20 @@ class _Model:
 
     def run(self, name: str, ids: list[int]) -> None:
         """Run one batch and send its answers."""
-        items = [self.waiting.pop(i) for i in ids]
+        batch = [self.waiting.pop(i) for i in ids]
+        payloads, sizes, options = [w.payload for w in batch], [w.size for w in batch], batch[0].options
         start = time.perf_counter()
-        results = run_batch(
-            self.fns[name],
-            self.handlers[name]["batched"],
-            [it[1] for it in items],
-            [it[3] for it in items],
-            items[0][2],
-        )
+        results = run_batch(self.fns[name], self.handlers[name]["batched"], payloads, sizes, options)
         seconds = time.perf_counter() - start
         answers = []
         for i, (ok, value) in zip(ids, results):
             if not ok:
                 exc, value = value, _failure(value)
+                kind, _ = value
                 # a bug, not bad input: its traceback goes to the log
-                if value[0] != "invalid":
+                if kind != "invalid":
                     log.error("handler %s failed", name, exc_info=exc)
-            answers.append((i, ok, value))
+            answers.append(Answer(i, ok, value))
         self.send(("done", name, seconds, answers))
 
     def send(self, message: Any) -> None:
@@ -382,7 +412,8 @@ class _Model:
             data = frame(message)
         # an output that cannot be pickled fails its own request only
         except Exception:
-            data = frame((*message[:3], [_sendable(answer) for answer in message[3]]))
+            kind, name, seconds, answers = message
+            data = frame((kind, name, seconds, [_sendable(answer) for answer in answers]))
         try:
             self.sock.sendall(data)
         # the server is gone
@@ -390,26 +421,20 @@ class _Model:
             self.open = False
 
 
-def _sendable(answer: tuple[int, bool, Any]) -> tuple[int, bool, Any]:
+def _sendable(answer: Answer) -> Answer:
+    """Return `answer`, or a failure in its place when its output cannot be pickled."""
     try:
         pickle.dumps(answer)
         return answer
     except Exception:
-        return (
-            answer[0],
-            False,
-            (
-                "TypeError",
-                f"the handler returned a {type(answer[2]).__name__}, which cannot be "
-                "sent back from the model process",
-            ),
-        )
+        what = type(answer.value).__name__
+        message = f"the handler returned a {what}, which cannot be sent back from the model process"
+        return Answer(answer.id, False, ("TypeError", message))
 
 
 def main(fd: int) -> None:
-    """The model process: build the Photon, run its `init`, then serve batches until the server closes the socket."""
-    from lepton_ai.serve.server import load_photon, serving_gc
-
+    """The model process: build the Photon, run its `init`, then serve batches until the server closes the
+    socket."""
     # The server drains on SIGTERM and Ctrl-C, and closes the socket when it is done: that is our signal.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -424,7 +449,7 @@ def main(fd: int) -> None:
         messages = model.read(None)
     if not messages:
         return
-    config = messages[0][1]
+    (_, config), *pending = messages
     spec: ProcessSpec = config["spec"]
     try:
         photon = load_photon(spec.target, spec.device, spec.threads)
@@ -439,5 +464,5 @@ def main(fd: int) -> None:
     serving_gc()
     gc.freeze()
     model.send(("ready",))
-    model.take(messages[1:])
+    model.take(pending)
     model.serve()

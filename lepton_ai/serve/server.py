@@ -8,8 +8,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
-import importlib
-import importlib.util
 import logging
 import os
 import signal
@@ -18,96 +16,18 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 import urllib.request
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-from lepton_ai.errors import InvalidInputError, LeptonError, NotFoundError, one_line
+from lepton_ai.errors import InvalidInputError, LeptonError
 from lepton_ai.machine import cpu_info
 from lepton_ai.serve import http
 from lepton_ai.serve.app import ServeSettings, Service
 from lepton_ai.serve.photon import Photon
 from lepton_ai.serve.process import ProcessSpec
+from lepton_ai.serve.target import load_photon, serving_gc
 
 log = logging.getLogger("lepton.serve")
-
-
-def _is_class_target(target: str) -> bool:
-    """Return whether `target` names a class (`path.py:Class`, `pkg.module:Class`), not a model (`NAME:VERSION`)."""
-    module, sep, name = target.rpartition(":")
-    if not sep or not name.isidentifier() or name == "latest":
-        return False
-    return module.endswith(".py") or all(p.isidentifier() for p in module.split("."))
-
-
-def load_photon(target: str, device: str = "cpu", threads: int | None = None) -> Photon:
-    """Return the Photon for `target`: `path.py:Class`, `package.module:Class`, or a model (registry reference or saved dir)."""
-    if not _is_class_target(target):
-        from lepton_ai.serve.model import model_photon
-
-        return model_photon(target, device, threads)
-    module_name, _, class_name = target.rpartition(":")
-    try:
-        module = _import(module_name)
-    except LeptonError:
-        raise
-    except Exception as e:
-        raise _import_error(target, e) from e
-    cls = getattr(module, class_name, None)
-    if not (isinstance(cls, type) and issubclass(cls, Photon)):
-        raise InvalidInputError(f"{target}: {class_name} is not a Photon subclass in {module_name}")
-    if threads:
-        _limit_threads(threads)
-    return cls()
-
-
-def _import(module_name: str) -> ModuleType:
-    """Import `package.module`, or the file `path.py` under a name of its own."""
-    if not module_name.endswith(".py"):
-        if os.getcwd() not in sys.path and "" not in sys.path:
-            # the current directory's modules, as `python -m` and uvicorn find them
-            sys.path.insert(0, os.getcwd())
-        return importlib.import_module(module_name)
-    path = Path(module_name).resolve()
-    if not path.is_file():
-        raise NotFoundError(f"no file {module_name}")
-    # not path.stem: a file named like a real module must not shadow it
-    name = f"lepton_photon_{path.stem}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = sys.modules[name] = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
-
-
-def _import_error(target: str, e: Exception) -> LeptonError:
-    """Return a one-line error for code that raised while it was imported, with the line that raised it."""
-    frames = [
-        (f.filename, f.lineno)
-        for f in traceback.extract_tb(e.__traceback__)
-        if f.filename not in (__file__, importlib.__file__) and not f.filename.startswith("<frozen")
-    ]
-    # raised where the code was compiled, not by a line of it
-    if isinstance(e, SyntaxError):
-        frames.insert(0, (e.filename, e.lineno))
-    where = f" ({frames[0][0]}, line {frames[0][1]})" if frames else ""
-    message = e.msg if isinstance(e, SyntaxError) else one_line(e)
-    return LeptonError(f"cannot import {target}: {type(e).__name__}: {message}{where}")
-
-
-def _limit_threads(threads: int) -> None:
-    """Cap PyTorch's compute threads so that several workers do not fight over the cores."""
-    try:
-        import torch
-    except ImportError:
-        return
-    torch.set_num_threads(threads)
 
 
 def _listen(host: str, port: int, shared: bool = True) -> socket.socket:
@@ -127,18 +47,6 @@ def _listen(host: str, port: int, shared: bool = True) -> socket.socket:
             sock.close()
         raise InvalidInputError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
     return sock
-
-
-def serving_gc() -> None:
-    """Set this process's garbage collector for serving; call `gc.freeze()` once the model is loaded.
-    - Run less often: with hundreds of requests in flight each request's objects live long enough to be
-      promoted, and the default thresholds (700, 10, 10) took ~45 µs of event-loop CPU a request
-      (MiniLM, 256 clients: ~190 → ~145 µs a request); garbage is still collected, in rarer sweeps.
-    - Frozen after `init`, everything loaded so far (libraries, the model: ~250,000 objects with digits)
-      is out of its sight: they live as long as the process, and a full collection walked them all,
-      90-110 ms of stall (rare under steady load, but every request in flight waits it out); now it
-      walks only what requests created (< 1 ms)."""
-    gc.set_threshold(10_000, 20, 20)
 
 
 def _service(
@@ -182,7 +90,8 @@ def _run(service: Service, sock: socket.socket, options: dict[str, Any]) -> None
 
 
 def _supervise(workers: int, config: dict[str, Any], options: dict[str, Any]) -> None:
-    """Run `workers` worker processes, restart one that dies, and on SIGTERM or Ctrl-C let them drain and exit."""
+    """Run `workers` worker processes, restart one that dies, and on SIGTERM or Ctrl-C let them drain and
+    exit."""
     import multiprocessing
     import threading
 

@@ -71,7 +71,8 @@ def batch_sizes(url: str, scrapes: int = 12) -> set[tuple[float, float]]:
 
 def test_a_model_served_on_ray_serve_answers_batches_and_scales(ray_cluster, digits_ref: str) -> None:
     from lepton_ai.data import load
-    from lepton_ai.serve.server import free_port, load_photon
+    from lepton_ai.serve.server import free_port
+    from lepton_ai.serve.target import load_photon
 
     x = load("digits", "test").features[:96]
     photon = load_photon(digits_ref)

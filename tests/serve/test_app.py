@@ -6,6 +6,7 @@ import asyncio
 import socket
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -45,6 +46,14 @@ class Doubler(Photon):
         """Answer on the event loop."""
         await asyncio.sleep(0)
         return "pong"
+
+
+def until(done: Callable[[], bool], timeout: float = 5) -> None:
+    """Wait until `done()` is true, failing the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
 
 
 def post_many(url: str, bodies: list[dict], path: str = "/double") -> list[httpx.Response]:
@@ -174,19 +183,22 @@ def test_a_client_that_disconnects_is_dropped_from_its_batch(serve) -> None:
         @handler(max_batch_size=1)
         def double(self, inputs: list[float]) -> list[float]:
             self.seen.extend(inputs)
+            self.running.set()
             time.sleep(0.4)
             return [2 * x for x in inputs]
 
     photon = OneAtATime()
+    photon.running = threading.Event()
     with serve(photon) as url:
         with ThreadPoolExecutor(2) as pool:
             first = pool.submit(httpx.post, f"{url}/double", json={"inputs": [1.0]}, timeout=5)
-            time.sleep(0.1)
+            assert photon.running.wait(5)
             # queued behind the first; gives up and closes
             with pytest.raises(httpx.ReadTimeout):
                 httpx.post(f"{url}/double", json={"inputs": [666.0]}, timeout=0.1)
             assert first.result().json() == {"outputs": [2.0]}
-        time.sleep(0.2)
+        # the server notices the disconnect on its own time
+        until(lambda: 'code="499"' in httpx.get(f"{url}/metrics").text)
         assert httpx.post(f"{url}/double", json={"inputs": [3.0]}).json() == {"outputs": [6.0]}
         metrics = httpx.get(f"{url}/metrics").text
     assert 666.0 not in photon.seen and photon.seen == [1.0, 3.0]
@@ -202,10 +214,7 @@ def test_readiness_only_after_init(serve) -> None:
         r = httpx.post(f"{url}/double", json={"inputs": [1.0]})
         assert r.status_code == 503 and r.json()["error"] == "not_ready" and r.headers["retry-after"] == "1"
         photon.gate.set()
-        deadline = time.monotonic() + 5
-        while httpx.get(f"{url}/readyz").status_code != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        until(lambda: httpx.get(f"{url}/readyz").status_code == 200)
         assert httpx.post(f"{url}/double", json={"inputs": [1.0]}).status_code == 200
 
 
@@ -278,8 +287,8 @@ def test_the_docs_describe_the_service_not_the_library() -> None:
         pass
 
     # no docstring of its own: none of Photon's in its API docs
-    app = Service(Undocumented()).fastapi
-    assert (app.title, app.description) == ("Undocumented", "")
+    info = Service(Undocumented())._app.openapi()["info"]
+    assert (info["title"], info.get("description", "")) == ("Undocumented", "")
 
 
 def test_handler_faults_are_500s_and_the_service_goes_on(serve) -> None:
@@ -324,3 +333,40 @@ def test_garbage_bytes_on_the_socket_do_not_hurt(serve) -> None:
             s.sendall(b"\x00\xff GARBAGE /// HTTP/9.9\r\n\r\n")
             s.recv(1024)
         assert httpx.post(f"{url}/double", json={"inputs": [1.0]}).json() == {"outputs": [2.0]}
+
+
+class _Stamp:
+    """An ASGI middleware that records each HTTP request and stamps its response with a header."""
+
+    def __init__(self, app, seen: list[str]) -> None:
+        self.app, self.seen = app, seen
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        self.seen.append(f"{scope['method']} {scope['path']}")
+
+        async def stamped(message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-stamp", b"1")]
+            await send(message)
+
+        await self.app(scope, receive, stamped)
+
+
+def test_a_middleware_added_to_the_service_sees_handler_calls_too() -> None:
+    from starlette.testclient import TestClient
+
+    from lepton_ai.serve.app import Service
+
+    seen: list[str] = []
+    service = Service(Doubler(delay=0))
+    service.add_middleware(_Stamp, seen=seen)
+    with TestClient(service) as c:
+        deadline = time.monotonic() + 30
+        while c.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        answer = c.post("/double", json={"inputs": [1.5]})
+        assert answer.json() == {"outputs": [3.0]} and answer.headers["x-stamp"] == "1"
+        assert c.get("/healthz").headers["x-stamp"] == "1"
+    assert "POST /double" in seen and "GET /healthz" in seen

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,6 +17,26 @@ def run(coro):
     return asyncio.run(coro)
 
 
+@pytest.fixture
+def answered() -> Callable[..., list]:
+    """`answered(fn, requests, **options)`: queue `requests` ((payload, options) pairs) on a new Batcher of
+    `fn` before it starts, let it run them, stop it; return their answers in order (exceptions as values)."""
+
+    def run_all(fn: Callable, requests: list[tuple[Any, dict]], **options: Any) -> list:
+        async def main() -> list:
+            b = Batcher(fn, **options)
+            futures = [b.submit(payload, opts) for payload, opts in requests]
+            b.start()
+            try:
+                return await asyncio.gather(*futures, return_exceptions=True)
+            finally:
+                await b.stop()
+
+        return asyncio.run(main())
+
+    return run_all
+
+
 def recording(calls: list):
     def fn(inputs, scale=1):
         calls.append((list(inputs), scale))
@@ -24,50 +46,25 @@ def recording(calls: list):
     return fn
 
 
-def test_requests_are_joined_up_to_the_limit_and_split_back_in_order() -> None:
+def test_requests_are_joined_up_to_the_limit_and_split_back_in_order(answered) -> None:
     calls: list = []
-
-    async def main():
-        b = Batcher(recording(calls), batched=True, max_batch_size=4)
-        # queued before the batcher starts
-        futures = [b.submit([i, i], {}) for i in range(5)]
-        b.start()
-        out = await asyncio.gather(*futures)
-        await b.stop()
-        return out
-
-    assert run(main()) == [[i, i] for i in range(5)]
+    out = answered(recording(calls), [([i, i], {}) for i in range(5)], batched=True, max_batch_size=4)
+    assert out == [[i, i] for i in range(5)]
     # two requests of 2 per call, never over 4
     assert [len(c[0]) for c in calls] == [4, 4, 2]
 
 
-def test_options_are_never_mixed_in_one_call() -> None:
+def test_options_are_never_mixed_in_one_call(answered) -> None:
     calls: list = []
-
-    async def main():
-        b = Batcher(recording(calls), batched=True, max_batch_size=8)
-        futures = [b.submit([1], {"scale": s}) for s in (2, 3, 2, 3, 2)]
-        b.start()
-        out = await asyncio.gather(*futures)
-        await b.stop()
-        return out
-
-    assert run(main()) == [[2], [3], [2], [3], [2]]
+    requests = [([1], {"scale": s}) for s in (2, 3, 2, 3, 2)]
+    assert answered(recording(calls), requests, batched=True, max_batch_size=8) == [[2], [3], [2], [3], [2]]
     assert sorted(calls, key=lambda c: c[1]) == [([1, 1, 1], 2), ([1, 1], 3)]
 
 
-def test_a_request_bigger_than_the_limit_runs_alone() -> None:
+def test_a_request_bigger_than_the_limit_runs_alone(answered) -> None:
     calls: list = []
-
-    async def main():
-        b = Batcher(recording(calls), batched=True, max_batch_size=2)
-        futures = [b.submit([1, 2, 3], {}), b.submit([4], {})]
-        b.start()
-        out = await asyncio.gather(*futures)
-        await b.stop()
-        return out
-
-    assert run(main()) == [[1, 2, 3], [4]]
+    requests = [([1, 2, 3], {}), ([4], {})]
+    assert answered(recording(calls), requests, batched=True, max_batch_size=2) == [[1, 2, 3], [4]]
     assert [c[0] for c in calls] == [[1, 2, 3], [4]]
 
 
@@ -90,21 +87,13 @@ def test_cancelled_requests_are_skipped_and_a_full_queue_refuses() -> None:
     assert calls == [([1, 3], 1)]
 
 
-def test_a_failing_batch_is_retried_one_request_at_a_time() -> None:
+def test_a_failing_batch_is_retried_one_request_at_a_time(answered) -> None:
     def fn(inputs):
         if any(x < 0 for x in inputs):
             raise ValueError("negative")
         return [x + 1 for x in inputs]
 
-    async def main():
-        b = Batcher(fn, batched=True, max_batch_size=8)
-        futures = [b.submit([x], {}) for x in (1, -1, 2)]
-        b.start()
-        out = await asyncio.gather(*futures, return_exceptions=True)
-        await b.stop()
-        return out
-
-    ok1, bad, ok2 = run(main())
+    ok1, bad, ok2 = answered(fn, [([x], {}) for x in (1, -1, 2)], batched=True, max_batch_size=8)
     assert ok1 == [2] and ok2 == [3] and isinstance(bad, ValueError)
 
 
@@ -159,7 +148,7 @@ def test_concat_joins_arrays_and_lists() -> None:
     assert concat([[1], [2, 3]]) == [1, 2, 3]
 
 
-def test_concurrency_runs_that_many_batches_at_once() -> None:
+def test_concurrency_runs_that_many_batches_at_once(answered) -> None:
     import threading
 
     before = threading.active_count()
@@ -172,22 +161,15 @@ def test_concurrency_runs_that_many_batches_at_once() -> None:
         meeting.wait()
         return inputs
 
-    async def main():
-        b = Batcher(fn, batched=True, max_batch_size=2, concurrency=2)
-        # four full batches, two threads
-        futures = [b.submit([i, i], {}) for i in range(4)]
-        b.start()
-        out = await asyncio.gather(*futures)
-        await b.stop()
-        return out
-
-    assert run(main()) == [[i, i] for i in range(4)]
+    # four full batches, two threads
+    out = answered(fn, [([i, i], {}) for i in range(4)], batched=True, max_batch_size=2, concurrency=2)
+    assert out == [[i, i] for i in range(4)]
     assert threads == {"lepton-batch-0", "lepton-batch-1"} and not meeting.broken
     # stop() ended every batch thread
     assert threading.active_count() == before
 
 
-def test_array_outputs_are_copied_before_the_next_batch_reuses_their_buffer() -> None:
+def test_array_outputs_are_copied_before_the_next_batch_reuses_their_buffer(answered) -> None:
     import torch
 
     buffer = np.zeros((4, 2), dtype=np.float32)
@@ -197,26 +179,18 @@ def test_array_outputs_are_copied_before_the_next_batch_reuses_their_buffer() ->
         buffer[: len(inputs)] = np.asarray(inputs, dtype=np.float32)[:, None]
         return buffer[: len(inputs)]
 
-    async def main(fn):
-        b = Batcher(fn, batched=True, max_batch_size=2)
-        futures = [b.submit([float(i), float(i)], {}) for i in range(4)]
-        b.start()
-        out = await asyncio.gather(*futures)
-        await b.stop()
-        return out
-
     for fn in (
         reusing,
         lambda x: torch.from_numpy(reusing(x)),
         lambda x: torch.tensor(x, dtype=torch.bfloat16),
     ):
-        out = run(main(fn))
+        out = answered(fn, [([float(i), float(i)], {}) for i in range(4)], batched=True, max_batch_size=2)
         assert [np.asarray(o, dtype=np.float32).ravel().tolist()[:2] for o in out] == [
             [i, i] for i in range(4)
         ]
 
 
-def test_options_of_any_kind_group_requests_by_equality() -> None:
+def test_options_of_any_kind_group_requests_by_equality(answered) -> None:
     from lepton_ai.serve.batching import options_key
 
     assert options_key({"scale": 2, "mode": "a"}) == options_key({"mode": "a", "scale": 2})
@@ -235,16 +209,12 @@ def test_options_of_any_kind_group_requests_by_equality() -> None:
         calls.append(len(inputs))
         return [x + sum(w) for x in inputs]
 
-    async def main():
-        b = Batcher(fn, batched=True, max_batch_size=8)
-        # unhashable options
-        futures = [b.submit([1], {"w": np.array(w)}) for w in ([1, 2], [1, 2], [5])]
-        b.start()
-        out = await asyncio.gather(*futures)
-        await b.stop()
-        return out
-
-    assert run(main()) == [[4], [4], [6]] and sorted(calls) == [1, 2]
+    # unhashable options
+    requests = [([1], {"w": np.array(w)}) for w in ([1, 2], [1, 2], [5])]
+    assert answered(fn, requests, batched=True, max_batch_size=8) == [[4], [4], [6]] and sorted(calls) == [
+        1,
+        2,
+    ]
 
 
 def test_outputs_become_rows_numpy_can_share_or_lists() -> None:

@@ -30,7 +30,7 @@ def test_the_no_compute_floor_serves_the_model_as_lepton_serve_does_but_never_ru
 
     import httpx
 
-    from lepton_ai.serve.server import load_photon
+    from lepton_ai.serve.target import load_photon
 
     target = f"{benchmark_script('serve').BASELINES / 'echo.py'}:NoCompute"
     monkeypatch.setenv("LEPTON_NO_COMPUTE_REF", digits_ref)

@@ -16,7 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lepton_ai.serve.server import ServerProcess, _is_class_target, load_photon, serve
+from lepton_ai.serve.server import ServerProcess, serve
+from lepton_ai.serve.target import is_class_target, load_photon
 
 SERVICE = """
 import os, time
@@ -102,7 +103,8 @@ def test_workers_share_the_port_evenly_and_their_metrics(service_file: Path) -> 
     import aiohttp
 
     async def burst(url: str) -> Counter:
-        # 64 keep-alive connections opened at once: with one shared socket the first worker to wake took them all
+        # 64 keep-alive connections opened at once: with one shared socket the first worker to wake took
+        # them all
         seen: Counter = Counter()
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
 
@@ -134,8 +136,10 @@ def test_the_access_log_names_the_client_a_proxy_forwarded(service_file: Path) -
             httpx.post(f"{server.url}/pid", json={}, headers={"X-Forwarded-For": "203.0.113.7"}).status_code
             == 200
         )
-        time.sleep(0.2)
-        logged = server.output()
+        deadline = time.monotonic() + 10
+        # the access log is written after the answer
+        while '203.0.113.7:0 - "POST /pid' not in (logged := server.output()) and time.monotonic() < deadline:
+            time.sleep(0.05)
     assert '203.0.113.7:0 - "POST /pid HTTP/1.1" 200' in logged, logged[-1000:]
 
 
@@ -178,8 +182,8 @@ def test_a_target_that_cannot_be_served_is_a_one_line_error(service_file: Path, 
                 r.stderr,
             )
     assert load_photon(f"{service_file}:Pid").handlers().keys() == {"pid"}
-    assert not _is_class_target("minilm:latest") and not _is_class_target("digits-cnn:2")
-    assert _is_class_target("lepton_ai.serve.model:TensorModelPhoton") and _is_class_target("x.py:Y")
+    assert not is_class_target("minilm:latest") and not is_class_target("digits-cnn:2")
+    assert is_class_target("lepton_ai.serve.model:TensorModelPhoton") and is_class_target("x.py:Y")
 
 
 def test_workers_on_port_0_share_the_one_port_the_system_chose(
