@@ -19,6 +19,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -28,6 +29,7 @@ import pytest
 import uvicorn
 
 from lepton_ai.store import db
+from tests.fake_kubernetes import FakeAPI, kubeconfig
 
 
 @pytest.fixture(autouse=True)
@@ -331,3 +333,16 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str
         return code, out, err
 
     return run
+
+
+@pytest.fixture
+def fake_cluster(tmp_path: Path) -> Iterator[tuple[type[FakeAPI], Path]]:
+    """A fake Kubernetes API server on loopback (tests/fake_kubernetes.py); yield it and a kubeconfig for it."""
+    FakeAPI.objects, FakeAPI.requests, FakeAPI.pods, FakeAPI.unserved = {}, [], [], "/apis/none/"
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeAPI)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield FakeAPI, kubeconfig(tmp_path, f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()

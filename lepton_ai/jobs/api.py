@@ -41,7 +41,7 @@ def engine(backend: str, address: str | None = None, **options: Any) -> Engine:
 
         return RayBackend(address)
     if backend == "kubernetes":
-        from lepton_ai.deploy.kubernetes import KubernetesBackend
+        from lepton_ai.jobs.kubernetes import KubernetesBackend
 
         return KubernetesBackend(address, **options)
     raise InvalidInputError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
@@ -50,7 +50,8 @@ def engine(backend: str, address: str | None = None, **options: Any) -> Engine:
 def submit(
     spec: JobSpec, backend: str = "local", address: str | None = None, *, start: bool = True, **options: Any
 ) -> JobInfo:
-    """Queue `spec` locally (starting a worker if none runs) or hand it to Ray / Kubernetes; return the job."""
+    """Queue `spec` locally (starting a worker if none runs) or hand it to Ray / Kubernetes; return the
+    job."""
     if isinstance(spec.spec, TrainSpec) and spec.spec.nnodes > 1 and backend != "kubernetes":
         raise InvalidInputError(
             f"spec.nnodes: {spec.spec.nnodes} machines need --backend kubernetes (a PyTorchJob); "
@@ -78,8 +79,8 @@ def submit(
 
 
 def status(job_id: int) -> JobInfo:
-    """Return job `job_id`, asking its engine first when it runs on Ray or Kubernetes (the stored record, with a
-    warning, when the engine cannot answer)."""
+    """Return job `job_id`, asking its engine first when it runs on Ray or Kubernetes (the stored record, with
+    a warning, when the engine cannot answer)."""
     queue = JobQueue()
     job = queue.get(job_id)
     if job.backend == "local" or job.done or not job.external_id:

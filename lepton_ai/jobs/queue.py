@@ -204,7 +204,8 @@ class JobQueue:
         return self._tx(lambda s: [_info(j) for j in s.scalars(q)])
 
     def claim(self, job_id: int, worker: str, logs_uri: str | None = None) -> JobInfo | None:
-        """Move a queued job to running for `worker` and open its next attempt; None if it is no longer queued."""
+        """Move a queued job to running for `worker` and open its next attempt; None if it is no longer
+        queued."""
 
         def update(s: Session) -> JobInfo | None:
             job = self._row(s, job_id)

@@ -174,7 +174,8 @@ def _die_with_parent(parent: int) -> None:
 
 
 def produced_versions(log_tail: str) -> list[str]:
-    """Return the NAME:VERSION refs announced by the JSON document a `lepton … --json` command printed last."""
+    """Return the NAME:VERSION refs announced by the JSON document a `lepton … --json` command printed
+    last."""
     start = log_tail.rfind("\n{")
     start = start + 1 if start >= 0 else (0 if log_tail.startswith("{") else -1)
     if start < 0:
@@ -405,7 +406,8 @@ class Worker:
             self.console.print(f"job {job_id}: log upload failed ({one_line(e)}); retrying later")
 
     def cancel_requested(self) -> None:
-        """Terminate the process groups of jobs asked to cancel (SIGTERM, then SIGKILL after the grace time)."""
+        """Terminate the process groups of jobs asked to cancel (SIGTERM, then SIGKILL after the grace
+        time)."""
         if not self.running:
             return
         flagged = {j.id for j in self.queue.running(worker_host=HOST) if j.cancel_requested}
@@ -425,7 +427,8 @@ class Worker:
             os.killpg(r.proc.pid, sig)
 
     def shutdown(self) -> None:
-        """Stop: record what already ended, end the rest (their jobs go back to the queue) and wait for them."""
+        """Stop: record what already ended, end the rest (their jobs go back to the queue) and wait for
+        them."""
         self.reap()
         for r in self.running.values():
             with contextlib.suppress(ProcessLookupError):

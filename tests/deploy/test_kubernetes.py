@@ -1,6 +1,7 @@
 """The Kubernetes path, offline: rendered manifests are compared byte for byte with the golden files in
 tests/deploy/golden/ and validated against the official Kubernetes schemas (kubernetes-validate, strict);
-`lepton deploy --target kubernetes` and the job backend talk to a fake API server on loopback.
+`lepton deploy --target kubernetes` talks to a fake API server on loopback (the job backend's tests are in
+tests/jobs/test_kubernetes_backend.py).
 
 After an intended change to the manifests, regenerate the golden files and review their diff:
 
@@ -15,42 +16,19 @@ import os
 import socket
 import subprocess
 import sys
-import threading
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 import yaml
 
-from lepton_ai.deploy.kubernetes import (
-    KubernetesBackend,
-    job_manifests,
-    object_name,
-    service_manifests,
-    to_yaml,
-    validate,
-)
+from lepton_ai.deploy.kubernetes import object_name, service_manifests, to_yaml, validate
 from lepton_ai.errors import InvalidInputError
-from lepton_ai.jobs.spec import parse
+from lepton_ai.jobs.kubernetes import job_manifests
+from tests.fake_kubernetes import IMAGE, FakeAPI, by_kind, container, kubeconfig, train_spec
 
 GOLDEN = Path(__file__).parent / "golden"
-IMAGE = "ghcr.io/example/lepton:0.1.0"
-
-
-def train_spec(**over: Any) -> Any:
-    doc = {
-        "kind": "train",
-        "name": "digits-nightly",
-        "resources": {"cpus": 2, "memory": "4Gi"},
-        "retries": 2,
-        "spec": {"model": "cnn-small", "data": "digits", "epochs": 10, "name": "digits-cnn"},
-    }
-    for key, value in over.items():
-        (doc["spec"] if key in ("nproc", "nnodes") else doc)[key] = value
-    return parse(doc)
 
 
 CASES: dict[str, Callable[[], list[dict[str, Any]]]] = {
@@ -83,14 +61,6 @@ CASES: dict[str, Callable[[], list[dict[str, Any]]]] = {
         store_secret="lepton-store",
     ),
 }
-
-
-def by_kind(manifests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {m["kind"]: m for m in manifests}
-
-
-def container(pod_template: dict[str, Any]) -> dict[str, Any]:
-    return pod_template["spec"]["containers"][0]
 
 
 # -- rendering ----------------------------------------------------------------------------------
@@ -171,48 +141,6 @@ def test_service_with_a_pvc_reads_it_read_only_and_copies_the_registry() -> None
     assert claim == {"claimName": "lepton-home", "readOnly": True}
     assert {"name": "LEPTON_ARTIFACTS", "value": "/mnt/lepton-store/artifacts"} in c["env"]
     assert pod["initContainers"][0]["command"][-1].startswith("cp /mnt/lepton-store/registry.db")
-
-
-def test_job_and_pytorchjob() -> None:
-    job = by_kind(CASES["job-train"]())["Job"]
-    pod = job["spec"]["template"]
-    assert job["spec"]["backoffLimit"] == 2 and pod["spec"]["restartPolicy"] == "Never"
-    assert (
-        job["spec"]["ttlSecondsAfterFinished"] > 0 and pod["metadata"]["labels"]["lepton.ai/job-id"] == "12"
-    )
-    c = container(pod)
-    assert c["command"][:2] == ["lepton", "train"] and c["command"][-3:] == [
-        "--checkpoint-dir",
-        "/var/lib/lepton/checkpoints/job-12",
-        "--resume",
-    ]
-    assert c["resources"]["requests"] == {"cpu": "2", "memory": "4Gi"}
-    ptj = by_kind(CASES["pytorchjob-2-nodes"]())["PyTorchJob"]["spec"]
-    assert ptj["nprocPerNode"] == "2" and ptj["runPolicy"]["backoffLimit"] == 2
-    roles = ptj["pytorchReplicaSpecs"]
-    assert (roles["Master"]["replicas"], roles["Worker"]["replicas"]) == (1, 1)
-    c = container(roles["Worker"]["template"])
-    assert c["name"] == "pytorch" and c["ports"] == [{"name": "pytorchjob-port", "containerPort": 23456}]
-    argv = " ".join(c["command"])
-    assert (
-        "--nproc 2" in argv and "--nnodes 2 --rdzv $(MASTER_ADDR):$(MASTER_PORT) --node-rank $(RANK)" in argv
-    )
-    assert c["resources"]["limits"]["nvidia.com/gpu"] == 2
-    one_node = job_manifests(train_spec(nproc=2), job_id=1, image=IMAGE, store_secret="s")
-    # one machine: torchrun inside a plain Job
-    assert [d["kind"] for d in one_node] == ["Job"]
-
-
-def test_command_jobs_keep_their_argv_and_env() -> None:
-    spec = parse(
-        {
-            "kind": "command",
-            "name": "hello",
-            "spec": {"argv": ["python", "-c", "print(1)"], "env": {"A": "1"}},
-        }
-    )
-    c = container(job_manifests(spec, job_id=3, image=IMAGE, store_secret="s")[0]["spec"]["template"])
-    assert c["command"] == ["python", "-c", "print(1)"] and {"name": "A", "value": "1"} in c["env"]
 
 
 def test_names_are_dns_1123() -> None:
@@ -395,101 +323,6 @@ def test_deploy_without_a_usable_cluster_is_a_one_line_error(tmp_path: Path) -> 
 # -- against a fake API server --------------------------------------------------------------------
 
 
-def kubeconfig(tmp_path: Path, server: str) -> Path:
-    path = tmp_path / "kubeconfig"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "fake",
-                "clusters": [{"name": "fake", "cluster": {"server": server}}],
-                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "me"}}],
-                "users": [{"name": "me", "user": {"token": "t0ken"}}],
-            }
-        )
-    )
-    return path
-
-
-class FakeAPI(BaseHTTPRequestHandler):
-    """Just enough of the Kubernetes API: server-side apply, get, delete, pods and their logs."""
-
-    objects: dict[str, dict[str, Any]] = {}
-    requests: list[tuple[str, str, str, dict[str, list[str]]]] = []
-    pods: list[dict[str, Any]] = []
-    # a path prefix the fake cluster does not serve (a CRD not installed)
-    unserved = "/apis/none/"
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def _send(self, status: int, body: Any, kind: str = "application/json") -> None:
-        data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _handle(self) -> None:
-        url = urlparse(self.path)
-        query = parse_qs(url.query)
-        self.requests.append((self.command, url.path, self.headers.get("Content-Type", ""), query))
-        assert self.headers["Authorization"] == "Bearer t0ken"
-        if url.path.endswith("/log"):
-            return self._send(200, f"log of {url.path.split('/')[-2]}\n", "text/plain")
-        if url.path.startswith(self.unserved):
-            return self._send(
-                404,
-                {
-                    "kind": "Status",
-                    "apiVersion": "v1",
-                    "status": "Failure",
-                    "code": 404,
-                    "reason": "NotFound",
-                    "message": "the server could not find the requested resource",
-                },
-            )
-        if url.path.endswith("/pods"):
-            return self._send(
-                200, {"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": self.pods}
-            )
-        if self.command == "PATCH":
-            self.objects[url.path] = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            return self._send(200, self.objects[url.path])
-        if url.path not in self.objects:
-            return self._send(
-                404,
-                {
-                    "kind": "Status",
-                    "apiVersion": "v1",
-                    "status": "Failure",
-                    "code": 404,
-                    "reason": "NotFound",
-                    "message": f"{url.path} not found",
-                },
-            )
-        if self.command == "DELETE":
-            del self.objects[url.path]
-            return self._send(200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
-        self._send(200, self.objects[url.path])
-
-    do_GET = do_PATCH = do_DELETE = _handle
-
-
-@pytest.fixture
-def fake_cluster(tmp_path: Path) -> Iterator[tuple[type[FakeAPI], Path]]:
-    FakeAPI.objects, FakeAPI.requests, FakeAPI.pods, FakeAPI.unserved = {}, [], [], "/apis/none/"
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeAPI)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield FakeAPI, kubeconfig(tmp_path, f"http://127.0.0.1:{server.server_address[1]}")
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def test_deploy_applies_with_server_side_apply(fake_cluster: tuple[type[FakeAPI], Path]) -> None:
     api, config = fake_cluster
     r = lepton(*DEPLOY, "--namespace", "ml", "--kubeconfig", str(config))
@@ -506,85 +339,3 @@ def test_deploy_applies_with_server_side_apply(fake_cluster: tuple[type[FakeAPI]
     # again: an update in place
     r = lepton(*DEPLOY, "--namespace", "ml", "--kubeconfig", str(config))
     assert r.returncode == 0 and len(api.objects) == 3, r.stderr
-
-
-def pod(name: str, exit_code: int | None, created: str) -> dict[str, Any]:
-    state = {"terminated": {"exitCode": exit_code}} if exit_code is not None else {"running": {}}
-    return {
-        "metadata": {"name": name, "creationTimestamp": created},
-        "status": {
-            "containerStatuses": [
-                {
-                    "name": "job",
-                    "image": IMAGE,
-                    "imageID": "",
-                    "ready": exit_code is None,
-                    "restartCount": 0,
-                    "state": state,
-                }
-            ]
-        },
-    }
-
-
-def test_job_backend_submits_reads_state_and_logs_and_cancels(
-    fake_cluster: tuple[type[FakeAPI], Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    api, config = fake_cluster
-    monkeypatch.setenv("LEPTON_IMAGE", IMAGE)
-    backend = KubernetesBackend(namespace="ml", store_secret="lepton-store", kubeconfig=str(config))
-    job_id = backend.submit(12, train_spec())
-    assert job_id == "ml/lepton-digits-nightly-12"
-    path = "/apis/batch/v1/namespaces/ml/jobs/lepton-digits-nightly-12"
-    assert api.objects[path]["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE
-    assert backend.state(job_id) == ("queued", None)
-    api.objects[path]["status"] = {"active": 1, "ready": 1}
-    api.pods = [pod("lepton-digits-nightly-12-abcde", None, "2025-01-01T00:00:00Z")]
-    assert backend.state(job_id) == ("running", None)
-    api.objects[path]["status"] = {"failed": 1, "conditions": [{"type": "Failed", "status": "True"}]}
-    api.pods = [
-        pod("lepton-digits-nightly-12-abcde", 1, "2025-01-01T00:00:00Z"),
-        pod("lepton-digits-nightly-12-fghij", 3, "2025-01-01T00:05:00Z"),
-    ]
-    # the newest attempt's exit code
-    assert backend.state(job_id) == ("failed", 3)
-    # every attempt, in order
-    assert backend.logs(job_id).splitlines() == [
-        "==> lepton-digits-nightly-12-abcde <==",
-        "log of lepton-digits-nightly-12-abcde",
-        "==> lepton-digits-nightly-12-fghij <==",
-        "log of lepton-digits-nightly-12-fghij",
-    ]
-    assert any(
-        "labelSelector" in q and q["labelSelector"] == ["app.kubernetes.io/instance=lepton-digits-nightly-12"]
-        for _, _, _, q in api.requests
-    )
-    backend.cancel(job_id)
-    assert path not in api.objects and ("DELETE", path) in [(m, p) for m, p, _, _ in api.requests]
-    assert backend.state(job_id) == ("cancelled", None)
-    # already gone: nothing to do
-    backend.cancel(job_id)
-
-    api.unserved = "/apis/kubeflow.org/"
-    with pytest.raises(InvalidInputError, match="install the Kubeflow training operator"):
-        backend.submit(13, train_spec(nproc=2, nnodes=2))
-    api.unserved = "/apis/none/"
-    multi = backend.submit(13, train_spec(nproc=2, nnodes=2))
-    path = "/apis/kubeflow.org/v1/namespaces/ml/pytorchjobs/lepton-digits-nightly-13"
-    assert multi == "ml/lepton-digits-nightly-13" and path in api.objects
-    api.objects[path]["status"] = {
-        "conditions": [{"type": "Created", "status": "True"}, {"type": "Succeeded", "status": "True"}]
-    }
-    api.pods = [
-        pod("lepton-digits-nightly-13-worker-0", 0, "2025-01-01T00:00:01Z"),
-        pod("lepton-digits-nightly-13-master-0", 0, "2025-01-01T00:00:00Z"),
-    ]
-    assert backend.state(multi) == ("succeeded", 0)
-    # rank 0 first
-    assert backend.logs(multi).splitlines()[0] == "==> lepton-digits-nightly-13-master-0 <=="
-
-
-def test_job_backend_needs_an_image(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("LEPTON_IMAGE", raising=False)
-    with pytest.raises(InvalidInputError, match="LEPTON_IMAGE"):
-        KubernetesBackend(store_secret="s").submit(1, train_spec())
