@@ -132,8 +132,8 @@ class Client:
                     raise LeptonError(f"cannot reach {self.url}{path}: {e}") from e
                 self._sleep(attempt)
                 continue
-            # it may still be working on it: asking again would add to its load
             except httpx.TimeoutException as e:
+                # it may still be working on it: asking again would add to its load
                 raise LeptonError(f"{self.url}{path} did not answer within {self.timeout:g} s") from e
             if r.status_code == 503 and not last:
                 self._sleep(attempt, r.headers.get("retry-after"))

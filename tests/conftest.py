@@ -190,7 +190,8 @@ class RayCluster:
 
 
 def _stop_session(sid: int, grace: float = 3.0) -> None:
-    """Stop every process of session `sid` (one cluster's, unlike `ray stop`, which stops all of the user's)."""
+    """Stop every process of session `sid` (one cluster's, unlike `ray stop`, which stops all of the
+    user's)."""
     import signal
 
     def members() -> list[int]:
@@ -221,7 +222,8 @@ def _zombie(pid: int) -> bool:
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[RayCluster]:
-    """Start a Ray head on free loopback ports (2 CPUs, a dashboard, a temp dir of its own) for the session."""
+    """Start a Ray head on free loopback ports (2 CPUs, a dashboard, a temp dir of its own) for the
+    session."""
     import importlib.util
     import secrets
     import sys
@@ -243,7 +245,8 @@ def ray_cluster() -> Iterator[RayCluster]:
 
             Config.initialize("")
             AuthenticationTokenLoader.instance().reset_cache()
-        # Replicas and jobs must get the registry from what they are given, never from the cluster's own environment.
+        # Replicas and jobs must get the registry from what they are given, never from the cluster's own
+        # environment.
         env = {k: v for k, v in os.environ.items() if not k.startswith("LEPTON_")}
         env["LEPTON_HOME"] = str(temp_dir / "not-the-test-home")
         # As on a real cluster, the cluster's `python` and `lepton` are the ones with lepton-ai installed.
@@ -269,7 +272,8 @@ def ray_cluster() -> Iterator[RayCluster]:
             "--temp-dir",
             str(temp_dir),
         ]
-        # A session of its own: every process of this cluster (workers too) is found by its session id at the end.
+        # A session of its own: every process of this cluster (workers too) is found by its session id at the
+        # end.
         proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
@@ -337,7 +341,8 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str
 
 @pytest.fixture
 def fake_cluster(tmp_path: Path) -> Iterator[tuple[type[FakeAPI], Path]]:
-    """A fake Kubernetes API server on loopback (tests/fake_kubernetes.py); yield it and a kubeconfig for it."""
+    """A fake Kubernetes API server on loopback (tests/fake_kubernetes.py); yield it and a kubeconfig for
+    it."""
     FakeAPI.objects, FakeAPI.requests, FakeAPI.pods, FakeAPI.unserved = {}, [], [], "/apis/none/"
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeAPI)
     threading.Thread(target=server.serve_forever, daemon=True).start()

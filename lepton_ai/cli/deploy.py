@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json as jsonlib
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -93,53 +93,28 @@ def deploy(
         ),
     ] = None,
 ) -> None:
-    """Serve REF with N replicas on a Ray cluster (Ray Serve) or a Kubernetes cluster (Deployment, Service, HPA)."""
+    """Serve REF with N replicas on a Ray cluster (Ray Serve) or a Kubernetes cluster (Deployment, Service,
+    HPA)."""
     bounds = parse_autoscale(autoscale) if autoscale is not None else None
     if output not in (None, "yaml", "json"):
         raise InvalidInputError(f"-o/--output is yaml or json, got {output!r}")
     if target == "ray":
         if dry_run:
             raise InvalidInputError("--dry-run renders Kubernetes manifests: use it with --target kubernetes")
-        from lepton_ai.deploy.ray import deploy_ray
-
-        settings = {
-            k: v
-            for k, v in (("max_batch_size", max_batch_size), ("max_wait_ms", max_wait_ms))
-            if v is not None
-        }
-        result = deploy_ray(
-            ref,
-            replicas=replicas,
-            autoscale=bounds,
-            address=address,
-            http_port=port or 8000,
-            settings=settings or None,
-        )
-        if output == "json":
-            print_json(result)
-        else:
-            console.print(
-                f"[green]✓[/] {result['name']}: {result['replicas']} replica(s) on Ray Serve at "
-                f"{result['url']}",
-                highlight=False,
-                soft_wrap=True,
-            )
+        batching = {"max_batch_size": max_batch_size, "max_wait_ms": max_wait_ms}
+        settings = {k: v for k, v in batching.items() if v is not None}
+        _on_ray(ref, replicas, bounds, address, port or 8000, settings, output)
         return
     if target != "kubernetes":
         raise InvalidInputError(f"--target is ray or kubernetes, got {target!r}")
     from lepton_ai.deploy import kubernetes as k8s
 
-    serve_args = [
-        arg
-        for flag, value in (
-            ("--max-batch-size", max_batch_size),
-            ("--max-wait-ms", max_wait_ms),
-            ("--workers", workers),
-            ("--device", device or ("cuda" if gpus else None)),
-        )
-        if value is not None
-        for arg in (flag, str(value))
-    ]
+    flags = {
+        "--max-batch-size": max_batch_size,
+        "--max-wait-ms": max_wait_ms,
+        "--workers": workers,
+        "--device": device or ("cuda" if gpus else None),
+    }
     manifests = k8s.service_manifests(
         ref,
         replicas=replicas,
@@ -153,17 +128,49 @@ def deploy(
         store_pvc=store_pvc,
         store_secret=store_secret,
         token_secret=token_secret,
-        serve_args=serve_args,
+        serve_args=[arg for flag, value in flags.items() if value is not None for arg in (flag, str(value))],
     )
     k8s.validate(manifests)
     # both forms pipe into `kubectl apply -f -`
     if dry_run:
-        sys.stdout.write(
-            jsonlib.dumps({"apiVersion": "v1", "kind": "List", "items": manifests}, indent=2) + "\n"
-            if output == "json"
-            else k8s.to_yaml(manifests)
-        )
+        listed = jsonlib.dumps({"apiVersion": "v1", "kind": "List", "items": manifests}, indent=2) + "\n"
+        sys.stdout.write(listed if output == "json" else k8s.to_yaml(manifests))
         return
+    _apply(manifests, namespace, output, kubeconfig, context)
+
+
+def _on_ray(
+    ref: str,
+    replicas: int,
+    bounds: tuple[int, int] | None,
+    address: str | None,
+    port: int,
+    settings: dict[str, Any],
+    output: str | None,
+) -> None:
+    """Deploy `ref` on Ray Serve and say where it answers."""
+    from lepton_ai.deploy.ray import deploy_ray
+
+    result = deploy_ray(
+        ref, replicas=replicas, autoscale=bounds, address=address, http_port=port, settings=settings or None
+    )
+    if output == "json":
+        print_json(result)
+        return
+    where = f"{result['replicas']} replica(s) on Ray Serve at {result['url']}"
+    console.print(f"[green]✓[/] {result['name']}: {where}", highlight=False, soft_wrap=True)
+
+
+def _apply(
+    manifests: list[dict[str, Any]],
+    namespace: str,
+    output: str | None,
+    kubeconfig: str | None,
+    context: str | None,
+) -> None:
+    """Apply the manifests to the cluster and say what was applied and where the service answers."""
+    from lepton_ai.deploy import kubernetes as k8s
+
     applied = k8s.apply(manifests, kubeconfig=kubeconfig, context=context)
     name = manifests[0]["metadata"]["name"]
     if output == "json":

@@ -43,8 +43,8 @@ def doctor_report() -> dict[str, Any]:
 
         reg = Registry()
         registry.update(ok=True, schema=db.current_revision(reg.engine), models=len(reg.list_models()))
-    # the doctor reports a broken registry instead of dying on it
     except Exception as e:
+        # the doctor reports a broken registry instead of dying on it
         registry.update(ok=False, error=f"{type(e).__name__}: {e}")
     return {
         "lepton": __version__,
@@ -72,7 +72,8 @@ def doctor(json: Annotated[bool, typer.Option("--json", help="Print one JSON doc
             ("torch", f"{m['torch']} ({m['torch_threads']} threads)" if m["torch"] else "[red]missing[/]"),
             (
                 "cpu",
-                f"{cpu['model']} · {cpu['arch']} · {cpu['cores']} cores · {human_bytes(cpu['memory_bytes'])} RAM",
+                f"{cpu['model']} · {cpu['arch']} · {cpu['cores']} cores · "
+                f"{human_bytes(cpu['memory_bytes'])} RAM",
             ),
             ("cpu flags", " ".join(cpu["flags"]) or "none of note"),
             ("gpu", gpus or "none (CPU only)"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 
@@ -20,12 +20,13 @@ def evaluate(
 ) -> None:
     """Evaluate MODEL on a split of DATA: accuracy, loss and macro F1."""
     from lepton_ai.data import load
+    from lepton_ai.data.datasets import Split
     from lepton_ai.errors import InvalidInputError
     from lepton_ai.models import LeptonModel
 
     if split not in ("train", "val", "test"):
         raise InvalidInputError(f"--split must be train, val or test, not {split!r}")
-    metrics = LeptonModel.load(model).evaluate(load(data, split, seed=seed))
+    metrics = LeptonModel.load(model).evaluate(load(data, cast(Split, split), seed=seed))
     if json:
         print_json({"model": model, "data": data, "split": split, "metrics": metrics})
     else:

@@ -3,12 +3,11 @@ are a real federation over the network (Flower). See docs/federated.md."""
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated, Any
 
 import typer
 
-from lepton_ai.cli.output import console, err_console, print_json
+from lepton_ai.cli.output import console, err_console, print_json, run_app
 from lepton_ai.privacy.defaults import FEDERATED_DEFAULTS
 
 app = typer.Typer(
@@ -258,9 +257,7 @@ def client(
 
 def main(argv: list[str] | None = None) -> None:
     """Run `lepton fl ARGS` (so `python -m lepton_ai.cli.fl` behaves exactly like it)."""
-    from lepton_ai.cli.main import main as lepton
-
-    lepton(["fl", *(sys.argv[1:] if argv is None else argv)])
+    run_app(app, argv, "lepton fl")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import typer
 
 from lepton_ai.cli import fl, jobs, models, runs
@@ -11,11 +9,10 @@ from lepton_ai.cli.deploy import deploy
 from lepton_ai.cli.doctor import doctor
 from lepton_ai.cli.evaluate import evaluate
 from lepton_ai.cli.optimize import optimize
-from lepton_ai.cli.output import err_console, print_error
+from lepton_ai.cli.output import run_app
 from lepton_ai.cli.quickstart import quickstart
 from lepton_ai.cli.serve import bench, serve
 from lepton_ai.cli.train import train
-from lepton_ai.errors import LeptonError
 from lepton_ai.version import __version__
 
 app = typer.Typer(
@@ -48,14 +45,7 @@ def version() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; errors a user caused print one line and exit with code 2."""
-    try:
-        app(args=argv, prog_name="lepton")
-    except LeptonError as e:
-        print_error(e)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        err_console.print("interrupted (a training run resumes with --resume)")
-        sys.exit(130)
+    run_app(app, argv, "lepton")
 
 
 if __name__ == "__main__":

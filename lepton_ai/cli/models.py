@@ -45,7 +45,8 @@ def register(
         print_json(info.to_dict())
     else:
         typer.echo(
-            f"registered {info.ref} ({info.format}, {human_bytes(info.size_bytes)}, sha256 {info.sha256[:12]}…)"
+            f"registered {info.ref} ({info.format}, {human_bytes(info.size_bytes)}, "
+            f"sha256 {info.sha256[:12]}…)"
         )
 
 
@@ -85,7 +86,8 @@ def list_(
 def show(
     ref: Annotated[str, typer.Argument(help="NAME (latest) or NAME:VERSION.")], json: Json = False
 ) -> None:
-    """Show one model version: where it is stored, its hash, metrics, lineage and privacy (ε, δ, mechanism)."""
+    """Show one model version: where it is stored, its hash, metrics, lineage and privacy (ε, δ,
+    mechanism)."""
     info = Registry().get(ref)
     # recorded by training with DP-SGD
     privacy = (info.recipe or {}).get("privacy")

@@ -7,9 +7,12 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from lepton_ai.errors import LeptonError
 
 # ':x:' in a path or a message stays ':x:'
 console = Console(emoji=False)
@@ -17,7 +20,8 @@ err_console = Console(stderr=True, emoji=False)
 
 
 def print_error(message: object, label: str = "error") -> None:
-    """Print one line on stderr: `label:` in colour, then `message` exactly as it is (no markup read in it)."""
+    """Print one line on stderr: `label:` in colour, then `message` exactly as it is (no markup read in
+    it)."""
     colour = "red" if label == "error" else "yellow"
     err_console.print(f"[{colour}]{label}:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
 
@@ -57,3 +61,15 @@ def human_bytes(n: int | None) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1000
     return f"{n} B"
+
+
+def run_app(app: typer.Typer, argv: list[str] | None, prog_name: str) -> None:
+    """Run the command line `app`; an error a user caused prints one line and exits with code 2."""
+    try:
+        app(args=argv, prog_name=prog_name)
+    except LeptonError as e:
+        print_error(e)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted (a training run resumes with --resume)")
+        sys.exit(130)

@@ -100,8 +100,8 @@ def deploy_ray(
     }
     if autoscale is None:
         options["num_replicas"] = replicas
-    # a replica is "busy" at a full batch of concurrent requests
     else:
+        # a replica is "busy" at a full batch of concurrent requests
         options["autoscaling_config"] = {
             "min_replicas": autoscale[0],
             "max_replicas": autoscale[1],
@@ -115,7 +115,9 @@ def deploy_ray(
 
         serve.start(http_options={"host": host, "port": http_port})
         # Serve may already run on this cluster with its own port
-        http = _get_global_client().http_config
+        client = _get_global_client()
+        assert client is not None
+        http = client.http_config
         app = serve.deployment(**options)(serve.ingress()(PhotonReplica)).bind(target, dataclasses.asdict(s))
         existed = name in serve.status().applications
         try:
@@ -257,11 +259,11 @@ def _name(target: str) -> str:
     # a saved-model folder
     if not sep:
         base = Path(target).name
-    # NAME:VERSION
     elif last.isdigit():
+        # NAME:VERSION
         base = module
-    # path.py:Class or package.module:Class
     else:
+        # path.py:Class or package.module:Class
         base = last.lower()
     return re.sub(r"[^A-Za-z0-9._-]", "-", base).strip(".-") or "photon"
 
@@ -285,8 +287,8 @@ def _failure(name: str) -> str:
 
     try:
         messages = [d.message for d in serve.status().applications[name].deployments.values() if d.message]
-    # the cause is secondary: never hide the failure behind another
     except Exception:
+        # the cause is secondary: never hide the failure behind another
         return ""
     return _last_line(messages[-1]) if messages else ""
 

@@ -66,9 +66,10 @@ def submit(
             start_worker()
         return job
     remote = engine(backend, address, **options)
-    job = queue.claim(queue.submit(spec, backend, address).id, worker=backend)
+    claimed = queue.claim(queue.submit(spec, backend, address).id, worker=backend)
     # just queued, nobody else knows it
-    assert job is not None
+    assert claimed is not None
+    job = claimed
     try:
         external = remote.submit(job.id, spec)
     except Exception as e:

@@ -129,8 +129,8 @@ def pod_spec(
     if store_pvc and writable_store:
         volumes.append({"name": "store", "persistentVolumeClaim": {"claimName": store_pvc}})
         mounts.append({"name": "store", "mountPath": HOME})
-    # LEPTON_HOME is the pod's own: the artifact cache, or the registry copied from a read-only store
     else:
+        # LEPTON_HOME is the pod's own: the artifact cache, or the registry copied from a read-only store
         volumes.append({"name": "home", "emptyDir": {}})
         mounts.append({"name": "home", "mountPath": HOME})
     if store_pvc and not writable_store:
@@ -320,8 +320,8 @@ def call(api: Any, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         if e.status == 404:
             raise NotFoundError(f"{what}: not found ({_reason(e)})") from None
         raise InvalidInputError(f"{what}: {e.status} {_reason(e)}") from None
-    # no server at that address, TLS, timeouts
     except (urllib3.exceptions.HTTPError, OSError) as e:
+        # no server at that address, TLS, timeouts
         reason = getattr(e, "reason", None) or e
         errno = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(reason))
         raise InvalidInputError(

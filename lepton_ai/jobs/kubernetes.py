@@ -204,8 +204,8 @@ class KubernetesBackend:
         true = {c.get("type") for c in status.get("conditions") or [] if c.get("status") == "True"}
         if true & {"Complete", "Succeeded", "Failed"}:
             state = "failed" if "Failed" in true else "succeeded"
-        # a Job counts its ready pods; a PyTorchJob says Running
         else:
+            # a Job counts its ready pods; a PyTorchJob says Running
             return ("running" if status.get("ready") or "Running" in true else "queued"), None
         # the master's exit code, or the last attempt's
         pods = self._pods(external_id)
@@ -226,8 +226,8 @@ class KubernetesBackend:
         for pod in pods:
             try:
                 text = call(self.api, pod.metadata.name, core.read_namespaced_pod_log, pod.metadata.name, ns)
-            # not started yet, or already gone
             except (InvalidInputError, NotFoundError):
+                # not started yet, or already gone
                 continue
             text = text if not text or text.endswith("\n") else text + "\n"
             texts.append(text if len(pods) == 1 else f"==> {pod.metadata.name} <==\n{text}")

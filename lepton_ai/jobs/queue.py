@@ -3,10 +3,12 @@ so a job is never lost and never claimed twice, whatever process dies when."""
 
 from __future__ import annotations
 
+import builtins
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -16,6 +18,8 @@ from lepton_ai.errors import InvalidInputError, NotFoundError
 from lepton_ai.jobs.spec import JobSpec, parse
 from lepton_ai.store import db
 from lepton_ai.store.schema import Job, JobAttempt, utcnow
+
+T = TypeVar("T")
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -116,7 +120,7 @@ class JobQueue:
         self.db_url = db_url or config.db_url()
         self.engine = db.engine_for(self.db_url)
 
-    def _tx(self, fn):  # type: ignore[no-untyped-def]
+    def _tx(self, fn: Callable[[Session], T]) -> T:
         return db.transact(self.engine, fn)
 
     @staticmethod
@@ -156,7 +160,9 @@ class JobQueue:
         """Return job `job_id`."""
         return self._tx(lambda s: _info(self._row(s, job_id)))
 
-    def list(self, state: str | None = None, backend: str | None = None, limit: int = 50) -> list[JobInfo]:
+    def list(
+        self, state: str | None = None, backend: str | None = None, limit: int = 50
+    ) -> builtins.list[JobInfo]:
         """Return jobs, newest first, optionally only those in `state` or on `backend`."""
         if state is not None and state not in STATES:
             raise InvalidInputError(f"state must be one of {', '.join(STATES)}, not {state!r}")
@@ -167,10 +173,10 @@ class JobQueue:
             q = q.where(Job.backend == backend)
         return self._tx(lambda s: [_info(j) for j in s.scalars(q)])
 
-    def attempts(self, job_id: int) -> list[AttemptInfo]:
+    def attempts(self, job_id: int) -> builtins.list[AttemptInfo]:
         """Return every attempt of a job, oldest first."""
 
-        def query(s: Session) -> list[AttemptInfo]:
+        def query(s: Session) -> builtins.list[AttemptInfo]:
             return [
                 AttemptInfo(
                     a.attempt,
@@ -187,7 +193,7 @@ class JobQueue:
 
         return self._tx(query)
 
-    def queued(self, backend: str = "local") -> list[JobInfo]:
+    def queued(self, backend: str = "local") -> builtins.list[JobInfo]:
         """Return queued jobs in the order they should start: priority, then age."""
         q = (
             select(Job)
@@ -196,7 +202,7 @@ class JobQueue:
         )
         return self._tx(lambda s: [_info(j) for j in s.scalars(q)])
 
-    def running(self, worker_host: str | None = None, backend: str = "local") -> list[JobInfo]:
+    def running(self, worker_host: str | None = None, backend: str = "local") -> builtins.list[JobInfo]:
         """Return running jobs on `backend` (on one host's worker when `worker_host` is given)."""
         q = select(Job).where(Job.state == "running", Job.backend == backend)
         if worker_host is not None:
@@ -249,7 +255,7 @@ class JobQueue:
         state: str,
         exit_code: int | None = None,
         error: str | None = None,
-        versions: list[str] | None = None,
+        versions: builtins.list[str] | None = None,
     ) -> JobInfo:
         """End attempt `attempt` as succeeded, failed, cancelled or lost and requeue when retries are left;
         a no-op when that attempt is no longer the running one (a late report from a worker presumed dead)."""
@@ -281,7 +287,11 @@ class JobQueue:
         return self._tx(update)
 
     def sync(
-        self, job_id: int, state: str, exit_code: int | None = None, versions: list[str] | None = None
+        self,
+        job_id: int,
+        state: str,
+        exit_code: int | None = None,
+        versions: builtins.list[str] | None = None,
     ) -> JobInfo:
         """Record the state an external engine reports (Ray, Kubernetes); finished jobs stay finished."""
         if state not in STATES:

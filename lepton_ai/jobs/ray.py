@@ -55,8 +55,8 @@ class RayBackend:
         headers = {"Authorization": f"Bearer {token}"} if token else None
         try:
             self.client = JobSubmissionClient(self.address, headers=headers)
-        # ConnectionError, ValueError, RuntimeError… all mean "cannot reach it"
         except Exception as e:
+            # ConnectionError, ValueError, RuntimeError… all mean "cannot reach it"
             raise InvalidInputError(
                 f"cannot use the Ray cluster at {self.address}: {one_line(e, 200)}"
             ) from None
@@ -84,8 +84,8 @@ class RayBackend:
         while True:
             try:
                 return self.client.submit_job(**options)
-            # a head that just started has no job agent yet: Ray says to try again later
             except RuntimeError as e:
+                # a head that just started has no job agent yet: Ray says to try again later
                 if "No available agent" not in str(e) or time.monotonic() > deadline:
                     raise
                 time.sleep(1.0)

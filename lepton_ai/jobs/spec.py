@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from lepton_ai.errors import InvalidInputError, NotFoundError
 
 Kind = Literal["train", "optimize", "evaluate", "federated", "command"]
-KINDS: tuple[str, ...] = Kind.__args__  # type: ignore[attr-defined]
+KINDS: tuple[str, ...] = typing.get_args(Kind)
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*(Ki|Mi|Gi|Ti|K|M|G|T)?$")
 _UNITS = {
     None: 1,
@@ -265,7 +266,7 @@ class JobSpec(_Strict):
 
     kind: Kind
     name: str
-    resources: Resources = Field(default_factory=Resources)
+    resources: Resources = Field(default_factory=lambda: Resources.model_validate({}))
     spec: TrainSpec | OptimizeSpec | EvaluateSpec | FederatedSpec | CommandSpec
     retries: int = Field(0, ge=0, le=10)
     priority: int = Field(0, ge=-1000, le=1000)

@@ -93,7 +93,10 @@ def worker_lock(wait_s: float = 0.0) -> Iterator[bool]:
                     return
                 time.sleep(0.05)
         try:
-            f.seek(0), f.truncate(), f.write(f"{HOST}:{os.getpid()}\n"), f.flush()
+            f.seek(0)
+            f.truncate()
+            f.write(f"{HOST}:{os.getpid()}\n")
+            f.flush()
             yield True
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
@@ -292,8 +295,8 @@ class Worker:
                     and (not self.capacity.memory or r.memory_bytes <= memory)
                 ):
                     self.start(job, spec, sorted(gpus)[: r.gpus])
-            # one bad job fails alone; the worker and the queue go on
             except Exception as e:
+                # one bad job fails alone; the worker and the queue go on
                 now = self.queue.get(job.id)
                 mine = now.state == "running" and now.worker == self.name and job.id not in self.running
                 claimed = now if mine else self.queue.claim(job.id, self.name)
@@ -401,8 +404,8 @@ class Worker:
         try:
             if path.exists():
                 self.store.fs.put(str(path), self.store.path(log_key(job_id, attempt)))
-        # a network glitch must not take the worker and its jobs down
         except Exception as e:
+            # a network glitch must not take the worker and its jobs down
             self.console.print(f"job {job_id}: log upload failed ({one_line(e)}); retrying later")
 
     def cancel_requested(self) -> None:

@@ -236,11 +236,11 @@ class Service:
                 self.on_ready()
             self.state = "ready"
             log.info("%s ready", type(self.photon).__name__)
-        # it logged why; the message names only the exception's type
         except ModelProcessFailed as e:
+            # it logged why; the message names only the exception's type
             self.state, self.error = "failed", str(e)
-        # reported by /healthz and /readyz so an orchestrator restarts us
         except Exception as e:
+            # reported by /healthz and /readyz so an orchestrator restarts us
             self.state, self.error = "failed", f"{type(e).__name__} in init (see the server's log)"
             log.exception("init failed")
 
@@ -372,11 +372,11 @@ class Service:
             response = json_response({"outputs": result} if h.batched else result)
         except HTTPError as e:
             response = e.response()
-        # gone while sending its body
         except ClientDisconnect:
+            # gone while sending its body
             response = HTTPError(499, "client_closed", "the client closed the connection").response()
-        # the handler refused this input
         except (ValueError, OverflowError, LeptonError) as e:
+            # the handler refused this input
             response = HTTPError(422, "invalid_input", str(e)).response()
         except Exception as e:
             kind = e.kind if isinstance(e, HandlerFailed) else type(e).__name__

@@ -107,8 +107,8 @@ def as_rows(outputs: Any) -> Any:
         outputs = outputs.detach().cpu()
         try:
             outputs = outputs.numpy()
-        # bfloat16, conjugate or negative views: NumPy cannot share them
         except (TypeError, RuntimeError):
+            # bfloat16, conjugate or negative views: NumPy cannot share them
             return outputs.tolist()
     # not masked arrays, dates, objects
     if type(outputs) is np.ndarray and outputs.dtype.kind in "biuf":
@@ -128,8 +128,8 @@ def run_batch(
         outputs = as_rows(fn(concat(payloads), **options))
         if len(outputs) != sum(sizes):
             raise RuntimeError(f"the handler returned {len(outputs)} outputs for {sum(sizes)} inputs")
-    # the bad request is found by running each alone
     except BaseException:
+        # the bad request is found by running each alone
         return [_one(fn, True, p, n, options) for p, n in zip(payloads, sizes)]
     results, start = [], 0
     for n in sizes:
@@ -148,8 +148,8 @@ def _one(
         if len(outputs) != size:
             raise RuntimeError(f"the handler returned {len(outputs)} outputs for {size} inputs")
         return True, outputs
-    # reported to that request alone
     except BaseException as e:
+        # reported to that request alone
         return False, e
 
 
@@ -230,8 +230,8 @@ class HandlerQueue(ABC):
                 continue
             if ok:
                 item.future.set_result(value)
-            # only an Exception may travel: StopIteration, SystemExit… would break the awaiting task
             else:
+                # only an Exception may travel: StopIteration, SystemExit… would break the awaiting task
                 bad = not isinstance(value, Exception) or isinstance(value, StopIteration)
                 item.future.set_exception(
                     RuntimeError(f"the handler raised {type(value).__name__}") if bad else value
@@ -346,8 +346,8 @@ class Batcher(HandlerQueue):
                     [i.size for i in batch],
                     batch[0].options,
                 )
-            # a bug here must fail the requests, not hang them
             except BaseException as e:
+                # a bug here must fail the requests, not hang them
                 log.exception("batch failed")
                 results = [(False, e)] * len(batch)
             self.pace.cost.add(time.perf_counter() - start)

@@ -200,8 +200,8 @@ async def _run(
         def next_slot() -> float | None:
             now = time.perf_counter()
             return now if now < end else None
-    # open loop: slot i is due at begin + i / rate; whichever client is free takes it, late if need be
     else:
+        # open loop: slot i is due at begin + i / rate; whichever client is free takes it, late if need be
         count = itertools.count()
 
         def next_slot() -> float | None:
@@ -222,8 +222,8 @@ def _yielding(cpus: set[int] | None = None) -> Iterator[None]:
         switched = os.sched_getscheduler(0) == os.SCHED_OTHER
         if switched:
             os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
-    # not Linux, or not allowed here: run as we are
     except (AttributeError, OSError):
+        # not Linux, or not allowed here: run as we are
         switched = False
     before = os.sched_getaffinity(0) if cpus else None
     if cpus:

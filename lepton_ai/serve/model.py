@@ -135,8 +135,8 @@ class ModelPhoton(Photon):
             return self._image(i, example)
         try:
             arr = np.asarray(example, dtype=np.float32)
-        # ragged lists, strings among numbers, 1e400-sized ints
         except (ValueError, TypeError, OverflowError) as e:
+            # ragged lists, strings among numbers, 1e400-sized ints
             raise InvalidInputError(f"inputs[{i}]: not an array of numbers ({e})") from None
         if arr.size != expected:
             raise InvalidInputError(
@@ -182,8 +182,8 @@ class ModelPhoton(Photon):
             if arr.ndim < 2 or arr[0].size != math.prod(self.input_size):
                 raise ValueError
             arr = arr.reshape(len(inputs), *self.input_size)
-        # not one clean array: find and name the bad example
         except (ValueError, TypeError, OverflowError):
+            # not one clean array: find and name the bad example
             arr = np.stack([self._decode(i, x) for i, x in enumerate(inputs)])
         if not np.isfinite(arr).all():
             bad = int(np.flatnonzero(~np.isfinite(arr.reshape(len(arr), -1)).all(1))[0])

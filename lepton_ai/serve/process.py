@@ -227,8 +227,8 @@ class ModelProcess(asyncio.Protocol):
         assert self._ready is not None
         if not self._ready.done():
             self._ready.set_exception(ModelProcessFailed(f"{why} before it was ready (see the server's log)"))
-        # it was ready: replace it
         elif not self._ready.cancelled() and self._ready.exception() is None:
+            # it was ready: replace it
             log.error("%s: starting another", why)
             self.on_exit(why)
 
@@ -410,14 +410,14 @@ class _Model:
         """Send a message (a blocking write: the server's event loop always reads)."""
         try:
             data = frame(message)
-        # an output that cannot be pickled fails its own request only
         except Exception:
+            # an output that cannot be pickled fails its own request only
             kind, name, seconds, answers = message
             data = frame((kind, name, seconds, [_sendable(answer) for answer in answers]))
         try:
             self.sock.sendall(data)
-        # the server is gone
         except OSError:
+            # the server is gone
             self.open = False
 
 

@@ -199,8 +199,8 @@ def serve(
         try:
             # the token travels in the spawn pipe, never in the environment
             _supervise(workers, config, options)
-        # the directory goes at the end of this block: nothing started later may write there
         finally:
+            # the directory goes at the end of this block: nothing started later may write there
             os.environ.pop("PROMETHEUS_MULTIPROC_DIR")
             if before is not None:
                 os.environ["PROMETHEUS_MULTIPROC_DIR"] = before
@@ -231,8 +231,8 @@ class ServerProcess:
         # `lepton serve ARGS --port PORT`
         if command is None:
             command = [sys.executable, "-m", "lepton_ai.cli.main", "serve", *args, "--port", str(self.port)]
-        # any server: "{port}" in its arguments is replaced
         else:
+            # any server: "{port}" in its arguments is replaced
             command = [c.replace("{port}", str(self.port)) for c in [*command, *args]]
         self.cmd = command
         self.ready_path, self.timeout, self.env = ready_path, timeout, env

@@ -184,8 +184,8 @@ class ArtifactStore:
             raise NotFoundError(f"artifact missing from the store: {self.location(key)}")
         if self.local:
             local = Path(full)
-        # remote stores are copied to a local cache, then checked like local files
         else:
+            # remote stores are copied to a local cache, then checked like local files
             local = config.home() / "cache" / "artifacts" / key
             if not local.exists():
                 part = local.with_name(f".{local.name}.{uuid.uuid4().hex}.part")

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -19,6 +20,8 @@ from lepton_ai.store import db
 from lepton_ai.store.artifacts import ArtifactStore
 from lepton_ai.store.refs import Ref, check_name, parse_ref
 from lepton_ai.store.schema import Model, ModelVersion, Run, RunMetric, utcnow
+
+T = TypeVar("T")
 
 RUN_STATES = ("running", "completed", "failed", "cancelled")
 
@@ -117,7 +120,7 @@ class Registry:
         self.engine = db.engine_for(self.db_url)
         self.artifacts = ArtifactStore(artifacts_url or config.artifacts_url())
 
-    def _tx(self, fn):  # type: ignore[no-untyped-def]
+    def _tx(self, fn: Callable[[Session], T]) -> T:
         return db.transact(self.engine, fn)
 
     # -- models and versions ---------------------------------------------------------

@@ -10,7 +10,8 @@ def test_the_cli_starts_without_importing_torch() -> None:
     # `lepton --help` and `lepton serve`'s HTTP process should not wait 1-2 s for torch; the privacy
     # package keeps its names (torch loads when one that needs it is asked for).
     code = (
-        "import sys, lepton_ai.cli.main, lepton_ai.privacy.partition; from lepton_ai.privacy import partition; "
+        "import sys, lepton_ai.cli.main, lepton_ai.privacy.partition; "
+        "from lepton_ai.privacy import partition; "
         "print('torch' in sys.modules, callable(partition) and partition.__module__); "
         "from lepton_ai.privacy import DPConfig; print('torch' in sys.modules, DPConfig.__name__)"
     )

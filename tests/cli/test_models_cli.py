@@ -110,7 +110,8 @@ def test_two_processes_times_twenty_concurrent_registrations(tmp_path: Path, lep
     lepton_bin = str(Path(sys.executable).with_name("lepton"))
     driver = (
         "import subprocess, sys\n"
-        "procs = [subprocess.Popen([sys.argv[1], 'models', 'register', 'shared', f'{sys.argv[2]}/w{i}.bin', '--json'],"
+        "procs = [subprocess.Popen([sys.argv[1], 'models', 'register', 'shared', f'{sys.argv[2]}/w{i}.bin', "
+        "'--json'],"
         " stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(20)]\n"
         "bad = [(p.wait(), p.stderr.read().decode()) for p in procs]\n"
         "bad = [b for b in bad if b[0] != 0]\n"

@@ -224,7 +224,8 @@ WORKER = lambda d: d[0]["spec"]["pytorchReplicaSpecs"]["Worker"]  # noqa: E731
         (
             "pytorchjob-2-nodes",
             lambda d: WORKER(d)["template"]["spec"]["containers"][0].update(resourcez={}),
-            "PyTorchJob/lepton-digits-nightly-13: spec.pytorchReplicaSpecs.Worker.template.spec.containers[0].resourcez: "
+            "PyTorchJob/lepton-digits-nightly-13: "
+            "spec.pytorchReplicaSpecs.Worker.template.spec.containers[0].resourcez: "
             "unknown field",
         ),
         (

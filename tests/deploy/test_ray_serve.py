@@ -56,7 +56,8 @@ async def one_example_each(url: str, examples: list) -> list:
 
 
 def batch_sizes(url: str, scrapes: int = 12) -> set[tuple[float, float]]:
-    """Return the (model calls, examples) pairs seen on `/metrics` (each scrape reaches one of the replicas)."""
+    """Return the (model calls, examples) pairs seen on `/metrics` (each scrape reaches one of the
+    replicas)."""
     seen = set()
     for _ in range(scrapes):
         text = httpx.get(f"{url}/metrics", timeout=10).text
@@ -200,7 +201,8 @@ def test_bad_input_is_one_line_and_touches_nothing(ray_cluster, tmp_path: Path, 
         deploy_ray(target, address=address, settings={"model_process": True})
     with pytest.raises(NotFoundError, match="no-such-model"):
         deploy_ray("no-such-model", address=address)
-    # a Photon whose init fails on the replicas: Ray gives up after a few tries; the error names it, nothing is left
+    # a Photon whose init fails on the replicas: Ray gives up after a few tries; the error names it, nothing
+    # is left
     with pytest.raises(LeptonError, match="could not start broken: .*Broken: RuntimeError in init") as e:
         deploy_ray(f"{service}:Broken", address=address, http_port=free_port())
     assert "\n" not in str(e.value) and "broken" not in replica_states(address)

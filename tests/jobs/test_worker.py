@@ -104,7 +104,8 @@ def test_200_jobs_survive_three_worker_kills(tmp_path: Path) -> None:
         assert [a.state for a in attempts].count("succeeded") == 1
         assert attempts[-1].state == "succeeded" and all(a.state == "lost" for a in attempts[:-1])
         lost += len(attempts) - 1
-        # A marker from a lost attempt means it finished just before its worker died; it is re-run, never concurrent.
+        # A marker from a lost attempt means it finished just before its worker died; it is re-run, never
+        # concurrent.
         done = sorted(int(p.name.split(".")[1]) for p in tmp_path.glob(f"{i}.*.done"))
         assert done[-1] == attempts[-1].attempt and set(done) <= {a.attempt for a in attempts}
     # every job a kill left running was re-run, and only those
