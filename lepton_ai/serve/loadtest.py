@@ -7,12 +7,10 @@ when it is sent, because the event loop's timers are only millisecond-precise (u
 
 A load generator must cost less than what it measures, and on a small machine it shares the
 cores with the server. Each client is one keep-alive connection that writes the request,
-serialised once, and reads the answer with httptools (the C parser uvicorn itself uses): ~30 µs
-of CPU a request, where aiohttp's client cost 150-250 µs (httpx's async client more). It also runs
-as SCHED_BATCH (Linux): a process woken with work would otherwise preempt the one running, and a
-load generator wakes thousands of times a second. Sharing 2 cores with `lepton serve` at 3,500
-requests/s, it had preempted the server 2,600 times a second (~1.8 s of the server's 10 waiting for a
-core); as SCHED_BATCH, 20 times a second (0.5 s), and p99 over 3 runs went from 4.6-8.6 ms to 4.2-4.5 ms.
+serialised once, and reads the answer with httptools (the C parser uvicorn itself uses): several times
+less CPU a request than aiohttp's or httpx's clients. It also runs as SCHED_BATCH (Linux): a process
+woken with work would otherwise preempt the one running, and a load generator wakes thousands of times
+a second, so it preempted the very server it measured (the figures are in benchmarks/RESULTS.md).
 Its own waits for a core still count in the latencies it reports, against the server."""
 
 from __future__ import annotations
@@ -265,7 +263,7 @@ def load_test(
     headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
     target = f"{url.rstrip('/')}/{handler.lstrip('/')}"
     # The caller's objects set aside (unless it froze its own): a full collection mid-run, which walked
-    # them all (~100 ms with torch loaded, every answer meanwhile timed late), walks only the run's.
+    # them all (with torch loaded, long enough to time every answer meanwhile late), walks only the run's.
     own = not gc.get_freeze_count()
     if own:
         gc.freeze()

@@ -33,10 +33,9 @@ TextExample = Annotated[str, Field(description="a text")]
 
 def eager_threads(threads: int | None = None) -> int:
     """Return the compute threads of an eager PyTorch model under `lepton serve`: `threads`, else all cores
-    but one. The event loop needs a core of its own (in one process eager PyTorch holds the GIL between ops:
-    on 2 cores 1 compute thread served digits 24 % faster, at half the p99; in a model process of its own a
-    second thread's OpenMP spinning took the event loop's core: 6,500 -> 4,100 requests/s). ONNX Runtime
-    releases the GIL and gets all cores."""
+    but one. The event loop needs a core of its own: in one process eager PyTorch holds the GIL between ops,
+    and in a model process of its own another thread's OpenMP spinning takes the event loop's core (the
+    figures are in benchmarks/RESULTS.md). ONNX Runtime releases the GIL and gets all cores."""
     return threads or max(1, cpu_info()["cores"] - 1)
 
 
@@ -223,9 +222,8 @@ def model_photon(ref: str, device: str = "cpu", threads: int | None = None) -> M
         # Whole batches side by side, each on one ONNX Runtime thread, two per core, rather than one batch
         # split across every core: a split batch waits at each barrier for a core the event loop has taken,
         # and under load the HTTP side's few percent of CPU cost it 20-25 % of throughput; a second batch
-        # per core keeps the core busy while the first one's results go out (MiniLM on 2 cores, 256
-        # clients: 610-680 examples/s split, 860-880 with a batch per core, 880-905 with two). At most 8
-        # batches at once: on a big machine each gets several threads (see `_onnx_threads`).
+        # per core keeps the core busy while the first one's results go out (benchmarks/RESULTS.md). At most
+        # 8 batches at once: on a big machine each gets several threads (see `_onnx_threads`).
         predict = replace(cls.__dict__["predict"], concurrency=min(8, 2 * probe.cores))
         cls = type(cls.__name__, (cls,), {"predict": predict, "__module__": __name__})
     # already fetched and verified: not again

@@ -163,7 +163,7 @@ def serve(
         sock.close()
         raise
     # X-Forwarded-For is read only for the access log, the one place a client's address shows: uvicorn's
-    # proxy-headers middleware parses the peer's address on every request (~6 µs, 4 % of the HTTP side's CPU).
+    # proxy-headers middleware parses the peer's address on every request (its cost: benchmarks/RESULTS.md).
     options: dict[str, Any] = {
         "log_level": log_level,
         "access_log": access_log,
