@@ -74,6 +74,16 @@ class FakeAPI(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _not_found(self, message: str) -> None:
+        status = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "status": "Failure",
+            "code": 404,
+            "reason": "NotFound",
+        }
+        self._send(404, {**status, "message": message})
+
     def _handle(self) -> None:
         url = urlparse(self.path)
         query = parse_qs(url.query)
@@ -82,17 +92,7 @@ class FakeAPI(BaseHTTPRequestHandler):
         if url.path.endswith("/log"):
             return self._send(200, f"log of {url.path.split('/')[-2]}\n", "text/plain")
         if url.path.startswith(self.unserved):
-            return self._send(
-                404,
-                {
-                    "kind": "Status",
-                    "apiVersion": "v1",
-                    "status": "Failure",
-                    "code": 404,
-                    "reason": "NotFound",
-                    "message": "the server could not find the requested resource",
-                },
-            )
+            return self._not_found("the server could not find the requested resource")
         if url.path.endswith("/pods"):
             return self._send(
                 200, {"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": self.pods}
@@ -101,17 +101,7 @@ class FakeAPI(BaseHTTPRequestHandler):
             self.objects[url.path] = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             return self._send(200, self.objects[url.path])
         if url.path not in self.objects:
-            return self._send(
-                404,
-                {
-                    "kind": "Status",
-                    "apiVersion": "v1",
-                    "status": "Failure",
-                    "code": 404,
-                    "reason": "NotFound",
-                    "message": f"{url.path} not found",
-                },
-            )
+            return self._not_found(f"{url.path} not found")
         if self.command == "DELETE":
             del self.objects[url.path]
             return self._send(200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})

@@ -20,13 +20,7 @@ def test_optimize_registers_the_best_with_parent_recipe_and_report(tmp_path: Pat
     r = lepton("train", "--model", "mlp", "--data", "digits", "--epochs", "3", "--name", "dm", "--json")
     assert r.returncode == 0, r.stderr
     r = lepton(
-        "optimize",
-        "dm",
-        "--data",
-        "digits",
-        "--techniques",
-        "onnx,int8",
-        "--report",
+        *"optimize dm --data digits --techniques onnx,int8 --report".split(),
         str(tmp_path / "rep"),
         "--max-accuracy-drop",
         "0.02",

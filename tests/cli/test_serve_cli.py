@@ -27,67 +27,16 @@ def test_bench_serve_reports_throughput_latency_and_errors(serve, tmp_path: Path
     payload = tmp_path / "body.json"
     payload.write_text(json.dumps({"inputs": [[1.0, 2.0], [3.0, 4.0]]}))
     with serve(Echo()) as url:
-        r = lepton(
-            "bench",
-            "serve",
-            url,
-            "--payload",
-            str(payload),
-            "--concurrency",
-            "8",
-            "--duration",
-            "1",
-            "--warmup",
-            "0.2",
-            "--json",
-        )
+        bench = ("bench", "serve", url, "--payload", str(payload))
+        r = lepton(*bench, *"--concurrency 8 --duration 1 --warmup 0.2 --json".split())
         assert r.returncode == 0, r.stderr
         closed = json.loads(r.stdout)
-        r = lepton(
-            "bench",
-            "serve",
-            url,
-            "--payload",
-            str(payload),
-            "--rate",
-            "40",
-            "--duration",
-            "1",
-            "--warmup",
-            "0",
-            "--json",
-        )
+        r = lepton(*bench, *"--rate 40 --duration 1 --warmup 0 --json".split())
         opened = json.loads(r.stdout)
-        table = lepton(
-            "bench",
-            "serve",
-            url,
-            "--payload",
-            str(payload),
-            "--duration",
-            "0.5",
-            "--warmup",
-            "0",
-            # the load generator on one CPU
-            "--cpus",
-            str(max(os.sched_getaffinity(0))),
-        ).stdout
-        wrong = json.loads(
-            lepton(
-                "bench",
-                "serve",
-                url,
-                "--payload",
-                str(payload),
-                "--handler",
-                "nope",
-                "--duration",
-                "0.5",
-                "--warmup",
-                "0",
-                "--json",
-            ).stdout
-        )
+        # the load generator on one CPU
+        one_cpu = ("--cpus", str(max(os.sched_getaffinity(0))))
+        table = lepton(*bench, *"--duration 0.5 --warmup 0".split(), *one_cpu).stdout
+        wrong = json.loads(lepton(*bench, *"--handler nope --duration 0.5 --warmup 0 --json".split()).stdout)
     assert closed["requests_per_s"] > 20 and closed["ok"] == closed["requests"] and closed["errors"] == {}
     assert (
         closed["examples_per_request"] == 2
@@ -126,12 +75,6 @@ def test_bench_serve_counts_a_server_that_is_not_there(tmp_path: Path) -> None:
         f"http://127.0.0.1:{free_port()}",
         "--payload",
         str(payload),
-        "--duration",
-        "0.5",
-        "--warmup",
-        "0",
-        "--concurrency",
-        "2",
-        "--json",
+        *"--duration 0.5 --warmup 0 --concurrency 2 --json".split(),
     )
     assert r.returncode == 0 and json.loads(r.stdout)["errors"]["connection"] > 0

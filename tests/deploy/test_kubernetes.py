@@ -93,15 +93,7 @@ def test_service_manifests() -> None:
     assert "replicas" not in deployment["spec"]
     c = container(pod)
     assert c["command"] == [
-        "lepton",
-        "serve",
-        "digits-cnn:1",
-        "--host",
-        "0.0.0.0",
-        "--port",
-        "8080",
-        "--max-batch-size",
-        "32",
+        *"lepton serve digits-cnn:1 --host 0.0.0.0 --port 8080 --max-batch-size 32".split()
     ]
     assert (
         c["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -262,18 +254,8 @@ def lepton(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
 
 
 DEPLOY = (
-    "deploy",
-    "digits-cnn:1",
-    "--target",
-    "kubernetes",
-    "--replicas",
-    "3",
-    "--autoscale",
-    "2,6",
-    "--image",
-    "ghcr.io/x/lepton:0.1",
-    "--store-secret",
-    "lepton-store",
+    *"deploy digits-cnn:1 --target kubernetes --replicas 3 --autoscale 2,6".split(),
+    *"--image ghcr.io/x/lepton:0.1 --store-secret lepton-store".split(),
 )
 
 
@@ -290,17 +272,9 @@ def test_deploy_dry_run_prints_valid_manifests() -> None:
 @pytest.mark.parametrize("bad", ["3", "5,2", "a,b", "0,2"])
 def test_deploy_bad_autoscale_is_a_one_line_error(bad: str) -> None:
     r = lepton(
-        "deploy",
-        "m:1",
-        "--target",
-        "kubernetes",
-        "--autoscale",
+        *"deploy m:1 --target kubernetes --autoscale".split(),
         bad,
-        "--image",
-        "x",
-        "--store-secret",
-        "s",
-        "--dry-run",
+        *"--image x --store-secret s --dry-run".split(),
     )
     assert r.returncode == 2 and "--autoscale" in r.stderr and len(r.stderr.strip().splitlines()) == 1, (
         r.stderr

@@ -28,23 +28,8 @@ def test_the_issues_yaml_spec_loads(tmp_path: Path) -> None:
         4 << 30,
     )
     assert job.command() == [
-        "lepton",
-        "train",
-        "--model",
-        "cnn-small",
-        "--data",
-        "digits",
-        "--name",
-        "digits-cnn",
-        "--epochs",
-        "10",
-        "--device",
-        "auto",
-        "--precision",
-        "auto",
-        "--seed",
-        "0",
-        "--json",
+        *"lepton train --model cnn-small --data digits --name digits-cnn --epochs 10".split(),
+        *"--device auto --precision auto --seed 0 --json".split(),
     ]
     assert job.command("/ck", resume=True)[-3:] == ["--checkpoint-dir", "/ck", "--resume"]
     # what is stored reads back the same
@@ -62,14 +47,7 @@ def test_json_and_python_specs(tmp_path: Path) -> None:
         "job = parse({'kind': 'evaluate', 'name': 'ev', 'spec': {'model': 'm:1', 'data': 'digits'}})\n"
     )
     assert load_spec(tmp_path / "b.py").command() == [
-        "lepton",
-        "evaluate",
-        "m:1",
-        "--data",
-        "digits",
-        "--split",
-        "test",
-        "--json",
+        *"lepton evaluate m:1 --data digits --split test --json".split()
     ]
     (tmp_path / "d.py").write_text(
         "from lepton_ai.jobs.spec import CommandSpec, JobSpec\n"
@@ -110,30 +88,9 @@ def test_privacy_reaches_the_commands_flags() -> None:
         }
     )
     assert fl.command() == [
-        "lepton",
-        "fl",
-        "run",
-        "--data",
-        "digits",
-        "--clients",
-        "100",
-        "--rounds",
-        "30",
-        "--partition",
-        "dirichlet:0.1",
-        "--strategy",
-        "fedavg",
-        "--fraction",
-        "1.0",
-        "--seed",
-        "0",
-        "--dp-epsilon",
-        "8.0",
-        "--dp-delta",
-        "1e-06",
-        "--dp-clip",
-        "0.5",
-        "--json",
+        *"lepton fl run --data digits --clients 100 --rounds 30 --partition dirichlet:0.1".split(),
+        *"--strategy fedavg --fraction 1.0 --seed 0".split(),
+        *"--dp-epsilon 8.0 --dp-delta 1e-06 --dp-clip 0.5 --json".split(),
     ]
 
 
