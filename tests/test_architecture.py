@@ -3,7 +3,8 @@
 Imports are read from the source: every `import`, inside functions too, so a cycle closed through a late
 import is caught like any other. Importing `a.b.c` also runs `a/b/__init__.py`: that counts as importing what
 the package imports when it loads (its top-level imports), while what it re-exports lazily (a module
-`__getattr__`, PEP 562) counts only for code that imports the package itself.
+`__getattr__`, PEP 562, and the modules it names for `import_module`) counts only for code that imports the
+package itself.
 """
 
 from __future__ import annotations
@@ -98,9 +99,18 @@ def _graph() -> dict[str, set[str]]:
         imports = [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
         graph[module.name] = {t for node in imports for t in _targets(module, node) if t != module.name}
         if module.is_package:
+            graph[module.name] |= _lazy_exports(module, tree)
             top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
             graph[module.name + LOADING] = {t for node in top for t in _targets(module, node)}
     return graph
+
+
+def _lazy_exports(package: Module, tree: ast.Module) -> set[str]:
+    """Return the modules a package's `__init__` names as strings (what `import_module` loads lazily)."""
+    names = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    return {
+        m for name in names for m in (name, f"{package.name}.{name}") if m in MODULES and m != package.name
+    }
 
 
 def _layer(module: str) -> int:
@@ -168,8 +178,9 @@ def test_the_checker_sees_late_and_package_imports() -> None:
     assert "lepton_ai.store" in graph["lepton_ai.models.lepton_model"]
     assert {"lepton_ai.store:loading", "lepton_ai.store.db"} <= graph["lepton_ai.jobs.queue"]
     assert "lepton_ai.store.registry" in graph["lepton_ai.store:loading"]
-    # a lazy re-export is the package's, not what loading it runs
+    # a lazy re-export (here by name, for import_module) is the package's, not what loading it runs
     assert "lepton_ai.train.job" in graph["lepton_ai.train"]
+    assert "lepton_ai.privacy.federated" in graph["lepton_ai.privacy"]
     assert "lepton_ai.train.job" not in graph["lepton_ai.train:loading"]
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 

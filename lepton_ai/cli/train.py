@@ -18,11 +18,17 @@ import typer
 from lepton_ai.cli.output import console, print_error, print_json
 from lepton_ai.errors import InvalidInputError
 from lepton_ai.privacy.defaults import DP_TRAINING_DEFAULTS
+from lepton_ai.train.recipe import SCRATCH, TRANSFORMER
 
 if TYPE_CHECKING:
     from lepton_ai.privacy.dp import DPConfig
 
 _DP_DEFAULTS = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in DP_TRAINING_DEFAULTS.items())
+# what --help shows as each option's default: the model family's recipe
+_FAMILY = {
+    key: f"{getattr(SCRATCH, key)} (a pretrained transformer: {getattr(TRANSFORMER, key)})"
+    for key in ("epochs", "lr", "batch_size", "schedule")
+}
 # torchrun's, not the ranks'
 LAUNCH_OPTIONS = ("nproc", "nnodes", "rdzv", "node_rank", "rdzv_id")
 
@@ -36,15 +42,26 @@ def train(
         str, typer.Option(help="digits, breast_cancer, wine, iris, a CSV/JSONL file or an image folder.")
     ],
     name: Annotated[str, typer.Option(help="Registry name for the trained model.")],
-    epochs: Annotated[int, typer.Option(min=1)] = 10,
-    lr: Annotated[float, typer.Option(min=0.0)] = 3e-3,
+    epochs: Annotated[int | None, typer.Option(min=1, help=f"Default: {_FAMILY['epochs']}.")] = None,
+    lr: Annotated[
+        float | None, typer.Option(min=0.0, help=f"Learning rate. Default: {_FAMILY['lr']}.")
+    ] = None,
     batch_size: Annotated[
-        int,
-        typer.Option(min=1, help="Examples per step in each process (with --nproc 4, 4× as many per step)."),
-    ] = 64,
+        int | None,
+        typer.Option(
+            min=1,
+            help="Examples per step in each process (with --nproc 4, 4× as many per step). "
+            f"Default: {_FAMILY['batch_size']}.",
+        ),
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16.")] = "auto",
-    schedule: Annotated[str, typer.Option(help="cosine, onecycle or none.")] = "cosine",
+    schedule: Annotated[
+        str | None,
+        typer.Option(
+            help=f"cosine, linear (after a warmup), onecycle or none. Default: {_FAMILY['schedule']}."
+        ),
+    ] = None,
     early_stopping: Annotated[
         int | None, typer.Option(help="Stop after N epochs without a better val loss.")
     ] = None,
@@ -105,6 +122,7 @@ def train(
     from lepton_ai.privacy.dp import PrivacyNotice, describe
     from lepton_ai.train import distributed
     from lepton_ai.train.job import train_and_register
+    from lepton_ai.train.recipe import TrainingNotice
 
     dp = _dp_config(dp_epsilon, dp_delta, max_grad_norm)
     distributed.check_launch(nproc, nnodes, rdzv, node_rank)
@@ -115,16 +133,14 @@ def train(
         )
     if (nproc != 1 or nnodes != 1 or rdzv) and not distributed.launched():
         raise typer.Exit(_launch(ctx))
-    options: dict[str, Any] = {"epochs": epochs, "lr": lr, "batch_size": batch_size}
-    # the DP defaults stand in for the ones the user left out
-    if dp is not None:
-        options = {
-            k: v for k, v in options.items() if getattr(ctx.get_parameter_source(k), "name", "") != "DEFAULT"
-        }
-    elif max_grad_norm is not None:
-        options["max_grad_norm"] = max_grad_norm
+    # what the user left out takes the model family's recipe (or the DP defaults)
+    given = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "schedule": schedule}
+    if dp is None:
+        given["max_grad_norm"] = max_grad_norm
+    options: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     with warnings.catch_warnings():
         warnings.simplefilter("always", PrivacyNotice)
+        warnings.simplefilter("always", TrainingNotice)
         warnings.showwarning = _notices(warnings.showwarning)
         result = train_and_register(
             model,
@@ -136,7 +152,6 @@ def train(
             dp=dp,
             device=device,
             precision=precision,
-            schedule=schedule,
             early_stopping=early_stopping,
             resume=resume,
             compile=compile,
@@ -192,9 +207,10 @@ def _dp_config(epsilon: float | None, delta: float | None, max_grad_norm: float 
 
 
 def _notices(show: Callable[..., None]) -> Callable[..., None]:
-    """Return a `warnings.showwarning` that prints a PrivacyNotice as one `note:` line on stderr and
-    hands the other warnings to `show`."""
+    """Return a `warnings.showwarning` that prints a PrivacyNotice or a TrainingNotice as one `note:` line on
+    stderr and hands the other warnings to `show`."""
     from lepton_ai.privacy.dp import PrivacyNotice
+    from lepton_ai.train.recipe import TrainingNotice
 
     def showwarning(
         message: Warning | str,
@@ -204,7 +220,7 @@ def _notices(show: Callable[..., None]) -> Callable[..., None]:
         file: TextIO | None = None,
         line: str | None = None,
     ) -> None:
-        if issubclass(category, PrivacyNotice):
+        if issubclass(category, (PrivacyNotice, TrainingNotice)):
             print_error(message, "note")
         else:
             show(message, category, filename, lineno, file, line)

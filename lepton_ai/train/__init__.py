@@ -1,24 +1,29 @@
 """Training and evaluation of LeptonModel (and any module that is a `lepton_ai.data.Learner`).
 
-`train_and_register` (data → model → fit → test → registry) is loaded on first use: it builds a LeptonModel,
-and `lepton_ai.models` itself trains through this package's loop, so importing the loop must not import it.
+Every name is loaded on first use (PEP 562): the CLI reads `lepton_ai.train.recipe` without importing torch,
+and `train_and_register` (data → model → fit → test → registry) builds the LeptonModel that itself trains
+through this package's loop, so importing the loop must not import it.
 """
 
+from importlib import import_module
 from typing import Any
 
-from lepton_ai.device import resolve_device, resolve_precision
-from lepton_ai.train.checkpoint import load_checkpoint, save_checkpoint
-from lepton_ai.train.loop import evaluate, fit
-
-_JOB = ("TrainResult", "train_and_register")
+_LAZY = {
+    "TrainResult": "lepton_ai.train.job",
+    "train_and_register": "lepton_ai.train.job",
+    "evaluate": "lepton_ai.train.loop",
+    "fit": "lepton_ai.train.loop",
+    "load_checkpoint": "lepton_ai.train.checkpoint",
+    "save_checkpoint": "lepton_ai.train.checkpoint",
+    "resolve_device": "lepton_ai.device",
+    "resolve_precision": "lepton_ai.device",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _JOB:
-        from lepton_ai.train import job
-
-        return getattr(job, name)
-    raise AttributeError(f"module 'lepton_ai.train' has no attribute {name!r}")
+    if name not in _LAZY:
+        raise AttributeError(f"module 'lepton_ai.train' has no attribute {name!r}")
+    return getattr(import_module(_LAZY[name]), name)
 
 
 __all__ = [

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -27,8 +28,8 @@ from lepton_ai.privacy import dp as private_dp
 from lepton_ai.privacy.dp import DPConfig
 from lepton_ai.train import distributed
 from lepton_ai.train.checkpoint import load_checkpoint, save_checkpoint
+from lepton_ai.train.recipe import SCHEDULES, Recipe, TrainingNotice, recipe_for
 
-SCHEDULES = ("cosine", "onecycle", "none")
 # Rows of the training split that input standardisation looks at: enough for stable statistics.
 _NORMALIZE_ROWS = 20000
 
@@ -88,8 +89,14 @@ def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor, _inputs: Batch) -
 
 
 def _scheduler(
-    name: str, optimizer: torch.optim.Optimizer, lr: float, total_steps: int
+    name: str, optimizer: torch.optim.Optimizer, lr: float, total_steps: int, warmup: float = 0.0
 ) -> torch.optim.lr_scheduler.LRScheduler:
+    if name == "linear":
+        # up from lr / warm over the warmup steps, then down to 0 at the last step (Hugging Face's)
+        total, warm = max(1, total_steps), max(1, round(warmup * total_steps))
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: (s + 1) / warm if s < warm else max(0.0, (total - s) / max(1, total - warm))
+        )
     if name == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
     if name == "onecycle":
@@ -250,13 +257,14 @@ def fit(
     train_data: LabeledData,
     val_data: LabeledData | None = None,
     *,
-    epochs: int = 10,
-    lr: float = 1e-3,
-    batch_size: int = 64,
-    weight_decay: float = 1e-4,
+    epochs: int | None = None,
+    lr: float | None = None,
+    batch_size: int | None = None,
+    weight_decay: float | None = None,
     device: str = "auto",
     precision: str = "auto",
-    schedule: str = "cosine",
+    schedule: str | None = None,
+    warmup: float | None = None,
     early_stopping: int | None = None,
     checkpoint_dir: str | None = None,
     resume: bool = False,
@@ -269,6 +277,12 @@ def fit(
     dp: DPConfig | dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train `model` on `train_data`; return per-epoch history, time, device and precision.
+
+    Options left as None take the model family's recipe (`lepton_ai.train.recipe`): a text transformer is
+    fine-tuned with AdamW at lr 5e-5, 10 % linear warmup then linear decay, weight decay 0.01 and gradient
+    clipping at 1.0, for 3 epochs of batch 16; the built-in backbones train from scratch at lr 3e-3,
+    cosine schedule, 10 epochs of batch 64. `max_grad_norm=0` turns clipping off. A classifier that ends
+    no better than always answering the most common validation class gets a `TrainingNotice` saying so.
 
     With `checkpoint_dir` every epoch ends with an atomic checkpoint (model, optimizer,
     scheduler, grad scaler, RNG); `resume=True` continues from it. `early_stopping=N` stops
@@ -285,7 +299,17 @@ def fit(
     takes its shard of every epoch's permutation, DDP averages the gradients, the figures are summed
     over ranks, and only rank 0 logs metrics and writes checkpoints. `batch_size` is per process."""
     spec = learner(model)
-    _check(spec, train_data, val_data, schedule=schedule, epochs=epochs, batch_size=batch_size, lr=lr)
+    r = recipe_for(
+        spec.is_text,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        weight_decay=weight_decay,
+        schedule=schedule,
+        warmup=warmup,
+        max_grad_norm=max_grad_norm,
+    )
+    _check(spec, train_data, val_data, r)
     private = DPConfig.of(dp)
     where = _place(device, "fp32" if private is not None else precision, spec.is_text)
     if private is not None:
@@ -299,20 +323,9 @@ def fit(
     )
     if ckpt is None:
         _initialise(spec, train_data, val_data, seed + where.rank, private=private is not None)
-    trainer = _trainer(
-        model,
-        spec,
-        where,
-        train_data,
-        private,
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        weight_decay=weight_decay,
-        schedule=schedule,
-        seed=seed,
-    )
-    trainer.max_grad_norm, trainer.loss_fn = max_grad_norm, loss_fn or _cross_entropy
+    trainer = _trainer(model, spec, where, train_data, private, r, seed)
+    # under DP-SGD Opacus clips each example's gradient: no clipping of the batch's on top
+    trainer.max_grad_norm, trainer.loss_fn = None if private else r.max_grad_norm, loss_fn or _cross_entropy
     if ckpt is not None:
         trainer.restore(ckpt)
         # the other ranks must not repeat rank 0's dropout masks
@@ -321,11 +334,11 @@ def fit(
     trainer.step_model = _wrap(trainer.step_model or model, where, compile=compile, is_text=spec.is_text)
     t0, stopped_early = time.perf_counter(), False
     with _progress_bar(progress and where.main) as bar, trainer.private or contextlib.nullcontext():
-        for epoch in range(trainer.start_epoch, epochs):
+        for epoch in range(trainer.start_epoch, r.epochs):
             order = torch.randperm(
                 len(train_data), generator=torch.Generator().manual_seed(seed * 1000 + epoch)
             )
-            row = trainer.epoch(train_data, epoch, order, bar, epochs)
+            row = trainer.epoch(train_data, epoch, order, bar, r.epochs)
             if val_data is not None:
                 row.update({f"val_{k}": v for k, v in evaluate(model, val_data, shard=True).items()})
                 trainer.remember_best(row, keep_weights=bool(early_stopping))
@@ -340,6 +353,10 @@ def fit(
     if early_stopping and trainer.best.state is not None:
         model.load_state_dict(trainer.best.state)
     model.eval()
+    if where.main and val_data is not None and trainer.history and spec.num_classes:
+        _say_if_it_learned_nothing(
+            trainer.history[-1 if trainer.best.state is None else trainer.best.epoch], val_data
+        )
     return {
         "epochs": trainer.history,
         "train_seconds": time.perf_counter() - t0,
@@ -353,16 +370,7 @@ def fit(
     }
 
 
-def _check(
-    model: Learner,
-    train_data: LabeledData,
-    val_data: LabeledData | None,
-    *,
-    schedule: str,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-) -> None:
+def _check(model: Learner, train_data: LabeledData, val_data: LabeledData | None, r: Recipe) -> None:
     """Raise when the data do not fit the model or an option is out of range; note the pixel range."""
     check_data(model, train_data)
     # how a served image maps to inputs
@@ -370,11 +378,30 @@ def _check(
         model.preprocess["pixel_max"] = train_data.meta["pixel_max"]
     if val_data is not None:
         check_data(model, val_data)
-    if schedule not in SCHEDULES:
-        raise InvalidInputError(f"schedule must be one of {', '.join(SCHEDULES)}, not {schedule!r}")
-    if epochs < 1 or batch_size < 1 or lr <= 0:
+    if r.schedule not in SCHEDULES:
+        raise InvalidInputError(f"schedule must be one of {', '.join(SCHEDULES)}, not {r.schedule!r}")
+    if r.epochs < 1 or r.batch_size < 1 or r.lr <= 0:
         raise InvalidInputError(
-            f"epochs, batch_size and lr must be positive (got {epochs}, {batch_size}, {lr})"
+            f"epochs, batch_size and lr must be positive (got {r.epochs}, {r.batch_size}, {r.lr})"
+        )
+    if not 0 <= r.warmup < 1:
+        raise InvalidInputError(
+            f"warmup is the share of the steps spent warming up, in [0, 1): not {r.warmup}"
+        )
+
+
+def _say_if_it_learned_nothing(row: dict[str, float], val_data: LabeledData) -> None:
+    """Warn when the kept model does no better on the validation split than always answering its most
+    common class: training ran, but nothing useful came of it."""
+    majority = float(torch.bincount(val_data.labels).max()) / max(1, len(val_data))
+    accuracy = row.get("val_accuracy")
+    if accuracy is not None and accuracy <= majority + 1e-9:
+        warnings.warn(
+            f"validation accuracy {accuracy:.3f} is no better than always answering the most common class "
+            f"({majority:.3f}): the model learned nothing useful; try another learning rate (a pretrained "
+            "transformer: 2e-5 to 1e-4) or more epochs",
+            TrainingNotice,
+            stacklevel=3,
         )
 
 
@@ -412,12 +439,7 @@ def _trainer(
     where: Placement,
     train_data: LabeledData,
     dp: DPConfig | None,
-    *,
-    epochs: int,
-    lr: float,
-    batch_size: int,
-    weight_decay: float,
-    schedule: str,
+    r: Recipe,
     seed: int,
 ) -> Trainer:
     """Return the model on its device with its optimizer, schedule and grad scaler (and DP-SGD's wrapper)."""
@@ -425,21 +447,29 @@ def _trainer(
     if where.channels_last:
         # torch's overloads of Module.to leave out memory_format, which it takes
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    optimizer: torch.optim.Optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    optimizer: torch.optim.Optimizer = torch.optim.AdamW(
+        model.parameters(), lr=r.lr, weight_decay=r.weight_decay
+    )
     step_model, private = model, None
     # Opacus wraps the model and optimizer, and draws the batches: the loop stays the same
     if dp is not None:
         private = private_dp.PrivateTraining(
-            dp, model, optimizer, examples=len(train_data), batch_size=batch_size, epochs=epochs, seed=seed
+            dp,
+            model,
+            optimizer,
+            examples=len(train_data),
+            batch_size=r.batch_size,
+            epochs=r.epochs,
+            seed=seed,
         )
         step_model, optimizer = private.module, private.optimizer
         steps_per_epoch = private.steps_per_epoch()
     else:
-        steps_per_epoch = math.ceil(math.ceil(len(train_data) / where.world_size) / batch_size)
-    scheduler = _scheduler(schedule, optimizer, lr, epochs * steps_per_epoch)
+        steps_per_epoch = math.ceil(math.ceil(len(train_data) / where.world_size) / r.batch_size)
+    scheduler = _scheduler(r.schedule, optimizer, r.lr, r.epochs * steps_per_epoch, r.warmup)
     scaler = torch.amp.GradScaler(where.device.type, enabled=where.precision == "fp16")
     return Trainer(
-        model, spec, where, optimizer, scheduler, scaler, private, batch_size, step_model=step_model
+        model, spec, where, optimizer, scheduler, scaler, private, r.batch_size, step_model=step_model
     )
 
 

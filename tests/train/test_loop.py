@@ -94,7 +94,7 @@ def test_precision_and_option_errors() -> None:
     if torch.cuda.is_available():
         assert resolve_precision("auto", cuda) in ("bf16", "fp16")
     with pytest.raises(InvalidInputError, match="schedule must be"):
-        _model().fit(load("digits", "train"), epochs=1, schedule="linear", progress=False)
+        _model().fit(load("digits", "train"), epochs=1, schedule="exponential", progress=False)
 
 
 @pytest.mark.gpu

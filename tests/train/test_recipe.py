@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from lepton_ai.data import load
+from lepton_ai.train.loop import _say_if_it_learned_nothing, _scheduler
+from lepton_ai.train.recipe import SCRATCH, TRANSFORMER, TrainingNotice, recipe_for
+
+
+def test_each_family_has_its_recipe_and_what_the_user_gives_wins() -> None:
+    fine_tune = recipe_for(True)
+    assert fine_tune == TRANSFORMER and 2e-5 <= fine_tune.lr <= 1e-4 and fine_tune.schedule == "linear"
+    assert fine_tune.max_grad_norm and fine_tune.warmup > 0 and fine_tune.weight_decay > 0
+    assert recipe_for(False) == SCRATCH and SCRATCH.lr == 3e-3
+    given = recipe_for(True, lr=1e-3, epochs=None, batch_size=8, max_grad_norm=0)
+    assert (given.lr, given.epochs, given.batch_size, given.max_grad_norm) == (1e-3, TRANSFORMER.epochs, 8, 0)
+
+
+def test_the_linear_schedule_warms_up_then_decays_to_zero() -> None:
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = _scheduler("linear", optimizer, 1.0, total_steps=20, warmup=0.1)
+    lrs = []
+    for _ in range(20):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    # two warmup steps, then down by 1/18 a step
+    assert lrs[:3] == pytest.approx([0.5, 1.0, 1.0]) and lrs[-1] == pytest.approx(1 / 18)
+    assert all(a >= b for a, b in zip(lrs[1:], lrs[2:]))
+
+
+def test_a_model_no_better_than_the_majority_class_is_called_out() -> None:
+    val = load("breast_cancer", "val")
+    majority = float(torch.bincount(val.labels).max()) / len(val)
+    with pytest.warns(
+        TrainingNotice, match=f"no better than always answering the most common class \\({majority:.3f}"
+    ):
+        _say_if_it_learned_nothing({"val_accuracy": majority}, val)
+    with pytest.warns(TrainingNotice):
+        _say_if_it_learned_nothing({"val_accuracy": 0.1}, val)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _say_if_it_learned_nothing({"val_accuracy": min(1.0, majority + 0.05)}, val)
