@@ -392,17 +392,23 @@ def _check(model: Learner, train_data: LabeledData, val_data: LabeledData | None
 
 def _say_if_it_learned_nothing(row: dict[str, float], val_data: LabeledData) -> None:
     """Warn when the kept model does no better on the validation split than always answering its most
-    common class: training ran, but nothing useful came of it."""
-    majority = float(torch.bincount(val_data.labels).max()) / max(1, len(val_data))
-    accuracy = row.get("val_accuracy")
-    if accuracy is not None and accuracy <= majority + 1e-9:
-        warnings.warn(
-            f"validation accuracy {accuracy:.3f} is no better than always answering the most common class "
-            f"({majority:.3f}): the model learned nothing useful; try another learning rate (a pretrained "
-            "transformer: 2e-5 to 1e-4) or more epochs",
-            TrainingNotice,
-            stacklevel=3,
-        )
+    common class (its accuracy, or its macro-F1 within a point of that answer's): training ran, but nothing
+    useful came of it."""
+    counts = torch.bincount(val_data.labels, minlength=val_data.num_classes)
+    majority = float(counts.max()) / max(1, len(val_data))
+    # the majority answer's F1 is 2p / (1 + p) on its class and 0 on the others
+    majority_f1 = 2 * majority / (1 + majority) / max(1, val_data.num_classes)
+    accuracy, f1 = row.get("val_accuracy"), row.get("val_f1_macro")
+    # accuracy is averaged in float32: a hair over the share is still the share
+    if accuracy is None or f1 is None or (accuracy > majority + 1e-4 and f1 > majority_f1 + 0.01):
+        return
+    warnings.warn(
+        f"validation accuracy {accuracy:.3f} and macro-F1 {f1:.3f} are no better than always answering the "
+        f"most common class ({majority:.3f} and {majority_f1:.3f}): the model learned nothing useful; try "
+        "another learning rate (a pretrained transformer: 2e-5 to 1e-4) or more epochs",
+        TrainingNotice,
+        stacklevel=3,
+    )
 
 
 def _place(device: str, precision: str, is_text: bool) -> Placement:
