@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -28,7 +27,7 @@ from lepton_ai.privacy import dp as private_dp
 from lepton_ai.privacy.dp import DPConfig
 from lepton_ai.train import distributed
 from lepton_ai.train.checkpoint import load_checkpoint, save_checkpoint
-from lepton_ai.train.recipe import SCHEDULES, Recipe, TrainingNotice, recipe_for
+from lepton_ai.train.recipe import SCHEDULES, Recipe, recipe_for, say_if_it_learned_nothing
 
 # Rows of the training split that input standardisation looks at: enough for stable statistics.
 _NORMALIZE_ROWS = 20000
@@ -354,7 +353,7 @@ def fit(
         model.load_state_dict(trainer.best.state)
     model.eval()
     if where.main and val_data is not None and trainer.history and spec.num_classes:
-        _say_if_it_learned_nothing(
+        say_if_it_learned_nothing(
             trainer.history[-1 if trainer.best.state is None else trainer.best.epoch], val_data
         )
     return {
@@ -388,27 +387,6 @@ def _check(model: Learner, train_data: LabeledData, val_data: LabeledData | None
         raise InvalidInputError(
             f"warmup is the share of the steps spent warming up, in [0, 1): not {r.warmup}"
         )
-
-
-def _say_if_it_learned_nothing(row: dict[str, float], val_data: LabeledData) -> None:
-    """Warn when the kept model does no better on the validation split than always answering its most
-    common class (its accuracy, or its macro-F1 within a point of that answer's): training ran, but nothing
-    useful came of it."""
-    counts = torch.bincount(val_data.labels, minlength=val_data.num_classes)
-    majority = float(counts.max()) / max(1, len(val_data))
-    # the majority answer's F1 is 2p / (1 + p) on its class and 0 on the others
-    majority_f1 = 2 * majority / (1 + majority) / max(1, val_data.num_classes)
-    accuracy, f1 = row.get("val_accuracy"), row.get("val_f1_macro")
-    # accuracy is averaged in float32: a hair over the share is still the share
-    if accuracy is None or f1 is None or (accuracy > majority + 1e-4 and f1 > majority_f1 + 0.01):
-        return
-    warnings.warn(
-        f"validation accuracy {accuracy:.3f} and macro-F1 {f1:.3f} are no better than always answering the "
-        f"most common class ({majority:.3f} and {majority_f1:.3f}): the model learned nothing useful; try "
-        "another learning rate (a pretrained transformer: 2e-5 to 1e-4) or more epochs",
-        TrainingNotice,
-        stacklevel=3,
-    )
 
 
 def _place(device: str, precision: str, is_text: bool) -> Placement:

@@ -4,8 +4,13 @@ convnet or an MLP trained from scratch keeps what works for it. An option the us
 
 from __future__ import annotations
 
+import warnings
+from collections import Counter
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lepton_ai.data import LabeledData
 
 SCHEDULES = ("cosine", "linear", "onecycle", "none")
 
@@ -44,4 +49,24 @@ def recipe_for(is_text: bool, **given: Any) -> Recipe:
     return replace(
         TRANSFORMER if is_text else SCRATCH,
         **{k: v for k, v in given.items() if k in names and v is not None},
+    )
+
+
+def say_if_it_learned_nothing(row: dict[str, float], val_data: LabeledData) -> None:
+    """Warn when the kept model does no better on the validation split than always answering its most
+    common class (its accuracy, or its macro-F1 within a point of that answer's): training ran, but nothing
+    useful came of it."""
+    majority = max(Counter(val_data.labels.tolist()).values(), default=0) / max(1, len(val_data))
+    # the majority answer's F1 is 2p / (1 + p) on its class and 0 on the others
+    majority_f1 = 2 * majority / (1 + majority) / max(1, val_data.num_classes)
+    accuracy, f1 = row.get("val_accuracy"), row.get("val_f1_macro")
+    # accuracy is averaged in float32: a hair over the share is still the share
+    if accuracy is None or f1 is None or (accuracy > majority + 1e-4 and f1 > majority_f1 + 0.01):
+        return
+    warnings.warn(
+        f"validation accuracy {accuracy:.3f} and macro-F1 {f1:.3f} are no better than always answering the "
+        f"most common class ({majority:.3f} and {majority_f1:.3f}): the model learned nothing useful; try "
+        "another learning rate (a pretrained transformer: 2e-5 to 1e-4) or more epochs",
+        TrainingNotice,
+        stacklevel=3,
     )

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from lepton_ai.data import load
-from lepton_ai.train.loop import _say_if_it_learned_nothing, _scheduler
-from lepton_ai.train.recipe import SCRATCH, TRANSFORMER, TrainingNotice, recipe_for
+from lepton_ai.train.loop import _scheduler
+from lepton_ai.train.recipe import SCRATCH, TRANSFORMER, TrainingNotice, recipe_for, say_if_it_learned_nothing
 
 
 def test_each_family_has_its_recipe_and_what_the_user_gives_wins() -> None:
@@ -39,10 +39,10 @@ def test_a_model_no_better_than_the_majority_class_is_called_out() -> None:
     with pytest.warns(
         TrainingNotice, match=f"no better than always answering the most common class \\({p:.3f}"
     ):
-        _say_if_it_learned_nothing({"val_accuracy": p, "val_f1_macro": majority_f1}, val)
+        say_if_it_learned_nothing({"val_accuracy": p, "val_f1_macro": majority_f1}, val)
     # a point or two more accuracy, but the small class still never answered
     with pytest.warns(TrainingNotice):
-        _say_if_it_learned_nothing({"val_accuracy": p + 0.02, "val_f1_macro": majority_f1 + 0.005}, val)
+        say_if_it_learned_nothing({"val_accuracy": p + 0.02, "val_f1_macro": majority_f1 + 0.005}, val)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        _say_if_it_learned_nothing({"val_accuracy": min(1.0, p + 0.05), "val_f1_macro": 0.8}, val)
+        say_if_it_learned_nothing({"val_accuracy": min(1.0, p + 0.05), "val_f1_macro": 0.8}, val)
