@@ -159,8 +159,8 @@ def half_load(
     rounds: int = 3,
 ) -> dict[str, Any]:
     """Open-loop rounds at `rate` on a started server, each right after a fresh measure of one full batch's
-    compute time (this machine's speed drifts by up to ±30 % within minutes); return the round with the
-    median p99 / batch ratio, and every round's figures."""
+    compute time (this machine's speed drifts within minutes: benchmarks/RESULTS.md); return the round
+    with the median p99 / batch ratio, and every round's figures."""
     runs = []
     for i in range(rounds):
         batch_ms = one_batch_ms()
@@ -199,22 +199,9 @@ def _mean_batch(url: str) -> float | None:
     return round(values["lepton_batch_size_sum"] / count, 1) if count else None
 
 
-def digits_case(duration: float, skip_ray: bool) -> dict[str, Any]:
-    from lepton_ai.data import load
-    from lepton_ai.serve.model import eager_threads
+def _digits_saturated(ref: str, payload: Any, duration: float, skip_ray: bool) -> dict[str, dict[str, Any]]:
+    """Load `lepton serve` (with and without a model process) and the baselines at 32 clients."""
     from lepton_ai.serve.server import ServerProcess
-    from lepton_ai.train.job import train_and_register
-
-    ref = train_and_register(
-        "cnn-small", "digits", "digits-cnn", epochs=10, lr=3e-3, batch_size=64, progress=False
-    ).ref
-    test = load("digits", "test")
-    # one 8×8 image per request
-    payload = {"inputs": [test.features[0, 0].tolist()]}
-    raw = raw_throughput(ref, test.features, 64)
-    console.print(
-        f"  raw in-process, batch 64: {raw['examples_per_s']:,.0f} ex/s ({raw['batch_ms']:.2f} ms a batch)"
-    )
 
     def baseline(script: str, **options: Any) -> ServerProcess:
         return ServerProcess(
@@ -240,32 +227,57 @@ def digits_case(duration: float, skip_ray: bool) -> dict[str, Any]:
             32,
             duration,
         )
+    return runs
+
+
+def _digits_by_load(
+    ref: str, payload: Any, saturation: float, one_batch_ms: Callable[[], float], duration: float
+) -> tuple[dict[float, dict[str, Any]], dict[str, Any]]:
+    """Open-loop latency at a half, a quarter and an eighth of `saturation` (requests/s), and the floor under
+    the half-load p99: the same server and requests at the same rate, the model's forward taken out."""
+    from lepton_ai.serve.server import ServerProcess
+
+    # half load (the target), then where p99 meets it on this machine, if it does
+    with ServerProcess([ref]) as server:
+        by_load = {
+            share: half_load(
+                server, payload, saturation * share, one_batch_ms, duration, rounds=3 if share == 0.5 else 1
+            )
+            for share in (0.5, 0.25, 0.125)
+        }
+    with ServerProcess([f"{BASELINES / 'echo.py'}:NoCompute"], env={"LEPTON_NO_COMPUTE_REF": ref}) as server:
+        console.print(
+            "  the same, with the model's forward taken out (benchmarks/baselines/echo.py:NoCompute):"
+        )
+        floor = half_load(server, payload, by_load[0.5]["rate"], one_batch_ms, duration)
+    return by_load, floor
+
+
+def digits_case(duration: float, skip_ray: bool) -> dict[str, Any]:
+    """The small CNN on digits: served against the baselines at saturation, then latency by load."""
+    from lepton_ai.data import load
+    from lepton_ai.serve.model import eager_threads
+    from lepton_ai.train.job import train_and_register
+
+    ref = train_and_register(
+        "cnn-small", "digits", "digits-cnn", epochs=10, lr=3e-3, batch_size=64, progress=False
+    ).ref
+    test = load("digits", "test")
+    # one 8×8 image per request
+    payload = {"inputs": [test.features[0, 0].tolist()]}
+    raw = raw_throughput(ref, test.features, 64)
+    console.print(
+        f"  raw in-process, batch 64: {raw['examples_per_s']:,.0f} ex/s ({raw['batch_ms']:.2f} ms a batch)"
+    )
+    runs = _digits_saturated(ref, payload, duration, skip_ray)
     best_other = max((k for k in runs if not k.startswith("lepton")), key=lambda k: runs[k]["examples_per_s"])
     ours, other = runs["lepton"], runs[best_other]
 
     def one_batch_ms() -> float:
         return raw_throughput(ref, test.features, 64)["batch_ms"]
 
-    # half load (the target), then where p99 meets it on this machine, if it does
-    with ServerProcess([ref]) as server:
-        by_load = {
-            share: half_load(
-                server,
-                payload,
-                ours["requests_per_s"] * share,
-                one_batch_ms,
-                duration,
-                rounds=3 if share == 0.5 else 1,
-            )
-            for share in (0.5, 0.25, 0.125)
-        }
+    by_load, floor = _digits_by_load(ref, payload, ours["requests_per_s"], one_batch_ms, duration)
     half = by_load[0.5]
-    # The floor under that p99: the same server and requests at the same rate, the model's forward taken out.
-    with ServerProcess([f"{BASELINES / 'echo.py'}:NoCompute"], env={"LEPTON_NO_COMPUTE_REF": ref}) as server:
-        console.print(
-            "  the same, with the model's forward taken out (benchmarks/baselines/echo.py:NoCompute):"
-        )
-        floor = half_load(server, payload, half["rate"], one_batch_ms, duration)
     curve = [
         {"load": share, **{k: r[k] for k in ("latency_ms", "batch_ms", "p99_vs_batch")}}
         for share, r in by_load.items()
@@ -296,59 +308,28 @@ def digits_case(duration: float, skip_ray: bool) -> dict[str, Any]:
 
 def minilm_case(duration: float, rounds: int = 5) -> dict[str, Any]:
     """Served against raw throughput of the optimized MiniLM, in `rounds` pairs measured back to
-    back (this shared machine's speed drifts by up to ±30 % within minutes): the median of the
+    back (this shared machine's speed drifts within minutes: benchmarks/RESULTS.md): the median of the
     per-pair ratios."""
     import statistics
 
     import torch
 
     from lepton_ai.compress import load_runnable, measure
-    from lepton_ai.compress.job import optimize_and_register
-    from lepton_ai.data import load
     from lepton_ai.machine import cpu_info
     from lepton_ai.serve.server import ServerProcess
 
-    work = Path(tempfile.mkdtemp(prefix="serve-bench-"))
-    job = optimize_and_register(
-        "minilm",
-        "python-docs",
-        name="minilm",
-        report_dir=work,
-        max_fidelity_drop=0.01,
-        batch_size=32,
-        techniques=("onnx", "int8"),
-        time_budget_s=900,
-    )
-    sentence = load("python-docs", "test").texts[0]
-    console.print(
-        f"  optimized: {job.ref} ({job.result.report['best']['name']}); sentence: {sentence[:60]!r}…"
-    )
+    job, sentence = _optimized_minilm()
     cores = cpu_info()["cores"]
     runnable, batch, payload = load_runnable(job.ref), [sentence] * 32, {"inputs": [sentence]}
     single = load_runnable(job.ref, threads=1)
     raws, raw_ways, served = [], [], []
     with ServerProcess([job.ref, "--max-batch-size", "32"]) as server:
         for r in range(rounds):
-            # the limit: the best of one batch on all cores, or batches side by side
-            with torch.inference_mode():
-                ways = {
-                    "one batch, all cores": measure(
-                        runnable, batch, batch_size=32, min_seconds=3.0, repeats=24
-                    )["throughput_per_s"],
-                    "a batch per core": side_by_side(single, batch, cores),
-                    "two batches per core": side_by_side(single, batch, 2 * cores),
-                }
+            ways = _raw_ways(runnable, single, batch, cores)
             raws.append(max(ways.values()))
             raw_ways.append(ways)
             served.append(measured_load(server, payload, concurrency=256, duration=duration / 2, warmup=1.0))
-            console.print(
-                f"  round {r + 1}: raw {raws[-1]:,.1f} ex/s ("
-                + ", ".join(f"{k} {v:,.1f}" for k, v in ways.items())
-                + f"), served {served[-1]['examples_per_s']:,.1f} ex/s "
-                f"(p99 {served[-1]['latency_ms']['p99']} ms, errors {served[-1]['errors'] or 'none'}, "
-                f"CPU µs/request: server {served[-1]['cpu_us_per_request']['server']:.0f}, load generator "
-                f"{served[-1]['cpu_us_per_request']['load_generator']:.0f})"
-            )
+            _print_round(r, raws[-1], ways, served[-1])
         ratios = [x["examples_per_s"] / r for x, r in zip(served, raws)]
         # the round with the median ratio
         middle = sorted(range(rounds), key=lambda i: ratios[i])[rounds // 2]
@@ -386,6 +367,59 @@ def minilm_case(duration: float, rounds: int = 5) -> dict[str, Any]:
         "served_vs_raw": saturated["examples_per_s"] / raw_eps,
         "half_load_p99_vs_batch": half["p99_vs_batch"],
     }
+
+
+def _optimized_minilm() -> tuple[Any, str]:
+    """Optimize MiniLM for this machine (ONNX Runtime, int8) and register it; return the job and a sentence
+    to send."""
+    from lepton_ai.compress.job import optimize_and_register
+    from lepton_ai.data import load
+
+    work = Path(tempfile.mkdtemp(prefix="serve-bench-"))
+    job = optimize_and_register(
+        "minilm",
+        "python-docs",
+        name="minilm",
+        report_dir=work,
+        max_fidelity_drop=0.01,
+        batch_size=32,
+        techniques=("onnx", "int8"),
+        time_budget_s=900,
+    )
+    sentence = load("python-docs", "test").texts[0]
+    console.print(
+        f"  optimized: {job.ref} ({job.result.report['best']['name']}); sentence: {sentence[:60]!r}…"
+    )
+    return job, sentence
+
+
+def _raw_ways(runnable: Any, single: Any, batch: list[str], cores: int) -> dict[str, float]:
+    """Return the in-process examples/s of one batch on all cores and of one or two batches per core side by
+    side (the limit is the best of them)."""
+    import torch
+
+    from lepton_ai.compress import measure
+
+    with torch.inference_mode():
+        return {
+            "one batch, all cores": measure(runnable, batch, batch_size=32, min_seconds=3.0, repeats=24)[
+                "throughput_per_s"
+            ],
+            "a batch per core": side_by_side(single, batch, cores),
+            "two batches per core": side_by_side(single, batch, 2 * cores),
+        }
+
+
+def _print_round(r: int, raw: float, ways: dict[str, float], served: dict[str, Any]) -> None:
+    """Print one round of the MiniLM case: raw and served throughput, latency and CPU a request."""
+    cpu = served["cpu_us_per_request"]
+    console.print(
+        f"  round {r + 1}: raw {raw:,.1f} ex/s ("
+        + ", ".join(f"{k} {v:,.1f}" for k, v in ways.items())
+        + f"), served {served['examples_per_s']:,.1f} ex/s "
+        f"(p99 {served['latency_ms']['p99']} ms, errors {served['errors'] or 'none'}, "
+        f"CPU µs/request: server {cpu['server']:.0f}, load generator {cpu['load_generator']:.0f})"
+    )
 
 
 def overhead_case(duration: float) -> dict[str, Any]:

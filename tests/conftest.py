@@ -10,6 +10,7 @@ import importlib.util
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -351,3 +352,14 @@ def fake_cluster(tmp_path: Path) -> Iterator[tuple[type[FakeAPI], Path]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def stop_worker() -> Iterator[None]:
+    """End, after the test, the worker that `api.submit` started (it would exit once idle; not wait)."""
+    from lepton_ai.jobs.processes import worker_pid
+
+    yield
+    pid = worker_pid()
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)

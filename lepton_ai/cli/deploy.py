@@ -17,10 +17,10 @@ def parse_autoscale(text: str) -> tuple[int, int]:
     lo, sep, hi = text.partition(",")
     if not (sep and lo.strip().isdigit() and hi.strip().isdigit()):
         raise InvalidInputError(f"--autoscale takes MIN,MAX replicas (e.g. 2,6), got {text!r}")
-    bounds = int(lo), int(hi)
-    if not 1 <= bounds[0] <= bounds[1]:
+    low, high = int(lo), int(hi)
+    if not 1 <= low <= high:
         raise InvalidInputError(f"--autoscale {text}: need 1 <= MIN <= MAX")
-    return bounds
+    return low, high
 
 
 def deploy(

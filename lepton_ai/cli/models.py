@@ -128,7 +128,7 @@ def verify(
         typer.echo(f"{info.ref}: sha256 {info.sha256} verified")
 
 
-def _short(metrics: dict) -> str:
+def _short(metrics: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
 
 

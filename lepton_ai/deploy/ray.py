@@ -23,9 +23,12 @@ import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lepton_ai.errors import InvalidInputError, LeptonError, NotFoundError
+
+if TYPE_CHECKING:
+    from lepton_ai.serve.app import ServeSettings, Service
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -35,9 +38,9 @@ class PhotonReplica:
 
     def __init__(self, target: str, settings: dict[str, Any]) -> None:
         self.target, self.settings = target, settings
-        self.service: Any = None
+        self.service: Service | None = None
 
-    def __serve_build_asgi_app__(self) -> Any:
+    def __serve_build_asgi_app__(self) -> Service:
         """Return the ASGI app Serve runs (its lifespan starts our batchers and the Photon's `init`)."""
         import gc
 
@@ -69,75 +72,99 @@ def deploy_ray(
     autoscale: tuple[int, int] | None = None,
     address: str | None = None,
     http_port: int = 8000,
-    settings: dict | None = None,
-) -> dict:
+    settings: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Serve `ref` on the Ray cluster at `address` (or RAY_ADDRESS) with Ray Serve; return its name, URL,
     replicas."""
-    if replicas < 1:
-        raise InvalidInputError(f"--replicas must be at least 1, got {replicas}")
-    if autoscale is not None and not 1 <= autoscale[0] <= autoscale[1]:
-        raise InvalidInputError(
-            f"--autoscale MIN,MAX needs 1 <= MIN <= MAX, got {autoscale[0]},{autoscale[1]}"
-        )
-    if not 1 <= http_port <= 65535:
-        raise InvalidInputError(f"--port must be between 1 and 65535, got {http_port}")
+    _check_options(replicas, autoscale, http_port)
     address = _address(address)
     target = _pin(ref)
     # a bad ref or setting fails here, in one line, before Ray is touched
     service = _service(target, settings or {})
     name = _name(target)
-    s = service.settings
-    batch = max((h.max_batch_size for h in service.handlers.values() if h.batched), default=2)
+    options = _deployment_options(name, service, replicas, autoscale)
+    with _connected(address):
+        port = _run_application(name, target, service.settings, options, address, http_port)
+        url_host = _gcs_host() if address == "auto" else _host(address)
+    return {
+        "name": name,
+        "url": f"http://{url_host}:{port}/{name}",
+        "replicas": replicas if autoscale is None else options["autoscaling_config"]["initial_replicas"],
+        "autoscale": list(autoscale) if autoscale else None,
+    }
+
+
+def _check_options(replicas: int, autoscale: tuple[int, int] | None, http_port: int) -> None:
+    """Raise, naming the option, when the replicas, the autoscaling bounds or the port cannot be used."""
+    if replicas < 1:
+        raise InvalidInputError(f"--replicas must be at least 1, got {replicas}")
+    if autoscale is not None:
+        low, high = autoscale
+        if not 1 <= low <= high:
+            raise InvalidInputError(f"--autoscale MIN,MAX needs 1 <= MIN <= MAX, got {low},{high}")
+    if not 1 <= http_port <= 65535:
+        raise InvalidInputError(f"--port must be between 1 and 65535, got {http_port}")
+
+
+def _deployment_options(
+    name: str, service: Service, replicas: int, autoscale: tuple[int, int] | None
+) -> dict[str, Any]:
+    """Return the Serve deployment's options: the service's limits, and a fixed count or autoscaling."""
     from lepton_ai.jobs.ray import job_env
 
-    env = job_env()
+    s = service.settings
     options: dict[str, Any] = {
         "name": name,
         "max_ongoing_requests": s.max_concurrency,
         "graceful_shutdown_timeout_s": s.timeout_s + 5,
         "max_constructor_retry_count": 3,
-        "ray_actor_options": {"num_cpus": 1, "runtime_env": {"env_vars": env}},
+        "ray_actor_options": {"num_cpus": 1, "runtime_env": {"env_vars": job_env()}},
     }
     if autoscale is None:
-        options["num_replicas"] = replicas
-    else:
-        # a replica is "busy" at a full batch of concurrent requests
-        options["autoscaling_config"] = {
-            "min_replicas": autoscale[0],
-            "max_replicas": autoscale[1],
-            "initial_replicas": min(max(replicas, autoscale[0]), autoscale[1]),
-            "target_ongoing_requests": batch,
-        }
-    host = "127.0.0.1" if _host(address) in _LOOPBACK else "0.0.0.0"
-    with _connected(address):
-        from ray import serve
-        from ray.serve.context import _get_global_client
-
-        serve.start(http_options={"host": host, "port": http_port})
-        # Serve may already run on this cluster with its own port
-        client = _get_global_client()
-        assert client is not None
-        http = client.http_config
-        app = serve.deployment(**options)(serve.ingress()(PhotonReplica)).bind(target, dataclasses.asdict(s))
-        existed = name in serve.status().applications
-        try:
-            serve.run(app, name=name, route_prefix=f"/{name}")
-        except Exception as e:
-            why = _failure(name) or _last_line(e)
-            # a new application that cannot start is not left behind (a redeploy keeps the old one)
-            if not existed:
-                serve.delete(name)
-            raise LeptonError(
-                f"Ray Serve could not start {name}: {why}; the replicas' logs are on the Ray dashboard's "
-                "Serve page"
-            ) from None
-        url_host = _gcs_host() if address == "auto" else _host(address)
-    return {
-        "name": name,
-        "url": f"http://{url_host}:{http.port}/{name}",
-        "replicas": replicas if autoscale is None else options["autoscaling_config"]["initial_replicas"],
-        "autoscale": list(autoscale) if autoscale else None,
+        return {**options, "num_replicas": replicas}
+    low, high = autoscale
+    # a replica is "busy" at a full batch of concurrent requests (a batched handler has a max batch size)
+    sizes = [h.max_batch_size for h in service.handlers.values() if h.max_batch_size is not None]
+    batch = max(sizes, default=2)
+    scaling = {
+        "min_replicas": low,
+        "max_replicas": high,
+        "initial_replicas": min(max(replicas, low), high),
+        "target_ongoing_requests": batch,
     }
+    return {**options, "autoscaling_config": scaling}
+
+
+def _run_application(
+    name: str, target: str, settings: ServeSettings, options: dict[str, Any], address: str, http_port: int
+) -> int:
+    """Start Serve if needed and run the application `name` at route prefix /NAME; return Serve's HTTP port.
+
+    A new application that cannot start is deleted again (a redeploy keeps the old one)."""
+    from ray import serve
+    from ray.serve.context import _get_global_client
+
+    host = "127.0.0.1" if _host(address) in _LOOPBACK else "0.0.0.0"
+    serve.start(http_options={"host": host, "port": http_port})
+    # Serve may already run on this cluster with its own port
+    client = _get_global_client()
+    assert client is not None
+    port = client.http_config.port
+    app = serve.deployment(**options)(serve.ingress()(PhotonReplica)).bind(
+        target, dataclasses.asdict(settings)
+    )
+    existed = name in serve.status().applications
+    try:
+        serve.run(app, name=name, route_prefix=f"/{name}")
+    except Exception as e:
+        why = _failure(name) or _last_line(e)
+        if not existed:
+            serve.delete(name)
+        raise LeptonError(
+            f"Ray Serve could not start {name}: {why}; the replicas' logs are on the Ray dashboard's "
+            "Serve page"
+        ) from None
+    return port
 
 
 def undeploy_ray(name: str, address: str | None = None) -> None:
@@ -235,7 +262,7 @@ def _pin(ref: str) -> str:
     return Registry().get(ref).ref
 
 
-def _service(target: str, settings: dict[str, Any]) -> Any:
+def _service(target: str, settings: dict[str, Any]) -> Service:
     """Return the `Service` for `target`, not started: the replicas' own check of the target and settings,
     done here."""
     from lepton_ai.serve.app import ServeSettings, Service

@@ -9,17 +9,10 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 from lepton_ai.errors import InvalidInputError, LeptonError, one_line
+from lepton_ai.jobs.processes import job_key, kill_job_processes, start_worker, worker_alive
 from lepton_ai.jobs.queue import JobInfo, JobQueue
 from lepton_ai.jobs.spec import JobSpec, TrainSpec
-from lepton_ai.jobs.worker import (
-    Capacity,
-    job_key,
-    kill_job_processes,
-    produced_versions,
-    read_log,
-    start_worker,
-    worker_alive,
-)
+from lepton_ai.jobs.worker import Capacity, produced_versions, read_log
 
 BACKENDS = ("local", "ray", "kubernetes")
 log = logging.getLogger("lepton_ai.jobs")
@@ -59,7 +52,7 @@ def submit(
         )
     queue = JobQueue()
     if backend == "local":
-        # no CUDA probe unless asked
+        # counting GPUs starts CUDA: only for a job that asks for GPUs
         Capacity.of_machine(gpus=None if spec.resources.gpus else 0).check(spec)
         job = queue.submit(spec)
         if start:

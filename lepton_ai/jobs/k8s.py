@@ -21,7 +21,7 @@ import json
 import os
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -40,6 +40,13 @@ _SECURITY = {
     "allowPrivilegeEscalation": False,
     "readOnlyRootFilesystem": True,
     "capabilities": {"drop": ["ALL"]},
+}
+_POD_SECURITY = {
+    "runAsNonRoot": True,
+    "runAsUser": 10001,
+    "runAsGroup": 10001,
+    "fsGroup": 10001,
+    "seccompProfile": {"type": "RuntimeDefault"},
 }
 
 
@@ -115,15 +122,50 @@ def pod_spec(
             "give exactly one of --store-pvc (a PersistentVolumeClaim holding a LEPTON_HOME) "
             "or --store-secret (a Secret with LEPTON_DB_URL and LEPTON_ARTIFACTS)"
         )
+    storage = _storage(image, store_pvc, writable_store, shm)
     # HOME: torch, Hugging Face and matplotlib write caches under ~, and the root filesystem is read-only.
-    env = [
+    base_env = [
         {"name": "LEPTON_HOME", "value": HOME},
         {"name": "HOME", "value": "/tmp"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
-        *env,
     ]
+    requests = {"cpu": cpu_quantity(cpus), **({"memory": memory} if memory else {})}
+    # No CPU limit: CFS throttling adds tail latency; the request is what the scheduler and the HPA use.
+    limits = {**({"memory": memory} if memory else {}), **({"nvidia.com/gpu": gpus} if gpus else {})}
+    main = {
+        "name": container,
+        "image": image,
+        "command": argv,
+        "env": [*base_env, *env, *storage.env],
+        **({"envFrom": [{"secretRef": {"name": store_secret}}]} if store_secret else {}),
+        "resources": {"requests": requests, **({"limits": limits} if limits else {})},
+        "securityContext": _SECURITY,
+        "volumeMounts": storage.mounts,
+        **extra,
+    }
+    pod: dict[str, Any] = {
+        "securityContext": _POD_SECURITY,
+        **({"initContainers": storage.init} if storage.init else {}),
+        "containers": [main],
+        "volumes": storage.volumes,
+    }
+    return {**pod, "restartPolicy": restart_policy} if restart_policy else pod
+
+
+class _Storage(NamedTuple):
+    """The volumes of a pod, the main container's mounts and extra environment, and its init containers."""
+
+    volumes: list[dict[str, Any]]
+    mounts: list[dict[str, Any]]
+    env: list[dict[str, Any]]
+    init: list[dict[str, Any]]
+
+
+def _storage(image: str, store_pvc: str | None, writable_store: bool, shm: bool) -> _Storage:
+    """Return where a pod keeps its files: /tmp, LEPTON_HOME, the store's PVC if any, /dev/shm if asked."""
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    env: list[dict[str, Any]] = []
     init: list[dict[str, Any]] = []
     # a job: the store is its LEPTON_HOME
     if store_pvc and writable_store:
@@ -138,46 +180,19 @@ def pod_spec(
         mounts.append({"name": "store", "mountPath": STORE, "readOnly": True})
         env.append({"name": "LEPTON_ARTIFACTS", "value": f"{STORE}/artifacts"})
         # registry.db and its -wal: a consistent copy that SQLite recovers on first open
-        init.append(
-            {
-                "name": "registry",
-                "image": image,
-                "command": ["sh", "-c", f"cp {STORE}/registry.db* {HOME}/"],
-                "securityContext": _SECURITY,
-                "volumeMounts": mounts,
-            }
-        )
+        copy = {
+            "name": "registry",
+            "image": image,
+            "command": ["sh", "-c", f"cp {STORE}/registry.db* {HOME}/"],
+            "securityContext": _SECURITY,
+            "volumeMounts": list(mounts),
+        }
+        init.append(copy)
     # DataLoader workers and NCCL share tensors through /dev/shm (64 MiB by default)
     if shm:
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
-        mounts = [*mounts, {"name": "dshm", "mountPath": "/dev/shm"}]
-    requests = {"cpu": cpu_quantity(cpus), **({"memory": memory} if memory else {})}
-    # No CPU limit: CFS throttling adds tail latency; the request is what the scheduler and the HPA use.
-    limits = {**({"memory": memory} if memory else {}), **({"nvidia.com/gpu": gpus} if gpus else {})}
-    main = {
-        "name": container,
-        "image": image,
-        "command": argv,
-        "env": env,
-        **({"envFrom": [{"secretRef": {"name": store_secret}}]} if store_secret else {}),
-        "resources": {"requests": requests, **({"limits": limits} if limits else {})},
-        "securityContext": _SECURITY,
-        "volumeMounts": mounts,
-        **extra,
-    }
-    pod: dict[str, Any] = {
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": 10001,
-            "runAsGroup": 10001,
-            "fsGroup": 10001,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        **({"initContainers": init} if init else {}),
-        "containers": [main],
-        "volumes": volumes,
-    }
-    return {**pod, "restartPolicy": restart_policy} if restart_policy else pod
+        mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+    return _Storage(volumes, mounts, env, init)
 
 
 def separate(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:

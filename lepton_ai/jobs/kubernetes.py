@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 from lepton_ai.errors import InvalidInputError, NotFoundError
 from lepton_ai.jobs.k8s import (
@@ -104,7 +104,15 @@ def _pytorchjob(
     }
 
 
-_JOB_KINDS = (("batch", "v1", "jobs"), ("kubeflow.org", "v1", "pytorchjobs"))
+class _Kind(NamedTuple):
+    """Where the API serves a kind of job object: /apis/GROUP/VERSION/namespaces/NS/PLURAL."""
+
+    group: str
+    version: str
+    plural: str
+
+
+_JOB_KINDS = (_Kind("batch", "v1", "jobs"), _Kind("kubeflow.org", "v1", "pytorchjobs"))
 
 
 class KubernetesBackend:
@@ -154,25 +162,18 @@ class KubernetesBackend:
             apply_one(self.api, doc)
         return f"{self.namespace}/{manifests[0]['metadata']['name']}"
 
-    def _find(self, external_id: str) -> tuple[tuple[str, str, str], dict[str, Any]] | None:
-        """Return the (group, version, plural) and the object of `external_id`, None when it is gone."""
+    def _find(self, external_id: str) -> tuple[_Kind, dict[str, Any]] | None:
+        """Return the kind and the object of `external_id`, None when it is gone."""
         from kubernetes import client
 
         ns, name = _split(external_id)
+        get = client.CustomObjectsApi(self.api).get_namespaced_custom_object
         for kind in _JOB_KINDS:
             try:
-                obj = call(
-                    self.api,
-                    external_id,
-                    client.CustomObjectsApi(self.api).get_namespaced_custom_object,
-                    *kind[:2],
-                    ns,
-                    kind[2],
-                    name,
-                )
-                return kind, obj
+                obj = call(self.api, external_id, get, kind.group, kind.version, ns, kind.plural, name)
             except NotFoundError:
                 continue
+            return kind, obj
         return None
 
     def _pods(self, external_id: str) -> list[Any]:
@@ -200,7 +201,8 @@ class KubernetesBackend:
         found = self._find(external_id)
         if found is None:
             return "cancelled", None
-        status = found[1].get("status") or {}
+        _, job = found
+        status = job.get("status") or {}
         true = {c.get("type") for c in status.get("conditions") or [] if c.get("status") == "True"}
         if true & {"Complete", "Succeeded", "Failed"}:
             state = "failed" if "Failed" in true else "succeeded"
@@ -238,21 +240,23 @@ class KubernetesBackend:
         from kubernetes import client
 
         found = self._find(external_id)
-        if found is not None:
-            (group, version, plural), _ = found
-            ns, name = _split(external_id)
-            with contextlib.suppress(NotFoundError):
-                call(
-                    self.api,
-                    external_id,
-                    client.CustomObjectsApi(self.api).delete_namespaced_custom_object,
-                    group,
-                    version,
-                    ns,
-                    plural,
-                    name,
-                    propagation_policy="Foreground",
-                )
+        if found is None:
+            return
+        kind, _ = found
+        ns, name = _split(external_id)
+        delete = client.CustomObjectsApi(self.api).delete_namespaced_custom_object
+        with contextlib.suppress(NotFoundError):
+            call(
+                self.api,
+                external_id,
+                delete,
+                kind.group,
+                kind.version,
+                ns,
+                kind.plural,
+                name,
+                propagation_policy="Foreground",
+            )
 
 
 def _split(external_id: str) -> tuple[str, str]:

@@ -7,7 +7,6 @@ import builtins
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import select
@@ -17,7 +16,7 @@ from lepton_ai import config
 from lepton_ai.errors import InvalidInputError, NotFoundError
 from lepton_ai.jobs.spec import JobSpec, parse
 from lepton_ai.store import db
-from lepton_ai.store.schema import Job, JobAttempt, utcnow
+from lepton_ai.store.schema import Job, JobAttempt, iso, utcnow
 
 T = TypeVar("T")
 
@@ -25,10 +24,6 @@ STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL = ("succeeded", "failed", "cancelled")
 # a job whose worker died this many times is failed, not retried forever
 MAX_LOST = 5
-
-
-def _iso(t: datetime | None) -> str | None:
-    return None if t is None else t.isoformat(timespec="seconds") + "Z"
 
 
 @dataclass(frozen=True)
@@ -107,9 +102,9 @@ def _info(job: Job) -> JobInfo:
         priority=job.priority,
         cwd=job.cwd,
         spec=job.spec,
-        created_at=_iso(job.created_at),
-        started_at=_iso(job.started_at),
-        ended_at=_iso(job.ended_at),
+        created_at=iso(job.created_at),
+        started_at=iso(job.started_at),
+        ended_at=iso(job.ended_at),
     )
 
 
@@ -185,8 +180,8 @@ class JobQueue:
                     a.exit_code,
                     a.error,
                     a.logs_uri,
-                    _iso(a.started_at),
-                    _iso(a.ended_at),
+                    iso(a.started_at),
+                    iso(a.ended_at),
                 )
                 for a in self._row(s, job_id).attempt_rows
             ]

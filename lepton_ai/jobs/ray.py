@@ -12,8 +12,8 @@ from sqlalchemy.engine import make_url
 
 from lepton_ai import config
 from lepton_ai.errors import InvalidInputError, one_line
+from lepton_ai.jobs.processes import job_key
 from lepton_ai.jobs.spec import JobSpec
-from lepton_ai.jobs.worker import job_key
 
 # how long a submission waits for a head node's job agent to come up
 _AGENT_WAIT_S = 30.0

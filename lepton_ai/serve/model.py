@@ -221,9 +221,9 @@ def model_photon(ref: str, device: str = "cpu", threads: int | None = None) -> M
     if probe.onnx:
         # Whole batches side by side, each on one ONNX Runtime thread, two per core, rather than one batch
         # split across every core: a split batch waits at each barrier for a core the event loop has taken,
-        # and under load the HTTP side's few percent of CPU cost it 20-25 % of throughput; a second batch
-        # per core keeps the core busy while the first one's results go out (benchmarks/RESULTS.md). At most
-        # 8 batches at once: on a big machine each gets several threads (see `_onnx_threads`).
+        # and under load the HTTP side's few percent of CPU cost it a large share of throughput; a second
+        # batch per core keeps the core busy while the first one's results go out (benchmarks/RESULTS.md).
+        # At most 8 batches at once: on a big machine each gets several threads (see `_onnx_threads`).
         predict = replace(cls.__dict__["predict"], concurrency=min(8, 2 * probe.cores))
         cls = type(cls.__name__, (cls,), {"predict": predict, "__module__": __name__})
     # already fetched and verified: not again

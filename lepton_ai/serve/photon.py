@@ -1,7 +1,8 @@
 """`Photon`: a Python class whose `@handler` methods become typed HTTP endpoints.
 
     class Classifier(Photon):
-        def init(self):                                   # once per worker, before readiness
+        # once per worker, before readiness
+        def init(self):
             self.model = LeptonModel.load("digits-cnn")
         @handler(max_batch_size=64, max_wait_ms=5)
         def predict(self, inputs: list[list[float]]) -> list[int]:

@@ -65,17 +65,24 @@ def _service(
     return service
 
 
-def _worker(config: dict[str, Any], options: dict[str, Any]) -> None:
+@dataclasses.dataclass(frozen=True)
+class WorkerConfig:
+    """What a worker process is started with (through the spawn pipe, so the token never reaches the
+    environment)."""
+
+    target: str
+    device: str
+    threads: int | None
+    settings: ServeSettings
+    host: str
+    port: int
+
+
+def _worker(config: WorkerConfig, options: dict[str, Any]) -> None:
     """One worker process: its own model copy, event loop and listening socket on the shared port."""
-    photon = load_photon(config["target"], config["device"], config["threads"])
-    sock = _listen(config["host"], config["port"])
-    _run(
-        _service(
-            config["target"], photon, ServeSettings(**config["settings"]), config["device"], config["threads"]
-        ),
-        sock,
-        options,
-    )
+    photon = load_photon(config.target, config.device, config.threads)
+    sock = _listen(config.host, config.port)
+    _run(_service(config.target, photon, config.settings, config.device, config.threads), sock, options)
 
 
 def _run(service: Service, sock: socket.socket, options: dict[str, Any]) -> None:
@@ -89,7 +96,7 @@ def _run(service: Service, sock: socket.socket, options: dict[str, Any]) -> None
         sys.exit(3)
 
 
-def _supervise(workers: int, config: dict[str, Any], options: dict[str, Any]) -> None:
+def _supervise(workers: int, config: WorkerConfig, options: dict[str, Any]) -> None:
     """Run `workers` worker processes, restart one that dies, and on SIGTERM or Ctrl-C let them drain and
     exit."""
     import multiprocessing
@@ -137,19 +144,7 @@ def serve(
 ) -> None:
     """Serve `target` until SIGTERM or Ctrl-C, then stop accepting, drain in-flight requests and exit."""
     settings = settings or ServeSettings()
-    if workers < 1:
-        raise InvalidInputError(f"--workers must be at least 1, got {workers}")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise InvalidInputError(f"--device must be cpu or cuda, got {device!r}")
-    if device != "cpu":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise InvalidInputError("--device cuda: no CUDA GPU is visible on this machine")
-        if workers != 1:
-            raise InvalidInputError(
-                "a GPU is served by one worker (it batches for the whole device): use --workers 1"
-            )
+    _check(workers, device)
     # workers × threads = cores
     threads = max(1, cpu_info()["cores"] // workers) if workers > 1 else None
     # fails here, in one line, if the port is taken
@@ -162,15 +157,7 @@ def serve(
     except BaseException:
         sock.close()
         raise
-    # X-Forwarded-For is read only for the access log, the one place a client's address shows: uvicorn's
-    # proxy-headers middleware parses the peer's address on every request (its cost: benchmarks/RESULTS.md).
-    options: dict[str, Any] = {
-        "log_level": log_level,
-        "access_log": access_log,
-        "proxy_headers": access_log,
-        "timeout_graceful_shutdown": int(settings.timeout_s) + 5,
-        "http": http.protocol(),
-    }
+    options = _uvicorn_options(settings, log_level, access_log)
     log.info(
         "serving %s on http://%s:%d (%d worker%s; API docs at /docs)",
         target,
@@ -184,20 +171,46 @@ def serve(
         return
     # it proved the port free: each worker binds its own
     sock.close()
-    config = {
-        "target": target,
-        "device": device,
-        "threads": threads,
-        "settings": dataclasses.asdict(settings),
-        "host": host,
-        "port": port,
+    _serve_workers(workers, WorkerConfig(target, device, threads, settings, host, port), options)
+
+
+def _check(workers: int, device: str) -> None:
+    """Refuse, in one line, a worker count or device that cannot be served."""
+    if workers < 1:
+        raise InvalidInputError(f"--workers must be at least 1, got {workers}")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise InvalidInputError(f"--device must be cpu or cuda, got {device!r}")
+    if device != "cpu":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InvalidInputError("--device cuda: no CUDA GPU is visible on this machine")
+        if workers != 1:
+            raise InvalidInputError(
+                "a GPU is served by one worker (it batches for the whole device): use --workers 1"
+            )
+
+
+def _uvicorn_options(settings: ServeSettings, log_level: str, access_log: bool) -> dict[str, Any]:
+    """Return uvicorn's options for a serving process."""
+    # X-Forwarded-For is read only for the access log, the one place a client's address shows: uvicorn's
+    # proxy-headers middleware parses the peer's address on every request (its cost: benchmarks/RESULTS.md).
+    return {
+        "log_level": log_level,
+        "access_log": access_log,
+        "proxy_headers": access_log,
+        "timeout_graceful_shutdown": int(settings.timeout_s) + 5,
+        "http": http.protocol(),
     }
+
+
+def _serve_workers(workers: int, config: WorkerConfig, options: dict[str, Any]) -> None:
+    """Supervise `workers` workers, their metrics gathered in a directory that lives as long as they do."""
     before = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     with tempfile.TemporaryDirectory(prefix="lepton-metrics-") as metrics_dir:
         # set before the workers import prometheus-client
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         try:
-            # the token travels in the spawn pipe, never in the environment
             _supervise(workers, config, options)
         finally:
             # the directory goes at the end of this block: nothing started later may write there

@@ -81,7 +81,10 @@ def _import_error(target: str, e: Exception) -> LeptonError:
     # raised where the code was compiled, not by a line of it
     if isinstance(e, SyntaxError):
         frames.insert(0, (e.filename, e.lineno))
-    where = f" ({frames[0][0]}, line {frames[0][1]})" if frames else ""
+    where = ""
+    if frames:
+        file, line = frames[0]
+        where = f" ({file}, line {line})"
     message = e.msg if isinstance(e, SyntaxError) else one_line(e)
     return LeptonError(f"cannot import {target}: {type(e).__name__}: {message}{where}")
 

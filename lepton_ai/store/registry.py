@@ -7,7 +7,6 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,15 +18,11 @@ from lepton_ai.errors import InvalidInputError, NotFoundError
 from lepton_ai.store import db
 from lepton_ai.store.artifacts import ArtifactStore
 from lepton_ai.store.refs import Ref, check_name, parse_ref
-from lepton_ai.store.schema import Model, ModelVersion, Run, RunMetric, utcnow
+from lepton_ai.store.schema import Model, ModelVersion, Run, RunMetric, iso, utcnow
 
 T = TypeVar("T")
 
 RUN_STATES = ("running", "completed", "failed", "cancelled")
-
-
-def _iso(t: datetime | None) -> str | None:
-    return None if t is None else t.isoformat(timespec="seconds") + "Z"
 
 
 def check_json(value: Any, what: str) -> Any:
@@ -219,13 +214,7 @@ class Registry:
             )
             return [
                 ModelInfo(
-                    m.name,
-                    m.description,
-                    list(m.tags),
-                    latest,
-                    n or 0,
-                    _iso(m.created_at),
-                    _iso(m.updated_at),
+                    m.name, m.description, list(m.tags), latest, n or 0, iso(m.created_at), iso(m.updated_at)
                 )
                 for m, n, latest in rows
             ]
@@ -304,7 +293,7 @@ class Registry:
             parent=parent,
             recipe=v.recipe,
             run_id=v.run_id,
-            created_at=_iso(v.created_at),
+            created_at=iso(v.created_at),
             description=v.model.description,
             tags=list(v.model.tags or []),
         )
@@ -384,6 +373,6 @@ class Registry:
             metrics={k: v[-1][1] for k, v in history.items()},
             history=history,
             logs_uri=run.logs_uri,
-            created_at=_iso(run.created_at),
-            ended_at=_iso(run.ended_at),
+            created_at=iso(run.created_at),
+            ended_at=iso(run.ended_at),
         )

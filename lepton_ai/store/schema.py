@@ -25,6 +25,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+def iso(t: datetime | None) -> str | None:
+    """Return a stored timestamp as ISO 8601 UTC to the second ('2026-01-02T03:04:05Z'); None stays None."""
+    return None if t is None else t.isoformat(timespec="seconds") + "Z"
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -12,21 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from lepton_ai.jobs.worker import lock_path, worker_running
+from lepton_ai.jobs.processes import worker_running
 
 
-def lepton(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+def lepton(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "lepton_ai.cli.main", *args], capture_output=True, text=True, timeout=timeout
     )
-
-
-@pytest.fixture
-def stop_worker():  # type: ignore[no-untyped-def]
-    yield
-    # the worker `submit` started would exit when idle; end it now
-    if worker_running():
-        os.kill(int(lock_path().read_text().split(":")[1]), signal.SIGTERM)
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import pytest
 
 
 def test_the_cli_starts_without_importing_torch() -> None:
-    # `lepton --help` and `lepton serve`'s HTTP process should not wait 1-2 s for torch; the privacy
+    # `lepton --help` and `lepton serve`'s HTTP process should not wait for torch to import; the privacy
     # package keeps its names (torch loads when one that needs it is asked for).
     code = (
         "import sys, lepton_ai.cli.main, lepton_ai.privacy.partition; "

@@ -1,16 +1,10 @@
-"""The Kubernetes path, offline: rendered manifests are compared byte for byte with the golden files in
-tests/deploy/golden/ and validated against the official Kubernetes schemas (kubernetes-validate, strict);
-`lepton deploy --target kubernetes` talks to a fake API server on loopback (the job backend's tests are in
-tests/jobs/test_kubernetes_backend.py).
-
-After an intended change to the manifests, regenerate the golden files and review their diff:
-
-    LEPTON_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/deploy/test_kubernetes.py
-"""
+"""A served model on Kubernetes, offline: rendered manifests are compared byte for byte with the golden
+files in tests/deploy/golden/ and validated against the official Kubernetes schemas
+(tests/jobs/manifest_checks.py says how to regenerate them); `lepton deploy --target kubernetes` talks to
+a fake API server on loopback. The job backend's tests are in tests/jobs/test_kubernetes_backend.py."""
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import socket
@@ -18,20 +12,19 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
-from lepton_ai.deploy.kubernetes import object_name, service_manifests, to_yaml, validate
+from lepton_ai.deploy.kubernetes import object_name, service_manifests, validate
 from lepton_ai.errors import InvalidInputError
-from lepton_ai.jobs.kubernetes import job_manifests
-from tests.fake_kubernetes import IMAGE, FakeAPI, by_kind, container, kubeconfig, train_spec
+from tests.fake_kubernetes import IMAGE, FakeAPI, by_kind, container, kubeconfig
+from tests.jobs.manifest_checks import Manifests, assert_golden_is_valid, assert_matches_golden, refusal
 
 GOLDEN = Path(__file__).parent / "golden"
 
 
-CASES: dict[str, Callable[[], list[dict[str, Any]]]] = {
+CASES: dict[str, Callable[[], Manifests]] = {
     "service-autoscale-secret": lambda: service_manifests(
         "digits-cnn:1",
         replicas=3,
@@ -52,14 +45,6 @@ CASES: dict[str, Callable[[], list[dict[str, Any]]]] = {
         store_pvc="lepton-home",
         serve_args=["--device", "cuda"],
     ),
-    "job-train": lambda: job_manifests(train_spec(), job_id=12, image=IMAGE, store_pvc="lepton-home"),
-    "pytorchjob-2-nodes": lambda: job_manifests(
-        train_spec(nproc=2, nnodes=2, resources={"cpus": 8, "gpus": 2, "memory": "32Gi"}),
-        job_id=13,
-        image=IMAGE,
-        namespace="ml",
-        store_secret="lepton-store",
-    ),
 }
 
 
@@ -68,20 +53,12 @@ CASES: dict[str, Callable[[], list[dict[str, Any]]]] = {
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_rendered_manifests_match_the_golden_files(case: str) -> None:
-    text, golden = to_yaml(CASES[case]()), GOLDEN / f"{case}.yaml"
-    if os.environ.get("LEPTON_UPDATE_GOLDEN"):
-        golden.write_text(text)
-    assert golden.exists(), f"no {golden}: run with LEPTON_UPDATE_GOLDEN=1"
-    assert text == golden.read_text(), f"{case} differs from {golden} (LEPTON_UPDATE_GOLDEN=1 to accept)"
+    assert_matches_golden(GOLDEN / f"{case}.yaml", CASES[case]())
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_golden_manifests_pass_the_official_schemas(case: str) -> None:
-    docs = list(yaml.safe_load_all((GOLDEN / f"{case}.yaml").read_text()))
-    # what is applied is what the golden file shows
-    assert docs == CASES[case]()
-    validate(docs)
-    validate(docs, kubernetes_version="1.35")
+    assert_golden_is_valid(GOLDEN / f"{case}.yaml", CASES[case]())
 
 
 def test_service_manifests() -> None:
@@ -159,8 +136,6 @@ def test_store_and_image_are_required() -> None:
             service_manifests("m:1", replicas=1, image=IMAGE, **stores)
     with pytest.raises(InvalidInputError, match="image"):
         service_manifests("m:1", replicas=1, image="", store_secret="s")
-    with pytest.raises(InvalidInputError, match="LEPTON_IMAGE"):
-        job_manifests(train_spec(), job_id=1, image="", store_secret="s")
     with pytest.raises(InvalidInputError, match="--memory"):
         service_manifests("m:1", replicas=1, image=IMAGE, memory="lots", store_secret="s")
     with pytest.raises(InvalidInputError, match="MIN <= MAX"):
@@ -168,16 +143,6 @@ def test_store_and_image_are_required() -> None:
 
 
 # -- validation refuses what a cluster would refuse -----------------------------------------------
-
-
-def broken(case: str, change: Callable[[list[dict[str, Any]]], None]) -> list[dict[str, Any]]:
-    docs = copy.deepcopy(CASES[case]())
-    change(docs)
-    return docs
-
-
-SERVER = lambda d: d[0]["spec"]["template"]["spec"]["containers"][0]  # noqa: E731
-WORKER = lambda d: d[0]["spec"]["pytorchReplicaSpecs"]["Worker"]  # noqa: E731
 
 
 @pytest.mark.parametrize(
@@ -195,7 +160,7 @@ WORKER = lambda d: d[0]["spec"]["pytorchReplicaSpecs"]["Worker"]  # noqa: E731
         ),
         (
             "service-pvc-gpu",
-            lambda d: SERVER(d).update(imagePullPolicy=["x"]),
+            lambda d: container(d[0]["spec"]["template"]).update(imagePullPolicy=["x"]),
             "spec.template.spec.containers[0].imagePullPolicy",
         ),
         (
@@ -208,42 +173,18 @@ WORKER = lambda d: d[0]["spec"]["pytorchReplicaSpecs"]["Worker"]  # noqa: E731
             lambda d: d[1]["metadata"].update(name="Lepton_Digits"),
             "Service/Lepton_Digits: metadata.name",
         ),
-        (
-            "job-train",
-            lambda d: d[0]["spec"]["template"]["spec"].update(restartPolicy=7),
-            "Job/lepton-digits-nightly-12: spec.template.spec.restartPolicy",
-        ),
-        (
-            "pytorchjob-2-nodes",
-            lambda d: WORKER(d)["template"]["spec"]["containers"][0].update(resourcez={}),
-            "PyTorchJob/lepton-digits-nightly-13: "
-            "spec.pytorchReplicaSpecs.Worker.template.spec.containers[0].resourcez: "
-            "unknown field",
-        ),
-        (
-            "pytorchjob-2-nodes",
-            lambda d: d[0]["spec"]["pytorchReplicaSpecs"].pop("Master"),
-            "needs exactly one Master",
-        ),
-        (
-            "pytorchjob-2-nodes",
-            lambda d: d[0]["spec"].update(nprocPerNode=2),
-            "spec.nprocPerNode: must be a string",
-        ),
-        ("pytorchjob-2-nodes", lambda d: WORKER(d).update(replicas="1"), "Worker.replicas"),
     ],
 )
-def test_validate_names_the_manifest_and_the_field(case: str, change: Any, says: str) -> None:
-    docs = broken(case, change)
-    with pytest.raises(InvalidInputError) as e:
-        validate(docs)
-    assert says in str(e.value) and "\n" not in str(e.value)
+def test_validate_names_the_manifest_and_the_field(
+    case: str, change: Callable[[Manifests], object], says: str
+) -> None:
+    assert says in refusal(CASES[case](), change)
 
 
 # -- the CLI ------------------------------------------------------------------------------------
 
 
-def lepton(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def lepton(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(Path(sys.executable).with_name("lepton")), *args],
         capture_output=True,

@@ -11,16 +11,19 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
+from lepton_ai.deploy.ray import deploy_ray, undeploy_ray
 from lepton_ai.errors import InvalidInputError, LeptonError, NotFoundError
+
+if TYPE_CHECKING:
+    from tests.conftest import RayCluster
 
 pytest.importorskip("ray", reason="Ray is not installed: pip install 'lepton-ai[ray]'")
 pytestmark = pytest.mark.slow
-
-from lepton_ai.deploy.ray import deploy_ray, undeploy_ray  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -70,7 +73,35 @@ def batch_sizes(url: str, scrapes: int = 12) -> set[tuple[float, float]]:
     return seen
 
 
-def test_a_model_served_on_ray_serve_answers_batches_and_scales(ray_cluster, digits_ref: str) -> None:
+def redeploy_with_the_cli(ref: str, address: str, port: int) -> dict[str, Any]:
+    """Run `lepton deploy REF --target ray` with autoscaling between 1 and 2 replicas; return its JSON."""
+    out = subprocess.run(
+        [
+            *(sys.executable, "-m", "lepton_ai.cli.main", "deploy", ref),
+            *"--target ray --replicas 1 --autoscale 1,2 --address".split(),
+            *(address, "--port", str(port), "-o", "json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout)
+
+
+def autoscaling_config(cluster: RayCluster, app: str) -> dict[str, Any]:
+    """Return the autoscaling config Serve holds for the deployment `app` of the application `app`."""
+    details = httpx.get(
+        f"{cluster.dashboard_url}/api/serve/applications/",
+        timeout=30,
+        headers={"Authorization": f"Bearer {cluster.token}"},
+    ).json()
+    return details["applications"][app]["deployments"][app]["deployment_config"]["autoscaling_config"]
+
+
+def test_a_model_served_on_ray_serve_answers_batches_and_scales(
+    ray_cluster: RayCluster, digits_ref: str
+) -> None:
     from lepton_ai.data import load
     from lepton_ai.serve.server import free_port
     from lepton_ai.serve.target import load_photon
@@ -102,43 +133,15 @@ def test_a_model_served_on_ray_serve_answers_batches_and_scales(ray_cluster, dig
         assert any(examples > calls > 0 for calls, examples in seen), seen
 
         # The CLI redeploys the same model with autoscaling: Serve holds the new config and still answers.
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "lepton_ai.cli.main",
-                "deploy",
-                digits_ref,
-                *"--target ray --replicas 1 --autoscale 1,2 --address".split(),
-                ray_cluster.address,
-                "--port",
-                str(port),
-                "-o",
-                "json",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=180,
+        redeployed = redeploy_with_the_cli(digits_ref, ray_cluster.address, port)
+        assert redeployed == {"name": "digits-cnn", "url": url, "replicas": 1, "autoscale": [1, 2]}
+        scaling = autoscaling_config(ray_cluster, "digits-cnn")
+        # between 1 and 2 replicas, "busy" at the handler's max batch size
+        assert (scaling["min_replicas"], scaling["max_replicas"], scaling["target_ongoing_requests"]) == (
+            1,
+            2,
+            64,
         )
-        assert out.returncode == 0, out.stderr[-3000:]
-        assert json.loads(out.stdout) == {
-            "name": "digits-cnn",
-            "url": url,
-            "replicas": 1,
-            "autoscale": [1, 2],
-        }
-        details = httpx.get(
-            f"{ray_cluster.dashboard_url}/api/serve/applications/",
-            timeout=30,
-            headers={"Authorization": f"Bearer {ray_cluster.token}"},
-        ).json()
-        config = details["applications"]["digits-cnn"]["deployments"]["digits-cnn"]["deployment_config"]
-        assert (
-            config["autoscaling_config"]["min_replicas"] == 1
-            and config["autoscaling_config"]["max_replicas"] == 2
-        )
-        # the handler's max batch size
-        assert config["autoscaling_config"]["target_ongoing_requests"] == 64
         assert httpx.post(f"{url}/predict", json={"inputs": x[:3].tolist()}, timeout=30).json() == {
             "outputs": expected[:3]
         }
@@ -169,7 +172,9 @@ class Broken(Photon):
 """
 
 
-def test_bad_input_is_one_line_and_touches_nothing(ray_cluster, tmp_path: Path, monkeypatch) -> None:
+def test_bad_input_is_one_line_and_touches_nothing(
+    ray_cluster: RayCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from lepton_ai.serve.server import free_port
 
     service = tmp_path / "service.py"

@@ -1,9 +1,12 @@
-"""The Kubernetes job backend, offline: a Job or a PyTorchJob for a spec, and submit, state, logs and cancel
-against a fake API server on loopback."""
+"""The Kubernetes job backend, offline: a Job or a PyTorchJob for a spec, compared with the golden files in
+tests/jobs/golden/ and validated against the official schemas (tests/jobs/manifest_checks.py says how to
+regenerate them), and submit, state, logs and cancel against a fake API server on loopback."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,10 +14,73 @@ from lepton_ai.errors import InvalidInputError
 from lepton_ai.jobs.kubernetes import KubernetesBackend, job_manifests
 from lepton_ai.jobs.spec import parse
 from tests.fake_kubernetes import IMAGE, FakeAPI, by_kind, container, pod, train_spec
+from tests.jobs.manifest_checks import Manifests, assert_golden_is_valid, assert_matches_golden, refusal
+
+GOLDEN = Path(__file__).parent / "golden"
+
+CASES: dict[str, Callable[[], Manifests]] = {
+    "job-train": lambda: job_manifests(train_spec(), job_id=12, image=IMAGE, store_pvc="lepton-home"),
+    "pytorchjob-2-nodes": lambda: job_manifests(
+        train_spec(nproc=2, nnodes=2, resources={"cpus": 8, "gpus": 2, "memory": "32Gi"}),
+        job_id=13,
+        image=IMAGE,
+        namespace="ml",
+        store_secret="lepton-store",
+    ),
+}
+
+
+def worker(docs: Manifests) -> dict[str, Any]:
+    """Return the Worker replicas of the PyTorchJob in `docs`."""
+    return docs[0]["spec"]["pytorchReplicaSpecs"]["Worker"]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_rendered_job_manifests_match_the_golden_files(case: str) -> None:
+    assert_matches_golden(GOLDEN / f"{case}.yaml", CASES[case]())
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_golden_job_manifests_pass_the_official_schemas(case: str) -> None:
+    assert_golden_is_valid(GOLDEN / f"{case}.yaml", CASES[case]())
+
+
+@pytest.mark.parametrize(
+    "case, change, says",
+    [
+        (
+            "job-train",
+            lambda d: d[0]["spec"]["template"]["spec"].update(restartPolicy=7),
+            "Job/lepton-digits-nightly-12: spec.template.spec.restartPolicy",
+        ),
+        (
+            "pytorchjob-2-nodes",
+            lambda d: container(worker(d)["template"]).update(resourcez={}),
+            "PyTorchJob/lepton-digits-nightly-13: "
+            "spec.pytorchReplicaSpecs.Worker.template.spec.containers[0].resourcez: "
+            "unknown field",
+        ),
+        (
+            "pytorchjob-2-nodes",
+            lambda d: d[0]["spec"]["pytorchReplicaSpecs"].pop("Master"),
+            "needs exactly one Master",
+        ),
+        (
+            "pytorchjob-2-nodes",
+            lambda d: d[0]["spec"].update(nprocPerNode=2),
+            "spec.nprocPerNode: must be a string",
+        ),
+        ("pytorchjob-2-nodes", lambda d: worker(d).update(replicas="1"), "Worker.replicas"),
+    ],
+)
+def test_validate_names_the_job_and_the_field(
+    case: str, change: Callable[[Manifests], object], says: str
+) -> None:
+    assert says in refusal(CASES[case](), change)
 
 
 def test_job_and_pytorchjob() -> None:
-    job = by_kind(job_manifests(train_spec(), job_id=12, image=IMAGE, store_pvc="lepton-home"))["Job"]
+    job = by_kind(CASES["job-train"]())["Job"]
     pod = job["spec"]["template"]
     assert job["spec"]["backoffLimit"] == 2 and pod["spec"]["restartPolicy"] == "Never"
     assert (
@@ -27,11 +93,7 @@ def test_job_and_pytorchjob() -> None:
         "--resume",
     ]
     assert c["resources"]["requests"] == {"cpu": "2", "memory": "4Gi"}
-    resources = {"cpus": 8, "gpus": 2, "memory": "32Gi"}
-    two_nodes = job_manifests(
-        train_spec(nproc=2, nnodes=2, resources=resources), job_id=13, image=IMAGE, store_secret="s"
-    )
-    ptj = by_kind(two_nodes)["PyTorchJob"]["spec"]
+    ptj = by_kind(CASES["pytorchjob-2-nodes"]())["PyTorchJob"]["spec"]
     assert ptj["nprocPerNode"] == "2" and ptj["runPolicy"]["backoffLimit"] == 2
     roles = ptj["pytorchReplicaSpecs"]
     assert (roles["Master"]["replicas"], roles["Worker"]["replicas"]) == (1, 1)
@@ -117,6 +179,8 @@ def test_job_backend_submits_reads_state_and_logs_and_cancels(
 
 
 def test_job_backend_needs_an_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(InvalidInputError, match="LEPTON_IMAGE"):
+        job_manifests(train_spec(), job_id=1, image="", store_secret="s")
     monkeypatch.delenv("LEPTON_IMAGE", raising=False)
     with pytest.raises(InvalidInputError, match="LEPTON_IMAGE"):
         KubernetesBackend(store_secret="s").submit(1, train_spec())

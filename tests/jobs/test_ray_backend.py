@@ -4,28 +4,32 @@ runs there and registers into this registry; status, logs and cancel map onto ou
 from __future__ import annotations
 
 import sys
-import time
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from lepton_ai.jobs import api
+from lepton_ai.jobs.queue import JobInfo
 from lepton_ai.jobs.spec import parse
 from lepton_ai.store import Registry
+from tests.jobs.conftest import wait_for
+
+if TYPE_CHECKING:
+    from tests.conftest import RayCluster
 
 pytestmark = pytest.mark.slow
 
 
-def wait_done(job_id: int, timeout: float = 240.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def wait_done(job_id: int, timeout: float = 240.0) -> JobInfo:
+    def finished() -> JobInfo | None:
         job = api.status(job_id)
-        if job.done:
-            return job
-        time.sleep(1.0)
-    raise AssertionError(f"job {job_id} did not finish in {timeout} s: {api.status(job_id)}")
+        return job if job.done else None
+
+    return wait_for(finished, timeout, every=1.0)
 
 
-def test_a_train_job_runs_on_ray_and_registers_here(ray_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_a_train_job_runs_on_ray_and_registers_here(ray_cluster: RayCluster) -> None:
     spec = parse(
         {
             "kind": "train",
@@ -44,7 +48,7 @@ def test_a_train_job_runs_on_ray_and_registers_here(ray_cluster) -> None:  # typ
     assert '"name": "ray-mlp"' in log
 
 
-def test_cancel_stops_the_ray_job(ray_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_stops_the_ray_job(ray_cluster: RayCluster) -> None:
     spec = parse(
         {
             "kind": "command",
@@ -54,22 +58,19 @@ def test_cancel_stops_the_ray_job(ray_cluster) -> None:  # type: ignore[no-untyp
         }
     )
     job = api.submit(spec, "ray", ray_cluster.dashboard_url)
-    deadline = time.monotonic() + 120
-    while api.status(job.id).state != "running" and time.monotonic() < deadline:
-        time.sleep(0.5)
+    wait_for(lambda: api.status(job.id).state == "running", timeout=120, every=0.5)
     assert api.cancel(job.id).state == "cancelled"
     from ray.job_submission import JobSubmissionClient
 
     client = JobSubmissionClient(ray_cluster.dashboard_url)
-    deadline = time.monotonic() + 60
-    while str(client.get_job_status(job.external_id).value) != "STOPPED" and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert str(client.get_job_status(job.external_id).value) == "STOPPED"
+    wait_for(lambda: str(client.get_job_status(job.external_id).value) == "STOPPED", timeout=60, every=0.5)
     with pytest.raises(Exception, match="already cancelled"):
         api.cancel(job.id)
 
 
-def test_a_submission_waits_for_a_new_heads_job_agent(monkeypatch, lepton_home) -> None:  # type: ignore[no-untyped-def]
+def test_a_submission_waits_for_a_new_heads_job_agent(
+    monkeypatch: pytest.MonkeyPatch, lepton_home: Path
+) -> None:
     from lepton_ai.jobs import ray as ray_backend
 
     # Ray's answer while a new head's job agent is still starting, twice, then a job

@@ -15,8 +15,9 @@ import pytest
 
 from lepton_ai.jobs import api
 from lepton_ai.jobs.queue import JobQueue
-from lepton_ai.jobs.spec import parse
-from lepton_ai.jobs.worker import lock_path, produced_versions, worker_running
+from lepton_ai.jobs.spec import JobSpec, parse
+from lepton_ai.jobs.worker import produced_versions
+from tests.jobs.conftest import wait_for
 
 # A job that proves it runs alone: it holds a lock on its own file (a second copy running at the
 # same time finds it taken), works a little, then leaves a marker named by its attempt.
@@ -36,7 +37,7 @@ with open(os.path.join(d, f"{job}.{attempt}.done"), "x") as out:
 """
 
 
-def probe(name: str, out: Path, work_s: float = 0.2, cpus: float = 1):  # type: ignore[no-untyped-def]
+def probe(name: str, out: Path, work_s: float = 0.2, cpus: float = 1) -> JobSpec:
     return parse(
         {
             "kind": "command",
@@ -47,7 +48,7 @@ def probe(name: str, out: Path, work_s: float = 0.2, cpus: float = 1):  # type: 
     )
 
 
-def start_worker(*args: str) -> subprocess.Popen:
+def start_worker(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "lepton_ai.cli.main", "worker", "--poll", "0.05", *args],
         stdout=subprocess.DEVNULL,
@@ -56,34 +57,31 @@ def start_worker(*args: str) -> subprocess.Popen:
     )
 
 
-def wait_for(predicate, timeout: float = 60.0, every: float = 0.05):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("timed out")
+def run_until_idle(*args: str, timeout: float = 60) -> None:
+    """Run a worker until the queue is empty (it exits once idle) and check that it exited cleanly."""
+    worker = start_worker("--idle-exit", "0.5", *args)
+    _, err = worker.communicate(timeout=timeout)
+    assert worker.returncode == 0, err
 
 
-def kill9(worker: subprocess.Popen) -> None:
+def kill9(worker: subprocess.Popen[str]) -> None:
     worker.send_signal(signal.SIGKILL)
-    worker.wait()
-    worker.stderr.close()  # type: ignore[union-attr]
+    worker.communicate()
 
 
 @pytest.mark.slow
-def test_200_jobs_survive_three_worker_kills(tmp_path: Path) -> None:
-    q = JobQueue()
-    ids = [q.submit(probe(f"p{i}", tmp_path, 0.15)).id for i in range(200)]
+def test_200_jobs_survive_three_worker_kills(tmp_path: Path, queue: JobQueue) -> None:
+    ids = [queue.submit(probe(f"p{i}", tmp_path, 0.15)).id for i in range(200)]
     rng = random.Random(0)
     left_behind = 0
     for _ in range(3):
         worker = start_worker("--cpus", "4")
 
         # jobs this worker runs (not those the last one left, before recovery)
-        def running_here(worker: subprocess.Popen = worker) -> int:
-            return sum((j.worker or "").endswith(f":{worker.pid}") for j in q.list(state="running", limit=10))
+        def running_here(worker: subprocess.Popen[str] = worker) -> int:
+            return sum(
+                (j.worker or "").endswith(f":{worker.pid}") for j in queue.list(state="running", limit=10)
+            )
 
         wait_for(running_here)
         time.sleep(rng.uniform(0.2, 1.5))
@@ -91,16 +89,14 @@ def test_200_jobs_survive_three_worker_kills(tmp_path: Path) -> None:
         wait_for(running_here)
         kill9(worker)
         # exactly these must come back as lost attempts
-        left_behind += len(q.list(state="running", limit=10))
-    last = start_worker("--cpus", "4", "--idle-exit", "0.5")
-    assert last.wait(timeout=240) == 0, last.stderr.read()  # type: ignore[union-attr]
-    last.stderr.close()  # type: ignore[union-attr]
-    jobs = {j.id: j for j in q.list(limit=1000)}
+        left_behind += len(queue.list(state="running", limit=10))
+    run_until_idle("--cpus", "4", timeout=240)
+    jobs = {j.id: j for j in queue.list(limit=1000)}
     assert all(jobs[i].state == "succeeded" for i in ids), {jobs[i].state for i in ids}
     assert not list(tmp_path.glob("*.overlap")), "two attempts of one job ran at the same time"
     lost = 0
     for i in ids:
-        attempts = q.attempts(i)
+        attempts = queue.attempts(i)
         assert [a.state for a in attempts].count("succeeded") == 1
         assert attempts[-1].state == "succeeded" and all(a.state == "lost" for a in attempts[:-1])
         lost += len(attempts) - 1
@@ -112,15 +108,12 @@ def test_200_jobs_survive_three_worker_kills(tmp_path: Path) -> None:
     assert lost == left_behind >= 1
 
 
-def test_jobs_wait_for_their_resources(tmp_path: Path) -> None:
-    q = JobQueue()
-    jobs = [q.submit(probe(f"s{i}", tmp_path, 0.6, cpus=1)) for i in range(4)]
-    jobs += [q.submit(probe(f"big{i}", tmp_path, 0.6, cpus=2)) for i in range(2)]
-    jobs += [q.submit(probe(f"half{i}", tmp_path, 0.6, cpus=0.5)) for i in range(4)]
-    worker = start_worker("--cpus", "2", "--idle-exit", "0.5")
-    assert worker.wait(timeout=60) == 0
-    worker.stderr.close()  # type: ignore[union-attr]
-    assert all(q.get(j.id).state == "succeeded" for j in jobs)
+def test_jobs_wait_for_their_resources(tmp_path: Path, queue: JobQueue) -> None:
+    jobs = [queue.submit(probe(f"s{i}", tmp_path, 0.6, cpus=1)) for i in range(4)]
+    jobs += [queue.submit(probe(f"big{i}", tmp_path, 0.6, cpus=2)) for i in range(2)]
+    jobs += [queue.submit(probe(f"half{i}", tmp_path, 0.6, cpus=0.5)) for i in range(4)]
+    run_until_idle("--cpus", "2")
+    assert all(queue.get(j.id).state == "succeeded" for j in jobs)
     spans = [
         (*map(float, (tmp_path / f"{j.id}.1.done").read_text().split()), j.job_spec.resources.cpus)
         for j in jobs
@@ -141,9 +134,8 @@ def test_jobs_wait_for_their_resources(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_killed_worker_train_job_resumes_from_its_checkpoint(lepton_home: Path) -> None:
-    q = JobQueue()
-    job = q.submit(
+def test_killed_worker_train_job_resumes_from_its_checkpoint(lepton_home: Path, queue: JobQueue) -> None:
+    job = queue.submit(
         parse(
             {
                 "kind": "train",
@@ -157,14 +149,11 @@ def test_killed_worker_train_job_resumes_from_its_checkpoint(lepton_home: Path) 
     ckpt = lepton_home / "checkpoints" / "jobs" / str(job.id) / "last.pt"
     wait_for(ckpt.exists, timeout=120)
     kill9(worker)
-    time.sleep(0.5)
-    # the job died with its worker
-    assert not [p for p in Path("/proc").glob("[0-9]*") if _has_job(p, job.id)]
-    worker = start_worker("--idle-exit", "0.5")
-    assert worker.wait(timeout=180) == 0
-    worker.stderr.close()  # type: ignore[union-attr]
-    final = q.get(job.id)
-    assert (final.state, final.versions, [a.state for a in q.attempts(job.id)]) == (
+    # the job dies with its worker (the kernel kills it when its parent dies)
+    wait_for(lambda: not [p for p in Path("/proc").glob("[0-9]*") if _has_job(p, job.id)], timeout=10)
+    run_until_idle(timeout=180)
+    final = queue.get(job.id)
+    assert (final.state, final.versions, [a.state for a in queue.attempts(job.id)]) == (
         "succeeded",
         ["digits-mlp:1"],
         ["lost", "succeeded"],
@@ -184,7 +173,7 @@ def _has_job(proc: Path, job_id: int) -> bool:
         return False
 
 
-def test_cancel_ends_the_whole_process_group_and_logs_stream(tmp_path: Path) -> None:
+def test_cancel_ends_the_whole_process_group_and_logs_stream(tmp_path: Path, stop_worker: None) -> None:
     marker = tmp_path / "grandchild.pid"
     script = (
         f"import subprocess, sys, time; p = subprocess.Popen(['sleep', '300']); "
@@ -193,20 +182,14 @@ def test_cancel_ends_the_whole_process_group_and_logs_stream(tmp_path: Path) -> 
     job = api.submit(
         parse({"kind": "command", "name": "long", "spec": {"argv": [sys.executable, "-c", script]}})
     )
-    try:
-        wait_for(lambda: marker.exists() and marker.read_text())
-        grandchild = int(marker.read_text())
-        assert "working" in wait_for(lambda: "".join(api.logs(job.id)))
-        cancelled = api.cancel(job.id)
-        assert cancelled.state == "cancelled"
-        wait_for(lambda: not Path(f"/proc/{grandchild}").exists() or "Z" in _state(grandchild), timeout=15)
-        with pytest.raises(Exception, match="already cancelled"):
-            api.cancel(job.id)
-    finally:
-        # the worker `submit` started exits when idle; do not wait for it
-        if worker_running():
-            pid = int(lock_path().read_text().split(":")[1])
-            os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: marker.exists() and marker.read_text())
+    grandchild = int(marker.read_text())
+    assert "working" in wait_for(lambda: "".join(api.logs(job.id)))
+    cancelled = api.cancel(job.id)
+    assert cancelled.state == "cancelled"
+    wait_for(lambda: not Path(f"/proc/{grandchild}").exists() or "Z" in _state(grandchild), timeout=15)
+    with pytest.raises(Exception, match="already cancelled"):
+        api.cancel(job.id)
 
 
 def _state(pid: int) -> str:
@@ -222,21 +205,20 @@ def test_versions_are_read_from_the_commands_json() -> None:
     assert produced_versions("no json here") == [] and produced_versions("x\n{broken") == []
 
 
-def test_bad_jobs_fail_alone_and_leftover_processes_are_ended(tmp_path: Path) -> None:
+def test_bad_jobs_fail_alone_and_leftover_processes_are_ended(tmp_path: Path, queue: JobQueue) -> None:
     from sqlalchemy import update
 
     from lepton_ai.store.schema import Job
 
-    q = JobQueue()
-    broken = q.submit(probe("broken", tmp_path))
+    broken = queue.submit(probe("broken", tmp_path))
     # a row no current spec accepts (say, written by another version)
-    with q.engine.begin() as conn:
+    with queue.engine.begin() as conn:
         conn.execute(update(Job).where(Job.id == broken.id).values(spec={"kind": "train", "name": "broken"}))
-    missing = q.submit(
+    missing = queue.submit(
         parse({"kind": "command", "name": "missing", "spec": {"argv": ["/nonexistent/program"]}})
     )
     pid_file = tmp_path / "orphan.pid"
-    leaves = q.submit(
+    leaves = queue.submit(
         parse(
             {
                 "kind": "command",
@@ -252,11 +234,11 @@ def test_bad_jobs_fail_alone_and_leftover_processes_are_ended(tmp_path: Path) ->
             }
         )
     )
-    good = q.submit(probe("good", tmp_path))
-    worker = start_worker("--idle-exit", "0.5")
-    assert worker.wait(timeout=60) == 0, worker.stderr.read()  # type: ignore[union-attr]
-    worker.stderr.close()  # type: ignore[union-attr]
-    states = {j: (q.get(j).state, q.get(j).error) for j in (broken.id, missing.id, leaves.id, good.id)}
+    good = queue.submit(probe("good", tmp_path))
+    run_until_idle()
+    states = {
+        j: (queue.get(j).state, queue.get(j).error) for j in (broken.id, missing.id, leaves.id, good.id)
+    }
     assert states[broken.id][0] == "failed" and "spec.model: Field required" in states[broken.id][1]
     assert states[missing.id][0] == "failed" and "cannot start /nonexistent/program" in states[missing.id][1]
     assert states[leaves.id] == ("succeeded", None) and states[good.id] == ("succeeded", None)

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lepton_ai.serve.server import ServerProcess, serve
+from lepton_ai.serve.server import ServerProcess, WorkerConfig, serve
 from lepton_ai.serve.target import is_class_target, load_photon
 
 SERVICE = """
@@ -31,7 +31,8 @@ class Slow(Photon):
 
 class Loaded(Photon):
     def init(self):
-        self.model = [{"weight": [i]} for i in range(100_000)]  # 200,000 objects the collector tracks
+        # 200,000 objects the collector tracks
+        self.model = [{"weight": [i]} for i in range(100_000)]
 
     @handler
     def gc_state(self) -> dict:
@@ -189,12 +190,12 @@ def test_a_target_that_cannot_be_served_is_a_one_line_error(service_file: Path, 
 def test_workers_on_port_0_share_the_one_port_the_system_chose(
     service_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    started: list[dict] = []
+    started: list[WorkerConfig] = []
     monkeypatch.setattr(
         "lepton_ai.serve.server._supervise", lambda workers, config, options: started.append(config)
     )
     serve(f"{service_file}:Pid", port=0, workers=2)
-    port = started[0]["port"]
+    port = started[0].port
     # its directory is gone: nothing may use it
     assert port > 0 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ
     # closed again, for the workers to bind

@@ -9,10 +9,17 @@ from lepton_ai.errors import IntegrityError, InvalidInputError, NotFoundError
 from lepton_ai.store.artifacts import ArtifactStore, check_key, infer_format, sha256_of
 
 
+@pytest.fixture
+def local_store(tmp_path: Path) -> ArtifactStore:
+    """An artifact store in a folder of this test's own."""
+    return ArtifactStore(str(tmp_path / "store"))
+
+
 @pytest.fixture(params=["local", "memory"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> ArtifactStore:
+def store(request: pytest.FixtureRequest, local_store: ArtifactStore) -> ArtifactStore:
+    """An artifact store on the local filesystem, then on fsspec's in-memory one."""
     if request.param == "local":
-        return ArtifactStore(str(tmp_path / "store"))
+        return local_store
     return ArtifactStore(f"memory://lepton-test-{os.urandom(4).hex()}")
 
 
@@ -41,17 +48,18 @@ def test_directories_are_stored_whole_with_a_manifest_hash(store: ArtifactStore,
     assert sha256_of(d) != a.sha256
 
 
-def test_one_changed_byte_is_refused_naming_file_and_both_hashes(tmp_path: Path) -> None:
-    store = ArtifactStore(str(tmp_path / "store"))
+def test_one_changed_byte_is_refused_naming_file_and_both_hashes(
+    tmp_path: Path, local_store: ArtifactStore
+) -> None:
     src = tmp_path / "m.onnx"
     src.write_bytes(b"0123456789" * 100)
-    a = store.put(src)
-    stored = Path(store.path(a.key))
+    a = local_store.put(src)
+    stored = Path(local_store.path(a.key))
     data = bytearray(stored.read_bytes())
     data[500] ^= 0x01
     stored.write_bytes(bytes(data))
     with pytest.raises(IntegrityError) as e:
-        store.fetch(a.key, a.sha256)
+        local_store.fetch(a.key, a.sha256)
     msg = str(e.value)
     assert str(stored) in msg and a.sha256 in msg and sha256_of(stored) in msg
 
@@ -63,23 +71,22 @@ def test_missing_source_writes_nothing(store: ArtifactStore, tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("key", ["../x", "/etc/passwd", "objects/../../etc", "a\\b", "", "a//b", "./a"])
-def test_keys_that_escape_the_store_are_rejected(key: str, tmp_path: Path) -> None:
+def test_keys_that_escape_the_store_are_rejected(key: str, local_store: ArtifactStore) -> None:
     with pytest.raises(InvalidInputError, match="escape"):
         check_key(key)
     with pytest.raises(InvalidInputError):
-        ArtifactStore(str(tmp_path)).fetch(key, "0" * 64)
+        local_store.fetch(key, "0" * 64)
 
 
-def test_missing_object_is_a_clear_error(tmp_path: Path) -> None:
-    store = ArtifactStore(str(tmp_path))
+def test_missing_object_is_a_clear_error(local_store: ArtifactStore) -> None:
     with pytest.raises(NotFoundError, match="missing from the store"):
-        store.fetch("objects/ab/abc/x.bin", "0" * 64)
+        local_store.fetch("objects/ab/abc/x.bin", "0" * 64)
 
 
-def test_unsafe_file_names_are_replaced(tmp_path: Path) -> None:
+def test_unsafe_file_names_are_replaced(tmp_path: Path, local_store: ArtifactStore) -> None:
     src = tmp_path / "-weird name;rm.pt"
     src.write_bytes(b"x")
-    key = ArtifactStore(str(tmp_path / "s")).put(src).key
+    key = local_store.put(src).key
     assert key.endswith("/artifact.pt")
 
 
@@ -90,13 +97,12 @@ def test_infer_format(tmp_path: Path) -> None:
     assert infer_format(tmp_path / "d") == "directory"
 
 
-def test_symlinks_are_refused_not_followed(tmp_path: Path) -> None:
+def test_symlinks_are_refused_not_followed(tmp_path: Path, local_store: ArtifactStore) -> None:
     secret = tmp_path / "secret.txt"
     secret.write_text("SECRET")
     d = tmp_path / "model"
     d.mkdir()
     (d / "link").symlink_to(secret)
-    store = ArtifactStore(str(tmp_path / "store"))
     with pytest.raises(InvalidInputError, match="symbolic link"):
-        store.put(d)
-    assert not store.fs.exists(store.path("objects"))
+        local_store.put(d)
+    assert not local_store.fs.exists(local_store.path("objects"))
