@@ -21,10 +21,16 @@ def optimize(
         str, typer.Option(help="Labelled data (digits, a CSV…), or sentences (a .txt file, python-docs).")
     ],
     max_accuracy_drop: Annotated[
-        float | None, typer.Option(help="Classifiers: allowed accuracy drop.")
+        float | None, typer.Option(help="Classifiers: allowed drop of --metric.")
     ] = None,
     max_fidelity_drop: Annotated[
         float | None, typer.Option(help="Embedding models: allowed drop of mean cosine.")
+    ] = None,
+    metric: Annotated[
+        str | None,
+        typer.Option(
+            help="What a classifier is held to: accuracy (default) or f1_macro (imbalanced classes)."
+        ),
     ] = None,
     objective: Annotated[str, typer.Option(help="throughput, latency or size.")] = "throughput",
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size throughput is measured at.")] = 64,
@@ -52,6 +58,7 @@ def optimize(
         progress=not json,
         max_accuracy_drop=max_accuracy_drop,
         max_fidelity_drop=max_fidelity_drop,
+        metric=metric,
         objective=objective,
         batch_size=batch_size,
         time_budget_s=time_budget,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lepton_ai.compress.optimize import TECHNIQUES, OptimizeResult, check_options, optimize
+from lepton_ai.compress.optimize import TECHNIQUES, OptimizeResult, check_metric, check_options, optimize
 from lepton_ai.errors import InvalidInputError, NotFoundError
 
 
@@ -82,6 +82,7 @@ def optimize_and_register(
         options.get("batch_size", 1),
         options.get("time_budget_s", 1),
     )
+    check_metric(splits["test"].num_classes == 0, options.get("metric"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         net, parent = _source(model, splits["test"].num_classes == 0)

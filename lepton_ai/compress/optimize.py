@@ -114,12 +114,12 @@ class _Search:
         time_budget_s: float,
         work: Path,
         progress: bool,
+        metric: str,
     ) -> None:
         from lepton_ai.data.inputs import as_inputs, batches
 
         self.model, self.batch_size, self.work, self.progress = model, batch_size, work, progress
-        self.max_drop = max_drop
-        self.metric = "fidelity" if getattr(model, "is_embedding", False) else "accuracy"
+        self.max_drop, self.metric = max_drop, metric
         self.deadline = time.perf_counter() + time_budget_s
         xs = as_inputs(model, eval_data)
         self.labels = eval_data.labels
@@ -127,7 +127,7 @@ class _Search:
         # speed is measured at a fixed sequence length, quality on the real lengths
         if isinstance(model.net, TextClassifier):
             self.speed_inputs = model.net.tokenizer(
-                list(xs[:batch_size]),
+                list(eval_data.texts[:batch_size]),
                 padding="max_length",
                 truncation=True,
                 max_length=seq_len,
@@ -149,10 +149,18 @@ class _Search:
 
     @torch.inference_mode()
     def quality(self, runnable: Callable[[Any], torch.Tensor]) -> float:
-        """Accuracy against the labels, or mean cosine similarity to the baseline's embeddings."""
+        """Accuracy or macro-F1 against the labels, or mean cosine similarity to the baseline's embeddings."""
         out = torch.cat([runnable(b).float() for b in self.eval_batches])
         if self.metric == "accuracy":
             return float((out.argmax(-1) == self.labels).float().mean())
+        if self.metric == "f1_macro":
+            from sklearn.metrics import f1_score
+
+            classes = list(range(out.shape[-1]))
+            pred = out.argmax(-1).numpy()
+            return float(
+                f1_score(self.labels.numpy(), pred, average="macro", labels=classes, zero_division=0)
+            )
         if self.reference is None:
             self.reference = out
         return float(nn.functional.cosine_similarity(out, self.reference, dim=-1).mean())
@@ -347,6 +355,7 @@ def optimize(
     *,
     max_accuracy_drop: float | None = None,
     max_fidelity_drop: float | None = None,
+    metric: str | None = None,
     objective: Objective = "throughput",
     batch_size: int = 64,
     time_budget_s: float = 600,
@@ -360,13 +369,15 @@ def optimize(
 ) -> OptimizeResult:
     """Return the fastest (or lowest-latency, or smallest, per `objective`) candidate of `model`
     whose quality on `eval_data` is within the allowed drop of the eager fp32 baseline and that
-    is not slower. Classifiers are held to `max_accuracy_drop` (default 0.01); embedding models
-    (num_classes=0) to `max_fidelity_drop` (default 0.01) in mean cosine similarity. Candidates
+    is not slower. Classifiers are held to `max_accuracy_drop` (default 0.01) of their `metric`: accuracy,
+    or "f1_macro" (on imbalanced classes accuracy hides what compression costs the small ones); embedding
+    models (num_classes=0) to `max_fidelity_drop` (default 0.01) in mean cosine similarity. Candidates
     within `tie_tolerance` of the best on the objective count as tied; the smallest of them wins."""
     embedding = getattr(model, "is_embedding", False)
     max_drop, what = check_options(
         embedding, max_accuracy_drop, max_fidelity_drop, objective, techniques, batch_size, time_budget_s
     )
+    metric = check_metric(embedding, metric)
     from lepton_ai.data.inputs import check_data
 
     check_data(model, eval_data)
@@ -377,7 +388,9 @@ def optimize(
     work = Path(workdir or tempfile.mkdtemp(prefix="lepton-optimize-"))
     work.mkdir(parents=True, exist_ok=True)
     calib = calib_data if calib_data is not None else (train_data if train_data is not None else eval_data)
-    search = _Search(model, eval_data, calib, batch_size, seq_len, max_drop, time_budget_s, work, progress)
+    search = _Search(
+        model, eval_data, calib, batch_size, seq_len, max_drop, time_budget_s, work, progress, metric
+    )
     start, chosen = time.perf_counter(), set(techniques)
 
     search.trial("baseline (eager fp32)", {"runtime": "pytorch", "precision": "fp32"}, model, model)
@@ -450,6 +463,17 @@ def check_options(
             f"batch_size and time_budget_s must be positive, got {batch_size} and {time_budget_s}"
         )
     return max_drop, what
+
+
+def check_metric(embedding: bool, metric: str | None) -> str:
+    """Return the quality `optimize` holds a model to: a classifier's accuracy or macro-F1, an embedding
+    model's fidelity; raise for any other."""
+    allowed = ("fidelity",) if embedding else ("accuracy", "f1_macro")
+    metric = metric or allowed[0]
+    if metric not in allowed:
+        kind = "an embedding model" if embedding else "a classifier"
+        raise InvalidInputError(f"{kind} is held to {' or '.join(allowed)}, not {metric!r}")
+    return metric
 
 
 def _pick(trials: list[Trial], objective: Objective, tolerance: float) -> Trial:

@@ -78,10 +78,14 @@ def test_size_objective_and_bad_input(trained: LeptonModel, tmp_path: Path) -> N
         test,
         objective="size",
         max_accuracy_drop=0.02,
+        metric="f1_macro",
         techniques=("onnx", "int8"),
         workdir=tmp_path,
         progress=False,
     ).report
+    # held to macro-F1: what compression costs the small classes shows
+    assert r["metric"] == "f1_macro" and "f1_macro_drop" in r and r["f1_macro_drop"] <= 0.02
+    assert r["baseline"]["f1_macro"] == pytest.approx(trained.evaluate(test)["f1_macro"], abs=1e-6)
     accepted = [t for t in r["trials"] if t["accepted"]]
     assert r["best"]["size_bytes"] == min(t["size_bytes"] for t in accepted)
     # int8 weights
@@ -95,6 +99,8 @@ def test_size_objective_and_bad_input(trained: LeptonModel, tmp_path: Path) -> N
         optimize(trained, test, max_accuracy_drop=1.5)
     with pytest.raises(InvalidInputError, match="max_accuracy_drop, not max_fidelity_drop"):
         optimize(trained, test, max_fidelity_drop=0.01)
+    with pytest.raises(InvalidInputError, match="held to accuracy or f1_macro, not 'recall'"):
+        optimize(trained, test, metric="recall")
     with pytest.raises(InvalidInputError, match="unknown techniques"):
         optimize(trained, test, techniques=("magic",))
     with pytest.raises(InvalidInputError, match="classes"):
@@ -162,3 +168,5 @@ def test_embedding_model_is_held_to_fidelity_and_falls_back_layer_by_layer(tiny_
 def test_embedding_model_refuses_accuracy(tiny_bert) -> None:
     with pytest.raises(InvalidInputError, match="max_fidelity_drop"):
         optimize(embedder(tiny_bert), load("python-docs", "test"), max_accuracy_drop=0.01)
+    with pytest.raises(InvalidInputError, match="held to fidelity"):
+        optimize(embedder(tiny_bert), load("python-docs", "test"), metric="f1_macro")
