@@ -7,6 +7,7 @@ import contextlib
 import functools
 import glob
 import importlib.util
+import json
 import os
 import pwd
 import shutil
@@ -321,6 +322,32 @@ def digits_ref() -> str:
         model.load_pretrained_model("cnn-small")
     model.fit(load("digits", "train"), epochs=1, lr=3e-3, progress=False)
     return model.save("digits-cnn")
+
+
+# Three imbalanced classes of short sentences that a pretrained encoder tells apart at once.
+_TOPICS = {
+    "network": (
+        ["open", "close", "bind"],
+        ["a socket", "a TCP connection", "an HTTP request", "the server port"],
+    ),
+    "files": (["copy", "remove", "rename"], ["a file on disk", "the folder tree", "a temporary directory"]),
+    "text": (["split", "format"], ["the string into words", "a paragraph of text"]),
+}
+
+
+@pytest.fixture
+def texts(tmp_path: Path) -> Path:
+    """A JSONL file of labelled sentences in three imbalanced classes (24, 18 and 8 rows) and its path."""
+    rows = [
+        {"text": f"{verb.capitalize()} {thing}{end}", "label": label}
+        for label, (verbs, things) in _TOPICS.items()
+        for verb in verbs
+        for thing in things
+        for end in (".", " now.")
+    ]
+    path = tmp_path / "texts.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
 
 
 @pytest.fixture

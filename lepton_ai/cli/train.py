@@ -18,15 +18,17 @@ import typer
 from lepton_ai.cli.output import console, print_error, print_json
 from lepton_ai.errors import InvalidInputError
 from lepton_ai.privacy.defaults import DP_TRAINING_DEFAULTS
-from lepton_ai.train.recipe import SCRATCH, TRANSFORMER
+from lepton_ai.train.recipe import LORA, SCRATCH, SELECT_BY, TRANSFORMER
 
 if TYPE_CHECKING:
     from lepton_ai.privacy.dp import DPConfig
+    from lepton_ai.train.job import TrainResult
 
 _DP_DEFAULTS = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in DP_TRAINING_DEFAULTS.items())
 # what --help shows as each option's default: the model family's recipe
 _FAMILY = {
-    key: f"{getattr(SCRATCH, key)} (a pretrained transformer: {getattr(TRANSFORMER, key)})"
+    key: f"{getattr(SCRATCH, key)} (a pretrained transformer: {getattr(TRANSFORMER, key)}, "
+    f"its LoRA adapter: {getattr(LORA, key)})"
     for key in ("epochs", "lr", "batch_size", "schedule")
 }
 # torchrun's, not the ranks'
@@ -76,6 +78,32 @@ def train(
     label: Annotated[str, typer.Option(help="Label column of a CSV/JSONL file.")] = "label",
     text: Annotated[str | None, typer.Option(help="Text column of a CSV/JSONL file.")] = None,
     image_size: Annotated[int, typer.Option(help="Side in pixels images are resized to.")] = 64,
+    max_length: Annotated[
+        int | None, typer.Option(min=2, help="Cut texts at this many tokens. Default: the model's (128).")
+    ] = None,
+    grad_accum: Annotated[
+        int | None, typer.Option(min=1, help="Add up N batches' gradients per optimizer step.")
+    ] = None,
+    class_weights: Annotated[
+        str | None, typer.Option(help="balanced: weigh each class's loss by n / (classes × its count).")
+    ] = None,
+    sampling: Annotated[
+        str, typer.Option(help="random, or balanced: draw each class equally often.")
+    ] = "random",
+    select_by: Annotated[
+        str | None,
+        typer.Option(help=f"Keep the best epoch on the validation split by {', '.join(SELECT_BY)}."),
+    ] = None,
+    head_only: Annotated[
+        bool,
+        typer.Option(
+            "--head-only", help="Train only the head, on the frozen encoder's features (computed once)."
+        ),
+    ] = False,
+    lora: Annotated[
+        str | None,
+        typer.Option(help="Train a LoRA adapter: r=8[,alpha=16,dropout=0.1]; registered alone (small)."),
+    ] = None,
     json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
     dp_epsilon: Annotated[
         float | None,
@@ -119,7 +147,7 @@ def train(
     ] = None,
 ) -> None:
     """Train MODEL on DATA, evaluate on the test split and register the result as NAME."""
-    from lepton_ai.privacy.dp import PrivacyNotice, describe
+    from lepton_ai.privacy.dp import PrivacyNotice
     from lepton_ai.train import distributed
     from lepton_ai.train.job import train_and_register
     from lepton_ai.train.recipe import TrainingNotice
@@ -156,16 +184,29 @@ def train(
             resume=resume,
             compile=compile,
             progress=not json,
+            max_length=max_length,
+            grad_accum=grad_accum,
+            class_weights=class_weights,
+            sampling=sampling,
+            select_by=select_by,
+            head_only=head_only,
+            lora=lora,
             **options,
         )
-    ref, metrics, history = result.ref, result.metrics, result.history
     # another rank of a data-parallel job: rank 0 reports
-    if ref is None:
-        return
-    version = int(ref.rsplit(":", 1)[1])
+    if result.ref is not None:
+        _report(result, name, json)
+
+
+def _report(result: TrainResult, name: str, json: bool) -> None:
+    """Print what a training registered: one JSON document, or a line of figures (and the privacy spent)."""
+    from lepton_ai.privacy.dp import describe
+
+    ref, metrics, history = result.ref, result.metrics, result.history
+    assert ref is not None
     doc = {
         "name": name,
-        "version": version,
+        "version": int(ref.rsplit(":", 1)[1]),
         "metrics": metrics,
         "train_seconds": history["train_seconds"],
         "device": history["device"],
@@ -174,6 +215,9 @@ def train(
         "resumed_from_epoch": history["resumed_from_epoch"],
         "world_size": history["world_size"],
         "epoch_seconds": [row["seconds"] for row in history["epochs"]],
+        "method": history["method"],
+        "best_epoch": history["best_epoch"],
+        "selected_by": history["selected_by"],
         "privacy": history.get("privacy"),
     }
     if json:
@@ -186,10 +230,20 @@ def train(
     console.print(
         f"[green]✓[/] {ref}: test accuracy {metrics['accuracy']:.4f}, f1 {metrics['f1_macro']:.4f}, "
         f"loss {metrics['loss']:.4f} · {history['train_seconds']:.1f} s on {history['device']} "
-        f"({history['precision']}){parallel}{resumed}"
+        f"({history['precision']}){parallel}{resumed} · {_method(history)}"
     )
     if doc["privacy"]:
         console.print(f"  privacy: {describe(doc['privacy'])}", highlight=False)
+
+
+def _method(history: dict[str, Any]) -> str:
+    """Return what trained and which epoch was kept, e.g. "lora, epoch 3 of 4 kept by f1_macro"."""
+    kept = history["best_epoch"]
+    if kept < 0 or not history["selected_by"]:
+        return history["method"]
+    return (
+        f"{history['method']}, epoch {kept + 1} of {len(history['epochs'])} kept by {history['selected_by']}"
+    )
 
 
 def _dp_config(epsilon: float | None, delta: float | None, max_grad_norm: float | None) -> DPConfig | None:

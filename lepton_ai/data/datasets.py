@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +34,10 @@ class LabeledData(torch.utils.data.Dataset):
     texts: list[str] | None = None
     name: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    # what a model computed from these examples once (their tokens, a frozen encoder's features), per model
+    cache: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = field(
+        default_factory=weakref.WeakKeyDictionary, repr=False, compare=False
+    )
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -169,9 +174,7 @@ def _table(path: Path, label: str, text: str | None) -> LabeledData:
     if text_col:
         if text_col not in columns:
             raise InvalidInputError(f"{path} has no text column {text_col!r} (columns: {', '.join(columns)})")
-        return LabeledData(
-            "text", labels, classes, texts=[str(r.get(text_col, "")) for r in rows], name=path.stem
-        )
+        return LabeledData("text", labels, classes, texts=_texts(path, rows, text_col), name=path.stem)
     feature_cols = [c for c in columns if c != label]
     try:
         values = [[float(r[c]) for c in feature_cols] for r in rows]
@@ -188,6 +191,21 @@ def _table(path: Path, label: str, text: str | None) -> LabeledData:
         name=path.stem,
         meta={"feature_names": feature_cols},
     )
+
+
+def _texts(path: Path, rows: list[dict[str, Any]], column: str) -> list[str]:
+    """Return each row's text, or raise naming the rows that have none (an empty text teaches nothing)."""
+    texts = ["" if r.get(column) is None else str(r[column]).strip() for r in rows]
+    empty = [n for n, t in enumerate(texts, 1) if not t]
+    if len(empty) == len(texts):
+        raise InvalidInputError(f"{path}: the text column {column!r} is empty in every row")
+    if empty:
+        rows_named = ", ".join(map(str, empty[:5])) + (", …" if len(empty) > 5 else "")
+        raise InvalidInputError(
+            f"{path}: {len(empty)} of {len(texts)} rows have no text in column {column!r} "
+            f"(rows {rows_named}): fill them in or leave them out"
+        )
+    return texts
 
 
 def _image_folder(root: Path, image_size: int) -> LabeledData:

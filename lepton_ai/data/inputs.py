@@ -4,6 +4,7 @@ input conversion, device-ready batches, and the checks that a data set fits a mo
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -14,6 +15,43 @@ from lepton_ai.errors import InvalidInputError
 
 # What one batch is: a tensor of examples, or a text model's token tensors.
 Batch = torch.Tensor | dict[str, torch.Tensor]
+# How many batches' worth of examples are sorted by length together (Hugging Face's megabatch).
+_GROUP_BATCHES = 50
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """Texts tokenised once: each example's token ids (right-padded to the longest) and its length; a batch
+    is cut from them padded only to its own longest example."""
+
+    ids: torch.Tensor
+    lengths: torch.Tensor
+    pad_id: int
+    # BERT-style encoders take segment ids; a batch gets zeros (one segment)
+    type_ids: bool = False
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def batch(self, idx: torch.Tensor, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        """Return the examples at `idx` as token tensors padded to the longest of them, on `device`."""
+        lengths = self.lengths[idx]
+        width = max(1, int(lengths.max())) if len(idx) else 1
+        ids = self.ids[idx, :width]
+        mask = (torch.arange(width) < lengths[:, None]).long()
+        batch = {"input_ids": ids, "attention_mask": mask}
+        if self.type_ids:
+            batch["token_type_ids"] = torch.zeros_like(ids)
+        return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+    @classmethod
+    def of(cls, rows: list[list[int]], pad_id: int, type_ids: bool) -> Tokens:
+        """Return the token id lists `rows` as one right-padded table."""
+        lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+        ids = torch.full((len(rows), max(1, int(lengths.max()) if rows else 1)), pad_id, dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        return cls(ids, lengths, pad_id, type_ids)
 
 
 class Normalizer(Protocol):
@@ -39,22 +77,30 @@ class Learner(Protocol):
     def is_text(self) -> bool: ...
 
     @property
+    def family(self) -> str:
+        """Return how it trains unless told otherwise: "scratch", "transformer", "lora" or "head"."""
+        ...
+
+    @property
     def normalizer(self) -> Normalizer | None: ...
 
     def tokenize(
         self, texts: Sequence[str], device: torch.device | str = "cpu"
     ) -> dict[str, torch.Tensor]: ...
 
+    def encode(self, texts: Sequence[str]) -> Tokens: ...
 
-def as_inputs(model: Learner, inputs: Any) -> torch.Tensor | list[str]:
-    """Return model inputs from a data set, a tensor, an array, nested lists or strings."""
+
+def as_inputs(model: Learner, inputs: Any) -> torch.Tensor | Tokens:
+    """Return model inputs from a data set, a tensor, an array, nested lists or strings (texts tokenised,
+    a data set's once per model and maximum length)."""
     if isinstance(inputs, LabeledData):
         if inputs.texts is not None:
-            return inputs.texts
+            return _encoded(model, inputs)
         assert inputs.features is not None
         return inputs.features
     if isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str):
-        return list(inputs)
+        return model.encode(list(inputs))
     if model.is_text:
         raise InvalidInputError("this is a text model: give it a list of strings")
     if isinstance(inputs, torch.Tensor):
@@ -71,9 +117,37 @@ def as_inputs(model: Learner, inputs: Any) -> torch.Tensor | list[str]:
     return x
 
 
+def _encoded(model: Learner, data: LabeledData) -> Tokens:
+    """Return the texts of `data` tokenised by `model`, from the data set's cache when they already were."""
+    assert data.texts is not None
+    # a model's maximum length decides where texts are cut
+    key = ("tokens", model.preprocess.get("max_length"))
+    cached = data.cache.setdefault(model, {})
+    if key not in cached:
+        cached[key] = model.encode(data.texts)
+    tokens: Tokens = cached[key]
+    return tokens
+
+
+def length_grouped(
+    order: torch.Tensor, lengths: torch.Tensor, batch_size: int, generator: torch.Generator
+) -> list[torch.Tensor]:
+    """Return the batches of `order` with examples of like length together (Hugging Face's group_by_length):
+    each run of 50 batches' worth is sorted by length and cut into batches, which are then shuffled. An
+    epoch of fewer than 50 batches stays in random batches: grouping would save little there, and sorting so
+    few batches by length makes them far less random (a set of repeated sentences, one label per batch)."""
+    if len(order) < batch_size * _GROUP_BATCHES:
+        return list(order.split(batch_size))
+    plan: list[torch.Tensor] = []
+    for group in order.split(batch_size * _GROUP_BATCHES):
+        by_length = group[torch.argsort(lengths[group], descending=True, stable=True)]
+        plan += list(by_length.split(batch_size))
+    return [plan[int(i)] for i in torch.randperm(len(plan), generator=generator)]
+
+
 def batches(
     model: Learner,
-    xs: torch.Tensor | list[str],
+    xs: torch.Tensor | Tokens,
     batch_size: int,
     device: torch.device,
     order: torch.Tensor | None = None,
@@ -87,14 +161,14 @@ def batches(
 
 def take(
     model: Learner,
-    xs: torch.Tensor | list[str],
+    xs: torch.Tensor | Tokens,
     idx: torch.Tensor,
     device: torch.device,
     channels_last: bool = False,
 ) -> Batch:
-    """Return the examples of `xs` at `idx` as one device-ready batch (tokenised for text models)."""
-    if isinstance(xs, list):
-        return model.tokenize([xs[i] for i in idx.tolist()], device)
+    """Return the examples of `xs` at `idx` as one device-ready batch (token tensors for text models)."""
+    if isinstance(xs, Tokens):
+        return xs.batch(idx, device)
     x = xs[idx].to(device, non_blocking=True)
     return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
 

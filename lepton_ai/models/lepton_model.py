@@ -3,27 +3,35 @@ architecture, a Hugging Face directory or a registry reference, and trained in o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
-from lepton_ai.data.inputs import Normalizer, as_inputs, batches
+from lepton_ai.data import LabeledData
+from lepton_ai.data.inputs import Normalizer, Tokens, as_inputs, batches, check_data
+from lepton_ai.device import resolve_device
 from lepton_ai.errors import InvalidInputError, NotFoundError
+from lepton_ai.models import lora
 from lepton_ai.models.architectures import ARCHITECTURES, Standardize, build
+from lepton_ai.models.lora import LoraSpec
 from lepton_ai.models.text import TextClassifier, is_hf_dir, minilm_dir
+from lepton_ai.models.weights import read_meta, replace_modules, resize_to
+from lepton_ai.train.head import fit_head
 from lepton_ai.train.loop import evaluate, fit
 
 FORMAT = "lepton"
 _META_FILE = "lepton.json"
 _WEIGHTS_FILE = "model.safetensors"
+_ADAPTER_FILE = "adapter.safetensors"
 
 
 def _as_size(input_size: int | Sequence[int] | None) -> tuple[int, ...]:
@@ -59,6 +67,11 @@ class LeptonModel(nn.Module):
         self.preprocess: dict[str, Any] = {}
         # layers swapped for DP-SGD (BatchNorm → GroupNorm)
         self.replaced_modules: dict[str, dict[str, Any]] = {}
+        # where the backbone's weights came from ("minilm", a directory, NAME:VERSION); None: random
+        self.source: str | None = None
+        # a LoRA adapter's shape, and the registered version whose weights it adapts
+        self.lora: LoraSpec | None = None
+        self.base: str | None = None
 
     # -- building ------------------------------------------------------------------------
 
@@ -66,6 +79,13 @@ class LeptonModel(nn.Module):
     def is_text(self) -> bool:
         """Return whether the backbone takes strings."""
         return isinstance(self.net, TextClassifier)
+
+    @property
+    def family(self) -> str:
+        """Return how it trains unless told otherwise: "lora" (an adapter on), "transformer" or "scratch"."""
+        if self.lora is not None:
+            return "lora"
+        return "transformer" if self.is_text else "scratch"
 
     @property
     def is_embedding(self) -> bool:
@@ -78,19 +98,28 @@ class LeptonModel(nn.Module):
         norm = getattr(self.net, "normalize", None)
         return norm if isinstance(norm, Standardize) else None
 
-    def tokenize(self, texts: Sequence[str], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-        """Return a text backbone's padded token tensors for `texts` on `device`."""
+    def _text_net(self) -> TextClassifier:
         if not isinstance(self.net, TextClassifier):
             raise InvalidInputError(f"{self.arch} takes tensors, not text: only a text backbone tokenizes")
-        return self.net.tokenize(list(texts), device)
+        return self.net
+
+    def tokenize(self, texts: Sequence[str], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        """Return a text backbone's padded token tensors for `texts` on `device`."""
+        return self._text_net().tokenize(list(texts), device, self.preprocess.get("max_length"))
+
+    def encode(self, texts: Sequence[str]) -> Tokens:
+        """Return `texts` tokenised once (cut at `preprocess["max_length"]`), to be batched with padding."""
+        return self._text_net().encode(list(texts), self.preprocess.get("max_length"))
 
     def load_pretrained_model(
-        self, name_or_path: str | Path, weights: str | Path | None = None
+        self, name_or_path: str | Path, weights: str | Path | None = None, merge: bool = True
     ) -> LeptonModel:
         """Set the backbone from an architecture name, `minilm`, a Hugging Face directory, a
-        saved Lepton model, a .safetensors file or a registry reference; return self."""
+        saved Lepton model, a .safetensors file or a registry reference; return self. A saved LoRA adapter
+        is folded into its base's weights unless `merge=False` (to train the adapter further)."""
         key = str(name_or_path)
         path = Path(key).expanduser()
+        self.source, self.lora, self.base = key if weights is None else str(weights), None, None
         if key in ARCHITECTURES:
             if self.is_embedding:
                 raise InvalidInputError(
@@ -103,6 +132,7 @@ class LeptonModel(nn.Module):
                 )
             self.arch, self.net = key, build(key, self.input_size, self.num_classes)
             if weights is None:
+                self.source = None
                 warnings.warn(
                     f"{key}: weights are randomly initialised (no weights given); train it with fit() "
                     "or pass weights= a .safetensors file or a registry reference",
@@ -119,9 +149,9 @@ class LeptonModel(nn.Module):
             if weights is not None:
                 self._load_weights(weights)
         elif path.is_dir() and (path / _META_FILE).exists():
-            self._from_meta(json.loads((path / _META_FILE).read_text()), path)
+            self._from_meta(json.loads((path / _META_FILE).read_text()), path, merge)
         elif path.is_file() and path.suffix == ".safetensors":
-            meta = _read_meta(path)
+            meta = read_meta(path)
             if not meta:
                 raise InvalidInputError(
                     f"{path} carries no Lepton metadata: name the architecture, e.g. "
@@ -134,16 +164,18 @@ class LeptonModel(nn.Module):
             )
         else:
             # the registry (SQLAlchemy) only when a ref is loaded
-            from lepton_ai.store import local_path
+            from lepton_ai.store import Registry
 
             try:
-                local = local_path(key)
+                ref = Registry().get(key).ref
+                local = Registry().fetch(ref)
             except (NotFoundError, InvalidInputError) as e:
                 raise NotFoundError(
                     f"no model {key!r}: not an architecture ({', '.join(ARCHITECTURES)}, minilm), "
                     f"a path, nor in the registry ({e})"
                 ) from e
-            return self.load_pretrained_model(local)
+            self.load_pretrained_model(local, merge=merge)
+            self.source = ref
         return self
 
     def _configure(self, meta: dict[str, Any]) -> None:
@@ -169,7 +201,7 @@ class LeptonModel(nn.Module):
         if path.is_dir():
             path = path / _WEIGHTS_FILE
         assert self.net is not None
-        _resize_to(self.net, path)
+        resize_to(self.net, path)
         missing, unexpected = load_model(self.net, str(path), strict=False)
         if missing or unexpected:
             raise InvalidInputError(
@@ -204,10 +236,13 @@ class LeptonModel(nn.Module):
         model._from_meta(meta)
         return model
 
-    def _from_meta(self, meta: dict[str, Any], weights: Path | None = None) -> None:
+    def _from_meta(self, meta: dict[str, Any], weights: Path | None = None, merge: bool = True) -> None:
         """Build the saved architecture from its metadata, then load `weights` (a file or saved dir)."""
         self._configure(meta)
-        if meta["arch"] == "hf":
+        if meta.get("adapter"):
+            assert weights is not None
+            self._load_adapter(meta["adapter"], weights, merge)
+        elif meta["arch"] == "hf":
             assert weights is not None
             self.arch, self.net = (
                 "hf",
@@ -216,9 +251,83 @@ class LeptonModel(nn.Module):
         else:
             self.arch, self.net = meta["arch"], build(meta["arch"], self.input_size, self.num_classes)
         self.replaced_modules = dict(meta.get("replaced_modules") or {})
-        _replace_modules(self.net, self.replaced_modules)
-        if weights is not None:
+        assert self.net is not None
+        replace_modules(self.net, self.replaced_modules)
+        if weights is not None and not meta.get("adapter"):
             self._load_weights(weights)
+
+    # -- LoRA ----------------------------------------------------------------------------
+
+    def add_lora(self, spec: LoraSpec | str | dict[str, Any]) -> LeptonModel:
+        """Put a fresh LoRA adapter on the text encoder's attention layers (e.g. "r=8,alpha=16"); from then
+        on only the adapter and the head train, and `save` registers the adapter alone; return self."""
+        lora_spec = LoraSpec.of(spec)
+        assert lora_spec is not None
+        if not isinstance(self.net, TextClassifier):
+            raise InvalidInputError(
+                f"LoRA adapts a transformer's attention layers and {self.arch or 'this model'} has none: "
+                "drop --lora, or fine-tune minilm or a Hugging Face directory"
+            )
+        if self.lora is not None:
+            raise InvalidInputError("this model already carries a LoRA adapter: train it as it is")
+        self.net.encoder = lora.add_adapter(self.net.encoder, lora_spec)
+        self.lora = lora_spec
+        return self
+
+    def merge_lora(self) -> LeptonModel:
+        """Fold the adapter into the encoder's weights: a plain model again, as fast as its base."""
+        if self.lora is not None:
+            assert isinstance(self.net, TextClassifier)
+            self.net.encoder = lora.merged(self.net.encoder)
+            self.lora = self.base = None
+        return self
+
+    def _base_version(self) -> str:
+        """Return the registered version whose weights the adapter adapts, registering a pretrained base
+        ("minilm", a Hugging Face directory) once, as an embedding model."""
+        import re
+
+        from lepton_ai.store import Registry
+
+        registry, source = Registry(), self.base or self.source
+        if source is None:
+            raise InvalidInputError(
+                "the adapter's base was randomly initialised: nothing to record it against"
+            )
+        if source != "minilm" and not Path(source).expanduser().exists():
+            return registry.get(source).ref
+        name = "minilm" if source == "minilm" else re.sub(r"[^a-z0-9._-]+", "-", Path(source).name.lower())
+        with contextlib.suppress(NotFoundError):
+            for version in registry.list_versions(name):
+                if (version.recipe or {}).get("pretrained") == source:
+                    return version.ref
+        base = LeptonModel(num_classes=0).load_pretrained_model(source)
+        return base.save(
+            name,
+            description=f"{source} as pretrained: the base of LoRA adapters",
+            recipe={"pretrained": source},
+        )
+
+    def _load_adapter(self, adapter: dict[str, Any], path: Path, merge: bool) -> None:
+        """Rebuild an adapter artifact: its base's encoder, the adapter and head on it, merged if asked."""
+        from lepton_ai.store import local_path
+
+        base = local_path(adapter["base"])
+        self.arch, self.net = "hf", TextClassifier(base / "encoder", self.num_classes, pretrained=False)
+        encoder = {k: v for k, v in load_file(str(base / _WEIGHTS_FILE)).items() if k.startswith("encoder.")}
+        self.net.load_state_dict(encoder, strict=False)
+        self.add_lora({k: adapter.get(k) for k in ("r", "alpha", "dropout", "targets")})
+        self.source = self.base = adapter["base"]
+        state = load_file(str(path / _ADAPTER_FILE))
+        lora.load_adapter_state(
+            self.net.encoder, {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
+        )
+        assert self.net.head is not None
+        self.net.head.load_state_dict(
+            {k[len("head.") :]: v for k, v in state.items() if k.startswith("head.")}
+        )
+        if merge:
+            self.merge_lora()
 
     # -- running -------------------------------------------------------------------------
 
@@ -228,6 +337,8 @@ class LeptonModel(nn.Module):
                 "no backbone yet: call load_pretrained_model('mlp' | 'cnn-small' | 'resnet18' | "
                 "'minilm' | path) first"
             )
+        if isinstance(x, (list, tuple)) and x and isinstance(x[0], str):
+            x = self.tokenize(x, next(self.parameters()).device)
         return self.net(x)
 
     @torch.no_grad()
@@ -255,9 +366,64 @@ class LeptonModel(nn.Module):
         """Return the predicted class id of each input."""
         return self.predict_proba(inputs, batch_size).argmax(-1)
 
-    def fit(self, train_data: Any, val_data: Any = None, **options: Any) -> dict[str, Any]:
-        """Train on `train_data` (see `lepton_ai.train.fit` for options); return the history."""
-        return fit(self, train_data, val_data, **options)
+    def fit(
+        self,
+        train_data: Any,
+        val_data: Any = None,
+        *,
+        head_only: bool = False,
+        lora: LoraSpec | str | dict[str, Any] | None = None,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """Train on `train_data` (see `lepton_ai.train.fit` for options); return the history, whose "method"
+        says what trained: "full", "lora" (`lora="r=8"` puts an adapter on first) or "head-only" (the head
+        alone, on the frozen encoder's features, computed once per data set)."""
+        if head_only and (lora is not None or self.lora is not None):
+            raise InvalidInputError("--head-only and --lora are two ways to train less: choose one")
+        if head_only:
+            return self._fit_head(train_data, val_data, **options)
+        if lora is not None and self.lora is None:
+            self.add_lora(lora)
+        history = fit(self, train_data, val_data, **options)
+        return {**history, "method": "lora" if self.lora is not None else "full"}
+
+    def _fit_head(self, train_data: Any, val_data: Any, **options: Any) -> dict[str, Any]:
+        net = self.net
+        if not isinstance(net, TextClassifier) or net.head is None:
+            raise InvalidInputError(
+                "--head-only trains the head on a pretrained encoder's features, and "
+                f"{self.arch or 'this model'} has no pretrained backbone: drop --head-only, or use minilm "
+                "or a Hugging Face directory"
+            )
+        device, t0 = resolve_device(options.get("device", "auto")), time.perf_counter()
+        train_features = self.features(train_data, device)
+        val_features = self.features(val_data, device) if val_data is not None else None
+        features_seconds = time.perf_counter() - t0
+        history = fit_head(net.head, train_features, val_features, **options)
+        self.to("cpu").eval()
+        return {**history, "method": "head-only", "features_seconds": features_seconds}
+
+    @torch.no_grad()
+    def features(self, data: LabeledData, device: torch.device | str = "cpu") -> LabeledData:
+        """Return `data` as the frozen encoder's features (what the head reads), computed once per set."""
+        check_data(self, data)
+        net = self._text_net()
+        key = ("features", self.preprocess.get("max_length"))
+        cached = data.cache.setdefault(self, {})
+        if key not in cached:
+            self.to(device).eval()
+            tokens = as_inputs(self, data)
+            assert isinstance(tokens, Tokens)
+            # like lengths together: little padding
+            order = torch.argsort(tokens.lengths, descending=True)
+            out = torch.empty(len(data), net.encoder.config.hidden_size)
+            for idx in order.split(64):
+                out[idx] = net.embed(tokens.batch(idx, device)).float().cpu()
+            cached[key] = LabeledData(
+                "tabular", data.labels, data.classes, features=out, name=f"{data.name}[features]"
+            )
+        features: LabeledData = cached[key]
+        return features
 
     def evaluate(self, data: Any, batch_size: int = 256) -> dict[str, float]:
         """Return {"accuracy", "loss", "f1_macro"} on labelled `data`."""
@@ -266,12 +432,23 @@ class LeptonModel(nn.Module):
     # -- persistence ---------------------------------------------------------------------
 
     def save_dir(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
-        """Write the model (safetensors weights, metadata plus `extra`, tokenizer) into directory `path`."""
+        """Write the model (safetensors weights, metadata plus `extra`, tokenizer) into directory `path`; with
+        a LoRA adapter, the adapter and head alone, naming their base's registered version."""
         if self.net is None:
             raise InvalidInputError("nothing to save: the model has no backbone yet")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         meta = {**self.metadata(), **(extra or {})}
+        if self.lora is not None and isinstance(self.net, TextClassifier) and self.net.head is not None:
+            self.base = self._base_version()
+            meta["adapter"] = {**self.lora.to_dict(), "method": "lora", "base": self.base}
+            (path / _META_FILE).write_text(json.dumps(meta, indent=2))
+            state = {f"encoder.{k}": v for k, v in lora.adapter_state(self.net.encoder).items()}
+            state.update(
+                {f"head.{k}": v.detach().cpu().contiguous() for k, v in self.net.head.state_dict().items()}
+            )
+            save_file(state, str(path / _ADAPTER_FILE), metadata={"lepton": json.dumps(meta)})
+            return path
         (path / _META_FILE).write_text(json.dumps(meta, indent=2))
         save_model(self.net, str(path / _WEIGHTS_FILE), metadata={"lepton": json.dumps(meta)})
         if isinstance(self.net, TextClassifier):
@@ -285,11 +462,14 @@ class LeptonModel(nn.Module):
 
         with tempfile.TemporaryDirectory() as tmp:
             folder = self.save_dir(Path(tmp) / name)
+            if self.base is not None and self.lora is not None:
+                register.setdefault("parent", self.base)
             return Registry().register(name, folder, metrics=metrics, format=FORMAT, **register).ref
 
     @classmethod
-    def load(cls, ref: str | Path) -> LeptonModel:
-        """Return the model saved at a registry reference or a saved-model directory."""
+    def load(cls, ref: str | Path, merge: bool = True) -> LeptonModel:
+        """Return the model saved at a registry reference or a saved-model directory (a LoRA adapter folded
+        into its base, unless `merge=False`)."""
         from lepton_ai.store import local_path
 
         path = local_path(ref)
@@ -303,57 +483,8 @@ class LeptonModel(nn.Module):
         model = cls(
             num_classes=meta["num_classes"], input_size=meta.get("input_size"), classes=meta.get("classes")
         )
-        model._from_meta(meta, path)
+        model._from_meta(meta, path, merge)
         return model.eval()
 
     def extra_repr(self) -> str:
         return f"arch={self.arch}, num_classes={self.num_classes}, input_size={self.input_size}"
-
-
-def _read_meta(path: Path) -> dict[str, Any] | None:
-    with safe_open(str(path), framework="pt") as f:
-        raw = (f.metadata() or {}).get("lepton")
-    return json.loads(raw) if raw else None
-
-
-def _replace_modules(net: nn.Module, specs: dict[str, dict[str, Any]]) -> None:
-    """Swap in the layers a saved model was trained with in place of the architecture's (GroupNorm where
-    DP-SGD replaced BatchNorm), so that its weights load."""
-    for name, spec in specs.items():
-        if spec.get("type") != "GroupNorm":
-            raise InvalidInputError(
-                f"the saved model replaced {name} with a {spec.get('type')}, which this version "
-                "of lepton-ai cannot rebuild"
-            )
-        parent, _, child = name.rpartition(".")
-        setattr(
-            net.get_submodule(parent),
-            child,
-            nn.GroupNorm(spec["num_groups"], spec["num_channels"], affine=spec.get("affine", True)),
-        )
-
-
-def _resize_to(net: nn.Module, path: Path) -> None:
-    """Give conv, linear and batch-norm layers the widths stored in `path`: a pruned model is
-    the same architecture with fewer channels, and loads through the same code."""
-    with safe_open(str(path), framework="pt") as f:
-        # safe_open is not iterable: keys() is the only way to list its tensors
-        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
-    for name, m in net.named_modules():
-        shape = shapes.get(f"{name}.weight" if name else "weight")
-        if (
-            shape is None
-            or not isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d))
-            or tuple(m.weight.shape) == shape
-        ):
-            continue
-        if isinstance(m, nn.Conv2d):
-            m.out_channels, m.in_channels = shape[0], shape[1] * m.groups
-        elif isinstance(m, nn.Linear):
-            m.out_features, m.in_features = shape
-        else:
-            m.num_features = shape[0]
-            m.running_mean, m.running_var = torch.zeros(shape[0]), torch.ones(shape[0])
-        m.weight = nn.Parameter(torch.empty(shape))
-        if m.bias is not None:
-            m.bias = nn.Parameter(torch.empty(shape[0]))

@@ -8,7 +8,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lepton_ai.data.inputs import Tokens
 from lepton_ai.errors import InvalidInputError, NotFoundError
+
+# Tokens a text is cut to unless the model says otherwise (all-MiniLM-L6-v2 was trained on 128).
+MAX_LENGTH = 128
 
 
 def minilm_dir() -> Path:
@@ -32,7 +36,7 @@ class TextClassifier(nn.Module):
     With `num_classes=0` it is a sentence encoder: it returns L2-normalised embeddings."""
 
     def __init__(
-        self, model_dir: Path, num_classes: int, pretrained: bool = True, max_length: int = 128
+        self, model_dir: Path, num_classes: int, pretrained: bool = True, max_length: int = MAX_LENGTH
     ) -> None:
         super().__init__()
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -59,12 +63,22 @@ class TextClassifier(nn.Module):
         self.head = nn.Linear(config.hidden_size, num_classes) if num_classes else None
         self.max_length = max_length
 
-    def tokenize(self, texts: list[str], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-        """Return padded token tensors for `texts` on `device`."""
-        batch = self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+    def encode(self, texts: list[str], max_length: int | None = None) -> Tokens:
+        """Return `texts` tokenised (cut at `max_length` tokens, the model's by default), unpadded."""
+        rows = self.tokenizer(
+            list(texts), truncation=True, max_length=max_length or self.max_length, padding=False
+        )["input_ids"]
+        pad = self.tokenizer.pad_token_id
+        return Tokens.of(
+            rows, 0 if pad is None else pad, "token_type_ids" in self.tokenizer.model_input_names
         )
-        return {k: v.to(device) for k, v in batch.items()}
+
+    def tokenize(
+        self, texts: list[str], device: torch.device | str = "cpu", max_length: int | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Return padded token tensors for `texts` on `device`."""
+        tokens = self.encode(texts, max_length)
+        return tokens.batch(torch.arange(len(tokens)), device)
 
     def embed(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
         """Return mean-pooled sentence embeddings (not normalised)."""

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from lepton_ai import config
+from lepton_ai.errors import InvalidInputError
 from lepton_ai.privacy.defaults import DP_TRAINING_DEFAULTS
 from lepton_ai.privacy.dp import DPConfig
 from lepton_ai.train import distributed
@@ -89,6 +90,11 @@ def _train_and_register(
     from lepton_ai.store import Registry
 
     train, val, test = (load(data, s, seed=seed, **(data_options or {})) for s in ("train", "val", "test"))
+    if train.num_classes < 2:
+        raise InvalidInputError(
+            f"the labels of {data} hold one class only ({', '.join(train.classes) or 'none'}): a classifier "
+            "learns to tell at least two apart"
+        )
     # the same initial weights for the same seed
     torch.manual_seed(seed)
     net = LeptonModel(
@@ -97,7 +103,8 @@ def _train_and_register(
     with warnings.catch_warnings():
         # a fresh architecture starts from random weights on purpose here
         warnings.simplefilter("ignore")
-        net.load_pretrained_model(model)
+        # a saved LoRA adapter trains on as an adapter when --lora is given, else merged into its base
+        net.load_pretrained_model(model, merge=fit_options.get("lora") is None)
     checkpoint_dir = str(checkpoint_dir or config.home() / "checkpoints" / name)
     world_size = distributed.rank_and_size()[1]
     # the other ranks of a data-parallel job train and test; rank 0 writes
@@ -129,13 +136,16 @@ def _train_and_register(
         registry.log_metrics(
             run.id, {f"test_{k}": v for k, v in metrics.items()}, step=len(history["epochs"])
         )
-        privacy = history.get("privacy")
         ref = net.save(
             name,
-            metrics={**metrics, "train_seconds": history["train_seconds"]},
+            metrics={
+                **metrics,
+                "train_seconds": history["train_seconds"],
+                "best_epoch": history["best_epoch"],
+            },
             run_id=run.id,
             description=description or f"{model} trained on {data}",
-            recipe={"privacy": privacy} if privacy else None,
+            recipe=_recipe(history, net),
         )
     except BaseException as e:
         # the original error is the one to report
@@ -144,3 +154,14 @@ def _train_and_register(
         raise
     registry.end_run(run.id, "completed")
     return TrainResult(ref, net, metrics, history, run.id, test)
+
+
+def _recipe(history: dict[str, Any], net: Any) -> dict[str, Any]:
+    """Return what the registry records of how a version was trained: the method, the kept epoch, privacy."""
+    recipe = {"method": history["method"], "best_epoch": history["best_epoch"]}
+    recipe["selected_by"] = history["selected_by"]
+    if net.lora is not None:
+        recipe["lora"] = {**net.lora.to_dict(), "base": net.base}
+    if history.get("privacy"):
+        recipe["privacy"] = history["privacy"]
+    return recipe

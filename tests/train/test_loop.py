@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -70,7 +71,7 @@ def test_early_stopping_restores_the_best_epoch() -> None:
     train = load("digits", "train")
     val = load("digits", "val")
     val.labels = val.labels[torch.randperm(len(val.labels), generator=torch.Generator().manual_seed(0))]
-    history = _model().fit(train, val, epochs=30, early_stopping=2, progress=False)
+    history = _model().fit(train, val, epochs=30, early_stopping=2, select_by="loss", progress=False)
     assert history["stopped_early"] and len(history["epochs"]) < 30
     assert history["best_epoch"] == min(
         range(len(history["epochs"])), key=lambda i: history["epochs"][i]["val_loss"]
@@ -105,3 +106,67 @@ def test_gpu_mixed_precision_channels_last() -> None:
     history = model.fit(train, epochs=3, device="cuda", progress=False)
     assert history["precision"] in ("bf16", "fp16") and history["device"].startswith("cuda")
     assert model.evaluate(test)["accuracy"] > 0.9
+
+
+def test_the_best_epoch_by_macro_f1_is_kept() -> None:
+    train, val = load("digits", "train"), load("digits", "val")
+    model = _model()
+    history = model.fit(train, val, epochs=6, lr=0.05, progress=False)
+    scores = [row["val_f1_macro"] for row in history["epochs"]]
+    assert history["selected_by"] == "f1_macro" and history["best_epoch"] == scores.index(max(scores))
+    # the weights are the kept epoch's, not the last one's
+    assert model.evaluate(val)["f1_macro"] == pytest.approx(max(scores), abs=1e-6)
+
+
+def test_gradient_accumulation_equals_one_larger_batch() -> None:
+    from lepton_ai.train.head import Head
+
+    data = load("breast_cancer", "train")
+    data = data.subset(list(range(len(data) // 16 * 16)))
+    heads = []
+    for options in ({"batch_size": 16}, {"batch_size": 8, "grad_accum": 2}):
+        torch.manual_seed(0)
+        linear = torch.nn.Linear(30, 2)
+        loop.fit(Head(linear), data, epochs=2, lr=1e-3, schedule="none", progress=False, **options)
+        heads.append(linear.weight.detach().clone())
+    assert torch.allclose(heads[0], heads[1], atol=1e-5)
+
+
+def test_imbalanced_classes_can_be_weighed_or_drawn_evenly() -> None:
+    from sklearn.utils.class_weight import compute_class_weight
+
+    from lepton_ai.train.trainer import balanced_weights
+
+    data = load("breast_cancer", "train")
+    labels = data.labels.numpy()
+    expected = compute_class_weight("balanced", classes=np.array([0, 1]), y=labels)
+    assert torch.allclose(balanced_weights(data.labels, 2), torch.tensor(expected, dtype=torch.float32))
+    seen: list[torch.Tensor] = []
+
+    def counting(logits: torch.Tensor, y: torch.Tensor, _x: object) -> torch.Tensor:
+        seen.append(y.cpu())
+        return torch.nn.functional.cross_entropy(logits, y)
+
+    model = _model("mlp", (30,), 2)
+    model.fit(data, epochs=4, sampling="balanced", loss_fn=counting, progress=False)
+    drawn = torch.bincount(torch.cat(seen), minlength=2).float()
+    # drawn evenly, though the data hold the classes about 37:63
+    assert abs(drawn[0] / drawn.sum() - 0.5) < 0.05 and abs(labels.mean() - 0.5) > 0.1
+    history = _model("mlp", (30,), 2).fit(data, epochs=2, class_weights="balanced", progress=False)
+    assert history["epochs"][-1]["train_accuracy"] > 0.8
+
+
+@pytest.mark.parametrize(
+    "options, says",
+    [
+        ({"sampling": "stratified"}, "sampling is one of random, balanced"),
+        ({"select_by": "recall"}, "select_by is one of f1_macro, accuracy, loss"),
+        ({"class_weights": [1.0, 2.0]}, "one weight ≥ 0 per class"),
+        ({"grad_accum": 0}, "grad_accum must be positive"),
+        ({"max_length": 64}, "max_length cuts texts"),
+        ({"class_weights": "balanced", "dp": {"epsilon": 3}}, "without class weights"),
+    ],
+)
+def test_wrong_training_options_are_named(options: dict, says: str) -> None:
+    with pytest.raises(InvalidInputError, match=says):
+        _model().fit(load("digits", "train"), epochs=1, progress=False, **options)

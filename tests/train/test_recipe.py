@@ -6,22 +6,32 @@ import pytest
 import torch
 
 from lepton_ai.data import load
-from lepton_ai.train.loop import _scheduler
-from lepton_ai.train.recipe import SCRATCH, TRANSFORMER, TrainingNotice, recipe_for, say_if_it_learned_nothing
+from lepton_ai.train.recipe import (
+    HEAD,
+    LORA,
+    SCRATCH,
+    TRANSFORMER,
+    TrainingNotice,
+    recipe_for,
+    say_if_it_learned_nothing,
+)
+from lepton_ai.train.trainer import scheduler
 
 
 def test_each_family_has_its_recipe_and_what_the_user_gives_wins() -> None:
-    fine_tune = recipe_for(True)
+    fine_tune = recipe_for("transformer")
     assert fine_tune == TRANSFORMER and 2e-5 <= fine_tune.lr <= 1e-4 and fine_tune.schedule == "linear"
     assert fine_tune.max_grad_norm and fine_tune.warmup > 0 and fine_tune.weight_decay > 0
-    assert recipe_for(False) == SCRATCH and SCRATCH.lr == 3e-3
-    given = recipe_for(True, lr=1e-3, epochs=None, batch_size=8, max_grad_norm=0)
+    assert recipe_for("scratch") == SCRATCH and SCRATCH.lr == 3e-3
+    # an adapter learns from zero at a larger rate; a head alone is a logistic regression
+    assert recipe_for("lora") == LORA and LORA.lr > TRANSFORMER.lr and recipe_for("head") == HEAD
+    given = recipe_for("transformer", lr=1e-3, epochs=None, batch_size=8, max_grad_norm=0)
     assert (given.lr, given.epochs, given.batch_size, given.max_grad_norm) == (1e-3, TRANSFORMER.epochs, 8, 0)
 
 
 def test_the_linear_schedule_warms_up_then_decays_to_zero() -> None:
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    schedule = _scheduler("linear", optimizer, 1.0, total_steps=20, warmup=0.1)
+    schedule = scheduler("linear", optimizer, 1.0, total_steps=20, warmup=0.1)
     lrs = []
     for _ in range(20):
         lrs.append(optimizer.param_groups[0]["lr"])
