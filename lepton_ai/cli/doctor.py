@@ -18,6 +18,7 @@ EXTRAS = {
     "s3": "s3fs",
     "onnx": "onnxruntime",
     "hf": "transformers",
+    "lora": "peft",
     "serve": "fastapi",
     "ray": "ray",
     "k8s": "kubernetes",
