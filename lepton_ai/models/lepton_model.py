@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import tempfile
 import time
 import warnings
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_file, save_file, save_model
 from torch import nn
 
 from lepton_ai.data import LabeledData
@@ -24,7 +25,7 @@ from lepton_ai.models import lora
 from lepton_ai.models.architectures import ARCHITECTURES, Standardize, build
 from lepton_ai.models.lora import LoraSpec
 from lepton_ai.models.text import TextClassifier, is_hf_dir, minilm_dir
-from lepton_ai.models.weights import read_meta, replace_modules, resize_to
+from lepton_ai.models.weights import load_weights, read_meta, replace_modules
 from lepton_ai.train.head import fit_head
 from lepton_ai.train.loop import evaluate, fit
 
@@ -32,6 +33,8 @@ FORMAT = "lepton"
 _META_FILE = "lepton.json"
 _WEIGHTS_FILE = "model.safetensors"
 _ADAPTER_FILE = "adapter.safetensors"
+# what a directory's name keeps as a registry name
+_REGISTRY_NAME = re.compile(r"[^a-z0-9._-]+")
 
 
 def _as_size(input_size: int | Sequence[int] | None) -> tuple[int, ...]:
@@ -72,6 +75,8 @@ class LeptonModel(nn.Module):
         # a LoRA adapter's shape, and the registered version whose weights it adapts
         self.lora: LoraSpec | None = None
         self.base: str | None = None
+        # trainings that changed the encoder since it was loaded; whether one was a full one
+        self.updates, self.tuned = 0, False
 
     # -- building ------------------------------------------------------------------------
 
@@ -120,6 +125,7 @@ class LeptonModel(nn.Module):
         key = str(name_or_path)
         path = Path(key).expanduser()
         self.source, self.lora, self.base = key if weights is None else str(weights), None, None
+        self.updates, self.tuned = 0, False
         if key in ARCHITECTURES:
             if self.is_embedding:
                 raise InvalidInputError(
@@ -195,19 +201,8 @@ class LeptonModel(nn.Module):
         self.preprocess = dict(meta.get("preprocess") or {})
 
     def _load_weights(self, weights: str | Path) -> None:
-        from lepton_ai.store import local_path
-
-        path = local_path(weights)
-        if path.is_dir():
-            path = path / _WEIGHTS_FILE
         assert self.net is not None
-        resize_to(self.net, path)
-        missing, unexpected = load_model(self.net, str(path), strict=False)
-        if missing or unexpected:
-            raise InvalidInputError(
-                f"{path} does not fit {self.arch}: missing {sorted(missing)[:5]}, "
-                f"unexpected {sorted(unexpected)[:5]}"
-            )
+        load_weights(self.net, weights, _WEIGHTS_FILE, str(self.arch))
 
     def metadata(self) -> dict[str, Any]:
         """Return what lepton.json records: architecture, classes, input size."""
@@ -279,33 +274,44 @@ class LeptonModel(nn.Module):
         if self.lora is not None:
             assert isinstance(self.net, TextClassifier)
             self.net.encoder = lora.merged(self.net.encoder)
-            self.lora = self.base = None
+            # the merged weights are the adapter's version's, which the caller names if it knows it
+            self.lora = self.base = self.source = None
         return self
 
     def _base_version(self) -> str:
-        """Return the registered version whose weights the adapter adapts, registering a pretrained base
-        ("minilm", a Hugging Face directory) once, as an embedding model."""
-        import re
-
+        """Return the registered version whose encoder the adapter adapts, registering a pretrained base
+        ("minilm", a Hugging Face directory, a saved model's directory) once."""
         from lepton_ai.store import Registry
 
-        registry, source = Registry(), self.base or self.source
-        if source is None:
+        if self.base is not None:
+            return self.base
+        if self.source is None or self.tuned:
             raise InvalidInputError(
-                "the adapter's base was randomly initialised: nothing to record it against"
+                "the adapter's base weights are saved nowhere (random, or trained since they were loaded): "
+                "register the model first (model.save(name)), load that version, then add the adapter"
             )
-        if source != "minilm" and not Path(source).expanduser().exists():
-            return registry.get(source).ref
-        name = "minilm" if source == "minilm" else re.sub(r"[^a-z0-9._-]+", "-", Path(source).name.lower())
+        registry, source = Registry(), self.source
+        path = Path(source).expanduser()
+        if source != "minilm" and not path.exists():
+            ref = registry.get(source).ref
+            if (registry.fetch(ref) / _ADAPTER_FILE).exists():
+                raise InvalidInputError(
+                    f"{ref} is itself a LoRA adapter: train it on as one (lepton train --model {ref} --lora "
+                    "..., or LeptonModel.load(ref, merge=False))"
+                )
+            return ref
+        name = "minilm" if source == "minilm" else _REGISTRY_NAME.sub("-", path.name.lower())
         with contextlib.suppress(NotFoundError):
             for version in registry.list_versions(name):
                 if (version.recipe or {}).get("pretrained") == source:
                     return version.ref
-        base = LeptonModel(num_classes=0).load_pretrained_model(source)
-        return base.save(
-            name,
-            description=f"{source} as pretrained: the base of LoRA adapters",
-            recipe={"pretrained": source},
+        about, recipe = f"{source}, the base of LoRA adapters", {"pretrained": source}
+        if (path / _META_FILE).exists():
+            return registry.register(name, path, format=FORMAT, description=about, recipe=recipe).ref
+        return (
+            LeptonModel(num_classes=0)
+            .load_pretrained_model(source)
+            .save(name, description=about, recipe=recipe)
         )
 
     def _load_adapter(self, adapter: dict[str, Any], path: Path, merge: bool) -> None:
@@ -385,6 +391,7 @@ class LeptonModel(nn.Module):
         if lora is not None and self.lora is None:
             self.add_lora(lora)
         history = fit(self, train_data, val_data, **options)
+        self.updates, self.tuned = self.updates + 1, self.tuned or self.lora is None
         return {**history, "method": "lora" if self.lora is not None else "full"}
 
     def _fit_head(self, train_data: Any, val_data: Any, **options: Any) -> dict[str, Any]:
@@ -408,7 +415,8 @@ class LeptonModel(nn.Module):
         """Return `data` as the frozen encoder's features (what the head reads), computed once per set."""
         check_data(self, data)
         net = self._text_net()
-        key = ("features", self.preprocess.get("max_length"))
+        # features of an encoder trained since are stale
+        key = ("features", self.preprocess.get("max_length"), self.updates)
         cached = data.cache.setdefault(self, {})
         if key not in cached:
             self.to(device).eval()

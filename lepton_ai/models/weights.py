@@ -1,5 +1,5 @@
-"""How saved weights meet a model: the metadata a .safetensors file carries, the layers a saved model
-replaced, and the layer widths a pruned model stored."""
+"""How saved weights meet a model: loading them, the metadata a .safetensors file carries, the layers a saved
+model replaced, and the layer widths a pruned model stored."""
 
 from __future__ import annotations
 
@@ -9,9 +9,26 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
+from safetensors.torch import load_model
 from torch import nn
 
 from lepton_ai.errors import InvalidInputError
+
+
+def load_weights(net: nn.Module, weights: str | Path, file_name: str, arch: str) -> None:
+    """Load `weights` (a .safetensors file, a saved model's directory or a registry reference) into `net`,
+    resized to the widths they store; raise naming what does not fit."""
+    from lepton_ai.store import local_path
+
+    path = local_path(weights)
+    if path.is_dir():
+        path = path / file_name
+    resize_to(net, path)
+    missing, unexpected = load_model(net, str(path), strict=False)
+    if missing or unexpected:
+        raise InvalidInputError(
+            f"{path} does not fit {arch}: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+        )
 
 
 def read_meta(path: Path) -> dict[str, Any] | None:

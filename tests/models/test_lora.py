@@ -56,6 +56,13 @@ def test_only_the_adapter_trains_and_is_registered_alone(texts: Path) -> None:
     unmerged.fit(train, epochs=1, progress=False)
     again = unmerged.save("topics")
     assert registry.get(again).parent == "minilm:1" and len(registry.list_versions("minilm")) == 1
+    # an adapter's base must be weights the registry holds as they are
+    with pytest.raises(InvalidInputError, match="is itself a LoRA adapter"):
+        LeptonModel(num_classes=3).load_pretrained_model(ref).add_lora("r=4").save("stacked")
+    tuned = LeptonModel(num_classes=3).load_pretrained_model("minilm")
+    tuned.fit(train, epochs=1, progress=False)
+    with pytest.raises(InvalidInputError, match="saved nowhere"):
+        tuned.add_lora("r=4").save("tuned")
 
 
 def test_lora_needs_attention_layers() -> None:

@@ -27,6 +27,10 @@ def test_head_only_trains_the_head_alone_on_features_computed_once(texts: Path) 
     assert model.evaluate(train)["f1_macro"] > 0.9
     # the features are the data set's, kept for the next training
     assert model.features(train) is model.features(train)
+    # until the encoder itself trains
+    kept = model.features(train)
+    model.fit(train, epochs=1, progress=False)
+    assert model.features(train) is not kept
 
 
 def test_head_only_needs_a_pretrained_encoder(texts: Path) -> None:
