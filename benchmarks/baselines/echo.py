@@ -48,5 +48,5 @@ class NoCompute(TensorModelPhoton):
     def __init__(self) -> None:
         super().__init__(os.environ["LEPTON_NO_COMPUTE_REF"])
 
-    def _outputs(self, inputs: Any, return_probs: bool) -> Any:
+    def _outputs(self, inputs: Any, return_probs: bool, return_labels: bool = False) -> Any:
         return np.zeros(len(inputs), dtype=np.int64)
