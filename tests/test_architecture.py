@@ -31,6 +31,8 @@ LAYERS: tuple[frozenset[str], ...] = (
     # management: the scheduler, deployment beyond one machine, and the command line over all of it
     frozenset({"jobs"}),
     frozenset({"deploy"}),
+    # the control plane: the REST API and dashboard over all of the above
+    frozenset({"control"}),
     frozenset({"cli"}),
 )
 MAX_MODULE_LINES = 500

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from lepton_ai.cli import fl, jobs, models, runs
+from lepton_ai.cli.dashboard import dashboard
 from lepton_ai.cli.deploy import deploy
 from lepton_ai.cli.doctor import doctor
 from lepton_ai.cli.evaluate import evaluate
@@ -33,6 +34,7 @@ app.command()(train)
 app.command()(optimize)
 app.command()(serve)
 app.command()(deploy)
+app.command()(dashboard)
 app.command()(jobs.worker)
 app.command()(evaluate)
 

@@ -156,12 +156,15 @@ class JobQueue:
         return self._tx(lambda s: _info(self._row(s, job_id)))
 
     def list(
-        self, state: str | None = None, backend: str | None = None, limit: int = 50
+        self, state: str | None = None, backend: str | None = None, limit: int = 50, before: int | None = None
     ) -> builtins.list[JobInfo]:
-        """Return jobs, newest first, optionally only those in `state` or on `backend`."""
+        """Return jobs, newest first (numbered below `before`), optionally only those in `state` or on
+        `backend`."""
         if state is not None and state not in STATES:
             raise InvalidInputError(f"state must be one of {', '.join(STATES)}, not {state!r}")
         q = select(Job).order_by(Job.id.desc()).limit(limit)
+        if before is not None:
+            q = q.where(Job.id < before)
         if state:
             q = q.where(Job.state == state)
         if backend:

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from lepton_ai import config
@@ -101,10 +101,63 @@ class RunInfo:
     logs_uri: str | None
     created_at: str | None
     ended_at: str | None
+    # each metric's first and last step, min, max and last value
+    summary: dict[str, MetricSummary] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class MetricSummary:
+    """One metric of a run in a few numbers: how many points, its min, max and last value, the last step."""
+
+    points: int
+    min: float
+    max: float
+    last: float
+    last_step: int
+
+    @classmethod
+    def of(cls, series: list[tuple[int, float]]) -> MetricSummary:
+        """Return the summary of a (step, value) series in the order it was logged."""
+        values = [v for _, v in series]
+        return cls(len(values), min(values), max(values), values[-1], series[-1][0])
+
+
+def metric_summaries(s: Session, run_ids: list[int]) -> dict[int, dict[str, MetricSummary]]:
+    """Return each run's metrics summarised in the database (grouped queries, not every point)."""
+    if not run_ids:
+        return {}
+    # the value at each metric's highest step (logged last, if twice)
+    ends = (
+        select(RunMetric.run_id, RunMetric.key, func.max(RunMetric.step).label("step"))
+        .where(RunMetric.run_id.in_(run_ids))
+        .group_by(RunMetric.run_id, RunMetric.key)
+        .subquery()
+    )
+    at_end = and_(
+        RunMetric.run_id == ends.c.run_id, RunMetric.key == ends.c.key, RunMetric.step == ends.c.step
+    )
+    last_ids = select(func.max(RunMetric.id)).join(ends, at_end).group_by(RunMetric.run_id, RunMetric.key)
+    last = {(m.run_id, m.key): m for m in s.scalars(select(RunMetric).where(RunMetric.id.in_(last_ids)))}
+    q = (
+        select(
+            RunMetric.run_id,
+            RunMetric.key,
+            func.count(),
+            func.min(RunMetric.value),
+            func.max(RunMetric.value),
+        )
+        .where(RunMetric.run_id.in_(run_ids))
+        .group_by(RunMetric.run_id, RunMetric.key)
+    )
+    out: dict[int, dict[str, MetricSummary]] = {}
+    for run_id, key, n, low, high in s.execute(q):
+        end = last[(run_id, key)]
+        out.setdefault(run_id, {})[key] = MetricSummary(n, low, high, end.value, end.step)
+    return out
 
 
 class Registry:
@@ -194,8 +247,10 @@ class Registry:
         info = self.get(ref)
         return self.artifacts.fetch(info.key, info.sha256)
 
-    def list_models(self) -> list[ModelInfo]:
-        """Return every model, by name."""
+    def list_models(
+        self, after: str | None = None, limit: int | None = None, contains: str | None = None
+    ) -> list[ModelInfo]:
+        """Return every model by name, or `limit` of them named after `after`, whose name has `contains`."""
 
         def query(s: Session) -> list[ModelInfo]:
             counts = (
@@ -207,11 +262,12 @@ class Registry:
                 .group_by(ModelVersion.model_id)
                 .subquery()
             )
-            rows = s.execute(
-                select(Model, counts.c.n, counts.c.latest)
-                .outerjoin(counts, counts.c.model_id == Model.id)
-                .order_by(Model.name)
-            )
+            q = select(Model, counts.c.n, counts.c.latest).outerjoin(counts, counts.c.model_id == Model.id)
+            if after is not None:
+                q = q.where(Model.name > after)
+            if contains:
+                q = q.where(Model.name.contains(contains, autoescape=True))
+            rows = s.execute(q.order_by(Model.name).limit(limit))
             return [
                 ModelInfo(
                     m.name, m.description, list(m.tags), latest, n or 0, iso(m.created_at), iso(m.updated_at)
@@ -221,13 +277,31 @@ class Registry:
 
         return self._tx(query)
 
-    def list_versions(self, name: str) -> list[VersionInfo]:
-        """Return every version of model `name`, oldest first."""
+    def list_versions(
+        self, name: str, before: int | None = None, limit: int | None = None
+    ) -> list[VersionInfo]:
+        """Return every version of model `name`, oldest first; with `limit`, that many, newest first, numbered
+        below `before`."""
         check_name(name)
 
         def query(s: Session) -> list[VersionInfo]:
             model = self._model_row(s, name)
-            return [self._info(v) for v in model.versions]
+            if limit is None and before is None:
+                return [self._info(v) for v in model.versions]
+            q = select(ModelVersion).where(ModelVersion.model_id == model.id)
+            if before is not None:
+                q = q.where(ModelVersion.version < before)
+            return [self._info(v) for v in s.scalars(q.order_by(ModelVersion.version.desc()).limit(limit))]
+
+        return self._tx(query)
+
+    def children(self, ref: str) -> list[VersionInfo]:
+        """Return the versions made from `ref` (optimised, pruned, adapted…), oldest first."""
+
+        def query(s: Session) -> list[VersionInfo]:
+            parent = self._version_row(s, parse_ref(ref))
+            q = select(ModelVersion).where(ModelVersion.parent_id == parent.id).order_by(ModelVersion.id)
+            return [self._info(v) for v in s.scalars(q)]
 
         return self._tx(query)
 
@@ -342,14 +416,30 @@ class Registry:
         """Return run `run_id` with its metrics."""
         return self._tx(lambda s: self._run_info(s, self._run_row(s, run_id)))
 
-    def list_runs(self, kind: str | None = None, limit: int = 50) -> list[RunInfo]:
-        """Return the newest runs first, optionally only those of `kind`."""
+    def list_runs(
+        self,
+        kind: str | None = None,
+        limit: int = 50,
+        before: int | None = None,
+        status: str | None = None,
+        history: bool = True,
+    ) -> list[RunInfo]:
+        """Return the newest runs first (numbered below `before`), optionally only those of `kind` or in
+        `status`; `history=False` leaves each metric's series out (its summary stays)."""
 
         def query(s: Session) -> list[RunInfo]:
             q = select(Run).order_by(Run.id.desc()).limit(limit)
             if kind:
                 q = q.where(Run.kind == kind)
-            return [self._run_info(s, r) for r in s.scalars(q)]
+            if status:
+                q = q.where(Run.status == status)
+            if before is not None:
+                q = q.where(Run.id < before)
+            runs = list(s.scalars(q))
+            if history:
+                return [self._run_info(s, r) for r in runs]
+            summaries = metric_summaries(s, [r.id for r in runs])
+            return [self._run_info(s, r, summaries.get(r.id, {})) for r in runs]
 
         return self._tx(query)
 
@@ -359,19 +449,22 @@ class Registry:
             raise NotFoundError(f"unknown run {run_id}: `lepton runs list` shows the recorded ones")
         return run
 
-    def _run_info(self, s: Session, run: Run) -> RunInfo:
+    def _run_info(self, s: Session, run: Run, summary: dict[str, MetricSummary] | None = None) -> RunInfo:
         history: dict[str, list[tuple[int, float]]] = {}
-        q = select(RunMetric).where(RunMetric.run_id == run.id).order_by(RunMetric.step, RunMetric.id)
-        for m in s.scalars(q):
-            history.setdefault(m.key, []).append((m.step, m.value))
+        if summary is None:
+            q = select(RunMetric).where(RunMetric.run_id == run.id).order_by(RunMetric.step, RunMetric.id)
+            for m in s.scalars(q):
+                history.setdefault(m.key, []).append((m.step, m.value))
+            summary = {k: MetricSummary.of(v) for k, v in history.items()}
         return RunInfo(
             id=run.id,
             kind=run.kind,
             name=run.name,
             params=dict(run.params or {}),
             status=run.status,
-            metrics={k: v[-1][1] for k, v in history.items()},
+            metrics={k: v.last for k, v in summary.items()},
             history=history,
+            summary=summary,
             logs_uri=run.logs_uri,
             created_at=iso(run.created_at),
             ended_at=iso(run.ended_at),
