@@ -52,7 +52,6 @@ def api_app(registry: Registry | None = None, token: str | None = None) -> FastA
     @app.get(f"{PREFIX}/models/{{name}}/versions")
     def versions(name: str, limit: Limit = 50, cursor: Cursor = None) -> dict[str, Any]:
         """A model's versions, newest first, with metrics, recipe and parent."""
-        check_name(name)
         fetch = functools.partial(reg.list_versions, name)
         return page(fetch, lambda v: v.version, limit, cursor).to_dict()
 
@@ -120,8 +119,10 @@ def _jobs(app: FastAPI, queue: JobQueue) -> None:
         job_id: int, offset: Annotated[int, Query(ge=0, description="Characters already read.")] = 0
     ) -> dict[str, Any]:
         """The latest attempt's log from `offset`; ask again from the returned offset until `done`."""
+        # asked before reading: a job done by then has written all its log, so `done` ends a follow safely
+        done = queue.get(job_id).done
         text = "".join(logs(job_id))
-        return {"text": text[offset:], "offset": max(offset, len(text)), "done": queue.get(job_id).done}
+        return {"text": text[offset:], "offset": max(offset, len(text)), "done": done}
 
 
 def _errors(app: FastAPI) -> None:

@@ -9,6 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from lepton_ai.data.datasets import LabeledData
 from lepton_ai.errors import InvalidInputError
@@ -48,9 +49,9 @@ class Tokens:
     def of(cls, rows: list[list[int]], pad_id: int, type_ids: bool) -> Tokens:
         """Return the token id lists `rows` as one right-padded table."""
         lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
-        ids = torch.full((len(rows), max(1, int(lengths.max()) if rows else 1)), pad_id, dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        ids = pad_sequence(
+            [torch.tensor(r, dtype=torch.long) for r in rows], batch_first=True, padding_value=pad_id
+        )
         return cls(ids, lengths, pad_id, type_ids)
 
 

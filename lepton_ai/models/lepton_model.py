@@ -172,9 +172,10 @@ class LeptonModel(nn.Module):
             # the registry (SQLAlchemy) only when a ref is loaded
             from lepton_ai.store import Registry
 
+            registry = Registry()
             try:
-                ref = Registry().get(key).ref
-                local = Registry().fetch(ref)
+                ref = registry.get(key).ref
+                local = registry.fetch(ref)
             except (NotFoundError, InvalidInputError) as e:
                 raise NotFoundError(
                     f"no model {key!r}: not an architecture ({', '.join(ARCHITECTURES)}, minilm), "

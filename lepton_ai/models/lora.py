@@ -95,11 +95,6 @@ def add_adapter(encoder: nn.Module, spec: LoraSpec) -> nn.Module:
     return adapted
 
 
-def is_adapted(encoder: nn.Module) -> bool:
-    """Return whether `encoder` carries a LoRA adapter (is a PEFT model)."""
-    return hasattr(encoder, "peft_config")
-
-
 def adapter_state(encoder: nn.Module) -> dict[str, torch.Tensor]:
     """Return the adapter's weights alone (what `load_adapter_state` puts back)."""
     state: dict[str, torch.Tensor] = _peft().get_peft_model_state_dict(encoder)
@@ -109,12 +104,14 @@ def adapter_state(encoder: nn.Module) -> dict[str, torch.Tensor]:
 def load_adapter_state(encoder: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Put adapter weights from `adapter_state` into an encoder that `add_adapter` wrapped."""
     result = _peft().set_peft_model_state_dict(encoder, state)
-    missing = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
-    if missing:
-        raise InvalidInputError(f"the adapter's weights do not fit this model: {sorted(missing)[:3]}")
+    stray = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
+    if stray:
+        raise InvalidInputError(f"the adapter's weights do not fit this model: {sorted(stray)[:3]}")
 
 
 def merged(encoder: nn.Module) -> nn.Module:
     """Return the plain encoder with the adapter folded into its weights (as fast as the base to run)."""
-    merged_model: nn.Module = encoder.merge_and_unload()  # type: ignore[operator]
+    # a PEFT model, which nn.Module's type does not know
+    peft_model: Any = encoder
+    merged_model: nn.Module = peft_model.merge_and_unload()
     return merged_model
