@@ -1,8 +1,9 @@
-"""`lepton dashboard`: the control plane's REST API (and, to come, its pages) over this machine's registry."""
+"""`lepton dashboard`: the control plane's pages and REST API over this machine's registry."""
 
 from __future__ import annotations
 
 import ipaddress
+import socket
 from typing import Annotated
 
 import typer
@@ -27,11 +28,15 @@ def dashboard(
     insecure: Annotated[
         bool, typer.Option("--insecure", help="Listen beyond loopback without a token all the same.")
     ] = False,
+    read_only: Annotated[
+        bool, typer.Option("--read-only", help="Show everything, change nothing (no cancel, retry, verify).")
+    ] = False,
 ) -> None:
-    """Serve the REST API under /api/v1 (OpenAPI at /api/v1/openapi.json) over the registry the CLI uses."""
+    """Serve the dashboard and the REST API under /api/v1 (OpenAPI at /api/v1/openapi.json) over the registry
+    the CLI uses."""
     import uvicorn
 
-    from lepton_ai.control import api_app
+    from lepton_ai.control import dashboard_app
     from lepton_ai.store import Registry
 
     if not token and not insecure and not _loopback(host):
@@ -41,8 +46,25 @@ def dashboard(
     registry = Registry()
     # an unreadable registry fails here, in one line, not on the first request
     registry.list_models(limit=1)
-    console.print(f"[green]✓[/] control plane on http://{host}:{port}/api/v1 (docs: /api/v1/docs)")
-    uvicorn.run(api_app(registry, token), host=host, port=port, log_level="warning")
+    app = dashboard_app(registry, token, read_only)
+    sock = _bind(host, port)
+    url = f"http://{host if ':' not in host else f'[{host}]'}:{sock.getsockname()[1]}"
+    console.print(f"[green]✓[/] dashboard on {url}/ (API: {url}/api/v1, OpenAPI: {url}/api/v1/openapi.json)")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """Listen on `host`:`port` before uvicorn starts, so the URL printed has the port actually bound."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise InvalidInputError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    sock.listen(2048)
+    return sock
 
 
 def _loopback(host: str) -> bool:

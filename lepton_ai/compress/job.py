@@ -114,6 +114,8 @@ def optimize_and_register(
         best = r["best"]
         with tempfile.TemporaryDirectory() as tmp:
             folder = result.save_model(Path(tmp) / "best")
+            # the report travels with the version, so the dashboard can show it wherever the registry is
+            result.save(folder / "report")
             ref = registry.register(
                 name,
                 folder,

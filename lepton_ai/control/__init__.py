@@ -1,5 +1,5 @@
-"""The control plane: the REST API (and, to come, the dashboard's pages) over the registry the CLI uses."""
+"""The control plane: the dashboard's pages and the REST API over the registry the CLI uses."""
 
-from lepton_ai.control.api import api_app
+from lepton_ai.control.app import dashboard_app
 
-__all__ = ["api_app"]
+__all__ = ["dashboard_app"]

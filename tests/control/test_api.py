@@ -8,24 +8,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from lepton_ai.control import api_app
+from lepton_ai.control import dashboard_app
 from lepton_ai.store import Registry
-
-
-@pytest.fixture
-def registry(tmp_path: Path) -> Registry:
-    return Registry()
-
-
-@pytest.fixture
-def api(registry: Registry) -> TestClient:
-    return TestClient(api_app(registry))
-
-
-def _artifact(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / f"{text}.bin"
-    path.write_text(text)
-    return path
+from tests.control.conftest import artifact as _artifact
 
 
 def test_models_come_in_pages_that_a_cursor_walks(
@@ -116,7 +101,7 @@ def test_what_is_not_there_or_malformed_is_a_json_error(
 
 
 def test_a_token_guards_every_path(registry: Registry) -> None:
-    api = TestClient(api_app(registry, token="s3cret"))
+    api = TestClient(dashboard_app(registry, token="s3cret"))
     assert api.get("/api/v1/models").status_code == 401
     assert api.get("/api/v1/openapi.json").status_code == 401
     assert api.get("/api/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401

@@ -1,0 +1,194 @@
+"""The dashboard's pages over a real registry: what they show, escaped; their errors as pages; sessions,
+CSRF and read-only mode guarding the actions."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from lepton_ai.control import dashboard_app
+from lepton_ai.jobs.queue import JobQueue
+from lepton_ai.jobs.spec import parse
+from lepton_ai.store import Registry
+from tests.control.conftest import artifact
+
+XSS = "<img src=x onerror=alert(1)>"
+
+
+def _csrf(page: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert match, "the page has no form with a CSRF token"
+    return match.group(1)
+
+
+def _job(name: str = "quick") -> int:
+    spec = parse({"kind": "command", "name": name, "spec": {"argv": ["true"]}})
+    return JobQueue().submit(spec).id
+
+
+def test_every_value_from_the_registry_is_escaped(
+    api: TestClient, registry: Registry, tmp_path: Path
+) -> None:
+    registry.register("digits", artifact(tmp_path, "v1"), metrics={"accuracy": 0.9}, description=XSS)
+    run = registry.start_run("train", {"lr": XSS}, name="xss")
+    registry.log_metrics(run.id, {"loss": 1.0})
+    for path in ("/", "/models", "/models/digits", "/models/digits/1", f"/runs/{run.id}", "/runs"):
+        page = api.get(path)
+        assert page.status_code == 200 and XSS not in page.text, path
+    assert "&lt;img src=x onerror=alert(1)&gt;" in api.get(f"/runs/{run.id}").text
+    # and a script that slipped through anyway would not run: scripts only from this origin
+    assert "script-src 'self'" in api.get("/").headers["content-security-policy"]
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "says"),
+    [
+        ("/models/nope", 404, "unknown model &#39;nope&#39;"),
+        ("/models/digits/7", 404, "has no version 7"),
+        ("/runs/999", 404, "unknown run 999"),
+        ("/jobs/999", 404, "999"),
+        ("/runs/abc", 422, "run_id"),
+        ("/runs/compare?ids=1,x", 422, "ids must list run ids"),
+        ("/models/digits/1/files/weights.pt", 404, "no report file"),
+        ("/models/digits/1/files/..%2F..%2Fetc%2Fpasswd", 404, "no such path"),
+        ("/nowhere", 404, "no such path: /nowhere"),
+    ],
+)
+def test_what_is_not_there_is_a_page_naming_it(
+    api: TestClient, registry: Registry, tmp_path: Path, path: str, status: int, says: str
+) -> None:
+    registry.register("digits", artifact(tmp_path, "v1"))
+    page = api.get(path)
+    assert page.status_code == status and page.headers["content-type"].startswith("text/html")
+    assert says in page.text and "<h1>" in page.text, page.text
+
+
+def test_a_version_shows_its_lineage_report_and_privacy(
+    api: TestClient, registry: Registry, tmp_path: Path
+) -> None:
+    registry.register("digits", artifact(tmp_path, "v1"), metrics={"accuracy": 0.98})
+    folder = tmp_path / "optimized"
+    (folder / "report").mkdir(parents=True)
+    (folder / "model.onnx").write_bytes(b"onnx")
+    best = {"name": "int8", "accuracy": 0.97, "throughput_per_s": 900.0, "latency_ms_p50": 1.0}
+    trials = [
+        {**best, "latency_ms_p99": 2.0, "size_bytes": 10**6, "accepted": True, "reason": ""},
+        {
+            **best,
+            "name": "pruned",
+            "latency_ms_p99": 2.0,
+            "size_bytes": 10**6,
+            "accepted": False,
+            "reason": "drop",
+        },
+    ]
+    (folder / "report" / "report.json").write_text(
+        json.dumps({"metric": "accuracy", "best": best, "trials": trials})
+    )
+    (folder / "report" / "report.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    privacy = {"epsilon": 3.0, "delta": 1e-5, "mechanism": "gaussian"}
+    registry.register("digits", folder, parent="digits:1", recipe={"precision": "int8", "privacy": privacy})
+    registry.register("digits", artifact(tmp_path, "v3"), parent="digits:2", recipe={"pruned": 0.5})
+
+    page = api.get("/models/digits/2").text
+    lineage = page[page.index('id="lineage"') : page.index("<h2>Report")]
+    assert lineage.index("digits:1") < lineage.index("digits:2") < lineage.index("digits:3")
+    assert "pruned=0.5" in lineage and "precision=int8" in lineage
+    assert 'src="/models/digits/2/files/report.png"' in page and '<tr class="best"><td>int8' in page
+    assert "<td>drop</td>" in page and "gaussian" in page
+    image = api.get("/models/digits/2/files/report.png")
+    assert image.headers["content-type"] == "image/png" and image.content.startswith(b"\x89PNG")
+    # a version without a report still renders, and says so
+    assert "no report was stored with this version" in api.get("/models/digits/3").text
+
+
+def test_verify_rehashes_the_artifact(api: TestClient, registry: Registry, tmp_path: Path) -> None:
+    version = registry.register("digits", artifact(tmp_path, "v1"))
+    page = api.get("/models/digits/1").text
+    done = api.post("/models/digits/1/verify", data={"csrf": _csrf(page)}, follow_redirects=True)
+    assert done.status_code == 200 and 'id="verified"' in done.text
+    Path(registry.artifacts.path(version.key)).write_text("tampered")
+    corrupted = api.post("/models/digits/1/verify", data={"csrf": _csrf(page)})
+    assert corrupted.status_code == 409 and "corrupted" in corrupted.text
+
+
+def test_runs_show_min_max_and_last_and_compare(api: TestClient, registry: Registry) -> None:
+    ids = []
+    for lr in (0.1, 0.01):
+        run = registry.start_run("train", {"lr": lr, "epochs": 3}, name=f"lr{lr}")
+        for step, loss in enumerate((2.0, 0.5, 0.7)):
+            registry.log_metrics(run.id, {"loss": loss * lr * 10}, step=step)
+        ids.append(run.id)
+    listed = api.get("/runs").text
+    assert "min 0.5" in listed and "max 2" in listed and "<b>0.7</b>" in listed
+
+    both = api.get(f"/runs/compare?ids={ids[0]},{ids[1]}").text
+    assert both == api.get(f"/runs/compare?ids={ids[0]}&ids={ids[1]}").text
+    assert both.count("<polyline") == 2 and 'data-points="3"' in both
+    assert "<th>epochs</th>" in both
+    differing = api.get(f"/runs/compare?ids={ids[0]},{ids[1]}&diff=true").text
+    assert "<th>lr</th>" in differing and "<th>epochs</th>" not in differing
+    too_many = api.get("/runs/compare?ids=" + ",".join(str(i) for i in range(1, 102)))
+    assert too_many.status_code == 422 and "compare 1 to 100 runs" in too_many.text
+
+
+def test_the_first_page_opens_a_strict_session(api: TestClient) -> None:
+    cookie = api.get("/").headers["set-cookie"]
+    assert "lepton_session=" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+    # the session is kept: no new cookie on the next page
+    assert "set-cookie" not in api.get("/models").headers
+
+
+def test_actions_need_the_session_csrf_token(api: TestClient, stop_worker: None) -> None:
+    job = _job()
+    page = api.get(f"/jobs/{job}").text
+    assert api.post(f"/jobs/{job}/cancel").status_code == 403
+    assert api.post(f"/jobs/{job}/cancel", data={"csrf": "forged"}).status_code == 403
+    assert JobQueue().get(job).state == "queued"
+    done = api.post(f"/jobs/{job}/cancel", data={"csrf": _csrf(page)}, follow_redirects=True)
+    assert done.status_code == 200 and JobQueue().get(job).state == "cancelled"
+    assert 'id="retry"' in done.text
+    retried = api.post(f"/jobs/{job}/retry", data={"csrf": _csrf(done.text)}, follow_redirects=False)
+    assert retried.status_code == 303
+    new = int(retried.headers["location"].rsplit("/", 1)[-1])
+    assert new != job and JobQueue().get(new).name == "quick"
+
+
+def test_read_only_hides_and_refuses_actions(registry: Registry, tmp_path: Path) -> None:
+    registry.register("digits", artifact(tmp_path, "v1"))
+    api = TestClient(dashboard_app(registry, read_only=True))
+    job = _job()
+    page = api.get(f"/jobs/{job}").text
+    assert 'id="cancel"' not in page and "read-only" in page
+    assert 'id="verify"' not in api.get("/models/digits/1").text
+    session = api.get("/").text
+    refused = api.post(f"/jobs/{job}/cancel", data={"csrf": _csrf_or_empty(session)})
+    assert refused.status_code == 403 and "read-only" in refused.text
+    assert JobQueue().get(job).state == "queued"
+
+
+def _csrf_or_empty(page: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', page)
+    return match.group(1) if match else ""
+
+
+def test_a_token_sends_browsers_to_sign_in(registry: Registry) -> None:
+    api = TestClient(dashboard_app(registry, token="s3cret"))
+    first = api.get("/runs?kind=train", follow_redirects=False)
+    assert first.status_code == 303 and first.headers["location"] == "/login?next=/runs%3Fkind%3Dtrain"
+    wrong = api.post("/login", data={"token": "guess", "next": "/runs"})
+    assert wrong.status_code == 401 and "That is not the token" in wrong.text
+    signed = api.post("/login", data={"token": "s3cret", "next": "/runs?kind=train"}, follow_redirects=False)
+    assert signed.status_code == 303 and signed.headers["location"] == "/runs?kind=train"
+    assert "HttpOnly" in signed.headers["set-cookie"] and "s3cret" not in signed.headers["set-cookie"]
+    assert api.get("/models").status_code == 200
+    # the page's scripts read the API with the session, no token in the page
+    assert api.get("/api/v1/models").status_code == 200
+    elsewhere = api.post("/login", data={"token": "s3cret", "next": "//evil.example"}, follow_redirects=False)
+    assert elsewhere.headers["location"] == "/"
+    api.post("/logout")
+    assert api.get("/models", follow_redirects=False).status_code == 303
