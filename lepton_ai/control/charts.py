@@ -80,7 +80,7 @@ def _frame(series: Sequence[Series], width: int, height: int) -> Frame:
     ys = [p[1] for s in series for p in s.points if math.isfinite(p[1])] or [0.0]
     y0, y1 = min(ys), max(ys)
     pad = (y1 - y0) * 0.05 or abs(y0) * 0.05 or 0.5
-    return Frame(56, 10, width - 68, height - 36, min(xs), max(xs), y0 - pad, y1 + pad)
+    return Frame(64, 10, width - 76, height - 36, min(xs), max(xs), y0 - pad, y1 + pad)
 
 
 def _polyline(frame: Frame, series: Series, colour: str) -> Markup:
@@ -110,15 +110,17 @@ def _axes(frame: Frame) -> Markup:
                 frame.left - 4, y + 4, _short(value)
             )
         )
-        step = frame.x0 + (frame.x1 - frame.x0) * i / 4
+    # steps are whole numbers: a short run gets a tick per step, not fractions of one
+    steps = sorted({round(frame.x0 + (frame.x1 - frame.x0) * i / 4) for i in range(5)})
+    for step in steps:
         parts.append(
             Markup('<text x="{}" y="{}" text-anchor="middle" class="tick">{}</text>').format(
-                frame.x(step), frame.top + frame.height + 16, _short(step)
+                frame.x(step), frame.top + frame.height + 16, step
             )
         )
     return Markup("").join(parts)
 
 
 def _short(value: float) -> str:
-    """Return a tick label: 4 significant digits, no trailing noise."""
-    return f"{value:.4g}"
+    """Return a tick label: 3 significant digits, no trailing noise."""
+    return f"{value:.3g}"

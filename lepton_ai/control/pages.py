@@ -12,6 +12,7 @@ import jinja2
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 
 from lepton_ai.control.charts import Series, line_chart
 from lepton_ai.control.listing import thin
@@ -25,6 +26,8 @@ TEMPLATES = Path(__file__).parent / "templates"
 # every overlaid chart stays under this many points, so comparing 50 runs is still a light page
 CHART_POINTS = 4000
 Cursor = Annotated[str | None, Query()]
+# metrics named SPLIT_MEASURE are drawn on one chart per measure
+SPLITS = ("train", "val", "test")
 
 
 def templates() -> Jinja2Templates:
@@ -196,7 +199,7 @@ def _run_pages(router: APIRouter, pages: Pages) -> None:
     ) -> HTMLResponse:
         chosen = control.compare(_ids(ids or []))
         params = _param_rows(chosen, only_differences=diff)
-        charts = _charts(chosen, CHART_POINTS // len(chosen))
+        charts = _charts(chosen, max(2, CHART_POINTS // len(chosen)))
         query = ",".join(str(r.id) for r in chosen)
         keys = sorted({k for r in chosen for k in r.summary})
         return pages.render(
@@ -213,7 +216,7 @@ def _run_pages(router: APIRouter, pages: Pages) -> None:
     @router.get("/runs/{run_id}")
     def run(request: Request, run_id: int) -> HTMLResponse:
         info = control.run(run_id)
-        return pages.render(request, "run.html", run=info, charts=_charts([info], 500, by_run=False))
+        return pages.render(request, "run.html", run=info, charts=_run_charts(info))
 
 
 def _ids(values: list[str]) -> list[int]:
@@ -231,19 +234,25 @@ def _param_rows(runs: list[RunInfo], only_differences: bool) -> list[tuple[str, 
     return [(k, vs) for k, vs in rows if not only_differences or len({repr(v) for v in vs}) > 1]
 
 
-def _charts(runs: list[RunInfo], points: int, by_run: bool = True) -> list[Any]:
+def _charts(runs: list[RunInfo], points: int) -> list[Markup]:
     """Return one chart per metric, the runs overlaid (labelled by run), each series thinned on the server."""
     keys = sorted({k for r in runs for k in r.history})
-    charts = []
-    for key in keys:
-        series = [
-            Series(f"run {r.id} {r.name}" if by_run else key, r.history[key])
-            for r in runs
-            if key in r.history
-        ]
-        thinned = [Series(s.label, thin(s.points, max(points, 2))) for s in series]
-        charts.append(line_chart(key, thinned))
-    return charts
+    return [
+        line_chart(
+            k, [Series(f"run {r.id} {r.name}", thin(r.history[k], points)) for r in runs if k in r.history]
+        )
+        for k in keys
+    ]
+
+
+def _run_charts(run: RunInfo, points: int = 500) -> list[Markup]:
+    """Return a run's charts, a split's figures together: train_loss, val_loss and test_loss on one."""
+    groups: dict[str, list[Series]] = {}
+    for key, series in sorted(run.history.items()):
+        split, _, measure = key.partition("_")
+        group = measure if split in SPLITS and measure else key
+        groups.setdefault(group, []).append(Series(key, thin(series, points)))
+    return [line_chart(name, series) for name, series in groups.items()]
 
 
 def _job_pages(router: APIRouter, pages: Pages) -> None:
