@@ -50,3 +50,24 @@ def test_the_dashboard_serves_the_api_with_its_token(digits_ref: str) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+def test_port_zero_prints_the_port_it_bound_and_read_only_shows_no_action() -> None:
+    lepton = str(Path(sys.executable).with_name("lepton"))
+    proc = subprocess.Popen(
+        [lepton, "dashboard", "--port", "0", "--read-only"],
+        env={**os.environ, "COLUMNS": "200"},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        url = line.split("dashboard on ", 1)[1].split("/ ", 1)[0]
+        assert not url.endswith(":0"), line
+        page = httpx.get(url + "/", timeout=5)
+        assert page.status_code == 200 and "read-only" in page.text
+        assert httpx.post(url + "/jobs/1/cancel", timeout=5).status_code == 403
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
