@@ -181,6 +181,13 @@ def test_a_run_chart_is_drawn_with_its_points(visit: Callable[..., Any]) -> None
     # drawn, not just present: the browser laid each line out with a real extent
     assert all(line.rect["width"] > 100 for line in lines)
     visit(page.current_url.removeprefix(page.current_url.split("/runs")[0]), shot="run")
+    page = visit("/runs")
+    for box in page.find_elements(By.CSS_SELECTOR, "#runs input[type=checkbox]"):
+        box.click()
+    page.find_element(By.ID, "compare").click()
+    assert "/runs/compare?ids=" in page.current_url and "compare 2" in _text(page, "h1")
+    assert page.find_elements(By.CSS_SELECTOR, "svg.chart polyline, svg.chart circle")
+    visit(page.current_url.removeprefix(page.current_url.split("/runs")[0]), shot="compare")
 
 
 def test_a_job_log_follows_what_is_written_after_the_page_opened(
