@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lepton_ai.errors import InvalidInputError, LeptonError, NotFoundError
-from lepton_ai.serve.target import service_name
+from lepton_ai.store.services import service_name
 
 if TYPE_CHECKING:
     from lepton_ai.serve.app import ServeSettings, Service

@@ -27,7 +27,8 @@ from lepton_ai.serve.app import ServeSettings, Service
 from lepton_ai.serve.photon import Photon
 from lepton_ai.serve.process import ProcessSpec
 from lepton_ai.serve.registration import recorded, service_url
-from lepton_ai.serve.target import load_photon, service_name, serving_gc
+from lepton_ai.serve.target import load_photon, serving_gc
+from lepton_ai.store.services import service_name
 
 log = logging.getLogger("lepton.serve")
 

@@ -8,7 +8,6 @@ import gc
 import importlib
 import importlib.util
 import os
-import re
 import sys
 import traceback
 from pathlib import Path
@@ -25,22 +24,6 @@ def is_class_target(target: str) -> bool:
     if not sep or not name.isidentifier() or name == "latest":
         return False
     return module.endswith(".py") or all(p.isidentifier() for p in module.split("."))
-
-
-def service_name(target: str) -> str:
-    """Return the name a service of `target` goes by: the model's name, or the Photon class's (lower case),
-    as a URL path segment."""
-    module, sep, last = target.rpartition(":")
-    # a saved-model folder
-    if not sep:
-        base = Path(target).name
-    elif last.isdigit() or last == "latest":
-        # NAME:VERSION
-        base = module
-    else:
-        # path.py:Class or package.module:Class
-        base = last.lower()
-    return re.sub(r"[^A-Za-z0-9._-]", "-", base).strip(".-") or "photon"
 
 
 def load_photon(target: str, device: str = "cpu", threads: int | None = None) -> Photon:

@@ -5,10 +5,12 @@ without saying it stopped, killed or its machine gone). Each change is one trans
 from __future__ import annotations
 
 import builtins
+import re
 import socket
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, and_, not_, or_, select, update
@@ -58,6 +60,22 @@ class ServiceInfo:
         for key in ("started_at", "heartbeat_at", "stopped_at"):
             d[key] = iso(d[key])
         return {**d, "live": self.live}
+
+
+def service_name(target: str) -> str:
+    """Return the name a service of `target` goes by: the model's name, or the Photon class's (lower case),
+    as a URL path segment."""
+    module, sep, last = target.rpartition(":")
+    # a saved-model folder
+    if not sep:
+        base = Path(target).name
+    elif last.isdigit() or last == "latest":
+        # NAME:VERSION
+        base = module
+    else:
+        # path.py:Class or package.module:Class
+        base = last.lower()
+    return re.sub(r"[^A-Za-z0-9._-]", "-", base).strip(".-") or "photon"
 
 
 def stale_after() -> timedelta:
