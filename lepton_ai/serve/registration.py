@@ -1,21 +1,25 @@
 """A serving process's record in the registry (for the dashboard's services page): written once it
 listens, refreshed by a heartbeat every LEPTON_HEARTBEAT_S seconds, marked stopped when it ends. All of it
 happens on a daemon thread, so a slow or unreachable registry never delays or stops the service: it costs
-one warning line."""
+one warning line. The store is imported there too: worker processes, which import this module's importer,
+never load it, and the server's start does not wait for it."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import socket
 import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING
 
 from lepton_ai.errors import NotFoundError, one_line
-from lepton_ai.store.services import UNAVAILABLE, Services
+
+if TYPE_CHECKING:
+    from lepton_ai.store.services import Services
 
 log = logging.getLogger("lepton.serve")
 # how long an ending process waits for the registry to note that it stopped
@@ -31,11 +35,11 @@ def service_url(host: str, port: int) -> str:
 
 
 class Heartbeat:
-    """Records a service from a daemon thread, then notes every `interval_s` seconds that it is alive, until
-    `stop` marks it stopped. `fields` are `Services.record`'s arguments."""
+    """Records this process serving `target` at `url` from a daemon thread, then notes every `interval_s`
+    seconds that it is alive, until `stop` marks it stopped."""
 
-    def __init__(self, fields: dict[str, Any], interval_s: float) -> None:
-        self.fields, self.interval_s = fields, interval_s
+    def __init__(self, target: str, url: str, interval_s: float) -> None:
+        self.target, self.url, self.interval_s = target, url, interval_s
         # the record's id, once written
         self.id: int | None = None
         self._stopping = threading.Event()
@@ -61,6 +65,8 @@ class Heartbeat:
 
     def _beat(self, services: Services) -> None:
         """Note that the service is alive; record it first if it is not (yet, or any more) recorded."""
+        from lepton_ai.store.services import service_name
+
         if self.id is not None:
             try:
                 services.heartbeat(self.id)
@@ -68,10 +74,13 @@ class Heartbeat:
             except NotFoundError:
                 # its record was deleted: write a new one
                 self.id = None
-        self.id = services.record(**self.fields).id
+        name = service_name(self.target)
+        self.id = services.record("serve", name, self.url, model_ref=self.target, pid=os.getpid()).id
 
     def _write(self, change: Callable[[Services], object]) -> None:
         """Apply `change` to the registry; warn once when the registry cannot be written, until it can."""
+        from lepton_ai.store.services import UNAVAILABLE, Services
+
         try:
             change(Services())
         except UNAVAILABLE as e:
@@ -94,11 +103,11 @@ def _terminated(signum: int, frame: FrameType | None) -> None:
 
 
 @contextlib.contextmanager
-def recorded(fields: dict[str, Any], interval_s: float) -> Iterator[Heartbeat]:
-    """Keep the service described by `fields` recorded while the block runs, then mark it stopped. SIGTERM
-    (uvicorn re-sends it to itself once drained) ends the block: the record is closed first, then the
+def recorded(target: str, url: str, interval_s: float) -> Iterator[Heartbeat]:
+    """Keep this process recorded as serving `target` at `url` while the block runs, then mark it stopped.
+    SIGTERM (uvicorn re-sends it to itself once drained) ends the block: the record is closed first, then the
     signal is delivered again, as if we had not been there."""
-    heartbeat = Heartbeat(fields, interval_s)
+    heartbeat = Heartbeat(target, url, interval_s)
     heartbeat.start()
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM) if main else None

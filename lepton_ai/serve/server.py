@@ -28,7 +28,6 @@ from lepton_ai.serve.photon import Photon
 from lepton_ai.serve.process import ProcessSpec
 from lepton_ai.serve.registration import recorded, service_url
 from lepton_ai.serve.target import load_photon, serving_gc
-from lepton_ai.store.services import service_name
 
 log = logging.getLogger("lepton.serve")
 
@@ -170,9 +169,8 @@ def serve(
         workers,
         "s" if workers > 1 else "",
     )
-    # what the dashboard's services page shows of this process
-    record = {"name": service_name(target), "url": service_url(host, port), "model_ref": target}
-    with recorded({"kind": "serve", **record, "pid": os.getpid()}, heartbeat_s):
+    # for the dashboard's services page
+    with recorded(target, service_url(host, port), heartbeat_s):
         if workers == 1:
             _run(_service(target, photon, settings, device, threads), sock, options)
             return
