@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
+
+from lepton_ai.errors import InvalidInputError
 
 
 def home() -> Path:
@@ -21,3 +24,17 @@ def artifacts_url() -> str:
     """Return LEPTON_ARTIFACTS, or the artifacts directory under LEPTON_HOME."""
     url = os.environ.get("LEPTON_ARTIFACTS")
     return url if url else str(home() / "artifacts")
+
+
+def heartbeat_s() -> float:
+    """Return LEPTON_HEARTBEAT_S (default 10), the seconds between a running service's heartbeats."""
+    text = os.environ.get("LEPTON_HEARTBEAT_S")
+    if not text:
+        return 10.0
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise InvalidInputError(f"LEPTON_HEARTBEAT_S must be a positive number of seconds, not {text!r}")
+    return seconds

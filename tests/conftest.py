@@ -32,6 +32,7 @@ import uvicorn
 
 from lepton_ai.store import db
 from tests.fake_kubernetes import FakeAPI, kubeconfig
+from tests.serving import TINY_PHOTON, RecordedServer
 
 
 @pytest.fixture(autouse=True)
@@ -154,6 +155,21 @@ def running(photon: Any, ready: bool = True, port: int | None = None, **settings
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+@pytest.fixture
+def tiny_photon(tmp_path: Path) -> str:
+    """Return `path.py:Tiny`, a tiny Photon: POST /square {"x": 3} answers 9, a negative x a 500."""
+    path = tmp_path / "tiny.py"
+    path.write_text(TINY_PHOTON)
+    return f"{path}:Tiny"
+
+
+@pytest.fixture
+def recorded_server() -> type[RecordedServer]:
+    """`with recorded_server([TARGET, *options]) as server:` runs `lepton serve` on a port the system chooses;
+    `server.info` is the record it wrote, `server.record()` that record now."""
+    return RecordedServer
 
 
 @pytest.fixture(scope="session")

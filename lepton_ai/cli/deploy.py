@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from lepton_ai.cli.output import console, print_json
-from lepton_ai.errors import InvalidInputError
+from lepton_ai.cli.output import console, print_error, print_json
+from lepton_ai.errors import InvalidInputError, one_line
 
 
 def parse_autoscale(text: str) -> tuple[int, int]:
@@ -136,7 +136,7 @@ def deploy(
         listed = jsonlib.dumps({"apiVersion": "v1", "kind": "List", "items": manifests}, indent=2) + "\n"
         sys.stdout.write(listed if output == "json" else k8s.to_yaml(manifests))
         return
-    _apply(manifests, namespace, output, kubeconfig, context)
+    _apply(ref, manifests, namespace, output, kubeconfig, context)
 
 
 def _on_ray(
@@ -154,6 +154,7 @@ def _on_ray(
     result = deploy_ray(
         ref, replicas=replicas, autoscale=bounds, address=address, http_port=port, settings=settings or None
     )
+    _record(ref, result["url"], f"ray:{result['name']}")
     if output == "json":
         print_json(result)
         return
@@ -162,6 +163,7 @@ def _on_ray(
 
 
 def _apply(
+    ref: str,
     manifests: list[dict[str, Any]],
     namespace: str,
     output: str | None,
@@ -173,14 +175,26 @@ def _apply(
 
     applied = k8s.apply(manifests, kubeconfig=kubeconfig, context=context)
     name = manifests[0]["metadata"]["name"]
+    url = f"http://{name}.{namespace}.svc"
+    _record(ref, url, f"k8s:{namespace}/{name}")
     if output == "json":
-        print_json({"namespace": namespace, "applied": applied, "url": f"http://{name}.{namespace}.svc"})
+        print_json({"namespace": namespace, "applied": applied, "url": url})
         return
     for what in applied:
         console.print(f"[green]✓[/] applied {what}", highlight=False)
     console.print(
-        f"in-cluster URL http://{name}.{namespace}.svc · wait for it: "
-        f"kubectl -n {namespace} rollout status deployment/{name}",
+        f"in-cluster URL {url} · wait for it: kubectl -n {namespace} rollout status deployment/{name}",
         highlight=False,
         soft_wrap=True,
     )
+
+
+def _record(ref: str, url: str, deployment: str) -> None:
+    """Record the deployment for the dashboard's services page; a registry that cannot be written is a
+    warning, never a failed deploy."""
+    from lepton_ai.store.services import UNAVAILABLE, Services, service_name
+
+    try:
+        Services().record("deploy", service_name(ref), url, model_ref=ref, deployment=deployment)
+    except UNAVAILABLE as e:
+        print_error(f"the deployment is not recorded in the registry: {one_line(e)}", "warning")

@@ -19,13 +19,13 @@ import contextlib
 import dataclasses
 import logging
 import os
-import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lepton_ai.errors import InvalidInputError, LeptonError, NotFoundError
+from lepton_ai.store.services import service_name
 
 if TYPE_CHECKING:
     from lepton_ai.serve.app import ServeSettings, Service
@@ -81,7 +81,8 @@ def deploy_ray(
     target = _pin(ref)
     # a bad ref or setting fails here, in one line, before Ray is touched
     service = _service(target, settings or {})
-    name = _name(target)
+    # the application's name and route prefix
+    name = service_name(target)
     options = _deployment_options(name, service, replicas, autoscale)
     with _connected(address):
         port = _run_application(name, target, service.settings, options, address, http_port)
@@ -278,21 +279,6 @@ def _service(target: str, settings: dict[str, Any]) -> Service:
             "its own Ray process (scale with --replicas)"
         )
     return Service(load_photon(target), serve_settings)
-
-
-def _name(target: str) -> str:
-    """Return the application's name (and route prefix): the model's name, or the Photon class's."""
-    module, sep, last = target.rpartition(":")
-    # a saved-model folder
-    if not sep:
-        base = Path(target).name
-    elif last.isdigit():
-        # NAME:VERSION
-        base = module
-    else:
-        # path.py:Class or package.module:Class
-        base = last.lower()
-    return re.sub(r"[^A-Za-z0-9._-]", "-", base).strip(".-") or "photon"
 
 
 def _host(address: str) -> str:

@@ -19,12 +19,14 @@ import time
 import urllib.request
 from typing import Any
 
+from lepton_ai import config
 from lepton_ai.errors import InvalidInputError, LeptonError
 from lepton_ai.machine import cpu_info
 from lepton_ai.serve import http
 from lepton_ai.serve.app import ServeSettings, Service
 from lepton_ai.serve.photon import Photon
 from lepton_ai.serve.process import ProcessSpec
+from lepton_ai.serve.registration import recorded, service_url
 from lepton_ai.serve.target import load_photon, serving_gc
 
 log = logging.getLogger("lepton.serve")
@@ -145,6 +147,7 @@ def serve(
     """Serve `target` until SIGTERM or Ctrl-C, then stop accepting, drain in-flight requests and exit."""
     settings = settings or ServeSettings()
     _check(workers, device)
+    heartbeat_s = config.heartbeat_s()
     # workers × threads = cores
     threads = max(1, cpu_info()["cores"] // workers) if workers > 1 else None
     # fails here, in one line, if the port is taken
@@ -166,12 +169,14 @@ def serve(
         workers,
         "s" if workers > 1 else "",
     )
-    if workers == 1:
-        _run(_service(target, photon, settings, device, threads), sock, options)
-        return
-    # it proved the port free: each worker binds its own
-    sock.close()
-    _serve_workers(workers, WorkerConfig(target, device, threads, settings, host, port), options)
+    # for the dashboard's services page
+    with recorded(target, service_url(host, port), heartbeat_s):
+        if workers == 1:
+            _run(_service(target, photon, settings, device, threads), sock, options)
+            return
+        # it proved the port free: each worker binds its own
+        sock.close()
+        _serve_workers(workers, WorkerConfig(target, device, threads, settings, host, port), options)
 
 
 def _check(workers: int, device: str) -> None:
@@ -267,15 +272,19 @@ class ServerProcess:
                 raise LeptonError(
                     f"the server exited with code {self.proc.returncode}: {self.output()[-2000:]}"
                 )
-            try:
-                with urllib.request.urlopen(self.url + self.ready_path, timeout=1) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                pass
+            if self.ready():
+                return self
             time.sleep(0.1)
         self.stop()
         raise LeptonError(f"the server was not ready within {self.timeout:g} s: {self.output()[-2000:]}")
+
+    def ready(self) -> bool:
+        """Return whether the server answers 200 at its ready path."""
+        try:
+            with urllib.request.urlopen(self.url + self.ready_path, timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
 
     def output(self) -> str:
         """Return what the server printed so far."""

@@ -3,6 +3,7 @@
 from lepton_ai.store.artifacts import ArtifactStore, StoredArtifact, sha256_of
 from lepton_ai.store.refs import Ref, parse_ref
 from lepton_ai.store.registry import ModelInfo, Registry, RunInfo, VersionInfo, local_path
+from lepton_ai.store.services import ServiceInfo, Services
 
 __all__ = [
     "ArtifactStore",
@@ -10,6 +11,8 @@ __all__ = [
     "Ref",
     "Registry",
     "RunInfo",
+    "ServiceInfo",
+    "Services",
     "StoredArtifact",
     "VersionInfo",
     "local_path",

@@ -167,3 +167,27 @@ class JobAttempt(Base):
     ended_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
     job: Mapped[Job] = relationship(back_populates="attempt_rows")
+
+
+class ServiceRecord(Base):
+    """A service that `lepton serve` or `lepton deploy` started: where it answers, what it serves, and
+    when it last said it was alive (a served process beats every LEPTON_HEARTBEAT_S seconds)."""
+
+    __tablename__ = "services"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # serve or deploy
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(128))
+    url: Mapped[str] = mapped_column(String(1024), index=True)
+    # NAME:VERSION, a saved-model folder or path.py:Class, as given
+    model_ref: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    # the machine that started it
+    host: Mapped[str] = mapped_column(String(256))
+    # the serving process (serve only)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # ray:NAME or k8s:NAMESPACE/NAME (deploy only)
+    deployment: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)

@@ -18,6 +18,7 @@ import yaml
 
 from lepton_ai.deploy.kubernetes import object_name, service_manifests, validate
 from lepton_ai.errors import InvalidInputError
+from lepton_ai.store import Services
 from tests.fake_kubernetes import IMAGE, FakeAPI, by_kind, container, kubeconfig
 from tests.jobs.manifest_checks import Manifests, assert_golden_is_valid, assert_matches_golden, refusal
 
@@ -252,6 +253,33 @@ def test_deploy_applies_with_server_side_apply(fake_cluster: tuple[type[FakeAPI]
     for method, _, content_type, query in api.requests:
         assert (method, content_type) == ("PATCH", "application/apply-patch+yaml")
         assert query == {"fieldManager": ["lepton"], "force": ["true"]}
-    # again: an update in place
+    # recorded for the services page
+    (first,) = Services().list()
+    assert (first.kind, first.name, first.model_ref, first.pid) == (
+        "deploy",
+        "digits-cnn",
+        "digits-cnn:1",
+        None,
+    )
+    assert (first.url, first.deployment) == (
+        "http://lepton-digits-cnn-1.ml.svc",
+        "k8s:ml/lepton-digits-cnn-1",
+    )
+    # again: an update in place, whose record replaces the first
     r = lepton(*DEPLOY, "--namespace", "ml", "--kubeconfig", str(config))
     assert r.returncode == 0 and len(api.objects) == 3, r.stderr
+    assert [s.deployment for s in Services().list(live=True)] == [first.deployment]
+    assert Services().get(first.id).stopped_at is not None
+
+
+def test_a_deploy_the_registry_cannot_record_is_a_warning(fake_cluster: tuple[type[FakeAPI], Path]) -> None:
+    _, config = fake_cluster
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        nobody = f"postgresql://lepton@127.0.0.1:{s.getsockname()[1]}/lepton"
+    r = lepton(*DEPLOY, "--kubeconfig", str(config), "-o", "json", env={"LEPTON_DB_URL": nobody})
+    assert r.returncode == 0 and json.loads(r.stdout)["url"] == "http://lepton-digits-cnn-1.default.svc"
+    assert r.stderr.startswith("warning: the deployment is not recorded in the registry: cannot open"), (
+        r.stderr
+    )
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -18,6 +18,7 @@ import pytest
 
 from lepton_ai.deploy.ray import deploy_ray, undeploy_ray
 from lepton_ai.errors import InvalidInputError, LeptonError, NotFoundError
+from lepton_ai.store import Services
 
 if TYPE_CHECKING:
     from tests.conftest import RayCluster
@@ -135,6 +136,10 @@ def test_a_model_served_on_ray_serve_answers_batches_and_scales(
         # The CLI redeploys the same model with autoscaling: Serve holds the new config and still answers.
         redeployed = redeploy_with_the_cli(digits_ref, ray_cluster.address, port)
         assert redeployed == {"name": "digits-cnn", "url": url, "replicas": 1, "autoscale": [1, 2]}
+        # the CLI recorded it for the services page (deploy_ray, the function, records nothing)
+        (recorded,) = Services().list()
+        assert (recorded.kind, recorded.name, recorded.url) == ("deploy", "digits-cnn", url)
+        assert (recorded.model_ref, recorded.deployment) == (digits_ref, "ray:digits-cnn")
         scaling = autoscaling_config(ray_cluster, "digits-cnn")
         # between 1 and 2 replicas, "busy" at the handler's max batch size
         assert (scaling["min_replicas"], scaling["max_replicas"], scaling["target_ongoing_requests"]) == (

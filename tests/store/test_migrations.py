@@ -13,7 +13,8 @@ from lepton_ai.store.schema import Base
 def test_new_database_is_migrated_to_head(db_url: str) -> None:
     engine = db.engine_for(db_url)
     assert db.current_revision(engine) == db.head_revision()
-    assert {"models", "model_versions", "runs", "run_metrics"} <= set(inspect(engine).get_table_names())
+    tables = {"models", "model_versions", "runs", "run_metrics", "jobs", "job_attempts", "services"}
+    assert tables <= set(inspect(engine).get_table_names())
 
 
 def test_migrations_match_the_schema(db_url: str) -> None:
