@@ -34,6 +34,14 @@ def check_json(value: Any, what: str) -> Any:
         raise InvalidInputError(f"{what} must be JSON data without NaN or infinity: {e}") from e
 
 
+def check_metrics(metrics: Any) -> dict[str, Any]:
+    """Return `metrics` if it is a JSON object of finite data; raise InvalidInputError otherwise."""
+    metrics = check_json(metrics, "metrics")
+    if not isinstance(metrics, dict):
+        raise InvalidInputError("metrics must be a JSON object (a dict)")
+    return metrics
+
+
 def local_path(ref: str | Path) -> Path:
     """Return `ref` as a local path: itself when it exists, else the registry's verified copy."""
     path = Path(str(ref)).expanduser()
@@ -138,9 +146,7 @@ class Registry:
     ) -> VersionInfo:
         """Store the file or directory at `path` as the next version of `name` and return it."""
         check_name(name)
-        metrics = check_json(metrics or {}, "metrics")
-        if not isinstance(metrics, dict):
-            raise InvalidInputError("metrics must be a JSON object (a dict)")
+        metrics = check_metrics(metrics or {})
         recipe = check_json(recipe, "recipe") if recipe is not None else None
         if not Path(path).exists():
             raise NotFoundError(f"no such file or directory: {path}")
@@ -191,6 +197,22 @@ class Registry:
         """Return the version `ref` names (`NAME` for the latest, or `NAME:VERSION`)."""
         parsed = parse_ref(ref)
         return self._tx(lambda s: self._info(self._version_row(s, parsed)))
+
+    def update_metrics(self, ref: str, metrics: dict[str, Any]) -> VersionInfo:
+        """Merge `metrics` into the metrics of the version `ref` names (new values win); return it."""
+        metrics = check_metrics(metrics)
+        parsed = parse_ref(ref)
+
+        def update(s: Session) -> VersionInfo:
+            row = self._version_row(s, parsed)
+            # read again under a row lock: a concurrent merge is not lost (SQLite's writes are serial anyway)
+            s.refresh(row, with_for_update=True)
+            # a new dict: the JSON column does not see changes made inside the old one
+            row.metrics = {**(row.metrics or {}), **metrics}
+            s.flush()
+            return self._info(row)
+
+        return self._tx(update)
 
     def fetch(self, ref: str) -> Path:
         """Return a local path to the artifact of `ref`, its sha256 verified."""
