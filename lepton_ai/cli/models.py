@@ -11,6 +11,7 @@ import typer
 from lepton_ai.cli.output import human_bytes, print_fields, print_json, print_table
 from lepton_ai.errors import InvalidInputError
 from lepton_ai.store import Registry
+from lepton_ai.store.cost import DEFAULT_INSTANCE, INSTANCES, CostCard, cost_card, price
 from lepton_ai.store.registry import check_json
 
 app = typer.Typer(help="Register, list, show and remove models and their versions.", no_args_is_help=True)
@@ -84,21 +85,97 @@ def list_(
 
 @app.command()
 def show(
-    ref: Annotated[str, typer.Argument(help="NAME (latest) or NAME:VERSION.")], json: Json = False
+    ref: Annotated[str, typer.Argument(help="NAME (latest) or NAME:VERSION.")],
+    price_per_hour: Annotated[
+        float | None,
+        typer.Option(help="What the serving machine costs, in US dollars an hour, for the cost card."),
+    ] = None,
+    instance: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Price the cost card at this instance's (default {DEFAULT_INSTANCE}).", show_default=False
+        ),
+    ] = None,
+    json: Json = False,
 ) -> None:
-    """Show one model version: where it is stored, its hash, metrics, lineage and privacy (ε, δ,
-    mechanism)."""
-    info = Registry().get(ref)
+    """Show one model version: where it is stored, its hash, metrics, lineage, privacy (ε, δ, mechanism), and
+    its cost per million inferences beside its parent's."""
+    hourly = price(price_per_hour, instance)
+    registry = Registry()
+    info = registry.get(ref)
+    card = cost_card(registry, info.ref, hourly)
     # recorded by training with DP-SGD
     privacy = (info.recipe or {}).get("privacy")
     if json:
-        print_json({**info.to_dict(), "privacy": privacy})
+        print_json({**info.to_dict(), "privacy": privacy, "cost": card.to_dict()})
         return
     print_fields(info.ref, info.to_dict())
     if privacy:
         from lepton_ai.privacy.dp import describe
 
         typer.echo(f"privacy: {describe(privacy)}")
+    print_cost(card)
+
+
+@app.command()
+def instances(json: Json = False) -> None:
+    """List the cloud instances the cost card can be priced at, with their hourly price and its date."""
+    if json:
+        print_json([i.to_dict() for i in INSTANCES.values()])
+        return
+    # the few pages the prices come from, numbered once
+    pages = list(dict.fromkeys(i.url for i in INSTANCES.values()))
+    print_table(
+        "on-demand prices (Linux); --price-per-hour takes what you pay",
+        ("instance", "$/hour", "hardware", "region", "read", "page"),
+        (
+            (
+                i.name + " (default)" * (i.name == DEFAULT_INSTANCE),
+                f"{i.per_hour:g}",
+                i.hardware,
+                i.region or "not stated",
+                i.read,
+                pages.index(i.url) + 1,
+            )
+            for i in INSTANCES.values()
+        ),
+    )
+    for n, url in enumerate(pages, 1):
+        typer.echo(f"[{n}] {url}")
+
+
+def print_cost(card: CostCard) -> None:
+    """Print a cost card: each version's throughput, where it was measured, and its $ per million
+    inferences."""
+    print_table(
+        f"cost at ${card.price.per_hour:g}/hour ({card.price.source})",
+        ("", "version", "inferences/s", "measured by", "$ per million inferences"),
+        (
+            (
+                role,
+                line.ref,
+                f"{line.throughput_per_s:,.1f}" if line.throughput_per_s else "",
+                line.source,
+                _usd(line.usd_per_million) if line.usd_per_million is not None else "not measured",
+            )
+            for role, line in zip(("this", "parent"), card.lines)
+        ),
+    )
+    # below the table, unwrapped: a command to copy
+    for line in card.lines:
+        if line.why:
+            typer.echo(f"{line.ref}: {line.why}")
+    ratio = card.times_cheaper
+    if ratio is not None:
+        parent = card.lines[1].ref
+        typer.echo(
+            f"{ratio:.2f}× cheaper than {parent}" if ratio >= 1 else f"{1 / ratio:.2f}× dearer than {parent}"
+        )
+
+
+def _usd(amount: float) -> str:
+    # a cheap model costs fractions of a cent a million: keep its first figures
+    return f"${amount:,.2f}" if amount >= 1 else f"${amount:.3g}"
 
 
 @app.command()

@@ -109,6 +109,15 @@ def bench_serve(
             "it off the cores of a server on the same machine."
         ),
     ] = None,
+    record: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME:VERSION",
+            show_default=False,
+            help="Store the figures in this version's metrics (serve_throughput_per_s…), which its cost card "
+            "(lepton models show) then uses.",
+        ),
+    ] = None,
     json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Load-test URL: throughput, p50/p90/p99 latency and errors by status code."""
@@ -123,6 +132,7 @@ def bench_serve(
         raise InvalidInputError(f"{payload} is not valid JSON: {e}") from e
     if not url.startswith(("http://", "https://")):
         raise InvalidInputError(f"{url} is not an http(s) URL")
+    recorded = _to_record(record, rate)
     result = load_test(
         url,
         body,
@@ -136,8 +146,52 @@ def bench_serve(
     )
     if json:
         print_json(result)
-        return
-    show_load(result)
+    else:
+        show_load(result)
+    if recorded:
+        metrics = _record(recorded, result)
+        # on stderr with --json: stdout stays one JSON document
+        typer.echo(f"recorded in {recorded}'s metrics: {', '.join(metrics)}", err=json)
+
+
+def _to_record(ref: str | None, rate: float | None) -> str | None:
+    """Return the exact version `--record` names (resolved before the test: one registered meanwhile is not
+    the one measured), or None."""
+    from lepton_ai.store import Registry
+
+    if ref is None:
+        return None
+    if rate is not None:
+        # an open loop's throughput is the rate asked for, not what the service can do: a wrong cost
+        raise InvalidInputError("--record stores the throughput the service reaches: measure without --rate")
+    return Registry().get(ref).ref
+
+
+def _serve_metrics(result: dict) -> dict[str, object]:
+    """Return a load test's figures as version metrics, named serve_… (what the cost card reads)."""
+    from datetime import datetime, timezone
+
+    return {
+        # an inference is one example: a request may carry several
+        "serve_throughput_per_s": result["examples_per_s"],
+        "serve_latency_ms_p50": result["latency_ms"]["p50"],
+        "serve_latency_ms_p99": result["latency_ms"]["p99"],
+        "serve_error_rate": round((result["requests"] - result["ok"]) / max(result["requests"], 1), 6),
+        "serve_concurrency": result["concurrency"],
+        "serve_measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _record(ref: str, result: dict) -> dict[str, object]:
+    """Store a load test's figures in the metrics of version `ref` and return them; refuse a test where
+    nothing succeeded."""
+    from lepton_ai.store import Registry
+
+    if result["ok"] == 0:
+        raise InvalidInputError(f"not recorded in {ref}: no request succeeded (errors: {result['errors']})")
+    metrics = _serve_metrics(result)
+    Registry().update_metrics(ref, metrics)
+    return metrics
 
 
 def show_load(result: dict) -> None:

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from lepton_ai import config
@@ -19,6 +19,7 @@ from lepton_ai.store import db
 from lepton_ai.store.artifacts import ArtifactStore
 from lepton_ai.store.refs import Ref, check_name, parse_ref
 from lepton_ai.store.schema import Model, ModelVersion, Run, RunMetric, iso, utcnow
+from lepton_ai.store.summaries import MetricSummary, metric_summaries
 
 T = TypeVar("T")
 
@@ -31,6 +32,14 @@ def check_json(value: Any, what: str) -> Any:
         return json.loads(json.dumps(value, allow_nan=False))
     except (TypeError, ValueError) as e:
         raise InvalidInputError(f"{what} must be JSON data without NaN or infinity: {e}") from e
+
+
+def check_metrics(metrics: Any) -> dict[str, Any]:
+    """Return `metrics` if it is a JSON object of finite data; raise InvalidInputError otherwise."""
+    metrics = check_json(metrics, "metrics")
+    if not isinstance(metrics, dict):
+        raise InvalidInputError("metrics must be a JSON object (a dict)")
+    return metrics
 
 
 def local_path(ref: str | Path) -> Path:
@@ -109,57 +118,6 @@ class RunInfo:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class MetricSummary:
-    """One metric of a run in a few numbers: how many points, its min, max and last value, the last step."""
-
-    points: int
-    min: float
-    max: float
-    last: float
-    last_step: int
-
-    @classmethod
-    def of(cls, series: list[tuple[int, float]]) -> MetricSummary:
-        """Return the summary of a (step, value) series in the order it was logged."""
-        values = [v for _, v in series]
-        return cls(len(values), min(values), max(values), values[-1], series[-1][0])
-
-
-def metric_summaries(s: Session, run_ids: list[int]) -> dict[int, dict[str, MetricSummary]]:
-    """Return each run's metrics summarised in the database (grouped queries, not every point)."""
-    if not run_ids:
-        return {}
-    # the value at each metric's highest step (logged last, if twice)
-    ends = (
-        select(RunMetric.run_id, RunMetric.key, func.max(RunMetric.step).label("step"))
-        .where(RunMetric.run_id.in_(run_ids))
-        .group_by(RunMetric.run_id, RunMetric.key)
-        .subquery()
-    )
-    at_end = and_(
-        RunMetric.run_id == ends.c.run_id, RunMetric.key == ends.c.key, RunMetric.step == ends.c.step
-    )
-    last_ids = select(func.max(RunMetric.id)).join(ends, at_end).group_by(RunMetric.run_id, RunMetric.key)
-    last = {(m.run_id, m.key): m for m in s.scalars(select(RunMetric).where(RunMetric.id.in_(last_ids)))}
-    q = (
-        select(
-            RunMetric.run_id,
-            RunMetric.key,
-            func.count(),
-            func.min(RunMetric.value),
-            func.max(RunMetric.value),
-        )
-        .where(RunMetric.run_id.in_(run_ids))
-        .group_by(RunMetric.run_id, RunMetric.key)
-    )
-    out: dict[int, dict[str, MetricSummary]] = {}
-    for run_id, key, n, low, high in s.execute(q):
-        end = last[(run_id, key)]
-        out.setdefault(run_id, {})[key] = MetricSummary(n, low, high, end.value, end.step)
-    return out
-
-
 class Registry:
     """Models, versions and runs in a database, their files in an artifact store."""
 
@@ -188,9 +146,7 @@ class Registry:
     ) -> VersionInfo:
         """Store the file or directory at `path` as the next version of `name` and return it."""
         check_name(name)
-        metrics = check_json(metrics or {}, "metrics")
-        if not isinstance(metrics, dict):
-            raise InvalidInputError("metrics must be a JSON object (a dict)")
+        metrics = check_metrics(metrics or {})
         recipe = check_json(recipe, "recipe") if recipe is not None else None
         if not Path(path).exists():
             raise NotFoundError(f"no such file or directory: {path}")
@@ -241,6 +197,22 @@ class Registry:
         """Return the version `ref` names (`NAME` for the latest, or `NAME:VERSION`)."""
         parsed = parse_ref(ref)
         return self._tx(lambda s: self._info(self._version_row(s, parsed)))
+
+    def update_metrics(self, ref: str, metrics: dict[str, Any]) -> VersionInfo:
+        """Merge `metrics` into the metrics of the version `ref` names (new values win); return it."""
+        metrics = check_metrics(metrics)
+        parsed = parse_ref(ref)
+
+        def update(s: Session) -> VersionInfo:
+            row = self._version_row(s, parsed)
+            # read again under a row lock: a concurrent merge is not lost (SQLite's writes are serial anyway)
+            s.refresh(row, with_for_update=True)
+            # a new dict: the JSON column does not see changes made inside the old one
+            row.metrics = {**(row.metrics or {}), **metrics}
+            s.flush()
+            return self._info(row)
+
+        return self._tx(update)
 
     def fetch(self, ref: str) -> Path:
         """Return a local path to the artifact of `ref`, its sha256 verified."""

@@ -117,6 +117,39 @@ def test_concurrent_registration_in_threads(registry: Registry, tmp_path: Path) 
     assert [v.version for v in registry.list_versions("race")] == list(range(1, 17))
 
 
+def test_update_metrics_merges_into_one_version(registry: Registry, tmp_path: Path) -> None:
+    registry.register("m", _file(tmp_path, "a.bin"), metrics={"accuracy": 0.9, "throughput_per_s": 10.0})
+    registry.register("m", _file(tmp_path, "b.bin"), metrics={"accuracy": 0.8})
+    info = registry.update_metrics("m:1", {"throughput_per_s": 12.5, "serve_throughput_per_s": 11.0})
+    assert info.ref == "m:1"
+    assert info.metrics == {"accuracy": 0.9, "throughput_per_s": 12.5, "serve_throughput_per_s": 11.0}
+    assert registry.get("m:1").metrics == info.metrics
+    # the other version and the artifact are untouched
+    assert registry.get("m:2").metrics == {"accuracy": 0.8}
+    assert registry.fetch("m:1").read_bytes() == (tmp_path / "a.bin").read_bytes()
+    # a bare NAME is the latest version
+    assert registry.update_metrics("m", {"note": "x"}).metrics == {"accuracy": 0.8, "note": "x"}
+
+
+def test_update_metrics_refuses_what_register_refuses(registry: Registry, tmp_path: Path) -> None:
+    registry.register("m", _file(tmp_path), metrics={"accuracy": 0.9})
+    for bad, says in [({"loss": math.nan}, "NaN"), ([1, 2], "JSON object"), ({"x": object()}, "JSON data")]:
+        with pytest.raises(InvalidInputError, match=says):
+            registry.update_metrics("m:1", bad)  # type: ignore[arg-type]
+    with pytest.raises(NotFoundError, match="no version 3"):
+        registry.update_metrics("m:3", {"a": 1})
+    with pytest.raises(NotFoundError, match="unknown model 'ghost'"):
+        registry.update_metrics("ghost:1", {"a": 1})
+    assert registry.get("m:1").metrics == {"accuracy": 0.9}
+
+
+def test_concurrent_metric_updates_all_land(registry: Registry, tmp_path: Path) -> None:
+    registry.register("m", _file(tmp_path))
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: registry.update_metrics("m:1", {f"k{i}": i}), range(16)))
+    assert registry.get("m:1").metrics == {f"k{i}": i for i in range(16)}
+
+
 def test_postgres_urls_map_to_psycopg3() -> None:
     from lepton_ai.store.db import normalize_url, safe_url
 
