@@ -28,6 +28,16 @@ def dashboard(
     insecure: Annotated[
         bool, typer.Option("--insecure", help="Listen beyond loopback without a token all the same.")
     ] = False,
+    price_per_hour: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="Hourly price in USD for the cost cards.", show_default=False),
+    ] = None,
+    instance: Annotated[
+        str | None,
+        typer.Option(
+            help="Price the cost cards at this instance's (`lepton models instances`).", show_default=False
+        ),
+    ] = None,
     read_only: Annotated[
         bool, typer.Option("--read-only", help="Show everything, change nothing (no cancel, retry, verify).")
     ] = False,
@@ -38,6 +48,7 @@ def dashboard(
 
     from lepton_ai.control import dashboard_app
     from lepton_ai.store import Registry
+    from lepton_ai.store.cost import price
 
     if not token and not insecure and not _loopback(host):
         raise InvalidInputError(
@@ -46,7 +57,7 @@ def dashboard(
     registry = Registry()
     # an unreadable registry fails here, in one line, not on the first request
     registry.list_models(limit=1)
-    app = dashboard_app(registry, token, read_only)
+    app = dashboard_app(registry, token, read_only, price(price_per_hour, instance))
     sock = _bind(host, port)
     url = f"http://{host if ':' not in host else f'[{host}]'}:{sock.getsockname()[1]}"
     console.print(f"[green]✓[/] dashboard on {url}/ (API: {url}/api/v1, OpenAPI: {url}/api/v1/openapi.json)")

@@ -32,6 +32,7 @@ def api_router(control: Control) -> APIRouter:
     _models(router, control)
     _runs(router, control)
     _jobs(router, control)
+    _services(router, control)
     return router
 
 
@@ -53,7 +54,12 @@ def _models(router: APIRouter, control: Control) -> None:
         """One version, with the versions made from it (its children) and its report's files."""
         view = control.version(name, version)
         report = {"files": view.report.files, "problem": view.report.problem}
-        return {**view.info.to_dict(), "children": [c.ref for c in view.children], "report": report}
+        return {
+            **view.info.to_dict(),
+            "children": [c.ref for c in view.children],
+            "report": report,
+            "cost": control.cost(view.info).to_dict(),
+        }
 
 
 def _runs(router: APIRouter, control: Control) -> None:
@@ -104,6 +110,31 @@ def _jobs(router: APIRouter, control: Control) -> None:
     ) -> dict[str, Any]:
         """The latest attempt's log from `offset`; ask again from the returned offset until `done`."""
         return asdict(control.log(job_id, offset))
+
+
+def _services(router: APIRouter, control: Control) -> None:
+    """What `lepton serve` and `lepton deploy` recorded, with each one's health when asked."""
+
+    @router.get("/services")
+    def services(
+        limit: Limit = 50,
+        cursor: Cursor = None,
+        live: Annotated[bool | None, Query(description="Only those answering (true) or not (false).")] = None,
+        probe: Annotated[bool, Query(description="Ask each its /readyz and /metrics.")] = False,
+    ) -> dict[str, Any]:
+        """Services, newest first; with `probe`, each with its readiness, throughput, latency and errors."""
+        listed = control.services(limit, cursor, live)
+        health = control.health(listed.items) if probe else {}
+        items = [
+            {**s.to_dict(), **({"health": health[s.id].to_dict()} if probe else {})} for s in listed.items
+        ]
+        return {"items": items, "next_cursor": listed.next_cursor}
+
+    @router.get("/services/{service_id}")
+    def service(service_id: int) -> dict[str, Any]:
+        """One service with its health now."""
+        info = control.service(service_id)
+        return {**info.to_dict(), "health": control.health([info])[info.id].to_dict()}
 
 
 # what the pages answer an error with, in place of JSON (outside /api/v1)

@@ -17,6 +17,7 @@ from lepton_ai.control.pages import Pages, Refused, pages_router
 from lepton_ai.control.queries import Control
 from lepton_ai.control.session import Sessions
 from lepton_ai.store import Registry
+from lepton_ai.store.cost import Price
 
 STATIC = Path(__file__).parent / "static"
 # reachable without a session: the sign-in page and what it is drawn with
@@ -31,11 +32,15 @@ SECURITY_HEADERS = {
 
 
 def dashboard_app(
-    registry: Registry | None = None, token: str | None = None, read_only: bool = False
+    registry: Registry | None = None,
+    token: str | None = None,
+    read_only: bool = False,
+    price: Price | None = None,
 ) -> FastAPI:
     """Return the dashboard over `registry` (the default one: LEPTON_DB_URL, LEPTON_ARTIFACTS): the pages and
-    the API under /api/v1; with `token`, API clients send it as a bearer token, browsers sign in with it."""
-    control = Control(registry or Registry())
+    the API under /api/v1; with `token`, API clients send it as a bearer token, browsers sign in with it;
+    costs at `price` (the default instance's when None)."""
+    control = Control(registry or Registry(), price)
     sessions = Sessions(token)
     pages = Pages(control, sessions, read_only)
     app = FastAPI(

@@ -95,6 +95,7 @@ def pages_router(pages: Pages) -> APIRouter:
     _model_pages(router, pages)
     _run_pages(router, pages)
     _job_pages(router, pages)
+    _service_pages(router, pages)
     return router
 
 
@@ -160,7 +161,10 @@ def _model_pages(router: APIRouter, pages: Pages) -> None:
     @router.get("/models/{name}/{version}")
     def version(request: Request, name: str, version: int, verified: str = "") -> HTMLResponse:
         view = control.version(name, version)
-        return pages.render(request, "version.html", view=view, v=view.info, verified=verified == "1")
+        card = control.cost(view.info)
+        return pages.render(
+            request, "version.html", view=view, v=view.info, cost=card, verified=verified == "1"
+        )
 
     @router.get("/models/{name}/{version}/files/{file}", response_class=Response)
     def report_file(name: str, version: int, file: str) -> Response:
@@ -283,3 +287,15 @@ def _job_pages(router: APIRouter, pages: Pages) -> None:
         pages.act(request, csrf)
         new = control.retry(job_id)
         return RedirectResponse(f"/jobs/{new.id}", status_code=303)
+
+
+def _service_pages(router: APIRouter, pages: Pages) -> None:
+    """Services with their health, probed when the page is asked for (it refreshes itself)."""
+    control = pages.control
+
+    @router.get("/services")
+    def services(request: Request, live: str = "", cursor: Cursor = None) -> HTMLResponse:
+        listed = control.services(50, cursor, {"yes": True, "no": False}.get(live))
+        health = control.health(listed.items)
+        more = _more(listed.next_cursor, live=live)
+        return pages.render(request, "services.html", page=listed, health=health, live=live, more=more)

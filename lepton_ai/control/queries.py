@@ -12,14 +12,17 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from lepton_ai.control.health import Health, Prober
 from lepton_ai.control.listing import Page, page, thin
 from lepton_ai.errors import InvalidInputError, NotFoundError
 from lepton_ai.jobs import api as jobs_api
 from lepton_ai.jobs.queue import AttemptInfo, JobInfo, JobQueue
-from lepton_ai.store import Registry, db
+from lepton_ai.store import Registry, cost, db
+from lepton_ai.store.cost import CostCard, Price
 from lepton_ai.store.refs import check_name
 from lepton_ai.store.registry import RunInfo, VersionInfo
 from lepton_ai.store.schema import Job, Model, ModelVersion, Run
+from lepton_ai.store.services import ServiceInfo, Services
 
 # the files of a version's report the dashboard reads or serves (nothing else leaves the artifact store)
 REPORT_FILES = ("report.json", "report.md", "report.png")
@@ -73,11 +76,16 @@ class Counts:
 
 
 class Control:
-    """The control plane's questions over one registry (and the job queue in its database)."""
+    """The control plane's questions over one registry (with the job queue and the services in its database),
+    costs at one hourly price."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, price: Price | None = None) -> None:
         self.registry = registry
         self.queue = JobQueue(registry.db_url)
+        self.services_table = Services(registry.db_url)
+        self.price = price or cost.price()
+        # one per dashboard: live throughput is measured between this process's probes of a service
+        self.prober = Prober()
 
     def _tx(self, fn: Any) -> Any:
         return db.transact(self.registry.engine, fn)
@@ -141,6 +149,10 @@ class Control:
         except InvalidInputError:
             return None
         return posixpath.join(root, "report") if self.registry.artifacts.fs.isdir(root) else None
+
+    def cost(self, info: VersionInfo) -> CostCard:
+        """The version's $ per million inferences beside its parent's, at the dashboard's price."""
+        return cost.cost_card(self.registry, info.ref, self.price)
 
     def verify(self, name: str, version: int) -> str:
         """Re-hash a version's artifact against its sha256; return the digest (raise if it differs)."""
@@ -213,6 +225,26 @@ class Control:
         if not job.done:
             raise InvalidInputError(f"job {job_id} is {job.state}: only a finished job can be retried")
         return jobs_api.submit(job.job_spec, job.backend, job.address)
+
+    # -- services -----------------------------------------------------------------------
+
+    def services(
+        self, limit: int = 50, cursor: str | None = None, live: bool | None = None
+    ) -> Page[ServiceInfo]:
+        """Services that `lepton serve` and `lepton deploy` recorded, newest first."""
+
+        def fetch(before: int | None, n: int) -> list[ServiceInfo]:
+            return self.services_table.list(n, before=before, live=live)
+
+        return page(fetch, lambda s: s.id, limit, cursor)
+
+    def service(self, service_id: int) -> ServiceInfo:
+        """One recorded service."""
+        return self.services_table.get(service_id)
+
+    def health(self, services: list[ServiceInfo]) -> dict[int, Health]:
+        """Probe the services at once: readiness, requests/s, p50/p99 and error rate since the last probe."""
+        return self.prober.probe_all(services, timeout_s=1.0)
 
     # -- overview -----------------------------------------------------------------------
 

@@ -218,3 +218,41 @@ def test_the_cancel_button_stops_a_running_job(world: World, visit: Callable[...
     wait_for(lambda: "cancelled" in _text(page, "#job-state"), timeout=20)
     assert world.job(job)["state"] == "cancelled"
     visit("/jobs", shot="jobs")
+
+
+def test_the_services_page_shows_a_live_serve_then_marks_it_stopped(
+    world: World, visit: Callable[..., Any]
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    env = {**world.env, "LEPTON_HEARTBEAT_S": "0.5"}
+    proc = subprocess.Popen([LEPTON, "serve", "digits:1", "--port", "0"], env=env, stderr=subprocess.DEVNULL)
+    try:
+        service = wait_for(lambda: _live_service(world, proc.pid), timeout=60)
+        wait_for(lambda: _answers_predict(service["url"]), timeout=60)
+        page = visit("/services")
+        for _ in range(20):
+            _answers_predict(service["url"])
+        row = f'tr[data-service="{service["id"]}"]'
+        page.refresh()
+        cells = [c.text for c in page.find_elements(By.CSS_SELECTOR, f"{row} td")]
+        assert cells[1] == "running" and cells[2] == "ready" and float(cells[3]) > 0, cells
+        assert float(cells[4]) <= float(cells[5]) and cells[6] == "0 %" and cells[7] == "digits:1"
+        visit("/services", shot="services")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    page = visit("/services")
+    assert _text(page, f'tr[data-service="{service["id"]}"] .service-state') == "stopped"
+
+
+def _live_service(world: World, pid: int) -> dict[str, Any] | None:
+    items = httpx.get(f"{world.url}/api/v1/services?live=true", timeout=5).json()["items"]
+    return next((s for s in items if s["pid"] == pid), None)
+
+
+def _answers_predict(url: str) -> bool:
+    try:
+        return httpx.post(f"{url}/predict", json={"inputs": [[0.0] * 64]}, timeout=5).status_code == 200
+    except httpx.TransportError:
+        return False

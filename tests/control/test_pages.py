@@ -14,6 +14,7 @@ from lepton_ai.control import dashboard_app
 from lepton_ai.jobs.queue import JobQueue
 from lepton_ai.jobs.spec import parse
 from lepton_ai.store import Registry
+from lepton_ai.store.cost import Price
 from tests.control.conftest import artifact
 
 XSS = "<img src=x onerror=alert(1)>"
@@ -192,3 +193,42 @@ def test_a_token_sends_browsers_to_sign_in(registry: Registry) -> None:
     assert elsewhere.headers["location"] == "/"
     api.post("/logout")
     assert api.get("/models", follow_redirects=False).status_code == 303
+
+
+def test_services_show_what_answers_and_what_stopped(
+    api: TestClient, registry: Registry, tmp_path: Path
+) -> None:
+    from lepton_ai.store import Services
+    from tests.conftest import free_port
+
+    services = Services()
+    gone = services.record("serve", "gone", f"http://127.0.0.1:{free_port()}", model_ref="digits:1", pid=1)
+    stopped = services.record("serve", "old", "http://127.0.0.1:9", pid=2)
+    services.stopped(stopped.id)
+    services.record("serve", XSS, "javascript:alert(1)", pid=3)
+    page = api.get("/services")
+    assert page.status_code == 200 and XSS not in page.text and 'href="javascript:' not in page.text
+    row = page.text[page.text.index(f'data-service="{gone.id}"') :]
+    assert "not answering" in row[: row.index("</tr>")] and 'href="/models/digits/1"' in row
+    row = page.text[page.text.index(f'data-service="{stopped.id}"') :]
+    assert '"state stopped"' in row[: row.index("</tr>")]
+    listed = api.get("/api/v1/services", params={"probe": True, "live": True}).json()["items"]
+    assert {s["name"] for s in listed} == {"gone", XSS}
+    assert all(s["health"]["answering"] is False and s["health"]["error"] for s in listed)
+    assert api.get("/api/v1/services/999").status_code == 404
+
+
+def test_a_version_has_its_cost_beside_its_parent(
+    api: TestClient, registry: Registry, tmp_path: Path
+) -> None:
+    registry.register("digits", artifact(tmp_path, "v1"), metrics={"throughput_per_s": 1000.0})
+    registry.register(
+        "digits", artifact(tmp_path, "v2"), parent="digits:1", metrics={"throughput_per_s": 4000.0}
+    )
+    api = TestClient(dashboard_app(registry, price=Price(3.6, "--price-per-hour")))
+    page = api.get("/models/digits/2").text
+    card = page[page.index('id="cost"') : page.index("<h2>Lineage")]
+    # $3.6 an hour at 1,000/s is $1 per million; four times the throughput, a quarter of the cost
+    assert "<b>$0.25</b>" in card and "<b>$1</b>" in card and "4× cheaper than its parent" in card
+    cost = api.get("/api/v1/models/digits/versions/2").json()["cost"]
+    assert [line["usd_per_million"] for line in cost["lines"]] == pytest.approx([0.25, 1.0])
