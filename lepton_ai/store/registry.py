@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from lepton_ai import config
 from lepton_ai.errors import InvalidInputError, NotFoundError
@@ -24,6 +24,9 @@ from lepton_ai.store.summaries import MetricSummary, metric_summaries
 T = TypeVar("T")
 
 RUN_STATES = ("running", "completed", "failed", "cancelled")
+# Each version's model, and its parent with the parent's model, in two queries for a whole list: lazily, each
+# version of a page costs one or two queries more.
+_LINEAGE = (joinedload(ModelVersion.model), selectinload(ModelVersion.parent).joinedload(ModelVersion.model))
 
 
 def check_json(value: Any, what: str) -> Any:
@@ -115,7 +118,10 @@ class RunInfo:
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
-        return asdict(self)
+        # asdict would copy each of thousands of points one by one; a point is an immutable tuple
+        out = asdict(replace(self, history={}))
+        out["history"] = {k: list(v) for k, v in self.history.items()}
+        return out
 
 
 class Registry:
@@ -258,9 +264,9 @@ class Registry:
 
         def query(s: Session) -> list[VersionInfo]:
             model = self._model_row(s, name)
+            q = select(ModelVersion).where(ModelVersion.model_id == model.id).options(*_LINEAGE)
             if limit is None and before is None:
-                return [self._info(v) for v in model.versions]
-            q = select(ModelVersion).where(ModelVersion.model_id == model.id)
+                return [self._info(v) for v in s.scalars(q.order_by(ModelVersion.version))]
             if before is not None:
                 q = q.where(ModelVersion.version < before)
             return [self._info(v) for v in s.scalars(q.order_by(ModelVersion.version.desc()).limit(limit))]
@@ -273,7 +279,7 @@ class Registry:
         def query(s: Session) -> list[VersionInfo]:
             parent = self._version_row(s, parse_ref(ref))
             q = select(ModelVersion).where(ModelVersion.parent_id == parent.id).order_by(ModelVersion.id)
-            return [self._info(v) for v in s.scalars(q)]
+            return [self._info(v) for v in s.scalars(q.options(*_LINEAGE))]
 
         return self._tx(query)
 
@@ -424,9 +430,14 @@ class Registry:
     def _run_info(self, s: Session, run: Run, summary: dict[str, MetricSummary] | None = None) -> RunInfo:
         history: dict[str, list[tuple[int, float]]] = {}
         if summary is None:
-            q = select(RunMetric).where(RunMetric.run_id == run.id).order_by(RunMetric.step, RunMetric.id)
-            for m in s.scalars(q):
-                history.setdefault(m.key, []).append((m.step, m.value))
+            # plain rows, not ORM objects: a run has thousands of points, and a comparison tens of runs
+            q = (
+                select(RunMetric.key, RunMetric.step, RunMetric.value)
+                .where(RunMetric.run_id == run.id)
+                .order_by(RunMetric.step, RunMetric.id)
+            )
+            for key, step, value in s.execute(q):
+                history.setdefault(key, []).append((step, value))
             summary = {k: MetricSummary.of(v) for k, v in history.items()}
         return RunInfo(
             id=run.id,

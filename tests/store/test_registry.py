@@ -2,10 +2,14 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from lepton_ai.errors import InvalidInputError, NotFoundError
 from lepton_ai.store import Registry
@@ -107,6 +111,52 @@ def test_runs_record_metrics_over_steps(registry: Registry, tmp_path: Path) -> N
         registry.end_run(run.id, "exploded")
     with pytest.raises(NotFoundError, match="unknown run 999"):
         registry.get_run(999)
+
+
+def _statements(registry: Registry, fn: Callable[[], Any]) -> int:
+    """Return how many SQL statements `fn()` sent."""
+    sent: list[str] = []
+
+    def count(*args: Any) -> None:
+        sent.append(args[2])
+
+    event.listen(registry.engine, "before_cursor_execute", count)
+    try:
+        fn()
+    finally:
+        event.remove(registry.engine, "before_cursor_execute", count)
+    return len(sent)
+
+
+def test_lists_of_versions_cost_the_same_queries_however_long(registry: Registry, tmp_path: Path) -> None:
+    """A version's parent (in another model) is loaded with the list, not with one query per version."""
+    counts = []
+    for n in (2, 6):
+        for i in range(n):
+            base = registry.register(f"base{n}-{i}", _file(tmp_path))
+            registry.register(f"tuned{n}", _file(tmp_path), parent=base.ref)
+        counts.append(
+            (
+                _statements(registry, lambda n=n: registry.list_versions(f"tuned{n}")),
+                _statements(registry, lambda n=n: registry.list_versions(f"tuned{n}", limit=n)),
+            )
+        )
+    assert counts[0] == counts[1]
+    assert [v.parent for v in registry.list_versions("tuned6", limit=2)] == ["base6-5:1", "base6-4:1"]
+    registry.register("tuned6", _file(tmp_path), parent="tuned6:1")
+    assert [c.ref for c in registry.children("tuned6:1")] == ["tuned6:7"]
+
+
+def test_a_run_as_a_dict_is_its_dataclass_as_a_dict(registry: Registry) -> None:
+    run = registry.start_run("train", {"optimizer": {"name": "adamw", "betas": [0.9, 0.99]}})
+    for step in range(3):
+        registry.log_metrics(run.id, {"loss": 1.0 / (step + 1), "accuracy": 0.3 * step}, step=step)
+    info = registry.get_run(run.id)
+    assert info.to_dict() == asdict(info) and list(info.to_dict()) == list(asdict(info))
+    assert info.history == {
+        "loss": [(0, 1.0), (1, 0.5), (2, 1 / 3)],
+        "accuracy": [(0, 0.0), (1, 0.3), (2, 0.6)],
+    }
 
 
 def test_concurrent_registration_in_threads(registry: Registry, tmp_path: Path) -> None:
