@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import os
 import platform
+import shutil
+import subprocess
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -161,6 +164,37 @@ def gpu_info() -> list[dict[str, Any]]:
             {"index": i, "name": p.name, "memory_bytes": p.total_memory, "capability": f"{p.major}.{p.minor}"}
         )
     return gpus
+
+
+def smi_gpus() -> list[dict[str, Any]]:
+    """Return the GPUs nvidia-smi lists (name, memory), without starting CUDA or importing PyTorch."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    query = [smi, "--query-gpu=index,name,memory.total", "--format=csv,noheader,nounits"]
+    try:
+        out = subprocess.run(query, capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    rows = [[part.strip() for part in line.split(",")] for line in out.splitlines() if line.count(",") == 2]
+    return [{"index": int(i), "name": name, "memory_bytes": int(mib) * 2**20} for i, name, mib in rows]
+
+
+def light_machine_info() -> dict[str, Any]:
+    """Return what `machine_info` does but PyTorch's thread count, without importing PyTorch (a long-lived
+    process such as the dashboard would carry its 200 MB for one line of text)."""
+    try:
+        torch_version: str | None = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        torch_version = None
+    return {
+        "hostname": platform.node(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "torch": torch_version,
+        "cpu": cpu_info(),
+        "gpus": smi_gpus(),
+    }
 
 
 @lru_cache(maxsize=1)

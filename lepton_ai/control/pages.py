@@ -19,7 +19,7 @@ from lepton_ai.control.listing import thin
 from lepton_ai.control.queries import Control
 from lepton_ai.control.session import Sessions
 from lepton_ai.errors import InvalidInputError, LeptonError
-from lepton_ai.machine import describe, machine_info
+from lepton_ai.machine import describe, light_machine_info
 from lepton_ai.store.registry import RunInfo
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -101,7 +101,7 @@ def pages_router(pages: Pages) -> APIRouter:
 
 def _overview(router: APIRouter, pages: Pages) -> None:
     """The front page and signing in and out."""
-    machine = functools.cache(machine_info)
+    machine = functools.cache(light_machine_info)
     control = pages.control
 
     @router.get("/")
