@@ -52,7 +52,7 @@ class Frame(NamedTuple):
         return self.top + self.height - round((value - self.y0) / ((self.y1 - self.y0) or 1) * self.height)
 
 
-def line_chart(title: str, series: Sequence[Series], width: int = 640, height: int = 220) -> Markup:
+def line_chart(title: str, series: Sequence[Series], width: int = 600, height: int = 220) -> Markup:
     """Return an SVG chart of `series` overlaid (one colour each, legend below), its points as integers."""
     drawn = [s for s in series if s.points]
     if not drawn:

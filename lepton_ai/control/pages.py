@@ -239,8 +239,9 @@ def _param_rows(runs: list[RunInfo], only_differences: bool) -> list[tuple[str, 
 
 
 def _charts(runs: list[RunInfo], points: int) -> list[Markup]:
-    """Return one chart per metric, the runs overlaid (labelled by run), each series thinned on the server."""
-    keys = sorted({k for r in runs for k in r.history})
+    """Return one chart per metric, the runs overlaid (labelled by run), each series thinned on the server;
+    a metric logged once per run is left to the table."""
+    keys = sorted({k for r in runs for k in r.history if len(r.history[k]) > 1})
     return [
         line_chart(
             k, [Series(f"run {r.id} {r.name}", thin(r.history[k], points)) for r in runs if k in r.history]
@@ -250,9 +251,12 @@ def _charts(runs: list[RunInfo], points: int) -> list[Markup]:
 
 
 def _run_charts(run: RunInfo, points: int = 500) -> list[Markup]:
-    """Return a run's charts, a split's figures together: train_loss, val_loss and test_loss on one."""
+    """Return a run's charts, a split's figures together (train_loss and val_loss on one); a metric logged
+    once is left to the table."""
     groups: dict[str, list[Series]] = {}
     for key, series in sorted(run.history.items()):
+        if len(series) < 2:
+            continue
         split, _, measure = key.partition("_")
         group = measure if split in SPLITS and measure else key
         groups.setdefault(group, []).append(Series(key, thin(series, points)))

@@ -147,10 +147,27 @@ def visit(world: World, browser: Any, tmp_path: Path) -> Callable[..., Any]:
     assert not errors, errors
 
 
+def _follow(browser: Any, how: str, what: str) -> None:
+    """Click a link or button that loads a new page, and wait until the new page has replaced the old."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    old = browser.find_element(By.TAG_NAME, "html")
+    browser.find_element(how, what).click()
+    WebDriverWait(browser, 20).until(expected_conditions.staleness_of(old))
+    WebDriverWait(browser, 20).until(lambda b: b.execute_script("return document.readyState") == "complete")
+
+
 def _text(browser: Any, css: str) -> str:
+    """Return an element's text; "" while the page is being replaced (a reload between find and read)."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
-    text: str = browser.find_element(By.CSS_SELECTOR, css).text
+    try:
+        text: str = browser.find_element(By.CSS_SELECTOR, css).text
+    except (NoSuchElementException, StaleElementReferenceException):
+        return ""
     return text
 
 
@@ -160,8 +177,8 @@ def test_models_lead_to_a_version_with_its_lineage_and_report(visit: Callable[..
     page = visit("/", shot="overview")
     assert "2\nversions" in _text(page, ".cards")
     page = visit("/models", shot="models")
-    page.find_element(By.LINK_TEXT, "digits").click()
-    page.find_element(By.LINK_TEXT, "v2").click()
+    _follow(page, By.LINK_TEXT, "digits")
+    _follow(page, By.LINK_TEXT, "v2")
     assert page.current_url.endswith("/models/digits/2")
     assert "digits:1" in _text(page, "#lineage") and "candidate=" in _text(page, "#lineage")
     image = page.find_element(By.ID, "report-chart")
@@ -175,7 +192,7 @@ def test_a_run_chart_is_drawn_with_its_points(visit: Callable[..., Any]) -> None
     from selenium.webdriver.common.by import By
 
     page = visit("/runs?kind=train")
-    page.find_element(By.CSS_SELECTOR, "#runs td a").click()
+    _follow(page, By.CSS_SELECTOR, "#runs td a")
     lines = page.find_elements(By.CSS_SELECTOR, "svg.chart polyline")
     assert lines and all(int(line.get_attribute("data-points")) == 3 for line in lines)
     # drawn, not just present: the browser laid each line out with a real extent
@@ -184,7 +201,7 @@ def test_a_run_chart_is_drawn_with_its_points(visit: Callable[..., Any]) -> None
     page = visit("/runs")
     for box in page.find_elements(By.CSS_SELECTOR, "#runs input[type=checkbox]"):
         box.click()
-    page.find_element(By.ID, "compare").click()
+    _follow(page, By.ID, "compare")
     assert "/runs/compare?ids=" in page.current_url and "compare 2" in _text(page, "h1")
     assert page.find_elements(By.CSS_SELECTOR, "svg.chart polyline, svg.chart circle")
     visit(page.current_url.removeprefix(page.current_url.split("/runs")[0]), shot="compare")
@@ -196,7 +213,8 @@ def test_a_job_log_follows_what_is_written_after_the_page_opened(
     go = world.home / "go"
     code = (
         "import os, time\nprint('first line')\n"
-        f"while not os.path.exists({str(go)!r}): time.sleep(0.1)\nprint('written after the page opened')"
+        f"while not os.path.exists({str(go)!r}): time.sleep(0.1)\nprint('written after the page opened')\n"
+        "time.sleep(8)"
     )
     job = world.submit("follow", code)
     wait_for(lambda: world.job(job)["state"] == "running", timeout=60)
@@ -205,6 +223,8 @@ def test_a_job_log_follows_what_is_written_after_the_page_opened(
     assert "written after the page opened" not in _text(page, "#log")
     go.touch()
     wait_for(lambda: "written after the page opened" in _text(page, "#log"), timeout=15)
+    # followed, not reloaded: the job is still running when its new line shows
+    assert "running" in _text(page, "#job-state")
     wait_for(lambda: "succeeded" in _text(page, "#job-state"), timeout=15)
 
 
@@ -214,7 +234,7 @@ def test_the_cancel_button_stops_a_running_job(world: World, visit: Callable[...
     job = world.submit("long", "import time\nprint('working', flush=True)\ntime.sleep(600)")
     wait_for(lambda: world.job(job)["state"] == "running", timeout=60)
     page = visit(f"/jobs/{job}", shot="job")
-    page.find_element(By.ID, "cancel").click()
+    _follow(page, By.ID, "cancel")
     wait_for(lambda: "cancelled" in _text(page, "#job-state"), timeout=20)
     assert world.job(job)["state"] == "cancelled"
     visit("/jobs", shot="jobs")
