@@ -21,7 +21,7 @@ from lepton_ai.store import Registry, cost, db
 from lepton_ai.store.cost import CostCard, Price
 from lepton_ai.store.refs import check_name
 from lepton_ai.store.registry import RunInfo, VersionInfo
-from lepton_ai.store.schema import Job, Model, ModelVersion, Run
+from lepton_ai.store.schema import Job, Model, ModelVersion, Run, iso, utcnow
 from lepton_ai.store.services import ServiceInfo, Services
 
 # the files of a version's report the dashboard reads or serves (nothing else leaves the artifact store)
@@ -243,8 +243,17 @@ class Control:
         return self.services_table.get(service_id)
 
     def health(self, services: list[ServiceInfo]) -> dict[int, Health]:
-        """Probe the services at once: readiness, requests/s, p50/p99 and error rate since the last probe."""
-        return self.prober.probe_all(services, timeout_s=1.0)
+        """Probe the services at once: readiness, requests/s, p50/p99 and error rate since the last probe. A
+        stale one is not asked (a page of dead services would wait out each one's timeout)."""
+        now = utcnow()
+        stale = {
+            s.id: Health(
+                ready=None, answering=False, error=f"no heartbeat since {iso(s.heartbeat_at)}", checked_at=now
+            )
+            for s in services
+            if s.stale
+        }
+        return {**self.prober.probe_all([s for s in services if not s.stale], timeout_s=1.0), **stale}
 
     # -- overview -----------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -232,3 +233,17 @@ def test_a_version_has_its_cost_beside_its_parent(
     assert "<b>$0.25</b>" in card and "<b>$1</b>" in card and "4× cheaper than its parent" in card
     cost = api.get("/api/v1/models/digits/versions/2").json()["cost"]
     assert [line["usd_per_million"] for line in cost["lines"]] == pytest.approx([0.25, 1.0])
+
+
+def test_a_stale_service_is_marked_without_being_asked(
+    api: TestClient, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lepton_ai.store import Services
+
+    monkeypatch.setenv("LEPTON_HEARTBEAT_S", "0.01")
+    # a host that would hang the page for its whole timeout, were it asked
+    quiet = Services().record("serve", "quiet", "http://10.255.255.1:8080", pid=4)
+    time.sleep(0.1)
+    page = api.get("/services").text
+    row = page[page.index(f'data-service="{quiet.id}"') :]
+    assert '"state stale"' in row[: row.index("</tr>")] and "no heartbeat since" in row[: row.index("</tr>")]
