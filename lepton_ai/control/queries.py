@@ -87,8 +87,8 @@ class Control:
         # one per dashboard: live throughput is measured between this process's probes of a service
         self.prober = Prober()
 
-    def _tx(self, fn: Any) -> Any:
-        return db.transact(self.registry.engine, fn)
+    def _read(self, fn: Any) -> Any:
+        return db.transact(db.reader(self.registry.engine), fn)
 
     # -- models -------------------------------------------------------------------------
 
@@ -268,7 +268,7 @@ class Control:
             jobs = {k: n for k, n in s.execute(select(Job.state, func.count()).group_by(Job.state))}
             return Counts(models, versions, runs, jobs)
 
-        result: Counts = self._tx(query)
+        result: Counts = self._read(query)
         return result
 
     def recent_versions(self, limit: int = 8) -> list[VersionInfo]:
@@ -278,5 +278,5 @@ class Control:
             q = select(Model.name, ModelVersion.version).join(Model).order_by(ModelVersion.id.desc())
             return [(n, v) for n, v in s.execute(q.limit(limit))]
 
-        rows: list[tuple[str, int]] = self._tx(query)
+        rows: list[tuple[str, int]] = self._read(query)
         return [self.registry.get(f"{n}:{v}") for n, v in rows]

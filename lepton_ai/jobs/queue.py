@@ -118,6 +118,9 @@ class JobQueue:
     def _tx(self, fn: Callable[[Session], T]) -> T:
         return db.transact(self.engine, fn)
 
+    def _read(self, fn: Callable[[Session], T]) -> T:
+        return db.transact(db.reader(self.engine), fn)
+
     @staticmethod
     def _row(s: Session, job_id: int) -> Job:
         # a row lock on PostgreSQL; SQLite locks the whole file
@@ -153,7 +156,7 @@ class JobQueue:
 
     def get(self, job_id: int) -> JobInfo:
         """Return job `job_id`."""
-        return self._tx(lambda s: _info(self._row(s, job_id)))
+        return self._read(lambda s: _info(self._row(s, job_id)))
 
     def list(
         self, state: str | None = None, backend: str | None = None, limit: int = 50, before: int | None = None
@@ -169,7 +172,7 @@ class JobQueue:
             q = q.where(Job.state == state)
         if backend:
             q = q.where(Job.backend == backend)
-        return self._tx(lambda s: [_info(j) for j in s.scalars(q)])
+        return self._read(lambda s: [_info(j) for j in s.scalars(q)])
 
     def attempts(self, job_id: int) -> builtins.list[AttemptInfo]:
         """Return every attempt of a job, oldest first."""
@@ -189,7 +192,7 @@ class JobQueue:
                 for a in self._row(s, job_id).attempt_rows
             ]
 
-        return self._tx(query)
+        return self._read(query)
 
     def queued(self, backend: str = "local") -> builtins.list[JobInfo]:
         """Return queued jobs in the order they should start: priority, then age."""
@@ -198,14 +201,14 @@ class JobQueue:
             .where(Job.state == "queued", Job.backend == backend)
             .order_by(Job.priority.desc(), Job.id)
         )
-        return self._tx(lambda s: [_info(j) for j in s.scalars(q)])
+        return self._read(lambda s: [_info(j) for j in s.scalars(q)])
 
     def running(self, worker_host: str | None = None, backend: str = "local") -> builtins.list[JobInfo]:
         """Return running jobs on `backend` (on one host's worker when `worker_host` is given)."""
         q = select(Job).where(Job.state == "running", Job.backend == backend)
         if worker_host is not None:
             q = q.where(Job.worker.like(f"{worker_host}:%"))
-        return self._tx(lambda s: [_info(j) for j in s.scalars(q)])
+        return self._read(lambda s: [_info(j) for j in s.scalars(q)])
 
     def claim(self, job_id: int, worker: str, logs_uri: str | None = None) -> JobInfo | None:
         """Move a queued job to running for `worker` and open its next attempt; None if it is no longer

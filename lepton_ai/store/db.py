@@ -48,6 +48,10 @@ def safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+# the execution option that marks a read-only transaction
+READ_ONLY = "lepton_read_only"
+
+
 def _sqlite_engine(url: str) -> Engine:
     path = make_url(url).database
     if path and path != ":memory:":
@@ -70,7 +74,9 @@ def _sqlite_engine(url: str) -> Engine:
     def _on_begin(conn: Connection) -> None:
         # Take the write lock up front: a deferred transaction that reads then writes
         # fails with SQLITE_BUSY instead of waiting when another process wrote meanwhile.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A read (see `read`) needs no lock in WAL mode, and takes none: a dashboard reading
+        # never holds up a training run logging its metrics.
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -150,6 +156,11 @@ def _retryable(exc: DBAPIError) -> bool:
         return True
     text = str(exc.orig).lower()
     return any(s in text for s in ("locked", "busy", "deadlock", "could not serialize"))
+
+
+def reader(engine: Engine) -> Engine:
+    """Return `engine` for transactions that only read (on SQLite: deferred, taking no write lock)."""
+    return engine.execution_options(**{READ_ONLY: True})
 
 
 def transact(engine: Engine, fn: Callable[[Session], T], attempts: int = 10) -> T:

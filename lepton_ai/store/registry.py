@@ -135,6 +135,9 @@ class Registry:
     def _tx(self, fn: Callable[[Session], T]) -> T:
         return db.transact(self.engine, fn)
 
+    def _read(self, fn: Callable[[Session], T]) -> T:
+        return db.transact(db.reader(self.engine), fn)
+
     # -- models and versions ---------------------------------------------------------
 
     def register(
@@ -202,7 +205,7 @@ class Registry:
     def get(self, ref: str) -> VersionInfo:
         """Return the version `ref` names (`NAME` for the latest, or `NAME:VERSION`)."""
         parsed = parse_ref(ref)
-        return self._tx(lambda s: self._info(self._version_row(s, parsed)))
+        return self._read(lambda s: self._info(self._version_row(s, parsed)))
 
     def update_metrics(self, ref: str, metrics: dict[str, Any]) -> VersionInfo:
         """Merge `metrics` into the metrics of the version `ref` names (new values win); return it."""
@@ -253,7 +256,7 @@ class Registry:
                 for m, n, latest in rows
             ]
 
-        return self._tx(query)
+        return self._read(query)
 
     def list_versions(
         self, name: str, before: int | None = None, limit: int | None = None
@@ -271,7 +274,7 @@ class Registry:
                 q = q.where(ModelVersion.version < before)
             return [self._info(v) for v in s.scalars(q.order_by(ModelVersion.version.desc()).limit(limit))]
 
-        return self._tx(query)
+        return self._read(query)
 
     def children(self, ref: str) -> list[VersionInfo]:
         """Return the versions made from `ref` (optimised, pruned, adapted…), oldest first."""
@@ -281,7 +284,7 @@ class Registry:
             q = select(ModelVersion).where(ModelVersion.parent_id == parent.id).order_by(ModelVersion.id)
             return [self._info(v) for v in s.scalars(q.options(*_LINEAGE))]
 
-        return self._tx(query)
+        return self._read(query)
 
     def remove(self, ref: str) -> list[VersionInfo]:
         """Delete the version `ref` names, or with a bare NAME the whole model; return what went."""
@@ -392,7 +395,7 @@ class Registry:
 
     def get_run(self, run_id: int) -> RunInfo:
         """Return run `run_id` with its metrics."""
-        return self._tx(lambda s: self._run_info(s, self._run_row(s, run_id)))
+        return self._read(lambda s: self._run_info(s, self._run_row(s, run_id)))
 
     def list_runs(
         self,
@@ -419,7 +422,7 @@ class Registry:
             summaries = metric_summaries(s, [r.id for r in runs])
             return [self._run_info(s, r, summaries.get(r.id, {})) for r in runs]
 
-        return self._tx(query)
+        return self._read(query)
 
     def _run_row(self, s: Session, run_id: int) -> Run:
         run = s.get(Run, run_id)

@@ -117,6 +117,9 @@ class Services:
     def _tx(self, fn: Callable[[Session], T]) -> T:
         return db.transact(self.engine, fn)
 
+    def _read(self, fn: Callable[[Session], T]) -> T:
+        return db.transact(db.reader(self.engine), fn)
+
     @staticmethod
     def _row(s: Session, service_id: int) -> ServiceRecord:
         row = s.get(ServiceRecord, service_id, with_for_update=True)
@@ -188,7 +191,7 @@ class Services:
 
     def get(self, service_id: int) -> ServiceInfo:
         """Return service `service_id`."""
-        return self._tx(lambda s: _info(self._row(s, service_id), utcnow() - stale_after()))
+        return self._read(lambda s: _info(self._row(s, service_id), utcnow() - stale_after()))
 
     def list(
         self, limit: int = 50, before: int | None = None, live: bool | None = None
@@ -201,4 +204,4 @@ class Services:
             q = q.where(ServiceRecord.id < before)
         if live is not None:
             q = q.where(_live(cutoff) if live else not_(_live(cutoff)))
-        return self._tx(lambda s: [_info(row, cutoff) for row in s.scalars(q)])
+        return self._read(lambda s: [_info(row, cutoff) for row in s.scalars(q)])
