@@ -48,7 +48,7 @@ def quickstart(
         f"  lepton models show {job.ref} --json\n  lepton runs show {result.run_id}\n"
         f"  lepton optimize minilm --data python-docs --max-fidelity-drop 0.01 --batch-size 32\n"
         f"  lepton train --model mlp --data breast_cancer --name cancer-mlp\n"
-        f"  lepton dashboard    # the REST API over all of this: http://127.0.0.1:8000/api/v1/runs"
+        "  lepton dashboard    # all of this in a browser: http://127.0.0.1:8000/ (the API under /api/v1)"
     )
 
 
