@@ -35,7 +35,7 @@ STORE = "/mnt/lepton-store"
 MANAGER = "lepton"
 # connect, read: an unreachable cluster fails fast
 _TIMEOUT = (5, 30)
-_DNS = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _SECURITY = {
     "allowPrivilegeEscalation": False,
     "readOnlyRootFilesystem": True,
@@ -275,7 +275,7 @@ def validate(manifests: list[dict[str, Any]], kubernetes_version: str = "1.30") 
             problem = _pytorchjob_problem(doc, kubernetes_version)
         else:
             problem = _problem(doc, kubernetes_version)
-        if not problem and not (isinstance(name, str) and len(name) <= 63 and _DNS.match(name)):
+        if not problem and not (isinstance(name, str) and len(name) <= 63 and _DNS.fullmatch(name)):
             problem = (
                 f"metadata.name: {name!r} is not a DNS-1123 name (lowercase letters, digits, '-', 63 at most)"
             )

@@ -16,7 +16,7 @@ from lepton_ai.errors import InvalidInputError, NotFoundError
 
 Kind = Literal["train", "optimize", "evaluate", "federated", "command"]
 KINDS: tuple[str, ...] = typing.get_args(Kind)
-_MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*(Ki|Mi|Gi|Ti|K|M|G|T)?$")
+_MEMORY = re.compile(r"(\d+(?:\.\d+)?)\s*(Ki|Mi|Gi|Ti|K|M|G|T)?")
 _UNITS = {
     None: 1,
     "K": 10**3,
@@ -29,7 +29,7 @@ _UNITS = {
     "Ti": 2**40,
 }
 # also a valid Kubernetes / Ray name
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,51}[a-z0-9])?$")
+_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,51}[a-z0-9])?")
 
 
 class _Strict(BaseModel):
@@ -38,7 +38,7 @@ class _Strict(BaseModel):
 
 def memory_bytes(text: str) -> int:
     """Return the bytes in a Kubernetes-style quantity ("4Gi", "512Mi", "2G", "1000000")."""
-    m = _MEMORY.match(str(text).strip())
+    m = _MEMORY.fullmatch(str(text).strip())
     if not m:
         raise ValueError(f"{text!r} is not a memory size like 512Mi or 4Gi")
     return int(float(m.group(1)) * _UNITS[m.group(2)])
@@ -227,7 +227,7 @@ class FederatedSpec(_Strict):
         ]
 
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class CommandSpec(_Strict):
@@ -247,7 +247,7 @@ class CommandSpec(_Strict):
     @classmethod
     def _env(cls, v: dict[str, str]) -> dict[str, str]:
         for name, value in v.items():
-            if not _ENV_NAME.match(name) or "\x00" in value or name.startswith("LEPTON_JOB_"):
+            if not _ENV_NAME.fullmatch(name) or "\x00" in value or name.startswith("LEPTON_JOB_"):
                 raise ValueError(f"{name!r} cannot be set (a name like MY_VAR, no NUL, not LEPTON_JOB_*)")
         return v
 
@@ -290,7 +290,7 @@ class JobSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _NAME.match(v):
+        if not _NAME.fullmatch(v):
             raise ValueError(
                 "use 1-53 lowercase letters, digits and '-' (it names Kubernetes and Ray objects)"
             )

@@ -39,7 +39,7 @@ from lepton_ai.privacy.defaults import FEDERATED_DEFAULTS
 from lepton_ai.privacy.federated import Setup, cpu_threads, local_train, prepare, round_lr
 from lepton_ai.privacy.record import FederatedResult, RunRecord, default_name
 
-_PART = re.compile(r"^(?P<data>.+):(?P<index>\d+)/(?P<count>\d+)$")
+_PART = re.compile(r"(?P<data>.+):(?P<index>\d+)/(?P<count>\d+)")
 
 
 def _flwr() -> Any:
@@ -71,7 +71,7 @@ class _QuietDeprecation(logging.Filter):
 
 def parse_part(spec: str) -> tuple[str, int | None, int | None]:
     """Return (data, index, count) of "NAME:I/N" (0 ≤ I < N), or (spec, None, None) for a whole data set."""
-    m = _PART.match(str(spec))
+    m = _PART.fullmatch(str(spec))
     if not m:
         return str(spec), None, None
     index, count = int(m["index"]), int(m["count"])

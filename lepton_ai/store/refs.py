@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 from lepton_ai.errors import InvalidInputError
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 class Ref(NamedTuple):
@@ -22,7 +22,7 @@ class Ref(NamedTuple):
 
 def check_name(name: str) -> str:
     """Return `name` if it is a valid model name; raise InvalidInputError otherwise."""
-    if not NAME_RE.match(name or ""):
+    if not NAME_RE.fullmatch(name or ""):
         raise InvalidInputError(
             f"invalid model name {name!r}: use letters, digits, '.', '_' or '-' "
             "(at most 128, starting with a letter or digit)"

@@ -212,3 +212,15 @@ def test_memory_quantities() -> None:
         JobSpec.model_validate({"kind": "command", "name": "a", "spec": {"argv": ["x"]}}).resources.cpus
         == 1.0
     )
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"kind": "command", "name": "echo\n", "spec": {"argv": ["true"]}},
+        {"kind": "command", "name": "echo", "spec": {"argv": ["true"], "env": {"MY_VAR\n": "1"}}},
+    ],
+)
+def test_a_name_with_a_trailing_newline_is_refused(doc: dict) -> None:
+    with pytest.raises((InvalidInputError, ValueError)):
+        parse(doc)
