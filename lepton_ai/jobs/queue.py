@@ -41,6 +41,10 @@ class AttemptInfo:
     ended_at: str | None
 
 
+# what a listing shows in place of an environment value
+REDACTED = "<redacted>"
+
+
 @dataclass(frozen=True)
 class JobInfo:
     """A job as stored: spec, backend, state and what it produced."""
@@ -77,9 +81,17 @@ class JobInfo:
         """Return the validated spec."""
         return parse(self.spec)
 
+    def shown_spec(self) -> dict[str, Any]:
+        """Return the spec as it may be shown: each environment value replaced by REDACTED (it may be a
+        secret; the worker reads the stored spec, never this)."""
+        inner = self.spec.get("spec")
+        if not isinstance(inner, dict) or not inner.get("env"):
+            return self.spec
+        return {**self.spec, "spec": {**inner, "env": dict.fromkeys(inner["env"], REDACTED)}}
+
     def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready dict (what `lepton job status --json` prints)."""
-        return asdict(self)
+        """Return a JSON-ready dict (what `lepton job status --json` prints), environment values redacted."""
+        return {**asdict(self), "spec": self.shown_spec()}
 
 
 def _info(job: Job) -> JobInfo:

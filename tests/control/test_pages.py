@@ -247,3 +247,17 @@ def test_a_stale_service_is_marked_without_being_asked(
     page = api.get("/services").text
     row = page[page.index(f'data-service="{quiet.id}"') :]
     assert '"state stale"' in row[: row.index("</tr>")] and "no heartbeat since" in row[: row.index("</tr>")]
+
+
+def test_a_job_environment_is_never_shown(api: TestClient) -> None:
+    secret = "hunter2-s3cret"
+    spec = {"kind": "command", "name": "env", "spec": {"argv": ["true"], "env": {"API_KEY": secret}}}
+    job = JobQueue().submit(parse(spec))
+    shown = [
+        api.get(f"/jobs/{job.id}").text,
+        api.get(f"/api/v1/jobs/{job.id}").text,
+        api.get("/api/v1/jobs").text,
+    ]
+    assert all(secret not in text and "API_KEY" in text for text in shown)
+    # the worker still gets it: only what is shown is redacted
+    assert JobQueue().get(job.id).job_spec.spec.env == {"API_KEY": secret}
