@@ -179,11 +179,17 @@ def _storage(image: str, store_pvc: str | None, writable_store: bool, shm: bool)
         volumes.append({"name": "store", "persistentVolumeClaim": {"claimName": store_pvc, "readOnly": True}})
         mounts.append({"name": "store", "mountPath": STORE, "readOnly": True})
         env.append({"name": "LEPTON_ARTIFACTS", "value": f"{STORE}/artifacts"})
-        # registry.db and its -wal: a consistent copy that SQLite recovers on first open
+        # SQLite's online backup: one committed moment, even while another pod writes the registry
         copy = {
             "name": "registry",
             "image": image,
-            "command": ["sh", "-c", f"cp {STORE}/registry.db* {HOME}/"],
+            "command": [
+                "python",
+                "-m",
+                "lepton_ai.store.snapshot",
+                f"{STORE}/registry.db",
+                f"{HOME}/registry.db",
+            ],
             "securityContext": _SECURITY,
             "volumeMounts": list(mounts),
         }

@@ -110,7 +110,13 @@ def test_service_with_a_pvc_reads_it_read_only_and_copies_the_registry() -> None
     claim = next(v for v in pod["volumes"] if "persistentVolumeClaim" in v)["persistentVolumeClaim"]
     assert claim == {"claimName": "lepton-home", "readOnly": True}
     assert {"name": "LEPTON_ARTIFACTS", "value": "/mnt/lepton-store/artifacts"} in c["env"]
-    assert pod["initContainers"][0]["command"][-1].startswith("cp /mnt/lepton-store/registry.db")
+    assert pod["initContainers"][0]["command"] == [
+        "python",
+        "-m",
+        "lepton_ai.store.snapshot",
+        "/mnt/lepton-store/registry.db",
+        "/var/lib/lepton/registry.db",
+    ]
 
 
 def test_names_are_dns_1123() -> None:
