@@ -11,9 +11,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lepton_ai.control.listing import MAX_LIMIT
+from lepton_ai.control.listing import MAX_LIMIT, Id
 from lepton_ai.control.queries import Control
 from lepton_ai.errors import IntegrityError, InvalidInputError, NotFoundError
 
@@ -22,13 +23,28 @@ Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page.")]
 Cursor = Annotated[str | None, Query(description="The next_cursor of the page before.")]
 
 
+class ErrorBody(BaseModel):
+    """What every error answers: a short code and a sentence naming the problem."""
+
+    error: str
+    message: str
+
+
+# documented on every route, so a client (and a fuzzer) knows the shape of each refusal
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "A bearer token (or a signed-in session) is required."},
+    404: {"model": ErrorBody, "description": "What the path names is not there."},
+    422: {"model": ErrorBody, "description": "A parameter is malformed."},
+}
+
+
 def _error(status: int, error: str, message: str) -> JSONResponse:
     return JSONResponse({"error": error, "message": message}, status_code=status)
 
 
 def api_router(control: Control) -> APIRouter:
     """Return the API's routes over `control` (the pages ask the same questions of the same object)."""
-    router = APIRouter(prefix=PREFIX)
+    router = APIRouter(prefix=PREFIX, responses=ERRORS)
     _models(router, control)
     _runs(router, control)
     _jobs(router, control)
@@ -50,7 +66,7 @@ def _models(router: APIRouter, control: Control) -> None:
         return control.versions(name, limit, cursor).to_dict()
 
     @router.get("/models/{name}/versions/{version}")
-    def version(name: str, version: int) -> dict[str, Any]:
+    def version(name: str, version: Id) -> dict[str, Any]:
         """One version, with the versions made from it (its children) and its report's files."""
         view = control.version(name, version)
         report = {"files": view.report.files, "problem": view.report.problem}
@@ -73,14 +89,14 @@ def _runs(router: APIRouter, control: Control) -> None:
         return control.runs(limit, cursor, kind, status).to_dict()
 
     @router.get("/runs/{run_id}")
-    def run(run_id: int) -> dict[str, Any]:
+    def run(run_id: Id) -> dict[str, Any]:
         """One run: its parameters, status and metric summaries."""
         info = control.run(run_id).to_dict()
         return {k: v for k, v in info.items() if k != "history"}
 
     @router.get("/runs/{run_id}/metrics")
     def metrics(
-        run_id: int,
+        run_id: Id,
         key: Annotated[list[str] | None, Query(description="Only these metrics (repeatable).")] = None,
         points: Annotated[int, Query(ge=2, le=10_000, description="At most this many points each.")] = 500,
     ) -> dict[str, Any]:
@@ -99,14 +115,14 @@ def _jobs(router: APIRouter, control: Control) -> None:
         return control.jobs(limit, cursor, state, backend).to_dict()
 
     @router.get("/jobs/{job_id}")
-    def job(job_id: int) -> dict[str, Any]:
+    def job(job_id: Id) -> dict[str, Any]:
         """One job with each of its attempts (worker, exit code, error, times)."""
         view = control.job(job_id)
         return {**view.info.to_dict(), "attempts": [asdict(a) for a in view.attempts]}
 
     @router.get("/jobs/{job_id}/log")
     def log(
-        job_id: int, offset: Annotated[int, Query(ge=0, description="Characters already read.")] = 0
+        job_id: Id, offset: Annotated[int, Query(ge=0, description="Characters already read.")] = 0
     ) -> dict[str, Any]:
         """The latest attempt's log from `offset`; ask again from the returned offset until `done`."""
         return asdict(control.log(job_id, offset))
@@ -131,7 +147,7 @@ def _services(router: APIRouter, control: Control) -> None:
         return {"items": items, "next_cursor": listed.next_cursor}
 
     @router.get("/services/{service_id}")
-    def service(service_id: int) -> dict[str, Any]:
+    def service(service_id: Id) -> dict[str, Any]:
         """One service with its health now."""
         info = control.service(service_id)
         return {**info.to_dict(), "health": control.health([info])[info.id].to_dict()}

@@ -8,11 +8,15 @@ import binascii
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Annotated, Any, Generic, Protocol, TypeVar
+
+from fastapi import Path
 
 from lepton_ai.errors import InvalidInputError
 
 MAX_LIMIT = 500
+# a row number as the database can hold it (a larger one would be a server error, not a 404)
+Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 class Listed(Protocol):

@@ -15,7 +15,7 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
 from lepton_ai.control.charts import Series, line_chart
-from lepton_ai.control.listing import thin
+from lepton_ai.control.listing import Id, thin
 from lepton_ai.control.queries import Control
 from lepton_ai.control.session import Sessions
 from lepton_ai.errors import InvalidInputError, LeptonError
@@ -159,7 +159,7 @@ def _model_pages(router: APIRouter, pages: Pages) -> None:
         return pages.render(request, "model.html", name=name, page=listed, more=_more(listed.next_cursor))
 
     @router.get("/models/{name}/{version}")
-    def version(request: Request, name: str, version: int, verified: str = "") -> HTMLResponse:
+    def version(request: Request, name: str, version: Id, verified: str = "") -> HTMLResponse:
         view = control.version(name, version)
         card = control.cost(view.info)
         return pages.render(
@@ -167,13 +167,13 @@ def _model_pages(router: APIRouter, pages: Pages) -> None:
         )
 
     @router.get("/models/{name}/{version}/files/{file}", response_class=Response)
-    def report_file(name: str, version: int, file: str) -> Response:
+    def report_file(name: str, version: Id, file: str) -> Response:
         media = {"png": "image/png", "json": "application/json"}.get(file.rsplit(".", 1)[-1], "text/plain")
         return Response(control.report_file(name, version, file), media_type=media)
 
     @router.post("/models/{name}/{version}/verify")
     def verify(
-        request: Request, name: str, version: int, csrf: Annotated[str, Form()] = ""
+        request: Request, name: str, version: Id, csrf: Annotated[str, Form()] = ""
     ) -> RedirectResponse:
         pages.act(request, csrf)
         control.verify(name, version)
@@ -218,7 +218,7 @@ def _run_pages(router: APIRouter, pages: Pages) -> None:
         )
 
     @router.get("/runs/{run_id}")
-    def run(request: Request, run_id: int) -> HTMLResponse:
+    def run(request: Request, run_id: Id) -> HTMLResponse:
         info = control.run(run_id)
         return pages.render(request, "run.html", run=info, charts=_run_charts(info))
 
@@ -274,20 +274,20 @@ def _job_pages(router: APIRouter, pages: Pages) -> None:
         return pages.render(request, "jobs.html", page=listed, state=state, backend=backend, more=more)
 
     @router.get("/jobs/{job_id}")
-    def job(request: Request, job_id: int) -> HTMLResponse:
+    def job(request: Request, job_id: Id) -> HTMLResponse:
         view = control.job(job_id)
         return pages.render(
             request, "job.html", job=view.info, attempts=view.attempts, log=control.log(job_id)
         )
 
     @router.post("/jobs/{job_id}/cancel")
-    def cancel(request: Request, job_id: int, csrf: Annotated[str, Form()] = "") -> RedirectResponse:
+    def cancel(request: Request, job_id: Id, csrf: Annotated[str, Form()] = "") -> RedirectResponse:
         pages.act(request, csrf)
         control.cancel(job_id)
         return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 
     @router.post("/jobs/{job_id}/retry")
-    def retry(request: Request, job_id: int, csrf: Annotated[str, Form()] = "") -> RedirectResponse:
+    def retry(request: Request, job_id: Id, csrf: Annotated[str, Form()] = "") -> RedirectResponse:
         pages.act(request, csrf)
         new = control.retry(job_id)
         return RedirectResponse(f"/jobs/{new.id}", status_code=303)

@@ -54,6 +54,7 @@ def test_every_value_from_the_registry_is_escaped(
         ("/runs/999", 404, "unknown run 999"),
         ("/jobs/999", 404, "999"),
         ("/runs/abc", 422, "run_id"),
+        ("/runs/9223372036854775808", 422, "run_id"),
         ("/runs/compare?ids=1,x", 422, "ids must list run ids"),
         ("/models/digits/1/files/weights.pt", 404, "no report file"),
         ("/models/digits/1/files/..%2F..%2Fetc%2Fpasswd", 404, "no such path"),
