@@ -252,8 +252,16 @@ class Worker:
             log.close()
             self.queue.finish(job.id, n, "failed", error=f"cannot start {argv[0]}: {one_line(e)}")
             return
-        self.queue.started(job.id, n, pgid=proc.pid)
+        # Watched from now on, whatever happens next: were recording the start to fail and the attempt be
+        # marked failed, a retry would run beside a process nobody watches.
         self.running[job.id] = _Running(claimed, spec, proc, log, log_path, gpus)
+        try:
+            self.queue.started(job.id, n, pgid=proc.pid)
+        except Exception as e:
+            # only its process group is unrecorded: this worker reaps it, cancels reach it through `running`
+            self.console.print(
+                f"job {job.id}: started, but its process group was not recorded: {one_line(e)}"
+            )
         self.console.print(f"job {job.id} ({job.name}) attempt {n}: started, pid {proc.pid}")
 
     @property

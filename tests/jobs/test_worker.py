@@ -259,3 +259,28 @@ def test_multi_node_training_needs_kubernetes() -> None:
     for backend in ("local", "ray"):
         with pytest.raises(Exception, match="spec.nnodes: 2 machines need --backend kubernetes"):
             api.submit(spec, backend, "http://127.0.0.1:9", start=False)
+
+
+def test_a_start_that_cannot_be_recorded_is_still_watched_and_never_run_twice(
+    tmp_path: Path, queue: JobQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from lepton_ai.jobs.worker import Worker
+
+    def dropped(*args: object, **kwargs: object) -> None:
+        raise OperationalError("UPDATE jobs", {}, Exception("server closed the connection unexpectedly"))
+
+    job = queue.submit(probe("once", tmp_path, work_s=0.4))
+    worker = Worker(poll_s=0.05)
+    monkeypatch.setattr(worker.queue, "started", dropped)
+    worker.schedule()
+    assert queue.get(job.id).state == "running" and job.id in worker.running
+    # the next rounds must not start it again beside itself
+    deadline = time.monotonic() + 30
+    while queue.get(job.id).state == "running" and time.monotonic() < deadline:
+        worker.reap()
+        worker.schedule()
+        time.sleep(0.05)
+    assert queue.get(job.id).state == "succeeded" and queue.get(job.id).attempts == 1
+    assert not (tmp_path / f"{job.id}.overlap").exists() and (tmp_path / f"{job.id}.1.done").exists()
