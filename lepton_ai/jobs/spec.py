@@ -321,7 +321,7 @@ def parse(doc: Any) -> JobSpec:
     if not isinstance(doc, dict):
         raise InvalidInputError(f"a job spec is a mapping with kind, name and spec, not {type(doc).__name__}")
     kind = doc.get("kind")
-    if kind not in SPECS:
+    if not isinstance(kind, str) or kind not in SPECS:
         raise InvalidInputError(f"kind: {kind!r} is not one of {', '.join(KINDS)}")
     body = doc.get("spec")
     try:

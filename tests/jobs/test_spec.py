@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lepton_ai.errors import InvalidInputError, NotFoundError
 from lepton_ai.jobs.spec import JobSpec, load_spec, memory_bytes, parse
@@ -224,3 +226,27 @@ def test_memory_quantities() -> None:
 def test_a_name_with_a_trailing_newline_is_refused(doc: dict) -> None:
     with pytest.raises((InvalidInputError, ValueError)):
         parse(doc)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+fields = st.sampled_from(
+    ["kind", "name", "spec", "resources", "retries", "priority", "argv", "env", "model", "data"]
+)
+documents = st.dictionaries(
+    fields, json_values | st.sampled_from(["command", "train", "optimize"]), max_size=6
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(doc=documents | json_values)
+def test_any_document_is_a_job_spec_or_one_clear_error(doc: object) -> None:
+    try:
+        spec = parse(doc)
+    except InvalidInputError as e:
+        assert str(e) and "\n" not in str(e)
+    else:
+        assert spec.kind in ("command", "train", "optimize", "evaluate", "federated")
