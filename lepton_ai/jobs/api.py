@@ -11,7 +11,7 @@ from typing import Any, Protocol
 from lepton_ai.errors import InvalidInputError, LeptonError, one_line
 from lepton_ai.jobs.processes import job_key, kill_job_processes, start_worker, worker_alive
 from lepton_ai.jobs.queue import JobInfo, JobQueue
-from lepton_ai.jobs.spec import JobSpec, TrainSpec
+from lepton_ai.jobs.spec import CommandSpec, JobSpec, TrainSpec
 from lepton_ai.jobs.worker import Capacity, produced_versions, read_log
 
 BACKENDS = ("local", "ray", "kubernetes")
@@ -50,6 +50,8 @@ def submit(
             f"spec.nnodes: {spec.spec.nnodes} machines need --backend kubernetes (a PyTorchJob); "
             "on one machine use spec.nproc"
         )
+    if isinstance(spec.spec, CommandSpec):
+        spec.spec.check_backend(backend)
     queue = JobQueue()
     if backend == "local":
         # counting GPUs starts CUDA: only for a job that asks for GPUs

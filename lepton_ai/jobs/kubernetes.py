@@ -20,7 +20,7 @@ from lepton_ai.jobs.k8s import (
     standard_labels,
     validate,
 )
-from lepton_ai.jobs.spec import JobSpec, TrainSpec
+from lepton_ai.jobs.spec import CommandSpec, JobSpec, SecretKey, TrainSpec
 
 # finished Jobs stay a day, so that state and logs can be read, then the cluster removes them
 TTL_S = 86400
@@ -47,7 +47,9 @@ def job_manifests(
     meta = object_meta(name, namespace, labels)
     # A retried pod resumes from the job's own checkpoints (they survive on a PVC store).
     argv = spec.command(checkpoint_dir=f"{HOME}/checkpoints/job-{job_id}", resume=True)
-    env = [{"name": k, "value": v} for k, v in sorted(getattr(spec.spec, "env", {}).items())]
+    if isinstance(spec.spec, CommandSpec):
+        spec.spec.check_backend("kubernetes")
+    env = [_env_var(k, v) for k, v in sorted(getattr(spec.spec, "env", {}).items())]
     r = spec.resources
     common: dict[str, Any] = {
         "image": image,
@@ -264,3 +266,10 @@ def _split(external_id: str) -> tuple[str, str]:
     if not (sep and ns and name):
         raise InvalidInputError(f"{external_id!r} is not a Kubernetes job id (namespace/name)")
     return ns, name
+
+
+def _env_var(name: str, value: str | SecretKey) -> dict[str, Any]:
+    """Return a container's env entry: a value, or a reference Kubernetes resolves from a Secret."""
+    if isinstance(value, SecretKey):
+        return {"name": name, "valueFrom": {"secretKeyRef": {"name": value.secret, "key": value.key}}}
+    return {"name": name, "value": value}

@@ -83,11 +83,13 @@ class JobInfo:
 
     def shown_spec(self) -> dict[str, Any]:
         """Return the spec as it may be shown: each environment value replaced by REDACTED (it may be a
-        secret; the worker reads the stored spec, never this)."""
+        secret; the worker reads the stored spec, never this), references kept."""
         inner = self.spec.get("spec")
         if not isinstance(inner, dict) or not inner.get("env"):
             return self.spec
-        return {**self.spec, "spec": {**inner, "env": dict.fromkeys(inner["env"], REDACTED)}}
+        # a reference ({"from_env": …}, {"secret": …}) names where the value is, and may be shown
+        env = {k: REDACTED if isinstance(v, str) else v for k, v in inner["env"].items()}
+        return {**self.spec, "spec": {**inner, "env": env}}
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict (what `lepton job status --json` prints), environment values redacted."""

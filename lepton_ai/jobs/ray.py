@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 from lepton_ai import config
 from lepton_ai.errors import InvalidInputError, one_line
 from lepton_ai.jobs.processes import job_key
-from lepton_ai.jobs.spec import JobSpec
+from lepton_ai.jobs.spec import CommandSpec, FromEnv, JobSpec
 
 # how long a submission waits for a head node's job agent to come up
 _AGENT_WAIT_S = 30.0
@@ -71,7 +71,14 @@ class RayBackend:
             "entrypoint_num_gpus": r.gpus or None,
             "entrypoint_memory": r.memory_bytes or None,
         }
-        env = {**job_env(), **getattr(spec.spec, "env", {}), "LEPTON_JOB_ID": str(job_id)}
+        if isinstance(spec.spec, CommandSpec):
+            spec.spec.check_backend("ray")
+        # a {"from_env": NAME} reference stays one: Ray expands ${NAME} from the node's own environment
+        own = {
+            k: f"${{{v.from_env}}}" if isinstance(v, FromEnv) else v
+            for k, v in getattr(spec.spec, "env", {}).items()
+        }
+        env = {**job_env(), **own, "LEPTON_JOB_ID": str(job_id)}
         # Ray runs the entrypoint through a shell: every word is quoted, nothing from the spec is interpreted.
         options = {
             "entrypoint": shlex.join(argv),

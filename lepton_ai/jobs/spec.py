@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -228,13 +229,49 @@ class FederatedSpec(_Strict):
 
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SECRET_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+_SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]{1,253}")
+
+
+class FromEnv(_Strict):
+    """An environment value read where the job runs — the local worker's environment, a Ray node's — so the
+    value itself is never stored or sent."""
+
+    from_env: str
+
+    @field_validator("from_env")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _ENV_NAME.fullmatch(v):
+            raise ValueError(f"from_env: {v!r} is not an environment variable's name")
+        return v
+
+
+class SecretKey(_Strict):
+    """An environment value taken by Kubernetes from a key of a Secret: the value never leaves the cluster."""
+
+    secret: str
+    key: str
+
+    @model_validator(mode="after")
+    def _names(self) -> SecretKey:
+        if not _SECRET_NAME.fullmatch(self.secret) or not _SECRET_KEY.fullmatch(self.key):
+            raise ValueError(
+                f"secret {self.secret!r}, key {self.key!r}: not a Kubernetes Secret's name and key"
+            )
+        return self
+
+
+# where each kind of reference can be resolved
+_RESOLVED_ON: dict[type[BaseModel], tuple[str, ...]] = {FromEnv: ("local", "ray"), SecretKey: ("kubernetes",)}
 
 
 class CommandSpec(_Strict):
-    """Any program, given as an argv list (never a shell string), with extra environment."""
+    """Any program, given as an argv list (never a shell string), with extra environment: values, or
+    references to values held where the job runs (`{"from_env": NAME}`, `{"secret": S, "key": K}`)."""
 
     argv: list[str] = Field(min_length=1)
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str | FromEnv | SecretKey] = Field(default_factory=dict)
 
     @field_validator("argv")
     @classmethod
@@ -245,11 +282,38 @@ class CommandSpec(_Strict):
 
     @field_validator("env")
     @classmethod
-    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+    def _env(cls, v: dict[str, str | FromEnv | SecretKey]) -> dict[str, str | FromEnv | SecretKey]:
         for name, value in v.items():
-            if not _ENV_NAME.fullmatch(name) or "\x00" in value or name.startswith("LEPTON_JOB_"):
+            nul = isinstance(value, str) and "\x00" in value
+            if not _ENV_NAME.fullmatch(name) or nul or name.startswith("LEPTON_JOB_"):
                 raise ValueError(f"{name!r} cannot be set (a name like MY_VAR, no NUL, not LEPTON_JOB_*)")
         return v
+
+    def check_backend(self, backend: str) -> None:
+        """Refuse references the backend cannot resolve, naming the one that can."""
+        for name, value in self.env.items():
+            if isinstance(value, str):
+                continue
+            where = _RESOLVED_ON[type(value)]
+            if backend not in where:
+                raise InvalidInputError(
+                    f"spec.env.{name}: {value.model_dump()} is read on {' or '.join(where)} only, not on "
+                    f"{backend}: use {{'from_env': NAME}} locally and on Ray, {{'secret': S, 'key': K}} on "
+                    "Kubernetes"
+                )
+
+    def resolved_env(self, environ: Mapping[str, str]) -> dict[str, str]:
+        """Return the environment with each `from_env` reference read from `environ` (the worker's)."""
+        self.check_backend("local")
+        out = {}
+        for name, value in self.env.items():
+            if isinstance(value, FromEnv):
+                if value.from_env not in environ:
+                    raise InvalidInputError(f"spec.env.{name}: this worker has no {value.from_env} to give")
+                out[name] = environ[value.from_env]
+            elif isinstance(value, str):
+                out[name] = value
+        return out
 
 
 SPECS: dict[str, type[_Strict]] = {

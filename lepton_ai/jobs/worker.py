@@ -31,7 +31,7 @@ from lepton_ai.jobs.processes import (
     worker_lock,
 )
 from lepton_ai.jobs.queue import JobInfo, JobQueue
-from lepton_ai.jobs.spec import JobSpec, TrainSpec
+from lepton_ai.jobs.spec import CommandSpec, JobSpec, TrainSpec
 from lepton_ai.machine import cpu_info
 from lepton_ai.store.artifacts import ArtifactStore
 
@@ -219,7 +219,7 @@ class Worker:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {
             **os.environ,
-            **getattr(spec.spec, "env", {}),
+            **(spec.spec.resolved_env(os.environ) if isinstance(spec.spec, CommandSpec) else {}),
             "LEPTON_JOB_ID": str(job.id),
             "LEPTON_JOB_ATTEMPT": str(n),
             "LEPTON_JOB_KEY": job_key(self.queue.db_url, job.id),

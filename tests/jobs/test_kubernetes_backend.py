@@ -184,3 +184,20 @@ def test_job_backend_needs_an_image(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LEPTON_IMAGE", raising=False)
     with pytest.raises(InvalidInputError, match="LEPTON_IMAGE"):
         KubernetesBackend(store_secret="s").submit(1, train_spec())
+
+
+def test_a_secret_reference_becomes_a_secret_key_ref_and_no_value() -> None:
+    env = {"DB_PASSWORD": {"secret": "db-creds", "key": "password"}, "MODE": "fast"}
+    spec = parse({"kind": "command", "name": "migrate", "spec": {"argv": ["true"], "env": env}})
+    manifests = job_manifests(spec, job_id=3, image=IMAGE, store_secret="lepton-store")
+    entries = container(by_kind(manifests)["Job"]["spec"]["template"])["env"]
+    assert {
+        "name": "DB_PASSWORD",
+        "valueFrom": {"secretKeyRef": {"name": "db-creds", "key": "password"}},
+    } in entries
+    assert {"name": "MODE", "value": "fast"} in entries
+    local = parse(
+        {"kind": "command", "name": "m", "spec": {"argv": ["true"], "env": {"T": {"from_env": "T"}}}}
+    )
+    with pytest.raises(InvalidInputError, match="not on kubernetes"):
+        job_manifests(local, job_id=4, image=IMAGE, store_secret="lepton-store")

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from lepton_ai.errors import InvalidInputError
 from lepton_ai.jobs import api
 from lepton_ai.jobs.queue import JobInfo
 from lepton_ai.jobs.spec import parse
@@ -95,3 +96,24 @@ def test_a_submission_waits_for_a_new_heads_job_agent(
     with pytest.raises(RuntimeError, match="bad runtime_env"):
         backend.submit(8, spec)
     assert backend.client.calls == 1
+
+
+def test_a_from_env_reference_reaches_ray_as_a_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lepton_ai.jobs.ray import RayBackend
+
+    sent: dict[str, Any] = {}
+
+    class Client:
+        def submit_job(self, **options: Any) -> str:
+            sent.update(options)
+            return "raysubmit_1"
+
+    backend = RayBackend.__new__(RayBackend)
+    backend.address, backend.client = "http://head:8265", Client()
+    env = {"API_TOKEN": {"from_env": "NODE_TOKEN"}, "MODE": "fast"}
+    backend.submit(7, parse({"kind": "command", "name": "c", "spec": {"argv": ["true"], "env": env}}))
+    assert sent["runtime_env"]["env_vars"]["API_TOKEN"] == "${NODE_TOKEN}"
+    assert sent["runtime_env"]["env_vars"]["MODE"] == "fast"
+    secret = {"DB": {"secret": "db-creds", "key": "password"}}
+    with pytest.raises(InvalidInputError, match="not on ray"):
+        backend.submit(8, parse({"kind": "command", "name": "c", "spec": {"argv": ["true"], "env": secret}}))

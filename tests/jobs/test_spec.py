@@ -250,3 +250,31 @@ def test_any_document_is_a_job_spec_or_one_clear_error(doc: object) -> None:
         assert str(e) and "\n" not in str(e)
     else:
         assert spec.kind in ("command", "train", "optimize", "evaluate", "federated")
+
+
+def test_env_values_can_be_references_each_backend_resolves() -> None:
+    from lepton_ai.jobs.spec import CommandSpec, FromEnv, SecretKey
+
+    env = {
+        "PLAIN": "1",
+        "TOKEN": {"from_env": "WORKER_TOKEN"},
+        "DB": {"secret": "db-creds", "key": "password"},
+    }
+    spec = parse({"kind": "command", "name": "refs", "spec": {"argv": ["true"], "env": env}}).spec
+    assert isinstance(spec, CommandSpec)
+    assert spec.env == {
+        "PLAIN": "1",
+        "TOKEN": FromEnv(from_env="WORKER_TOKEN"),
+        "DB": SecretKey(secret="db-creds", key="password"),
+    }
+    for backend, refused in (("local", "DB"), ("ray", "DB"), ("kubernetes", "TOKEN")):
+        with pytest.raises(InvalidInputError, match=f"spec.env.{refused}: .* not on {backend}"):
+            spec.check_backend(backend)
+    with pytest.raises(InvalidInputError, match="no WORKER_TOKEN"):
+        CommandSpec(argv=["true"], env={"TOKEN": FromEnv(from_env="WORKER_TOKEN")}).resolved_env({})
+    local = CommandSpec(argv=["true"], env={"PLAIN": "1", "TOKEN": FromEnv(from_env="WORKER_TOKEN")})
+    assert local.resolved_env({"WORKER_TOKEN": "s3"}) == {"PLAIN": "1", "TOKEN": "s3"}
+    with pytest.raises(InvalidInputError, match="from_env"):
+        parse(
+            {"kind": "command", "name": "bad", "spec": {"argv": ["true"], "env": {"X": {"from_env": "A B"}}}}
+        )

@@ -284,3 +284,37 @@ def test_a_start_that_cannot_be_recorded_is_still_watched_and_never_run_twice(
         time.sleep(0.05)
     assert queue.get(job.id).state == "succeeded" and queue.get(job.id).attempts == 1
     assert not (tmp_path / f"{job.id}.overlap").exists() and (tmp_path / f"{job.id}.1.done").exists()
+
+
+def test_a_from_env_reference_is_read_from_the_worker_and_never_stored(
+    tmp_path: Path, queue: JobQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lepton_ai.jobs.worker import Worker
+
+    monkeypatch.setenv("WORKER_TOKEN", "s3cret-value")
+    out = tmp_path / "seen"
+    code = f"import os; open({str(out)!r}, 'w').write(os.environ['API_TOKEN'])"
+    spec = {"argv": [sys.executable, "-c", code], "env": {"API_TOKEN": {"from_env": "WORKER_TOKEN"}}}
+    job = queue.submit(parse({"kind": "command", "name": "ref", "spec": spec}))
+    missing = queue.submit(
+        parse(
+            {
+                "kind": "command",
+                "name": "nope",
+                "spec": {"argv": ["true"], "env": {"X": {"from_env": "ABSENT"}}},
+            }
+        )
+    )
+    worker = Worker(poll_s=0.05)
+    deadline = time.monotonic() + 30
+    while {queue.get(j).state for j in (job.id, missing.id)} & {
+        "queued",
+        "running",
+    } and time.monotonic() < deadline:
+        worker.schedule()
+        worker.reap()
+        time.sleep(0.05)
+    assert queue.get(job.id).state == "succeeded" and out.read_text() == "s3cret-value"
+    assert "s3cret-value" not in str(queue.get(job.id).spec)
+    failed = queue.get(missing.id)
+    assert failed.state == "failed" and "this worker has no ABSENT" in (failed.error or "")
