@@ -118,20 +118,27 @@ def as_rows(outputs: Any) -> Any:
     return outputs.tolist() if hasattr(outputs, "tolist") else list(outputs)
 
 
+def call_sizes(size: int, max_batch_size: int) -> list[int]:
+    """Return the examples of each handler call that `size` examples of one batch run as, in order."""
+    # one request alone may hold more examples than the model was sized for
+    if size <= max_batch_size:
+        return [size]
+    return [min(max_batch_size, size - start) for start in range(0, size, max_batch_size)]
+
+
 def call(
     fn: Callable[..., Any], payload: Any, size: int, options: dict[str, Any], max_batch_size: int
 ) -> Any:
     """Return a batched handler's outputs for `payload`'s `size` examples as rows, from calls of at most
     `max_batch_size` examples each joined in order; raise if a call fails or miscounts its outputs."""
-    # one request alone may hold more examples than the model was sized for
-    step = max_batch_size
-    parts = [payload] if size <= step else [payload[start : start + step] for start in range(0, size, step)]
-    rows = []
-    for part in parts:
+    rows, start = [], 0
+    for n in call_sizes(size, max_batch_size):
+        part = payload if n == size else payload[start : start + n]
         outputs = as_rows(fn(part, **options))
-        if len(outputs) != len(part):
-            raise RuntimeError(f"the handler returned {len(outputs)} outputs for {len(part)} inputs")
+        if len(outputs) != n:
+            raise RuntimeError(f"the handler returned {len(outputs)} outputs for {n} inputs")
         rows.append(outputs)
+        start += n
     return concat(rows)
 
 
@@ -195,12 +202,13 @@ class HandlerQueue(ABC):
         max_wait_ms: float = 0.0,
         max_queue: int = 1024,
         concurrency: int = 1,
-        on_batch: Callable[[int, int], None] | None = None,
+        on_batch: Callable[[list[int], int], None] | None = None,
     ) -> None:
         self.batched = batched
         self.max_batch_size, self.max_wait = max(1, max_batch_size), max_wait_ms / 1000
         self.max_queue, self.concurrency = max_queue, max(1, concurrency)
-        self.on_batch = on_batch or (lambda size, depth: None)
+        # the examples of each call a batch ran as, and the queue's depth after it
+        self.on_batch = on_batch or (lambda calls, depth: None)
         self.queue: deque[Item] = deque()
         self._lock = threading.Lock()
         self.pace = Pace()
@@ -251,7 +259,7 @@ class HandlerQueue(ABC):
 
     def _deliver(self, batch: list[Item], results: list[tuple[bool, Any]]) -> None:
         """Resolve the futures of a finished batch (on the event loop)."""
-        self.on_batch(sum(i.size for i in batch), self.depth)
+        self.on_batch(call_sizes(sum(i.size for i in batch), self.max_batch_size), self.depth)
         for item, (ok, value) in zip(batch, results):
             # timed out or abandoned meanwhile
             if item.future.done():
