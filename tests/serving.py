@@ -1,9 +1,10 @@
-"""Servers the tests share: a tiny Photon, and `lepton serve` found through the record it writes in the
-registry."""
+"""Servers the tests share: a tiny Photon, `lepton serve` found through the record it writes in the
+registry, and a worker's gauges."""
 
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from lepton_ai.serve.server import ServerProcess
 from lepton_ai.store import ServiceInfo, Services
@@ -43,3 +44,14 @@ class RecordedServer(ServerProcess):
         """Return the server's record as it is now."""
         assert self.info is not None
         return Services().get(self.info.id)
+
+
+def worker_gauges(inflight: float, depth: float, stay: Any = None) -> None:
+    """Set the gauges a serving worker sets (in a spawned process), then exit, or first wait for `stay`."""
+    from lepton_ai.serve.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.inflight.set(inflight)
+    metrics.queue_depth.labels("work").set(depth)
+    if stay is not None:
+        stay.wait(30)

@@ -217,8 +217,9 @@ class Service:
         sizes = self.metrics.batch_size.labels(name)
         depth_changed = self.metrics.gauge(self.metrics.queue_depth.labels(name), lambda: batcher.depth)
 
-        def on_batch(size: int, depth: int) -> None:
-            sizes.observe(size)
+        def on_batch(calls: list[int], depth: int) -> None:
+            for size in calls:
+                sizes.observe(size)
             depth_changed()
 
         batcher.on_batch, self._depth_changed[name] = on_batch, depth_changed

@@ -78,10 +78,12 @@ class Pace:
 
 
 def concat(payloads: list[Any]) -> Any:
-    """Return the examples of several requests as one batch: arrays concatenated, lists joined."""
+    """Return the examples of several requests (or outputs of several calls) as one: arrays of like rows
+    concatenated, anything else joined as a list."""
     if len(payloads) == 1:
         return payloads[0]
-    if all(isinstance(p, np.ndarray) for p in payloads):
+    # rows of other shapes (outputs padded per call) stay rows of a list
+    if all(isinstance(p, np.ndarray) for p in payloads) and len({p.shape[1:] for p in payloads}) == 1:
         return np.concatenate(payloads)
     return [x for p in payloads for x in p]
 
@@ -116,21 +118,51 @@ def as_rows(outputs: Any) -> Any:
     return outputs.tolist() if hasattr(outputs, "tolist") else list(outputs)
 
 
+def call_sizes(size: int, max_batch_size: int) -> list[int]:
+    """Return the examples of each handler call that `size` examples of one batch run as, in order."""
+    # one request alone may hold more examples than the model was sized for
+    if size <= max_batch_size:
+        return [size]
+    return [min(max_batch_size, size - start) for start in range(0, size, max_batch_size)]
+
+
+def call(
+    fn: Callable[..., Any], payload: Any, size: int, options: dict[str, Any], max_batch_size: int
+) -> Any:
+    """Return a batched handler's outputs for `payload`'s `size` examples as rows, from calls of at most
+    `max_batch_size` examples each joined in order; raise if a call fails or miscounts its outputs."""
+    rows, start = [], 0
+    for n in call_sizes(size, max_batch_size):
+        part = payload if n == size else payload[start : start + n]
+        outputs = as_rows(fn(part, **options))
+        if len(outputs) != n:
+            raise RuntimeError(f"the handler returned {len(outputs)} outputs for {n} inputs")
+        rows.append(outputs)
+        start += n
+    return concat(rows)
+
+
 def run_batch(
-    fn: Callable[..., Any], batched: bool, payloads: list[Any], sizes: list[int], options: dict[str, Any]
+    fn: Callable[..., Any],
+    batched: bool,
+    payloads: list[Any],
+    sizes: list[int],
+    options: dict[str, Any],
+    max_batch_size: int,
 ) -> list[tuple[bool, Any]]:
-    """Run requests that share `options` through `fn`: a batched handler in one call, its outputs split
-    back by `sizes`; if that call fails, each request alone, so one bad request fails only itself.
-    Return `(True, outputs)` or `(False, exception)` for each request; never raise."""
+    """Run requests that share `options` through `fn`: a batched handler in calls of at most `max_batch_size`
+    examples, its outputs split back by `sizes`; if that fails, each request alone, so one bad request
+    fails only itself. Return `(True, outputs)` or `(False, exception)` for each request; never raise."""
     if not batched:
-        return [_one(fn, False, p, 1, options) for p in payloads]
+        return [_one(fn, False, p, 1, options, 1) for p in payloads]
     try:
-        outputs = as_rows(fn(concat(payloads), **options))
-        if len(outputs) != sum(sizes):
-            raise RuntimeError(f"the handler returned {len(outputs)} outputs for {sum(sizes)} inputs")
-    except BaseException:
+        outputs = call(fn, concat(payloads), sum(sizes), options, max_batch_size)
+    except BaseException as e:
+        if len(payloads) == 1:
+            # alone, it would only fail again
+            return [(False, e)]
         # the bad request is found by running each alone
-        return [_one(fn, True, p, n, options) for p, n in zip(payloads, sizes)]
+        return [_one(fn, True, p, n, options, max_batch_size) for p, n in zip(payloads, sizes)]
     results, start = [], 0
     for n in sizes:
         results.append((True, outputs[start : start + n]))
@@ -139,15 +171,18 @@ def run_batch(
 
 
 def _one(
-    fn: Callable[..., Any], batched: bool, payload: Any, size: int, options: dict[str, Any]
+    fn: Callable[..., Any],
+    batched: bool,
+    payload: Any,
+    size: int,
+    options: dict[str, Any],
+    max_batch_size: int,
 ) -> tuple[bool, Any]:
+    """Return one request's `(True, outputs)` or `(False, exception)`; never raise."""
     try:
         if not batched:
             return True, fn(**payload)
-        outputs = as_rows(fn(payload, **options))
-        if len(outputs) != size:
-            raise RuntimeError(f"the handler returned {len(outputs)} outputs for {size} inputs")
-        return True, outputs
+        return True, call(fn, payload, size, options, max_batch_size)
     except BaseException as e:
         # reported to that request alone
         return False, e
@@ -167,12 +202,13 @@ class HandlerQueue(ABC):
         max_wait_ms: float = 0.0,
         max_queue: int = 1024,
         concurrency: int = 1,
-        on_batch: Callable[[int, int], None] | None = None,
+        on_batch: Callable[[list[int], int], None] | None = None,
     ) -> None:
         self.batched = batched
         self.max_batch_size, self.max_wait = max(1, max_batch_size), max_wait_ms / 1000
         self.max_queue, self.concurrency = max_queue, max(1, concurrency)
-        self.on_batch = on_batch or (lambda size, depth: None)
+        # the examples of each call a batch ran as, and the queue's depth after it
+        self.on_batch = on_batch or (lambda calls, depth: None)
         self.queue: deque[Item] = deque()
         self._lock = threading.Lock()
         self.pace = Pace()
@@ -223,7 +259,7 @@ class HandlerQueue(ABC):
 
     def _deliver(self, batch: list[Item], results: list[tuple[bool, Any]]) -> None:
         """Resolve the futures of a finished batch (on the event loop)."""
-        self.on_batch(sum(i.size for i in batch), self.depth)
+        self.on_batch(call_sizes(sum(i.size for i in batch), self.max_batch_size), self.depth)
         for item, (ok, value) in zip(batch, results):
             # timed out or abandoned meanwhile
             if item.future.done():
@@ -337,15 +373,10 @@ class Batcher(HandlerQueue):
                             break
                         self._more.wait(left)
                     self._gathering -= 1
+            payloads, sizes, options = [i.payload for i in batch], [i.size for i in batch], batch[0].options
             start = time.perf_counter()
             try:
-                results = run_batch(
-                    self.fn,
-                    self.batched,
-                    [i.payload for i in batch],
-                    [i.size for i in batch],
-                    batch[0].options,
-                )
+                results = run_batch(self.fn, self.batched, payloads, sizes, options, self.max_batch_size)
             except BaseException as e:
                 # a bug here must fail the requests, not hang them
                 log.exception("batch failed")

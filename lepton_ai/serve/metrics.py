@@ -91,3 +91,11 @@ class Metrics:
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+def process_exited(pid: int) -> None:
+    """Drop the live gauges (queue depth, requests in flight) of worker `pid`, which exited, from the sum."""
+    if _multiprocess():
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)

@@ -392,8 +392,9 @@ class _Model:
         """Run one batch and send its answers."""
         batch = [self.waiting.pop(i) for i in ids]
         payloads, sizes, options = [w.payload for w in batch], [w.size for w in batch], batch[0].options
+        batched, max_batch_size = self.handlers[name]["batched"], self.handlers[name]["max_batch_size"]
         start = time.perf_counter()
-        results = run_batch(self.fns[name], self.handlers[name]["batched"], payloads, sizes, options)
+        results = run_batch(self.fns[name], batched, payloads, sizes, options, max_batch_size)
         seconds = time.perf_counter() - start
         answers = []
         for i, (ok, value) in zip(ids, results):

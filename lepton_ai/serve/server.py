@@ -15,8 +15,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 from lepton_ai import config
@@ -24,6 +26,7 @@ from lepton_ai.errors import InvalidInputError, LeptonError
 from lepton_ai.machine import cpu_info
 from lepton_ai.serve import http
 from lepton_ai.serve.app import ServeSettings, Service
+from lepton_ai.serve.metrics import process_exited
 from lepton_ai.serve.photon import Photon
 from lepton_ai.serve.process import ProcessSpec
 from lepton_ai.serve.registration import recorded, service_url
@@ -102,7 +105,6 @@ def _supervise(workers: int, config: WorkerConfig, options: dict[str, Any]) -> N
     """Run `workers` worker processes, restart one that dies, and on SIGTERM or Ctrl-C let them drain and
     exit."""
     import multiprocessing
-    import threading
 
     # a clean interpreter each: no forked threads or CUDA state
     ctx = multiprocessing.get_context("spawn")
@@ -125,12 +127,20 @@ def _supervise(workers: int, config: WorkerConfig, options: dict[str, Any]) -> N
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     while not stopping.wait(0.5):
-        for i, p in enumerate(procs):
-            if not p.is_alive() and not stopping.is_set():
-                log.warning("worker %d exited with code %s: starting another", p.pid, p.exitcode)
-                procs[i] = start()
+        _replace_exited(procs, start, stopping)
     for p in procs:
         p.join()
+
+
+def _replace_exited(procs: list[Any], start: Callable[[], Any], stopping: threading.Event) -> None:
+    """Replace, in `procs`, each worker process that exited by a new one from `start`, unless stopping."""
+    for i, p in enumerate(procs):
+        # checked for each: a worker started after `stop` signalled the others would never be stopped
+        if not p.is_alive() and not stopping.is_set():
+            log.warning("worker %d exited with code %s: starting another", p.pid, p.exitcode)
+            # its last queue depth and in-flight count would otherwise stay in the sum for good
+            process_exited(p.pid)
+            procs[i] = start()
 
 
 def serve(

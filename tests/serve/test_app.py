@@ -74,6 +74,19 @@ def test_concurrent_requests_share_batches_and_keep_their_order(serve) -> None:
     assert 'lepton_requests_total{code="200",handler="double"} 24.0' in metrics
 
 
+def test_a_request_over_the_batch_size_is_answered_whole_from_calls_of_at_most_it(serve) -> None:
+    photon = Doubler(delay=0)
+    inputs = [float(i) for i in range(10 * 16 + 3)]
+    with serve(photon) as url:
+        answer = httpx.post(f"{url}/double", json={"inputs": inputs})
+        metrics = httpx.get(f"{url}/metrics").text
+    assert answer.json() == {"outputs": [2 * x for x in inputs]}
+    assert photon.batches == [16] * 10 + [3]
+    # the model's calls, not the request
+    assert 'lepton_batch_size_count{handler="double"} 11.0' in metrics
+    assert 'lepton_batch_size_bucket{handler="double",le="16.0"} 11.0' in metrics
+
+
 def test_requests_with_other_options_are_not_mixed(serve) -> None:
     with serve(Doubler(delay=0.05)) as url:
         answers = post_many(url, [{"inputs": [1.0], "scale": float(i % 3)} for i in range(12)])

@@ -61,11 +61,31 @@ def test_options_are_never_mixed_in_one_call(answered) -> None:
     assert sorted(calls, key=lambda c: c[1]) == [([1, 1, 1], 2), ([1, 1], 3)]
 
 
-def test_a_request_bigger_than_the_limit_runs_alone(answered) -> None:
+@pytest.mark.parametrize("kind", [list, np.array])
+def test_a_request_over_the_limit_runs_alone_in_calls_of_at_most_the_limit(answered, kind: Callable) -> None:
     calls: list = []
-    requests = [([1, 2, 3], {}), ([4], {})]
-    assert answered(recording(calls), requests, batched=True, max_batch_size=2) == [[1, 2, 3], [4]]
-    assert [c[0] for c in calls] == [[1, 2, 3], [4]]
+    big = kind([float(x) for x in range(10 * 4 + 3)])
+    out = answered(
+        recording(calls), [(big, {"scale": 2}), (kind([4.0]), {"scale": 2})], batched=True, max_batch_size=4
+    )
+    # what one unsplit call answers, in order
+    assert [list(o) for o in out] == [recording([])(big, scale=2), [8.0]]
+    assert [len(inputs) for inputs, _ in calls] == [4] * 10 + [3, 1]
+
+
+def test_a_failing_call_of_a_split_request_fails_that_request_only(answered) -> None:
+    calls: list = []
+
+    def fn(inputs):
+        calls.append(list(inputs))
+        if 13 in inputs:
+            raise RuntimeError("unlucky")
+        return inputs
+
+    bad, good = answered(fn, [(list(range(20)), {}), ([1], {})], batched=True, max_batch_size=4)
+    assert isinstance(bad, RuntimeError) and good == [1]
+    # not run again alone: it is alone
+    assert calls == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], [12, 13, 14, 15], [1]]
 
 
 def test_cancelled_requests_are_skipped_and_a_full_queue_refuses() -> None:
@@ -146,6 +166,8 @@ def test_a_batch_waiting_for_more_is_woken_by_each_arrival() -> None:
 def test_concat_joins_arrays_and_lists() -> None:
     assert concat([np.zeros((2, 3)), np.ones((1, 3))]).shape == (3, 3)
     assert concat([[1], [2, 3]]) == [1, 2, 3]
+    # outputs padded per call: rows of a list
+    assert [r.shape for r in concat([np.zeros((1, 2)), np.ones((2, 3))])] == [(2,), (3,), (3,)]
 
 
 def test_concurrency_runs_that_many_batches_at_once(answered) -> None:

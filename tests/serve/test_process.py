@@ -23,11 +23,12 @@ class Remote(Photon):
     model_process = True
 
     def init(self):
-        self.init_pid, self.ran = os.getpid(), []
+        self.init_pid, self.ran, self.sizes = os.getpid(), [], []
 
     @handler(max_batch_size=8, max_wait_ms=1, timeout_s=0.5)
     def work(self, inputs: list[float]) -> list[float]:
         self.ran.extend(inputs)
+        self.sizes.append(len(inputs))
         if any(x < 0 for x in inputs):
             raise ValueError("negative numbers are refused")
         if 13 in inputs:
@@ -41,7 +42,7 @@ class Remote(Photon):
     @handler
     def info(self, sleep: float = 0.0) -> dict:
         time.sleep(sleep)
-        return {"pid": os.getpid(), "init_pid": self.init_pid, "ran": self.ran}
+        return {"pid": os.getpid(), "init_pid": self.init_pid, "ran": self.ran, "sizes": self.sizes}
 
 class Broken(Photon):
     model_process = True
@@ -100,6 +101,15 @@ def test_a_request_that_times_out_is_dropped_before_its_batch_runs(service_file:
         assert httpx.post(f"{server.url}/work", json={"inputs": [7.0]}).json() == {"outputs": [70.0]}
         # 99 never ran
         assert httpx.post(f"{server.url}/info", json={}).json()["ran"] == [7.0]
+
+
+def test_a_request_over_the_limit_is_split_in_the_model_process_too(service_file: Path) -> None:
+    # clear of the 13 that fails
+    inputs = [float(x) for x in range(100, 100 + 10 * 8 + 3)]
+    with ServerProcess([f"{service_file}:Remote"]) as server:
+        answer = httpx.post(f"{server.url}/work", json={"inputs": inputs})
+        assert answer.json() == {"outputs": [x * 10 for x in inputs]}
+        assert httpx.post(f"{server.url}/info", json={}).json()["sizes"] == [8] * 10 + [3]
 
 
 def test_a_model_process_that_dies_fails_its_requests_and_is_replaced(service_file: Path) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -15,9 +17,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from lepton_ai.serve.server import ServerProcess, WorkerConfig, serve
+from lepton_ai.serve.metrics import Metrics
+from lepton_ai.serve.server import ServerProcess, WorkerConfig, _replace_exited, serve
 from lepton_ai.serve.target import is_class_target, load_photon
+from tests.serving import worker_gauges
 
 SERVICE = """
 import os, time
@@ -129,6 +134,40 @@ def test_workers_share_the_port_evenly_and_their_metrics(service_file: Path) -> 
     assert len(seen) == 2 and server.proc.pid not in seen and min(seen.values()) >= 320 * 0.15, seen
     # summed over both
     assert f'lepton_requests_total{{code="200",handler="pid"}} {320.0 + polls}' in metrics
+
+
+def _gauges() -> dict[str, float]:
+    """Return the summed gauges the metrics endpoint shows, by name (and handler)."""
+    families = text_string_to_metric_families(Metrics().render().decode())
+    return {
+        s.name + "".join(s.labels.values()): s.value for f in families if f.type == "gauge" for s in f.samples
+    }
+
+
+def test_a_worker_that_exited_leaves_the_gauges_to_the_live_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # as `serve --workers` sets it up: set before the workers start
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    ctx = multiprocessing.get_context("spawn")
+    stay = ctx.Event()
+    live = ctx.Process(target=worker_gauges, args=(1, 2, stay))
+    dead = ctx.Process(target=worker_gauges, args=(30, 40))
+    live.start(), dead.start()
+    try:
+        dead.join(30)
+        deadline = time.monotonic() + 30
+        # both counted, until the supervisor notices
+        while _gauges() != {"lepton_inflight_requests": 31, "lepton_queue_depthwork": 42}:
+            assert time.monotonic() < deadline, _gauges()
+            time.sleep(0.05)
+        procs, replacement = [live, dead], ctx.Process()
+        _replace_exited(procs, lambda: replacement, threading.Event())
+        assert procs == [live, replacement]
+        assert _gauges() == {"lepton_inflight_requests": 1, "lepton_queue_depthwork": 2}
+    finally:
+        stay.set()
+        live.join(30)
 
 
 def test_the_access_log_names_the_client_a_proxy_forwarded(service_file: Path) -> None:
