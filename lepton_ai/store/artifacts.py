@@ -93,6 +93,20 @@ def check_key(key: str) -> str:
     return key
 
 
+def _discard(path: Path) -> None:
+    """Remove a local file or directory, renamed aside first so nobody takes a half-removed one for whole."""
+    aside = path.with_name(f".{path.name}.{uuid.uuid4().hex}.gone")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        # never made, or a concurrent fetch discarded it first
+        return
+    if aside.is_dir():
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        aside.unlink(missing_ok=True)
+
+
 class ArtifactStore:
     """Content-addressed files under a local directory or any fsspec URL (s3://, memory://…)."""
 
@@ -183,21 +197,41 @@ class ArtifactStore:
         if not self.fs.exists(full):
             raise NotFoundError(f"artifact missing from the store: {self.location(key)}")
         if self.local:
-            local = Path(full)
-        else:
-            # remote stores are copied to a local cache, then checked like local files
-            local = config.home() / "cache" / "artifacts" / key
-            if not local.exists():
-                part = local.with_name(f".{local.name}.{uuid.uuid4().hex}.part")
-                part.parent.mkdir(parents=True, exist_ok=True)
-                self.fs.get(full, str(part), recursive=self.fs.isdir(full))
+            return self._checked(Path(full), key, sha256)
+        local = config.home() / "cache" / "artifacts" / key
+        if local.exists():
+            if sha256_of(local) == sha256:
+                return local
+            # damaged since it was checked (a disk error, an edit): kept, it would fail every later fetch here
+            _discard(local)
+        return self._download(key, local, sha256)
+
+    def _download(self, key: str, local: Path, sha256: str) -> Path:
+        """Download `key` beside the cache path `local`, check its sha256, then rename it to `local`."""
+        full = self.path(key)
+        part = local.with_name(f".{local.name}.{uuid.uuid4().hex}.part")
+        part.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.fs.get(full, str(part), recursive=self.fs.isdir(full))
+            self._checked(part, key, sha256)
+            try:
                 os.replace(part, local)
-        actual = sha256_of(local)
+            except OSError:
+                # a concurrent fetch of the same directory renamed its checked copy into place first
+                if not local.is_dir():
+                    raise
+        finally:
+            _discard(part)
+        return local
+
+    def _checked(self, path: Path, key: str, sha256: str) -> Path:
+        """Return `path` if its sha256 is `sha256`; raise IntegrityError naming `key`'s location otherwise."""
+        actual = sha256_of(path)
         if actual != sha256:
             raise IntegrityError(
                 f"artifact {self.location(key)} is corrupted: expected sha256 {sha256}, found {actual}"
             )
-        return local
+        return path
 
     def delete(self, key: str) -> None:
         """Remove the artifact `key` (its whole content directory)."""
