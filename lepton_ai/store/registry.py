@@ -197,8 +197,8 @@ class Registry:
             return self._info(row)
 
         info = self._tx(insert)
-        # a concurrent `rm` of the same content won
-        if not self.artifacts.exists(stored.key):
+        # a concurrent `rm` of the same content deleted the object before our row was in
+        if not self.artifacts.has(stored.key):
             self.artifacts.put(path, fmt=format)
         return info
 

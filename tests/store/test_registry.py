@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 import os
+import posixpath
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -12,7 +13,7 @@ import pytest
 from sqlalchemy import event
 
 from lepton_ai.errors import InvalidInputError, NotFoundError
-from lepton_ai.store import Registry
+from lepton_ai.store import Registry, sha256_of
 
 
 @pytest.fixture
@@ -165,6 +166,29 @@ def test_concurrent_registration_in_threads(registry: Registry, tmp_path: Path) 
         versions = list(pool.map(lambda f: registry.register("race", f).version, files))
     assert sorted(versions) == list(range(1, 17))
     assert [v.version for v in registry.list_versions("race")] == list(range(1, 17))
+
+
+@pytest.mark.parametrize("kind", ["file", "directory"])
+def test_register_repairs_an_object_a_crash_left_half_copied(db_url: str, tmp_path: Path, kind: str) -> None:
+    registry = Registry(db_url=db_url, artifacts_url=f"memory://lepton-test-{os.urandom(4).hex()}")
+    src = _file(tmp_path, "w.bin", 4096)
+    if kind == "directory":
+        src = tmp_path / "hf"
+        src.mkdir()
+        for i in range(3):
+            _file(src, f"part{i}.bin", 1024)
+    stored = registry.artifacts.put(src)
+    fs, full = registry.artifacts.fs, registry.artifacts.path(stored.key)
+    # what a writer that died while copying leaves: some bytes, no word that it finished
+    if kind == "directory":
+        fs.rm(f"{full}/part1.bin")
+    else:
+        fs.pipe_file(full, fs.cat_file(full)[:100])
+    for left in fs.ls(posixpath.dirname(full), detail=False):
+        if posixpath.basename(left).startswith("."):
+            fs.rm(left)
+    v = registry.register("m", src)
+    assert sha256_of(registry.fetch(v.ref)) == v.sha256 == stored.sha256
 
 
 def test_update_metrics_merges_into_one_version(registry: Registry, tmp_path: Path) -> None:
