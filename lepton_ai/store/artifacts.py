@@ -3,6 +3,8 @@
 Layout: `objects/<sha[:2]>/<sha>/<name>`, where `name` is the file or directory that was
 stored. A directory's sha256 is that of its manifest (sorted `path<TAB>sha256` lines).
 Writes go to `tmp/` first and are renamed into place, so a reader never sees half a file.
+Remote stores cannot rename a directory atomically: there an object counts as stored only
+once its marker, `objects/<sha[:2]>/<sha>/.<name>.complete`, is written after its files.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from lepton_ai import config
 from lepton_ai.errors import IntegrityError, InvalidInputError, NotFoundError
 
 _CHUNK = 1 << 20
+# how often a rename into place is retried when a concurrent delete takes away the folder it goes into
+_PUBLISH_ATTEMPTS = 5
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$")
 
 
@@ -93,6 +97,47 @@ def check_key(key: str) -> str:
     return key
 
 
+def _marker(entry: str) -> str:
+    """Return the path of the file that says the object file or directory `entry` was copied whole."""
+    folder, name = posixpath.split(entry)
+    return f"{folder}/.{name}.complete"
+
+
+def _discard(path: Path) -> None:
+    """Remove a local file or directory, renamed aside first so nobody takes a half-removed one for whole."""
+    aside = path.with_name(f".{path.name}.{uuid.uuid4().hex}.gone")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        # never made, or a concurrent fetch discarded it first
+        return
+    if aside.is_dir():
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        aside.unlink(missing_ok=True)
+
+
+def _rename_into_place(tmp_entry: str, final: str) -> None:
+    """Rename a local temp file or directory to `final` (atomic), unless identical content is there."""
+    for attempt in range(_PUBLISH_ATTEMPTS):
+        if os.path.exists(final):
+            # same sha256, same name: already stored
+            return
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        try:
+            os.rename(tmp_entry, final)
+            return
+        except FileNotFoundError:
+            # a concurrent delete took the object's folder away after makedirs: make it again
+            if attempt == _PUBLISH_ATTEMPTS - 1:
+                raise
+        except OSError:
+            # a concurrent writer renamed its identical directory into place first
+            if not os.path.isdir(final):
+                raise
+            return
+
+
 class ArtifactStore:
     """Content-addressed files under a local directory or any fsspec URL (s3://, memory://…)."""
 
@@ -140,7 +185,7 @@ class ArtifactStore:
             else:
                 sha, size = self._copy_in(source, f"{tmp_dir}/{name}")
             key = f"objects/{sha[:2]}/{sha}/{name}"
-            self._publish(tmp_dir, posixpath.dirname(self.path(key)))
+            self._publish(f"{tmp_dir}/{name}", self.path(key))
         finally:
             if self.fs.exists(tmp_dir):
                 self.fs.rm(tmp_dir, recursive=True)
@@ -157,25 +202,31 @@ class ArtifactStore:
                 n += len(chunk)
         return h.hexdigest(), n
 
-    def _publish(self, tmp_dir: str, final_dir: str) -> None:
-        """Rename a finished temp directory to its final name; identical content may win first."""
-        if self.fs.exists(final_dir):
-            # same sha256, same bytes: already stored
-            return
-        self.fs.makedirs(posixpath.dirname(final_dir), exist_ok=True)
+    def _publish(self, tmp_entry: str, final: str) -> None:
+        """Move a finished temp file or directory to its final name, unless it is stored whole already."""
         if self.local:
-            try:
-                # atomic; fails if a concurrent writer won
-                os.rename(tmp_dir, final_dir)
-            except OSError:
-                if not os.path.isdir(final_dir):
-                    raise
-        else:
-            self.fs.mv(tmp_dir, final_dir, recursive=True)
+            _rename_into_place(tmp_entry, final)
+        elif not self.fs.exists(_marker(final)):
+            self._copy_whole(tmp_entry, final)
+
+    def _copy_whole(self, tmp_entry: str, final: str) -> None:
+        """Move a remote temp file or directory over `final`, then write the marker that says it is whole."""
+        # What a crashed writer left is overwritten, not deleted first: its files have our names and,
+        # complete, our bytes, so a concurrent writer of the same content never sees one vanish.
+        for src in self.fs.find(tmp_entry):
+            dest = final + src[len(tmp_entry) :]
+            self.fs.makedirs(posixpath.dirname(dest), exist_ok=True)
+            self.fs.mv(src, dest)
+        self.fs.pipe_file(_marker(final), b"")
 
     def exists(self, key: str) -> bool:
         """Return whether `key` is in the store."""
         return self.fs.exists(self.path(key))
+
+    def has(self, key: str) -> bool:
+        """Return whether the object `key` is stored whole (on a remote store: whether it is marked so)."""
+        full = self.path(key)
+        return self.fs.exists(full if self.local else _marker(full))
 
     def fetch(self, key: str, sha256: str) -> Path:
         """Return a local path to the artifact after checking its sha256 against `sha256`."""
@@ -183,30 +234,66 @@ class ArtifactStore:
         if not self.fs.exists(full):
             raise NotFoundError(f"artifact missing from the store: {self.location(key)}")
         if self.local:
-            local = Path(full)
-        else:
-            # remote stores are copied to a local cache, then checked like local files
-            local = config.home() / "cache" / "artifacts" / key
-            if not local.exists():
-                part = local.with_name(f".{local.name}.{uuid.uuid4().hex}.part")
-                part.parent.mkdir(parents=True, exist_ok=True)
-                self.fs.get(full, str(part), recursive=self.fs.isdir(full))
+            return self._checked(Path(full), key, sha256)
+        local = config.home() / "cache" / "artifacts" / key
+        if local.exists():
+            if sha256_of(local) == sha256:
+                return local
+            # damaged since it was checked (a disk error, an edit): kept, it would fail every later fetch here
+            _discard(local)
+        return self._download(key, local, sha256)
+
+    def _download(self, key: str, local: Path, sha256: str) -> Path:
+        """Download `key` beside the cache path `local`, check its sha256, then rename it to `local`."""
+        full = self.path(key)
+        part = local.with_name(f".{local.name}.{uuid.uuid4().hex}.part")
+        part.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.fs.get(full, str(part), recursive=self.fs.isdir(full))
+            self._checked(part, key, sha256)
+            try:
                 os.replace(part, local)
-        actual = sha256_of(local)
+            except OSError:
+                # a concurrent fetch of the same directory renamed its checked copy into place first
+                if not local.is_dir():
+                    raise
+        finally:
+            _discard(part)
+        return local
+
+    def _checked(self, path: Path, key: str, sha256: str) -> Path:
+        """Return `path` if its sha256 is `sha256`; raise IntegrityError naming `key`'s location otherwise."""
+        actual = sha256_of(path)
         if actual != sha256:
             raise IntegrityError(
                 f"artifact {self.location(key)} is corrupted: expected sha256 {sha256}, found {actual}"
             )
-        return local
+        return path
 
     def delete(self, key: str) -> None:
-        """Remove the artifact `key` (its whole content directory)."""
+        """Remove the object `key` with its content directory (each name its bytes were stored under)."""
         folder = posixpath.dirname(self.path(key))
-        if self.fs.exists(folder):
-            self.fs.rm(folder, recursive=True)
         if self.local:
-            # the sha256 prefix folder, once empty
-            with contextlib.suppress(OSError):
-                os.rmdir(posixpath.dirname(folder))
-        if not self.local:
-            shutil.rmtree(config.home() / "cache" / "artifacts" / posixpath.dirname(key), ignore_errors=True)
+            self._delete_local(folder)
+            return
+        if self.fs.exists(folder):
+            # markers first: a crash part-way leaves objects marked unfinished, which the next put repairs
+            markers = [p for p in self.fs.ls(folder, detail=False) if posixpath.basename(p).startswith(".")]
+            if markers:
+                self.fs.rm(markers)
+            self.fs.rm(folder, recursive=True)
+        shutil.rmtree(config.home() / "cache" / "artifacts" / posixpath.dirname(key), ignore_errors=True)
+
+    def _delete_local(self, folder: str) -> None:
+        """Remove a local content directory by renaming it into `tmp/` (atomic) and deleting it there."""
+        trash = self.path(f"tmp/{uuid.uuid4().hex}")
+        os.makedirs(posixpath.dirname(trash), exist_ok=True)
+        try:
+            # a concurrent put's rename lands in the folder before it goes, or in a new one: never half in
+            os.rename(folder, trash)
+        except FileNotFoundError:
+            return
+        shutil.rmtree(trash, ignore_errors=True)
+        # the sha256 prefix folder, once empty
+        with contextlib.suppress(OSError):
+            os.rmdir(posixpath.dirname(folder))

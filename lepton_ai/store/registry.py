@@ -20,6 +20,7 @@ from lepton_ai.store.artifacts import ArtifactStore
 from lepton_ai.store.refs import Ref, check_name, parse_ref
 from lepton_ai.store.schema import Model, ModelVersion, Run, RunMetric, iso, utcnow
 from lepton_ai.store.summaries import MetricSummary, metric_summaries
+from lepton_ai.store.sweep import delete_unused, lock_objects
 
 T = TypeVar("T")
 
@@ -167,6 +168,8 @@ class Registry:
         stored = self.artifacts.put(path, fmt=format)
 
         def insert(s: Session) -> VersionInfo:
+            # a concurrent `rm` of the same bytes then deletes before or after this row is in: see sweep
+            lock_objects(s, [stored.key])
             model = s.scalars(select(Model).where(Model.name == name).with_for_update()).first()
             if model is None:
                 model = Model(name=name, description=description or "", tags=list(tags or []))
@@ -197,8 +200,8 @@ class Registry:
             return self._info(row)
 
         info = self._tx(insert)
-        # a concurrent `rm` of the same content won
-        if not self.artifacts.exists(stored.key):
+        # a concurrent `rm` of the same content deleted the object before our row was in
+        if not self.artifacts.has(stored.key):
             self.artifacts.put(path, fmt=format)
         return info
 
@@ -302,13 +305,8 @@ class Registry:
             return gone
 
         gone = self._tx(delete)
-        keys = {v.key for v in gone}
-        still_used = set(
-            self._tx(lambda s: s.scalars(select(ModelVersion.uri).where(ModelVersion.uri.in_(keys))).all())
-        )
-        # content is shared: delete only what nobody uses
-        for key in keys - still_used:
-            self.artifacts.delete(key)
+        # content is shared: delete only what nobody uses, under the locks `register` takes
+        self._tx(lambda s: delete_unused(s, self.artifacts, [v.key for v in gone]))
         return gone
 
     def _model_row(self, s: Session, name: str) -> Model:

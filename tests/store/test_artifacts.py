@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +24,21 @@ def store(request: pytest.FixtureRequest, local_store: ArtifactStore) -> Artifac
     if request.param == "local":
         return local_store
     return ArtifactStore(f"memory://lepton-test-{os.urandom(4).hex()}")
+
+
+@pytest.fixture
+def memory_store() -> ArtifactStore:
+    """A remote artifact store (fsspec's in-memory one), fetched through the local cache."""
+    return ArtifactStore(f"memory://lepton-test-{os.urandom(4).hex()}")
+
+
+def _model_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "hf-model"
+    (d / "sub").mkdir(parents=True)
+    (d / "config.json").write_text("{}")
+    for i in range(4):
+        (d / "sub" / f"w{i}.bin").write_bytes(os.urandom(2000))
+    return d
 
 
 def test_put_fetch_round_trip_is_content_addressed(store: ArtifactStore, tmp_path: Path) -> None:
@@ -106,3 +124,53 @@ def test_symlinks_are_refused_not_followed(tmp_path: Path, local_store: Artifact
     with pytest.raises(InvalidInputError, match="symbolic link"):
         local_store.put(d)
     assert not local_store.fs.exists(local_store.path("objects"))
+
+
+@pytest.mark.parametrize("kind", ["file", "directory"])
+def test_a_corrupted_cached_copy_is_downloaded_again(
+    memory_store: ArtifactStore, tmp_path: Path, kind: str
+) -> None:
+    src = _model_dir(tmp_path) if kind == "directory" else tmp_path / "w.bin"
+    if kind == "file":
+        src.write_bytes(os.urandom(3000))
+    a = memory_store.put(src)
+    cached = memory_store.fetch(a.key, a.sha256)
+    (cached / "sub" / "w2.bin" if kind == "directory" else cached).write_bytes(b"bit rot")
+    assert sha256_of(memory_store.fetch(a.key, a.sha256)) == a.sha256
+    assert [p.name for p in cached.parent.iterdir()] == [cached.name]
+
+
+def test_a_bad_download_never_takes_the_cache_name(memory_store: ArtifactStore, tmp_path: Path) -> None:
+    src = tmp_path / "w.bin"
+    src.write_bytes(os.urandom(3000))
+    a = memory_store.put(src)
+    remote = memory_store.path(a.key)
+    memory_store.fs.pipe_file(remote, b"damaged in the store")
+    with pytest.raises(IntegrityError, match=a.sha256):
+        memory_store.fetch(a.key, a.sha256)
+    # once the store is mended, this host needs no cleaning up
+    memory_store.fs.pipe_file(remote, src.read_bytes())
+    cached = memory_store.fetch(a.key, a.sha256)
+    assert cached.read_bytes() == src.read_bytes()
+    assert [p.name for p in cached.parent.iterdir()] == [cached.name]
+
+
+def test_concurrent_fetches_of_one_directory_both_succeed(
+    memory_store: ArtifactStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = memory_store.put(_model_dir(tmp_path))
+    both, one_reader = threading.Barrier(2, timeout=10), threading.Lock()
+    get = memory_store.fs.get
+
+    def get_then_wait(*args: Any, **kwargs: Any) -> None:
+        # fsspec's memory filesystem hands concurrent readers of a file one shared file object
+        with one_reader:
+            get(*args, **kwargs)
+        # both downloads are done before either takes the cache's name
+        both.wait()
+
+    monkeypatch.setattr(memory_store.fs, "get", get_then_wait)
+    with ThreadPoolExecutor(2) as pool:
+        paths = list(pool.map(lambda _: memory_store.fetch(a.key, a.sha256), range(2)))
+    assert paths[0] == paths[1] and sha256_of(paths[0]) == a.sha256
+    assert [p.name for p in paths[0].parent.iterdir()] == [paths[0].name]

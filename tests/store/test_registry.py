@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import math
 import os
+import posixpath
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -11,8 +13,8 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from lepton_ai.errors import InvalidInputError, NotFoundError
-from lepton_ai.store import Registry
+from lepton_ai.errors import IntegrityError, InvalidInputError, NotFoundError
+from lepton_ai.store import Registry, sha256_of
 
 
 @pytest.fixture
@@ -165,6 +167,75 @@ def test_concurrent_registration_in_threads(registry: Registry, tmp_path: Path) 
         versions = list(pool.map(lambda f: registry.register("race", f).version, files))
     assert sorted(versions) == list(range(1, 17))
     assert [v.version for v in registry.list_versions("race")] == list(range(1, 17))
+
+
+def test_same_bytes_under_other_names_are_each_fetched_and_kept(registry: Registry, tmp_path: Path) -> None:
+    a, b = tmp_path / "a.bin", tmp_path / "b.bin"
+    a.write_bytes(b"same bytes")
+    b.write_bytes(b"same bytes")
+    registry.register("x", a)
+    registry.register("y", b)
+    assert registry.fetch("x").name == "a.bin" and registry.fetch("y").name == "b.bin"
+    registry.remove("x")
+    assert registry.fetch("y").read_bytes() == b"same bytes"
+    registry.remove("y")
+    assert registry.artifacts.fs.find(registry.artifacts.path("objects")) == []
+
+
+def test_removing_while_registering_the_same_bytes_never_loses_them(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    f = _file(tmp_path)
+    delete = registry.artifacts.delete
+
+    def slow_delete(key: str) -> None:
+        # a slow store: a wide gap between deciding that an object is unused and its deletion
+        time.sleep(0.005)
+        delete(key)
+
+    monkeypatch.setattr(registry.artifacts, "delete", slow_delete)
+    deadline = time.monotonic() + 2.0
+
+    def churn(name: str) -> list[str]:
+        lost = []
+        while time.monotonic() < deadline:
+            v = registry.register(name, f)
+            try:
+                registry.fetch(v.ref)
+            except (NotFoundError, IntegrityError) as e:
+                lost.append(str(e))
+            registry.remove(name)
+        registry.register(name, f)
+        return lost
+
+    with ThreadPoolExecutor(2) as pool:
+        assert [e for lost in pool.map(churn, ["a", "b"]) for e in lost] == []
+    for name in ("a", "b"):
+        for v in registry.list_versions(name):
+            assert sha256_of(registry.fetch(v.ref)) == v.sha256 == sha256_of(f)
+
+
+@pytest.mark.parametrize("kind", ["file", "directory"])
+def test_register_repairs_an_object_a_crash_left_half_copied(db_url: str, tmp_path: Path, kind: str) -> None:
+    registry = Registry(db_url=db_url, artifacts_url=f"memory://lepton-test-{os.urandom(4).hex()}")
+    src = _file(tmp_path, "w.bin", 4096)
+    if kind == "directory":
+        src = tmp_path / "hf"
+        src.mkdir()
+        for i in range(3):
+            _file(src, f"part{i}.bin", 1024)
+    stored = registry.artifacts.put(src)
+    fs, full = registry.artifacts.fs, registry.artifacts.path(stored.key)
+    # what a writer that died while copying leaves: some bytes, no word that it finished
+    if kind == "directory":
+        fs.rm(f"{full}/part1.bin")
+    else:
+        fs.pipe_file(full, fs.cat_file(full)[:100])
+    for left in fs.ls(posixpath.dirname(full), detail=False):
+        if posixpath.basename(left).startswith("."):
+            fs.rm(left)
+    v = registry.register("m", src)
+    assert sha256_of(registry.fetch(v.ref)) == v.sha256 == stored.sha256
 
 
 def test_update_metrics_merges_into_one_version(registry: Registry, tmp_path: Path) -> None:
