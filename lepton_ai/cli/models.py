@@ -9,10 +9,10 @@ from typing import Annotated, Any
 import typer
 
 from lepton_ai.cli.output import human_bytes, print_fields, print_json, print_table
-from lepton_ai.errors import InvalidInputError
+from lepton_ai.errors import IntegrityError, InvalidInputError, NotFoundError
 from lepton_ai.store import Registry
 from lepton_ai.store.cost import DEFAULT_INSTANCE, INSTANCES, CostCard, cost_card, price
-from lepton_ai.store.registry import check_json
+from lepton_ai.store.registry import VersionInfo, check_json
 
 app = typer.Typer(help="Register, list, show and remove models and their versions.", no_args_is_help=True)
 
@@ -192,17 +192,46 @@ def rm(
 
 @app.command()
 def verify(
-    ref: Annotated[str, typer.Argument(help="NAME (latest) or NAME:VERSION.")], json: Json = False
+    ref: Annotated[
+        str | None, typer.Argument(help="NAME (latest) or NAME:VERSION.", show_default=False)
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every version of every model.")] = False,
+    json: Json = False,
 ) -> None:
-    """Check that the stored artifact still has the sha256 recorded at registration."""
+    """Re-hash the store's copy of an artifact (never a cached one) against the sha256 recorded at
+    registration; with --all, every version, exiting 1 if any is missing or corrupted."""
+    if (ref is None) == (not all_):
+        raise InvalidInputError("give a version (NAME or NAME:VERSION) or --all, not both")
     registry = Registry()
-    info = registry.get(ref)
-    # raises, naming both hashes, on any mismatch
-    path = registry.fetch(info.ref)
+    if ref is not None:
+        # raises, naming both hashes, on any mismatch
+        info = registry.verify(ref)
+        if json:
+            print_json({"ref": info.ref, "sha256": info.sha256, "ok": True})
+        else:
+            typer.echo(f"{info.ref}: sha256 {info.sha256} verified in {registry.artifacts.url}")
+        return
+    results = [_checked(registry, v) for m in registry.list_models() for v in registry.list_versions(m.name)]
+    bad = [r for r in results if not r["ok"]]
     if json:
-        print_json({"ref": info.ref, "sha256": info.sha256, "path": str(path), "ok": True})
+        print_json({"checked": len(results), "failed": bad})
     else:
-        typer.echo(f"{info.ref}: sha256 {info.sha256} verified")
+        for r in bad:
+            typer.echo(f"{r['ref']}: {r['error']}", err=True)
+        typer.echo(
+            f"{len(results) - len(bad)} of {len(results)} versions verified in {registry.artifacts.url}"
+        )
+    if bad:
+        raise typer.Exit(1)
+
+
+def _checked(registry: Registry, version: VersionInfo) -> dict[str, Any]:
+    """Return whether one version's stored artifact has its sha256, with the reason when it has not."""
+    try:
+        registry.artifacts.verify(version.key, version.sha256)
+    except (IntegrityError, NotFoundError) as e:
+        return {"ref": version.ref, "ok": False, "error": str(e)}
+    return {"ref": version.ref, "ok": True, "error": None}
 
 
 def _short(metrics: dict[str, Any]) -> str:

@@ -156,9 +156,7 @@ class Control:
 
     def verify(self, name: str, version: int) -> str:
         """Re-hash a version's artifact against its sha256; return the digest (raise if it differs)."""
-        ref = f"{check_name(name)}:{version}"
-        self.registry.fetch(ref)
-        return self.registry.get(ref).sha256
+        return self.registry.verify(f"{check_name(name)}:{version}").sha256
 
     # -- runs ---------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import os
 import posixpath
 import re
 import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,6 +243,19 @@ class ArtifactStore:
             # damaged since it was checked (a disk error, an edit): kept, it would fail every later fetch here
             _discard(local)
         return self._download(key, local, sha256)
+
+    def verify(self, key: str, sha256: str) -> None:
+        """Re-hash the store's own copy of `key` (never a cached one); raise if it is missing or differs."""
+        full = self.path(key)
+        if not self.fs.exists(full):
+            raise NotFoundError(f"artifact missing from the store: {self.location(key)}")
+        if self.local:
+            self._checked(Path(full), key, sha256)
+            return
+        with tempfile.TemporaryDirectory(prefix="lepton-verify-") as tmp:
+            copy = Path(tmp) / posixpath.basename(full)
+            self.fs.get(full, str(copy), recursive=self.fs.isdir(full))
+            self._checked(copy, key, sha256)
 
     def _download(self, key: str, local: Path, sha256: str) -> Path:
         """Download `key` beside the cache path `local`, check its sha256, then rename it to `local`."""

@@ -226,6 +226,12 @@ class Registry:
 
         return self._tx(update)
 
+    def verify(self, ref: str) -> VersionInfo:
+        """Re-hash the store's copy of `ref`'s artifact against its recorded sha256 (not a cached copy)."""
+        info = self.get(ref)
+        self.artifacts.verify(info.key, info.sha256)
+        return info
+
     def fetch(self, ref: str) -> Path:
         """Return a local path to the artifact of `ref`, its sha256 verified."""
         info = self.get(ref)

@@ -159,3 +159,27 @@ def test_unreachable_registry_is_one_line(cli, monkeypatch) -> None:
     monkeypatch.setenv("LEPTON_DB_URL", "postgresql://u:secret@127.0.0.1:1/none")
     code, _, err = cli("models", "list")
     assert code == 2 and err.startswith("error: cannot open the registry") and "secret" not in err
+
+
+def test_verify_all_checks_the_stores_copy_not_the_cache(cli, tmp_path: Path, monkeypatch) -> None:
+    from lepton_ai.store import Registry
+
+    monkeypatch.setenv("LEPTON_ARTIFACTS", "memory://verify-all")
+    for name in ("a", "b"):
+        path = tmp_path / f"{name}.bin"
+        path.write_bytes(name.encode() * 100)
+        cli("models", "register", name, str(path))
+    registry = Registry()
+    # fetched once: a good copy sits in the local cache
+    registry.fetch("b:1")
+    info = registry.get("b:1")
+    with registry.artifacts.fs.open(registry.artifacts.path(info.key), "wb") as f:
+        f.write(b"tampered in the store")
+    code, out, err = cli("models", "verify", "--all")
+    assert code == 1 and "1 of 2 versions verified" in out and "b:1: " in err and "corrupted" in err
+    failed = json.loads(cli("models", "verify", "--all", "--json")[1])
+    assert failed["checked"] == 2 and [f["ref"] for f in failed["failed"]] == ["b:1"]
+    assert cli("models", "verify", "a:1")[0] == 0
+    assert cli("models", "verify", "b:1")[0] == 2
+    code, _, err = cli("models", "verify")
+    assert code == 2 and "or --all" in err
