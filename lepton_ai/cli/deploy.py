@@ -55,6 +55,14 @@ def deploy(
             "ARTIFACTS (the artifact is fetched and checked)."
         ),
     ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="LEPTON_TOKEN",
+            show_default=False,
+            help="Ray: require 'Authorization: Bearer TOKEN' (Ray gets its sha256 only; use LEPTON_TOKEN).",
+        ),
+    ] = None,
     token_secret: Annotated[
         str | None,
         typer.Option(help="Kubernetes: a Secret whose key 'token' is the bearer token handlers require."),
@@ -103,7 +111,7 @@ def deploy(
             raise InvalidInputError("--dry-run renders Kubernetes manifests: use it with --target kubernetes")
         batching = {"max_batch_size": max_batch_size, "max_wait_ms": max_wait_ms}
         settings = {k: v for k, v in batching.items() if v is not None}
-        _on_ray(ref, replicas, bounds, address, port or 8000, settings, output)
+        _on_ray(ref, replicas, bounds, address, port or 8000, settings, output, token)
         return
     if target != "kubernetes":
         raise InvalidInputError(f"--target is ray or kubernetes, got {target!r}")
@@ -147,14 +155,26 @@ def _on_ray(
     port: int,
     settings: dict[str, Any],
     output: str | None,
+    token: str | None,
 ) -> None:
-    """Deploy `ref` on Ray Serve and say where it answers."""
+    """Deploy `ref` on Ray Serve and say where it answers (and, in one line, when anyone may call it)."""
     from lepton_ai.deploy.ray import deploy_ray
 
     result = deploy_ray(
-        ref, replicas=replicas, autoscale=bounds, address=address, http_port=port, settings=settings or None
+        ref,
+        replicas=replicas,
+        autoscale=bounds,
+        address=address,
+        http_port=port,
+        settings=settings or None,
+        token=token,
     )
     _record(ref, result["url"], f"ray:{result['name']}")
+    if result["open"]:
+        print_error(
+            f"{result['url']} answers anyone who can reach the cluster: give a token (LEPTON_TOKEN)",
+            "warning",
+        )
     if output == "json":
         print_json(result)
         return

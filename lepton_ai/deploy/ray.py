@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import os
 import socket
@@ -73,14 +74,17 @@ def deploy_ray(
     address: str | None = None,
     http_port: int = 8000,
     settings: dict[str, Any] | None = None,
+    token: str | None = None,
 ) -> dict[str, Any]:
     """Serve `ref` on the Ray cluster at `address` (or RAY_ADDRESS) with Ray Serve; return its name, URL,
-    replicas."""
+    replicas, and whether anyone who reaches it may call it (`open`: no token, not on loopback). With
+    `token`, handlers require it; Ray gets only its sha256 (an application's config shows on a dashboard)."""
     _check_options(replicas, autoscale, http_port)
     address = _address(address)
     target = _pin(ref)
+    digest = {"token_sha256": hashlib.sha256(token.encode()).hexdigest()} if token else {}
     # a bad ref or setting fails here, in one line, before Ray is touched
-    service = _service(target, settings or {})
+    service = _service(target, {**(settings or {}), **digest})
     # the application's name and route prefix
     name = service_name(target)
     options = _deployment_options(name, service, replicas, autoscale)
@@ -92,6 +96,7 @@ def deploy_ray(
         "url": f"http://{url_host}:{port}/{name}",
         "replicas": replicas if autoscale is None else options["autoscaling_config"]["initial_replicas"],
         "autoscale": list(autoscale) if autoscale else None,
+        "open": not token and _host(address) not in _LOOPBACK,
     }
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import hmac
 import inspect
 import logging
@@ -31,7 +32,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from lepton_ai.errors import LeptonError
+from lepton_ai.errors import InvalidInputError, LeptonError
 from lepton_ai.serve.batching import Batcher, HandlerQueue, Overloaded
 from lepton_ai.serve.metrics import Metrics
 from lepton_ai.serve.openapi import HandlerDocs
@@ -61,6 +62,9 @@ class ServeSettings:
     # a handler's own timeout_s, when it sets one, wins
     timeout_s: float = 30.0
     token: str | None = field(default=None, repr=False)
+    # the token's sha256 in hex, in place of the token: what a deployment whose settings others can read
+    # (Ray Serve's application config) carries
+    token_sha256: str | None = field(default=None, repr=False)
     max_body_bytes: int = 8 * 1024 * 1024
     # per request: one call must not be unbounded
     max_examples: int = 4096
@@ -175,7 +179,7 @@ class Service:
         self.state, self.error = "starting", ""
         self.inflight = 0
         self._inflight_changed = self.metrics.gauge(self.metrics.inflight, lambda: self.inflight)
-        self._token = self.settings.token.encode() if self.settings.token else None
+        self._token = _token_digest(self.settings)
         self._routes = {f"/{name}": name for name in self.handlers}
         # private: a middleware added to it would miss the handler calls `_dispatch` answers itself
         self._app = self._fastapi()
@@ -256,7 +260,8 @@ class Service:
         if self._token is None:
             return
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self._token):
+        digest = hashlib.sha256(given.strip().encode()).digest()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(digest, self._token):
             raise HTTPError(
                 401,
                 "unauthorized",
@@ -461,3 +466,15 @@ class Service:
 def build_app(photon: Photon, settings: ServeSettings | None = None) -> Service:
     """Return the ASGI app serving `photon` with `settings`."""
     return Service(photon, settings)
+
+
+def _token_digest(settings: ServeSettings) -> bytes | None:
+    """Return the sha256 a request's bearer token must hash to, from the token or its digest; None: open."""
+    if settings.token:
+        return hashlib.sha256(settings.token.encode()).digest()
+    if settings.token_sha256:
+        try:
+            return bytes.fromhex(settings.token_sha256)
+        except ValueError:
+            raise InvalidInputError("token_sha256 must be a sha256 in hex") from None
+    return None

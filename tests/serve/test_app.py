@@ -383,3 +383,14 @@ def test_a_middleware_added_to_the_service_sees_handler_calls_too() -> None:
         assert answer.json() == {"outputs": [3.0]} and answer.headers["x-stamp"] == "1"
         assert c.get("/healthz").headers["x-stamp"] == "1"
     assert "POST /double" in seen and "GET /healthz" in seen
+
+
+def test_a_service_given_only_the_tokens_sha256_requires_the_token(serve) -> None:
+    import hashlib
+
+    digest = hashlib.sha256(b"s3cret").hexdigest()
+    with serve(Doubler(), token_sha256=digest) as url, httpx.Client(base_url=url) as c:
+        body = {"inputs": [1.0]}
+        assert c.post("/double", json=body, headers={"Authorization": f"Bearer {digest}"}).status_code == 401
+        assert c.post("/double", json=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert c.post("/double", json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
