@@ -116,7 +116,7 @@ def test_a_model_served_on_ray_serve_answers_batches_and_scales(
     result = deploy_ray(digits_ref, replicas=2, address=ray_cluster.address, http_port=port)
     url = f"http://127.0.0.1:{port}/digits-cnn"
     try:
-        assert result == {"name": "digits-cnn", "url": url, "replicas": 2, "autoscale": None}
+        assert result == {"name": "digits-cnn", "url": url, "replicas": 2, "autoscale": None, "open": False}
         assert replica_states(ray_cluster.address) == {"digits-cnn": {"digits-cnn": {"RUNNING": 2}}}
         # our service, behind Serve's route prefix: health, readiness, OpenAPI and the model's answers
         assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
@@ -135,7 +135,13 @@ def test_a_model_served_on_ray_serve_answers_batches_and_scales(
 
         # The CLI redeploys the same model with autoscaling: Serve holds the new config and still answers.
         redeployed = redeploy_with_the_cli(digits_ref, ray_cluster.address, port)
-        assert redeployed == {"name": "digits-cnn", "url": url, "replicas": 1, "autoscale": [1, 2]}
+        assert redeployed == {
+            "name": "digits-cnn",
+            "url": url,
+            "replicas": 1,
+            "autoscale": [1, 2],
+            "open": False,
+        }
         # the CLI recorded it for the services page (deploy_ray, the function, records nothing)
         (recorded,) = Services().list()
         assert (recorded.kind, recorded.name, recorded.url) == ("deploy", "digits-cnn", url)
