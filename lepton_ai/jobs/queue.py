@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import builtins
 import os
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from lepton_ai import config
 from lepton_ai.errors import InvalidInputError, NotFoundError
 from lepton_ai.jobs.spec import JobSpec, parse
 from lepton_ai.store import db
@@ -122,18 +120,8 @@ def _info(job: Job) -> JobInfo:
     )
 
 
-class JobQueue:
+class JobQueue(db.Database):
     """Jobs in the registry database (SQLite by default, PostgreSQL by URL)."""
-
-    def __init__(self, db_url: str | None = None) -> None:
-        self.db_url = db_url or config.db_url()
-        self.engine = db.engine_for(self.db_url)
-
-    def _tx(self, fn: Callable[[Session], T]) -> T:
-        return db.transact(self.engine, fn)
-
-    def _read(self, fn: Callable[[Session], T]) -> T:
-        return db.transact(db.reader(self.engine), fn)
 
     @staticmethod
     def _row(s: Session, job_id: int) -> Job:

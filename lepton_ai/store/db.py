@@ -21,6 +21,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, Operationa
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from lepton_ai import config
 from lepton_ai.errors import InvalidInputError
 
 T = TypeVar("T")
@@ -174,3 +175,18 @@ def transact(engine: Engine, fn: Callable[[Session], T], attempts: int = 10) -> 
                 raise
             time.sleep(min(2.0, 0.02 * 2**attempt) * (0.5 + random.random()))
     raise AssertionError("unreachable")
+
+
+class Database:
+    """One registry database as the store's tables use it: its URL, its engine, and transactions that
+    write (taking the lock up front) or only read (taking none)."""
+
+    def __init__(self, db_url: str | None = None) -> None:
+        self.db_url = db_url or config.db_url()
+        self.engine = engine_for(self.db_url)
+
+    def _tx(self, fn: Callable[[Session], T]) -> T:
+        return transact(self.engine, fn)
+
+    def _read(self, fn: Callable[[Session], T]) -> T:
+        return transact(reader(self.engine), fn)

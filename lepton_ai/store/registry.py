@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -125,19 +124,12 @@ class RunInfo:
         return out
 
 
-class Registry:
+class Registry(db.Database):
     """Models, versions and runs in a database, their files in an artifact store."""
 
     def __init__(self, db_url: str | None = None, artifacts_url: str | None = None) -> None:
-        self.db_url = db.normalize_url(db_url or config.db_url())
-        self.engine = db.engine_for(self.db_url)
+        super().__init__(db.normalize_url(db_url or config.db_url()))
         self.artifacts = ArtifactStore(artifacts_url or config.artifacts_url())
-
-    def _tx(self, fn: Callable[[Session], T]) -> T:
-        return db.transact(self.engine, fn)
-
-    def _read(self, fn: Callable[[Session], T]) -> T:
-        return db.transact(db.reader(self.engine), fn)
 
     # -- models and versions ---------------------------------------------------------
 

@@ -107,18 +107,8 @@ def _live(cutoff: datetime) -> ColumnElement[bool]:
     return and_(ServiceRecord.stopped_at.is_(None), recent)
 
 
-class Services:
+class Services(db.Database):
     """Services in the registry database (SQLite by default, PostgreSQL by URL)."""
-
-    def __init__(self, db_url: str | None = None) -> None:
-        self.db_url = db_url or config.db_url()
-        self.engine = db.engine_for(self.db_url)
-
-    def _tx(self, fn: Callable[[Session], T]) -> T:
-        return db.transact(self.engine, fn)
-
-    def _read(self, fn: Callable[[Session], T]) -> T:
-        return db.transact(db.reader(self.engine), fn)
 
     @staticmethod
     def _row(s: Session, service_id: int) -> ServiceRecord:
