@@ -19,23 +19,22 @@ import hmac
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import orjson
 from fastapi import FastAPI
 from pydantic import TypeAdapter, ValidationError
-from pydantic_core import to_json
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lepton_ai.errors import InvalidInputError, LeptonError
+from lepton_ai.serve.answers import HTTPError, first_error, json_response, queue_full
 from lepton_ai.serve.batching import Batcher, HandlerQueue, Overloaded
 from lepton_ai.serve.metrics import Metrics
-from lepton_ai.serve.openapi import HandlerDocs
+from lepton_ai.serve.openapi import Examples, HandlerDocs
 from lepton_ai.serve.photon import Handler, Photon
 from lepton_ai.serve.process import (
     HandlerFailed,
@@ -49,6 +48,11 @@ from lepton_ai.version import __version__
 log = logging.getLogger("lepton.serve")
 # bodies up to this take less to parse than a hop to a thread, so they stay on the event loop
 _INLINE_BYTES = 64 * 1024
+# bodies being read at once, per request that may run: a stalled client holds one for read_timeout_s at most
+_READERS_PER_SLOT = 4
+_RETRY = {"Retry-After": "1"}
+Fields = dict[str, Any] | Awaitable[dict[str, Any]]
+_STATUS = {"description": "not alive or not ready, and why"}
 
 
 @dataclass
@@ -68,61 +72,10 @@ class ServeSettings:
     max_body_bytes: int = 8 * 1024 * 1024
     # per request: one call must not be unbounded
     max_examples: int = 4096
+    # the time a client has to send a request's body (its headers: serve.http.HEADER_TIMEOUT_S)
+    read_timeout_s: float = 10.0
     # None: as the Photon asks (see `Photon.model_process`)
     model_process: bool | None = None
-
-
-class HTTPError(Exception):
-    """An answer other than 200: status, a short error code and a message naming the problem."""
-
-    def __init__(self, status: int, error: str, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.error, self.message, self.headers = status, error, message, headers or {}
-
-    def response(self) -> Response:
-        """Return the error as a JSON response."""
-        return json_response({"error": self.error, "message": self.message}, self.status, self.headers)
-
-
-def _tolist(value: Any) -> Any:
-    # arrays orjson cannot take (not contiguous, object dtype) and tensors
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-# orjson writes plain data and NumPy arrays; dataclasses and datetimes are left to pydantic-core, which
-# honours pydantic's aliases and serialisers and writes them as it always has.
-_ORJSON = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
-
-
-def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    """Return `content` as JSON: orjson where it can (NumPy arrays straight from their buffer, float32
-    as float32: faster and smaller than `tolist()` through pydantic-core, benchmarks/RESULTS.md), else
-    pydantic-core (models, dataclasses, datetimes, tensors); NaN and infinities become null either way."""
-    try:
-        body = orjson.dumps(content, option=_ORJSON)
-    except TypeError:
-        body = to_json(content, inf_nan_mode="null", fallback=_tolist)
-    return Response(body, status, headers, media_type="application/json")
-
-
-def _queue_full(batcher: HandlerQueue) -> HTTPError:
-    return HTTPError(
-        503,
-        "overloaded",
-        f"queue full ({batcher.max_queue} requests waiting); retry later",
-        {"Retry-After": str(batcher.retry_after())},
-    )
-
-
-def _first_error(e: ValidationError) -> HTTPError:
-    err = e.errors(include_url=False)[0]
-    if err["type"] == "json_invalid":
-        return HTTPError(400, "malformed_json", f"the body is not valid JSON: {err['msg']}")
-    where = ".".join(str(p) for p in err["loc"]) or "body"
-    more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
-    return HTTPError(422, "invalid_input", f"{where}: {err['msg']}{more}")
 
 
 async def _disconnected(request: Request) -> None:
@@ -177,7 +130,7 @@ class Service:
         self.batchers: dict[str, HandlerQueue] = {}
         self._depth_changed: dict[str, Callable[[], None]] = {}
         self.state, self.error = "starting", ""
-        self.inflight = 0
+        self.inflight = self.reading = 0
         self._inflight_changed = self.metrics.gauge(self.metrics.inflight, lambda: self.inflight)
         self._token = _token_digest(self.settings)
         self._routes = {f"/{name}": name for name in self.handlers}
@@ -269,7 +222,35 @@ class Service:
                 {"WWW-Authenticate": "Bearer"},
             )
 
+    def _admit(self, name: str, request: Request) -> None:
+        """Refuse, before reading its body, a request without the token, to a service not ready or a full
+        queue."""
+        self._check_token(request)
+        if self.state != "ready":
+            raise HTTPError(503, "not_ready", f"the service is {self.state}", {"Retry-After": "1"})
+        batcher = self.batchers.get(name)
+        if batcher is not None and batcher.full:
+            raise queue_full(batcher)
+        if self.reading >= _READERS_PER_SLOT * self.settings.max_concurrency:
+            raise HTTPError(503, "overloaded", "too many request bodies being read; retry later", _RETRY)
+
     async def _body(self, request: Request) -> bytes:
+        """Return the body, read within `read_timeout_s` (a client that stalls is answered 408)."""
+        timeout = self.settings.read_timeout_s
+        self.reading += 1
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._read(request)
+        except TimeoutError:
+            # the rest of the body may still come: not on this connection
+            closing = {"Connection": "close"}
+            raise HTTPError(
+                408, "body_timeout", f"the body did not arrive within {timeout:g} s", closing
+            ) from None
+        finally:
+            self.reading -= 1
+
+    async def _read(self, request: Request) -> bytes:
         limit = self.settings.max_body_bytes
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
@@ -282,11 +263,29 @@ class Service:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _parse(self, name: str, h: Handler, body: bytes) -> dict[str, Any]:
+    @contextlib.contextmanager
+    def _counted(self) -> Iterator[None]:
+        """Count a request in flight while it runs (its body in); over `max_concurrency`, refuse it."""
+        self.inflight += 1
+        self._inflight_changed()
+        try:
+            if self.inflight > self.settings.max_concurrency:
+                raise HTTPError(
+                    503,
+                    "overloaded",
+                    f"over {self.settings.max_concurrency} concurrent requests; retry later",
+                    _RETRY,
+                )
+            yield
+        finally:
+            self.inflight -= 1
+            self._inflight_changed()
+
+    def _parse(self, name: str, h: Handler, body: bytes) -> Fields:
         try:
             parsed = self.adapters[name].validate_json(body or b"{}")
         except ValidationError as e:
-            raise _first_error(e) from None
+            raise first_error(e) from None
         fields = {k: getattr(parsed, k) for k in type(parsed).model_fields}
         if h.batch_field:
             n = len(fields[h.batch_field])
@@ -305,27 +304,40 @@ class Service:
                 raise HTTPError(422, "invalid_input", str(e)) from None
         return fields
 
-    async def _fields(self, name: str, h: Handler, request: Request) -> dict[str, Any]:
-        """Read and validate the body; a large one off the event loop, so it cannot stall the others."""
-        body = await self._body(request)
+    async def _fields(self, name: str, h: Handler, body: bytes, deadline: float) -> dict[str, Any]:
+        """Validate and prepare the body: a large one off the event loop, so it cannot stall the others; what
+        `prepare` hands over as an awaitable (decoding images elsewhere) is awaited within the deadline."""
         if len(body) > _INLINE_BYTES:
-            return await asyncio.to_thread(self._parse, name, h, body)
-        return self._parse(name, h, body)
+            fields = await asyncio.to_thread(self._parse, name, h, body)
+        else:
+            fields = self._parse(name, h, body)
+        if not inspect.isawaitable(fields):
+            return fields
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await fields
+        except TimeoutError:
+            raise _timeout(h, self.settings) from None
+        except Overloaded as e:
+            raise HTTPError(503, "overloaded", str(e), _RETRY) from None
 
-    async def _run(self, name: str, h: Handler, fields: dict[str, Any], request: Request) -> Any:
-        timeout = h.timeout_s or self.settings.timeout_s
+    async def _run(
+        self, name: str, h: Handler, fields: dict[str, Any], request: Request, deadline: float
+    ) -> Any:
+        loop = asyncio.get_running_loop()
         # an async handler: awaited on the event loop
         if name not in self.batchers:
             try:
-                return await asyncio.wait_for(getattr(self.photon, name)(**fields), timeout)
-            except asyncio.TimeoutError:
-                raise HTTPError(504, "timeout", f"no answer within {timeout:g} s") from None
+                async with asyncio.timeout_at(deadline):
+                    return await getattr(self.photon, name)(**fields)
+            except TimeoutError:
+                raise _timeout(h, self.settings) from None
         batcher = self.batchers[name]
         payload = fields.pop(h.batch_field) if h.batch_field else fields
         try:
             future = batcher.submit(payload, fields if h.batch_field else {})
         except Overloaded:
-            raise _queue_full(batcher) from None
+            raise queue_full(batcher) from None
         self._depth_changed[name]()
         # A timer and a disconnect watcher cancel the future; cheaper than asyncio.wait per request.
         why: list[int] = []
@@ -336,8 +348,7 @@ class Service:
                 # dropped from its batch if not yet started
                 future.cancel()
 
-        loop = asyncio.get_running_loop()
-        timer = loop.call_later(timeout, give_up, 504)
+        timer = loop.call_at(deadline, give_up, 504)
         watcher = loop.create_task(_disconnected(request))
         watcher.add_done_callback(lambda _: give_up(499))
         try:
@@ -347,34 +358,23 @@ class Service:
                 # the server itself is stopping this request
                 raise
             if why[0] == 504:
-                raise HTTPError(504, "timeout", f"no answer within {timeout:g} s") from None
+                raise _timeout(h, self.settings) from None
             raise HTTPError(499, "client_closed", "the client closed the connection") from None
         finally:
             timer.cancel()
             watcher.cancel()
 
     async def handle(self, name: str, request: Request) -> Response:
-        """Answer one request to handler `name`: checks, queue, result or a JSON error."""
+        """Answer one request to handler `name`: checks, body, queue, result or a JSON error."""
         h, start = self.handlers[name], time.perf_counter()
-        self.inflight += 1
-        self._inflight_changed()
         try:
-            self._check_token(request)
-            if self.state != "ready":
-                raise HTTPError(503, "not_ready", f"the service is {self.state}", {"Retry-After": "1"})
-            if self.inflight > self.settings.max_concurrency:
-                raise HTTPError(
-                    503,
-                    "overloaded",
-                    f"over {self.settings.max_concurrency} concurrent requests; retry later",
-                    {"Retry-After": "1"},
-                )
-            batcher = self.batchers.get(name)
-            # refused before the body is even read
-            if batcher is not None and batcher.full:
-                raise _queue_full(batcher)
-            fields = await self._fields(name, h, request)
-            result = await self._run(name, h, fields, request)
+            self._admit(name, request)
+            body = await self._body(request)
+            with self._counted():
+                # from the moment the body is in: decoding it counts
+                deadline = asyncio.get_running_loop().time() + (h.timeout_s or self.settings.timeout_s)
+                fields = await self._fields(name, h, body, deadline)
+                result = await self._run(name, h, fields, request, deadline)
             response = json_response({"outputs": result} if h.batched else result)
         except HTTPError as e:
             response = e.response()
@@ -390,9 +390,6 @@ class Service:
             if not isinstance(e, HandlerFailed):
                 log.exception("handler %s failed", name)
             response = HTTPError(500, "internal", f"{kind} in handler {name}").response()
-        finally:
-            self.inflight -= 1
-            self._inflight_changed()
         self.metrics.answered(name, response.status_code, time.perf_counter() - start)
         return response
 
@@ -425,17 +422,19 @@ class Service:
     def _fastapi(self) -> FastAPI:
         """Return the FastAPI app: health, metrics, docs, and the handler routes for the docs' sake."""
         title, description = self.photon.describe()
+        schemas = {name: self.photon.example_schema(name) for name, h in self.handlers.items() if h.batched}
         app = HandlerDocs(
             self.handlers,
             self.models,
             bool(self._token),
+            Examples(self.settings.max_examples, {k: v for k, v in schemas.items() if v is not None}),
             title=title,
             version=__version__,
             lifespan=self.lifespan,
             description=description,
         )
 
-        @app.get("/healthz", tags=["health"])
+        @app.get("/healthz", tags=["health"], responses={500: _STATUS})
         def healthz() -> Response:
             """Alive (500 when init failed)."""
             # the exception's type only: health is unauthenticated
@@ -443,13 +442,13 @@ class Service:
                 return json_response({"status": "failed", "error": self.error}, 500)
             return json_response({"status": "ok"})
 
-        @app.get("/readyz", tags=["health"])
+        @app.get("/readyz", tags=["health"], responses={503: _STATUS})
         def readyz() -> Response:
             """Ready to answer (only after init finished)."""
             body = {"status": self.state, **({"error": self.error} if self.error else {})}
             return json_response(body, 200 if self.state == "ready" else 503)
 
-        @app.get("/metrics", tags=["health"])
+        @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
         def metrics() -> Response:
             """Prometheus metrics."""
             return Response(self.metrics.render(), media_type=self.metrics.content_type)
@@ -478,3 +477,7 @@ def _token_digest(settings: ServeSettings) -> bytes | None:
         except ValueError:
             raise InvalidInputError("token_sha256 must be a sha256 in hex") from None
     return None
+
+
+def _timeout(h: Handler, settings: ServeSettings) -> HTTPError:
+    return HTTPError(504, "timeout", f"no answer within {h.timeout_s or settings.timeout_s:g} s")

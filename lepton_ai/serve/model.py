@@ -8,9 +8,6 @@ Works for every runtime `load_runnable` returns (PyTorch, int8, ONNX Runtime).""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
 import json
 import math
 from dataclasses import replace
@@ -21,9 +18,11 @@ from pydantic import Field
 
 from lepton_ai.errors import InvalidInputError
 from lepton_ai.machine import cpu_info
+from lepton_ai.serve.images import ImageReader
 from lepton_ai.serve.photon import Photon, handler
 
-_MAX_PIXELS = 4096 * 4096
+# a larger number is infinite once it is float32
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 TensorExample = Annotated[
     str | float | list[Any],
     Field(description="numbers or nested lists shaped like the model's input, or a base64-encoded image"),
@@ -63,7 +62,9 @@ class ModelPhoton(Photon):
         # this worker's share of the machine
         self.cores = threads or cpu_info()["cores"]
         self.input_size = tuple(self.meta.get("input_size") or ())
-        self.pixel_max = float((self.meta.get("preprocess") or {}).get("pixel_max", 1.0))
+        pixel_max = float((self.meta.get("preprocess") or {}).get("pixel_max", 1.0))
+        # a model over (C, H, W) also takes images
+        self.images = ImageReader(self.input_size, pixel_max) if len(self.input_size) == 3 else None
         if device != "cpu" and self.meta.get("runtime") == "onnxruntime":
             raise InvalidInputError(f"{ref} is an ONNX Runtime model, served on CPU here: use --device cpu")
         self.runnable: Any = None
@@ -110,6 +111,25 @@ class ModelPhoton(Photon):
             f"takes {takes}, answers {answers}."
         )
 
+    def example_schema(self, name: str) -> dict[str, Any] | None:
+        """Return what one example is: the input's numbers flat or nested in its shape (float32's range), or a
+        base64-encoded image for a model over (C, H, W); a text model takes any string."""
+        if self.meta.get("arch") == "hf":
+            return None
+        number = {"type": "number", "minimum": -_FLOAT32_MAX, "maximum": _FLOAT32_MAX}
+        size = math.prod(self.input_size)
+        nested: dict[str, Any] = number
+        for n in reversed(self.input_size):
+            nested = {"type": "array", "items": nested, "minItems": n, "maxItems": n}
+        forms = [{"type": "array", "items": number, "minItems": size, "maxItems": size}]
+        if len(self.input_size) > 1:
+            forms.append(nested)
+        if size == 1:
+            forms.append(number)
+        if self.images:
+            forms.append({"type": "string", "contentEncoding": "base64", "contentMediaType": "image/*"})
+        return forms[0] if len(forms) == 1 else {"anyOf": forms}
+
     @property
     def is_embedding(self) -> bool:
         """Return whether the model answers vectors (an embedding model) rather than classes."""
@@ -133,12 +153,12 @@ class ModelPhoton(Photon):
     def _decode(self, i: int, example: Any) -> np.ndarray:
         expected = math.prod(self.input_size)
         if isinstance(example, str):
-            if len(self.input_size) != 3:
+            if self.images is None:
                 raise InvalidInputError(
                     f"inputs[{i}]: a string was given but this model takes "
                     f"{expected} numbers (input size {list(self.input_size)})"
                 )
-            return self._image(i, example)
+            return self.images.decode([example], self._decode)[0]
         try:
             arr = np.asarray(example, dtype=np.float32)
         except (ValueError, TypeError, OverflowError) as e:
@@ -151,35 +171,6 @@ class ModelPhoton(Photon):
             )
         return arr.reshape(self.input_size)
 
-    def _image(self, i: int, text: str) -> np.ndarray:
-        from PIL import Image, UnidentifiedImageError
-
-        channels, height, width = self.input_size
-        try:
-            raw = base64.b64decode(
-                text.split(",", 1)[-1] if text.startswith("data:") else text, validate=True
-            )
-            with Image.open(io.BytesIO(raw)) as opened:
-                # checked before decoding: no decompression bombs
-                if opened.width * opened.height > _MAX_PIXELS:
-                    raise InvalidInputError(
-                        f"inputs[{i}]: a {opened.width}×{opened.height} image is over the "
-                        f"{_MAX_PIXELS:,}-pixel limit"
-                    )
-                img = opened.convert("L" if channels == 1 else "RGB").resize((width, height))
-                pixels = np.asarray(img, dtype=np.float32) * (self.pixel_max / 255.0)
-        except InvalidInputError:
-            raise
-        except (
-            binascii.Error,
-            ValueError,
-            UnidentifiedImageError,
-            OSError,
-            Image.DecompressionBombError,
-        ) as e:
-            raise InvalidInputError(f"inputs[{i}]: not a base64-encoded image ({e})") from None
-        return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
-
     def examples(self, inputs: list[Any]) -> np.ndarray:
         """Return the examples as one float32 array (N, *input_size); raise naming the first bad one."""
         # the fast path: every example already a list of numbers of the right size
@@ -189,8 +180,12 @@ class ModelPhoton(Photon):
                 raise ValueError
             arr = arr.reshape(len(inputs), *self.input_size)
         except (ValueError, TypeError, OverflowError):
-            # not one clean array: find and name the bad example
-            arr = np.stack([self._decode(i, x) for i, x in enumerate(inputs)])
+            # not one clean array: images, or a bad example to find and name
+            arr = (
+                self.images.decode(inputs, self._decode)
+                if self.images
+                else np.stack([self._decode(i, x) for i, x in enumerate(inputs)])
+            )
         if not np.isfinite(arr).all():
             bad = int(np.flatnonzero(~np.isfinite(arr.reshape(len(arr), -1)).all(1))[0])
             raise InvalidInputError(f"inputs[{bad}]: NaN or infinite values")
@@ -211,10 +206,17 @@ class TensorModelPhoton(ModelPhoton):
         )
 
     @predict.prepare
-    def _check(
-        self, inputs: list[Any], return_probs: bool = False, return_labels: bool = False
+    def _check(self, inputs: list[Any], return_probs: bool = False, return_labels: bool = False) -> Any:
+        options = {"return_probs": return_probs, "return_labels": return_labels}
+        if self.images and any(isinstance(x, str) for x in inputs):
+            # decoded on the reader's thread within its budget, not on the event loop
+            return self._decoded(self.images, inputs, options)
+        return {"inputs": self.examples(inputs), **options}
+
+    async def _decoded(
+        self, images: ImageReader, inputs: list[Any], options: dict[str, Any]
     ) -> dict[str, Any]:
-        return {"inputs": self.examples(inputs), "return_probs": return_probs, "return_labels": return_labels}
+        return {"inputs": await images.decode_off_loop(inputs, self._decode), **options}
 
 
 class TextModelPhoton(ModelPhoton):

@@ -55,7 +55,9 @@ class Handler:
 
     def prepare(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Decorate a method that checks and converts one request's fields before it is queued
-        (`def check(self, **fields) -> fields`); a ValueError it raises answers 422 to that request alone."""
+        (`def check(self, **fields) -> fields`); a ValueError it raises answers 422 to that request alone. It
+        runs on the event loop (off it for large bodies): for heavy work (decoding images) it returns an
+        awaitable of the fields instead, which does that work elsewhere, within the request's deadline."""
         self.prepare_fn = fn
         return fn
 
@@ -128,6 +130,11 @@ class Photon:
         """Return the title and description of the service's API docs: the class's name and the first
         paragraph of its own docstring (not one inherited from `Photon`)."""
         return type(self).__name__, inspect.cleandoc(type(self).__doc__ or "").split("\n\n")[0]
+
+    def example_schema(self, name: str) -> dict[str, Any] | None:
+        """Return the JSON schema of one example of batched handler `name`, for its API docs, where it is
+        narrower than the type hints say (a model's input shape); None: as the type hints say."""
+        return None
 
     @classmethod
     def handlers(cls) -> dict[str, Handler]:

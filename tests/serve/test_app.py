@@ -278,8 +278,12 @@ def test_openapi_docs_and_metrics_names(serve) -> None:
     )
     request = spec["components"]["schemas"]["DoubleRequest"]
     assert request["required"] == ["inputs"] and request["properties"]["inputs"]["type"] == "array"
+    # a NaN or infinity is answered as null
+    outputs = spec["components"]["schemas"]["DoubleResponse"]["properties"]["outputs"]
+    assert outputs["items"]["type"] == ["number", "null"]
     assert (
-        spec["components"]["schemas"]["DoubleResponse"]["properties"]["outputs"]["items"]["type"] == "number"
+        request["properties"]["inputs"]["items"]["type"] == "number"
+        and request["properties"]["inputs"]["minItems"] == 1
     )
     assert {"/healthz", "/readyz", "/metrics", "/double", "/hello", "/ping"} <= set(spec["paths"])
     samples = [line for line in metrics.splitlines() if not line.startswith("#")]
@@ -394,3 +398,52 @@ def test_a_service_given_only_the_tokens_sha256_requires_the_token(serve) -> Non
         assert c.post("/double", json=body, headers={"Authorization": f"Bearer {digest}"}).status_code == 401
         assert c.post("/double", json=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert c.post("/double", json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+def _stall(port: int, head: bytes) -> socket.socket:
+    """Open a connection that sends `head` (a request line, some headers) and then nothing."""
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(head)
+    return s
+
+
+def _closed_within(s: socket.socket, seconds: float) -> bytes:
+    """Return what the server sent before closing `s`; fail if it is still open after `seconds`."""
+    s.settimeout(seconds)
+    got = b""
+    while chunk := s.recv(4096):
+        got += chunk
+    return got
+
+
+def test_stalled_bodies_do_not_count_against_the_limits_and_get_408(serve) -> None:
+    head = (
+        b"POST /double HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+    )
+    with serve(Doubler(), max_concurrency=2, read_timeout_s=1.5) as url:
+        port = int(url.rsplit(":", 1)[1])
+        stalled = [_stall(port, head) for _ in range(6)]
+        try:
+            # three times the concurrency waiting for their bodies, and a whole request still runs
+            assert httpx.post(f"{url}/double", json={"inputs": [1.0]}).json() == {"outputs": [2.0]}
+            answer = _closed_within(stalled[0], 5)
+        finally:
+            for s in stalled:
+                s.close()
+    assert answer.startswith(b"HTTP/1.1 408") and b"body_timeout" in answer
+
+
+def test_a_connection_that_stalls_in_its_headers_is_closed(serve, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("lepton_ai.serve.http.HEADER_TIMEOUT_S", 0.5)
+    with serve(Doubler()) as url:
+        port = int(url.rsplit(":", 1)[1])
+        silent = socket.create_connection(("127.0.0.1", port))
+        trickling = _stall(port, b"POST /double HTTP/1.1\r\nHost: x\r\n")
+        # a connection that answered one request and then starts another it never finishes
+        client = _stall(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert client.recv(4096).startswith(b"HTTP/1.1 200")
+        client.sendall(b"GET /heal")
+        for s in (silent, trickling, client):
+            with s:
+                assert _closed_within(s, 5) == b""
+        assert httpx.get(f"{url}/healthz").status_code == 200

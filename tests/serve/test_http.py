@@ -13,7 +13,7 @@ import pytest
 import torch
 from pydantic import BaseModel
 
-from lepton_ai.serve.app import json_response
+from lepton_ai.serve.answers import json_response
 from lepton_ai.serve.http import _Coalescing
 
 
