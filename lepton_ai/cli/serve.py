@@ -35,6 +35,9 @@ def serve(
     max_examples: Annotated[
         int, typer.Option(min=1, help="Most examples in one request; more get 413.")
     ] = 4096,
+    read_timeout_s: Annotated[
+        float, typer.Option(min=0.001, help="Time a client has to send a request's body; slower get 408.")
+    ] = 10.0,
     token: Annotated[
         str | None,
         typer.Option(
@@ -75,6 +78,7 @@ def serve(
         token=token or None,
         max_body_bytes=int(max_body_mb * 1024 * 1024),
         max_examples=max_examples,
+        read_timeout_s=read_timeout_s,
         model_process=model_process,
     )
     run(

@@ -130,6 +130,36 @@ def test_a_model_process_that_dies_fails_its_requests_and_is_replaced(service_fi
         assert "the model process exited (code -9): starting another" in server.output()
 
 
+def test_a_model_process_killed_under_load_fails_only_what_it_held(service_file: Path) -> None:
+    with ServerProcess([f"{service_file}:Remote"]) as server, httpx.Client(base_url=server.url) as c:
+        pid = c.post("/info", json={}).json()["pid"]
+        stop_at, killed_at = time.monotonic() + 30, []
+
+        def client(i: int) -> list[tuple[float, int]]:
+            seen = []
+            while time.monotonic() < stop_at:
+                status = c.post("/work", json={"inputs": [float(i + 100)]}, timeout=10).status_code
+                seen.append((time.monotonic(), status))
+                # served again by another model process: enough
+                if killed_at and seen[-1][0] > killed_at[0] + 1 and status == 200:
+                    break
+            return seen
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = pool.map(client, range(8))
+            time.sleep(1.0)
+            os.kill(pid, signal.SIGKILL)
+            killed_at.append(time.monotonic())
+            seen = [a for each in answers for a in each]
+    statuses = {status for _, status in seen}
+    assert statuses <= {200, 500, 503}, statuses
+    # the failures are those the dead process held and those sent while the next one started
+    assert all(status == 200 for at, status in seen if at < killed_at[0]), seen
+    late = [at - killed_at[0] for at, status in seen if status != 200]
+    assert late and max(late) < 20, late
+    assert sum(status == 200 for at, status in seen if at > killed_at[0]) >= 8
+
+
 def test_init_failing_in_the_model_process_fails_health(service_file: Path) -> None:
     with ServerProcess([f"{service_file}:Broken"], ready_path="/healthz") as server:
         deadline = time.monotonic() + 60
