@@ -41,7 +41,11 @@ def train(
         str, typer.Option(help="mlp, cnn-small, resnet18, minilm, a Hugging Face dir or NAME[:VERSION].")
     ],
     data: Annotated[
-        str, typer.Option(help="digits, breast_cancer, wine, iris, a CSV/JSONL file or an image folder.")
+        str,
+        typer.Option(
+            help="digits, breast_cancer, wine, iris, NAME[:VERSION] of `lepton data add`, a CSV/JSONL file "
+            "or an image folder."
+        ),
     ],
     name: Annotated[str, typer.Option(help="Registry name for the trained model.")],
     epochs: Annotated[int | None, typer.Option(min=1, help=f"Default: {_FAMILY['epochs']}.")] = None,
@@ -77,7 +81,10 @@ def train(
     seed: int = 0,
     label: Annotated[str, typer.Option(help="Label column of a CSV/JSONL file.")] = "label",
     text: Annotated[str | None, typer.Option(help="Text column of a CSV/JSONL file.")] = None,
-    image_size: Annotated[int, typer.Option(help="Side in pixels images are resized to.")] = 64,
+    image_size: Annotated[
+        int | None,
+        typer.Option(help="Side in pixels images are resized to (default: a dataset's own size, else 64)."),
+    ] = None,
     max_length: Annotated[
         int | None, typer.Option(min=2, help="Cut texts at this many tokens. Default: the model's (128).")
     ] = None,

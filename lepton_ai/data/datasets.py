@@ -6,70 +6,18 @@ from __future__ import annotations
 
 import csv
 import json
-import weakref
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from lepton_ai.data.labeled import LabeledData
 from lepton_ai.errors import InvalidInputError, NotFoundError
 
 Split = Literal["train", "val", "test", "all"]
 BUILTIN = ("digits", "breast_cancer", "wine", "iris", "python-docs")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
-
-
-@dataclass
-class LabeledData(torch.utils.data.Dataset):
-    """Examples with integer labels. `features` is a float tensor (tabular rows or images,
-    N×C×H×W), or `texts` a list of strings; `classes` names each label id. Unlabelled
-    sentences (for embedding models) have no classes and all labels 0."""
-
-    kind: Literal["tabular", "image", "text"]
-    labels: torch.Tensor
-    classes: list[str]
-    features: torch.Tensor | None = None
-    texts: list[str] | None = None
-    name: str = ""
-    meta: dict[str, Any] = field(default_factory=dict)
-    # what a model computed from these examples once (their tokens, a frozen encoder's features), per model
-    cache: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = field(
-        default_factory=weakref.WeakKeyDictionary, repr=False, compare=False
-    )
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> tuple[Any, int]:
-        if self.texts is not None:
-            return self.texts[i], int(self.labels[i])
-        assert self.features is not None
-        return self.features[i], int(self.labels[i])
-
-    @property
-    def num_classes(self) -> int:
-        """Return the number of classes."""
-        return len(self.classes)
-
-    @property
-    def input_size(self) -> tuple[int, ...]:
-        """Return the shape of one example: (features,), (C, H, W), or () for text."""
-        return () if self.features is None else tuple(self.features.shape[1:])
-
-    def subset(self, index: np.ndarray | list[int], suffix: str = "") -> LabeledData:
-        """Return the examples at `index` as a new data set."""
-        idx = torch.as_tensor(np.asarray(index), dtype=torch.long)
-        return LabeledData(
-            kind=self.kind,
-            labels=self.labels[idx],
-            classes=self.classes,
-            features=None if self.features is None else self.features[idx],
-            texts=None if self.texts is None else [self.texts[i] for i in idx.tolist()],
-            name=self.name + suffix,
-            meta=dict(self.meta),
-        )
 
 
 def split_indices(
@@ -247,22 +195,20 @@ def load(
     seed: int = 0,
     val: float = 0.1,
     test: float = 0.2,
-    image_size: int = 64,
+    image_size: int | None = None,
 ) -> LabeledData:
-    """Return a data set (`digits`, `breast_cancer`, `wine`, `iris`, `python-docs`, a CSV/JSONL
-    file, a .txt file of one sentence per line or an image folder), or its deterministic `split`."""
+    """Return a data set (`digits`, `breast_cancer`, `wine`, `iris`, `python-docs`, a registered dataset
+    `NAME[:VERSION]` with its own splits, a CSV/JSONL file, a .txt file of one sentence per line or an image
+    folder), or its deterministic `split`."""
     key = str(name_or_path)
     if key in BUILTIN:
         data = _builtin(key)
     else:
         path = Path(key).expanduser()
         if not path.exists():
-            raise NotFoundError(
-                f"no data set {key!r}: use one of {', '.join(BUILTIN)}, a CSV/JSONL file, "
-                "a .txt file of sentences or an image folder"
-            )
+            return _registered(key, split, image_size)
         if path.is_dir():
-            data = _image_folder(path, image_size)
+            data = _image_folder(path, image_size or 64)
         elif path.suffix.lower() == ".txt":
             data = _sentences(path.read_text(encoding="utf-8").splitlines(), path.stem)
         else:
@@ -272,3 +218,17 @@ def load(
     if split not in ("train", "val", "test"):
         raise InvalidInputError(f"split must be train, val, test or all, not {split!r}")
     return data.subset(split_indices(data.labels.numpy(), seed, val, test)[split], suffix=f"[{split}]")
+
+
+def _registered(ref: str, split: Split, image_size: int | None) -> LabeledData:
+    """Return the registered dataset version `ref`'s `split` (splits made when it was added)."""
+    from lepton_ai.data.versions import load_version
+    from lepton_ai.store.datasets import Datasets
+
+    datasets = Datasets()
+    if datasets.find(ref.partition(":")[0]) is None:
+        raise NotFoundError(
+            f"no data set {ref!r}: use one of {', '.join(BUILTIN)}, a dataset added with `lepton data add`, "
+            "a CSV/JSONL file, a .txt file of sentences or an image folder"
+        )
+    return load_version(ref, split, image_size, datasets)

@@ -16,7 +16,7 @@ from lepton_ai import config
 from lepton_ai.errors import InvalidInputError, NotFoundError
 from lepton_ai.store import db
 from lepton_ai.store.artifacts import ArtifactStore
-from lepton_ai.store.refs import Ref, check_name, parse_ref
+from lepton_ai.store.refs import Ref, Versioned, check_name, parse_ref
 from lepton_ai.store.schema import Model, ModelVersion, Run, RunMetric, iso, utcnow
 from lepton_ai.store.summaries import MetricSummary, metric_summaries
 from lepton_ai.store.sweep import delete_unused, lock_objects
@@ -52,7 +52,7 @@ def local_path(ref: str | Path) -> Path:
 
 
 @dataclass(frozen=True)
-class VersionInfo:
+class VersionInfo(Versioned):
     """One registered version of a model."""
 
     name: str
@@ -69,15 +69,8 @@ class VersionInfo:
     created_at: str | None
     description: str = ""
     tags: list[str] = field(default_factory=list)
-
-    @property
-    def ref(self) -> str:
-        """Return the `NAME:VERSION` reference of this version."""
-        return f"{self.name}:{self.version}"
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready dict (what `lepton models show --json` prints)."""
-        return {"ref": self.ref, **asdict(self)}
+    # the dataset version it was trained on (NAME:VERSION), if it came from one
+    dataset: str | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +138,7 @@ class Registry(db.Database):
         parent: str | None = None,
         recipe: dict[str, Any] | None = None,
         run_id: int | None = None,
+        dataset: str | None = None,
     ) -> VersionInfo:
         """Store the file or directory at `path` as the next version of `name` and return it."""
         check_name(name)
@@ -186,6 +180,7 @@ class Registry(db.Database):
                 parent=parent_row,
                 recipe=recipe,
                 run_id=run_id,
+                dataset=dataset,
             )
             s.add(row)
             s.flush()
@@ -347,6 +342,7 @@ class Registry(db.Database):
             created_at=iso(v.created_at),
             description=v.model.description,
             tags=list(v.model.tags or []),
+            dataset=v.dataset,
         )
 
     # -- runs ----------------------------------------------------------------------------

@@ -112,9 +112,11 @@ def _train_and_register(
         history = net.fit(train, val, seed=seed, checkpoint_dir=checkpoint_dir, **fit_options)
         return TrainResult(None, net, evaluate(net, test, shard=True), history, None, test)
     registry = Registry()
+    # a registered dataset: the version it resolved to
+    dataset = train.meta.get("dataset")
     params = {
         "model": model,
-        "data": data,
+        "data": dataset or data,
         "seed": seed,
         **{k: v for k, v in fit_options.items() if k != "progress"},
     }
@@ -144,7 +146,8 @@ def _train_and_register(
                 "best_epoch": history["best_epoch"],
             },
             run_id=run.id,
-            description=description or f"{model} trained on {data}",
+            dataset=dataset,
+            description=description or f"{model} trained on {dataset or data}",
             recipe=_recipe(history, net),
         )
     except BaseException as e:

@@ -1,0 +1,107 @@
+"""`lepton data add`: a source read as a stream, every record checked, exact duplicates removed, splits
+assigned, and the next immutable version of the dataset registered once everything it needs is stored.
+
+A folder's files go into content-addressed packs, and a file an earlier version holds is neither decoded nor
+stored again. A table's rows are typed by the schema, checked (pandera) and kept in the manifest itself."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lepton_ai.data import manifest as m
+from lepton_ai.data import splits
+from lepton_ai.data.datasets import BUILTIN
+from lepton_ai.data.folders import read_folder
+from lepton_ai.data.sources import FILE_FORMATS, FORMATS, Source
+from lepton_ai.data.tally import Tally
+from lepton_ai.errors import InvalidInputError
+from lepton_ai.store.datasets import Datasets, DatasetVersionInfo, NewVersion
+from lepton_ai.store.refs import check_name
+
+
+@dataclass(frozen=True)
+class AddOptions:
+    """How `add` reads a source: its format (guessed if None), the label and text columns of a table, the
+    splits' fractions and seed, whether a bad record fails the whole add, and the reading threads."""
+
+    format: str | None = None
+    label: str = "label"
+    text: str | None = None
+    fractions: splits.Fractions = splits.Fractions(0.7, 0.1, 0.2)
+    seed: int = 0
+    strict: bool = False
+    workers: int = 8
+    progress: bool = False
+
+
+def add(
+    name: str, source: str, options: AddOptions | None = None, datasets: Datasets | None = None
+) -> DatasetVersionInfo:
+    """Read `source`, check and clean its records, and register them as the next version of dataset `name`."""
+    options = options or AddOptions()
+    check_name(name, "dataset")
+    if name in BUILTIN:
+        raise InvalidInputError(f"{name!r} is the name of a built-in dataset: choose another")
+    datasets = datasets or Datasets()
+    src = Source(source)
+    fmt = options.format or src.guess_format()
+    if fmt not in FORMATS:
+        raise InvalidInputError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+    known = datasets.find(name)
+    previous = (
+        m.read_manifest(datasets.manifest(datasets.get(name))) if known and known.num_versions else None
+    )
+    schema = datasets.schema(name) if known else None
+    if fmt in FILE_FORMATS:
+        found = read_folder(src, fmt, previous, schema, datasets.artifacts, options.workers, options.progress)
+    else:
+        from lepton_ai.data.tables import read_table
+
+        found = read_table(src, fmt, schema, options.label, options.text, options.progress)
+    found.tally.check_strict(options.strict)
+    frame, schema, tally = found.frame, found.schema, found.tally
+    label = m.LABEL if fmt in FILE_FORMATS else schema["label"]
+    frame[m.SPLIT] = splits.assign(
+        frame[label].astype(str).to_numpy(),
+        frame[m.KEY].to_numpy(),
+        options.fractions,
+        options.seed,
+        m.previous_splits(previous),
+    )
+    with tempfile.TemporaryDirectory(prefix="lepton-data-") as tmp:
+        path = Path(tmp) / "manifest.parquet"
+        m.write_manifest(frame, path)
+        new = NewVersion(
+            manifest=path,
+            # a table's versions may come from any table format
+            format=fmt if fmt in FILE_FORMATS else "table",
+            records=len(frame),
+            size_bytes=int(frame[m.SIZE].sum()) if m.SIZE in frame else path.stat().st_size,
+            stored_bytes=found.stored_bytes,
+            stats=_stats(frame, label, previous, tally, options),
+            schema=schema,
+            source=source,
+        )
+        return datasets.register(name, new)
+
+
+def _stats(
+    frame: pd.DataFrame, label: str, previous: pd.DataFrame | None, tally: Tally, options: AddOptions
+) -> dict[str, Any]:
+    """Return what `lepton data show` tells of a version: counts by class and split, what was new, what was
+    left out and why, and how the splits were made."""
+    kept = np.isin(frame[m.KEY].to_numpy(), previous[m.KEY].to_numpy()) if previous is not None else None
+    return {
+        "classes": {str(k): int(v) for k, v in frame[label].astype(str).value_counts().sort_index().items()},
+        "splits": {s: int((frame[m.SPLIT] == s).sum()) for s in splits.SPLITS},
+        "new_records": int(len(frame) - (kept.sum() if kept is not None else 0)),
+        "fractions": list(options.fractions),
+        "seed": options.seed,
+        **tally.to_dict(),
+    }

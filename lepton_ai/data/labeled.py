@@ -1,0 +1,61 @@
+"""`LabeledData`: examples with integer labels, as every data set is handed to a model."""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+
+@dataclass
+class LabeledData(torch.utils.data.Dataset):
+    """Examples with integer labels. `features` is a float tensor (tabular rows or images,
+    N×C×H×W), or `texts` a list of strings; `classes` names each label id. Unlabelled
+    sentences (for embedding models) have no classes and all labels 0."""
+
+    kind: Literal["tabular", "image", "text"]
+    labels: torch.Tensor
+    classes: list[str]
+    features: torch.Tensor | None = None
+    texts: list[str] | None = None
+    name: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+    # what a model computed from these examples once (their tokens, a frozen encoder's features), per model
+    cache: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = field(
+        default_factory=weakref.WeakKeyDictionary, repr=False, compare=False
+    )
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        if self.texts is not None:
+            return self.texts[i], int(self.labels[i])
+        assert self.features is not None
+        return self.features[i], int(self.labels[i])
+
+    @property
+    def num_classes(self) -> int:
+        """Return the number of classes."""
+        return len(self.classes)
+
+    @property
+    def input_size(self) -> tuple[int, ...]:
+        """Return the shape of one example: (features,), (C, H, W), or () for text."""
+        return () if self.features is None else tuple(self.features.shape[1:])
+
+    def subset(self, index: np.ndarray | list[int], suffix: str = "") -> LabeledData:
+        """Return the examples at `index` as a new data set."""
+        idx = torch.as_tensor(np.asarray(index), dtype=torch.long)
+        return LabeledData(
+            kind=self.kind,
+            labels=self.labels[idx],
+            classes=self.classes,
+            features=None if self.features is None else self.features[idx],
+            texts=None if self.texts is None else [self.texts[i] for i in idx.tolist()],
+            name=self.name + suffix,
+            meta=dict(self.meta),
+        )

@@ -1,0 +1,47 @@
+"""`lepton data add / list / show` on the command line; a model trained on a dataset version names it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.data.conftest import write_digits
+
+
+def test_add_list_show(cli, tmp_path: Path) -> None:
+    folder = write_digits(tmp_path / "digits", 120)
+    (folder / "5" / "broken.png").write_bytes(b"nope")
+    code, out, _ = cli("data", "add", "digits-img", str(folder), "--split", "0.6,0.2,0.2")
+    assert code == 0 and "registered digits-img:1: 120 records" in out and "5/broken.png" in out, out
+    code, out, _ = cli("data", "list", "--json")
+    assert [(d["name"], d["latest_version"], d["records"]) for d in json.loads(out)] == [
+        ("digits-img", 1, 120)
+    ]
+    code, out, _ = cli("data", "show", "digits-img:1", "--json")
+    shown = json.loads(out)
+    assert shown["stats"]["quarantined"] == 1 and shown["stats"]["fractions"] == [0.6, 0.2, 0.2]
+    assert sum(shown["stats"]["splits"].values()) == 120
+
+
+def test_errors_are_one_line_with_exit_code_2(cli, tmp_path: Path) -> None:
+    for args in (
+        ["data", "add", "x", str(tmp_path / "missing")],
+        ["data", "add", "x", str(tmp_path), "--split", "1,1,1"],
+        ["data", "show", "nothing"],
+    ):
+        code, out, err = cli(*args)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and not out, (args, out, err)
+
+
+def test_a_model_trained_on_a_dataset_version_names_it(cli, tmp_path: Path) -> None:
+    from sklearn.datasets import load_breast_cancer
+
+    frame = load_breast_cancer(as_frame=True).frame.rename(columns={"target": "label"})
+    frame.to_csv(tmp_path / "cancer.csv", index=False)
+    assert cli("data", "add", "cancer", str(tmp_path / "cancer.csv"), "--json")[0] == 0
+    code, out, err = cli(
+        "train", "--model", "mlp", "--data", "cancer", "--name", "c", "--epochs", "1", "--json"
+    )
+    assert code == 0, err
+    shown = json.loads(cli("models", "show", "c", "--json")[1])
+    assert shown["dataset"] == "cancer:1" and "trained on cancer:1" in shown["description"]
