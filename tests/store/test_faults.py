@@ -1,4 +1,4 @@
-"""Faults the registry must survive: a register killed at any moment, a full disk."""
+"""Faults the registry must survive: a register killed at any moment, a full disk, a database restart."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ import pytest
 from lepton_ai.errors import LeptonError, NotFoundError
 from lepton_ai.store import Registry, db
 from lepton_ai.store.artifacts import ArtifactStore
+from tests.conftest import PostgresCluster, new_database, postgres_cluster
 
 CLI = [sys.executable, "-m", "lepton_ai.cli.main", "models", "register"]
 # kills of the real command line (start-up is most of its time), then of a forked register loop
@@ -193,3 +196,59 @@ def test_a_really_full_tmpfs_is_one_line_and_registers_nothing(
     assert code == 2, out + err
     assert "no space left on device while writing the artifact to" in err and "Traceback" not in err
     _assert_nothing_stored(Registry())
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresCluster]:
+    """A PostgreSQL server of this test's own, which it may restart."""
+    with postgres_cluster() as cluster:
+        yield cluster
+
+
+def _attempt(registry: Registry, tmp_path: Path, attempt: str) -> tuple[str, BaseException | None]:
+    """Register new content tagged with `attempt` in its metrics; return the attempt and what it raised."""
+    try:
+        registry.register("m", _model_dir(tmp_path / attempt, files=1), metrics={"attempt": attempt})
+    except Exception as e:
+        return attempt, e
+    return attempt, None
+
+
+def test_registers_during_a_database_restart_land_once_or_fail_clearly(
+    tmp_path: Path, own_postgres: PostgresCluster
+) -> None:
+    """8 workers register concurrently while the server restarts: each success lands once, each failure is a
+    LeptonError, and no attempt is recorded twice."""
+    registry = Registry(db_url=new_database(own_postgres.url))
+    registry.register("m", _model_dir(tmp_path / "warm-up", files=1))
+    attempts = [f"w{w}-{i}" for i in range(6) for w in range(8)]
+    finished = threading.Semaphore(0)
+    ended: list[float] = []
+
+    def restart_mid_burst() -> float:
+        # wait for the burst to be under way, then restart with sessions terminated
+        for _ in range(8):
+            finished.acquire()
+        began = time.monotonic()
+        own_postgres.ctl("-w", "-m", "fast", "restart")
+        return began
+
+    def run(attempt: str) -> tuple[str, BaseException | None]:
+        try:
+            return _attempt(registry, tmp_path, attempt)
+        finally:
+            ended.append(time.monotonic())
+            finished.release()
+
+    with ThreadPoolExecutor(1) as restarter, ThreadPoolExecutor(8) as pool:
+        restarted = restarter.submit(restart_mid_burst)
+        outcomes = dict(pool.map(run, attempts))
+        restart_began = restarted.result()
+    assert sum(t > restart_began for t in ended) >= 8, "the burst was over before the restart"
+    failures = {a: e for a, e in outcomes.items() if e is not None}
+    for e in failures.values():
+        assert isinstance(e, LeptonError) and "registry database" in str(e), repr(e)
+    recorded = [v.metrics.get("attempt") for v in registry.list_versions("m")]
+    assert all(recorded.count(a) == 1 for a in attempts if a not in failures), recorded
+    assert all(recorded.count(a) <= 1 for a in attempts), recorded
+    assert _check_consistent(registry) == set()
