@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine, event
+from sqlalchemy.exc import OperationalError
 
 from lepton_ai.errors import LeptonError, NotFoundError
 from lepton_ai.store import Registry, db
@@ -196,6 +198,50 @@ def test_a_really_full_tmpfs_is_one_line_and_registers_nothing(
     assert code == 2, out + err
     assert "no space left on device while writing the artifact to" in err and "Traceback" not in err
     _assert_nothing_stored(Registry())
+
+
+def _lose_connection_once(engine: Engine, when: str, message: str, statement: str = "") -> list[bool]:
+    """Make the first `when` event on `engine` (of a statement starting `statement`) a lost connection."""
+    fired: list[bool] = []
+
+    def fail(_conn: object, *args: Any) -> None:
+        if fired or (args and not str(args[1]).startswith(statement)):
+            return
+        fired.append(True)
+        raise OperationalError(statement or "COMMIT", None, Exception(message))
+
+    event.listen(engine, when, fail)
+    return fired
+
+
+def test_a_connection_lost_before_the_commit_is_retried_and_lands_once(tmp_path: Path) -> None:
+    """A transaction whose connection went before its commit is run again, and recorded once."""
+    registry = Registry()
+    registry.register("m", _model_dir(tmp_path / "a", files=1))
+    message = "terminating connection due to administrator command"
+    fired = _lose_connection_once(
+        registry.engine, "before_cursor_execute", message, "INSERT INTO model_versions"
+    )
+    assert registry.register("m", _model_dir(tmp_path / "b", files=1)).version == 2
+    assert fired
+    assert [v.version for v in registry.list_versions("m")] == [1, 2]
+    assert _check_consistent(registry) == set()
+
+
+def test_a_connection_lost_during_the_commit_is_a_clear_error_and_never_retried(tmp_path: Path) -> None:
+    """A commit whose outcome is unknown is not run again: one LeptonError, and the next sweep settles the
+    object it published by whether its row landed."""
+    registry = Registry()
+    registry.register("m", _model_dir(tmp_path / "a", files=1))
+    fired = _lose_connection_once(registry.engine, "commit", "server closed the connection unexpectedly")
+    with pytest.raises(LeptonError, match="while committing: the change may or may not have been saved"):
+        registry.register("m", _model_dir(tmp_path / "b", files=1))
+    assert fired and [v.version for v in registry.list_versions("m")] == [1]
+    orphans = _check_consistent(registry)
+    assert len(orphans) == 1 and orphans <= _pending_keys(registry.artifacts)
+    assert registry.sweep() == 1
+    assert _check_consistent(registry) == set()
+    assert os.listdir(registry.artifacts.path("tmp")) == []
 
 
 @pytest.fixture
