@@ -4,6 +4,7 @@ servers on free loopback ports."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import glob
 import importlib.util
@@ -59,9 +60,17 @@ def _pg_bin(tool: str) -> str | None:
     return found if isinstance(found, str) else (found[0] if found else None)
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[str]:
-    """Start a throwaway PostgreSQL server on a free loopback port; yield its base URL."""
+@dataclasses.dataclass(frozen=True)
+class PostgresCluster:
+    """A running throwaway PostgreSQL server: its base URL and how to run pg_ctl on it."""
+
+    url: str
+    ctl: Callable[..., None]
+
+
+@contextlib.contextmanager
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """Start a throwaway PostgreSQL server on a free loopback port (skipping without one); stop it after."""
     initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
     if not (initdb and pg_ctl):
         pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not installed: `apt-get install postgresql`")
@@ -82,33 +91,49 @@ def postgres_server() -> Iterator[str]:
         capture_output=True,
     )
     opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {data_root} -c fsync=off -c max_connections=200"
-    subprocess.run(
-        [*prefix, pg_ctl, "-D", str(data), "-o", opts, "-l", str(data_root / "log"), "-w", "start"],
-        check=True,
-        capture_output=True,
-    )
+
+    def ctl(*args: str) -> None:
+        subprocess.run(
+            [*prefix, pg_ctl, "-D", str(data), "-o", opts, "-l", str(data_root / "log"), *args],
+            check=True,
+            capture_output=True,
+        )
+
+    ctl("-w", "start")
     try:
-        yield f"postgresql+psycopg://lepton@127.0.0.1:{port}"
+        yield PostgresCluster(f"postgresql+psycopg://lepton@127.0.0.1:{port}", ctl)
     finally:
         subprocess.run([*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
         shutil.rmtree(data_root, ignore_errors=True)
 
 
-@pytest.fixture
-def postgres_url(postgres_server: str) -> str:
-    """Return the URL of a new, empty database on the session's PostgreSQL server."""
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """Start a throwaway PostgreSQL server on a free loopback port; yield its base URL."""
+    with postgres_cluster() as cluster:
+        yield cluster.url
+
+
+def new_database(server_url: str) -> str:
+    """Create a new, empty database on the PostgreSQL server at `server_url`; return its URL."""
     import psycopg
 
     name = f"t_{uuid.uuid4().hex[:12]}"
     # the server may still be finishing its start-up
     for _ in range(50):
         try:
-            with psycopg.connect(postgres_server.replace("+psycopg", "") + "/postgres", autocommit=True) as c:
+            with psycopg.connect(server_url.replace("+psycopg", "") + "/postgres", autocommit=True) as c:
                 c.execute(f'CREATE DATABASE "{name}"')
             break
         except psycopg.OperationalError:
             time.sleep(0.1)
-    return f"{postgres_server}/{name}"
+    return f"{server_url}/{name}"
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> str:
+    """Return the URL of a new, empty database on the session's PostgreSQL server."""
+    return new_database(postgres_server)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -87,6 +87,7 @@ def add(
             stats=_stats(frame, label, previous, tally, options),
             schema=schema,
             source=source,
+            objects=sorted(set(frame[m.PACK])) if m.PACK in frame else [],
         )
         return datasets.register(name, new)
 

@@ -5,11 +5,16 @@ stored. A directory's sha256 is that of its manifest (sorted `path<TAB>sha256` l
 Writes go to `tmp/` first and are renamed into place, so a reader never sees half a file.
 Remote stores cannot rename a directory atomically: there an object counts as stored only
 once its marker, `objects/<sha[:2]>/<sha>/.<name>.complete`, is written after its files.
+On a local store each writer holds `tmp/<token>.lock` (flock) while it lives, and writes into it the key
+it publishes before the rename: what a killed writer left in `tmp/`, and the object it may have published
+without recording it, are found by `sweep_tmp` from the lock files nobody holds any more.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import os
 import posixpath
@@ -17,19 +22,22 @@ import re
 import shutil
 import tempfile
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from lepton_ai import config
-from lepton_ai.errors import IntegrityError, InvalidInputError, NotFoundError
+from lepton_ai.errors import IntegrityError, InvalidInputError, LeptonError, NotFoundError
 
 _CHUNK = 1 << 20
 # how often a rename into place is retried when a concurrent delete takes away the folder it goes into
 _PUBLISH_ATTEMPTS = 5
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$")
+# the write errors that mean the store's disk (or the user's quota on it) is full
+_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,80 @@ class StoredArtifact:
     sha256: str
     size_bytes: int
     format: str
+
+
+class _Claim:
+    """A writer's hold on its `tmp/<token>` folder: the file `tmp/<token>.lock`, flocked while it lives."""
+
+    def __init__(self, path: str, fd: int) -> None:
+        self.path, self.fd = path, fd
+
+    @classmethod
+    def new(cls, tmp: str) -> tuple[str, _Claim]:
+        """Create and lock a fresh lock file in the folder `tmp`; return its token and the claim."""
+        os.makedirs(tmp, exist_ok=True)
+        while True:
+            token = uuid.uuid4().hex
+            claim = cls.take(f"{tmp}/{token}.lock", create=True)
+            # None: a sweeper took (or removed) the brand-new file between its creation and our lock
+            if claim is not None:
+                return token, claim
+
+    @classmethod
+    def take(cls, path: str, create: bool = False) -> _Claim | None:
+        """Lock the file at `path` without waiting; None when someone holds it or it is gone."""
+        try:
+            fd = os.open(path, os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0), 0o644)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # the file may have been removed between our open and our lock: then it claims nothing
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return cls(path, fd)
+        except (BlockingIOError, FileNotFoundError):
+            pass
+        os.close(fd)
+        return None
+
+    def record(self, key: str) -> None:
+        """Note that the object `key` is about to be published, so a sweep can settle it if we die."""
+        os.write(self.fd, f"{key}\n".encode())
+
+    def keys(self) -> list[str]:
+        """Return the keys a (dead) writer recorded."""
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        with open(os.dup(self.fd), encoding="utf-8", errors="replace") as f:
+            return [line.strip() for line in f if line.strip()]
+
+    def release(self, forget: bool) -> None:
+        """Let go of the claim; with `forget`, remove the lock file (nothing is left to settle)."""
+        if forget:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+        os.close(self.fd)
+
+
+@dataclass
+class Staged:
+    """A file or directory copied into `tmp/` and hashed, waiting to be published as `artifact.key`."""
+
+    artifact: StoredArtifact
+    source: Path
+    entry: str
+    claim: _Claim | None = field(default=None, repr=False)
+    published: bool = False
+
+
+@contextlib.contextmanager
+def _disk_full_is_an_error(url: str) -> Iterator[None]:
+    """Turn a full disk while writing to the store at `url` into a one-line LeptonError."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in _FULL:
+            raise
+        raise LeptonError(f"no space left on device while writing the artifact to {url}") from e
 
 
 def infer_format(path: Path) -> str:
@@ -166,31 +248,66 @@ class ArtifactStore:
 
     def put(self, source: str | Path, fmt: str | None = None) -> StoredArtifact:
         """Copy a local file or directory into the store (atomically) and return its entry."""
+        with self.staged(source, fmt) as staged:
+            self.publish(staged)
+        return staged.artifact
+
+    @contextlib.contextmanager
+    def staged(self, source: str | Path, fmt: str | None = None) -> Iterator[Staged]:
+        """Copy `source` into `tmp/`, hashing it, and yield it to be published; `tmp/` is cleared after."""
         source = Path(source)
         if not source.exists():
             raise NotFoundError(f"no such file or directory: {source}")
         name = source.resolve().name
         if not _SAFE_NAME.match(name):
             name = "artifact" + "".join(source.suffixes[-1:])
-        tmp_dir = self.path(f"tmp/{uuid.uuid4().hex}")
-        self.fs.makedirs(tmp_dir, exist_ok=True)
-        try:
-            if source.is_dir():
-                entries, size = [], 0
-                for f in _files(source):
-                    rel = f.relative_to(source).as_posix()
-                    digest, n = self._copy_in(f, f"{tmp_dir}/{name}/{rel}")
-                    entries.append((rel, digest))
-                    size += n
-                sha = _manifest_digest(entries)
+        claim = None
+        with _disk_full_is_an_error(self.url):
+            if self.local:
+                token, claim = _Claim.new(self.path("tmp"))
             else:
-                sha, size = self._copy_in(source, f"{tmp_dir}/{name}")
+                token = uuid.uuid4().hex
+        tmp_dir = self.path(f"tmp/{token}")
+        staged: Staged | None = None
+        ok = False
+        try:
+            with _disk_full_is_an_error(self.url):
+                sha, size = self._copy_tree(source, f"{tmp_dir}/{name}")
             key = f"objects/{sha[:2]}/{sha}/{name}"
-            self._publish(f"{tmp_dir}/{name}", self.path(key))
+            stored = StoredArtifact(key=key, sha256=sha, size_bytes=size, format=fmt or infer_format(source))
+            staged = Staged(stored, source, f"{tmp_dir}/{name}", claim)
+            yield staged
+            ok = True
         finally:
             if self.fs.exists(tmp_dir):
                 self.fs.rm(tmp_dir, recursive=True)
-        return StoredArtifact(key=key, sha256=sha, size_bytes=size, format=fmt or infer_format(source))
+            if claim is not None:
+                # published but maybe unrecorded (the caller failed after): the lock file stays for a sweep
+                claim.release(forget=ok or staged is None or not staged.published)
+
+    def _copy_tree(self, source: Path, dest: str) -> tuple[str, int]:
+        """Copy a file or directory to `dest`, hashing it; return (sha256, bytes)."""
+        if not source.is_dir():
+            return self._copy_in(source, dest)
+        entries, size = [], 0
+        for f in _files(source):
+            rel = f.relative_to(source).as_posix()
+            digest, n = self._copy_in(f, f"{dest}/{rel}")
+            entries.append((rel, digest))
+            size += n
+        return _manifest_digest(entries), size
+
+    def publish(self, staged: Staged) -> None:
+        """Move a staged copy to its final name (unless it is stored whole already)."""
+        final = self.path(staged.artifact.key)
+        with _disk_full_is_an_error(self.url):
+            if staged.claim is not None:
+                staged.claim.record(staged.artifact.key)
+            staged.published = True
+            if not self.fs.exists(staged.entry) and not self.has(staged.artifact.key):
+                # published by an earlier try of the caller's transaction, then deleted as unused: copy again
+                self._copy_tree(staged.source, staged.entry)
+            self._publish(staged.entry, final)
 
     def _copy_in(self, src: Path, dest: str) -> tuple[str, int]:
         """Copy one file while hashing what is written; return (sha256, bytes)."""
@@ -283,6 +400,38 @@ class ArtifactStore:
                 f"artifact {self.location(key)} is corrupted: expected sha256 {sha256}, found {actual}"
             )
         return path
+
+    def sweep_tmp(self, settle: Callable[[list[str]], object]) -> int:
+        """Remove what dead writers left in `tmp/`, first passing `settle` the keys they may have published
+        unrecorded; return how many writers' leftovers went (a remote store keeps its `tmp/`)."""
+        tmp = self.path("tmp")
+        if not self.local or not os.path.isdir(tmp):
+            return 0
+        swept = 0
+        for entry in sorted(os.listdir(tmp)):
+            path = f"{tmp}/{entry}"
+            if entry.endswith(".lock"):
+                swept += self._sweep_claim(path, settle)
+            elif not entry.startswith(".") and not os.path.exists(f"{path}.lock"):
+                # a delete's trash, or a writer's folder whose lock file a sweep removed: nobody owns it
+                shutil.rmtree(path, ignore_errors=True)
+        return swept
+
+    def _sweep_claim(self, lock_path: str, settle: Callable[[list[str]], object]) -> int:
+        """Settle and remove one dead writer's leftovers if nobody holds `lock_path`; return 1 if removed."""
+        claim = _Claim.take(lock_path)
+        if claim is None:
+            return 0
+        try:
+            keys = claim.keys()
+            if keys:
+                settle(keys)
+            shutil.rmtree(lock_path.removesuffix(".lock"), ignore_errors=True)
+            claim.release(forget=True)
+        except BaseException:
+            claim.release(forget=False)
+            raise
+        return 1
 
     def delete(self, key: str) -> None:
         """Remove the object `key` with its content directory (each name its bytes were stored under)."""

@@ -4,7 +4,7 @@ it needs is stored."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +12,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, joinedload
 
 from lepton_ai import config
-from lepton_ai.errors import InvalidInputError, NotFoundError
+from lepton_ai.errors import InvalidInputError, LeptonError, NotFoundError
 from lepton_ai.store import db
 from lepton_ai.store.artifacts import ArtifactStore
 from lepton_ai.store.refs import Ref, Versioned, check_name, parse_ref
 from lepton_ai.store.registry import check_json
-from lepton_ai.store.schema import Dataset, DatasetVersion, iso
+from lepton_ai.store.schema import Dataset, DatasetObject, DatasetVersion, iso
+from lepton_ai.store.sweep import lock_objects
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ class NewVersion:
     stats: dict[str, Any]
     schema: dict[str, Any]
     source: str
+    # the packs its records are in
+    objects: list[str] = field(default_factory=list)
 
 
 class Datasets(db.Database):
@@ -82,8 +85,16 @@ class Datasets(db.Database):
         check_name(name, "dataset")
         stats, schema = check_json(new.stats, "stats"), check_json(new.schema, "schema")
         stored = self.artifacts.put(new.manifest, fmt="parquet")
+        needed = [stored.key, *new.objects]
 
         def insert(s: Session) -> DatasetVersionInfo:
+            # under the objects' locks a concurrent rm or sweep saw this version's rows, or deleted first
+            lock_objects(s, needed)
+            missing = [key for key in needed if not self.artifacts.has(key)]
+            if missing:
+                raise LeptonError(
+                    f"{missing[0]} went missing during the add (a concurrent cleanup): add again"
+                )
             dataset = s.scalars(select(Dataset).where(Dataset.name == name).with_for_update()).first()
             if dataset is None:
                 dataset = Dataset(name=name, format=new.format, schema=schema)
@@ -105,6 +116,7 @@ class Datasets(db.Database):
                 stored_bytes=new.stored_bytes + stored.size_bytes,
                 stats=stats,
                 source=new.source,
+                objects=[DatasetObject(key=key) for key in sorted(set(new.objects))],
             )
             s.add(row)
             s.flush()

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from lepton_ai import config
-from lepton_ai.errors import InvalidInputError
+from lepton_ai.errors import InvalidInputError, LeptonError, one_line
 
 T = TypeVar("T")
 
@@ -151,12 +151,36 @@ def downgrade(engine: Engine, revision: str) -> None:
     transact(engine, migrate)
 
 
+# what the server or driver says when the connection went, or cannot be made yet (a restart)
+_CONNECTION_LOST = (
+    "connection refused",
+    "connection failed",
+    "server closed the connection",
+    "terminating connection",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the connection is closed",
+    "connection is lost",
+    "consuming input failed",
+)
+
+
+def _connection_lost(exc: DBAPIError) -> bool:
+    """Return whether `exc` says the connection to the server went, or cannot be made."""
+    text = str(exc.orig).lower()
+    return exc.connection_invalidated or any(s in text for s in _CONNECTION_LOST)
+
+
 def _retryable(exc: DBAPIError) -> bool:
     # two writers created the same row: the retry sees it
     if isinstance(exc, IntegrityError):
         return True
+    # a lost connection took its transaction with it (the server rolls back what was not committed)
+    if _connection_lost(exc):
+        return True
     text = str(exc.orig).lower()
-    return any(s in text for s in ("locked", "busy", "deadlock", "could not serialize"))
+    locked = ("locked", "busy", "deadlock", "could not serialize")
+    return isinstance(exc, OperationalError) and any(s in text for s in locked)
 
 
 def reader(engine: Engine) -> Engine:
@@ -165,16 +189,38 @@ def reader(engine: Engine) -> Engine:
 
 
 def transact(engine: Engine, fn: Callable[[Session], T], attempts: int = 10) -> T:
-    """Run `fn(session)` in one transaction and return its result, retrying lock conflicts."""
+    """Run `fn(session)` in one transaction and return its result, retrying lock conflicts and lost
+    connections, but never a commit whose outcome is unknown."""
     for attempt in range(attempts):
+        committing = False
         try:
-            with Session(engine, expire_on_commit=False) as session, session.begin():
-                return fn(session)
-        except (OperationalError, IntegrityError) as exc:
+            with Session(engine, expire_on_commit=False) as session:
+                with session.begin():
+                    result = fn(session)
+                    session.flush()
+                    # past here the commit may have landed even if it raises: no retry may repeat it
+                    committing = True
+                return result
+        except DBAPIError as exc:
+            if committing and _connection_lost(exc) and not _read_only(engine):
+                raise LeptonError(
+                    f"lost the connection to the registry database at {safe_url(str(engine.url))} while "
+                    "committing: the change may or may not have been saved"
+                ) from exc
             if attempt == attempts - 1 or not _retryable(exc):
+                if _connection_lost(exc):
+                    raise LeptonError(
+                        f"cannot reach the registry database at {safe_url(str(engine.url))}: "
+                        f"{one_line(exc.orig or exc)}"
+                    ) from exc
                 raise
             time.sleep(min(2.0, 0.02 * 2**attempt) * (0.5 + random.random()))
     raise AssertionError("unreachable")
+
+
+def _read_only(engine: Engine) -> bool:
+    """Return whether `engine` runs read-only transactions (see `reader`)."""
+    return bool(engine.get_execution_options().get(READ_ONLY))
 
 
 class Database:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 from lepton_ai import config
 from lepton_ai.errors import InvalidInputError, NotFoundError
 from lepton_ai.store import db
-from lepton_ai.store.artifacts import ArtifactStore
+from lepton_ai.store.artifacts import ArtifactStore, StoredArtifact
 from lepton_ai.store.refs import Ref, Versioned, check_name, parse_ref
 from lepton_ai.store.schema import Model, ModelVersion, Run, RunMetric, iso, utcnow
 from lepton_ai.store.summaries import MetricSummary, metric_summaries
@@ -151,46 +151,72 @@ class Registry(db.Database):
             self.get(parent)
         if run_id is not None:
             self.get_run(run_id)
-        stored = self.artifacts.put(path, fmt=format)
+        # what an earlier register or rm left when it was killed
+        self.sweep()
+        with self.artifacts.staged(path, fmt=format) as staged:
+            stored = staged.artifact
 
-        def insert(s: Session) -> VersionInfo:
-            # a concurrent `rm` of the same bytes then deletes before or after this row is in: see sweep
-            lock_objects(s, [stored.key])
-            model = s.scalars(select(Model).where(Model.name == name).with_for_update()).first()
-            if model is None:
-                model = Model(name=name, description=description or "", tags=list(tags or []))
-                s.add(model)
-                # a concurrent creator makes this raise; transact() retries
-                s.flush()
-            else:
-                if description is not None:
-                    model.description = description
-                if tags:
-                    model.tags = sorted(set(model.tags) | set(tags))
-            parent_row = self._version_row(s, parse_ref(parent)) if parent else None
-            model.last_version += 1
-            row = ModelVersion(
-                model=model,
-                version=model.last_version,
-                uri=stored.key,
-                format=stored.format,
-                size_bytes=stored.size_bytes,
-                sha256=stored.sha256,
-                metrics=metrics,
-                parent=parent_row,
-                recipe=recipe,
-                run_id=run_id,
-                dataset=dataset,
-            )
-            s.add(row)
+            def insert(s: Session) -> VersionInfo:
+                # published under the object's lock: a concurrent `rm` or sweep sees our row or none of our
+                # files; a register killed before its commit leaves an object its lock file names for a sweep
+                lock_objects(s, [stored.key])
+                self.artifacts.publish(staged)
+                return self._insert_version(
+                    s, name, stored, description, tags, parent, metrics, recipe, run_id, dataset
+                )
+
+            return self._tx(insert)
+
+    def _insert_version(
+        self,
+        s: Session,
+        name: str,
+        stored: StoredArtifact,
+        description: str | None,
+        tags: list[str] | None,
+        parent: str | None,
+        metrics: dict[str, Any],
+        recipe: dict[str, Any] | None,
+        run_id: int | None,
+        dataset: str | None,
+    ) -> VersionInfo:
+        """Add the row of the next version of `name`, making the model when it is new; return it."""
+        model = s.scalars(select(Model).where(Model.name == name).with_for_update()).first()
+        if model is None:
+            model = Model(name=name, description=description or "", tags=list(tags or []))
+            s.add(model)
+            # a concurrent creator makes this raise; transact() retries
             s.flush()
-            return self._info(row)
+        else:
+            if description is not None:
+                model.description = description
+            if tags:
+                model.tags = sorted(set(model.tags) | set(tags))
+        parent_row = self._version_row(s, parse_ref(parent)) if parent else None
+        model.last_version += 1
+        row = ModelVersion(
+            model=model,
+            version=model.last_version,
+            uri=stored.key,
+            format=stored.format,
+            size_bytes=stored.size_bytes,
+            sha256=stored.sha256,
+            metrics=metrics,
+            parent=parent_row,
+            recipe=recipe,
+            run_id=run_id,
+            dataset=dataset,
+        )
+        s.add(row)
+        s.flush()
+        return self._info(row)
 
-        info = self._tx(insert)
-        # a concurrent `rm` of the same content deleted the object before our row was in
-        if not self.artifacts.has(stored.key):
-            self.artifacts.put(path, fmt=format)
-        return info
+    def sweep(self) -> int:
+        """Clear what killed registers left in the store's `tmp/`, deleting the objects they published but
+        never recorded; return how many writers' leftovers went."""
+        return self.artifacts.sweep_tmp(
+            lambda keys: self._tx(lambda s: delete_unused(s, self.artifacts, keys))
+        )
 
     def get(self, ref: str) -> VersionInfo:
         """Return the version `ref` names (`NAME` for the latest, or `NAME:VERSION`)."""
@@ -298,6 +324,7 @@ class Registry(db.Database):
             return gone
 
         gone = self._tx(delete)
+        self.sweep()
         # content is shared: delete only what nobody uses, under the locks `register` takes
         self._tx(lambda s: delete_unused(s, self.artifacts, [v.key for v in gone]))
         return gone

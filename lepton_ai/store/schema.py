@@ -234,3 +234,15 @@ class DatasetVersion(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
     dataset: Mapped[Dataset] = relationship(back_populates="versions")
+    objects: Mapped[list[DatasetObject]] = relationship(cascade="all, delete-orphan")
+
+
+class DatasetObject(Base):
+    """An object of the artifact store a dataset version needs besides its manifest (a pack of its records):
+    what keeps it from being deleted as unused."""
+
+    __tablename__ = "dataset_objects"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id", ondelete="CASCADE"), index=True)
+    key: Mapped[str] = mapped_column(String(1024), index=True)

@@ -19,7 +19,7 @@ from sqlalchemy import or_, select, text
 from sqlalchemy.orm import Session
 
 from lepton_ai.store.artifacts import ArtifactStore
-from lepton_ai.store.schema import ModelVersion
+from lepton_ai.store.schema import DatasetObject, DatasetVersion, ModelVersion
 
 
 def _folder(key: str) -> str:
@@ -40,15 +40,21 @@ def lock_objects(session: Session, keys: Iterable[str]) -> None:
 
 
 def delete_unused(session: Session, store: ArtifactStore, keys: Iterable[str]) -> list[str]:
-    """Delete the objects of `keys` that no version uses, holding their locks; return the deleted keys."""
+    """Delete the objects of `keys` that no model or dataset version uses, holding their locks; return the
+    deleted keys."""
     by_folder = {_folder(k): k for k in keys}
     if not by_folder:
         return []
     lock_objects(session, by_folder.values())
     # This transaction writes no row, so a commit that fails after the files went cannot leave rows
     # pointing at them; the rows of the removed versions were deleted (and committed) before.
-    prefixes = [ModelVersion.uri.startswith(f"{f}/", autoescape=True) for f in by_folder]
-    used = {_folder(uri) for uri in session.scalars(select(ModelVersion.uri).where(or_(*prefixes)))}
+    used = {
+        _folder(key)
+        for column in (ModelVersion.uri, DatasetVersion.manifest_uri, DatasetObject.key)
+        for key in session.scalars(
+            select(column).where(or_(*(column.startswith(f"{f}/", autoescape=True) for f in by_folder)))
+        )
+    }
     unused = [key for folder, key in by_folder.items() if folder not in used]
     for key in unused:
         store.delete(key)

@@ -1,4 +1,4 @@
-"""Datasets, their versions, and the data version each model version came from.
+"""Datasets, their versions and the packs they need, and the data version each model version came from.
 
 Revision ID: 0004
 Revises: 0003
@@ -43,6 +43,19 @@ def upgrade() -> None:
         sa.UniqueConstraint("dataset_id", "version", name="uq_dataset_versions_dataset_version"),
     )
     op.create_index("ix_dataset_versions_dataset_id", "dataset_versions", ["dataset_id"])
+    op.create_table(
+        "dataset_objects",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column(
+            "version_id",
+            sa.Integer(),
+            sa.ForeignKey("dataset_versions.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        sa.Column("key", sa.String(1024), nullable=False),
+    )
+    op.create_index("ix_dataset_objects_version_id", "dataset_objects", ["version_id"])
+    op.create_index("ix_dataset_objects_key", "dataset_objects", ["key"])
     with op.batch_alter_table("model_versions") as batch:
         batch.add_column(sa.Column("dataset", sa.String(160), nullable=True))
         batch.create_index("ix_model_versions_dataset", ["dataset"])
@@ -52,5 +65,6 @@ def downgrade() -> None:
     with op.batch_alter_table("model_versions") as batch:
         batch.drop_index("ix_model_versions_dataset")
         batch.drop_column("dataset")
+    op.drop_table("dataset_objects")
     op.drop_table("dataset_versions")
     op.drop_table("datasets")
