@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,17 @@ def test_a_dataset_keeps_its_format_and_names_what_is_missing(db_url: str, tmp_p
     with pytest.raises(NotFoundError, match="has no version 9"):
         datasets.get("t:9")
     assert [v.version for v in datasets.list_versions("t")] == [1]
+
+
+def test_what_a_dataset_version_needs_is_never_deleted_as_unused(db_url: str, tmp_path: Path) -> None:
+    from lepton_ai.store.sweep import delete_unused
+
+    datasets = Datasets(db_url)
+    pack, spare = tmp_path / "pack.bin", tmp_path / "spare.bin"
+    pack.write_bytes(b"records")
+    spare.write_bytes(b"nobody's")
+    kept, unused = datasets.artifacts.put(pack).key, datasets.artifacts.put(spare).key
+    info = datasets.register("t", replace(version(tmp_path, 3), objects=[kept]))
+    deleted = datasets._tx(lambda s: delete_unused(s, datasets.artifacts, [kept, info.manifest_key, unused]))
+    assert deleted == [unused]
+    assert datasets.artifacts.has(kept) and datasets.artifacts.has(info.manifest_key)
