@@ -11,7 +11,8 @@ load while its model process is killed, then under abuse.
 - Abuse (`--abuse-seconds`, in two halves): inline 4096 × 4096 PNGs (base64, one example a request) a few a
   second, good requests at a modest rate and `/healthz` probed every 50 ms on a fresh connection each (as an
   orchestrator does); in the second half also 600 connections that send a POST's headers (with a
-  Content-Length) and stall (apart, so that what the stalled connections do cannot hide what the PNGs do).
+  Content-Length) and stall, each opened again when the server ends it (apart, so that what the stalled
+  connections do cannot hide what the PNGs do).
   Checks, for each half: /healthz p99 < 100 ms, the good requests answered 2xx.
 
 Every check is printed PASS/FAIL with its figure; the exit code is 0 either way (the figures are recorded).
@@ -319,21 +320,34 @@ async def stall(url: str, body_bytes: int = 4096) -> tuple[asyncio.StreamReader,
     return reader, writer
 
 
-async def watch(reader: asyncio.StreamReader, begin: float) -> tuple[str, float]:
-    """Return what the server did with a stalled connection (its status line, or closed) and when (s)."""
-    line = await reader.readline()
-    what = line.decode(errors="replace").strip() or "closed"
-    return what, round(time.perf_counter() - begin, 2)
+async def hold(url: str, begin: float, seconds: float) -> list[tuple[str, float]]:
+    """Keep one stalled connection open for `seconds`, opening another each time the server ends one; return
+    what the server did with each (its status line, or closed) and when (s)."""
+    ended: list[tuple[str, float]] = []
+    deadline = begin + seconds
+    while (left := deadline - time.perf_counter()) > 0:
+        try:
+            reader, writer = await stall(url)
+        except OSError:
+            await asyncio.sleep(0.1)
+            continue
+        try:
+            line = await asyncio.wait_for(reader.readline(), left)
+            ended.append(
+                (line.decode(errors="replace").strip() or "closed", round(time.perf_counter() - begin, 2))
+            )
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            writer.close()
+    return ended
 
 
 async def abuse(url: str, good_body: bytes, args: Any, stalled: int, seconds: float) -> dict[str, Any]:
     """`stalled` stalled connections, a stream of 4096² PNGs, good requests and /healthz probes together."""
     begin, log = time.perf_counter(), Log()
-    opened = await asyncio.gather(*(stall(url) for _ in range(stalled)), return_exceptions=True)
-    streams = [s for s in opened if not isinstance(s, BaseException)]
-    if stalled:
-        console.print(f"  {len(streams)} of {stalled} stalled connections open")
-    watchers = [asyncio.create_task(watch(r, begin)) for r, _ in streams]
+    # as many stalled connections all along: one the server ends is opened again
+    holders = [asyncio.create_task(hold(url, begin, seconds)) for _ in range(stalled)]
     good, png = post(url, "/predict", good_body), post(url, "/predict", png_body())
     health = f"GET /healthz HTTP/1.1\r\nHost: {urlsplit(url).netloc}\r\nConnection: close\r\n\r\n".encode()
     await asyncio.gather(
@@ -341,14 +355,10 @@ async def abuse(url: str, good_body: bytes, args: Any, stalled: int, seconds: fl
         open_loop(url, lambda i: (good, GOOD), args.good_rate, seconds, log, clients=16),
         open_loop(url, lambda i: (png, PNG), args.png_rate, seconds, log, clients=16),
     )
-    ended = [w.result() for w in watchers if w.done() and not w.exception()]
-    for w in watchers:
-        w.cancel()
-    for _, writer in streams:
-        writer.close()
+    ended = [e for each in await asyncio.gather(*holders) for e in each]
     return {
         "seconds": seconds,
-        "stalled_opened": len(streams),
+        "stalled_held": stalled,
         # what the server did with the stalled connections meanwhile: its answers on them, or closed
         "stalled_answered": dict(Counter(what for what, _ in ended)),
         "stalled_first_answer_s": min((s for _, s in ended), default=None),
@@ -425,7 +435,7 @@ def tables(result: dict[str, Any]) -> None:
                     name, kind, str(f["requests"]), str(f["statuses"]), *(str(v) for v in f["ms"].values())
                 )
             console.print(
-                f"  {name}: {part['stalled_opened']} stalled connections; the server's answers on them: "
+                f"  {name}: {part['stalled_held']} stalled connections held; the server's answers on them: "
                 f"{part['stalled_answered'] or 'none'}"
             )
         console.print(t)
