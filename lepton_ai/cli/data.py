@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -77,12 +78,22 @@ def list_(json: Json = False) -> None:
 
 @app.command()
 def show(
-    ref: Annotated[str, typer.Argument(help="NAME (the latest version) or NAME:VERSION.")], json: Json = False
+    ref: Annotated[str, typer.Argument(help="NAME (the latest version) or NAME:VERSION.")],
+    card: Annotated[
+        Path | None, typer.Option(help="Also write the dataset card here (card.md and its PNGs).")
+    ] = None,
+    json: Json = False,
 ) -> None:
     """Show a dataset version: counts, classes, splits, what was left out and why, and its schema."""
     from lepton_ai.store.datasets import Datasets
 
     info = Datasets().get(ref)
+    if card is not None:
+        from lepton_ai.data.card import write_card
+
+        written = write_card(info.ref, card)
+        if not json:
+            console.print(f"wrote {', '.join(str(p) for p in written)}")
     if json:
         print_json(info.to_dict())
         return
@@ -99,6 +110,8 @@ def show(
             "splits": stats.get("splits"),
             "quarantined": stats.get("quarantined"),
             "duplicates removed": stats.get("duplicates"),
+            "near duplicates": stats.get("near_duplicates"),
+            "label issues": stats.get("label_issues", "not looked for (lepton data clean --label-issues)"),
             "schema": info.schema,
             "source": info.source,
             "created": info.created_at,
@@ -106,3 +119,44 @@ def show(
     )
     for q in stats.get("quarantine", [])[:20]:
         console.print(f"  quarantined {q['record']}: {q['reason']}", highlight=False)
+
+
+@app.command()
+def clean(
+    ref: Annotated[str, typer.Argument(help="NAME (the latest version) or NAME:VERSION.")],
+    label_issues: Annotated[
+        bool, typer.Option("--label-issues", help="Find likely wrong labels (cleanlab, out-of-fold).")
+    ] = False,
+    drop: Annotated[bool, typer.Option(help="Register a new version without them.")] = False,
+    folds: Annotated[int, typer.Option(min=2, help="Cross-validation folds of the quick model.")] = 5,
+    seed: Annotated[int, typer.Option(help="The folds' seed.")] = 0,
+    json: Json = False,
+) -> None:
+    """Find likely wrong labels in a dataset version; with --drop, register the next version without them."""
+    from lepton_ai.data.clean import drop_label_issues
+    from lepton_ai.data.clean import label_issues as find
+    from lepton_ai.errors import InvalidInputError
+
+    if not label_issues:
+        raise InvalidInputError(
+            "say what to clean: --label-issues (duplicates and bad files go at `data add`)"
+        )
+    info, issues = find(ref, folds, seed)
+    cleaned = drop_label_issues(info, issues) if drop else None
+    if json:
+        print_json(
+            {
+                "ref": info.ref,
+                "issues": [i.to_dict() for i in issues],
+                "cleaned": cleaned.ref if cleaned else None,
+            }
+        )
+        return
+    rows = ((i.record, i.given, i.suggested, f"{i.given_probability:.3f}") for i in issues[:50])
+    print_table(
+        f"{len(issues)} likely wrong labels in {info.ref}", ("record", "given", "suggested", "p(given)"), rows
+    )
+    if cleaned is not None:
+        console.print(
+            f"registered [bold]{cleaned.ref}[/]: {cleaned.records:,} records, {len(issues)} dropped"
+        )

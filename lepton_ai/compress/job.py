@@ -97,7 +97,9 @@ def optimize_and_register(
                 format="lepton",
                 description=f"{model}, as given to lepton optimize",
             ).ref
-    run = registry.start_run("optimize", {"model": parent, "data": data, **options}, name=name)
+    # a registered dataset: the version it resolved to, which the optimized version records
+    dataset = splits["test"].meta.get("dataset")
+    run = registry.start_run("optimize", {"model": parent, "data": dataset or data, **options}, name=name)
     try:
         result = optimize(
             net,
@@ -130,6 +132,7 @@ def optimize_and_register(
                 parent=parent,
                 recipe={"candidate": best["name"], **best["recipe"]},
                 run_id=run.id,
+                dataset=dataset,
             ).ref
     except BaseException as e:
         registry.end_run(run.id, "cancelled" if isinstance(e, KeyboardInterrupt) else "failed")

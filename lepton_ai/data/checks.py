@@ -41,11 +41,14 @@ class ImageFacts:
     mode: str
     width: int
     height: int
+    # a perceptual hash: equal for the same picture re-encoded, resized or slightly recoloured
+    phash: str = ""
 
 
 def check_image(path: str, raw: bytes) -> ImageFacts:
     """Return the facts of the image in `raw`; raise BadRecord if it does not decode whole or is not the
     format its name says."""
+    import imagehash
     from PIL import Image, UnidentifiedImageError
 
     expected = _IMAGE_FORMATS.get(posixpath.splitext(path)[1].lower())
@@ -55,7 +58,7 @@ def check_image(path: str, raw: bytes) -> ImageFacts:
                 raise BadRecord(f"a {image.format or 'unknown'} file named as {expected}")
             # decodes every pixel: a truncated file fails here
             image.load()
-            return ImageFacts(image.mode, image.width, image.height)
+            return ImageFacts(image.mode, image.width, image.height, str(imagehash.phash(image)))
     except UnidentifiedImageError:
         raise BadRecord("not an image Pillow can read") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:

@@ -59,7 +59,10 @@ def add(
     )
     schema = datasets.schema(name) if known else None
     if fmt in FILE_FORMATS:
-        found = read_folder(src, fmt, previous, schema, datasets.artifacts, options.workers, options.progress)
+        same = bool(known and known.num_versions) and datasets.get(name).source == source
+        found = read_folder(
+            src, fmt, previous, schema, datasets.artifacts, options.workers, options.progress, same
+        )
     else:
         from lepton_ai.data.tables import read_table
 
@@ -73,7 +76,23 @@ def add(
         options.fractions,
         options.seed,
         m.previous_splits(previous),
+        frame[m.PHASH].to_numpy() if m.PHASH in frame else None,
     )
+    stats = _stats(frame, label, previous, tally, options)
+    return register_frame(datasets, name, frame, fmt, schema, stats, source, found.stored_bytes)
+
+
+def register_frame(
+    datasets: Datasets,
+    name: str,
+    frame: pd.DataFrame,
+    fmt: str,
+    schema: dict[str, Any],
+    stats: dict[str, Any],
+    source: str,
+    stored_bytes: int,
+) -> DatasetVersionInfo:
+    """Write `frame` as a manifest and register it as the next version of `name`, with the packs it names."""
     with tempfile.TemporaryDirectory(prefix="lepton-data-") as tmp:
         path = Path(tmp) / "manifest.parquet"
         m.write_manifest(frame, path)
@@ -83,8 +102,8 @@ def add(
             format=fmt if fmt in FILE_FORMATS else "table",
             records=len(frame),
             size_bytes=int(frame[m.SIZE].sum()) if m.SIZE in frame else path.stat().st_size,
-            stored_bytes=found.stored_bytes,
-            stats=_stats(frame, label, previous, tally, options),
+            stored_bytes=stored_bytes,
+            stats=stats,
             schema=schema,
             source=source,
             objects=sorted(set(frame[m.PACK])) if m.PACK in frame else [],
@@ -97,12 +116,19 @@ def _stats(
 ) -> dict[str, Any]:
     """Return what `lepton data show` tells of a version: counts by class and split, what was new, what was
     left out and why, and how the splits were made."""
+    return {
+        **counts(frame, label, previous),
+        "fractions": list(options.fractions),
+        "seed": options.seed,
+        **tally.to_dict(),
+    }
+
+
+def counts(frame: pd.DataFrame, label: str, previous: pd.DataFrame | None) -> dict[str, Any]:
+    """Return a manifest's records by class and by split, and how many an earlier version did not have."""
     kept = np.isin(frame[m.KEY].to_numpy(), previous[m.KEY].to_numpy()) if previous is not None else None
     return {
         "classes": {str(k): int(v) for k, v in frame[label].astype(str).value_counts().sort_index().items()},
         "splits": {s: int((frame[m.SPLIT] == s).sum()) for s in splits.SPLITS},
         "new_records": int(len(frame) - (kept.sum() if kept is not None else 0)),
-        "fractions": list(options.fractions),
-        "seed": options.seed,
-        **tally.to_dict(),
     }

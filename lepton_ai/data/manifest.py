@@ -11,8 +11,9 @@ import pandas as pd
 
 KEY, SPLIT, ROW = "_key", "_split", "_row"
 # a folder's records
-PATH, LABEL, SIZE, PACK, OFFSET, LENGTH = "_path", "_label", "_size", "_pack", "_offset", "_length"
-MODE, WIDTH, HEIGHT = "_mode", "_width", "_height"
+PATH, LABEL, SIZE, MTIME = "_path", "_label", "_size", "_mtime"
+PACK, OFFSET, LENGTH = "_pack", "_offset", "_length"
+MODE, WIDTH, HEIGHT, PHASH = "_mode", "_width", "_height", "_phash"
 
 
 def read_manifest(path: Path, columns: list[str] | None = None) -> pd.DataFrame:

@@ -28,11 +28,14 @@ BATCH_ROWS = 65536
 
 @dataclass(frozen=True)
 class SourceFile:
-    """One file of a folder source: its path relative to the source, its class (its folder) and size."""
+    """One file of a folder source: its path relative to the source, its class (its folder), size and
+    modification time."""
 
     path: str
     label: str
     size: int
+    # None where the filesystem gives no modification time
+    mtime: float | None = None
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,8 @@ class Source:
                 raise InvalidInputError(
                     f"{self.url}/{rel} is in no class folder: expected {self.url}/<class>/"
                 )
-            found.append(SourceFile(rel, label, int(info.get("size") or 0)))
+            mtime = info.get("mtime")
+            found.append(SourceFile(rel, label, int(info.get("size") or 0), float(mtime) if mtime else None))
         if not found:
             raise InvalidInputError(
                 f"{self.url} holds no {fmt} files ({', '.join(suffixes)}) in class folders"

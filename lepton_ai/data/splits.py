@@ -39,9 +39,11 @@ def assign(
     fractions: Fractions,
     seed: int,
     previous: dict[str, str] | None = None,
+    groups: np.ndarray | None = None,
 ) -> np.ndarray:
     """Return each record's split: in each class, records of the previous version keep theirs, and the new
-    ones, in a seeded order, fill each split up to its share of the class."""
+    ones, in a seeded order, fill each split up to its share of the class; then records of one group (near
+    duplicates) all take one split, so that none is tested on a copy of what it was trained on."""
     previous = previous or {}
     out = np.array([previous.get(k, "") for k in keys], dtype=object)
     rng = np.random.default_rng(seed)
@@ -53,7 +55,19 @@ def assign(
         # sorted by key first: the order depends on the records, not on how they were listed
         new = new[np.argsort(keys[new], kind="stable")][rng.permutation(len(new))]
         out[new] = _fill(out[members], len(members), new, fractions)
-    return out
+    return out if groups is None else _together(out, keys, groups, previous)
+
+
+def _together(out: np.ndarray, keys: np.ndarray, groups: np.ndarray, previous: dict[str, str]) -> np.ndarray:
+    """Return `out` with each group's records in one split: that of a member the previous version had, else
+    that of its smallest key."""
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {"group": groups, "split": out, "key": keys, "new": [k not in previous for k in keys]}
+    )
+    first = frame.sort_values(["new", "key"]).groupby("group", sort=False)["split"].first()
+    return frame["group"].map(first).to_numpy(dtype=object)
 
 
 def _fill(current: np.ndarray, size: int, new: np.ndarray, fractions: Fractions) -> np.ndarray:

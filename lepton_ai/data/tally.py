@@ -17,10 +17,12 @@ LISTED = 1000
 
 @dataclass
 class Tally:
-    """The records an add left out: quarantined ones with why, and exact duplicates of a record kept."""
+    """The records an add left out (quarantined ones with why, exact duplicates of a record kept) and those it
+    kept that look alike (near duplicates)."""
 
     quarantined: list[dict[str, Any]] = field(default_factory=list)
     duplicates: list[dict[str, Any]] = field(default_factory=list)
+    near: list[dict[str, Any]] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
 
     def quarantine(self, where: str | int, reason: str) -> None:
@@ -34,6 +36,12 @@ class Tally:
         self.counts["duplicates"] += 1
         if len(self.duplicates) < LISTED:
             self.duplicates.append({"record": where, "of": of})
+
+    def near_duplicate(self, where: str, of: str) -> None:
+        """Note that the record at `where` looks like `of` (both kept: one split holds them)."""
+        self.counts["near_duplicates"] += 1
+        if len(self.near) < LISTED:
+            self.near.append({"record": where, "of": of})
 
     def check_strict(self, strict: bool) -> None:
         """Under --strict, refuse the add if anything was quarantined, naming the first few."""
@@ -51,6 +59,8 @@ class Tally:
             "duplicates": self.counts["duplicates"],
             "quarantine": self.quarantined,
             "duplicate_records": self.duplicates,
+            "near_duplicates": self.counts["near_duplicates"],
+            "near_duplicate_records": self.near,
         }
 
 

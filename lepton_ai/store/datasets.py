@@ -124,6 +124,21 @@ class Datasets(db.Database):
 
         return self._tx(insert)
 
+    def update_stats(self, ref: str, stats: dict[str, Any]) -> DatasetVersionInfo:
+        """Merge `stats` into what version `ref` records of itself (its records never change); return it."""
+        stats = check_json(stats, "stats")
+        parsed = parse_ref(ref, "dataset")
+
+        def update(s: Session) -> DatasetVersionInfo:
+            row = self._version_row(s, parsed)
+            s.refresh(row, with_for_update=True)
+            # a new dict: the JSON column does not see changes made inside the old one
+            row.stats = {**(row.stats or {}), **stats}
+            s.flush()
+            return _info(row)
+
+        return self._tx(update)
+
     def get(self, ref: str) -> DatasetVersionInfo:
         """Return the version `ref` names (`NAME` for the latest, or `NAME:VERSION`)."""
         parsed = parse_ref(ref, "dataset")

@@ -45,3 +45,31 @@ def test_a_model_trained_on_a_dataset_version_names_it(cli, tmp_path: Path) -> N
     assert code == 0, err
     shown = json.loads(cli("models", "show", "c", "--json")[1])
     assert shown["dataset"] == "cancer:1" and "trained on cancer:1" in shown["description"]
+
+
+def test_clean_lists_label_issues_and_drops_them(cli, tmp_path: Path) -> None:
+    from tests.data.test_clean import flip
+
+    root = write_digits(tmp_path / "digits", 400)
+    flip(root, 0.05)
+    assert cli("data", "add", "noisy", str(root), "--json")[0] == 0
+    code, out, err = cli("data", "clean", "noisy", "--label-issues", "--drop", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["cleaned"] == "noisy:2" and len(result["issues"]) >= 10
+    assert {"record", "given", "suggested", "given_probability"} <= set(result["issues"][0])
+    code, _, err = cli("data", "clean", "noisy")
+    assert code == 2 and "--label-issues" in err
+
+
+def test_show_writes_the_dataset_card(cli, tmp_path: Path) -> None:
+    folder = write_digits(tmp_path / "digits", 60)
+    assert cli("data", "add", "d", str(folder), "--json")[0] == 0
+    code, out, err = cli("data", "show", "d", "--card", str(tmp_path / "card"))
+    assert code == 0, err
+    card = (tmp_path / "card" / "card.md").read_text()
+    assert (
+        card.startswith("# d:1") and "![classes](classes.png)" in card and "![samples](samples.png)" in card
+    )
+    for png in ("classes.png", "samples.png"):
+        assert (tmp_path / "card" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

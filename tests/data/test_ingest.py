@@ -169,3 +169,35 @@ def test_bad_names_and_columns_are_one_line_errors(tmp_path: Path, wine_frame: p
     with pytest.raises(InvalidInputError, match="invalid dataset name"):
         add("no/slashes", str(tmp_path / "wine.csv"))
     assert Datasets().list_datasets() == []
+
+
+def test_near_duplicates_are_reported_and_share_a_split(digit_folder: Path) -> None:
+    original = digit_folder / "2" / "00002.png"
+    with Image.open(original) as image:
+        # the same picture, other bytes: saved uncompressed
+        image.save(digit_folder / "2" / "resaved.png", compress_level=0)
+    info = add("digits-img", str(digit_folder))
+    assert info.stats["near_duplicates"] == 1 and info.stats["duplicates"] == 0
+    assert info.stats["near_duplicate_records"] == [{"record": "2/resaved.png", "of": "2/00002.png"}]
+    splits = {p: s for p, s in _column(info.ref, "_split").items() if p in ("2/00002.png", "2/resaved.png")}
+    assert len(set(splits.values())) == 1
+
+
+def _column(ref: str, column: str) -> dict[str, str]:
+    from lepton_ai.data.manifest import PATH, read_manifest
+
+    datasets = Datasets()
+    frame = read_manifest(datasets.manifest(datasets.get(ref)))
+    return dict(zip(frame[PATH], frame[column]))
+
+
+def test_an_unchanged_file_is_not_read_again(digit_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lepton_ai.data.sources import Source
+
+    add("digits-img", str(digit_folder))
+    changed = digit_folder / "0" / "00000.png"
+    Image.new("L", (8, 8), 99).save(changed)
+    read, real = [], Source.read
+    monkeypatch.setattr(Source, "read", lambda self, rel: read.append(rel) or real(self, rel))
+    info = add("digits-img", str(digit_folder))
+    assert read == ["0/00000.png"] and info.stats["new_records"] == 1
