@@ -25,6 +25,8 @@ _IMAGE_FORMATS = {
     ".gif": "GIF",
     ".webp": "WEBP",
 }
+# the lowest 8 rows of the 32-point DCT-II (scipy's unnormalised one): a pHash in two small products
+_DCT8 = 2 * np.cos(np.pi * (2 * np.arange(32)[None, :] + 1) * np.arange(8)[:, None] / 64)
 # the share of a column's cells that must read as a type for the column to have it
 _MOSTLY = 0.95
 _PANDAS_TYPES = {"integer": "int64", "number": "float64", "boolean": "bool", "string": "str"}
@@ -48,7 +50,6 @@ class ImageFacts:
 def check_image(path: str, raw: bytes) -> ImageFacts:
     """Return the facts of the image in `raw`; raise BadRecord if it does not decode whole or is not the
     format its name says."""
-    import imagehash
     from PIL import Image, UnidentifiedImageError
 
     expected = _IMAGE_FORMATS.get(posixpath.splitext(path)[1].lower())
@@ -58,11 +59,22 @@ def check_image(path: str, raw: bytes) -> ImageFacts:
                 raise BadRecord(f"a {image.format or 'unknown'} file named as {expected}")
             # decodes every pixel: a truncated file fails here
             image.load()
-            return ImageFacts(image.mode, image.width, image.height, str(imagehash.phash(image)))
+            return ImageFacts(image.mode, image.width, image.height, perceptual_hash(image))
     except UnidentifiedImageError:
         raise BadRecord("not an image Pillow can read") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise BadRecord(f"does not decode whole ({e})") from None
+
+
+def perceptual_hash(image: Any) -> str:
+    """Return the image's pHash (64 bits, hex): the signs of the lowest 8×8 DCT frequencies of its 32×32
+    grey version against their median, as imagehash computes it (there several times slower)."""
+    from PIL import Image
+
+    pixels = np.asarray(image.convert("L").resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float64)
+    low = (_DCT8 @ pixels @ _DCT8.T).ravel()
+    # the median of the 64, as np.median finds it, without its overhead
+    return np.packbits(low > np.partition(low, (31, 32))[31:33].mean()).tobytes().hex()
 
 
 def check_text(raw: bytes) -> None:

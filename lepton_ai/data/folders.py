@@ -20,8 +20,8 @@ from lepton_ai.data.tally import Found, Tally
 from lepton_ai.errors import InvalidInputError
 from lepton_ai.store import ArtifactStore
 
-# files read, hashed and checked at once: memory stays bounded whatever the folder's size
-_CHUNK = 256
+# files read, hashed and checked at once (memory stays bounded whatever the folder's size), and by one task
+_CHUNK, _PER_TASK = 1024, 32
 
 
 @dataclass(frozen=True)
@@ -49,14 +49,20 @@ def read_folder(
     the source of the previous version, a file of the same path, size and modification time is taken as it
     was, without reading it (as DVC and git do)."""
     files = src.files(fmt)
-    known = {} if previous is None else previous.set_index(m.KEY, drop=False).to_dict("index")
-    unchanged = {row[m.PATH]: row for row in known.values()} if same_source else {}
+    rows_before = [] if previous is None else m.as_rows(previous)
+    known = {row[m.KEY]: row for row in rows_before}
+    unchanged = {row[m.PATH]: row for row in rows_before} if same_source else {}
     tally, rows, seen = Tally(), [], dict[str, str]()
     packs = PackWriter(store)
     with progress_bar(progress) as bar, ThreadPoolExecutor(workers) as pool:
         task = bar.add_task(f"adding {src.url}", total=len(files))
-        for chunk in _chunks(files):
-            for read in pool.map(lambda f: _read(src, fmt, f, known, schema, unchanged.get(f.path)), chunk):
+
+        def read_all(few: list[SourceFile]) -> list[_Read]:
+            return [_read(src, fmt, f, known, schema, unchanged.get(f.path)) for f in few]
+
+        for chunk in _chunks(files, _CHUNK):
+            # a task reads several files: a hop to a thread per small file costs more than reading it
+            for read in (r for few in pool.map(read_all, _chunks(chunk, _PER_TASK)) for r in few):
                 bar.advance(task)
                 if read.problem:
                     tally.quarantine(read.file.path, read.problem)
@@ -153,9 +159,9 @@ def _near_duplicates(frame: pd.DataFrame, tally: Tally) -> None:
             first[phash] = path
 
 
-def _chunks(files: list[SourceFile]) -> Iterator[list[SourceFile]]:
-    for at in range(0, len(files), _CHUNK):
-        yield files[at : at + _CHUNK]
+def _chunks(files: list[SourceFile], size: int) -> Iterator[list[SourceFile]]:
+    for at in range(0, len(files), size):
+        yield files[at : at + size]
 
 
 def progress_bar(show: bool) -> Progress:

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from lepton_ai.data import manifest as m
@@ -126,7 +125,7 @@ def _stats(
 
 def counts(frame: pd.DataFrame, label: str, previous: pd.DataFrame | None) -> dict[str, Any]:
     """Return a manifest's records by class and by split, and how many an earlier version did not have."""
-    kept = np.isin(frame[m.KEY].to_numpy(), previous[m.KEY].to_numpy()) if previous is not None else None
+    kept = frame[m.KEY].isin(set(previous[m.KEY])) if previous is not None else None
     return {
         "classes": {str(k): int(v) for k, v in frame[label].astype(str).value_counts().sort_index().items()},
         "splits": {s: int((frame[m.SPLIT] == s).sum()) for s in splits.SPLITS},

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
@@ -59,6 +60,8 @@ class Source:
         if not found:
             raise NotFoundError(f"no such file or folder: {url}")
         self.local = "file" in _protocols(self.fs)
+        self._real_root = os.path.realpath(self.root) if self.local else ""
+        self._found: dict[str, dict[str, Any]] | None = None
 
     def guess_format(self) -> str:
         """Return the format the source's name or files suggest: a table by its suffix, else a folder of
@@ -69,7 +72,7 @@ class Source:
             if found is None:
                 raise InvalidInputError(f"{self.url}: cannot tell its format from {suffix!r}: give --format")
             return found
-        names = [posixpath.splitext(p)[1].lower() for p in self.fs.find(self.root)]
+        names = [posixpath.splitext(p)[1].lower() for p in self._listing()]
         counts = {fmt: sum(n in suffixes for n in names) for fmt, suffixes in FILE_FORMATS.items()}
         return max(counts, key=lambda fmt: counts[fmt])
 
@@ -80,7 +83,7 @@ class Source:
             raise InvalidInputError(f"{self.url} is a file: a {fmt} source is a folder of class folders")
         suffixes = FILE_FORMATS[fmt]
         found = []
-        for path, info in sorted(self.fs.find(self.root, detail=True).items()):
+        for path, info in sorted(self._listing().items()):
             rel = posixpath.relpath(path, self.root)
             if posixpath.splitext(rel)[1].lower() not in suffixes:
                 continue
@@ -98,15 +101,31 @@ class Source:
             )
         return found
 
+    def _listing(self) -> dict[str, dict[str, Any]]:
+        """Return every file under the source with its details (listed once)."""
+        if self._found is None:
+            self._found = _walk(self.root) if self.local else self.fs.find(self.root, detail=True)
+        return self._found
+
     def _check_inside(self, path: str) -> None:
         """Refuse a file that is a link to somewhere outside the source (it would add what was not asked)."""
-        if self.local:
-            real, root = os.path.realpath(path), os.path.realpath(self.root)
-            if os.path.commonpath([real, root]) != root:
-                raise InvalidInputError(f"{path} links outside the source ({real}): copy the file in instead")
+        if not self.local:
+            return
+        # a file's own link, or one of a folder above it: a folder's real place is looked up once
+        real = os.path.realpath(path) if os.path.islink(path) else self._real_folder(os.path.dirname(path))
+        if os.path.commonpath([real, self._real_root]) != self._real_root:
+            raise InvalidInputError(f"{path} links outside the source ({real}): copy the file in instead")
+
+    @functools.lru_cache(maxsize=4096)  # noqa: B019
+    def _real_folder(self, folder: str) -> str:
+        return os.path.realpath(folder)
 
     def read(self, rel: str) -> bytes:
         """Return the bytes of file `rel` of the source."""
+        if self.local:
+            # a plain open: fsspec's costs as much again as reading a small file
+            with open(os.path.join(self.root, rel), "rb") as f:
+                return f.read()
         with self.fs.open(posixpath.join(self.root, rel), "rb") as f:
             return bytes(f.read())
 
@@ -118,6 +137,28 @@ class Source:
         reader = {"csv": _csv_batches, "jsonl": _jsonl_batches, "parquet": _parquet_batches}[fmt]
         with self.fs.open(self.root, "rb") as f:
             yield from reader(f)
+
+
+def _walk(root: str) -> dict[str, dict[str, Any]]:
+    """Return every file under the local folder `root` with its size and modification time (os.walk with
+    one stat a file: fsspec's listing costs several times as much)."""
+    found, seen = {}, set()
+    for folder, folders, names in os.walk(root, followlinks=True):
+        # a link back up the tree would be walked for ever
+        real = os.path.realpath(folder)
+        if real in seen:
+            folders.clear()
+            continue
+        seen.add(real)
+        for name in names:
+            path = os.path.join(folder, name)
+            try:
+                stat = os.stat(path)
+            except OSError:
+                # a dangling link: nothing to read
+                continue
+            found[path] = {"size": stat.st_size, "mtime": stat.st_mtime}
+    return found
 
 
 def _protocols(fs: Any) -> tuple[str, ...]:
