@@ -21,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lepton_ai"
 # Lowest first: a module may import its own layer or one below, never one above.
 LAYERS: tuple[frozenset[str], ...] = (
     # foundations every layer uses
-    frozenset({"errors", "version", "config", "machine", "device"}),
+    frozenset({"errors", "version", "config", "machine", "device", "cluster"}),
     # storage: the registry and the artifact store
     frozenset({"store"}),
     # data sets, their checks and batching

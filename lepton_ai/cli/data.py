@@ -37,16 +37,27 @@ def add(
     workers: Annotated[int, typer.Option(min=1, help="Threads reading and checking files.")] = min(
         8, os.cpu_count() or 1
     ),
+    backend: Annotated[
+        str, typer.Option(help="Where a folder's files are read: local (threads) or ray.")
+    ] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="The Ray cluster for --backend ray: HEAD:6379 (default: RAY_ADDRESS).")
+    ] = None,
     json: Json = False,
 ) -> None:
     """Read SOURCE, check and clean every record, and register it as the next version of dataset NAME."""
     from lepton_ai.data.ingest import AddOptions
     from lepton_ai.data.ingest import add as add_version
     from lepton_ai.data.splits import parse_fractions
+    from lepton_ai.errors import InvalidInputError
 
-    options = AddOptions(
-        format, label, text, parse_fractions(split), seed, strict, workers, progress=not json
-    )
+    if backend not in ("local", "ray"):
+        raise InvalidInputError(f"--backend must be local or ray, not {backend!r}")
+    on_ray = (address or os.environ.get("RAY_ADDRESS") or "") if backend == "ray" else None
+    if on_ray == "":
+        raise InvalidInputError("--backend ray needs the cluster: --address HEAD:6379 or RAY_ADDRESS")
+    fractions = parse_fractions(split)
+    options = AddOptions(format, label, text, fractions, seed, strict, workers, not json, on_ray)
     info = add_version(name, source, options)
     if json:
         print_json(info.to_dict())

@@ -3,7 +3,6 @@ pool of threads, a new one checked and packed, one an earlier version holds take
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from lepton_ai.data import checks
 from lepton_ai.data import manifest as m
 from lepton_ai.data.packs import PackWriter
+from lepton_ai.data.reading import FileRead, Reading
 from lepton_ai.data.sources import Source, SourceFile
 from lepton_ai.data.tally import Found, Tally
 from lepton_ai.errors import InvalidInputError
@@ -24,26 +24,13 @@ from lepton_ai.store import ArtifactStore
 _CHUNK, _PER_TASK = 1024, 32
 
 
-@dataclass(frozen=True)
-class _Read:
-    """One file read and hashed: its key, its bytes if it is new, what the image is, or why it is left out."""
-
-    file: SourceFile
-    key: str
-    raw: bytes | None
-    facts: checks.ImageFacts | None
-    problem: str | None
-
-
 def read_folder(
     src: Source,
     fmt: str,
     previous: pd.DataFrame | None,
     schema: dict[str, Any] | None,
     store: ArtifactStore,
-    workers: int,
-    progress: bool,
-    same_source: bool = False,
+    options: FolderOptions,
 ) -> Found:
     """Return the records of a folder source: new files checked against `schema` and packed into `store`. From
     the source of the previous version, a file of the same path, size and modification time is taken as it
@@ -51,26 +38,27 @@ def read_folder(
     files = src.files(fmt)
     rows_before = [] if previous is None else m.as_rows(previous)
     known = {row[m.KEY]: row for row in rows_before}
-    unchanged = {row[m.PATH]: row for row in rows_before} if same_source else {}
+    unchanged = {row[m.PATH]: row for row in rows_before} if options.same_source else {}
+    reading = Reading(src, fmt, known, unchanged, schema)
     tally, rows, seen = Tally(), [], dict[str, str]()
     packs = PackWriter(store)
-    with progress_bar(progress) as bar, ThreadPoolExecutor(workers) as pool:
+    if options.ray_address:
+        from lepton_ai.data.on_ray import read_on_ray
+
+        reads = read_on_ray(reading, files, options.ray_address)
+    else:
+        reads = _read_here(reading, files, options.workers)
+    with progress_bar(options.progress) as bar:
         task = bar.add_task(f"adding {src.url}", total=len(files))
-
-        def read_all(few: list[SourceFile]) -> list[_Read]:
-            return [_read(src, fmt, f, known, schema, unchanged.get(f.path)) for f in few]
-
-        for chunk in _chunks(files, _CHUNK):
-            # a task reads several files: a hop to a thread per small file costs more than reading it
-            for read in (r for few in pool.map(read_all, _chunks(chunk, _PER_TASK)) for r in few):
-                bar.advance(task)
-                if read.problem:
-                    tally.quarantine(read.file.path, read.problem)
-                elif read.key in seen:
-                    tally.duplicate(read.file.path, seen[read.key])
-                else:
-                    seen[read.key] = read.file.path
-                    rows.append(_row(read, packs, known.get(read.key)))
+        for read in reads:
+            bar.advance(task)
+            if read.problem:
+                tally.quarantine(read.file.path, read.problem)
+            elif read.key in seen:
+                tally.duplicate(read.file.path, seen[read.key])
+            else:
+                seen[read.key] = read.file.path
+                rows.append(_row(read, packs, known.get(read.key)))
     keys = packs.close()
     if not rows:
         raise InvalidInputError(f"{src.url}: every file was left out ({tally.quarantined[0]['reason']}, …)")
@@ -82,45 +70,27 @@ def read_folder(
     return Found(frame, schema or _schema(fmt, frame), tally, packs.stored_bytes)
 
 
-def _read(
-    src: Source,
-    fmt: str,
-    f: SourceFile,
-    known: dict[str, dict[str, Any]],
-    schema: dict[str, Any] | None,
-    same_path: dict[str, Any] | None,
-) -> _Read:
-    if (
-        same_path is not None
-        and f.mtime is not None
-        and (same_path[m.SIZE], same_path.get(m.MTIME)) == (f.size, f.mtime)
-    ):
-        # as the previous version read it
-        return _Read(f, same_path[m.KEY], None, _facts(same_path), None)
-    raw = src.read(f.path)
-    key = hashlib.sha256(raw).hexdigest()
-    before = known.get(key)
-    if before is not None:
-        # checked when it was first stored
-        return _Read(f, key, None, _facts(before), None)
-    try:
-        facts = checks.check_image(f.path, raw) if fmt == "imagefolder" else None
-        if fmt == "text":
-            checks.check_text(raw)
-    except checks.BadRecord as e:
-        return _Read(f, key, None, None, str(e))
-    problem = checks.file_problem(schema, f.label, facts) if schema else None
-    return _Read(f, key, raw, facts, problem)
+@dataclass(frozen=True)
+class FolderOptions:
+    """Where a folder's files are read (threads here, or a Ray cluster's workers through Ray Data), whether
+    the source is the previous version's, and whether progress is shown."""
+
+    workers: int = 8
+    ray_address: str | None = None
+    same_source: bool = False
+    progress: bool = False
 
 
-def _facts(row: dict[str, Any]) -> checks.ImageFacts | None:
-    """Return the facts of an image as a manifest row records them (None for a text)."""
-    if m.MODE not in row:
-        return None
-    return checks.ImageFacts(row[m.MODE], row[m.WIDTH], row[m.HEIGHT], row[m.PHASH])
+def _read_here(reading: Reading, files: list[SourceFile], workers: int) -> Iterator[FileRead]:
+    """Yield each file read, hashed and checked, in order, on `workers` threads."""
+    with ThreadPoolExecutor(workers) as pool:
+        for chunk in _chunks(files, _CHUNK):
+            # a task reads several files: a hop to a thread per small file costs more than reading it
+            for few in pool.map(reading.few, _chunks(chunk, _PER_TASK)):
+                yield from few
 
 
-def _row(read: _Read, packs: PackWriter, before: dict[str, Any] | None) -> dict[str, Any]:
+def _row(read: FileRead, packs: PackWriter, before: dict[str, Any] | None) -> dict[str, Any]:
     """Return a file's manifest row: its bytes packed if new, else where an earlier version keeps them."""
     if read.raw is not None:
         slot = packs.add(read.raw)

@@ -16,7 +16,7 @@ import pandas as pd
 from lepton_ai.data import manifest as m
 from lepton_ai.data import splits
 from lepton_ai.data.datasets import BUILTIN
-from lepton_ai.data.folders import read_folder
+from lepton_ai.data.folders import FolderOptions, read_folder
 from lepton_ai.data.sources import FILE_FORMATS, FORMATS, Source
 from lepton_ai.data.tally import Tally
 from lepton_ai.errors import InvalidInputError
@@ -27,7 +27,8 @@ from lepton_ai.store.refs import check_name
 @dataclass(frozen=True)
 class AddOptions:
     """How `add` reads a source: its format (guessed if None), the label and text columns of a table, the
-    splits' fractions and seed, whether a bad record fails the whole add, and the reading threads."""
+    splits' fractions and seed, whether a bad record fails the whole add, and where a folder's files are read
+    (threads here, or a Ray cluster)."""
 
     format: str | None = None
     label: str = "label"
@@ -37,6 +38,8 @@ class AddOptions:
     strict: bool = False
     workers: int = 8
     progress: bool = False
+    # a Ray cluster (HOST:PORT, or 'auto') whose workers read and check a folder's files, through Ray Data
+    ray_address: str | None = None
 
 
 def add(
@@ -59,9 +62,8 @@ def add(
     schema = datasets.schema(name) if known else None
     if fmt in FILE_FORMATS:
         same = bool(known and known.num_versions) and datasets.get(name).source == source
-        found = read_folder(
-            src, fmt, previous, schema, datasets.artifacts, options.workers, options.progress, same
-        )
+        where = FolderOptions(options.workers, options.ray_address, same, options.progress)
+        found = read_folder(src, fmt, previous, schema, datasets.artifacts, where)
     else:
         from lepton_ai.data.tables import read_table
 

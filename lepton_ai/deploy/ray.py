@@ -15,16 +15,14 @@ each replica, or use Ray's own metrics export, which covers every replica and Se
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import hashlib
-import logging
-import os
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lepton_ai.cluster import last_line as _last_line
+from lepton_ai.cluster import ray_address as _address
+from lepton_ai.cluster import ray_connected as _connected
 from lepton_ai.errors import InvalidInputError, LeptonError, NotFoundError
 from lepton_ai.store.services import service_name
 
@@ -190,64 +188,6 @@ def undeploy_ray(name: str, address: str | None = None) -> None:
         serve.delete(name)
 
 
-def _address(address: str | None) -> str:
-    """Return the cluster's address, from the argument or RAY_ADDRESS, once it answers: we never start a
-    cluster."""
-    address = address or os.environ.get("RAY_ADDRESS")
-    if not address:
-        raise InvalidInputError(
-            "no Ray cluster: pass --address HEAD:6379 (or 'auto' on a cluster node) or set "
-            "RAY_ADDRESS; start one with `ray start --head`"
-        )
-    if address.startswith(("http://", "https://")):
-        raise InvalidInputError(
-            f"{address} is a dashboard URL: Ray Serve needs the cluster's address, HEAD:6379"
-        )
-    if address != "auto":
-        host, _, port = address.removeprefix("ray://").rpartition(":")
-        if not port.isdigit():
-            raise InvalidInputError(
-                f"the Ray address is HOST:PORT (e.g. 127.0.0.1:6379) or 'auto', got {address!r}"
-            )
-        # ray.init would retry an unreachable address for minutes
-        try:
-            socket.create_connection((host.strip("[]"), int(port)), timeout=3).close()
-        except OSError as e:
-            raise InvalidInputError(f"cannot reach the Ray cluster at {address}: {e.strerror or e}") from None
-    return address
-
-
-@contextlib.contextmanager
-def _connected(address: str) -> Iterator[None]:
-    """Connect this process to the cluster as a Ray driver (unless it already is one), and disconnect at
-    the end."""
-    try:
-        import ray
-    except ImportError:
-        raise InvalidInputError("Ray is not installed: pip install 'lepton-ai[ray]'") from None
-    if ray.is_initialized():
-        yield
-        return
-    try:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        hint = (
-            ""
-            if os.environ.get("RAY_AUTH_MODE") == "token"
-            else (
-                " (a cluster with token authentication also needs RAY_AUTH_MODE=token and its RAY_AUTH_TOKEN)"
-            )
-        )
-        raise InvalidInputError(
-            f"cannot connect to the Ray cluster at {address}: {_last_line(e)}{hint}"
-        ) from None
-    try:
-        yield
-    finally:
-        # Serve and its applications are detached: they stay
-        ray.shutdown()
-
-
 def _pin(ref: str) -> str:
     """Return `ref` as every replica must read it: files and folders absolute, a model's latest version
     resolved."""
@@ -309,9 +249,3 @@ def _failure(name: str) -> str:
         # the cause is secondary: never hide the failure behind another
         return ""
     return _last_line(messages[-1]) if messages else ""
-
-
-def _last_line(e: BaseException | str) -> str:
-    """Return the last non-empty line of an error (where Ray's tracebacks name the cause)."""
-    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
-    return (lines[-1] if lines else type(e).__name__)[:300]

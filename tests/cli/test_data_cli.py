@@ -73,3 +73,12 @@ def test_show_writes_the_dataset_card(cli, tmp_path: Path) -> None:
     )
     for png in ("classes.png", "samples.png"):
         assert (tmp_path / "card" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_ray_backend_needs_a_cluster(cli, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    folder = write_digits(tmp_path / "digits", 20)
+    code, _, err = cli("data", "add", "d", str(folder), "--backend", "ray")
+    assert code == 2 and "--address HEAD:6379 or RAY_ADDRESS" in err
+    code, _, err = cli("data", "add", "d", str(folder), "--backend", "spark")
+    assert code == 2 and "local or ray" in err
