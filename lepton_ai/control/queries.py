@@ -19,6 +19,7 @@ from lepton_ai.jobs import api as jobs_api
 from lepton_ai.jobs.queue import AttemptInfo, JobInfo, JobQueue
 from lepton_ai.store import Registry, cost, db
 from lepton_ai.store.cost import CostCard, Price
+from lepton_ai.store.datasets import DatasetInfo, Datasets, DatasetVersionInfo
 from lepton_ai.store.refs import check_name
 from lepton_ai.store.registry import RunInfo, VersionInfo
 from lepton_ai.store.schema import Job, Model, ModelVersion, Run, iso, utcnow
@@ -46,6 +47,14 @@ class VersionView:
     ancestors: list[VersionInfo]
     children: list[VersionInfo]
     report: Report
+
+
+@dataclass(frozen=True)
+class DatasetView:
+    """One dataset version and the model versions trained on it (oldest first)."""
+
+    info: DatasetVersionInfo
+    models: list[VersionInfo]
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,7 @@ class Control:
         self.registry = registry
         self.queue = JobQueue(registry.db_url)
         self.services_table = Services(registry.db_url)
+        self.datasets_table = Datasets(registry.db_url, registry.artifacts.url)
         self.price = price or cost.price()
         # one per dashboard: live throughput is measured between this process's probes of a service
         self.prober = Prober()
@@ -157,6 +167,34 @@ class Control:
     def verify(self, name: str, version: int) -> str:
         """Re-hash a version's artifact against its sha256; return the digest (raise if it differs)."""
         return self.registry.verify(f"{check_name(name)}:{version}").sha256
+
+    # -- datasets -----------------------------------------------------------------------
+
+    def datasets(self, limit: int = 50, cursor: str | None = None) -> Page[DatasetInfo]:
+        """Datasets by name, each with its format, latest version and that version's records."""
+
+        def fetch(after: Any, n: int) -> list[DatasetInfo]:
+            start = _cursor_as(after, str)
+            return [d for d in self.datasets_table.list_datasets() if start is None or d.name > start][:n]
+
+        return page(fetch, lambda d: d.name, limit, cursor)
+
+    def dataset_versions(
+        self, name: str, limit: int = 50, cursor: str | None = None
+    ) -> Page[DatasetVersionInfo]:
+        """A dataset's versions, newest first."""
+
+        def fetch(before: Any, n: int) -> list[DatasetVersionInfo]:
+            below = _cursor_as(before, int)
+            newest = reversed(self.datasets_table.list_versions(check_name(name, "dataset")))
+            return [v for v in newest if below is None or v.version < below][:n]
+
+        return page(fetch, lambda v: v.version, limit, cursor)
+
+    def dataset_version(self, name: str, version: int) -> DatasetView:
+        """One dataset version with the model versions trained on it."""
+        info = self.datasets_table.get(f"{check_name(name, 'dataset')}:{version}")
+        return DatasetView(info, self.registry.trained_on(info.ref))
 
     # -- runs ---------------------------------------------------------------------------
 
@@ -278,3 +316,10 @@ class Control:
 
         rows: list[tuple[str, int]] = self._read(query)
         return [self.registry.get(f"{n}:{v}") for n, v in rows]
+
+
+def _cursor_as(value: Any, kind: type) -> Any:
+    """Return a cursor's value if it is of `kind` (another list's cursor is refused, not compared)."""
+    if value is not None and not isinstance(value, kind):
+        raise InvalidInputError("the cursor is not one this list gave: start without it")
+    return value
