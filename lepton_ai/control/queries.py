@@ -105,7 +105,7 @@ class Control:
     def models(self, limit: int = 50, cursor: str | None = None, contains: str | None = None) -> Page[Any]:
         """Models by name, each with its number of versions and its latest."""
         fetch = functools.partial(self.registry.list_models, contains=contains)
-        return page(fetch, lambda m: m.name, limit, cursor)
+        return page(fetch, lambda m: m.name, limit, cursor, str)
 
     def versions(self, name: str, limit: int = 50, cursor: str | None = None) -> Page[VersionInfo]:
         """A model's versions, newest first."""
@@ -173,21 +173,19 @@ class Control:
     def datasets(self, limit: int = 50, cursor: str | None = None) -> Page[DatasetInfo]:
         """Datasets by name, each with its format, latest version and that version's records."""
 
-        def fetch(after: Any, n: int) -> list[DatasetInfo]:
-            start = _cursor_as(after, str)
-            return [d for d in self.datasets_table.list_datasets() if start is None or d.name > start][:n]
+        def fetch(after: str | None, n: int) -> list[DatasetInfo]:
+            return [d for d in self.datasets_table.list_datasets() if after is None or d.name > after][:n]
 
-        return page(fetch, lambda d: d.name, limit, cursor)
+        return page(fetch, lambda d: d.name, limit, cursor, str)
 
     def dataset_versions(
         self, name: str, limit: int = 50, cursor: str | None = None
     ) -> Page[DatasetVersionInfo]:
         """A dataset's versions, newest first."""
 
-        def fetch(before: Any, n: int) -> list[DatasetVersionInfo]:
-            below = _cursor_as(before, int)
+        def fetch(before: int | None, n: int) -> list[DatasetVersionInfo]:
             newest = reversed(self.datasets_table.list_versions(check_name(name, "dataset")))
-            return [v for v in newest if below is None or v.version < below][:n]
+            return [v for v in newest if before is None or v.version < before][:n]
 
         return page(fetch, lambda v: v.version, limit, cursor)
 
@@ -316,10 +314,3 @@ class Control:
 
         rows: list[tuple[str, int]] = self._read(query)
         return [self.registry.get(f"{n}:{v}") for n, v in rows]
-
-
-def _cursor_as(value: Any, kind: type) -> Any:
-    """Return a cursor's value if it is of `kind` (another list's cursor is refused, not compared)."""
-    if value is not None and not isinstance(value, kind):
-        raise InvalidInputError("the cursor is not one this list gave: start without it")
-    return value
