@@ -1,6 +1,6 @@
-"""The control plane's REST API under /api/v1: models, versions with their lineage, runs with metric
-summaries and thinned series, jobs with their attempts and logs — read from the registry the CLI uses, each
-list paged with a cursor."""
+"""The control plane's REST API under /api/v1: models, versions with their lineage, datasets with their
+versions' stats, runs with metric summaries and thinned series, jobs with their attempts and logs — read from
+the registry the CLI uses, each list paged with a cursor."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lepton_ai.control.listing import MAX_LIMIT, Id
 from lepton_ai.control.queries import Control
 from lepton_ai.errors import IntegrityError, InvalidInputError, NotFoundError
+from lepton_ai.store.datasets import DatasetInfo, DatasetVersionInfo
 
 PREFIX = "/api/v1"
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page.")]
@@ -38,6 +39,94 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+class DatasetList(BaseModel):
+    """A page of datasets and the cursor to the next one (None: the list ended)."""
+
+    items: list[DatasetInfo]
+    next_cursor: str | None
+
+
+class Quarantined(BaseModel):
+    """A record left out for failing its checks: a file's path or a table's row, and why."""
+
+    record: str | int
+    reason: str
+
+
+class Duplicate(BaseModel):
+    """A record left out as an exact copy of one kept."""
+
+    record: str | int
+    of: str | int
+
+
+class DatasetStats(BaseModel):
+    """What a version holds (by class and split, how many records are new since the version before) and what
+    its add left out (counts whole, the first records of each listed); how the splits were drawn."""
+
+    # a later add may count more (label issues): what is not named here still comes through
+    model_config = ConfigDict(extra="allow")
+
+    classes: dict[str, int] = Field(default_factory=dict)
+    splits: dict[str, int] = Field(default_factory=dict)
+    new_records: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    quarantine: list[Quarantined] = Field(default_factory=list)
+    duplicate_records: list[Duplicate] = Field(default_factory=list)
+    fractions: list[float] = Field(default_factory=list)
+    seed: int | None = None
+
+
+class DatasetVersionBase(BaseModel):
+    """A dataset version as every answer names it."""
+
+    ref: str
+    name: str
+    version: int
+    format: str
+    records: int
+    size_bytes: int
+    stored_bytes: int
+    source: str
+    created_at: str | None
+
+
+class DatasetVersionSummary(DatasetVersionBase):
+    """A version as a list shows it: its counts, not the records its stats list."""
+
+    new_records: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    splits: dict[str, int] = Field(default_factory=dict)
+
+
+class DatasetVersionList(BaseModel):
+    """A page of a dataset's versions, newest first, and the cursor to the next one."""
+
+    items: list[DatasetVersionSummary]
+    next_cursor: str | None
+
+
+class TrainedModel(BaseModel):
+    """A model version trained on a dataset version."""
+
+    ref: str
+    metrics: dict[str, Any]
+    created_at: str | None
+
+
+class DatasetVersionDetail(DatasetVersionBase):
+    """One version: its manifest, stats and schema, and the model versions trained on it."""
+
+    manifest_key: str
+    manifest_sha256: str
+    stats: DatasetStats
+    # `schema` is a pydantic method's name: the field is spelt apart, the JSON key is not
+    data_schema: dict[str, Any] = Field(alias="schema")
+    models: list[TrainedModel]
+
+
 def _error(status: int, error: str, message: str) -> JSONResponse:
     return JSONResponse({"error": error, "message": message}, status_code=status)
 
@@ -46,6 +135,7 @@ def api_router(control: Control) -> APIRouter:
     """Return the API's routes over `control` (the pages ask the same questions of the same object)."""
     router = APIRouter(prefix=PREFIX, responses=ERRORS)
     _models(router, control)
+    _datasets(router, control)
     _runs(router, control)
     _jobs(router, control)
     _services(router, control)
@@ -76,6 +166,38 @@ def _models(router: APIRouter, control: Control) -> None:
             "report": report,
             "cost": control.cost(view.info).to_dict(),
         }
+
+
+def _datasets(router: APIRouter, control: Control) -> None:
+    """Datasets, a dataset's versions, and one version with its stats and the models trained on it."""
+
+    @router.get("/datasets")
+    def datasets(limit: Limit = 50, cursor: Cursor = None) -> DatasetList:
+        """Datasets by name, each with its format, latest version and that version's records."""
+        listed = control.datasets(limit, cursor)
+        return DatasetList(items=listed.items, next_cursor=listed.next_cursor)
+
+    @router.get("/datasets/{name}")
+    def dataset(name: str, limit: Limit = 50, cursor: Cursor = None) -> DatasetVersionList:
+        """A dataset's versions, newest first: records, new records, what was left out, splits."""
+        listed = control.dataset_versions(name, limit, cursor)
+        return DatasetVersionList(items=[_summary(v) for v in listed.items], next_cursor=listed.next_cursor)
+
+    @router.get("/datasets/{name}/{version}")
+    def dataset_version(name: str, version: Id) -> DatasetVersionDetail:
+        """One version: its stats (classes, splits, quarantined records with why, duplicates), schema, source,
+        and the model versions trained on it."""
+        view = control.dataset_version(name, version)
+        models = [{"ref": m.ref, "metrics": m.metrics, "created_at": m.created_at} for m in view.models]
+        return DatasetVersionDetail.model_validate({**view.info.to_dict(), "models": models})
+
+
+def _summary(info: DatasetVersionInfo) -> DatasetVersionSummary:
+    """Return a version's counts without the records its stats list."""
+    counts = {
+        k: info.stats[k] for k in ("new_records", "quarantined", "duplicates", "splits") if k in info.stats
+    }
+    return DatasetVersionSummary.model_validate({**info.to_dict(), **counts})
 
 
 def _runs(router: APIRouter, control: Control) -> None:

@@ -4,7 +4,7 @@ offline and weighs what its points weigh."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from markupsafe import Markup
@@ -22,6 +22,10 @@ PALETTE = (
     "#8c564b",
     "#7f7f7f",
 )
+# a bar chart draws at most this many bars (the largest), so ten thousand classes are still a light page
+MAX_BARS = 60
+# a bar's height and where bars start (labels to their left), in pixels
+BAR, BAR_LEFT = 18, 150
 
 
 class Series(NamedTuple):
@@ -124,3 +128,44 @@ def _axes(frame: Frame) -> Markup:
 def _short(value: float) -> str:
     """Return a tick label: 3 significant digits, no trailing noise."""
     return f"{value:.3g}"
+
+
+def bar_chart(title: str, counts: Mapping[str, int], width: int = 600) -> Markup:
+    """Return an SVG of one horizontal bar per label, scaled to the largest count (the MAX_BARS largest)."""
+    if not counts:
+        return Markup('<p class="muted">{} — nothing counted</p>').format(title)
+    shown = dict(sorted(counts.items(), key=lambda kv: -kv[1])[:MAX_BARS])
+    if len(shown) < len(counts):
+        title = f"{title} (the {len(shown)} largest of {len(counts)})"
+    else:
+        shown = dict(counts)
+    # room for the labels on the left and the counts past the longest bar
+    scale = (width - BAR_LEFT - 70) / max(max(shown.values()), 1)
+    rows = [_bar(i * BAR, label, n, round(n * scale)) for i, (label, n) in enumerate(shown.items())]
+    svg = Markup(
+        '<svg class="chart" role="img" viewBox="0 0 {w} {h}" width="{w}" height="{h}" data-bars="{n}">'
+        "<title>{t}</title>{rows}</svg>"
+    ).format(w=width, h=len(shown) * BAR, n=len(shown), t=title, rows=Markup("").join(rows))
+    return Markup("<figure><figcaption>{}</figcaption>{}</figure>").format(title, svg)
+
+
+def _bar(y: int, label: str, count: int, length: int) -> Markup:
+    """Draw one labelled bar with its count at its end (a long label cut short, whole in its tooltip)."""
+    short = label if len(label) <= 22 else label[:21] + "…"
+    return Markup(
+        '<text x="{lx}" y="{ty}" text-anchor="end" class="tick">{short}</text>'
+        '<rect x="{x}" y="{y}" width="{len}" height="{h}" fill="{fill}"><title>{label}: {n}</title></rect>'
+        '<text x="{cx}" y="{ty}" class="tick">{n}</text>'
+    ).format(
+        lx=BAR_LEFT - 6,
+        ty=y + BAR - 5,
+        short=short,
+        x=BAR_LEFT,
+        y=y + 2,
+        len=length,
+        h=BAR - 4,
+        fill=PALETTE[0],
+        label=label,
+        n=f"{count:,}",
+        cx=BAR_LEFT + length + 4,
+    )

@@ -16,7 +16,8 @@ from lepton_ai.errors import InvalidInputError
 
 MAX_LIMIT = 500
 # a row number as the database can hold it (a larger one would be a server error, not a 404)
-Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
+MAX_ID = 2**63 - 1
+Id = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 class Listed(Protocol):
@@ -39,12 +40,17 @@ class Page(Generic[T]):
 
 
 def page(
-    fetch: Callable[[Any, int], list[T]], key: Callable[[T], Any], limit: int, cursor: str | None
+    fetch: Callable[[Any, int], list[T]],
+    key: Callable[[T], Any],
+    limit: int,
+    cursor: str | None,
+    kind: type = int,
 ) -> Page[T]:
-    """Return a page of `fetch(after, limit)` (one more is read to know whether the list goes on)."""
+    """Return a page of `fetch(after, limit)` (one more is read to know whether the list goes on); the list's
+    keys are of `kind` (a number, or a name)."""
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidInputError(f"limit must be between 1 and {MAX_LIMIT}, not {limit}")
-    items = fetch(_read_cursor(cursor), limit + 1)
+    items = fetch(_read_cursor(cursor, kind), limit + 1)
     more = len(items) > limit
     items = items[:limit]
     return Page(items, _cursor(key(items[-1])) if more else None)
@@ -54,14 +60,17 @@ def _cursor(value: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
 
 
-def _read_cursor(cursor: str | None) -> Any:
+def _read_cursor(cursor: str | None, kind: type) -> Any:
     if cursor is None:
         return None
     try:
         value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (binascii.Error, ValueError) as e:
         raise InvalidInputError(f"cursor {cursor[:40]!r} is not one this API gave: start without it") from e
-    if not isinstance(value, (str, int)) or isinstance(value, bool):
+    # another list's cursor (a name where a number goes), or a number past a row id, would reach the
+    # database: PostgreSQL refuses it
+    wrong = not isinstance(value, kind) or isinstance(value, bool)
+    if wrong or (isinstance(value, int) and not 0 <= value <= MAX_ID):
         raise InvalidInputError(f"cursor {cursor[:40]!r} is not one this API gave: start without it")
     return value
 

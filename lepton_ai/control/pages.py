@@ -4,6 +4,7 @@ links can be shared; forms that change something are POSTs carrying the session'
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
@@ -14,7 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
-from lepton_ai.control.charts import Series, line_chart
+from lepton_ai.control.charts import Series, bar_chart, line_chart
 from lepton_ai.control.listing import Id, thin
 from lepton_ai.control.queries import Control
 from lepton_ai.control.session import Sessions
@@ -35,6 +36,8 @@ def templates() -> Jinja2Templates:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
     env.filters["num"] = _num
     env.filters["refpath"] = _refpath
+    env.filters["datapath"] = functools.partial(_refpath, root="/datasets")
+    env.filters["pretty"] = functools.partial(json.dumps, indent=2, sort_keys=True, default=str)
     return Jinja2Templates(env=env)
 
 
@@ -45,10 +48,10 @@ def _num(value: Any) -> str:
     return f"{value:,}" if isinstance(value, int) else f"{value:.4g}"
 
 
-def _refpath(ref: str) -> str:
-    """Return the page of a NAME:VERSION reference."""
+def _refpath(ref: str, root: str = "/models") -> str:
+    """Return the page of a NAME:VERSION reference: a model version's, or under `root` a dataset's."""
     name, _, version = ref.rpartition(":")
-    return f"/models/{quote(name)}/{quote(version)}"
+    return f"{root}/{quote(name)}/{quote(version)}"
 
 
 class Pages:
@@ -89,10 +92,11 @@ class Refused(LeptonError):
 
 
 def pages_router(pages: Pages) -> APIRouter:
-    """Return the HTML pages: overview, models, runs, jobs, sign-in."""
+    """Return the HTML pages: overview, models, datasets, runs, jobs, services, sign-in."""
     router = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
     _overview(router, pages)
     _model_pages(router, pages)
+    _dataset_pages(router, pages)
     _run_pages(router, pages)
     _job_pages(router, pages)
     _service_pages(router, pages)
@@ -178,6 +182,28 @@ def _model_pages(router: APIRouter, pages: Pages) -> None:
         pages.act(request, csrf)
         control.verify(name, version)
         return RedirectResponse(f"/models/{name}/{version}?verified=1", status_code=303)
+
+
+def _dataset_pages(router: APIRouter, pages: Pages) -> None:
+    """Datasets, a dataset's versions, one version with its class balance, what was left out and why, its
+    schema, and the models trained on it."""
+    control = pages.control
+
+    @router.get("/datasets")
+    def datasets(request: Request, cursor: Cursor = None) -> HTMLResponse:
+        listed = control.datasets(50, cursor)
+        return pages.render(request, "datasets.html", page=listed, more=_more(listed.next_cursor))
+
+    @router.get("/datasets/{name}")
+    def dataset(request: Request, name: str, cursor: Cursor = None) -> HTMLResponse:
+        listed = control.dataset_versions(name, 50, cursor)
+        return pages.render(request, "dataset.html", name=name, page=listed, more=_more(listed.next_cursor))
+
+    @router.get("/datasets/{name}/{version}")
+    def dataset_version(request: Request, name: str, version: Id) -> HTMLResponse:
+        view = control.dataset_version(name, version)
+        chart = bar_chart("records per class", view.info.stats.get("classes") or {})
+        return pages.render(request, "dataset_version.html", view=view, d=view.info, chart=chart)
 
 
 def _more(cursor: str | None, **filters: str) -> str | None:

@@ -19,6 +19,7 @@ from lepton_ai.jobs import api as jobs_api
 from lepton_ai.jobs.queue import AttemptInfo, JobInfo, JobQueue
 from lepton_ai.store import Registry, cost, db
 from lepton_ai.store.cost import CostCard, Price
+from lepton_ai.store.datasets import DatasetInfo, Datasets, DatasetVersionInfo
 from lepton_ai.store.refs import check_name
 from lepton_ai.store.registry import RunInfo, VersionInfo
 from lepton_ai.store.schema import Job, Model, ModelVersion, Run, iso, utcnow
@@ -46,6 +47,14 @@ class VersionView:
     ancestors: list[VersionInfo]
     children: list[VersionInfo]
     report: Report
+
+
+@dataclass(frozen=True)
+class DatasetView:
+    """One dataset version and the model versions trained on it (oldest first)."""
+
+    info: DatasetVersionInfo
+    models: list[VersionInfo]
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,7 @@ class Control:
         self.registry = registry
         self.queue = JobQueue(registry.db_url)
         self.services_table = Services(registry.db_url)
+        self.datasets_table = Datasets(registry.db_url, registry.artifacts.url)
         self.price = price or cost.price()
         # one per dashboard: live throughput is measured between this process's probes of a service
         self.prober = Prober()
@@ -95,7 +105,7 @@ class Control:
     def models(self, limit: int = 50, cursor: str | None = None, contains: str | None = None) -> Page[Any]:
         """Models by name, each with its number of versions and its latest."""
         fetch = functools.partial(self.registry.list_models, contains=contains)
-        return page(fetch, lambda m: m.name, limit, cursor)
+        return page(fetch, lambda m: m.name, limit, cursor, str)
 
     def versions(self, name: str, limit: int = 50, cursor: str | None = None) -> Page[VersionInfo]:
         """A model's versions, newest first."""
@@ -157,6 +167,32 @@ class Control:
     def verify(self, name: str, version: int) -> str:
         """Re-hash a version's artifact against its sha256; return the digest (raise if it differs)."""
         return self.registry.verify(f"{check_name(name)}:{version}").sha256
+
+    # -- datasets -----------------------------------------------------------------------
+
+    def datasets(self, limit: int = 50, cursor: str | None = None) -> Page[DatasetInfo]:
+        """Datasets by name, each with its format, latest version and that version's records."""
+
+        def fetch(after: str | None, n: int) -> list[DatasetInfo]:
+            return [d for d in self.datasets_table.list_datasets() if after is None or d.name > after][:n]
+
+        return page(fetch, lambda d: d.name, limit, cursor, str)
+
+    def dataset_versions(
+        self, name: str, limit: int = 50, cursor: str | None = None
+    ) -> Page[DatasetVersionInfo]:
+        """A dataset's versions, newest first."""
+
+        def fetch(before: int | None, n: int) -> list[DatasetVersionInfo]:
+            newest = reversed(self.datasets_table.list_versions(check_name(name, "dataset")))
+            return [v for v in newest if before is None or v.version < before][:n]
+
+        return page(fetch, lambda v: v.version, limit, cursor)
+
+    def dataset_version(self, name: str, version: int) -> DatasetView:
+        """One dataset version with the model versions trained on it."""
+        info = self.datasets_table.get(f"{check_name(name, 'dataset')}:{version}")
+        return DatasetView(info, self.registry.trained_on(info.ref))
 
     # -- runs ---------------------------------------------------------------------------
 

@@ -303,10 +303,17 @@ class Registry(db.Database):
 
         def query(s: Session) -> list[VersionInfo]:
             parent = self._version_row(s, parse_ref(ref))
-            q = select(ModelVersion).where(ModelVersion.parent_id == parent.id).order_by(ModelVersion.id)
-            return [self._info(v) for v in s.scalars(q.options(*_LINEAGE))]
+            return self._versions_where(s, ModelVersion.parent_id == parent.id)
 
         return self._read(query)
+
+    def trained_on(self, dataset: str) -> list[VersionInfo]:
+        """Return the versions trained on dataset version `dataset` (NAME:VERSION), oldest first."""
+        return self._read(lambda s: self._versions_where(s, ModelVersion.dataset == dataset))
+
+    def _versions_where(self, s: Session, condition: Any) -> list[VersionInfo]:
+        q = select(ModelVersion).where(condition).order_by(ModelVersion.id).options(*_LINEAGE)
+        return [self._info(v) for v in s.scalars(q)]
 
     def remove(self, ref: str) -> list[VersionInfo]:
         """Delete the version `ref` names, or with a bare NAME the whole model; return what went."""

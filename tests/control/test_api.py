@@ -85,6 +85,10 @@ def test_runs_show_each_metric_s_min_max_and_last_and_a_thinned_series(
         ("/api/v1/runs/1/metrics?key=recall", 404, "no metric 'recall'"),
         ("/api/v1/models?limit=0", 422, "limit"),
         ("/api/v1/models?cursor=%%%", 422, "is not one this API gave"),
+        # well-formed, but another list's (a number for names, a name for ids) or past any row id
+        ("/api/v1/models?cursor=MQ", 422, "is not one this API gave"),
+        ("/api/v1/runs?cursor=ImEi", 422, "is not one this API gave"),
+        ("/api/v1/jobs?cursor=MTE4MDU5MTYyMDcxNzQxMTMwMzQyNA", 422, "is not one this API gave"),
         ("/api/v1/runs/abc", 422, "run_id"),
         ("/api/v1/models/bad%20name/versions", 422, "bad name"),
         ("/api/v1/models/..%2F..%2Fetc/versions", 404, "no such path"),

@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port
+from tests.data.conftest import write_digits
 from tests.jobs.conftest import wait_for
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -73,6 +74,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     made = World(home, env, f"http://127.0.0.1:{port}")
     made.lepton("train", "--model", "mlp", "--data", "digits", "--epochs", "3", "--name", "digits")
     made.lepton("optimize", "digits", "--data", "digits", "--techniques", "onnx,int8")
+    scans = write_digits(home.parent / "scans", 60)
+    (scans / "3" / "broken.png").write_bytes(b"not a png")
+    made.lepton("data", "add", "scans", str(scans))
     proc = subprocess.Popen([LEPTON, "dashboard", "--port", str(port)], env=env, stderr=subprocess.PIPE)
     try:
         wait_for(lambda: _answers(made.url), timeout=60)
@@ -186,6 +190,17 @@ def test_models_lead_to_a_version_with_its_lineage_and_report(visit: Callable[..
     assert loaded and page.execute_script("return arguments[0].naturalWidth", image) > 100
     assert "best" in _text(page, "#trials")
     visit("/models/digits/2", shot="version")
+
+
+def test_a_dataset_version_shows_its_class_balance_and_what_was_left_out(visit: Callable[..., Any]) -> None:
+    from selenium.webdriver.common.by import By
+
+    page = visit("/datasets")
+    _follow(page, By.LINK_TEXT, "scans")
+    _follow(page, By.LINK_TEXT, "v1")
+    bars = page.find_elements(By.CSS_SELECTOR, "#classes svg.chart rect")
+    assert len(bars) == 10 and all(bar.rect["width"] > 10 for bar in bars)
+    assert "broken.png" in _text(page, "#quarantine")
 
 
 def test_a_run_chart_is_drawn_with_its_points(visit: Callable[..., Any]) -> None:

@@ -149,6 +149,15 @@ def test_lists_of_versions_cost_the_same_queries_however_long(registry: Registry
     assert [c.ref for c in registry.children("tuned6:1")] == ["tuned6:7"]
 
 
+def test_the_versions_trained_on_a_dataset_version_are_found(registry: Registry, tmp_path: Path) -> None:
+    first = registry.register("digits", _file(tmp_path), dataset="digits-data:1")
+    registry.register("other", _file(tmp_path), dataset="digits-data:2")
+    registry.register("digits", _file(tmp_path), parent=first.ref)
+    tuned = registry.register("small", _file(tmp_path), parent=first.ref, dataset="digits-data:1")
+    assert [v.ref for v in registry.trained_on("digits-data:1")] == [first.ref, tuned.ref]
+    assert registry.trained_on("digits-data:3") == []
+
+
 def test_a_run_as_a_dict_is_its_dataclass_as_a_dict(registry: Registry) -> None:
     run = registry.start_run("train", {"optimizer": {"name": "adamw", "betas": [0.9, 0.99]}})
     for step in range(3):
