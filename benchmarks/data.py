@@ -113,9 +113,11 @@ def ingest_case(files: int, changed: int, repeats: int) -> dict[str, Any]:
             sha = sha256sum_seconds(root)
             home = work / f"home{r}"
             first, info1 = add_seconds(home, "pngs", root)
-            # changed in place: new content at the same paths
-            for p in paths[r * changed : (r + 1) * changed]:
-                Image.new("L", (8, 8), 200 + r).save(p)
+            # changed in place: new content, each file its own, at the same paths
+            for j, p in enumerate(paths[r * changed : (r + 1) * changed]):
+                pixels = np.full((8, 8), 255 - r, np.uint8)
+                pixels.flat[j % 64], pixels.flat[63 - j // 64] = j % 251, j // 64
+                Image.fromarray(pixels, "L").save(p)
             second, info2 = add_seconds(home, "pngs", root)
             rounds.append(
                 {
