@@ -8,10 +8,11 @@
   what the second add stored.
 - Table: a CSV of M rows (10 numeric columns and a label) added and validated in a child process: its wall
   time and peak memory (ru_maxrss) (< 60 s and < 1 GB asked).
-- Label issues: digits written as an image folder with 5 % of the labels flipped (seeded); cleanlab's
-  issues against the flipped files (recall and precision ≥ 0.8 asked); then cnn-small trained on the clean,
-  the noisy and the cleaned train split (the same records), each over S seeds, tested on the true labels of
-  the same test split: the cleaned version must win back at least half of what the flips cost.
+- Label issues: digits written as an image folder with 5 % of the labels flipped (S seeded draws); the issues
+  found against the flipped files (recall and precision ≥ 0.8 asked, median and spread over draws); then, on
+  the first draw, cnn-small trained on the clean, the noisy and the cleaned train split (the same records),
+  each over S seeds, tested on the true labels of the same test split: the cleaned version must win back at
+  least half of what the flips cost.
 
     python benchmarks/data.py [--files 50000] [--changed 100] [--rows 1000000] [--repeats 3] [--seeds 3]
 
@@ -29,7 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from common import write_json
@@ -197,40 +198,64 @@ def table_case(rows: int) -> dict[str, Any]:
 
 
 def label_case(seeds: int, share: float = 0.05) -> dict[str, Any]:
-    """Flip `share` of digits' labels, find them with cleanlab, and train on clean, noisy and cleaned data."""
-    from lepton_ai.data.clean import drop_label_issues, label_issues
+    """Flip `share` of digits' labels (one draw per seed), find them with cleanlab, and train on the clean,
+    noisy and cleaned data of the first draw."""
+    from lepton_ai.data.clean import drop_label_issues
 
     work = Path(tempfile.mkdtemp(prefix="lepton-bench-labels-"))
     os.environ["LEPTON_HOME"] = str(work / "home")
     try:
-        root = work / "digits"
-        paths = write_pngs(root, 1797)
-        # file names are unique: a file's true class by its name, wherever the flip moved it
-        truth = {p.name: p.parent.name for p in paths}
-        rng = np.random.default_rng(0)
-        flipped = set()
-        for p in rng.choice(paths, int(share * len(paths)), replace=False):
-            other = str((int(p.parent.name) + int(rng.integers(1, 10))) % 10)
-            p.rename(root / other / p.name)
-            flipped.add(f"{other}/{p.name}")
-        from lepton_ai.data.ingest import add
-
-        add("noisy", str(root))
-        info, issues = label_issues("noisy")
-        found = {i.record for i in issues}
-        hits = len(found & flipped)
-        cleaned = drop_label_issues(info, issues)
-        accuracy = _train_three(info.ref, cleaned.ref, truth, seeds)
+        draws = [_flipped_draw(work, draw, share) for draw in range(seeds)]
+        for d in draws:
+            console.print(f"  draw {d.seed}: recall {d.recall:.3f} · precision {d.precision:.3f}")
+        first = draws[0]
+        cleaned = drop_label_issues(first.info, first.issues)
+        accuracy = _train_three(first.info.ref, cleaned.ref, first.truth, seeds)
         return {
-            "flipped": len(flipped),
-            "issues": len(issues),
-            "recall": hits / len(flipped),
-            "precision": hits / max(1, len(found)),
+            "flipped": len(first.flipped),
+            "issues": len(first.issues),
+            "recall": _median([d.recall for d in draws]),
+            "precision": _median([d.precision for d in draws]),
+            "draws": [{"seed": d.seed, "recall": d.recall, "precision": d.precision} for d in draws],
             "accuracy": accuracy,
             "recovered": _recovered(accuracy),
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+class FlippedDraw(NamedTuple):
+    """One seeded draw of flipped labels, and what label_issues found in it."""
+
+    seed: int
+    info: Any
+    issues: list[Any]
+    flipped: set[str]
+    truth: dict[str, str]
+    recall: float
+    precision: float
+
+
+def _flipped_draw(work: Path, seed: int, share: float) -> FlippedDraw:
+    """Write digits as an image folder with `share` of its files moved to another class (seeded), add it as
+    dataset noisy<seed>, and score label_issues against the files moved."""
+    from lepton_ai.data.clean import label_issues
+    from lepton_ai.data.ingest import add
+
+    root = work / f"digits{seed}"
+    paths = write_pngs(root, 1797)
+    # file names are unique: a file's true class by its name, wherever the flip moved it
+    truth = {p.name: p.parent.name for p in paths}
+    rng = np.random.default_rng(seed)
+    flipped = set()
+    for p in rng.choice(paths, int(share * len(paths)), replace=False):
+        other = str((int(p.parent.name) + int(rng.integers(1, 10))) % 10)
+        p.rename(root / other / p.name)
+        flipped.add(f"{other}/{p.name}")
+    add(f"noisy{seed}", str(root))
+    info, issues = label_issues(f"noisy{seed}")
+    hits = len({i.record for i in issues} & flipped)
+    return FlippedDraw(seed, info, issues, flipped, truth, hits / len(flipped), hits / max(1, len(issues)))
 
 
 def _train_three(noisy: str, cleaned: str, truth: dict[str, str], seeds: int) -> dict[str, dict[str, float]]:
@@ -293,14 +318,19 @@ def report(result: dict[str, Any]) -> None:
         ("second add / first add (time)", ingest["second_add_vs_first"]["median"], "< 0.2"),
         (f"CSV of {table['rows']:,} rows: seconds", table["seconds"], "< 60"),
         ("CSV: peak memory MB", table["peak_rss_mb"], "< 1024"),
-        ("label issues: recall", labels["recall"], ">= 0.8"),
-        ("label issues: precision", labels["precision"], ">= 0.8"),
+        ("label issues: recall (median of draws)", labels["recall"]["median"], ">= 0.8"),
+        ("label issues: precision (median of draws)", labels["precision"]["median"], ">= 0.8"),
         ("cleaned: share of the accuracy lost won back", labels["recovered"], ">= 0.5"),
     ]
     t = Table(title=f"data benchmark · {result['machine']}", title_justify="left")
     for column in ("figure", "value", "asked", "spread"):
         t.add_column(column)
-    spreads = {0: ingest["throughput_vs_sha256sum"], 1: ingest["second_add_vs_first"]}
+    spreads = {
+        0: ingest["throughput_vs_sha256sum"],
+        1: ingest["second_add_vs_first"],
+        4: labels["recall"],
+        5: labels["precision"],
+    }
     for i, (name, value, asked) in enumerate(checks):
         spread = spreads.get(i)
         shown = "n/a" if value is None else f"{value:.3f}"

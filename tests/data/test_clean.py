@@ -34,8 +34,8 @@ def test_flipped_labels_are_found_and_dropped(tmp_path: Path) -> None:
     info, issues = label_issues("noisy")
     found = {i.record for i in issues}
     recall, precision = len(found & flipped) / len(flipped), len(found & flipped) / len(found)
-    # on 800 examples (benchmarks/data.py measures the whole set against the figures asked)
-    assert recall >= 0.75 and precision >= 0.75, (recall, precision)
+    # on 800 examples 0.9–1.0 over draws (benchmarks/data.py measures the whole set against the figures asked)
+    assert recall >= 0.85 and precision >= 0.85, (recall, precision)
     # a flipped file's suggestion is mostly its true class
     by_record = {i.record: i for i in issues}
     assert all(by_record[r].given == r.split("/")[0] for r in found & flipped)
