@@ -34,9 +34,14 @@ def add(
     strict: Annotated[
         bool, typer.Option(help="Fail, registering nothing, if any record fails its checks.")
     ] = False,
-    workers: Annotated[int, typer.Option(min=1, help="Threads reading and checking files.")] = min(
-        8, os.cpu_count() or 1
-    ),
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Workers reading and checking files (default: a process a core for a local folder, 16 "
+            "threads for a remote one).",
+        ),
+    ] = None,
     backend: Annotated[
         str, typer.Option(help="Where a folder's files are read: local (threads) or ray.")
     ] = "local",

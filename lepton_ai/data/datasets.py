@@ -13,11 +13,11 @@ import numpy as np
 import torch
 
 from lepton_ai.data.labeled import LabeledData
+from lepton_ai.data.sources import IMAGE_SUFFIXES
 from lepton_ai.errors import InvalidInputError, NotFoundError
 
 Split = Literal["train", "val", "test", "all"]
 BUILTIN = ("digits", "breast_cancer", "wine", "iris", "python-docs")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
 
 def split_indices(

@@ -1,12 +1,18 @@
-"""A folder of files (images or texts, a folder per class) read into a version: each file read and hashed on a
-pool of threads, a new one checked and packed, one an earlier version holds taken as it was."""
+"""A folder of files (images or texts, a folder per class) read into a version: a file the previous version
+holds unchanged taken as it was; the others read and hashed by worker processes (threads for a few), a new one
+checked and packed, one an earlier version holds by content taken as it was."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+import os
+import sys
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -20,8 +26,16 @@ from lepton_ai.data.tally import Found, Tally
 from lepton_ai.errors import InvalidInputError
 from lepton_ai.store import ArtifactStore
 
-# files read, hashed and checked at once (memory stays bounded whatever the folder's size), and by one task
-_CHUNK, _PER_TASK = 1024, 32
+# files a task reads: a hop to a worker per small file costs more than reading it
+_PER_TASK = 64
+# files to read from which workers are processes: Pillow decodes a small image holding the GIL, so threads
+# convoy (two read slower than one); below it, threads, which start at once and wait on a remote store as one
+_PROCESSES_FROM = 2048
+# threads reading a remote store's files
+_THREADS = 16
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def read_folder(
@@ -42,13 +56,8 @@ def read_folder(
     reading = Reading(src, fmt, known, unchanged, schema)
     tally, rows, seen = Tally(), [], dict[str, str]()
     packs = PackWriter(store)
-    if options.ray_address:
-        from lepton_ai.data.on_ray import read_on_ray
-
-        reads = read_on_ray(reading, files, options.ray_address)
-    else:
-        reads = _read_here(reading, files, options.workers)
-    with progress_bar(options.progress) as bar:
+    # the workers start before the progress bar's thread: a fork copies no threads, but the locks they hold
+    with _reads(reading, files, options) as reads, progress_bar(options.progress) as bar:
         task = bar.add_task(f"adding {src.url}", total=len(files))
         for read in reads:
             bar.advance(task)
@@ -75,19 +84,76 @@ class FolderOptions:
     """Where a folder's files are read (threads here, or a Ray cluster's workers through Ray Data), whether
     the source is the previous version's, and whether progress is shown."""
 
-    workers: int = 8
+    # None: a process a core for a local folder, _THREADS threads for a remote one
+    workers: int | None = None
     ray_address: str | None = None
     same_source: bool = False
     progress: bool = False
 
 
-def _read_here(reading: Reading, files: list[SourceFile], workers: int) -> Iterator[FileRead]:
-    """Yield each file read, hashed and checked, in order, on `workers` threads."""
-    with ThreadPoolExecutor(workers) as pool:
-        for chunk in _chunks(files, _CHUNK):
-            # a task reads several files: a hop to a thread per small file costs more than reading it
-            for few in pool.map(reading.few, _chunks(chunk, _PER_TASK)):
-                yield from few
+@contextmanager
+def _reads(reading: Reading, files: list[SourceFile], options: FolderOptions) -> Iterator[Iterator[FileRead]]:
+    """Yield an iterator of each file's read, in order: one the previous version holds unchanged as it was,
+    the others read by workers started on entry (here, or a Ray cluster's)."""
+    kept = [reading.before(f) for f in files]
+    changed = [f for f, before in zip(files, kept) if before is None]
+    if options.ray_address:
+        from lepton_ai.data.on_ray import read_on_ray
+
+        with closing(read_on_ray(reading, changed, options.ray_address)) as fresh:
+            yield _merged(kept, fresh)
+        return
+    pool, read, size = _pool(reading, len(changed), options.workers)
+    with pool:
+        tasks = _in_order(pool, read, _chunks(changed, _PER_TASK), ahead=4 * size)
+        yield _merged(kept, (r for few in tasks for r in few))
+
+
+def _merged(kept: list[FileRead | None], fresh: Iterator[FileRead]) -> Iterator[FileRead]:
+    """Yield each kept read, and the next fresh one in place of each None."""
+    for before in kept:
+        yield before if before is not None else next(fresh)
+
+
+def _pool(
+    reading: Reading, count: int, workers: int | None
+) -> tuple[Executor, Callable[[list[SourceFile]], list[FileRead]], int]:
+    """Return a pool that reads `count` files, its task and its size: for many local files, a process a core,
+    started now; else threads (many for a remote store, whose every read waits on the network)."""
+    if count < _PROCESSES_FROM or not reading.src.local:
+        size = workers or _THREADS
+        return ThreadPoolExecutor(size), reading.few, size
+    size = workers or os.cpu_count() or 1
+    # forked on Linux, as PyTorch's DataLoader does: a spawned worker would run the caller's main script again
+    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    pool = ProcessPoolExecutor(size, context, initializer=_hold, initargs=(reading,))
+    # a first task starts every worker
+    pool.submit(int).result()
+    return pool, _read_held, size
+
+
+def _in_order(pool: Executor, fn: Callable[[T], R], items: Iterable[T], ahead: int) -> Iterator[R]:
+    """Yield fn(item) for each item, in order, computed on `pool` at most `ahead` at a time (memory stays
+    bounded whatever the number of items)."""
+    pending: deque[Future[R]] = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+# the reading a worker process was started with (sent once, not with each task)
+_held: list[Reading] = []
+
+
+def _hold(reading: Reading) -> None:
+    _held.append(reading)
+
+
+def _read_held(files: list[SourceFile]) -> list[FileRead]:
+    return _held[0].few(files)
 
 
 def _row(read: FileRead, packs: PackWriter, before: dict[str, Any] | None) -> dict[str, Any]:
@@ -107,15 +173,10 @@ def _row(read: FileRead, packs: PackWriter, before: dict[str, Any] | None) -> di
 
 
 def _schema(fmt: str, frame: pd.DataFrame) -> dict[str, Any]:
-    facts = (
-        [
-            checks.ImageFacts(*row)
-            for row in frame[[m.MODE, m.WIDTH, m.HEIGHT, m.PHASH]].itertuples(index=False)
-        ]
-        if m.MODE in frame
-        else []
-    )
-    return checks.file_schema(fmt, list(frame[m.LABEL]), facts)
+    """Return the schema of a first version, from each kind of image it holds (mode and size)."""
+    kinds = frame[[m.MODE, m.WIDTH, m.HEIGHT]].drop_duplicates() if m.MODE in frame else pd.DataFrame()
+    facts = [checks.ImageFacts(*kind) for kind in kinds.itertuples(index=False)]
+    return checks.file_schema(fmt, list(frame[m.LABEL].unique()), facts)
 
 
 def _near_duplicates(frame: pd.DataFrame, tally: Tally) -> None:

@@ -36,7 +36,8 @@ class AddOptions:
     fractions: splits.Fractions = splits.Fractions(0.7, 0.1, 0.2)
     seed: int = 0
     strict: bool = False
-    workers: int = 8
+    # None: a process a core for a local folder, 16 threads for a remote one
+    workers: int | None = None
     progress: bool = False
     # a Ray cluster (HOST:PORT, or 'auto') whose workers read and check a folder's files, through Ray Data
     ray_address: str | None = None

@@ -4,7 +4,7 @@ cores; the driver packs what is new and registers the version as it does locally
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
 import pandas as pd
@@ -18,7 +18,7 @@ from lepton_ai.data.sources import SourceFile
 _BATCH = 256
 
 
-def read_on_ray(reading: Reading, files: list[SourceFile], address: str) -> Iterator[FileRead]:
+def read_on_ray(reading: Reading, files: list[SourceFile], address: str) -> Generator[FileRead, None, None]:
     """Yield each file as `reading` reads it, in order, read by the workers of the Ray cluster at `address`
     (the source must be reachable from them: a shared folder or an fsspec URL)."""
     import ray.data

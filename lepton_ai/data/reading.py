@@ -34,29 +34,28 @@ class Reading:
     unchanged: dict[str, dict[str, Any]]
     schema: dict[str, Any] | None
 
+    def before(self, f: SourceFile) -> FileRead | None:
+        """Return file `f` as the previous version read it if it is unchanged there (the same path, size and
+        modification time, as DVC and git judge), else None."""
+        same = self.unchanged.get(f.path)
+        if same is None or f.mtime is None or (same[m.SIZE], same.get(m.MTIME)) != (f.size, f.mtime):
+            return None
+        return FileRead(f, same[m.KEY], None, facts_of(same), None)
+
     def few(self, files: list[SourceFile]) -> list[FileRead]:
         """Read, hash and check `files` in order."""
-        return [
-            read_file(self.src, self.fmt, f, self.known, self.schema, self.unchanged.get(f.path))
-            for f in files
-        ]
+        self.src.prefetch([f.path for f in files])
+        return [read_file(self.src, self.fmt, f, self.known, self.schema) for f in files]
+
+    def __getstate__(self) -> dict[str, Any]:
+        # a worker reads only files that changed: the previous version's by path stay here
+        return {**self.__dict__, "unchanged": {}}
 
 
 def read_file(
-    src: Source,
-    fmt: str,
-    f: SourceFile,
-    known: dict[str, dict[str, Any]],
-    schema: dict[str, Any] | None,
-    same_path: dict[str, Any] | None,
+    src: Source, fmt: str, f: SourceFile, known: dict[str, dict[str, Any]], schema: dict[str, Any] | None
 ) -> FileRead:
-    if (
-        same_path is not None
-        and f.mtime is not None
-        and (same_path[m.SIZE], same_path.get(m.MTIME)) == (f.size, f.mtime)
-    ):
-        # as the previous version read it
-        return FileRead(f, same_path[m.KEY], None, facts_of(same_path), None)
+    """Return file `f` read and hashed, and decoded and checked unless an earlier version holds its bytes."""
     raw = src.read(f.path)
     key = hashlib.sha256(raw).hexdigest()
     before = known.get(key)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import json
 import os
@@ -17,10 +16,10 @@ import fsspec
 import numpy as np
 import pandas as pd
 
-from lepton_ai.data.datasets import IMAGE_SUFFIXES
 from lepton_ai.errors import InvalidInputError, NotFoundError
 
-FILE_FORMATS = {"imagefolder": tuple(sorted(IMAGE_SUFFIXES)), "text": (".txt",)}
+IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".webp")
+FILE_FORMATS = {"imagefolder": IMAGE_SUFFIXES, "text": (".txt",)}
 TABLE_FORMATS = {"csv": (".csv",), "jsonl": (".jsonl", ".ndjson", ".json"), "parquet": (".parquet",)}
 FORMATS = (*FILE_FORMATS, *TABLE_FORMATS)
 # rows decoded and checked at once: bounded memory whatever the table's size
@@ -60,7 +59,6 @@ class Source:
         if not found:
             raise NotFoundError(f"no such file or folder: {url}")
         self.local = "file" in _protocols(self.fs)
-        self._real_root = os.path.realpath(self.root) if self.local else ""
         self._found: dict[str, dict[str, Any]] | None = None
 
     def guess_format(self) -> str:
@@ -82,12 +80,16 @@ class Source:
         if not self.fs.isdir(self.root):
             raise InvalidInputError(f"{self.url} is a file: a {fmt} source is a folder of class folders")
         suffixes = FILE_FORMATS[fmt]
+        prefix = len(self.root.rstrip("/")) + 1
         found = []
         for path, info in sorted(self._listing().items()):
-            rel = posixpath.relpath(path, self.root)
-            if posixpath.splitext(rel)[1].lower() not in suffixes:
+            rel = path[prefix:]
+            if not rel.lower().endswith(suffixes):
                 continue
-            self._check_inside(path)
+            if info.get("outside"):
+                raise InvalidInputError(
+                    f"{path} links outside the source ({info['outside']}): copy the file in instead"
+                )
             label = rel.split("/")[0] if "/" in rel else ""
             if not label:
                 raise InvalidInputError(
@@ -107,18 +109,25 @@ class Source:
             self._found = _walk(self.root) if self.local else self.fs.find(self.root, detail=True)
         return self._found
 
-    def _check_inside(self, path: str) -> None:
-        """Refuse a file that is a link to somewhere outside the source (it would add what was not asked)."""
-        if not self.local:
-            return
-        # a file's own link, or one of a folder above it: a folder's real place is looked up once
-        real = os.path.realpath(path) if os.path.islink(path) else self._real_folder(os.path.dirname(path))
-        if os.path.commonpath([real, self._real_root]) != self._real_root:
-            raise InvalidInputError(f"{path} links outside the source ({real}): copy the file in instead")
+    def __getstate__(self) -> dict[str, Any]:
+        # the listing stays with whoever listed: a worker process only reads
+        return {**self.__dict__, "_found": None}
 
-    @functools.lru_cache(maxsize=4096)  # noqa: B019
-    def _real_folder(self, folder: str) -> str:
-        return os.path.realpath(folder)
+    def prefetch(self, rels: list[str]) -> None:
+        """Ask the kernel to start reading local files `rels` now, all at once: read one by one next, they are
+        then mostly in memory already (a disk serves many requests at once far faster than one by one)."""
+        if not self.local or not hasattr(os, "posix_fadvise"):
+            return
+        for rel in rels:
+            try:
+                fd = os.open(os.path.join(self.root, rel), os.O_RDONLY)
+            except OSError:
+                # reading it will say what is wrong
+                continue
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+            finally:
+                os.close(fd)
 
     def read(self, rel: str) -> bytes:
         """Return the bytes of file `rel` of the source."""
@@ -140,16 +149,19 @@ class Source:
 
 
 def _walk(root: str) -> dict[str, dict[str, Any]]:
-    """Return every file under the local folder `root` with its size and modification time (os.walk with
-    one stat a file: fsspec's listing costs several times as much)."""
+    """Return every file under the local folder `root` with its size and modification time, and, for a file
+    that is or is under a link to somewhere outside `root`, where it really is (os.walk with one stat a file:
+    fsspec's listing costs several times as much)."""
+    real_root = os.path.realpath(root)
     found, seen = {}, set()
     for folder, folders, names in os.walk(root, followlinks=True):
-        # a link back up the tree would be walked for ever
         real = os.path.realpath(folder)
+        # a link back up the tree would be walked for ever
         if real in seen:
             folders.clear()
             continue
         seen.add(real)
+        folder_outside = real if not _inside(real, real_root) else None
         for name in names:
             path = os.path.join(folder, name)
             try:
@@ -157,8 +169,16 @@ def _walk(root: str) -> dict[str, dict[str, Any]]:
             except OSError:
                 # a dangling link: nothing to read
                 continue
-            found[path] = {"size": stat.st_size, "mtime": stat.st_mtime}
+            outside = folder_outside
+            if outside is None and os.path.islink(path):
+                target = os.path.realpath(path)
+                outside = target if not _inside(target, real_root) else None
+            found[path] = {"size": stat.st_size, "mtime": stat.st_mtime, "outside": outside}
     return found
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
 
 
 def _protocols(fs: Any) -> tuple[str, ...]:

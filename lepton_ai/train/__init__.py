@@ -5,8 +5,7 @@ and `train_and_register` (data → model → fit → test → registry) builds t
 through this package's loop, so importing the loop must not import it.
 """
 
-from importlib import import_module
-from typing import Any
+from lepton_ai.lazy import lazy_names
 
 _LAZY = {
     "TrainResult": "lepton_ai.train.job",
@@ -18,13 +17,7 @@ _LAZY = {
     "resolve_device": "lepton_ai.device",
     "resolve_precision": "lepton_ai.device",
 }
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'lepton_ai.train' has no attribute {name!r}")
-    return getattr(import_module(_LAZY[name]), name)
-
+__getattr__ = lazy_names(__name__, _LAZY)
 
 __all__ = [
     "TrainResult",

@@ -201,3 +201,30 @@ def test_an_unchanged_file_is_not_read_again(digit_folder: Path, monkeypatch: py
     monkeypatch.setattr(Source, "read", lambda self, rel: read.append(rel) or real(self, rel))
     info = add("digits-img", str(digit_folder))
     assert read == ["0/00000.png"] and info.stats["new_records"] == 1
+
+
+def test_worker_processes_read_a_large_folder_as_threads_do(
+    digit_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from lepton_ai.data import checks, folders
+    from lepton_ai.data.manifest import read_manifest
+
+    (digit_folder / "3" / "not-a-png.png").write_bytes(b"plain text")
+    threads = add("by-threads", str(digit_folder))
+    # every folder counts as large; each check notes the process that made it
+    monkeypatch.setattr(folders, "_PROCESSES_FROM", 0)
+    pids, real = tmp_path / "pids", checks.check_image
+    monkeypatch.setattr(
+        checks,
+        "check_image",
+        lambda path, raw: (pids.open("a").write(f"{os.getpid()}\n"), real(path, raw))[1],
+    )
+    processes = add("by-processes", str(digit_folder), AddOptions(workers=2))
+    workers = set(pids.read_text().split())
+    assert workers and str(os.getpid()) not in workers
+    datasets = Datasets()
+    by_threads, by_processes = (read_manifest(datasets.manifest(info)) for info in (threads, processes))
+    pd.testing.assert_frame_equal(by_threads, by_processes)
+    assert processes.stats["quarantine"] == threads.stats["quarantine"] != []
