@@ -154,4 +154,4 @@ def _records(datasets: Datasets, info: DatasetVersionInfo) -> dict[str, str]:
     """Return where each record of the version came from (a file's path, a table's row), by key."""
     column = m.PATH if info.format != "table" else m.ROW
     frame = m.read_manifest(datasets.manifest(info), columns=[m.KEY, column])
-    return {k: str(v) for k, v in zip(frame[m.KEY], frame[column])}
+    return {k: str(v) for k, v in zip(frame[m.KEY].tolist(), frame[column].tolist())}

@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from lepton_ai.data import checks
 from lepton_ai.data import manifest as m
 from lepton_ai.data.packs import PackWriter
-from lepton_ai.data.reading import FileRead, Reading
+from lepton_ai.data.reading import FileRead, Reading, earlier_records
 from lepton_ai.data.sources import Source, SourceFile
 from lepton_ai.data.tally import Found, Tally
 from lepton_ai.errors import InvalidInputError
@@ -50,33 +50,53 @@ def read_folder(
     the source of the previous version, a file of the same path, size and modification time is taken as it
     was, without reading it (as DVC and git do)."""
     files = src.files(fmt)
-    rows_before = [] if previous is None else m.as_rows(previous)
-    known = {row[m.KEY]: row for row in rows_before}
-    unchanged = {row[m.PATH]: row for row in rows_before} if options.same_source else {}
+    known, unchanged = earlier_records(previous, options.same_source)
     reading = Reading(src, fmt, known, unchanged, schema)
-    tally, rows, seen = Tally(), [], dict[str, str]()
+    tally, seen = Tally(), dict[str, str]()
+    new_rows, kept = list[dict[str, Any]](), list[FileRead]()
     packs = PackWriter(store)
     # the workers start before the progress bar's thread: a fork copies no threads, but the locks they hold
     with _reads(reading, files, options) as reads, progress_bar(options.progress) as bar:
         task = bar.add_task(f"adding {src.url}", total=len(files))
-        for read in reads:
-            bar.advance(task)
+        for n, read in enumerate(reads, 1):
+            if n % _PER_TASK == 0:
+                bar.update(task, completed=n)
             if read.problem:
                 tally.quarantine(read.file.path, read.problem)
             elif read.key in seen:
                 tally.duplicate(read.file.path, seen[read.key])
             else:
                 seen[read.key] = read.file.path
-                rows.append(_row(read, packs, known.get(read.key)))
+                if read.earlier is None:
+                    new_rows.append(_new_row(read, packs))
+                else:
+                    kept.append(read)
+        bar.update(task, completed=len(files))
     keys = packs.close()
-    if not rows:
+    if not seen:
         raise InvalidInputError(f"{src.url}: every file was left out ({tally.quarantined[0]['reason']}, …)")
-    frame = pd.DataFrame(rows)
-    # a new file's pack is known by its number until the packs are stored
-    frame[m.PACK] = [keys[p] if isinstance(p, int) else p for p in frame[m.PACK]]
+    frame = _frame(previous, kept, new_rows, keys)
     if m.PHASH in frame:
         _near_duplicates(frame, tally)
     return Found(frame, schema or _schema(fmt, frame), tally, packs.stored_bytes)
+
+
+def _frame(
+    previous: pd.DataFrame | None, kept: list[FileRead], new_rows: list[dict[str, Any]], keys: list[str]
+) -> pd.DataFrame:
+    """Return the version's manifest rows in path order: those of bytes the previous version holds taken from
+    its manifest (with their file's path, label, size and time), and the new ones with their packs' keys."""
+    new = pd.DataFrame(new_rows)
+    if new_rows:
+        # a new file's pack is known by its number until the packs are stored
+        new[m.PACK] = [keys[p] for p in new[m.PACK].tolist()]
+    if kept:
+        assert previous is not None
+        old = previous.iloc[[read.earlier for read in kept]].drop(columns=m.SPLIT).reset_index(drop=True)
+        for column, values in zip((m.PATH, m.LABEL, m.SIZE, m.MTIME), zip(*(read.file for read in kept))):
+            old[column] = list(values)
+        new = pd.concat([old, new], ignore_index=True) if new_rows else old
+    return new.sort_values(m.PATH, kind="stable", ignore_index=True)
 
 
 @dataclass(frozen=True)
@@ -156,16 +176,21 @@ def _read_held(files: list[SourceFile]) -> list[FileRead]:
     return _held[0].few(files)
 
 
-def _row(read: FileRead, packs: PackWriter, before: dict[str, Any] | None) -> dict[str, Any]:
-    """Return a file's manifest row: its bytes packed if new, else where an earlier version keeps them."""
-    if read.raw is not None:
-        slot = packs.add(read.raw)
-        where: dict[str, Any] = {m.PACK: slot.pack, m.OFFSET: slot.offset, m.LENGTH: slot.length}
-    else:
-        assert before is not None
-        where = {m.PACK: before[m.PACK], m.OFFSET: before[m.OFFSET], m.LENGTH: before[m.LENGTH]}
+def _new_row(read: FileRead, packs: PackWriter) -> dict[str, Any]:
+    """Return a new file's manifest row, its bytes packed."""
+    assert read.raw is not None
+    slot = packs.add(read.raw)
     f = read.file
-    row = {m.KEY: read.key, m.PATH: f.path, m.LABEL: f.label, m.SIZE: f.size, m.MTIME: f.mtime, **where}
+    row = {
+        m.KEY: read.key,
+        m.PATH: f.path,
+        m.LABEL: f.label,
+        m.SIZE: f.size,
+        m.MTIME: f.mtime,
+        m.PACK: slot.pack,
+        m.OFFSET: slot.offset,
+        m.LENGTH: slot.length,
+    }
     if read.facts is not None:
         facts = read.facts
         row.update({m.MODE: facts.mode, m.WIDTH: facts.width, m.HEIGHT: facts.height, m.PHASH: facts.phash})
@@ -183,7 +208,7 @@ def _near_duplicates(frame: pd.DataFrame, tally: Tally) -> None:
     """Note each image whose perceptual hash equals an earlier one's (the same picture re-encoded or
     resized)."""
     first: dict[str, str] = {}
-    for path, phash in zip(frame[m.PATH], frame[m.PHASH]):
+    for path, phash in zip(frame[m.PATH].tolist(), frame[m.PHASH].tolist()):
         if phash in first:
             tally.near_duplicate(path, first[phash])
         else:

@@ -55,6 +55,7 @@ class _Batch:
                 "height": [r.facts.height if r.facts else -1 for r in reads],
                 "phash": [r.facts.phash if r.facts else None for r in reads],
                 "problem": [r.problem for r in reads],
+                "earlier": [-1 if r.earlier is None else r.earlier for r in reads],
             }
         )
 
@@ -66,4 +67,7 @@ def _back(f: SourceFile, row: dict[str, Any]) -> FileRead:
     )
     raw = row["raw"]
     problem = row["problem"] if isinstance(row["problem"], str) else None
-    return FileRead(f, row["key"], None if raw is None else bytes(raw), facts, problem)
+    earlier = int(row["earlier"])
+    return FileRead(
+        f, row["key"], None if raw is None else bytes(raw), facts, problem, None if earlier < 0 else earlier
+    )

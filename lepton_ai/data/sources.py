@@ -10,7 +10,7 @@ import os
 import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import fsspec
 import numpy as np
@@ -26,8 +26,7 @@ FORMATS = (*FILE_FORMATS, *TABLE_FORMATS)
 BATCH_ROWS = 65536
 
 
-@dataclass(frozen=True)
-class SourceFile:
+class SourceFile(NamedTuple):
     """One file of a folder source: its path relative to the source, its class (its folder), size and
     modification time."""
 
@@ -36,6 +35,15 @@ class SourceFile:
     size: int
     # None where the filesystem gives no modification time
     mtime: float | None = None
+
+
+class Listed(NamedTuple):
+    """A file as a listing gives it: size, modification time (None where the filesystem has none), and where
+    it really is if it is, or is under, a link to somewhere outside the source."""
+
+    size: int
+    mtime: float | None
+    outside: str | None
 
 
 @dataclass(frozen=True)
@@ -59,7 +67,7 @@ class Source:
         if not found:
             raise NotFoundError(f"no such file or folder: {url}")
         self.local = "file" in _protocols(self.fs)
-        self._found: dict[str, dict[str, Any]] | None = None
+        self._found: dict[str, Listed] | None = None
 
     def guess_format(self) -> str:
         """Return the format the source's name or files suggest: a table by its suffix, else a folder of
@@ -70,7 +78,7 @@ class Source:
             if found is None:
                 raise InvalidInputError(f"{self.url}: cannot tell its format from {suffix!r}: give --format")
             return found
-        names = [posixpath.splitext(p)[1].lower() for p in self._listing()]
+        names = ["." + p.rsplit(".", 1)[-1].lower() for p in self._listing()]
         counts = {fmt: sum(n in suffixes for n in names) for fmt, suffixes in FILE_FORMATS.items()}
         return max(counts, key=lambda fmt: counts[fmt])
 
@@ -82,31 +90,30 @@ class Source:
         suffixes = FILE_FORMATS[fmt]
         prefix = len(self.root.rstrip("/")) + 1
         found = []
-        for path, info in sorted(self._listing().items()):
+        for path, (size, mtime, outside) in sorted(self._listing().items()):
             rel = path[prefix:]
             if not rel.lower().endswith(suffixes):
                 continue
-            if info.get("outside"):
+            if outside:
                 raise InvalidInputError(
-                    f"{path} links outside the source ({info['outside']}): copy the file in instead"
+                    f"{path} links outside the source ({outside}): copy the file in instead"
                 )
             label = rel.split("/")[0] if "/" in rel else ""
             if not label:
                 raise InvalidInputError(
                     f"{self.url}/{rel} is in no class folder: expected {self.url}/<class>/"
                 )
-            mtime = info.get("mtime")
-            found.append(SourceFile(rel, label, int(info.get("size") or 0), float(mtime) if mtime else None))
+            found.append(SourceFile(rel, label, size, mtime))
         if not found:
             raise InvalidInputError(
                 f"{self.url} holds no {fmt} files ({', '.join(suffixes)}) in class folders"
             )
         return found
 
-    def _listing(self) -> dict[str, dict[str, Any]]:
-        """Return every file under the source with its details (listed once)."""
+    def _listing(self) -> dict[str, Listed]:
+        """Return every file under the source with its size and time (listed once)."""
         if self._found is None:
-            self._found = _walk(self.root) if self.local else self.fs.find(self.root, detail=True)
+            self._found = _walk(self.root) if self.local else _find(self.fs, self.root)
         return self._found
 
     def __getstate__(self) -> dict[str, Any]:
@@ -148,32 +155,45 @@ class Source:
             yield from reader(f)
 
 
-def _walk(root: str) -> dict[str, dict[str, Any]]:
+def _find(fs: Any, root: str) -> dict[str, Listed]:
+    """Return every file under `root` on fsspec filesystem `fs` with its size and modification time."""
+    found = {}
+    for path, info in fs.find(root, detail=True).items():
+        mtime = info.get("mtime")
+        found[path] = Listed(int(info.get("size") or 0), float(mtime) if mtime else None, None)
+    return found
+
+
+def _walk(root: str) -> dict[str, Listed]:
     """Return every file under the local folder `root` with its size and modification time, and, for a file
-    that is or is under a link to somewhere outside `root`, where it really is (os.walk with one stat a file:
-    fsspec's listing costs several times as much)."""
+    that is or is under a link to somewhere outside `root`, where it really is (a scandir walk with one stat a
+    file: fsspec's listing costs several times as much)."""
     real_root = os.path.realpath(root)
-    found, seen = {}, set()
-    for folder, folders, names in os.walk(root, followlinks=True):
+    found: dict[str, Listed] = {}
+    folders, seen = [root], set()
+    while folders:
+        folder = folders.pop()
         real = os.path.realpath(folder)
         # a link back up the tree would be walked for ever
         if real in seen:
-            folders.clear()
             continue
         seen.add(real)
         folder_outside = real if not _inside(real, real_root) else None
-        for name in names:
-            path = os.path.join(folder, name)
-            try:
-                stat = os.stat(path)
-            except OSError:
-                # a dangling link: nothing to read
-                continue
-            outside = folder_outside
-            if outside is None and os.path.islink(path):
-                target = os.path.realpath(path)
-                outside = target if not _inside(target, real_root) else None
-            found[path] = {"size": stat.st_size, "mtime": stat.st_mtime, "outside": outside}
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                try:
+                    if entry.is_dir():
+                        folders.append(entry.path)
+                        continue
+                    stat = entry.stat()
+                except OSError:
+                    # a dangling link: nothing to read
+                    continue
+                outside = folder_outside
+                if outside is None and entry.is_symlink():
+                    target = os.path.realpath(entry.path)
+                    outside = target if not _inside(target, real_root) else None
+                found[entry.path] = Listed(stat.st_size, stat.st_mtime, outside)
     return found
 
 

@@ -55,7 +55,13 @@ def assign(
         # sorted by key first: the order depends on the records, not on how they were listed
         new = new[np.argsort(keys[new], kind="stable")][rng.permutation(len(new))]
         out[new] = _fill(out[members], len(members), new, fractions)
-    return out if groups is None else _together(out, keys, groups, previous)
+    if groups is None:
+        return out
+    # only a group that gained a record can have to move it: the others were put together before
+    gained = {group for group, key in zip(groups.tolist(), keys.tolist()) if key not in previous}
+    grown = np.array([group in gained for group in groups.tolist()], dtype=bool)
+    out[grown] = _together(out[grown], keys[grown], groups[grown], previous)
+    return out
 
 
 def _together(out: np.ndarray, keys: np.ndarray, groups: np.ndarray, previous: dict[str, str]) -> np.ndarray:

@@ -33,7 +33,7 @@ def load_version(
     meta = {"dataset": info.ref, "keys": list(frame[m.KEY])}
     if info.format in ("imagefolder", "text"):
         raws = read_records(datasets.artifacts, frame[[m.PACK, m.OFFSET, m.LENGTH]].itertuples(index=False))
-        labels = torch.tensor([classes.index(c) for c in frame[m.LABEL]], dtype=torch.long)
+        labels = torch.tensor([classes.index(c) for c in frame[m.LABEL].tolist()], dtype=torch.long)
         if info.format == "text":
             texts = [raw.decode("utf-8").strip() for raw in raws]
             return LabeledData("text", labels, classes, texts=texts, name=info.ref, meta=meta)
@@ -65,7 +65,7 @@ def _table(
     frame: pd.DataFrame, info: DatasetVersionInfo, classes: list[str], meta: dict[str, Any]
 ) -> LabeledData:
     label, text = info.schema["label"], info.schema.get("text")
-    labels = torch.tensor([classes.index(c) for c in frame[label].astype(str)], dtype=torch.long)
+    labels = torch.tensor([classes.index(c) for c in frame[label].astype(str).tolist()], dtype=torch.long)
     if text:
         return LabeledData("text", labels, classes, texts=list(frame[text]), name=info.ref, meta=meta)
     columns = [c for c in frame.columns if not str(c).startswith("_") and c != label]
