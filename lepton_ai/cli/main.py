@@ -11,6 +11,7 @@ from lepton_ai.cli.doctor import doctor
 from lepton_ai.cli.evaluate import evaluate
 from lepton_ai.cli.optimize import optimize
 from lepton_ai.cli.output import run_app
+from lepton_ai.cli.pretrain import pretrain
 from lepton_ai.cli.quickstart import quickstart
 from lepton_ai.cli.serve import bench, serve
 from lepton_ai.cli.train import train
@@ -32,6 +33,7 @@ app.add_typer(data.app, name="data")
 app.command()(doctor)
 app.command()(quickstart)
 app.command()(train)
+app.command()(pretrain)
 app.command()(optimize)
 app.command()(serve)
 app.command()(deploy)

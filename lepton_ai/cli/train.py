@@ -37,9 +37,6 @@ LAUNCH_OPTIONS = ("nproc", "nnodes", "rdzv", "node_rank", "rdzv_id")
 
 def train(
     ctx: typer.Context,
-    model: Annotated[
-        str, typer.Option(help="mlp, cnn-small, resnet18, minilm, a Hugging Face dir or NAME[:VERSION].")
-    ],
     data: Annotated[
         str,
         typer.Option(
@@ -48,6 +45,18 @@ def train(
         ),
     ],
     name: Annotated[str, typer.Option(help="Registry name for the trained model.")],
+    model: Annotated[
+        str | None,
+        typer.Option(help="mlp, cnn-small, resnet18, minilm, a Hugging Face dir or NAME[:VERSION]."),
+    ] = None,
+    init: Annotated[
+        str | None,
+        typer.Option(help="Start from a backbone of `lepton pretrain` (NAME[:VERSION]) under a fresh head."),
+    ] = None,
+    label_fraction: Annotated[
+        float | None,
+        typer.Option(help="Train on this seeded, stratified share of the training labels (e.g. 0.05)."),
+    ] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help=f"Default: {_FAMILY['epochs']}.")] = None,
     lr: Annotated[
         float | None, typer.Option(min=0.0, help=f"Learning rate. Default: {_FAMILY['lr']}.")
@@ -159,6 +168,11 @@ def train(
     from lepton_ai.train.job import train_and_register
     from lepton_ai.train.recipe import TrainingNotice
 
+    if (model is None) == (init is None):
+        raise InvalidInputError(
+            "give --model (an architecture or a model to fine-tune) or --init (a backbone of `lepton "
+            "pretrain`), one of the two"
+        )
     dp = _dp_config(dp_epsilon, dp_delta, max_grad_norm)
     distributed.check_launch(nproc, nnodes, rdzv, node_rank)
     if dp is not None and (nproc != 1 or nnodes != 1 or rdzv or distributed.world().world_size > 1):
@@ -178,10 +192,11 @@ def train(
         warnings.simplefilter("always", TrainingNotice)
         warnings.showwarning = _notices(warnings.showwarning)
         result = train_and_register(
-            model,
+            model or str(init),
             data,
             name,
             seed=seed,
+            label_fraction=label_fraction,
             checkpoint_dir=checkpoint_dir,
             data_options={"label": label, "text": text, "image_size": image_size},
             dp=dp,

@@ -59,3 +59,24 @@ class LabeledData(torch.utils.data.Dataset):
             name=self.name + suffix,
             meta=dict(self.meta),
         )
+
+    def labelled_share(self, fraction: float, seed: int = 0) -> LabeledData:
+        """Return a seeded, stratified `fraction` of the examples (each class its rounded share), so that
+        methods compared on few labels see the same ones; refuse a fraction that leaves a class with none."""
+        from lepton_ai.errors import InvalidInputError
+
+        if not 0 < fraction <= 1:
+            raise InvalidInputError(f"--label-fraction must be in (0, 1], not {fraction}")
+        labels = self.labels.numpy()
+        rng = np.random.default_rng(seed)
+        kept = []
+        for label in range(self.num_classes):
+            members = np.flatnonzero(labels == label)
+            take = round(fraction * len(members))
+            if take == 0:
+                raise InvalidInputError(
+                    f"--label-fraction {fraction} leaves class {self.classes[label]!r} ({len(members)} "
+                    f"examples) without one: use at least {1 / max(1, 2 * len(members)):.3g}"
+                )
+            kept.append(rng.permutation(members)[:take])
+        return self.subset(np.sort(np.concatenate(kept)), suffix=f"[{fraction:g} of labels]")

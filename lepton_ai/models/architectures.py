@@ -55,10 +55,16 @@ class MLP(nn.Module):
             layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(dropout)]
             width = h
         self.features = nn.Sequential(*layers)
-        self.head = nn.Linear(width, num_classes)
+        self.head = _head(width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(self.normalize(x)))
+
+
+def _head(width: int, num_classes: int) -> nn.Module:
+    """Return the classification head: a linear layer, or none (the features themselves) for a backbone
+    (num_classes=0, as self-supervised pretraining makes)."""
+    return nn.Linear(width, num_classes) if num_classes else nn.Identity()
 
 
 def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -83,7 +89,7 @@ class SmallCNN(nn.Module):
             nn.Flatten(),
             nn.Dropout(0.2),
         )
-        self.head = nn.Linear(2 * width, num_classes)
+        self.head = _head(2 * width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(self.normalize(x)))
@@ -131,7 +137,7 @@ class ResNet18(nn.Module):
             layers += [BasicBlock(width, out, stride), BasicBlock(out, out, 1)]
             width = out
         self.features = nn.Sequential(*stem, *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.head = nn.Linear(512, num_classes)
+        self.head = _head(512, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -23,6 +23,7 @@ from lepton_ai.device import resolve_device
 from lepton_ai.errors import InvalidInputError, NotFoundError
 from lepton_ai.models import lora
 from lepton_ai.models.architectures import ARCHITECTURES, Standardize, build
+from lepton_ai.models.features import backbone_features, text_features
 from lepton_ai.models.lora import LoraSpec
 from lepton_ai.models.text import TextClassifier, is_hf_dir, minilm_dir
 from lepton_ai.models.weights import load_weights, read_meta, replace_modules
@@ -41,6 +42,11 @@ def _as_size(input_size: int | Sequence[int] | None) -> tuple[int, ...]:
     if input_size is None:
         return ()
     return (int(input_size),) if isinstance(input_size, int) else tuple(int(s) for s in input_size)
+
+
+def _is_backbone(meta: dict[str, Any]) -> bool:
+    """Return whether saved metadata is a built-in backbone's, with no head (pretrained without labels)."""
+    return meta["num_classes"] == 0 and meta.get("arch") in ARCHITECTURES
 
 
 class LeptonModel(nn.Module):
@@ -127,11 +133,6 @@ class LeptonModel(nn.Module):
         self.source, self.lora, self.base = key if weights is None else str(weights), None, None
         self.updates, self.tuned = 0, False
         if key in ARCHITECTURES:
-            if self.is_embedding:
-                raise InvalidInputError(
-                    f"{key} is a classifier: embedding models (num_classes=0) need a text "
-                    "backbone such as 'minilm' or a Hugging Face directory"
-                )
             if not self.input_size:
                 raise InvalidInputError(
                     f"{key} needs input_size, e.g. LeptonModel(num_classes=10, input_size=(1, 8, 8))"
@@ -186,7 +187,7 @@ class LeptonModel(nn.Module):
         return self
 
     def _configure(self, meta: dict[str, Any]) -> None:
-        if meta["num_classes"] != self.num_classes:
+        if meta["num_classes"] != self.num_classes and not _is_backbone(meta):
             raise InvalidInputError(
                 f"the saved model has {meta['num_classes']} classes but this LeptonModel was "
                 f"built with num_classes={self.num_classes}"
@@ -198,7 +199,8 @@ class LeptonModel(nn.Module):
                 f"built with input_size={self.input_size}"
             )
         self.input_size = saved_size
-        self.classes = list(meta.get("classes") or self.classes)
+        if not _is_backbone(meta):
+            self.classes = list(meta.get("classes") or self.classes)
         self.preprocess = dict(meta.get("preprocess") or {})
 
     def _load_weights(self, weights: str | Path) -> None:
@@ -249,7 +251,14 @@ class LeptonModel(nn.Module):
         self.replaced_modules = dict(meta.get("replaced_modules") or {})
         assert self.net is not None
         replace_modules(self.net, self.replaced_modules)
-        if weights is not None and not meta.get("adapter"):
+        if weights is None or meta.get("adapter"):
+            return
+        if _is_backbone(meta) and self.num_classes:
+            # a pretrained backbone under a fresh head for this model's classes
+            head, self.net.head = self.net.head, nn.Identity()
+            self._load_weights(weights)
+            self.net.head = head
+        else:
             self._load_weights(weights)
 
     # -- LoRA ----------------------------------------------------------------------------
@@ -362,12 +371,13 @@ class LeptonModel(nn.Module):
         return torch.softmax(self._outputs(inputs, batch_size), -1)
 
     def embed(self, inputs: Any, batch_size: int = 64) -> torch.Tensor:
-        """Return L2-normalised sentence embeddings (N, dim) of an embedding model (num_classes=0)."""
+        """Return L2-normalised embeddings (N, dim) of an embedding model (num_classes=0): a sentence
+        encoder's, or a backbone's pretrained without labels."""
         if not self.is_embedding:
             raise InvalidInputError(
                 "embed() is for embedding models (LeptonModel(num_classes=0)); use predict()"
             )
-        return self._outputs(inputs, batch_size)
+        return torch.nn.functional.normalize(self._outputs(inputs, batch_size), dim=-1)
 
     def predict(self, inputs: Any, batch_size: int = 256) -> torch.Tensor:
         """Return the predicted class id of each input."""
@@ -396,18 +406,18 @@ class LeptonModel(nn.Module):
         return {**history, "method": "lora" if self.lora is not None else "full"}
 
     def _fit_head(self, train_data: Any, val_data: Any, **options: Any) -> dict[str, Any]:
-        net = self.net
-        if not isinstance(net, TextClassifier) or net.head is None:
+        head = getattr(self.net, "head", None)
+        if self.source is None or not isinstance(head, nn.Linear):
             raise InvalidInputError(
                 "--head-only trains the head on a pretrained encoder's features, and "
-                f"{self.arch or 'this model'} has no pretrained backbone: drop --head-only, or use minilm "
-                "or a Hugging Face directory"
+                f"{self.arch or 'this model'} has no pretrained backbone: drop --head-only, or start from "
+                "minilm, a Hugging Face directory or a backbone of `lepton pretrain` (--init NAME)"
             )
         device, t0 = resolve_device(options.get("device", "auto")), time.perf_counter()
         train_features = self.features(train_data, device)
         val_features = self.features(val_data, device) if val_data is not None else None
         features_seconds = time.perf_counter() - t0
-        history = fit_head(net.head, train_features, val_features, **options)
+        history = fit_head(head, train_features, val_features, **options)
         self.to("cpu").eval()
         return {**history, "method": "head-only", "features_seconds": features_seconds}
 
@@ -415,19 +425,12 @@ class LeptonModel(nn.Module):
     def features(self, data: LabeledData, device: torch.device | str = "cpu") -> LabeledData:
         """Return `data` as the frozen encoder's features (what the head reads), computed once per set."""
         check_data(self, data)
-        net = self._text_net()
         # features of an encoder trained since are stale
         key = ("features", self.preprocess.get("max_length"), self.updates)
         cached = data.cache.setdefault(self, {})
         if key not in cached:
             self.to(device).eval()
-            tokens = as_inputs(self, data)
-            assert isinstance(tokens, Tokens)
-            # like lengths together: little padding
-            order = torch.argsort(tokens.lengths, descending=True)
-            out = torch.empty(len(data), net.encoder.config.hidden_size)
-            for idx in order.split(64):
-                out[idx] = net.embed(tokens.batch(idx, device)).float().cpu()
+            out = text_features(self, data, device) if self.is_text else backbone_features(self, data, device)
             cached[key] = LabeledData(
                 "tabular", data.labels, data.classes, features=out, name=f"{data.name}[features]"
             )

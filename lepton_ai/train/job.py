@@ -43,6 +43,7 @@ def train_and_register(
     checkpoint_dir: str | Path | None = None,
     description: str | None = None,
     dp: DPConfig | dict[str, Any] | None = None,
+    label_fraction: float | None = None,
     **fit_options: Any,
 ) -> TrainResult:
     """Train `model` (an architecture, HF dir or registry ref) on `data`, test it, register it as `name`.
@@ -50,6 +51,7 @@ def train_and_register(
     `dp={"epsilon": 3, "delta": 1e-5}` (or a DPConfig) trains with DP-SGD; the options not given then
     default to `DP_TRAINING_DEFAULTS` (epochs, batch size, learning rate tuned for DP), and the version's
     recipe records {"privacy": {"epsilon" spent, "delta", "mechanism", ...}}.
+    `label_fraction` trains on a seeded, stratified share of the training labels (the same for any model).
     Started by torchrun (LOCAL_RANK set), it joins the process group and trains data-parallel."""
     from lepton_ai.store.refs import check_name
 
@@ -67,6 +69,7 @@ def train_and_register(
             data_options=data_options,
             checkpoint_dir=checkpoint_dir,
             description=description,
+            label_fraction=label_fraction,
             **fit_options,
         )
     finally:
@@ -83,6 +86,7 @@ def _train_and_register(
     data_options: dict[str, Any] | None,
     checkpoint_dir: str | Path | None,
     description: str | None,
+    label_fraction: float | None,
     **fit_options: Any,
 ) -> TrainResult:
     from lepton_ai.data import load
@@ -90,6 +94,8 @@ def _train_and_register(
     from lepton_ai.store import Registry
 
     train, val, test = (load(data, s, seed=seed, **(data_options or {})) for s in ("train", "val", "test"))
+    if label_fraction is not None:
+        train = train.labelled_share(label_fraction, seed)
     if train.num_classes < 2:
         raise InvalidInputError(
             f"the labels of {data} hold one class only ({', '.join(train.classes) or 'none'}): a classifier "
@@ -118,6 +124,7 @@ def _train_and_register(
         "model": model,
         "data": dataset or data,
         "seed": seed,
+        **({"label_fraction": label_fraction} if label_fraction is not None else {}),
         **{k: v for k, v in fit_options.items() if k != "progress"},
     }
     if params.get("dp") is not None:
