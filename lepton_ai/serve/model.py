@@ -142,7 +142,8 @@ class ModelPhoton(Photon):
             x = torch.from_numpy(inputs).to(self.device) if isinstance(inputs, np.ndarray) else inputs
             out = self.runnable(x).float().cpu()
         if self.is_embedding:
-            return out
+            # unit vectors, as embed() gives them (a sentence encoder's already are)
+            return torch.nn.functional.normalize(out, dim=-1)
         if not return_labels:
             return torch.softmax(out, -1) if return_probs else out.argmax(-1)
         names = [str(c) for c in self.meta.get("classes") or range(out.shape[-1])]

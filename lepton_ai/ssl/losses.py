@@ -4,6 +4,8 @@ their gradients."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import distributed as dist
@@ -73,9 +75,24 @@ def gather(z: torch.Tensor) -> torch.Tensor:
     gradient flows back to each rank's own."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return z
-    from torch.distributed.nn.functional import all_gather
+    return torch.cat(_Gather.apply(z))
 
-    return torch.cat(all_gather(z))
+
+class _Gather(torch.autograd.Function):
+    """all_gather that keeps gradients (solo-learn's GatherLayer): each rank's embeddings get the gradient
+    every rank's loss gives them."""
+
+    @staticmethod
+    def forward(ctx: Any, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = [torch.zeros_like(z) for _ in range(dist.get_world_size())]
+        dist.all_gather(out, z.contiguous())
+        return tuple(out)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: torch.Tensor) -> torch.Tensor:
+        summed = torch.stack(grads)
+        dist.all_reduce(summed)
+        return summed[dist.get_rank()]
 
 
 def _rank() -> int:

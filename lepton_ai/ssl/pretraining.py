@@ -170,6 +170,8 @@ def _epoch(run: _Run, o: PretrainOptions, epoch: int, advance: Callable[[], None
     shuffle = torch.Generator().manual_seed(o.seed * 100_003 + epoch)
     order = distributed.shard(torch.randperm(len(run.inputs), generator=shuffle), run.rank, run.world_size)
     draws = torch.Generator().manual_seed(o.seed * 100_003 + epoch * 101 + run.rank + 1)
+    # dropout's draws too: a resumed run trains on exactly as the uninterrupted one would have
+    torch.manual_seed(o.seed * 100_003 + epoch * 101 + run.rank + 2)
     run.step_model.train()
     losses = []
     for idx in order.split(o.batch_size):
@@ -183,7 +185,7 @@ def _epoch(run: _Run, o: PretrainOptions, epoch: int, advance: Callable[[], None
             loss.backward()
             run.optimizer.step()
             run.schedule.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         advance()
     return sum(losses) / max(1, len(losses))
 
@@ -276,6 +278,11 @@ def _restore(
         if o.resume:
             warnings.warn(f"no checkpoint in {o.checkpoint_dir}: pretraining from the start", stacklevel=3)
         return 0, []
+    if int(state["planned"]) != o.epochs:
+        raise InvalidInputError(
+            f"the checkpoint in {o.checkpoint_dir} is of a {state['planned']}-epoch pretraining (its "
+            f"learning rate schedule spans them): resume with --epochs {state['planned']}"
+        )
     pair.load_state_dict(state["pair"])
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
@@ -289,6 +296,7 @@ def _save(o: PretrainOptions, run: _Run, epoch: int) -> None:
         "optimizer": run.optimizer.state_dict(),
         "schedule": run.schedule.state_dict(),
         "epoch": epoch,
+        "planned": o.epochs,
         "history": run.history,
     }
     save_checkpoint(o.checkpoint_dir, state)
