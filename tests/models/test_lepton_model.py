@@ -139,7 +139,9 @@ def test_embedding_model_outputs_normalised_vectors() -> None:
     assert float(e[0] @ e[1]) > float(e[0] @ e[2]) + 0.3
     with pytest.raises(InvalidInputError, match="embed"):
         model.predict(["x"])
-    with pytest.raises(InvalidInputError, match="text backbone"):
-        LeptonModel(num_classes=0, input_size=(4,)).load_pretrained_model("mlp")
+    # a built-in architecture with no classes is a backbone (what `lepton pretrain` trains): its features
+    with pytest.warns(UserWarning, match="randomly initialised"):
+        backbone = LeptonModel(num_classes=0, input_size=(4,)).load_pretrained_model("mlp")
+    assert backbone.is_embedding and backbone.embed(torch.randn(3, 4)).shape == (3, 128)
     with pytest.raises(InvalidInputError, match="at least 2"):
         LeptonModel(num_classes=1)
