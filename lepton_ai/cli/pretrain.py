@@ -25,7 +25,12 @@ def pretrain(
     method: Annotated[str, typer.Option(help="vicreg or simclr.")] = "vicreg",
     epochs: Annotated[int, typer.Option(min=1)] = 100,
     batch_size: Annotated[int, typer.Option(help="Examples per step in each process (at least 2).")] = 256,
-    lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate of the one-cycle schedule.")] = 2e-3,
+    lr: Annotated[
+        float,
+        typer.Option(
+            min=0.0, help="Peak learning rate (a tenth of the steps warm up to it, then a cosine down)."
+        ),
+    ] = 2e-3,
     temperature: Annotated[float, typer.Option(help="SimCLR's softmax temperature.")] = 0.2,
     flip: Annotated[
         bool, typer.Option("--flip", help="Mirror images in the views too (not for digits or text).")

@@ -121,8 +121,8 @@ class _Run:
 
 
 def _setup(model: LeptonModel, data: LabeledData, o: PretrainOptions, views: Views) -> _Run:
-    """Return the run: the backbone under its projector on the device, the loss, optimizer and one-cycle
-    schedule, restored from the last checkpoint with --resume."""
+    """Return the run: the backbone under its projector on the device, the loss, the optimizer and its
+    schedule (warmup, then a cosine), restored from the last checkpoint with --resume."""
     assert model.net is not None
     rank, world_size = distributed.rank_and_size()
     device = resolve_device(o.device)
@@ -130,7 +130,7 @@ def _setup(model: LeptonModel, data: LabeledData, o: PretrainOptions, views: Vie
     loss_fn: nn.Module = NTXentLoss(o.temperature) if o.method == "simclr" else VICRegLoss()
     steps = math.ceil(math.ceil(len(data) / world_size) / o.batch_size)
     optimizer = torch.optim.AdamW(pair.parameters(), lr=o.lr, weight_decay=o.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, o.lr, o.epochs * steps, pct_start=0.1)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_then_cosine(o.epochs * steps))
     start, history = _restore(o, pair, optimizer, schedule)
     step_model = DistributedDataParallel(pair) if world_size > 1 else pair
     inputs = as_inputs(model, data)
@@ -162,6 +162,18 @@ class _Pair(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.projector(self.backbone(x))
+
+
+def _warmup_then_cosine(total: int) -> Callable[[int], float]:
+    """Return the learning rate's factor at each step: up linearly for a tenth of them, then a cosine down."""
+    warm = max(1, total // 10)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+    return factor
 
 
 def _epoch(run: _Run, o: PretrainOptions, epoch: int, advance: Callable[[], None]) -> float:
