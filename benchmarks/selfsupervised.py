@@ -147,7 +147,7 @@ def _summary(runs: list[dict[str, Any]], fractions: list[str]) -> dict[str, dict
 
 
 def plot(digits: dict[str, Any], path: Path) -> Path:
-    """Save the label-efficiency curve (test accuracy against the share of labels, mean and range over seeds)."""
+    """Save the label-efficiency curve: test accuracy by share of labels, mean and range over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -21,13 +21,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lepton_ai"
 # Lowest first: a module may import its own layer or one below, never one above.
 LAYERS: tuple[frozenset[str], ...] = (
     # foundations every layer uses
-    frozenset({"errors", "version", "config", "machine", "device", "cluster"}),
+    frozenset({"errors", "version", "config", "machine", "device", "cluster", "lazy"}),
     # storage: the registry and the artifact store
     frozenset({"store"}),
     # data sets, their checks and batching
     frozenset({"data"}),
     # compute (models, training, privacy, compression) and network (serving, its client), side by side
-    frozenset({"models", "train", "privacy", "compress", "serve", "client"}),
+    frozenset({"models", "train", "privacy", "ssl", "compress", "serve", "client"}),
     # management: the scheduler, deployment beyond one machine, and the command line over all of it
     frozenset({"jobs"}),
     frozenset({"deploy"}),
@@ -111,7 +111,11 @@ def _lazy_exports(package: Module, tree: ast.Module) -> set[str]:
     """Return the modules a package's `__init__` names as strings (what `import_module` loads lazily)."""
     names = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
     return {
-        m for name in names for m in (name, f"{package.name}.{name}") if m in MODULES and m != package.name
+        m
+        for name in names
+        # absolute ("lepton_ai.train.job"), or relative to the package (".federated", or "federated")
+        for m in (name, f"{package.name}.{name.lstrip('.')}")
+        if m in MODULES and m != package.name
     }
 
 

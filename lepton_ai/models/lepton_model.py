@@ -11,7 +11,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors.torch import load_file, save_file, save_model
@@ -23,10 +23,10 @@ from lepton_ai.device import resolve_device
 from lepton_ai.errors import InvalidInputError, NotFoundError
 from lepton_ai.models import lora
 from lepton_ai.models.architectures import ARCHITECTURES, Standardize, build
-from lepton_ai.models.features import backbone_features, text_features
+from lepton_ai.models.features import encoder_features
 from lepton_ai.models.lora import LoraSpec
 from lepton_ai.models.text import TextClassifier, is_hf_dir, minilm_dir
-from lepton_ai.models.weights import load_weights, read_meta, replace_modules
+from lepton_ai.models.weights import is_backbone, load_weights, read_meta, replace_modules
 from lepton_ai.train.head import fit_head
 from lepton_ai.train.loop import evaluate, fit
 
@@ -42,11 +42,6 @@ def _as_size(input_size: int | Sequence[int] | None) -> tuple[int, ...]:
     if input_size is None:
         return ()
     return (int(input_size),) if isinstance(input_size, int) else tuple(int(s) for s in input_size)
-
-
-def _is_backbone(meta: dict[str, Any]) -> bool:
-    """Return whether saved metadata is a built-in backbone's, with no head (pretrained without labels)."""
-    return meta["num_classes"] == 0 and meta.get("arch") in ARCHITECTURES
 
 
 class LeptonModel(nn.Module):
@@ -187,7 +182,7 @@ class LeptonModel(nn.Module):
         return self
 
     def _configure(self, meta: dict[str, Any]) -> None:
-        if meta["num_classes"] != self.num_classes and not _is_backbone(meta):
+        if meta["num_classes"] != self.num_classes and not is_backbone(meta):
             raise InvalidInputError(
                 f"the saved model has {meta['num_classes']} classes but this LeptonModel was "
                 f"built with num_classes={self.num_classes}"
@@ -199,7 +194,7 @@ class LeptonModel(nn.Module):
                 f"built with input_size={self.input_size}"
             )
         self.input_size = saved_size
-        if not _is_backbone(meta):
+        if not is_backbone(meta):
             self.classes = list(meta.get("classes") or self.classes)
         self.preprocess = dict(meta.get("preprocess") or {})
 
@@ -253,7 +248,7 @@ class LeptonModel(nn.Module):
         replace_modules(self.net, self.replaced_modules)
         if weights is None or meta.get("adapter"):
             return
-        if _is_backbone(meta) and self.num_classes:
+        if is_backbone(meta) and self.num_classes:
             # a pretrained backbone under a fresh head for this model's classes
             head, self.net.head = self.net.head, nn.Identity()
             self._load_weights(weights)
@@ -430,12 +425,11 @@ class LeptonModel(nn.Module):
         cached = data.cache.setdefault(self, {})
         if key not in cached:
             self.to(device).eval()
-            out = text_features(self, data, device) if self.is_text else backbone_features(self, data, device)
+            out = encoder_features(cast(nn.Module, self.net), as_inputs(self, data), device)
             cached[key] = LabeledData(
-                "tabular", data.labels, data.classes, features=out, name=f"{data.name}[features]"
+                "tabular", data.labels, data.classes, out, name=data.name + "[features]"
             )
-        features: LabeledData = cached[key]
-        return features
+        return cast(LabeledData, cached[key])
 
     def evaluate(self, data: Any, batch_size: int = 256) -> dict[str, float]:
         """Return {"accuracy", "loss", "f1_macro"} on labelled `data`."""

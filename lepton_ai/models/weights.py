@@ -31,6 +31,13 @@ def load_weights(net: nn.Module, weights: str | Path, file_name: str, arch: str)
         )
 
 
+def is_backbone(meta: dict[str, Any]) -> bool:
+    """Return whether saved metadata is a built-in backbone's, with no head (pretrained without labels)."""
+    from lepton_ai.models.architectures import ARCHITECTURES
+
+    return meta["num_classes"] == 0 and meta.get("arch") in ARCHITECTURES
+
+
 def read_meta(path: Path) -> dict[str, Any] | None:
     with safe_open(str(path), framework="pt") as f:
         raw = (f.metadata() or {}).get("lepton")

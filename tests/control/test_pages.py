@@ -262,3 +262,19 @@ def test_a_job_environment_is_never_shown(api: TestClient) -> None:
     assert all(secret not in text and "API_KEY" in text for text in shown)
     # the worker still gets it: only what is shown is redacted
     assert JobQueue().get(job.id).job_spec.spec.env == {"API_KEY": secret}
+
+
+def test_a_pretraining_run_is_listed_with_its_knn_and_collapse_curves(api: TestClient) -> None:
+    from lepton_ai.ssl.job import pretrain_and_register
+
+    result = pretrain_and_register(
+        "cnn-small", "digits", "digits-ssl", epochs=2, progress=False, device="cpu"
+    )
+    listed = api.get("/runs?kind=pretrain").text
+    assert "Pretraining runs" in listed and f"/runs/{result.run_id}" in listed and "knn_accuracy" in listed
+    page = api.get(f"/runs/{result.run_id}").text
+    for curve in ("knn_accuracy", "spread", "effective_rank", "loss"):
+        assert f">{curve}<" in page or f"{curve}</" in page, curve
+    assert page.count("<polyline") >= 4
+    version = api.get("/models/digits-ssl/1").text
+    assert "vicreg" in version
