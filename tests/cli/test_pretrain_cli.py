@@ -62,3 +62,28 @@ def test_bad_pretraining_input_is_one_line() -> None:
     assert r.returncode == 2 and "without one" in r.stderr
     r = lepton("train", "--data", "digits", "--name", "x")
     assert r.returncode == 2 and "--model" in r.stderr and "--init" in r.stderr
+
+
+def test_two_processes_pretrain_one_backbone() -> None:
+    r = lepton(
+        "pretrain",
+        "--model",
+        "mlp",
+        "--data",
+        "breast_cancer",
+        "--method",
+        "simclr",
+        "--name",
+        "bc",
+        "--epochs",
+        "2",
+        "--nproc",
+        "2",
+        "--json",
+    )
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["world_size"] == 2 and doc["version"] == 1 and len(doc["epochs"]) == 2
+    shown = json.loads(lepton("models", "show", "bc:1", "--json").stdout)
+    assert shown["recipe"]["pretraining"]["world_size"] == 2
+    assert shown["recipe"]["pretraining"]["views"] == {"tables": {"method": "scarf", "rate": 0.6}}

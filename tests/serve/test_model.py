@@ -134,6 +134,23 @@ def test_an_embedding_model_answers_unit_vectors(serve, tmp_path: Path) -> None:
     assert wrong.status_code == 422 and "inputs.0" in wrong.json()["message"]
 
 
+def test_a_pretrained_backbone_answers_unit_vectors(serve, tmp_path: Path) -> None:
+    from lepton_ai.ssl import pretrain
+
+    digits = load("digits", "train")
+    torch.manual_seed(0)
+    backbone = LeptonModel(num_classes=0, input_size=(1, 8, 8))
+    with pytest.warns(UserWarning, match="randomly initialised"):
+        backbone.load_pretrained_model("cnn-small")
+    pretrain(backbone, digits, epochs=1, progress=False)
+    folder = backbone.save_dir(tmp_path / "backbone")
+    x = digits.features[:5]
+    with serve(model_photon(str(folder))) as url:
+        got = np.array(predict(url, inputs=x.tolist()).json()["outputs"])
+    assert got.shape == (5, 64) and np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-4)
+    assert np.allclose(got, backbone.embed(x).numpy(), atol=1e-4)
+
+
 def test_an_unknown_model_is_refused_before_serving() -> None:
     from lepton_ai.errors import NotFoundError
 
