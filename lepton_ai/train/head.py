@@ -3,6 +3,7 @@ fine-tuning the whole encoder takes minutes, and what a practitioner tries first
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,6 +14,10 @@ from lepton_ai.data import LabeledData
 from lepton_ai.data.inputs import Tokens
 from lepton_ai.errors import InvalidInputError
 from lepton_ai.train.loop import fit
+from lepton_ai.train.recipe import HEAD
+
+# optimizer steps a head takes at least when the epochs are not given
+MIN_STEPS = 1000
 
 
 class Head(nn.Module):
@@ -47,5 +52,9 @@ def fit_head(
     for name in ("max_length", "compile"):
         if options.get(name):
             raise InvalidInputError(f"{name} is for training an encoder, not a head on its features")
+    if options.get("epochs") is None:
+        # a logistic regression needs its steps however few the examples: 60 labels are 2 batches an epoch
+        steps = math.ceil(len(train_features) / (options.get("batch_size") or HEAD.batch_size))
+        options["epochs"] = max(HEAD.epochs, math.ceil(MIN_STEPS / steps))
     history: dict[str, Any] = fit(Head(head), train_features, val_features, **options)
     return history

@@ -53,7 +53,8 @@ TRANSFORMER = Recipe(
 # 3e-3), for longer: it starts from zero, and each of its epochs costs two thirds of a full one.
 LORA = replace(TRANSFORMER, epochs=5, lr=2e-3)
 # A classification head alone on frozen features: a logistic regression, trained by AdamW close to convergence
-# and kept by its own objective (the validation loss; macro-F1 on a small validation split is noisy).
+# (at least 1,000 steps: `lepton_ai.train.head`) and kept by its own objective (the validation loss; macro-F1
+# on a small validation split is noisy).
 HEAD = Recipe(epochs=100, lr=3e-3, batch_size=32, weight_decay=0.01, schedule="cosine", select_by="loss")
 FAMILIES = {"scratch": SCRATCH, "transformer": TRANSFORMER, "lora": LORA, "head": HEAD}
 
