@@ -37,6 +37,21 @@ class Standardize(nn.Module):
         return (x - self.mean) / self.std
 
 
+class UnitNorm(nn.Module):
+    """Scales each feature vector to length 1: what a backbone pretrained without labels ends with, so that a
+    head reads its features as the kNN monitor and `embed()` do (a linear probe on them classifies better)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.normalize(x, dim=1)
+
+
+def unit_features(net: nn.Module) -> None:
+    """End `net`'s features with a UnitNorm (once); it holds no weights, so saved weights load either way."""
+    features = net.features
+    if isinstance(features, nn.Sequential) and not isinstance(features[-1], UnitNorm):
+        features.append(UnitNorm())
+
+
 class MLP(nn.Module):
     """Fully connected classifier over flattened inputs."""
 

@@ -22,7 +22,7 @@ from lepton_ai.data.inputs import Normalizer, Tokens, as_inputs, batches, check_
 from lepton_ai.device import resolve_device
 from lepton_ai.errors import InvalidInputError, NotFoundError
 from lepton_ai.models import lora
-from lepton_ai.models.architectures import ARCHITECTURES, Standardize, build
+from lepton_ai.models.architectures import ARCHITECTURES, Standardize, build, unit_features
 from lepton_ai.models.features import encoder_features
 from lepton_ai.models.lora import LoraSpec
 from lepton_ai.models.text import TextClassifier, is_hf_dir, minilm_dir
@@ -246,6 +246,8 @@ class LeptonModel(nn.Module):
         self.replaced_modules = dict(meta.get("replaced_modules") or {})
         assert self.net is not None
         replace_modules(self.net, self.replaced_modules)
+        if self.preprocess.get("unit_features"):
+            unit_features(self.net)
         if weights is None or meta.get("adapter"):
             return
         if is_backbone(meta) and self.num_classes:

@@ -21,6 +21,7 @@ from lepton_ai.data.inputs import as_inputs
 from lepton_ai.device import resolve_device
 from lepton_ai.errors import InvalidInputError
 from lepton_ai.models import LeptonModel
+from lepton_ai.models.architectures import unit_features
 from lepton_ai.ssl import monitor
 from lepton_ai.ssl.losses import NTXentLoss, VICRegLoss
 from lepton_ai.ssl.views import Views, views_for
@@ -88,6 +89,10 @@ def pretrain(
                 on_epoch(epoch + 1, figures)
             if run.rank == 0 and o.checkpoint_dir:
                 _save(o, run, epoch + 1)
+    # what reads the features from now on (a head, the kNN monitor, embed()) reads them at unit length
+    assert model.net is not None
+    unit_features(model.net)
+    model.preprocess["unit_features"] = True
     model.to("cpu").eval()
     model.updates += 1
     return {

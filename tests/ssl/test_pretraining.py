@@ -135,3 +135,23 @@ def test_what_cannot_pretrain_is_refused_clearly() -> None:
     table = load("wine", "train")
     with pytest.raises(InvalidInputError, match="a flip is an image's"):
         pretrain(backbone("mlp", table.input_size), table, flip=True)
+
+
+def test_a_classifier_from_a_backbone_reads_unit_features_and_saves_them(tmp_path: Path) -> None:
+    from lepton_ai.models.architectures import UnitNorm
+
+    train, val, test = (load("digits", s) for s in ("train", "val", "test"))
+    model = backbone("cnn-small", train.input_size)
+    pretrain(model, train, epochs=1, progress=False)
+    assert model.preprocess["unit_features"] and isinstance(model.net.features[-1], UnitNorm)
+    classifier = LeptonModel(num_classes=10, input_size=train.input_size)
+    classifier.load_pretrained_model(str(model.save_dir(tmp_path / "backbone")))
+    assert isinstance(classifier.net.features[-1], UnitNorm) and isinstance(
+        classifier.net.head, torch.nn.Linear
+    )
+    # the backbone's weights under a fresh head
+    for name, weight in model.net.state_dict().items():
+        assert torch.equal(classifier.net.state_dict()[name], weight), name
+    classifier.fit(train.labelled_share(0.05), val, head_only=True, progress=False)
+    again = LeptonModel.load(classifier.save_dir(tmp_path / "classifier"))
+    assert torch.equal(again.predict(test.features), classifier.predict(test.features))
