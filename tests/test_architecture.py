@@ -27,7 +27,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     # data sets, their checks and batching
     frozenset({"data"}),
     # compute (models, training, privacy, compression) and network (serving, its client), side by side
-    frozenset({"models", "train", "privacy", "ssl", "compress", "serve", "client"}),
+    frozenset({"models", "train", "privacy", "ssl", "explain", "compress", "serve", "client"}),
     # management: the scheduler, deployment beyond one machine, and the command line over all of it
     frozenset({"jobs"}),
     frozenset({"deploy"}),

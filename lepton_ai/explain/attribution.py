@@ -1,0 +1,123 @@
+"""Attributions through Captum: how much each input feature (pixel, column) moved the model's score for a
+class (Integrated Gradients, Saliency, Occlusion, GradientShap, feature ablation), shaped like the inputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from lepton_ai.errors import InvalidInputError
+
+METHODS = ("integrated_gradients", "saliency", "occlusion", "gradient_shap", "feature_ablation")
+# short names the CLI and the endpoint take too
+ALIASES = {"ig": "integrated_gradients", "shap": "gradient_shap", "ablation": "feature_ablation"}
+# methods that need no gradient (an ONNX artifact can be explained by these)
+GRADIENT_FREE = ("occlusion", "feature_ablation")
+MAX_STEPS = 256
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Attributions shaped like the inputs (N, *input_size), the class each explains, and how."""
+
+    attributions: torch.Tensor
+    targets: torch.Tensor
+    method: str
+    options: dict[str, Any]
+
+
+def method_name(method: str) -> str:
+    """Return the method's full name; refuse one that is not offered, naming those that are."""
+    name = ALIASES.get(method, method)
+    if name not in METHODS:
+        raise InvalidInputError(f"unknown method {method!r}: use one of {', '.join(METHODS)} (or ig, shap)")
+    return name
+
+
+def explain(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    method: str = "integrated_gradients",
+    target: int | torch.Tensor | None = None,
+    baseline: torch.Tensor | float | None = None,
+    steps: int = 32,
+    window: int = 2,
+    batch_size: int = 256,
+) -> Explanation:
+    """Return the attributions of `model`'s logit for `target` (each input's predicted class if None) to each
+    input feature, by `method`, against `baseline` (zeros if None: a blank image, a row of zeros)."""
+    name = method_name(method)
+    if not 1 <= steps <= MAX_STEPS:
+        raise InvalidInputError(f"steps must be in 1..{MAX_STEPS}, not {steps}")
+    model.eval()
+    inputs = inputs.float()
+    targets = _targets(model, inputs, target)
+    base = _baseline(inputs, baseline)
+    attributions = torch.cat(
+        [
+            _attribute(model, name, x, t, b, steps, window)
+            for x, t, b in zip(inputs.split(batch_size), targets.split(batch_size), base.split(batch_size))
+        ]
+    )
+    return Explanation(attributions.detach(), targets, name, {"steps": steps, "window": window})
+
+
+def _targets(model: nn.Module, inputs: torch.Tensor, target: int | torch.Tensor | None) -> torch.Tensor:
+    """Return the class each input's attribution explains, checked against the model's classes."""
+    with torch.no_grad():
+        logits = model(inputs[:1])
+    classes = logits.shape[-1]
+    if target is None:
+        with torch.no_grad():
+            return torch.cat([model(x).argmax(-1) for x in inputs.split(256)])
+    out = torch.as_tensor(target, dtype=torch.long).expand(len(inputs)).clone()
+    if int(out.min()) < 0 or int(out.max()) >= classes:
+        raise InvalidInputError(
+            f"target {target} is outside the model's {classes} classes (0..{classes - 1})"
+        )
+    return out
+
+
+def _baseline(inputs: torch.Tensor, baseline: torch.Tensor | float | None) -> torch.Tensor:
+    if baseline is None:
+        return torch.zeros_like(inputs)
+    base = torch.as_tensor(baseline, dtype=inputs.dtype)
+    if base.dim() and base.shape != inputs.shape[1:] and base.shape != inputs.shape:
+        raise InvalidInputError(
+            f"a baseline of shape {list(base.shape)} does not fit inputs of {list(inputs.shape[1:])}"
+        )
+    return base.expand_as(inputs).clone()
+
+
+def _attribute(
+    model: nn.Module,
+    name: str,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    baseline: torch.Tensor,
+    steps: int,
+    window: int,
+) -> torch.Tensor:
+    """Return one batch's attributions by the Captum method `name`."""
+    import captum.attr as ca
+
+    if name == "integrated_gradients":
+        # the path's steps for the whole batch at once
+        return ca.IntegratedGradients(model).attribute(
+            x, baseline, target=target, n_steps=steps, internal_batch_size=len(x) * steps
+        )
+    if name == "saliency":
+        return ca.Saliency(model).attribute(x.requires_grad_(), target=target, abs=False)
+    if name == "gradient_shap":
+        # baselines around the given one: GradientShap averages over them
+        generator = torch.Generator().manual_seed(0)
+        around = baseline[:1] + 0.1 * torch.randn((steps, *x.shape[1:]), generator=generator)
+        return ca.GradientShap(model).attribute(x, around, target=target, n_samples=steps)
+    if name == "occlusion" and x.dim() == 4:
+        shape = (x.shape[1], min(window, x.shape[2]), min(window, x.shape[3]))
+        return ca.Occlusion(model).attribute(x, shape, strides=shape, baselines=baseline, target=target)
+    # tables (and occlusion of a table, one feature at a time)
+    return ca.FeatureAblation(model).attribute(x, baseline, target=target)
