@@ -9,6 +9,7 @@ from lepton_ai.cli.dashboard import dashboard
 from lepton_ai.cli.deploy import deploy
 from lepton_ai.cli.doctor import doctor
 from lepton_ai.cli.evaluate import evaluate
+from lepton_ai.cli.explain import explain
 from lepton_ai.cli.optimize import optimize
 from lepton_ai.cli.output import run_app
 from lepton_ai.cli.pretrain import pretrain
@@ -34,6 +35,7 @@ app.command()(doctor)
 app.command()(quickstart)
 app.command()(train)
 app.command()(pretrain)
+app.command()(explain)
 app.command()(optimize)
 app.command()(serve)
 app.command()(deploy)
