@@ -3,6 +3,7 @@ class (Integrated Gradients, Saliency, Occlusion, GradientShap, feature ablation
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +39,7 @@ def method_name(method: str) -> str:
 
 
 def explain(
-    model: nn.Module,
+    model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
     inputs: torch.Tensor,
     method: str = "integrated_gradients",
     target: int | torch.Tensor | None = None,
@@ -52,7 +53,8 @@ def explain(
     name = method_name(method)
     if not 1 <= steps <= MAX_STEPS:
         raise InvalidInputError(f"steps must be in 1..{MAX_STEPS}, not {steps}")
-    model.eval()
+    if isinstance(model, nn.Module):
+        model.eval()
     inputs = inputs.float()
     targets = _targets(model, inputs, target)
     base = _baseline(inputs, baseline)
@@ -65,7 +67,9 @@ def explain(
     return Explanation(attributions.detach(), targets, name, {"steps": steps, "window": window})
 
 
-def _targets(model: nn.Module, inputs: torch.Tensor, target: int | torch.Tensor | None) -> torch.Tensor:
+def _targets(
+    model: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, target: int | torch.Tensor | None
+) -> torch.Tensor:
     """Return the class each input's attribution explains, checked against the model's classes."""
     with torch.no_grad():
         logits = model(inputs[:1])
@@ -93,7 +97,7 @@ def _baseline(inputs: torch.Tensor, baseline: torch.Tensor | float | None) -> to
 
 
 def _attribute(
-    model: nn.Module,
+    model: Callable[[torch.Tensor], torch.Tensor],
     name: str,
     x: torch.Tensor,
     target: torch.Tensor,

@@ -18,6 +18,7 @@ from pydantic import Field
 
 from lepton_ai.errors import InvalidInputError
 from lepton_ai.machine import cpu_info
+from lepton_ai.serve.explaining import Explainer, check_request, model_digest
 from lepton_ai.serve.images import ImageReader
 from lepton_ai.serve.photon import Photon, handler
 
@@ -68,6 +69,7 @@ class ModelPhoton(Photon):
         if device != "cpu" and self.meta.get("runtime") == "onnxruntime":
             raise InvalidInputError(f"{ref} is an ONNX Runtime model, served on CPU here: use --device cpu")
         self.runnable: Any = None
+        self.explainer: Explainer | None = None
         # Eager PyTorch on CPU computes in a process of its own, given a core besides the event loop's (on
         # one they only take turns, with a hop between, and p99 was higher than in one process: see
         # benchmarks/RESULTS.md). ONNX Runtime releases the GIL as it computes and a GPU computes on the
@@ -218,6 +220,34 @@ class TensorModelPhoton(ModelPhoton):
         self, images: ImageReader, inputs: list[Any], options: dict[str, Any]
     ) -> dict[str, Any]:
         return {"inputs": await images.decode_off_loop(inputs, self._decode), **options}
+
+    @handler(max_batch_size=16, max_wait_ms=5)
+    def explain(
+        self,
+        inputs: list[TensorExample],
+        method: str = "integrated_gradients",
+        target: int | None = None,
+        png: bool = False,
+        steps: int = 32,
+    ) -> list[Any]:
+        """Explain each example's predicted class (or `target`): attributions shaped like the example (by
+        integrated_gradients, saliency, occlusion, gradient_shap or feature_ablation), a PNG with png."""
+        if self.explainer is None:
+            self.explainer = Explainer(self.runnable, model_digest(self.path))
+        x = inputs if isinstance(inputs, np.ndarray) else self.examples(inputs)
+        return self.explainer.rows(x, method, target, png, steps)
+
+    @explain.prepare
+    def _check_explain(
+        self,
+        inputs: list[Any],
+        method: str = "integrated_gradients",
+        target: int | None = None,
+        png: bool = False,
+        steps: int = 32,
+    ) -> dict[str, Any]:
+        name = check_request(self.meta, self.onnx, len(inputs), method, target, steps)
+        return {"inputs": self.examples(inputs), "method": name, "target": target, "png": png, "steps": steps}
 
 
 class TextModelPhoton(ModelPhoton):

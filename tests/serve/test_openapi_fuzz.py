@@ -93,6 +93,10 @@ def test_a_registered_model_answers_what_it_documents(serve, digits_ref: str) ->
         predict = httpx.get(f"{url}/openapi.json").json()["components"]["schemas"]["PredictRequest"]
     examples = predict["properties"]["inputs"]
     assert examples["minItems"] == 1 and examples["maxItems"] == 4096
+    # explanations: answered, or refused by name (a method, target or step count out of bounds)
+    assert answered["/explain"] and all(a.status in (200, 422) for a in answered["/explain"])
+    assert any(a.status == 200 for a in answered["/explain"])
+    assert all(a.message for a in answered["/explain"] if a.status == 422)
     # 64 numbers flat, 1×8×8 nested, or an image
     assert [form["type"] for form in examples["items"]["anyOf"]] == ["array", "array", "string"]
     # every example of numbers is taken; a string that is not an image is refused, naming it

@@ -1,0 +1,74 @@
+"""`POST /explain` on a served model: the attributions computed in process, a PNG on request, the same
+answer from the cache, and bad requests as 4xx naming the problem (an ONNX model: gradient-free methods)."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+from lepton_ai import LeptonModel
+from lepton_ai.data import load
+from lepton_ai.explain import explain
+from lepton_ai.serve.model import model_photon
+
+
+def post(url: str, **body) -> httpx.Response:
+    return httpx.post(f"{url}/explain", json=body, timeout=60)
+
+
+def test_explanations_served_equal_those_in_process(serve, digits_ref: str) -> None:
+    model = LeptonModel.load(digits_ref)
+    x = load("digits", "test").features[:6]
+    with serve(model_photon(digits_ref)) as url:
+        first = post(url, inputs=x.tolist(), steps=16)
+        again = post(url, inputs=x.tolist(), steps=16)
+        pictured = post(url, inputs=x[:1].tolist(), method="saliency", target=3, png=True)
+    assert first.status_code == 200, first.text
+    served = first.json()["outputs"]
+    expected = explain(model, x, "integrated_gradients", steps=16)
+    assert [e["target"] for e in served] == expected.targets.tolist()
+    got = torch.tensor([e["attributions"] for e in served])
+    assert torch.allclose(got, expected.attributions, atol=1e-4)
+    assert again.json() == first.json()
+    only = pictured.json()["outputs"][0]
+    assert only["target"] == 3 and base64.b64decode(only["png"]).startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ({"method": "lime"}, "unknown method"),
+        ({"target": 10}, "outside the model's 10 classes"),
+        ({"steps": 5000}, "steps must be in"),
+        ({"inputs": [[1.0, 2.0]]}, "expected 64 numbers"),
+        ({"inputs": [[0.0] * 64] * 65}, "at most 64 examples"),
+    ],
+)
+def test_bad_explain_requests_are_4xx_naming_the_problem(
+    serve, digits_ref: str, body: dict, says: str
+) -> None:
+    with serve(model_photon(digits_ref)) as url:
+        r = post(url, **{"inputs": [[0.0] * 64], **body})
+    assert r.status_code == 422 and says in r.json()["message"], r.text
+
+
+def test_an_onnx_model_is_explained_without_gradients(serve, digits_ref: str, tmp_path: Path) -> None:
+    from lepton_ai.compress import OnnxModel, export_onnx, save_runnable
+
+    model = LeptonModel.load(digits_ref)
+    onnx = OnnxModel(export_onnx(model, tmp_path / "m.onnx"))
+    folder = save_runnable(onnx, model, {"runtime": "onnxruntime"}, tmp_path / "onnx-version")
+    x = load("digits", "test").features[:3]
+    with serve(model_photon(str(folder), threads=2)) as url:
+        refused = post(url, inputs=x.tolist())
+        occluded = post(url, inputs=x.tolist(), method="occlusion")
+    assert refused.status_code == 422 and "occlusion or feature_ablation" in refused.json()["message"]
+    assert occluded.status_code == 200, occluded.text
+    expected = explain(model, x, "occlusion")
+    got = np.array([e["attributions"] for e in occluded.json()["outputs"]])
+    assert np.allclose(got, expected.attributions.numpy(), atol=1e-3)
