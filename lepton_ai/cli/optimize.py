@@ -26,6 +26,15 @@ def optimize(
     max_fidelity_drop: Annotated[
         float | None, typer.Option(help="Embedding models: allowed drop of mean cosine.")
     ] = None,
+    min_attribution_agreement: Annotated[
+        float | None,
+        typer.Option(
+            min=-1.0,
+            max=1.0,
+            help="Image and table classifiers: reject candidates whose attributions' rank correlation with "
+            "the baseline's is below this.",
+        ),
+    ] = None,
     metric: Annotated[
         str | None,
         typer.Option(
@@ -58,6 +67,7 @@ def optimize(
         progress=not json,
         max_accuracy_drop=max_accuracy_drop,
         max_fidelity_drop=max_fidelity_drop,
+        min_attribution_agreement=min_attribution_agreement,
         metric=metric,
         objective=objective,
         batch_size=batch_size,

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from lepton_ai.compress.agreement import agreements
 from lepton_ai.compress.measure import measure, size_bytes
 from lepton_ai.compress.onnx import OnnxModel, export_onnx
 from lepton_ai.compress.prune import prune_structured
@@ -50,6 +51,8 @@ class Trial:
     model: Any = field(default=None, repr=False)
     # the float LeptonModel it was made from
     source: Any = field(default=None, repr=False)
+    # rank correlation of its attributions with the baseline's (image and table classifiers)
+    attribution_agreement: float | None = None
 
     def figures(self) -> dict[str, Any]:
         """Return the JSON-ready figures (without the models), quality under its metric's name."""
@@ -355,6 +358,7 @@ def optimize(
     *,
     max_accuracy_drop: float | None = None,
     max_fidelity_drop: float | None = None,
+    min_attribution_agreement: float | None = None,
     metric: str | None = None,
     objective: Objective = "throughput",
     batch_size: int = 64,
@@ -372,7 +376,9 @@ def optimize(
     is not slower. Classifiers are held to `max_accuracy_drop` (default 0.01) of their `metric`: accuracy,
     or "f1_macro" (on imbalanced classes accuracy hides what compression costs the small ones); embedding
     models (num_classes=0) to `max_fidelity_drop` (default 0.01) in mean cosine similarity. Candidates
-    within `tie_tolerance` of the best on the objective count as tied; the smallest of them wins."""
+    within `tie_tolerance` of the best on the objective count as tied; the smallest of them wins. An image or
+    table classifier's candidates report how their attributions agree with the baseline's, and
+    `min_attribution_agreement` rejects those below it."""
     embedding = getattr(model, "is_embedding", False)
     max_drop, what = check_options(
         embedding, max_accuracy_drop, max_fidelity_drop, objective, techniques, batch_size, time_budget_s
@@ -406,7 +412,11 @@ def optimize(
 
     trials = search.trials
     base = trials[0]
+    if not embedding and not model.is_text:
+        agreements(trials, eval_data.features, min_attribution_agreement)
     for t in trials[1:]:
+        if not t.accepted:
+            continue
         if search.drop(t) > max_drop:
             t.accepted, t.reason = False, f"{search.metric} drop {search.drop(t):.4f} > allowed {max_drop}"
         elif t.throughput_per_s < base.throughput_per_s and objective != "size":

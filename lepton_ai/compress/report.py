@@ -31,13 +31,16 @@ def markdown(r: dict[str, Any]) -> str:
         f"Best: **{r['best']['name']}** — speedup ×{r['speedup']:.2f} "
         f"(throughput at batch {r['batch_size']}), "
         f"size ÷{r['size_reduction']:.2f}, {metric} drop {r[f'{metric}_drop']:+.4f}\n",
-        f"| candidate | {metric} | throughput/s | p50 ms | p99 ms | size MB | verdict |",
-        "|---|---|---|---|---|---|---|",
+        f"| candidate | {metric} | attribution agreement | throughput/s | p50 ms | p99 ms | size MB "
+        "| verdict |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for t in r["trials"]:
         verdict = "best" if t["name"] == r["best"]["name"] else ("ok" if t["accepted"] else t["reason"])
+        agreement = t.get("attribution_agreement")
         lines.append(
-            f"| {t['name']} | {t[metric]:.4f} | {t['throughput_per_s']:,.1f} | {t['latency_ms_p50']:.3f} | "
+            f"| {t['name']} | {t[metric]:.4f} | {'' if agreement is None else f'{agreement:.3f}'} | "
+            f"{t['throughput_per_s']:,.1f} | {t['latency_ms_p50']:.3f} | "
             f"{t['latency_ms_p99']:.3f} | {t['size_bytes'] / 1e6:,.2f} | {verdict} |"
         )
     return "\n".join(lines) + "\n"

@@ -119,10 +119,10 @@ def randomised_correlation(
             p.copy_(torch.randn(p.shape, generator=generator) * (p.std() if p.numel() > 1 else 1.0))
     again = explain(random, inputs, explanation.method, explanation.targets, **explanation.options)
     a, b = explanation.attributions, again.attributions
-    return _spearman(a, b), _spearman(a.abs(), b.abs())
+    return spearman(a, b), spearman(a.abs(), b.abs())
 
 
-def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
     """Return the mean over rows of the Spearman rank correlation of `a`'s row with `b`'s (ties share their
     average rank: the many exact zeros of a sparse input must not count as agreement)."""
     from scipy.stats import rankdata

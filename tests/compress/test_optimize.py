@@ -50,6 +50,10 @@ def test_search_picks_the_fastest_candidate_within_the_drop(trained: LeptonModel
         assert t["accepted"] == (not too_lossy and not slower), t
         assert t["accepted"] or t["reason"]
     assert r["speedup"] >= 1.0 and r["accuracy_drop"] <= 0.02 and r["metric"] == "accuracy"
+    # every candidate's attributions against the baseline's: ONNX fp32 computes the same function
+    agreement = {t["name"]: t["attribution_agreement"] for t in trials}
+    assert agreement["baseline (eager fp32)"] == 1.0 and agreement["onnx-fp32"] > 0.95, agreement
+    assert all(-1 <= a <= 1 for a in agreement.values())
     assert r["speedup"] == pytest.approx(r["best"]["throughput_per_s"] / base["throughput_per_s"])
     out = result.save(tmp_path / "report")
     doc = json.loads((out / "report.json").read_text())
@@ -69,6 +73,20 @@ def test_search_picks_the_fastest_candidate_within_the_drop(trained: LeptonModel
     x = test.features[:32]
     again = load_runnable(result.save_model(tmp_path / "best"))
     assert torch.equal(again(x).argmax(-1), result.best(x).argmax(-1))
+
+
+def test_candidates_that_explain_otherwise_can_be_rejected(trained: LeptonModel, tmp_path: Path) -> None:
+    result = optimize(
+        trained,
+        load("digits", "test"),
+        techniques=("onnx", "int8"),
+        min_attribution_agreement=0.9999,
+        workdir=tmp_path,
+        progress=False,
+    )
+    judged = [t for t in result.report["trials"][1:] if t["attribution_agreement"] < 0.9999]
+    assert judged and all("attribution agreement" in t["reason"] and not t["accepted"] for t in judged)
+    assert "attribution agreement" in (result.save(tmp_path / "report") / "report.md").read_text()
 
 
 def test_size_objective_and_bad_input(trained: LeptonModel, tmp_path: Path) -> None:
