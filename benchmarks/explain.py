@@ -1,0 +1,165 @@
+"""Explanations benchmark (issue 27): how faithful Integrated Gradients and Saliency are on a digits CNN, how
+fast `/explain` serves them against the same explanations computed in process, and how far a compressed
+version's explanations agree with the original's, in one run.
+
+- Faithfulness, 200 test images, IG (32 steps): the deletion curve's area (the predicted class's probability
+  as the most attributed pixels are blanked first) / the same in a random order (≤ 0.6 asked); the
+  randomised-weights rank correlation (Adebayo et al.; signed, tied ranks averaged) for IG and Saliency (≤ 0.3
+  asked), and on magnitudes (reported).
+- Serving: `lepton serve` (a child process) answering `POST /explain` (IG, 32 steps, 16 images a request, one
+  request at a time, new images each time: no cache hit) against `lepton_ai.explain.explain` on the same
+  batches in this process on the threads `lepton serve` gives the model (all cores but the event loop's);
+  interleaved rounds, the ratio's median and spread (≥ 0.8 asked).
+- Compression: `optimize` (ONNX and int8) on the same model; each candidate's attribution agreement.
+
+    python benchmarks/explain.py [--rounds 5] [--requests 12]
+
+Writes benchmarks/results/explain.json; the tables go to the terminal."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import torch
+from common import train_digits_cnn, write_json
+from rich.console import Console
+from rich.table import Table
+
+RESULTS = Path(__file__).parent / "results"
+console = Console(width=None if sys.stdout.isatty() else 160)
+BATCH, STEPS = 16, 32
+
+
+def faithfulness_case(model: Any, images: torch.Tensor) -> dict[str, Any]:
+    """IG's faithfulness scores, and Saliency's sanity check, on `images`."""
+    from lepton_ai.explain import explain, faithfulness
+    from lepton_ai.explain.scores import randomised_correlation
+
+    ig = explain(model, images, "ig", steps=STEPS)
+    scores = faithfulness(model, images, ig).to_dict()
+    saliency = explain(model, images, "saliency")
+    signed, magnitudes = randomised_correlation(model, images, saliency)
+    return {
+        "ig": scores,
+        "saliency": {"randomised_correlation": signed, "randomised_correlation_abs": magnitudes},
+    }
+
+
+def serving_case(model: Any, ref: str, images: torch.Tensor, rounds: int, requests: int) -> dict[str, Any]:
+    """Explanations per second served and in process, interleaved `rounds` times."""
+    from lepton_ai.explain import explain
+    from lepton_ai.serve.model import eager_threads
+    from lepton_ai.serve.server import ServerProcess
+
+    served, local = [], []
+    with ServerProcess([ref]) as server, httpx.Client(timeout=120) as client:
+        for r in range(rounds):
+            # new inputs each round and request: nothing comes from the cache
+            batches = [
+                images[(i * BATCH) % 184 :][:BATCH] + 1e-3 * (r * requests + i + 1) for i in range(requests)
+            ]
+            start = time.perf_counter()
+            for x in batches:
+                reply = client.post(f"{server.url}/explain", json={"inputs": x.tolist(), "steps": STEPS})
+                reply.raise_for_status()
+            served.append(requests * BATCH / (time.perf_counter() - start))
+            start = time.perf_counter()
+            # on the threads `lepton serve` gives the model (a core stays with the event loop)
+            with threads(eager_threads()):
+                for x in batches:
+                    explain(model, x, "ig", steps=STEPS)
+            local.append(requests * BATCH / (time.perf_counter() - start))
+            console.print(f"  round {r + 1}: served {served[-1]:.1f}/s · in process {local[-1]:.1f}/s")
+    ratios = [s / loc for s, loc in zip(served, local)]
+    return {
+        "served_per_s": statistics.median(served),
+        "in_process_per_s": statistics.median(local),
+        "ratio": {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)},
+        "rounds": [{"served_per_s": s, "in_process_per_s": loc} for s, loc in zip(served, local)],
+    }
+
+
+@contextmanager
+def threads(n: int) -> Iterator[None]:
+    """Run the block on `n` torch threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def compression_case(model: Any, test: Any) -> list[dict[str, Any]]:
+    """Each candidate of a quick optimize: its accuracy and its attribution agreement with the baseline."""
+    from lepton_ai.compress import optimize
+
+    with tempfile.TemporaryDirectory() as tmp:
+        result = optimize(
+            model, test, techniques=("onnx", "int8", "pytorch-int8"), workdir=tmp, progress=False
+        )
+    return [
+        {k: t[k] for k in ("name", "accuracy", "attribution_agreement", "accepted", "reason")}
+        for t in result.report["trials"]
+    ]
+
+
+def report(result: dict[str, Any]) -> None:
+    """Print the figures against what issue 27 asks."""
+    f, s = result["faithfulness"], result["serving"]
+    t = Table(title=f"explanations benchmark · {result['machine']}", title_justify="left")
+    for column in ("figure", "value", "asked"):
+        t.add_column(column)
+    t.add_row("IG deletion AUC / random-order AUC", f"{f['ig']['deletion_ratio']:.3f}", "≤ 0.6")
+    t.add_row("IG randomised-weights correlation", f"{f['ig']['randomised_correlation']:.3f}", "≤ 0.3")
+    t.add_row(
+        "Saliency randomised-weights correlation", f"{f['saliency']['randomised_correlation']:.3f}", "≤ 0.3"
+    )
+    t.add_row(
+        "served /explain ÷ in process (explanations/s)",
+        f"{s['ratio']['median']:.3f} ({s['ratio']['min']:.3f}–{s['ratio']['max']:.3f})",
+        "≥ 0.8",
+    )
+    console.print(t)
+    for trial in result["compression"]:
+        agreement = trial["attribution_agreement"]
+        console.print(f"  {trial['name']:<28} accuracy {trial['accuracy']:.4f} · agreement {agreement:.3f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--requests", type=int, default=12)
+    parser.add_argument("--out", type=Path, default=RESULTS / "explain.json")
+    args = parser.parse_args()
+    from lepton_ai.machine import describe, machine_info
+
+    info = machine_info()
+    result: dict[str, Any] = {"machine": describe(info), "machine_info": info, "args": vars(args)}
+    with tempfile.TemporaryDirectory(prefix="lepton-bench-explain-") as home:
+        os.environ["LEPTON_HOME"] = home
+        model, _, (_, _, test) = train_digits_cnn(10)
+        model.eval()
+        ref = model.save("digits-explain")
+        images = test.features[:200]
+        result["faithfulness"] = faithfulness_case(model, images)
+        result["serving"] = serving_case(model, ref, images, args.rounds, args.requests)
+        result["compression"] = compression_case(model, test)
+    report(result)
+    write_json(args.out, result)
+    console.print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
