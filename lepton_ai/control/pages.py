@@ -170,6 +170,21 @@ def _model_pages(router: APIRouter, pages: Pages) -> None:
             request, "version.html", view=view, v=view.info, cost=card, verified=verified == "1"
         )
 
+    @router.get("/models/{name}/{version}/explanations")
+    def explanations(
+        request: Request,
+        name: str,
+        version: Id,
+        data: str = "",
+        count: Annotated[int, Query(ge=1, le=16)] = 4,
+    ) -> HTMLResponse:
+        from lepton_ai.control.explanations import data_of, explain_version
+
+        info = control.version(name, version).info
+        source = data_of(control.registry, info, data or None)
+        shown = explain_version(info.ref, source, count)
+        return pages.render(request, "explanations.html", v=info, data=source, shown=shown)
+
     @router.get("/models/{name}/{version}/files/{file}", response_class=Response)
     def report_file(name: str, version: Id, file: str) -> Response:
         media = {"png": "image/png", "json": "application/json"}.get(file.rsplit(".", 1)[-1], "text/plain")

@@ -278,3 +278,15 @@ def test_a_pretraining_run_is_listed_with_its_knn_and_collapse_curves(api: TestC
     assert page.count("<polyline") >= 4
     version = api.get("/models/digits-ssl/1").text
     assert "vicreg" in version
+
+
+def test_a_versions_explanations_are_drawn_from_its_training_data(api: TestClient, digits_ref: str) -> None:
+    version = api.get("/models/digits-cnn/1").text
+    assert 'id="explanations-link"' in version
+    page = api.get("/models/digits-cnn/1/explanations?data=digits&count=3")
+    assert page.status_code == 200, page.text
+    assert page.text.count('src="data:image/png;base64,') == 3 and "predicted" in page.text
+    assert api.get("/models/digits-cnn/1/explanations?data=digits&count=99").status_code == 422
+    # the fixture's version records no data: the page says what to give
+    missing = api.get("/models/digits-cnn/1/explanations")
+    assert missing.status_code == 422 and "give ?data=" in missing.text
