@@ -53,7 +53,19 @@ def model_digest(folder: Path) -> str:
 
 
 class Explainer:
-    """Explains batches of examples for one served model, keeping the latest CACHED explanations."""
+    """Explains batches of examples for one served model, keeping the latest CACHED explanations. A Photon's
+    author gets `/explain` from it in a few lines::
+
+        class Mine(Photon):
+            def init(self):
+                self.model = LeptonModel.load("digits-cnn")
+                self.explainer = Explainer(self.model, digest="digits-cnn:1")
+
+            @handler(max_batch_size=16)
+            def explain(self, inputs: list[list[float]], method: str = "ig", png: bool = False) -> list[dict]:
+                x = np.asarray(inputs, np.float32).reshape(-1, 1, 8, 8)
+                return self.explainer.rows(x, method_name(method), None, png, 32)
+    """
 
     def __init__(self, runnable: Any, digest: str) -> None:
         self.runnable, self.digest = runnable, digest

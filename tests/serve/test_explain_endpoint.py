@@ -72,3 +72,27 @@ def test_an_onnx_model_is_explained_without_gradients(serve, digits_ref: str, tm
     expected = explain(model, x, "occlusion")
     got = np.array([e["attributions"] for e in occluded.json()["outputs"]])
     assert np.allclose(got, expected.attributions.numpy(), atol=1e-3)
+
+
+def test_a_photon_author_gets_explain_from_the_helper(serve, digits_ref: str) -> None:
+    from lepton_ai.explain.attribution import method_name
+    from lepton_ai.serve import Photon, handler
+    from lepton_ai.serve.explaining import Explainer
+
+    class Mine(Photon):
+        def init(self) -> None:
+            self.model = LeptonModel.load(digits_ref)
+            self.explainer = Explainer(self.model, digest=digits_ref)
+
+        @handler(max_batch_size=16)
+        def explain(self, inputs: list[list[float]], method: str = "ig") -> list[dict]:
+            x = np.asarray(inputs, np.float32).reshape(-1, 1, 8, 8)
+            return self.explainer.rows(x, method_name(method), None, False, 32)
+
+    x = load("digits", "test").features[:4]
+    with serve(Mine()) as url:
+        reply = post(url, inputs=x.reshape(4, -1).tolist())
+    assert reply.status_code == 200, reply.text
+    expected = explain(LeptonModel.load(digits_ref), x, "ig", steps=32)
+    got = torch.tensor([e["attributions"] for e in reply.json()["outputs"]])
+    assert torch.allclose(got, expected.attributions, atol=1e-4)
