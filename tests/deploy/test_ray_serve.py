@@ -60,7 +60,7 @@ async def one_example_each(url: str, examples: list) -> list:
 
 
 def batch_sizes(url: str, scrapes: int = 12) -> set[tuple[float, float]]:
-    """Return the (model calls, examples) pairs seen on `/metrics` (each scrape reaches one of the
+    """Return predict's (model calls, examples) pairs seen on `/metrics` (each scrape reaches one of the
     replicas)."""
     seen = set()
     for _ in range(scrapes):
@@ -69,6 +69,7 @@ def batch_sizes(url: str, scrapes: int = 12) -> set[tuple[float, float]]:
             line.split("{")[0]: float(line.rsplit(" ", 1)[1])
             for line in text.splitlines()
             if line.startswith(("lepton_batch_size_count", "lepton_batch_size_sum"))
+            and 'handler="predict"' in line
         }
         seen.add((values["lepton_batch_size_count"], values["lepton_batch_size_sum"]))
     return seen
