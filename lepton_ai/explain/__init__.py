@@ -7,11 +7,12 @@ from typing import TYPE_CHECKING
 from lepton_ai.lazy import lazy_names
 
 if TYPE_CHECKING:
-    from lepton_ai.explain.attribution import METHODS, Explanation, explain
+    from lepton_ai.explain.attribution import Explanation, explain
+    from lepton_ai.explain.methods import METHODS
     from lepton_ai.explain.scores import Faithfulness, faithfulness
 
 _HOMES = {
-    "METHODS": ".attribution",
+    "METHODS": ".methods",
     "Explanation": ".attribution",
     "explain": ".attribution",
     "Faithfulness": ".scores",

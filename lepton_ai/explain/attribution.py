@@ -11,13 +11,7 @@ import torch
 from torch import nn
 
 from lepton_ai.errors import InvalidInputError
-
-METHODS = ("integrated_gradients", "saliency", "occlusion", "gradient_shap", "feature_ablation")
-# short names the CLI and the endpoint take too
-ALIASES = {"ig": "integrated_gradients", "shap": "gradient_shap", "ablation": "feature_ablation"}
-# methods that need no gradient (an ONNX artifact can be explained by these)
-GRADIENT_FREE = ("occlusion", "feature_ablation")
-MAX_STEPS = 256
+from lepton_ai.explain.methods import MAX_STEPS, method_name
 
 
 @dataclass(frozen=True)
@@ -28,14 +22,6 @@ class Explanation:
     targets: torch.Tensor
     method: str
     options: dict[str, Any]
-
-
-def method_name(method: str) -> str:
-    """Return the method's full name; refuse one that is not offered, naming those that are."""
-    name = ALIASES.get(method, method)
-    if name not in METHODS:
-        raise InvalidInputError(f"unknown method {method!r}: use one of {', '.join(METHODS)} (or ig, shap)")
-    return name
 
 
 def explain(

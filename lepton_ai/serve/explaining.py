@@ -7,13 +7,15 @@ import base64
 import hashlib
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from lepton_ai.errors import InvalidInputError
-from lepton_ai.explain.attribution import GRADIENT_FREE, MAX_STEPS, METHODS, explain, method_name
+from lepton_ai.explain.methods import GRADIENT_FREE, MAX_STEPS, METHODS, method_name
+
+if TYPE_CHECKING:
+    import torch
 
 # examples one request may ask to explain, and explanations a worker keeps
 MAX_EXAMPLES, CACHED = 64, 4096
@@ -78,6 +80,10 @@ class Explainer:
         keys = [(self.digest, hashlib.sha256(e.tobytes()).hexdigest(), method, target, png, steps) for e in x]
         missing = [i for i, k in enumerate(keys) if k not in self.cache]
         if missing:
+            import torch
+
+            from lepton_ai.explain.attribution import explain
+
             got = explain(self._forward, torch.from_numpy(x[missing]), method, target, steps=steps)
             for n, i in enumerate(missing):
                 self.cache[keys[i]] = self._row(x[i], got.attributions[n], int(got.targets[n]), png)
@@ -94,6 +100,8 @@ class Explainer:
     def _row(example: np.ndarray, attribution: torch.Tensor, target: int, png: bool) -> dict[str, Any]:
         row: dict[str, Any] = {"target": target, "attributions": attribution.tolist()}
         if png:
+            import torch
+
             from lepton_ai.explain.pictures import feature_bars, image_overlay
 
             picture = (

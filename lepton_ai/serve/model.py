@@ -18,7 +18,7 @@ from pydantic import Field
 
 from lepton_ai.errors import InvalidInputError
 from lepton_ai.machine import cpu_info
-from lepton_ai.serve.explaining import Explainer, check_request, model_digest
+from lepton_ai.serve.explaining import Explainer, check_request
 from lepton_ai.serve.images import ImageReader
 from lepton_ai.serve.photon import Photon, handler
 
@@ -233,6 +233,8 @@ class TensorModelPhoton(ModelPhoton):
         """Explain each example's predicted class (or `target`): attributions shaped like the example (by
         integrated_gradients, saliency, occlusion, gradient_shap or feature_ablation), a PNG with png."""
         if self.explainer is None:
+            from lepton_ai.serve.explaining import model_digest
+
             self.explainer = Explainer(self.runnable, model_digest(self.path))
         x = inputs if isinstance(inputs, np.ndarray) else self.examples(inputs)
         return self.explainer.rows(x, method, target, png, steps)

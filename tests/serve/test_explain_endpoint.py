@@ -75,7 +75,7 @@ def test_an_onnx_model_is_explained_without_gradients(serve, digits_ref: str, tm
 
 
 def test_a_photon_author_gets_explain_from_the_helper(serve, digits_ref: str) -> None:
-    from lepton_ai.explain.attribution import method_name
+    from lepton_ai.explain.methods import method_name
     from lepton_ai.serve import Photon, handler
     from lepton_ai.serve.explaining import Explainer
 
