@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from lepton_ai.errors import InvalidInputError
-from lepton_ai.explain.methods import MAX_STEPS, method_name
+from lepton_ai.explain.methods import check_steps, check_targets, method_name
 
 
 @dataclass(frozen=True)
@@ -37,8 +37,7 @@ def explain(
     """Return the attributions of `model`'s logit for `target` (each input's predicted class if None) to each
     input feature, by `method`, against `baseline` (zeros if None: a blank image, a row of zeros)."""
     name = method_name(method)
-    if not 1 <= steps <= MAX_STEPS:
-        raise InvalidInputError(f"steps must be in 1..{MAX_STEPS}, not {steps}")
+    check_steps(steps)
     if isinstance(model, nn.Module):
         model.eval()
     inputs = inputs.float()
@@ -58,16 +57,11 @@ def _targets(
 ) -> torch.Tensor:
     """Return the class each input's attribution explains, checked against the model's classes."""
     with torch.no_grad():
-        logits = model(inputs[:1])
-    classes = logits.shape[-1]
-    if target is None:
-        with torch.no_grad():
+        if target is None:
             return torch.cat([model(x).argmax(-1) for x in inputs.split(256)])
+        classes = model(inputs[:1]).shape[-1]
     out = torch.as_tensor(target, dtype=torch.long).expand(len(inputs)).clone()
-    if int(out.min()) < 0 or int(out.max()) >= classes:
-        raise InvalidInputError(
-            f"target {target} is outside the model's {classes} classes (0..{classes - 1})"
-        )
+    check_targets(out.unique().tolist(), classes)
     return out
 
 

@@ -19,3 +19,18 @@ def method_name(method: str) -> str:
     if name not in METHODS:
         raise InvalidInputError(f"unknown method {method!r}: use one of {', '.join(METHODS)} (or ig, shap)")
     return name
+
+
+def check_steps(steps: int) -> None:
+    """Refuse a number of integration steps (or samples) outside 1..MAX_STEPS."""
+    if not 1 <= steps <= MAX_STEPS:
+        raise InvalidInputError(f"steps must be in 1..{MAX_STEPS}, not {steps}")
+
+
+def check_targets(targets: list[int], classes: int) -> None:
+    """Refuse a class to explain that the model does not have, naming the first such."""
+    outside = [t for t in targets if not 0 <= t < classes]
+    if outside:
+        raise InvalidInputError(
+            f"target {outside[0]} is outside the model's {classes} classes (0..{classes - 1})"
+        )

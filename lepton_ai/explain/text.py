@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from lepton_ai.errors import InvalidInputError
+from lepton_ai.explain.methods import check_targets
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,7 @@ def _one(net: Any, text: str, target: int | None, steps: int) -> TokenAttributio
 
     with torch.no_grad():
         chosen = int(net(tokens).argmax(-1)) if target is None else target
-    if not 0 <= chosen < net.head.out_features:
-        raise InvalidInputError(f"target {chosen} is outside the model's {net.head.out_features} classes")
+    check_targets([chosen], net.head.out_features)
     lig = LayerIntegratedGradients(forward, net.encoder.embeddings)
     attributions = lig.attribute(ids, baseline, target=chosen, additional_forward_args=(mask,), n_steps=steps)
     words = net.tokenizer.convert_ids_to_tokens(ids[0].tolist())

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lepton_ai.errors import InvalidInputError
-from lepton_ai.explain.methods import GRADIENT_FREE, MAX_STEPS, METHODS, method_name
+from lepton_ai.explain.methods import GRADIENT_FREE, METHODS, check_steps, check_targets, method_name
 
 if TYPE_CHECKING:
     import torch
@@ -34,12 +34,8 @@ def check_request(
             f"this is an ONNX Runtime model, with no gradients: {name} needs them; use "
             f"{' or '.join(GRADIENT_FREE)} (of {', '.join(METHODS)})"
         )
-    if target is not None and not 0 <= target < classes:
-        raise InvalidInputError(
-            f"target {target} is outside the model's {classes} classes (0..{classes - 1})"
-        )
-    if not 1 <= steps <= MAX_STEPS:
-        raise InvalidInputError(f"steps must be in 1..{MAX_STEPS}, not {steps}")
+    check_targets([] if target is None else [target], classes)
+    check_steps(steps)
     if count > MAX_EXAMPLES:
         raise InvalidInputError(f"explain at most {MAX_EXAMPLES} examples a request, not {count}")
     return name
