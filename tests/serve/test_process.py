@@ -152,7 +152,8 @@ def test_a_model_process_killed_under_load_fails_only_what_it_held(service_file:
             killed_at.append(time.monotonic())
             seen = [a for each in answers for a in each]
     statuses = {status for _, status in seen}
-    assert statuses <= {200, 500, 503}, statuses
+    # work's timeout_s is 0.5: a request queued while the next process starts may run out of time (504)
+    assert statuses <= {200, 500, 503, 504}, statuses
     # the failures are those the dead process held and those sent while the next one started
     assert all(status == 200 for at, status in seen if at < killed_at[0]), seen
     late = [at - killed_at[0] for at, status in seen if status != 200]
