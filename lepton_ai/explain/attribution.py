@@ -13,6 +13,11 @@ from torch import nn
 from lepton_ai.errors import InvalidInputError
 from lepton_ai.explain.methods import check_steps, check_targets, method_name
 
+# Input values one forward pass of a path method takes (its rows: examples × steps). Small enough that the
+# activations stay in a core's cache and are not mapped and unmapped each pass: in a fresh process (a model
+# process is one) the whole path at once was slower (benchmarks/RESULTS.md).
+PASS_VALUES = 8192
+
 
 @dataclass(frozen=True)
 class Explanation:
@@ -32,10 +37,11 @@ def explain(
     baseline: torch.Tensor | float | None = None,
     steps: int = 32,
     window: int = 2,
-    batch_size: int = 256,
+    batch_size: int | None = None,
 ) -> Explanation:
     """Return the attributions of `model`'s logit for `target` (each input's predicted class if None) to each
-    input feature, by `method`, against `baseline` (zeros if None: a blank image, a row of zeros)."""
+    input feature, by `method`, against `baseline` (zeros if None: a blank image, a row of zeros), `batch_size`
+    rows a forward pass (PASS_VALUES of input if None)."""
     name = method_name(method)
     check_steps(steps)
     if isinstance(model, nn.Module):
@@ -43,10 +49,13 @@ def explain(
     inputs = inputs.float()
     targets = _targets(model, inputs, target)
     base = _baseline(inputs, baseline)
+    rows = batch_size or max(1, PASS_VALUES // max(1, inputs[0].numel()))
+    # GradientShap passes all its samples of an example at once; IG splits its steps into passes of `rows`
+    chunk = max(1, rows // steps) if name == "gradient_shap" else rows
     attributions = torch.cat(
         [
-            _attribute(model, name, x, t, b, steps, window)
-            for x, t, b in zip(inputs.split(batch_size), targets.split(batch_size), base.split(batch_size))
+            _attribute(model, name, x, t, b, steps, window, rows)
+            for x, t, b in zip(inputs.split(chunk), targets.split(chunk), base.split(chunk))
         ]
     )
     return Explanation(attributions.detach(), targets, name, {"steps": steps, "window": window})
@@ -84,14 +93,14 @@ def _attribute(
     baseline: torch.Tensor,
     steps: int,
     window: int,
+    rows: int,
 ) -> torch.Tensor:
-    """Return one batch's attributions by the Captum method `name`."""
+    """Return one batch's attributions by the Captum method `name`, `rows` points of the path a pass."""
     import captum.attr as ca
 
     if name == "integrated_gradients":
-        # the path's steps for the whole batch at once
         return ca.IntegratedGradients(model).attribute(
-            x, baseline, target=target, n_steps=steps, internal_batch_size=len(x) * steps
+            x, baseline, target=target, n_steps=steps, internal_batch_size=max(rows, len(x))
         )
     if name == "saliency":
         return ca.Saliency(model).attribute(x.requires_grad_(), target=target, abs=False)

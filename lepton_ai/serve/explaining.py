@@ -94,7 +94,7 @@ class Explainer:
 
     @staticmethod
     def _row(example: np.ndarray, attribution: torch.Tensor, target: int, png: bool) -> dict[str, Any]:
-        row: dict[str, Any] = {"target": target, "attributions": attribution.tolist()}
+        row: dict[str, Any] = {"target": target, "attributions": attribution.contiguous().numpy()}
         if png:
             import torch
 

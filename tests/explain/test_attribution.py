@@ -94,3 +94,13 @@ def test_every_method_explains_digits_and_draws_them(digits_cnn) -> None:
     assert png.startswith(b"\x89PNG")
     bars = feature_bars(torch.randn(30), [f"f{i}" for i in range(30)], top=5)
     assert bars.startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("method", ["integrated_gradients", "saliency", "occlusion"])
+def test_passes_of_a_few_rows_explain_as_one_pass_does(digits_cnn, method: str) -> None:
+    model, x = digits_cnn
+    whole = explain(model, x, method, steps=16, batch_size=len(x) * 16)
+    # 24 images in chunks of 5 (IG: 5 points of the path a pass)
+    split = explain(model, x, method, steps=16, batch_size=5)
+    assert torch.allclose(split.attributions, whole.attributions, atol=1e-5)
+    assert split.targets.tolist() == whole.targets.tolist()
