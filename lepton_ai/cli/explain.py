@@ -34,17 +34,28 @@ def explain(
     from lepton_ai.data import load
     from lepton_ai.data.datasets import Split
     from lepton_ai.errors import InvalidInputError
-    from lepton_ai.explain.report import pick, write_explanations
+    from lepton_ai.explain.methods import method_name
+    from lepton_ai.explain.report import pick, write_explanations, write_text_explanations
     from lepton_ai.models import LeptonModel
 
     if split not in ("train", "val", "test"):
         raise InvalidInputError(f"--split must be train, val or test, not {split!r}")
     loaded = LeptonModel.load(model)
-    if loaded.is_embedding or loaded.is_text:
-        raise InvalidInputError(f"{model} is not an image or table classifier: explain one of those")
+    if loaded.is_embedding:
+        raise InvalidInputError(
+            f"{model} is an embedding model, with no class to explain: explain a classifier"
+        )
+    if loaded.is_text and (method_name(method) != "integrated_gradients" or faithfulness):
+        raise InvalidInputError(
+            f"{model} is a text classifier: it is explained by integrated_gradients through its token "
+            "embeddings, without --faithfulness (scored for image and table models)"
+        )
     examples = load(data, cast(Split, split), seed=seed)
-    written = write_explanations(
-        loaded, examples, pick(examples, index), out, method, target, faithfulness, steps
+    chosen = pick(examples, index)
+    written = (
+        write_text_explanations(loaded, examples, chosen, out, target, steps)
+        if loaded.is_text
+        else write_explanations(loaded, examples, chosen, out, method, target, faithfulness, steps)
     )
     if json:
         print_json({"model": model, "data": data, "split": split, "out": str(out), **written.doc})

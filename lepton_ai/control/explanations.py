@@ -1,13 +1,17 @@
 """A version's explanations on the dashboard: a few test examples of the data it was trained on, each with the
-Integrated Gradients overlay of its prediction."""
+Integrated Gradients of its prediction (an image's overlay, a table's top features, a text's tokens)."""
 
 from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from lepton_ai.errors import InvalidInputError
 from lepton_ai.store import Registry, VersionInfo
+
+if TYPE_CHECKING:
+    from lepton_ai.data import LabeledData
 
 # examples a page explains at most: a page, not a job
 MAX_SHOWN = 16
@@ -15,12 +19,14 @@ MAX_SHOWN = 16
 
 @dataclass(frozen=True)
 class Shown:
-    """One explained example: its position in the test split, its label, the class explained, the picture."""
+    """One explained example: its position in the test split, its label, the class explained, the picture (and
+    a text's tokens as HTML, each token escaped)."""
 
     index: int
     label: str
     target: str
     png_base64: str
+    tokens_html: str = ""
 
 
 def data_of(registry: Registry, info: VersionInfo, given: str | None) -> str:
@@ -38,31 +44,52 @@ def data_of(registry: Registry, info: VersionInfo, given: str | None) -> str:
 
 
 def explain_version(ref: str, data: str, count: int) -> list[Shown]:
-    """Return `count` test examples of `data` explained for version `ref` (an image or table classifier)."""
+    """Return `count` test examples of `data` explained for version `ref` (a classifier)."""
     from lepton_ai.data import load
-    from lepton_ai.explain import explain
-    from lepton_ai.explain.pictures import feature_bars, image_overlay
     from lepton_ai.models import LeptonModel
 
     if not 1 <= count <= MAX_SHOWN:
         raise InvalidInputError(f"count must be in 1..{MAX_SHOWN}, not {count}")
     model = LeptonModel.load(ref)
-    if model.is_text or model.is_embedding:
-        raise InvalidInputError(
-            f"{ref} is not an image or table classifier: its explanations are not drawn here"
-        )
+    if model.is_embedding:
+        raise InvalidInputError(f"{ref} is an embedding model, with no class to explain: its page has none")
     test = load(data, "test")
-    assert test.features is not None
-    x = test.features[:count].float()
+    chosen = list(range(min(count, len(test))))
+    shown = _texts(model, test, chosen) if model.is_text else _tensors(model, test, chosen)
+    return [Shown(i, test.classes[int(test.labels[i])], *rest) for i, rest in zip(chosen, shown)]
+
+
+def _tensors(model: Any, test: LabeledData, chosen: list[int]) -> list[tuple[str, str]]:
+    """Return each chosen image's or table row's predicted class and picture."""
+    from lepton_ai.explain import explain
+    from lepton_ai.explain.pictures import feature_bars, image_overlay
+
+    if test.features is None:
+        raise InvalidInputError(f"{test.name} is text: it does not fit this image or table model")
+    x = test.features[chosen].float()
     got = explain(model, x, "integrated_gradients")
     names = test.meta.get("feature_names") or [f"feature {j}" for j in range(x[0].numel())]
     shown = []
-    for i in range(len(x)):
-        target = model.classes[int(got.targets[i])]
+    for n in range(len(x)):
+        target = model.classes[int(got.targets[n])]
         png = (
-            image_overlay(x[i], got.attributions[i], f"for {target}")
+            image_overlay(x[n], got.attributions[n], f"for {target}")
             if x.dim() == 4
-            else feature_bars(got.attributions[i], list(names), title=f"for {target}")
+            else feature_bars(got.attributions[n], list(names), title=f"for {target}")
         )
-        shown.append(Shown(i, test.classes[int(test.labels[i])], target, base64.b64encode(png).decode()))
+        shown.append((target, base64.b64encode(png).decode()))
+    return shown
+
+
+def _texts(model: Any, test: LabeledData, chosen: list[int]) -> list[tuple[str, str, str]]:
+    """Return each chosen text's predicted class, its tokens' chart and the tokens shaded."""
+    from lepton_ai.explain.text import explain_text, token_html, token_png
+
+    if test.texts is None:
+        raise InvalidInputError(f"{test.name} is not text: a text classifier is explained on texts")
+    shown = []
+    for explained in explain_text(model, [test.texts[i] for i in chosen]):
+        target = model.classes[explained.target]
+        png = base64.b64encode(token_png(explained, f"for {target}")).decode()
+        shown.append((target, png, token_html(explained)))
     return shown

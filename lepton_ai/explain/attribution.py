@@ -40,8 +40,8 @@ def explain(
     batch_size: int | None = None,
 ) -> Explanation:
     """Return the attributions of `model`'s logit for `target` (each input's predicted class if None) to each
-    input feature, by `method`, against `baseline` (zeros if None: a blank image, a row of zeros), `batch_size`
-    rows a forward pass (PASS_VALUES of input if None)."""
+    input feature, by `method`, against `baseline` (zeros if None: a blank image, a row of zeros), in forward
+    passes of `batch_size` rows (PASS_VALUES input values if None)."""
     name = method_name(method)
     check_steps(steps)
     if isinstance(model, nn.Module):

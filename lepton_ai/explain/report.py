@@ -1,8 +1,10 @@
-"""Explanations written for people: each example's picture (an image's overlay, a table row's top features)
-and one JSON of the attributions, the targets and, when asked, how faithful they are."""
+"""Explanations written for people: each example's picture (an image's overlay, a table row's top features, a
+text's tokens as a page and a chart) and one JSON of the attributions, the targets and, when asked, how
+faithful they are."""
 
 from __future__ import annotations
 
+import html
 import json
 import os
 from dataclasses import dataclass
@@ -76,11 +78,46 @@ def write_explanations(
     }
     if scores:
         doc["faithfulness"] = faithfulness(model, x, got).to_dict()
-    path = out / "explanations.json"
+    return Written(doc, _write_json(out / "explanations.json", doc), pictures)
+
+
+def write_text_explanations(
+    model: Any, data: LabeledData, chosen: list[int], out: Path, target: int | None = None, steps: int = 32
+) -> Written:
+    """Explain the `chosen` texts of `data` through the model's token embeddings (Integrated Gradients), write
+    each one's HTML page and PNG and explanations.json into `out`, and return what was written."""
+    from lepton_ai.explain.text import explain_text, token_html, token_png
+
+    if data.texts is None:
+        raise InvalidInputError(f"{data.name} is not text: a text classifier is explained on texts")
+    got = explain_text(model, [data.texts[i] for i in chosen], target, steps)
+    out.mkdir(parents=True, exist_ok=True)
+    examples, pictures = [], []
+    for i, explained in zip(chosen, got):
+        name = data.classes[explained.target] if data.classes else explained.target
+        title = f"integrated_gradients for {name}"
+        png, page = out / f"example-{i}.png", out / f"example-{i}.html"
+        png.write_bytes(token_png(explained, title))
+        page.write_text(
+            f'<!doctype html><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<p>{token_html(explained)}</p>\n"
+        )
+        pictures.append(png)
+        label = data.classes[int(data.labels[i])] if data.classes else int(data.labels[i])
+        examples.append(
+            {"index": i, "label": label, "target": name, "tokens": explained.tokens}
+            | {"attributions": explained.scores, "png": png.name, "html": page.name}
+        )
+    doc = {"method": "integrated_gradients", "options": {"steps": steps}, "examples": examples}
+    return Written(doc, _write_json(out / "explanations.json", doc), pictures)
+
+
+def _write_json(path: Path, doc: dict[str, Any]) -> Path:
+    """Write `doc` to `path` at once (a temporary file renamed) and return the path."""
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(doc))
     os.replace(tmp, path)
-    return Written(doc, path, pictures)
+    return path
 
 
 def _picture(out: Path, index: int, x: torch.Tensor, got: Explanation, n: int, data: LabeledData) -> Path:

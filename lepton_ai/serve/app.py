@@ -375,7 +375,7 @@ class Service:
                 deadline = asyncio.get_running_loop().time() + (h.timeout_s or self.settings.timeout_s)
                 fields = await self._fields(name, h, body, deadline)
                 result = await self._run(name, h, fields, request, deadline)
-            response = json_response({"outputs": result} if h.batched else result)
+            response = json_response({h.answers: result} if h.batched else result)
         except HTTPError as e:
             response = e.response()
         except ClientDisconnect:

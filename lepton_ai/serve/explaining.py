@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,27 +18,44 @@ from lepton_ai.explain.methods import GRADIENT_FREE, METHODS, check_steps, check
 if TYPE_CHECKING:
     import torch
 
-# examples one request may ask to explain, and explanations a worker keeps
-MAX_EXAMPLES, CACHED = 64, 4096
+# examples one request may ask to explain (texts: each is a path of forward passes through a transformer),
+# and explanations a worker keeps
+MAX_EXAMPLES, MAX_TEXTS, CACHED = 64, 16, 4096
 
 
-def check_request(
-    meta: dict[str, Any], onnx: bool, count: int, method: str, target: int | None, steps: int
-) -> str:
+def has_gradients(meta: dict[str, Any]) -> bool:
+    """Return whether a saved model runs where gradients are (not ONNX Runtime, not int8 PyTorch)."""
+    return meta.get("runtime") != "onnxruntime" and (meta.get("recipe") or {}).get("precision") != "int8"
+
+
+def check_request(meta: dict[str, Any], count: int, method: str, target: int | None, steps: int) -> str:
     """Return the method's full name; refuse what this model cannot explain, saying what it can."""
-    name = method_name(method)
+    name, text = method_name(method), meta.get("arch") == "hf"
     classes = int(meta.get("num_classes") or 0)
     if not classes:
         raise InvalidInputError("an embedding model has no class to explain: explain a classifier")
-    if onnx and name not in GRADIENT_FREE:
+    runtime = "an ONNX Runtime" if meta.get("runtime") == "onnxruntime" else "an int8 PyTorch"
+    if text and not has_gradients(meta):
         raise InvalidInputError(
-            f"this is an ONNX Runtime model, with no gradients: {name} needs them; use "
+            f"this is {runtime} text model, with no gradients: a text model is explained through its token "
+            "embeddings' gradients; explain the version it was optimised from"
+        )
+    if text and name != "integrated_gradients":
+        raise InvalidInputError(
+            f"a text model is explained by integrated_gradients through its token embeddings, not {name}"
+        )
+    if not has_gradients(meta) and name not in GRADIENT_FREE:
+        raise InvalidInputError(
+            f"this is {runtime} model, with no gradients: {name} needs them; use "
             f"{' or '.join(GRADIENT_FREE)} (of {', '.join(METHODS)})"
         )
     check_targets([] if target is None else [target], classes)
     check_steps(steps)
-    if count > MAX_EXAMPLES:
-        raise InvalidInputError(f"explain at most {MAX_EXAMPLES} examples a request, not {count}")
+    limit = MAX_TEXTS if text else MAX_EXAMPLES
+    if count > limit:
+        raise InvalidInputError(
+            f"explain at most {limit} {'texts' if text else 'examples'} a request, not {count}"
+        )
     return name
 
 
@@ -59,7 +77,7 @@ class Explainer:
                 self.model = LeptonModel.load("digits-cnn")
                 self.explainer = Explainer(self.model, digest="digits-cnn:1")
 
-            @handler(max_batch_size=16)
+            @handler(max_batch_size=16, answers="explanations")
             def explain(self, inputs: list[list[float]], method: str = "ig", png: bool = False) -> list[dict]:
                 x = np.asarray(inputs, np.float32).reshape(-1, 1, 8, 8)
                 return self.explainer.rows(x, method_name(method), None, png, 32)
@@ -73,16 +91,47 @@ class Explainer:
         self, x: np.ndarray, method: str, target: int | None, png: bool, steps: int
     ) -> list[dict[str, Any]]:
         """Return one explanation per example: the class explained, attributions shaped like it, a PNG."""
-        keys = [(self.digest, hashlib.sha256(e.tobytes()).hexdigest(), method, target, png, steps) for e in x]
-        missing = [i for i, k in enumerate(keys) if k not in self.cache]
-        if missing:
+
+        def compute(missing: list[int]) -> list[dict[str, Any]]:
             import torch
 
             from lepton_ai.explain.attribution import explain
 
             got = explain(self._forward, torch.from_numpy(x[missing]), method, target, steps=steps)
-            for n, i in enumerate(missing):
-                self.cache[keys[i]] = self._row(x[i], got.attributions[n], int(got.targets[n]), png)
+            return [
+                self._row(x[i], got.attributions[n], int(got.targets[n]), png) for n, i in enumerate(missing)
+            ]
+
+        return self._cached([self._key(e.tobytes(), method, target, png, steps) for e in x], compute)
+
+    def text_rows(self, texts: list[str], target: int | None, png: bool, steps: int) -> list[dict[str, Any]]:
+        """Return one explanation per text: the class explained, its tokens and each one's attribution, a
+        PNG with png."""
+
+        def compute(missing: list[int]) -> list[dict[str, Any]]:
+            from lepton_ai.explain.text import explain_text, token_png
+
+            got = explain_text(self.runnable, [texts[i] for i in missing], target, steps)
+            rows = [{"target": g.target, "tokens": g.tokens, "attributions": g.scores} for g in got]
+            if png:
+                for row, g in zip(rows, got):
+                    row["png"] = base64.b64encode(token_png(g)).decode()
+            return rows
+
+        keys = [self._key(t.encode(), "integrated_gradients", target, png, steps) for t in texts]
+        return self._cached(keys, compute)
+
+    def _key(self, example: bytes, method: str, target: int | None, png: bool, steps: int) -> tuple[Any, ...]:
+        return (self.digest, hashlib.sha256(example).hexdigest(), method, target, png, steps)
+
+    def _cached(
+        self, keys: list[tuple[Any, ...]], compute: Callable[[list[int]], list[dict[str, Any]]]
+    ) -> list[dict[str, Any]]:
+        """Return the explanation of each key, computing those not in the cache (by their positions)."""
+        missing = [i for i, k in enumerate(keys) if k not in self.cache]
+        if missing:
+            for i, row in zip(missing, compute(missing)):
+                self.cache[keys[i]] = row
                 if len(self.cache) > CACHED:
                     self.cache.popitem(last=False)
         for k in keys:

