@@ -3,6 +3,7 @@ are a real federation over the network (Flower). See docs/federated.md."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -135,8 +136,9 @@ def run(
 @app.command()
 def server(
     address: Annotated[
-        str, typer.Option(help="HOST:PORT to listen on (0.0.0.0:PORT for other machines).")
-    ] = "0.0.0.0:8080",
+        str,
+        typer.Option(help="HOST:PORT to listen on: this machine only by default; 0.0.0.0:PORT for others."),
+    ] = "127.0.0.1:8080",
     rounds: Annotated[int, typer.Option(min=1)] = 3,
     min_clients: Annotated[
         int,
@@ -177,16 +179,39 @@ def server(
             "as failed).",
         ),
     ] = 600.0,
+    max_client_examples: Annotated[
+        int,
+        typer.Option(
+            min=1, help="The most examples one client's update weighs (clients report their own count)."
+        ),
+    ] = FEDERATED_DEFAULTS["max_client_examples"],
+    certificates: Annotated[
+        Path | None,
+        typer.Option(
+            help="Serve over TLS: a folder with ca.crt, server.pem and server.key (docs/federated.md)."
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="Show Flower's own log.")] = False,
     json: Json = False,
 ) -> None:
     """Run a Flower server: ROUNDS rounds with the clients that connect, then register the global model."""
-    from lepton_ai.privacy.flower import flower_log, run_server
+    from lepton_ai.privacy.flower import flower_log, is_loopback
+    from lepton_ai.privacy.flower_server import run_server
 
     flower_log(verbose)
+    if certificates is None and not is_loopback(address):
+        err_console.print(
+            f"note: the federation at {address} is reachable beyond this machine in the clear: "
+            "give --certificates DIR for TLS (docs/federated.md)",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
 
     def on_round(row: dict[str, Any]) -> None:
         failed = f" ({row['failures']} failed)" if row["failures"] else ""
+        if row.get("capped"):
+            failed += f" ({row['capped']} example counts capped)"
         err_console.print(
             f"round {row['round']}/{rounds}: test accuracy {row['accuracy']:.4f}, loss {row['loss']:.4f}"
             f" · {row['clients']} clients{failed} · {row['seconds']:.1f} s",
@@ -214,6 +239,8 @@ def server(
         seed=seed,
         name=name,
         round_timeout=round_timeout,
+        max_client_examples=max_client_examples,
+        certificates=certificates,
         on_round=on_round,
     )
     _report(result, json)
@@ -242,6 +269,10 @@ def client(
     connect_timeout: Annotated[
         float, typer.Option(min=0.0, help="Seconds to keep trying to reach the server.")
     ] = 60.0,
+    root_certificates: Annotated[
+        Path | None,
+        typer.Option(help="Connect over TLS, trusting this CA certificate (the server's ca.crt)."),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="Show Flower's own log.")] = False,
 ) -> None:
     """Join a Flower server's federation and train on this client's data until the server ends the run."""
@@ -250,7 +281,13 @@ def client(
     flower_log(verbose)
     err_console.print(f"joining {server} with {data}", highlight=False, markup=False)
     examples = run_client(
-        server, data, partition=partition, seed=seed, device=device, connect_timeout=connect_timeout
+        server,
+        data,
+        partition=partition,
+        seed=seed,
+        device=device,
+        connect_timeout=connect_timeout,
+        root_certificates=root_certificates,
     )
     err_console.print(f"[green]✓[/] the server ended the run ({examples} examples here)", highlight=False)
 

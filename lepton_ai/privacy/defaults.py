@@ -21,4 +21,7 @@ FEDERATED_DEFAULTS: dict[str, Any] = {
     "momentum": 0.9,
     "batch_size": 32,
     "schedule": "cosine",
+    # The most examples a network client's update weighs (it reports its own count, which nobody checks):
+    # a client that claims 10⁹ would otherwise be the whole average. Raise it for clients holding more.
+    "max_client_examples": 10_000,
 }

@@ -1,12 +1,13 @@
-"""Federated learning across processes and machines through Flower (`pip install lepton-ai[fl]`).
+"""Federated learning across processes and machines through Flower (`pip install lepton-ai[fl]`): what the
+server and the clients share (weights as NumPy arrays, addresses, certificates) and the client.
 
-`run_server` is a Flower server whose strategy is ours (`LeptonStrategy`: the same `aggregate` and
-client-level DP as the simulation, the global model tested on the server's test split after every
-round, the final model registered); `run_client` is a Flower client that trains on its own data with
-the same `local_train`. They talk over gRPC with Flower's `start_server` / `start_client`: plain
-processes, no app bundle to build, nothing to install at run time — the deployment `lepton fl server`
-and `lepton fl client` give (Flower marks these two functions deprecated in favour of its SuperLink /
-SuperNode / ServerApp stack; they are kept and work in flwr 1.42).
+`run_server` (`lepton_ai.privacy.flower_server`) is a Flower server whose strategy is ours
+(`LeptonStrategy`: the same `aggregate` and client-level DP as the simulation, the global model tested on
+the server's test split after every round, the final model registered); `run_client` is a Flower client
+that trains on its own data with the same `local_train`. They talk over gRPC with Flower's
+`start_server` / `start_client`: plain processes, no app bundle to build, nothing to install at run
+time — the deployment `lepton fl server` and `lepton fl client` give (Flower marks these two functions
+deprecated in favour of its SuperLink / SuperNode / ServerApp stack; they are kept and work in flwr 1.42).
 
 A client's data is `PATH` (a file or folder of its own) or `NAME:I/N`: part I (0-based) of an N-way
 partition of data set NAME's training split, e.g. `digits:3/10`; the clients of one federation must
@@ -15,15 +16,12 @@ give the same N, `--partition` scheme and `--seed` to get disjoint parts.
 
 from __future__ import annotations
 
-import contextlib
+import ipaddress
 import json
 import logging
-import math
 import re
-import time
 import zlib
-from collections.abc import Callable, Mapping
-from functools import partial
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +31,14 @@ import torch
 from lepton_ai.data import LabeledData
 from lepton_ai.errors import InvalidInputError, LeptonError
 from lepton_ai.models import LeptonModel
-from lepton_ai.models.architectures import ARCHITECTURES
-from lepton_ai.privacy.aggregation import ClientDP, Strategy, aggregate, finite
-from lepton_ai.privacy.defaults import FEDERATED_DEFAULTS
-from lepton_ai.privacy.federated import Setup, cpu_threads, local_train, prepare, round_lr
-from lepton_ai.privacy.record import FederatedResult, RunRecord, default_name
+from lepton_ai.privacy.federated import cpu_threads, local_train
 
 _PART = re.compile(r"(?P<data>.+):(?P<index>\d+)/(?P<count>\d+)")
 
 
-def _flwr() -> Any:
+def import_flower() -> Any:
+    """Return the `flwr` module (its deprecation notices for the functions we chose filtered out), or say
+    how to install it."""
     try:
         import flwr
     except ImportError as e:
@@ -57,7 +53,7 @@ def _flwr() -> Any:
 
 def flower_log(verbose: bool) -> None:
     """Show Flower's own log (INFO and up) when `verbose`, else its warnings and errors only."""
-    _flwr()
+    import_flower()
     logging.getLogger("flwr").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
@@ -104,247 +100,52 @@ def to_ndarrays(state: Mapping[str, torch.Tensor]) -> list[np.ndarray]:
 
 def from_ndarrays(arrays: list[np.ndarray], like: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Return `arrays` as a state dict with the keys, shapes and dtypes of `like`; raise when they do not
-    fit."""
+    fit (their number, a shape, or numbers that are not real: strings, objects, complex)."""
     if len(arrays) != len(like) or any(
         tuple(a.shape) != tuple(v.shape) for a, v in zip(arrays, like.values())
     ):
-        raise InvalidInputError(
-            f"the server sent {len(arrays)} tensors that do not fit this model's {len(like)}"
-        )
+        raise InvalidInputError(f"{len(arrays)} tensors that do not fit the model's {len(like)}")
+    kinds = {a.dtype.kind for a in arrays}
+    if not kinds <= set("fiub"):
+        raise InvalidInputError(f"tensors of {', '.join(sorted(kinds))} kind, not real numbers")
     return {k: torch.from_numpy(np.array(a)).to(v.dtype) for (k, v), a in zip(like.items(), arrays)}
 
 
-# -- the server ---------------------------------------------------------------------------------
+# -- addresses and certificates ------------------------------------------------------------
 
 
-def fit_config(run: Setup, server_round: int, meta: str) -> dict[str, Any]:
-    """Return what a client is told for round `server_round`: the model's metadata and the training
-    options."""
-    o = run.options
-    return {
-        "model": meta,
-        "local_epochs": o["local_epochs"],
-        "batch_size": o["batch_size"],
-        "mu": run.strategy.mu,
-        "lr": round_lr(o["lr"], server_round - 1, o["rounds"], run.schedule),
-        "momentum": FEDERATED_DEFAULTS["momentum"],
-        "seed": o["seed"] * 1_000_003 + server_round * 10_007,
-        "round": server_round,
-    }
-
-
-def _sample_clients(
-    client_manager: Any,
-    server_round: int,
-    min_clients: int,
-    round_timeout: float | None,
-    fraction: float | None,
-) -> list[Any]:
-    """Return this round's clients: `fraction` of those connected but at least `min_clients` (exactly that
-    many with no fraction, as client-level DP needs); raise when too few connect in time."""
-    timeout = round_timeout or 86_400
-    if not client_manager.wait_for(min_clients, timeout=math.ceil(timeout)):
-        raise LeptonError(
-            f"round {server_round}: fewer than {min_clients} clients connected "
-            f"within {timeout:g} s (--min-clients, --round-timeout)"
-        )
-    available = client_manager.num_available()
-    wanted = min_clients if fraction is None else max(min_clients, round(fraction * available))
-    return list(client_manager.sample(num_clients=min(wanted, available), min_num_clients=min_clients))
-
-
-def _round_figures(updates: list[tuple[dict[str, torch.Tensor], int]], attempted: int) -> dict[str, int]:
-    """Return a round's figures: clients whose update counted, failures (of `attempted`), examples."""
-    return {
-        "clients": len(updates),
-        "failures": attempted - len(updates),
-        "examples": sum(n for _, n in updates),
-    }
-
-
-def _updates(
-    results: list[tuple[list[np.ndarray], int]], like: Mapping[str, torch.Tensor]
-) -> list[tuple[dict[str, torch.Tensor], int]]:
-    """Return the clients' updates that fit the model `like` and are finite, with their example counts."""
-    fitting = []
-    for arrays, examples in results:
-        # weights that do not fit the model: a failure
-        with contextlib.suppress(InvalidInputError):
-            fitting.append((from_ndarrays(arrays, like), int(examples)))
-    return finite(fitting)[0]
-
-
-def lepton_strategy(
-    run: Setup,
-    *,
-    record: RunRecord,
-    min_clients: int,
-    round_timeout: float | None,
-    on_round: Callable[[dict[str, Any]], None] | None = None,
-) -> Any:
-    """Return a Flower Strategy that runs `run`'s strategy (and client-level DP) with our aggregation.
-
-    Flower's strategy interface over lepton's `aggregate`: every round samples at least `min_clients`
-    connected clients (waiting up to the round timeout for them), accepts the failures of some (the round
-    goes on with the others; an update that does not fit the model or is not finite counts as one), and
-    tests the new global model on the server's test split. Under client-level DP it samples exactly
-    `min_clients` and divides by that fixed, public number. An error is kept in `error` and ends the
-    remaining rounds at once (raised inside Flower, it would leave the clients' connections open);
-    `run_server` raises it afterwards."""
-    flwr = _flwr()
-    from flwr.common import FitIns, ndarrays_to_parameters, parameters_to_ndarrays
-
-    model, o, dp = run.net, run.options, run.dp
-    # under client-level DP the sum is divided by the fixed, public number of clients sampled
-    combine = partial(
-        aggregate, run.strategy, weights=run.weights, dp=dp, expected_clients=float(min_clients)
-    )
-
-    # Flower is imported only when a server starts: its base class is known only here
-    base: Any = flwr.server.strategy.Strategy
-
-    class LeptonStrategy(base):
-        def __init__(self) -> None:
-            self.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            self.noise = torch.Generator().manual_seed(o["seed"] + 1)
-            self.meta = json.dumps(model.metadata())
-            self.round_started = time.perf_counter()
-            self.error: LeptonError | None = None
-            self.last: dict[str, int] = {}
-
-        def initialize_parameters(self, client_manager: Any) -> Any:
-            return ndarrays_to_parameters(to_ndarrays(self.state))
-
-        def configure_fit(
-            self, server_round: int, parameters: Any, client_manager: Any
-        ) -> list[tuple[Any, Any]]:
-            self.round_started, self.last = time.perf_counter(), {}
-            if self.error is not None:
-                return []
-            fraction = None if dp is not None else o["fraction"]
-            try:
-                chosen = _sample_clients(client_manager, server_round, min_clients, round_timeout, fraction)
-            except LeptonError as e:
-                self.error = e
-                return []
-            return [(c, FitIns(parameters, fit_config(run, server_round, self.meta))) for c in chosen]
-
-        def aggregate_fit(
-            self, server_round: int, results: list[tuple[Any, Any]], failures: list[Any]
-        ) -> tuple[Any, dict[str, Any]]:
-            updates = _updates(
-                [(parameters_to_ndarrays(r.parameters), r.num_examples) for _, r in results], self.state
-            )
-            self.last = _round_figures(updates, attempted=len(results) + len(failures))
-            if not updates and dp is None:
-                # every client failed: the global model stays as it was
-                return None, dict(self.last)
-            self.state = combine(self.state, updates, generator=self.noise)
-            return ndarrays_to_parameters(to_ndarrays(self.state)), dict(self.last)
-
-        def configure_evaluate(self, server_round: int, parameters: Any, client_manager: Any) -> list:
-            # the server tests the global model itself, on its test split
-            return []
-
-        def aggregate_evaluate(self, server_round: int, results: list, failures: list) -> tuple[None, dict]:
-            return None, {}
-
-        def evaluate(self, server_round: int, parameters: Any) -> tuple[float, dict[str, Any]] | None:
-            if server_round == 0 or self.error is not None or not self.last:
-                # no round ran: nothing new to test
-                return None
-            model.load_state_dict(from_ndarrays(parameters_to_ndarrays(parameters), self.state))
-            extra = {"epsilon": dp.epsilon_spent(1.0, server_round)} if dp is not None else {}
-            try:
-                row = record.log_round(
-                    model, run.test, **self.last, seconds=time.perf_counter() - self.round_started, **extra
-                )
-            except LeptonError as e:
-                # e.g. the global model diverged
-                self.error = e
-                return None
-            if on_round is not None:
-                on_round(row)
-            return row["loss"], {"accuracy": row["accuracy"]}
-
-    return LeptonStrategy()
-
-
-def run_server(
-    address: str,
-    *,
-    model: str | LeptonModel | None = None,
-    data: str = "digits",
-    rounds: int = 3,
-    min_clients: int = 2,
-    strategy: str | Strategy = FEDERATED_DEFAULTS["strategy"],
-    fraction: float = 1.0,
-    local_epochs: int = FEDERATED_DEFAULTS["local_epochs"],
-    lr: float = FEDERATED_DEFAULTS["lr"],
-    batch_size: int = FEDERATED_DEFAULTS["batch_size"],
-    schedule: str | None = None,
-    dp: ClientDP | Mapping[str, Any] | None = None,
-    seed: int = 0,
-    name: str | None = None,
-    round_timeout: float | None = 600.0,
-    on_round: Callable[[dict[str, Any]], None] | None = None,
-) -> FederatedResult:
-    """Serve a federation at `address` (HOST:PORT) for `rounds` rounds of at least `min_clients` clients,
-    testing the global model on `data`'s test split after each, and register the final model."""
-    flwr = _flwr()
-
-    if dp is not None and fraction < 1:
-        raise InvalidInputError(
-            "client-level DP over the network takes exactly --min-clients clients each round "
-            "(accounted at sample rate 1) and divides by that number: use --fraction 1"
-        )
-    _check_address(address)
-    run = prepare(
-        model,
-        data,
-        clients=min_clients,
-        rounds=rounds,
-        fraction=fraction,
-        local_epochs=local_epochs,
-        lr=lr,
-        batch_size=batch_size,
-        strategy=strategy,
-        schedule=schedule,
-        dp=dp,
-        seed=seed,
-    )
-    if getattr(run.net, "arch", None) not in ARCHITECTURES:
-        raise InvalidInputError(
-            f"clients build the model from its architecture's name: use one of "
-            f"{', '.join(ARCHITECTURES)} (or a registered model of one), not {run.net.arch!r}"
-        )
-    params = run.params(partition="clients' own", address=address)
-    with RunRecord(name or default_name(run.model, data), params) as record:
-        fl_strategy = lepton_strategy(
-            run, record=record, min_clients=min_clients, round_timeout=round_timeout, on_round=on_round
-        )
-        try:
-            flwr.server.start_server(
-                server_address=address,
-                strategy=fl_strategy,
-                config=flwr.server.ServerConfig(num_rounds=rounds, round_timeout=round_timeout),
-            )
-        except SystemExit as e:
-            # Flower exits with a message when it cannot bind the address
-            if not isinstance(e.code, str):
-                raise
-            raise LeptonError(f"cannot serve the federation at {address}: {e.code}") from None
-        if fl_strategy.error is not None:
-            raise fl_strategy.error
-        run.net.load_state_dict(fl_strategy.state)
-        clients = max([min_clients] + [row["clients"] + row["failures"] for row in record.history])
-        return record.finish(run.net, clients, run.dp.report(1.0, len(record.history)) if run.dp else None)
-
-
-def _check_address(address: str) -> None:
+def check_address(address: str) -> None:
     host, sep, port = str(address).rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise InvalidInputError(f"address {address!r} must be HOST:PORT, e.g. 127.0.0.1:8080 or 0.0.0.0:8080")
+
+
+def is_loopback(address: str) -> bool:
+    """Return whether HOST:PORT listens on this machine's loopback only."""
+    host = str(address).rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        # a name: it may resolve to any interface
+        return False
+
+
+# what `lepton fl server --certificates DIR` reads, as Flower's examples and docs/federated.md name them
+SERVER_CERTIFICATES = ("ca.crt", "server.pem", "server.key")
+
+
+def server_certificates(folder: Path | str) -> tuple[bytes, bytes, bytes]:
+    """Return the CA certificate, the server's certificate and its private key read from `folder`."""
+    root = Path(folder)
+    missing = [name for name in SERVER_CERTIFICATES if not (root / name).is_file()]
+    if missing:
+        raise InvalidInputError(
+            f"--certificates {folder}: no {', '.join(missing)} there (make them as docs/federated.md shows)"
+        )
+    ca, cert, key = ((root / name).read_bytes() for name in SERVER_CERTIFICATES)
+    return ca, cert, key
 
 
 # -- the client ---------------------------------------------------------------------------------
@@ -352,7 +153,7 @@ def _check_address(address: str) -> None:
 
 def lepton_client(data: LabeledData, *, device: str = "cpu", client_seed: int = 0) -> Any:
     """Return a Flower client that trains the server's model on `data` with `local_train`."""
-    flwr = _flwr()
+    flwr = import_flower()
     from lepton_ai.data.inputs import check_data
     from lepton_ai.device import resolve_device
 
@@ -412,13 +213,18 @@ def run_client(
     seed: int = 0,
     device: str = "cpu",
     connect_timeout: float = 60.0,
+    root_certificates: Path | str | None = None,
 ) -> int:
     """Join the federation at `server` (HOST:PORT) with the client data `data` (PATH or NAME:I/N) until the
-    server ends it; return the number of examples this client holds."""
-    flwr = _flwr()
+    server ends it, over TLS trusting the CA certificate file `root_certificates` if given; return the
+    number of examples this client holds."""
+    flwr = import_flower()
     import grpc
 
-    _check_address(server)
+    check_address(server)
+    if root_certificates is not None and not Path(root_certificates).is_file():
+        raise InvalidInputError(f"--root-certificates {root_certificates}: no such file")
+    ca = Path(root_certificates).read_bytes() if root_certificates is not None else None
     local = client_data(data, partition, seed)
     name, index, _ = parse_part(data)
     # Each client its own shuffling and dropout: its part's index, or a hash of its data's path.
@@ -426,7 +232,8 @@ def run_client(
     try:
         flwr.client.start_client(
             server_address=server,
-            insecure=True,
+            insecure=ca is None,
+            root_certificates=ca,
             max_wait_time=connect_timeout,
             client=lepton_client(local, device=device, client_seed=client_seed),
         )

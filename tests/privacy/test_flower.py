@@ -191,3 +191,82 @@ def test_a_busy_port_or_an_absent_server_is_one_line() -> None:
     )
     # its server went away: the client ends too
     finish(alone, 60)
+
+
+def test_no_client_breaks_or_steers_the_federation(lepton_home: Path) -> None:
+    attacks = ["garbage", "pickled", "empty", "strings", "count:0", "count:-5", f"count:{10**9}"]
+    address, server = fl_server(
+        *f"--rounds 2 --min-clients {1 + len(attacks)} --model mlp --max-client-examples 1000".split(),
+        *"--round-timeout 120 --name fl-attacked --json".split(),
+    )
+    honest = fl("client", "--server", address, "--data", "digits:0/2")
+    attackers = [
+        subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("attacker.py")), address, kind],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        for kind in attacks
+    ]
+    out, err = finish(server)
+    assert server.returncode == 0, err[-3000:]
+    for c in [honest, *attackers]:
+        finish(c, 60)
+    assert honest.returncode == 0
+    rows = report(lepton_home)["rounds"]
+    # every forged update is its client's failure, but the one claiming 10⁹ examples, which weighs 1,000
+    assert [(r["clients"], r["failures"], r["capped"]) for r in rows] == [(2, 6, 1)] * 2
+    assert all(r["examples"] == len(client_data("digits:0/2")) + 1000 for r in rows)
+    assert "a client's update was refused" in err
+
+
+def _certificates(folder: Path) -> Path:
+    """Make a certificate authority and a server certificate for 127.0.0.1, as docs/federated.md does."""
+    folder.mkdir()
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    openssl(
+        *"req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2".split(), "-subj", "/CN=CA"
+    )
+    openssl(*"req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost".split())
+    (folder / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    openssl(
+        *"x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.pem -days 2".split(),
+        *"-extfile san.ext".split(),
+    )
+    return folder
+
+
+def test_a_federation_over_tls_refuses_clients_in_the_clear(lepton_home: Path, tmp_path: Path) -> None:
+    certs = _certificates(tmp_path / "certs")
+    address, server = fl_server(
+        *"--rounds 1 --min-clients 1 --model mlp --name fl-tls --json --round-timeout 60".split(),
+        *("--certificates", str(certs)),
+    )
+    clear = fl("client", "--server", address, "--data", "digits:1/2", "--connect-timeout", "3")
+    _, clear_err = finish(clear, 60)
+    trusted = fl(
+        "client", "--server", address, "--data", "digits:0/2", "--root-certificates", str(certs / "ca.crt")
+    )
+    out, err = finish(server)
+    assert server.returncode == 0, err[-3000:]
+    assert json.loads(out)["rounds"] == 1 and "in the clear" not in err
+    finish(trusted, 60)
+    assert trusted.returncode == 0
+    assert clear.returncode == 2 and clear_err.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_a_server_beyond_loopback_in_the_clear_says_so() -> None:
+    from lepton_ai.privacy.flower import is_loopback
+
+    assert is_loopback("127.0.0.1:8080") and is_loopback("localhost:1") and is_loopback("[::1]:8080")
+    assert not is_loopback("0.0.0.0:8080") and not is_loopback("server.example:8080")
+    # no client comes: the server ends after its round timeout
+    server = fl("server", "--address", f"0.0.0.0:{free_port()}", "--rounds", "1", "--round-timeout", "1")
+    _, err = finish(server, 120)
+    assert server.returncode == 2, err[-2000:]
+    assert err.splitlines()[0].startswith("note: the federation at 0.0.0.0:") and "in the clear" in err
