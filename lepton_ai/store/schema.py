@@ -78,6 +78,20 @@ class ModelVersion(Base):
     parent: Mapped[ModelVersion | None] = relationship(remote_side=[id])
 
 
+class VersionReport(Base):
+    """What was measured of a model version after it was registered (a privacy audit…), one row per
+    measurement: the version's artifact is immutable, so these live beside it, and go with it."""
+
+    __tablename__ = "version_reports"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"), index=True)
+    # what was measured, e.g. privacy_audit
+    kind: Mapped[str] = mapped_column(String(32))
+    report: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
 class Run(Base):
     __tablename__ = "runs"
 
