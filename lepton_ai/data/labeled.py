@@ -60,6 +60,25 @@ class LabeledData(torch.utils.data.Dataset):
             meta=dict(self.meta),
         )
 
+    @staticmethod
+    def joined(parts: list[LabeledData], name: str = "") -> LabeledData:
+        """Return the examples of `parts` (one kind, the same classes) one after another, as one set."""
+        first = parts[0]
+        if any(p.kind != first.kind or p.classes != first.classes for p in parts):
+            from lepton_ai.errors import InvalidInputError
+
+            raise InvalidInputError("only data sets of one kind with the same classes can be joined")
+        features = [p.features for p in parts if p.features is not None]
+        return LabeledData(
+            kind=first.kind,
+            labels=torch.cat([p.labels for p in parts]),
+            classes=first.classes,
+            features=torch.cat(features) if features else None,
+            texts=None if first.texts is None else [t for p in parts for t in p.texts or []],
+            name=name or "+".join(p.name for p in parts),
+            meta=dict(first.meta),
+        )
+
     def labelled_share(self, fraction: float, seed: int = 0) -> LabeledData:
         """Return a seeded, stratified `fraction` of the examples (each class its rounded share), so that
         methods compared on few labels see the same ones; refuse a fraction that leaves a class with none."""

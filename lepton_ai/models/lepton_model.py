@@ -355,7 +355,8 @@ class LeptonModel(nn.Module):
         return self.net(x)
 
     @torch.no_grad()
-    def _outputs(self, inputs: Any, batch_size: int) -> torch.Tensor:
+    def logits(self, inputs: Any, batch_size: int = 256) -> torch.Tensor:
+        """Return the raw outputs of inputs or a data set: logits, or an embedding model's vectors."""
         self.eval()
         device = next(self.parameters()).device
         out = [self(x).float().cpu() for x in batches(self, as_inputs(self, inputs), batch_size, device)]
@@ -365,7 +366,7 @@ class LeptonModel(nn.Module):
         """Return class probabilities (N, num_classes) for a batch of inputs or a data set."""
         if self.is_embedding:
             raise InvalidInputError("an embedding model has no classes: use embed()")
-        return torch.softmax(self._outputs(inputs, batch_size), -1)
+        return torch.softmax(self.logits(inputs, batch_size), -1)
 
     def embed(self, inputs: Any, batch_size: int = 64) -> torch.Tensor:
         """Return L2-normalised embeddings (N, dim) of an embedding model (num_classes=0): a sentence
@@ -374,7 +375,7 @@ class LeptonModel(nn.Module):
             raise InvalidInputError(
                 "embed() is for embedding models (LeptonModel(num_classes=0)); use predict()"
             )
-        return torch.nn.functional.normalize(self._outputs(inputs, batch_size), dim=-1)
+        return torch.nn.functional.normalize(self.logits(inputs, batch_size), dim=-1)
 
     def predict(self, inputs: Any, batch_size: int = 256) -> torch.Tensor:
         """Return the predicted class id of each input."""

@@ -8,7 +8,7 @@ import contextlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -18,6 +18,10 @@ from lepton_ai.privacy.defaults import DP_TRAINING_DEFAULTS
 from lepton_ai.privacy.dp import DPConfig
 from lepton_ai.train import distributed
 from lepton_ai.train.loop import evaluate
+
+if TYPE_CHECKING:
+    from lepton_ai.data import LabeledData
+    from lepton_ai.models import LeptonModel
 
 
 @dataclass
@@ -90,7 +94,6 @@ def _train_and_register(
     **fit_options: Any,
 ) -> TrainResult:
     from lepton_ai.data import load
-    from lepton_ai.models import LeptonModel
     from lepton_ai.store import Registry
 
     train, val, test = (load(data, s, seed=seed, **(data_options or {})) for s in ("train", "val", "test"))
@@ -101,16 +104,7 @@ def _train_and_register(
             f"the labels of {data} hold one class only ({', '.join(train.classes) or 'none'}): a classifier "
             "learns to tell at least two apart"
         )
-    # the same initial weights for the same seed
-    torch.manual_seed(seed)
-    net = LeptonModel(
-        num_classes=train.num_classes, input_size=train.input_size or None, classes=train.classes
-    )
-    with warnings.catch_warnings():
-        # a fresh architecture starts from random weights on purpose here
-        warnings.simplefilter("ignore")
-        # a saved LoRA adapter trains on as an adapter when --lora is given, else merged into its base
-        net.load_pretrained_model(model, merge=fit_options.get("lora") is None)
+    net = new_model(model, train, seed, lora=fit_options.get("lora") is not None)
     checkpoint_dir = str(checkpoint_dir or config.home() / "checkpoints" / name)
     world_size = distributed.rank_and_size()[1]
     # the other ranks of a data-parallel job train and test; rank 0 writes
@@ -164,6 +158,24 @@ def _train_and_register(
         raise
     registry.end_run(run.id, "completed")
     return TrainResult(ref, net, metrics, history, run.id, test)
+
+
+def new_model(model: str, train: LabeledData, seed: int, lora: bool = False) -> LeptonModel:
+    """Return `model` (an architecture, HF dir or registry ref) sized for `train`'s classes and inputs, its
+    fresh weights drawn from `seed`, ready to fit; a saved LoRA adapter stays one when `lora` trains it on."""
+    from lepton_ai.models import LeptonModel
+
+    # the same initial weights for the same seed
+    torch.manual_seed(seed)
+    net = LeptonModel(
+        num_classes=train.num_classes, input_size=train.input_size or None, classes=train.classes
+    )
+    with warnings.catch_warnings():
+        # a fresh architecture starts from random weights on purpose here
+        warnings.simplefilter("ignore")
+        # a saved LoRA adapter trains on as an adapter when --lora is given, else merged into its base
+        net.load_pretrained_model(model, merge=not lora)
+    return net
 
 
 def _recipe(history: dict[str, Any], net: Any) -> dict[str, Any]:
