@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from lepton_ai.cli import data, fl, jobs, models, runs
+from lepton_ai.cli import data, fl, jobs, models, privacy, runs
 from lepton_ai.cli.dashboard import dashboard
 from lepton_ai.cli.deploy import deploy
 from lepton_ai.cli.doctor import doctor
@@ -31,6 +31,7 @@ app.add_typer(bench, name="bench")
 app.add_typer(jobs.app, name="job")
 app.add_typer(fl.app, name="fl")
 app.add_typer(data.app, name="data")
+app.add_typer(privacy.app, name="privacy")
 app.command()(doctor)
 app.command()(quickstart)
 app.command()(train)

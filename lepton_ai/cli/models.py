@@ -13,6 +13,7 @@ from lepton_ai.errors import IntegrityError, InvalidInputError, NotFoundError
 from lepton_ai.store import Registry
 from lepton_ai.store.cost import DEFAULT_INSTANCE, INSTANCES, CostCard, cost_card, price
 from lepton_ai.store.registry import VersionInfo, check_json
+from lepton_ai.store.reports import VersionReports
 
 app = typer.Typer(help="Register, list, show and remove models and their versions.", no_args_is_help=True)
 
@@ -98,22 +99,28 @@ def show(
     ] = None,
     json: Json = False,
 ) -> None:
-    """Show one model version: where it is stored, its hash, metrics, lineage, privacy (ε, δ, mechanism), and
-    its cost per million inferences beside its parent's."""
+    """Show one model version: where it is stored, its hash, metrics, lineage, privacy (ε, δ, mechanism, the
+    last `lepton privacy audit`), and its cost per million inferences beside its parent's."""
     hourly = price(price_per_hour, instance)
     registry = Registry()
     info = registry.get(ref)
     card = cost_card(registry, info.ref, hourly)
     # recorded by training with DP-SGD
     privacy = (info.recipe or {}).get("privacy")
+    stored = VersionReports(registry.db_url).latest(info.ref, "privacy_audit")
+    audit = stored.to_dict() if stored else None
     if json:
-        print_json({**info.to_dict(), "privacy": privacy, "cost": card.to_dict()})
+        print_json({**info.to_dict(), "privacy": privacy, "privacy_audit": audit, "cost": card.to_dict()})
         return
     print_fields(info.ref, info.to_dict())
     if privacy:
         from lepton_ai.privacy.dp import describe
 
         typer.echo(f"privacy: {describe(privacy)}")
+    if audit:
+        from lepton_ai.privacy.membership import describe as describe_audit
+
+        typer.echo(f"privacy audit ({audit['recorded_at']}): {describe_audit(audit)}")
     print_cost(card)
 
 
