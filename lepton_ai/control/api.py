@@ -157,13 +157,15 @@ def _models(router: APIRouter, control: Control) -> None:
 
     @router.get("/models/{name}/versions/{version}")
     def version(name: str, version: Id) -> dict[str, Any]:
-        """One version, with the versions made from it (its children) and its report's files."""
+        """One version, with the versions made from it (its children), its report's files and its last privacy
+        audit."""
         view = control.version(name, version)
         report = {"files": view.report.files, "problem": view.report.problem}
         return {
             **view.info.to_dict(),
             "children": [c.ref for c in view.children],
             "report": report,
+            "privacy_audit": view.audit,
             "cost": control.cost(view.info).to_dict(),
         }
 

@@ -22,6 +22,7 @@ from lepton_ai.store.cost import CostCard, Price
 from lepton_ai.store.datasets import DatasetInfo, Datasets, DatasetVersionInfo
 from lepton_ai.store.refs import check_name
 from lepton_ai.store.registry import RunInfo, VersionInfo
+from lepton_ai.store.reports import VersionReports
 from lepton_ai.store.schema import Job, Model, ModelVersion, Run, iso, utcnow
 from lepton_ai.store.services import ServiceInfo, Services
 
@@ -41,12 +42,14 @@ class Report:
 
 @dataclass(frozen=True)
 class VersionView:
-    """One version, where it came from (ancestors, parent first), what was made from it, and its report."""
+    """One version, where it came from (ancestors, parent first), what was made from it, its report, and its
+    last privacy audit (None: never audited)."""
 
     info: VersionInfo
     ancestors: list[VersionInfo]
     children: list[VersionInfo]
     report: Report
+    audit: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,9 @@ class Control:
         while parent and len(ancestors) < 50:
             ancestors.append(self.registry.get(parent))
             parent = ancestors[-1].parent
-        return VersionView(info, ancestors, self.registry.children(info.ref), self.report(info))
+        audit = VersionReports(self.registry.db_url).latest(info.ref, "privacy_audit")
+        children = self.registry.children(info.ref)
+        return VersionView(info, ancestors, children, self.report(info), audit.to_dict() if audit else None)
 
     def report(self, info: VersionInfo) -> Report:
         """Return the report stored with a version (compression or federated), or why there is none."""
