@@ -86,6 +86,7 @@ def optimize(
                 "best": r["best"],
                 "baseline": r["baseline"],
                 **{k: r[k] for k in ("speedup", "latency_speedup", "size_reduction", f"{metric}_drop")},
+                **{k: r[k] for k in ("speedup_range", "choice", "settled")},
             }
         )
         return
@@ -96,7 +97,9 @@ def optimize(
 
 
 def show(r: dict) -> None:
-    """Print the baseline and the chosen candidate side by side."""
+    """Print the baseline and the chosen candidate side by side, and how sure the choice is."""
+    from lepton_ai.compress.report import sureness
+
     metric, base, best = r["metric"], r["baseline"], r["best"]
     rows = [
         (metric, f"{base[metric]:.4f}", f"{best[metric]:.4f}", f"{best[metric] - base[metric]:+.4f}"),
@@ -104,7 +107,7 @@ def show(r: dict) -> None:
             f"throughput/s (batch {r['batch_size']})",
             f"{base['throughput_per_s']:,.1f}",
             f"{best['throughput_per_s']:,.1f}",
-            f"×{r['speedup']:.2f}",
+            f"×{r['speedup']:.2f} ({r['speedup_range'][0]:.2f}–{r['speedup_range'][1]:.2f})",
         ),
         (
             "latency p50 (batch 1)",
@@ -120,3 +123,4 @@ def show(r: dict) -> None:
         ),
     ]
     print_table(f"best: {best['name']}", ("", "baseline (eager fp32)", "optimized", "change"), rows)
+    console.print(sureness(r).strip(), highlight=False, soft_wrap=True)

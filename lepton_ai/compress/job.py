@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lepton_ai.compress.optimize import TECHNIQUES, OptimizeResult, check_metric, check_options, optimize
+from lepton_ai.compress.optimize import OptimizeResult, optimize
+from lepton_ai.compress.options import TECHNIQUES, check_metric, check_options
 from lepton_ai.errors import InvalidInputError, NotFoundError
 
 

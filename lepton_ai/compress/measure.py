@@ -28,10 +28,10 @@ def size_bytes(model: Any) -> int:
     raise TypeError(f"cannot size a {type(model).__name__}")
 
 
-def _take(inputs: Any, n: int) -> Any:
-    """The first `n` examples of a tensor, a list or a dict of token tensors, repeated if short."""
+def take(inputs: Any, n: int) -> Any:
+    """Return the first `n` examples of a tensor, a list or a dict of token tensors, repeated if short."""
     if isinstance(inputs, dict):
-        return {k: _take(v, n) for k, v in inputs.items()}
+        return {k: take(v, n) for k, v in inputs.items()}
     batch = inputs[:n]
     if len(batch) < n:
         reps = -(-n // max(1, len(batch)))
@@ -39,7 +39,9 @@ def _take(inputs: Any, n: int) -> Any:
     return batch
 
 
-def _timed(fn: Callable[[], Any], repeats: int, min_seconds: float) -> list[float]:
+def timed(fn: Callable[[], Any], repeats: int, min_seconds: float) -> list[float]:
+    """Return the seconds of each call of `fn`: at least `repeats` calls and `min_seconds`, at most 20 ×
+    `repeats` calls."""
     times: list[float] = []
     start = time.perf_counter()
     while len(times) < repeats or time.perf_counter() - start < min_seconds:
@@ -61,12 +63,12 @@ def measure(
     warmup: int = 3,
 ) -> dict[str, float]:
     """Return latency_ms_p50/p99 at batch 1 and throughput_per_s at `batch_size` for `model(x)`."""
-    one, batch = _take(inputs, 1), _take(inputs, batch_size)
+    one, batch = take(inputs, 1), take(inputs, batch_size)
     for _ in range(warmup):
         model(one)
         model(batch)
-    lat = np.array(_timed(lambda: model(one), repeats, min_seconds / 2)) * 1e3
-    thr = _timed(lambda: model(batch), max(3, repeats // 4), min_seconds / 2)
+    lat = np.array(timed(lambda: model(one), repeats, min_seconds / 2)) * 1e3
+    thr = timed(lambda: model(batch), max(3, repeats // 4), min_seconds / 2)
     return {
         "latency_ms_p50": float(np.percentile(lat, 50)),
         "latency_ms_p99": float(np.percentile(lat, 99)),

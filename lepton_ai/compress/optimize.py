@@ -19,17 +19,19 @@ from torch import nn
 from lepton_ai.compress.agreement import agreements
 from lepton_ai.compress.measure import measure, size_bytes
 from lepton_ai.compress.onnx import OnnxModel, export_onnx
+from lepton_ai.compress.options import TECHNIQUES, check_metric, check_options
 from lepton_ai.compress.prune import prune_structured
 from lepton_ai.compress.quantize import quantizable_nodes, quantize_onnx, quantize_torch
 from lepton_ai.compress.report import write_report
-from lepton_ai.errors import InvalidInputError
+from lepton_ai.compress.settle import Choice, Ratio, Settled, choose, settle
 from lepton_ai.machine import machine_info
 from lepton_ai.models import LeptonModel
 from lepton_ai.models.text import TextClassifier
 
 Objective = Literal["throughput", "latency", "size"]
-TECHNIQUES = ("onnx", "int8", "pytorch-int8", "prune", "compile", "gpu")
 _EVAL_BATCH = 64
+# candidates measured interleaved with the baseline: those within this share of the best single measurement
+CONTENDER, MAX_CONTENDERS = 0.7, 4
 
 
 @dataclass
@@ -53,6 +55,9 @@ class Trial:
     source: Any = field(default=None, repr=False)
     # rank correlation of its attributions with the baseline's (image and table classifiers)
     attribution_agreement: float | None = None
+    # its throughput and batch-1 latency against the baseline's, measured interleaved (those that could win)
+    speedup: Ratio | None = None
+    latency_speedup: Ratio | None = None
 
     def figures(self) -> dict[str, Any]:
         """Return the JSON-ready figures (without the models), quality under its metric's name."""
@@ -61,7 +66,18 @@ class Trial:
             for f in fields(self)
             if f.name not in ("model", "source", "metric", "quality")
         }
+        doc = {k: v.to_dict() if isinstance(v, Ratio) else v for k, v in doc.items()}
         return {"name": self.name, self.metric: self.quality, **doc}
+
+    def measured_speedup(self, base: Trial) -> Ratio:
+        """Return its throughput against `base`'s from the search's one measurement of each."""
+        ratio = self.throughput_per_s / base.throughput_per_s
+        return Ratio(ratio, ratio, ratio)
+
+    def measured_latency_speedup(self, base: Trial) -> Ratio:
+        """Return its batch-1 latency against `base`'s (as a speedup) from the search's one measurement."""
+        ratio = base.latency_ms_p50 / self.latency_ms_p50
+        return Ratio(ratio, ratio, ratio)
 
 
 @dataclass
@@ -145,6 +161,9 @@ class _Search:
 
     def time_left(self) -> bool:
         return time.perf_counter() < self.deadline
+
+    def seconds_left(self) -> float:
+        return self.deadline - time.perf_counter()
 
     def drop(self, t: Trial) -> float:
         """How much quality `t` lost against the baseline (the first trial)."""
@@ -421,7 +440,8 @@ def optimize(
             t.accepted, t.reason = False, f"{search.metric} drop {search.drop(t):.4f} > allowed {max_drop}"
         elif t.throughput_per_s < base.throughput_per_s and objective != "size":
             t.accepted, t.reason = False, "slower than the baseline"
-    best = _pick(trials, objective, tie_tolerance)
+    best, choice, settled = _decide(search, objective, tie_tolerance)
+    speedup, latency_speedup = best.speedup or best.measured_speedup(base), best.latency_speedup
     report = {
         "machine": machine_info(),
         "objective": objective,
@@ -432,8 +452,13 @@ def optimize(
         "tie_tolerance": tie_tolerance,
         "baseline": base.figures(),
         "best": best.figures(),
-        "speedup": best.throughput_per_s / base.throughput_per_s,
-        "latency_speedup": base.latency_ms_p50 / best.latency_ms_p50,
+        "speedup": speedup.median,
+        "speedup_range": [speedup.low, speedup.high],
+        "latency_speedup": (latency_speedup or best.measured_latency_speedup(base)).median,
+        "choice": choice.to_dict(),
+        "settled": None
+        if settled is None
+        else {k: getattr(settled, k) for k in ("rounds", "seconds", "threads")},
         "size_reduction": base.size_bytes / best.size_bytes,
         f"{search.metric}_drop": base.quality - best.quality,
         "trials": [t.figures() for t in trials],
@@ -442,59 +467,31 @@ def optimize(
     return OptimizeResult(best=best.model, best_trial=best, baseline=base, trials=trials, report=report)
 
 
-def check_options(
-    embedding: bool,
-    max_accuracy_drop: float | None,
-    max_fidelity_drop: float | None,
-    objective: str,
-    techniques: tuple[str, ...],
-    batch_size: int = 1,
-    time_budget_s: float = 1,
-) -> tuple[float, str]:
-    """Return (allowed drop, its option's name) for `optimize`'s options; raise on any that is wrong."""
-    if objective not in ("throughput", "latency", "size"):
-        raise InvalidInputError(f"objective must be throughput, latency or size, not {objective!r}")
-    unknown = set(techniques) - set(TECHNIQUES)
-    if unknown:
-        raise InvalidInputError(f"unknown techniques {sorted(unknown)}: choose from {', '.join(TECHNIQUES)}")
-    if embedding and max_accuracy_drop is not None:
-        raise InvalidInputError("an embedding model has no labels to score accuracy: give max_fidelity_drop")
-    if not embedding and max_fidelity_drop is not None:
-        raise InvalidInputError(
-            "a classifier is held to accuracy: give max_accuracy_drop, not max_fidelity_drop"
-        )
-    what = "max_fidelity_drop" if embedding else "max_accuracy_drop"
-    max_drop = max_fidelity_drop if embedding else max_accuracy_drop
-    max_drop = 0.01 if max_drop is None else max_drop
-    if not 0 <= max_drop < 1:
-        raise InvalidInputError(f"{what} must be in [0, 1), got {max_drop}")
-    if batch_size < 1 or time_budget_s <= 0:
-        raise InvalidInputError(
-            f"batch_size and time_budget_s must be positive, got {batch_size} and {time_budget_s}"
-        )
-    return max_drop, what
-
-
-def check_metric(embedding: bool, metric: str | None) -> str:
-    """Return the quality `optimize` holds a model to: a classifier's accuracy or macro-F1, an embedding
-    model's fidelity; raise for any other."""
-    allowed = ("fidelity",) if embedding else ("accuracy", "f1_macro")
-    metric = metric or allowed[0]
-    if metric not in allowed:
-        kind = "an embedding model" if embedding else "a classifier"
-        raise InvalidInputError(f"{kind} is held to {' or '.join(allowed)}, not {metric!r}")
-    return metric
-
-
-def _pick(trials: list[Trial], objective: Objective, tolerance: float) -> Trial:
-    """The best accepted trial on `objective`; those within `tolerance` of it are ties, which
-    the smaller (then the faster) wins: a few percent is within measurement noise here."""
-    accepted = [t for t in trials if t.accepted]
+def _decide(search: _Search, objective: Objective, tolerance: float) -> tuple[Trial, Choice, Settled | None]:
+    """Return the trial to choose, how sure the choice is and the interleaved measurement it rests on: the
+    candidates that could win (by the search's single measurements) and the baseline, measured in rounds
+    until their ratios settle; those it shows slower than the baseline are rejected. Size needs no timing."""
+    trials, base = search.trials, search.trials[0]
     score: dict[str, Callable[[Trial], float]] = {
         "throughput": lambda t: t.throughput_per_s,
         "latency": lambda t: 1 / t.latency_ms_p50,
         "size": lambda t: 1 / t.size_bytes,
     }
-    top = max(score[objective](t) for t in accepted)
-    tied = [t for t in accepted if score[objective](t) >= top * (1 - tolerance)]
-    return min(tied, key=lambda t: (t.size_bytes, -score[objective](t)))
+    accepted = sorted((t for t in trials if t.accepted), key=score[objective], reverse=True)
+    if objective == "size":
+        ratios = {t.name: Ratio(score["size"](t), score["size"](t), score["size"](t)) for t in accepted}
+        name, tied = choose(ratios, {t.name: t.size_bytes for t in accepted}, tolerance)
+        return next(t for t in accepted if t.name == name), Choice(name, tied, None), None
+    top = score[objective](accepted[0])
+    contenders = [t for t in accepted if t is not base and score[objective](t) >= CONTENDER * top]
+    runnables = {base.name: base.model, **{t.name: t.model for t in contenders[:MAX_CONTENDERS]}}
+    settled = settle(runnables, search.speed_inputs, search.batch_size, max(5.0, search.seconds_left()))
+    for t in trials:
+        t.speedup, t.latency_speedup = settled.throughput.get(t.name), settled.latency.get(t.name)
+        if t is not base and t.speedup is not None and t.speedup.median < 1 and objective == "throughput":
+            t.accepted, t.reason = False, f"slower than the baseline (×{t.speedup.median:.2f} interleaved)"
+    ratios = settled.throughput if objective == "throughput" else settled.latency
+    sizes = {t.name: t.size_bytes for t in trials if t.accepted and t.name in ratios}
+    name, tied = choose({n: ratios[n] for n in sizes}, sizes, tolerance)
+    share = settled.fastest_rounds[name] / settled.rounds
+    return next(t for t in trials if t.name == name), Choice(name, tied, share), settled

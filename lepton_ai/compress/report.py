@@ -31,19 +31,36 @@ def markdown(r: dict[str, Any]) -> str:
         f"Best: **{r['best']['name']}** — speedup ×{r['speedup']:.2f} "
         f"(throughput at batch {r['batch_size']}), "
         f"size ÷{r['size_reduction']:.2f}, {metric} drop {r[f'{metric}_drop']:+.4f}\n",
-        f"| candidate | {metric} | attribution agreement | throughput/s | p50 ms | p99 ms | size MB "
-        "| verdict |",
-        "|---|---|---|---|---|---|---|---|",
+        sureness(r),
+        f"| candidate | {metric} | attribution agreement | throughput/s | speedup, interleaved (IQR) "
+        "| p50 ms | p99 ms | size MB | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for t in r["trials"]:
         verdict = "best" if t["name"] == r["best"]["name"] else ("ok" if t["accepted"] else t["reason"])
-        agreement = t.get("attribution_agreement")
+        agreement, ratio = t.get("attribution_agreement"), t.get("speedup")
+        settled = "" if not ratio else f"×{ratio['median']:.2f} ({ratio['low']:.2f}–{ratio['high']:.2f})"
         lines.append(
             f"| {t['name']} | {t[metric]:.4f} | {'' if agreement is None else f'{agreement:.3f}'} | "
-            f"{t['throughput_per_s']:,.1f} | {t['latency_ms_p50']:.3f} | "
+            f"{t['throughput_per_s']:,.1f} | {settled} | {t['latency_ms_p50']:.3f} | "
             f"{t['latency_ms_p99']:.3f} | {t['size_bytes'] / 1e6:,.2f} | {verdict} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def sureness(r: dict[str, Any]) -> str:
+    """Return a sentence on how sure the choice is: the rounds behind it, the ties, how often it won."""
+    settled, choice = r.get("settled"), r.get("choice") or {}
+    if not settled:
+        return "Chosen on size (no timing needed).\n"
+    low, high = r["speedup_range"]
+    others = [n for n in choice["tied"] if n != choice["name"]]
+    tied = f"tied with {', '.join(others)} (ranges overlap; the smaller won)" if others else "no tie"
+    return (
+        f"Measured against the baseline interleaved over {settled['rounds']} rounds on {settled['threads']} "
+        f"threads: speedup ×{r['speedup']:.2f}, interquartile range {low:.2f}–{high:.2f}; {tied}; the "
+        f"fastest in {choice['fastest_share']:.0%} of the rounds.\n"
+    )
 
 
 def plot(r: dict[str, Any], path: Path) -> None:
@@ -59,6 +76,11 @@ def plot(r: dict[str, Any], path: Path) -> None:
         colour = (
             "tab:green" if t["name"] == r["best"]["name"] else ("tab:blue" if t["accepted"] else "tab:red")
         )
+        ratio = t.get("speedup")
+        if ratio:
+            # the interleaved rounds' interquartile range, in the baseline's examples/s
+            base = r["baseline"]["throughput_per_s"]
+            ax.plot([base * ratio["low"], base * ratio["high"]], [t[metric]] * 2, color=colour, lw=2)
         ax.scatter(t["throughput_per_s"], t[metric], color=colour)
         ax.annotate(
             t["name"],

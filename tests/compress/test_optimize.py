@@ -10,7 +10,6 @@ pytest.importorskip("onnxruntime")
 
 from lepton_ai import LeptonModel  # noqa: E402
 from lepton_ai.compress import load_runnable, optimize  # noqa: E402
-from lepton_ai.compress.optimize import Trial, _pick  # noqa: E402
 from lepton_ai.data import load  # noqa: E402
 from lepton_ai.errors import InvalidInputError  # noqa: E402
 from tests.compress.conftest import embedder  # noqa: E402
@@ -42,11 +41,19 @@ def test_search_picks_the_fastest_candidate_within_the_drop(trained: LeptonModel
         "pruned0.5-eager",
     } <= set(names)
     accepted = [t for t in trials if t["accepted"]]
-    # the fastest, not the first
-    assert r["best"]["throughput_per_s"] == max(t["throughput_per_s"] for t in accepted)
+    # the contenders were measured against the baseline interleaved: the fastest of them by median, or the
+    # smallest of those it cannot be told from, not the first
+    settled = {t["name"]: t["speedup"] for t in accepted if t["speedup"]}
+    fastest = max(settled, key=lambda name: settled[name]["median"])
+    choice = r["choice"]
+    assert fastest in choice["tied"] and r["best"]["name"] == choice["name"] in choice["tied"]
+    assert r["best"]["size_bytes"] == min(t["size_bytes"] for t in accepted if t["name"] in choice["tied"])
+    assert r["settled"]["rounds"] >= 5 and 0 <= choice["fastest_share"] <= 1
     for t in trials[1:]:
         too_lossy = base["accuracy"] - t["accuracy"] > 0.02
-        slower = t["throughput_per_s"] < base["throughput_per_s"]
+        slower = (
+            t["throughput_per_s"] < base["throughput_per_s"] or (t["speedup"] or {"median": 1})["median"] < 1
+        )
         assert t["accepted"] == (not too_lossy and not slower), t
         assert t["accepted"] or t["reason"]
     assert r["speedup"] >= 1.0 and r["accuracy_drop"] <= 0.02 and r["metric"] == "accuracy"
@@ -54,7 +61,8 @@ def test_search_picks_the_fastest_candidate_within_the_drop(trained: LeptonModel
     agreement = {t["name"]: t["attribution_agreement"] for t in trials}
     assert agreement["baseline (eager fp32)"] == 1.0 and agreement["onnx-fp32"] > 0.95, agreement
     assert all(-1 <= a <= 1 for a in agreement.values())
-    assert r["speedup"] == pytest.approx(r["best"]["throughput_per_s"] / base["throughput_per_s"])
+    low, high = r["speedup_range"]
+    assert r["speedup"] == r["best"]["speedup"]["median"] and low <= r["speedup"] <= high
     out = result.save(tmp_path / "report")
     doc = json.loads((out / "report.json").read_text())
     for key in ("machine", "baseline", "best", "speedup", "size_reduction", "accuracy_drop", "trials"):
@@ -123,25 +131,6 @@ def test_size_objective_and_bad_input(trained: LeptonModel, tmp_path: Path) -> N
         optimize(trained, test, techniques=("magic",))
     with pytest.raises(InvalidInputError, match="classes"):
         optimize(trained, load("iris", "test"))
-
-
-def _trial(name: str, throughput: float, size: int) -> Trial:
-    return Trial(name, {}, "accuracy", 1.0, size, 1.0, 1.0, throughput)
-
-
-def test_ties_within_the_tolerance_go_to_the_smaller() -> None:
-    trials = [
-        _trial("base", 100, 1000),
-        _trial("fast-big", 660, 400),
-        _trial("fast-small", 650, 100),
-        _trial("slow-tiny", 300, 10),
-    ]
-    # 1.5 % slower, 4× smaller
-    assert _pick(trials, "throughput", 0.05).name == "fast-small"
-    assert _pick(trials, "throughput", 0.0).name == "fast-big"
-    assert _pick(trials, "size", 0.05).name == "slow-tiny"
-    trials[2].accepted = False
-    assert _pick(trials, "throughput", 0.05).name == "fast-big"
 
 
 def test_embedding_model_is_held_to_fidelity_and_falls_back_layer_by_layer(tiny_bert, tmp_path: Path) -> None:
