@@ -30,9 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +63,7 @@ def faithfulness_case(model: Any, images: torch.Tensor) -> dict[str, Any]:
 def serving_case(model: Any, ref: str, images: torch.Tensor, rounds: int, requests: int) -> dict[str, Any]:
     """Explanations per second served (one request at a time, and two in flight) and in process, interleaved
     `rounds` times."""
+    from lepton_ai.device import torch_threads
     from lepton_ai.explain import explain
     from lepton_ai.serve.model import eager_threads
     from lepton_ai.serve.server import ServerProcess
@@ -93,7 +92,7 @@ def serving_case(model: Any, ref: str, images: torch.Tensor, rounds: int, reques
             rates["two_in_flight"].append(requests * BATCH / (time.perf_counter() - start))
             start = time.perf_counter()
             # on the threads `lepton serve` gives the model (a core stays with the event loop)
-            with threads(eager_threads()):
+            with torch_threads(eager_threads()):
                 for x in batches:
                     explain(model, x + next(shifts), "ig", steps=STEPS)
             rates["in_process"].append(requests * BATCH / (time.perf_counter() - start))
@@ -136,17 +135,6 @@ def pass_times(ref: str, x: torch.Tensor, repeats: int = 15) -> dict[str, list[f
             explain(model, x, "ig", steps=STEPS, batch_size=rows)
             times[how].append(time.perf_counter() - start)
     return times
-
-
-@contextmanager
-def threads(n: int) -> Iterator[None]:
-    """Run the block on `n` torch threads."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def compression_case(model: Any, test: Any) -> list[dict[str, Any]]:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import torch
 
 from lepton_ai.compress.measure import take, timed
+from lepton_ai.device import torch_threads
 from lepton_ai.machine import cpu_info
 
 # a round's measurement of one candidate: this long at its batch size, half as long at batch 1
@@ -79,7 +79,7 @@ def settle(
     one, batch = take(inputs, 1), take(inputs, batch_size)
     per_round: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
     start, cores = time.perf_counter(), threads or cpu_info()["cores"]
-    with _torch_threads(cores), torch.inference_mode():
+    with torch_threads(cores), torch.inference_mode():
         for fn in runnables.values():
             fn(one), fn(batch)
         rounds = 0
@@ -149,14 +149,3 @@ def choose(
         name for name, r in ratios.items() if r.overlaps(best) or r.median >= best.median * (1 - tolerance)
     ]
     return min(tied, key=lambda name: (sizes[name], -ratios[name].median)), tied
-
-
-@contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """Run the block on `n` PyTorch threads."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from lepton_ai.data import LabeledData
+from lepton_ai.device import torch_threads
 from lepton_ai.errors import InvalidInputError
 from lepton_ai.models import LeptonModel
 from lepton_ai.privacy.aggregation import ClientDP, Strategy, aggregate, finite, parse_strategy, weight_keys
@@ -120,13 +121,8 @@ def cpu_threads(model: nn.Module, device: str | torch.device = "cpu") -> Iterato
     small to split, and OpenMP threads spinning against other work slow them several times over on a busy
     machine."""
     small = sum(p.numel() for p in model.parameters()) < 1_000_000 and torch.device(device).type == "cpu"
-    before = torch.get_num_threads()
-    if small:
-        torch.set_num_threads(1)
-    try:
+    with torch_threads(1 if small else torch.get_num_threads()):
         yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # -- building the model -------------------------------------------------------------------------
