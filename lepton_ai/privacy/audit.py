@@ -223,22 +223,26 @@ class _Audited:
 
 
 def _draw(data: MembershipData, limit: int | None, offline: bool, rng: np.random.Generator) -> _Audited:
-    """Return as many members as non-members (at most `limit` of each), drawn at random; offline, at most
-    half of the smaller side, the rest being what the shadow models train on."""
+    """Return as many members as non-members of each class (at most `limit` of each side), drawn at random;
+    offline, at most half of the smaller side, the rest being what the shadow models train on."""
     m, n = len(data.members), len(data.non_members)
     most = min(m, n) // 2 if offline else min(m, n)
-    take = min(most, limit or most)
-    if take < MIN_EXAMPLES:
+    non_members = rng.choice(n, min(most, limit or most), replace=False)
+    inside, outside = data.members.labels.numpy(), data.non_members.labels.numpy()[non_members]
+    chosen: list[np.ndarray] = []
+    # the same classes on both sides: a class easier than the others does not pass for membership
+    for label in np.unique(outside):
+        same = np.flatnonzero(inside == label)
+        k = min(len(same), int((outside == label).sum()))
+        chosen += [rng.choice(same, k, replace=False), m + non_members[outside == label][:k]]
+    index = np.sort(np.concatenate(chosen))
+    if len(index) < 2 * MIN_EXAMPLES:
         raise InvalidInputError(
-            f"an audit needs at least {MIN_EXAMPLES} members and as many non-members"
+            f"an audit needs at least {MIN_EXAMPLES} members and as many non-members of their classes"
             f"{' (offline, twice as many: half train the shadow models)' if offline else ''}; the data has "
             f"{m} training and {n} held-out examples"
         )
-    pool = LabeledData.joined([data.members, data.non_members])
-    index = np.r_[
-        np.sort(rng.choice(m, take, replace=False)), m + np.sort(rng.choice(n, take, replace=False))
-    ]
-    return _Audited(pool, index, index < m)
+    return _Audited(LabeledData.joined([data.members, data.non_members]), index, index < m)
 
 
 def _attack(target: _Target, opts: AuditOptions, t0: float) -> AuditResult:

@@ -7,8 +7,8 @@ NumPy and SciPy only: `lepton models show` describes a stored audit without impo
 LiRA looks at each example's logit-scaled confidence φ = log(p_y / (1 − p_y)) under shadow models trained with
 (IN) and without (OUT) it, fits a Gaussian to each side, and scores the target's φ by the likelihood ratio
 (online), or, with OUT models alone, by the one-sided test Λ = Pr[Z < φ], Z ~ N(μ_out, σ²_out) (offline: the
-paper's formula; its published code scores the OUT density instead). With few shadow models each side's
-variance is one pooled over all examples, as the paper advises (its "fixed variance").
+paper's one-sided test; its published code scores the OUT density instead). Below 64 shadow models each side's
+variance is pooled over all examples: the "fixed variance" LiRA's authors found best with few of them.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-# Shadow models a side needs per example before its own variance is trusted over the pooled one (the paper
-# fits per-example variances from 64 shadow models up).
+# Shadow models a side needs per example before its own variance is used over the pooled one: with 16 shadow
+# models in all, LiRA's authors found the pooled ("fixed") variance better.
 PER_EXAMPLE_VARIANCE_FROM = 32
 # Below this, a standard deviation is taken as this (all shadows agreeing exactly).
 _MIN_STD = 1e-6

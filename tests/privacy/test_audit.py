@@ -55,7 +55,8 @@ def overfit() -> Overfit:
 def test_an_overfit_model_gives_its_members_away(overfit: Overfit) -> None:
     data = MembershipData(overfit.members, overfit.non_members)
     result = audit(overfit.model, data, recipe=RECIPE, shadow_models=4, progress=False)
-    assert (result.members, result.non_members, result.variant) == (EXAMPLES, EXAMPLES, "online")
+    # as many of each class on both sides: 100 random digits of each side share 86 of their class labels
+    assert result.members == result.non_members == 86 and result.variant == "online"
     assert result.member_accuracy == 1.0 and result.non_member_accuracy < 0.95
     # clearly above chance, the whole interval
     assert result.lira.auc > 0.65 and result.lira.auc_ci.low > 0.55
@@ -79,8 +80,8 @@ def test_members_it_never_saw_are_not_told_apart(overfit: Overfit) -> None:
 def test_offline_lira_trains_its_shadows_on_what_it_does_not_attack(overfit: Overfit) -> None:
     data = MembershipData(overfit.members, overfit.non_members)
     one = audit(overfit.model, data, recipe=RECIPE, shadow_models=1, progress=False)
-    # half of each side is attacked, the other half trains the shadow model
-    assert (one.variant, one.members, one.non_members) == ("offline", EXAMPLES // 2, EXAMPLES // 2)
+    # at most half of each side is attacked, the rest trains the shadow model
+    assert one.variant == "offline" and one.members == one.non_members <= EXAMPLES // 2
     four = audit(overfit.model, data, recipe=RECIPE, shadow_models=4, offline=True, progress=False)
     assert four.variant == "offline" and four.lira.auc_ci.low > 0.5
 
