@@ -16,10 +16,14 @@ is the final global model's, not the best round's:
   (σ·C of noise on the sum does not shrink with the updates) beat sampling 10–30 % over 30–100 rounds.
 - `scale`: 1,000 clients, 10 % sampled per round, 5 rounds; target wall time < 300 s (2 cores).
 
+Case `audit` (issue 28, benchmarks/privacy_audit.py): membership inference (`lepton privacy audit`) on `mlp`
+and `cnn-small` trained on digits, and on `mlp` under DP-SGD at ε = 3 (attack AUC ≤ 0.55 asked).
+
 Cases live in CASES (name → function returning its JSON section, its table, and its plot); `--only` picks
 some. Every case writes into the one JSON file, keeping the sections of cases not run.
 
-    python benchmarks/privacy.py [--only dp,fedavg,fedprox,client-dp,scale] [--seeds 3] [--epsilons 1,3,8]
+    python benchmarks/privacy.py [--only dp,fedavg,fedprox,client-dp,scale,audit] [--seeds 3]
+                                 [--epsilons 1,3,8] [--shadow-models 16]
                                  [--out benchmarks/results/privacy.json]
 
 Writes benchmarks/results/privacy.json and privacy-CASE.png; the tables go to the terminal."""
@@ -40,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from common import write_json
+from privacy_audit import case_audit, plot_audit, table_audit
 from rich.console import Console
 from rich.table import Table
 
@@ -371,6 +376,7 @@ CASES: dict[
     "fedprox": (case_fedprox, table_federated, plot_federated),
     "client-dp": (case_client_dp, table_federated, plot_federated),
     "scale": (case_scale, table_federated, plot_federated),
+    "audit": (case_audit, table_audit, plot_audit),
 }
 
 
@@ -381,6 +387,7 @@ def main() -> int:
     parser.add_argument("--only", default=",".join(CASES), help=f"Comma-separated cases: {', '.join(CASES)}.")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epsilons", default="1,3,8", help="Target ε of the DP-SGD rows.")
+    parser.add_argument("--shadow-models", type=int, default=16, help="LiRA's shadow models (case audit).")
     parser.add_argument("--out", default=str(RESULTS / "privacy.json"))
     args = parser.parse_args()
     chosen = [c.strip() for c in args.only.split(",") if c.strip()]
@@ -414,6 +421,8 @@ def main() -> int:
         section = run(args)
         section["seconds"] = time.perf_counter() - t0
         section["measured_at"] = time.strftime("%Y-%m-%d %H:%M")
+        # the file's command and machine are the last run's: each section keeps its own
+        section["command"], section["machine_line"] = doc["command"], doc["machine_line"]
         doc["cases"][name] = section
         console.print(table(section))
         if "verdict" in section:
