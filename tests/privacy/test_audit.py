@@ -1,12 +1,15 @@
 """The privacy audit: membership inference by loss threshold and LiRA tells an overfit model's members from
 non-members, finds nothing where the "members" were never seen, states its figures with well-formed bootstrap
-intervals, is stored with a registered version, and refuses bad input in one line."""
+intervals, is stored with a registered version, and refuses bad input in one line; the benchmark's case
+renders what it recorded."""
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -159,3 +162,12 @@ def test_lira_finds_members_whose_confidence_matches_their_in_models() -> None:
     # the raw confidence is swamped by the examples' difficulty; the per-example calibration is not
     assert membership.auc(target, member) < 0.75 < 0.95 < membership.auc(online, member)
     assert membership.auc(offline, member) > 0.9
+
+
+def test_the_benchmark_case_renders_its_recorded_figures(benchmark_script: Any, tmp_path: Path) -> None:
+    privacy = benchmark_script("privacy")
+    _, table, plot = privacy.CASES["audit"]
+    section = json.loads((privacy.RESULTS / "privacy.json").read_text())["cases"]["audit"]
+    assert table(section).row_count == 3 and section["verdict"]["worst_auc"] <= 0.55
+    plot(section, tmp_path / "audit.png")
+    assert (tmp_path / "audit.png").read_bytes().startswith(b"\x89PNG")
