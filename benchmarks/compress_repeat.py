@@ -1,0 +1,107 @@
+"""Does `optimize` give the same answer twice? (issue 29) The same search on one trained digits `cnn-small`,
+run several times in a row on this machine: how often each recipe won, the spread of the headline speedup
+(max ÷ min, asked ≤ 1.3) and the size reduction each time (asked ≥ ÷4 every time; the same recipe at least
+4 times in 5).
+
+    python benchmarks/compress_repeat.py [--runs 5] [--budget 900]
+
+Writes benchmarks/results/compress_repeat.json; the table goes to the terminal."""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from common import train_digits_cnn, write_json
+from rich.console import Console
+from rich.table import Table
+
+from lepton_ai.compress import optimize
+from lepton_ai.machine import describe, machine_info
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def run(runs: int, budget: float) -> list[dict[str, Any]]:
+    """Return the headline figures of `runs` searches on one trained model."""
+    model, _, (train, val, test) = train_digits_cnn(epochs=10)
+    figures = []
+    for n in range(runs):
+        with tempfile.TemporaryDirectory() as work:
+            r = optimize(
+                model,
+                test,
+                calib_data=val,
+                train_data=train,
+                max_accuracy_drop=0.01,
+                batch_size=64,
+                time_budget_s=budget,
+                workdir=work,
+                progress=False,
+            ).report
+        figures.append(
+            {
+                "best": r["best"]["name"],
+                "speedup": r["speedup"],
+                "speedup_range": r["speedup_range"],
+                "size_reduction": r["size_reduction"],
+                "accuracy_drop": r["accuracy_drop"],
+                "baseline_per_s": r["baseline"]["throughput_per_s"],
+                "tied": r["choice"]["tied"],
+                "fastest_share": r["choice"]["fastest_share"],
+                "rounds": r["settled"]["rounds"],
+            }
+        )
+        low, high = r["speedup_range"]
+        Console().print(
+            f"  run {n + 1}: {r['best']['name']} ×{r['speedup']:.2f} ({low:.2f}–{high:.2f}), "
+            f"÷{r['size_reduction']:.2f}, tied {r['choice']['tied']}"
+        )
+    return figures
+
+
+def summary(figures: list[dict[str, Any]]) -> dict[str, Any]:
+    """Return how often each recipe won, the speedups' max ÷ min and the smallest size reduction."""
+    wins = collections.Counter(f["best"] for f in figures)
+    speedups = [f["speedup"] for f in figures]
+    return {
+        "wins": dict(wins),
+        "same_recipe": wins.most_common(1)[0][1],
+        "speedup_max_over_min": max(speedups) / min(speedups),
+        "speedup_min": min(speedups),
+        "speedup_max": max(speedups),
+        "size_reduction_min": min(f["size_reduction"] for f in figures),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--budget", type=float, default=900, help="seconds each search may take")
+    parser.add_argument("--out", type=Path, default=RESULTS / "compress_repeat.json")
+    args = parser.parse_args()
+    info = machine_info()
+    figures = run(args.runs, args.budget)
+    s = summary(figures)
+    t = Table(title=f"optimize, {args.runs} runs in a row · {describe(info)}", title_justify="left")
+    for column in ("figure", "value", "asked"):
+        t.add_column(column)
+    t.add_row("the same recipe chosen", f"{s['same_recipe']} of {args.runs} ({s['wins']})", "≥ 4 of 5")
+    t.add_row(
+        "headline speedup, max ÷ min",
+        f"{s['speedup_max_over_min']:.2f} (×{s['speedup_min']:.2f}–×{s['speedup_max']:.2f})",
+        "≤ 1.3",
+    )
+    t.add_row("size reduction, smallest", f"÷{s['size_reduction_min']:.2f}", "≥ ÷4 every time")
+    Console().print(t)
+    command = " ".join([Path(sys.executable).name, *sys.argv])
+    write_json(args.out, {"machine": info, "command": command, "runs": figures, "summary": s})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
