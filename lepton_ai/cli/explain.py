@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, cast
+from typing import Annotated, Any, cast
 
 import typer
 
@@ -34,27 +34,16 @@ def explain(
     from lepton_ai.data import load
     from lepton_ai.data.datasets import Split
     from lepton_ai.errors import InvalidInputError
-    from lepton_ai.explain.methods import method_name
     from lepton_ai.explain.report import pick, write_explanations, write_text_explanations
-    from lepton_ai.models import LeptonModel
 
     if split not in ("train", "val", "test"):
         raise InvalidInputError(f"--split must be train, val or test, not {split!r}")
-    loaded = LeptonModel.load(model)
-    if loaded.is_embedding:
-        raise InvalidInputError(
-            f"{model} is an embedding model, with no class to explain: explain a classifier"
-        )
-    if loaded.is_text and (method_name(method) != "integrated_gradients" or faithfulness):
-        raise InvalidInputError(
-            f"{model} is a text classifier: it is explained by integrated_gradients through its token "
-            "embeddings, without --faithfulness (scored for image and table models)"
-        )
+    loaded, text = _explained(model, method, faithfulness)
     examples = load(data, cast(Split, split), seed=seed)
     chosen = pick(examples, index)
     written = (
         write_text_explanations(loaded, examples, chosen, out, target, steps)
-        if loaded.is_text
+        if text
         else write_explanations(loaded, examples, chosen, out, method, target, faithfulness, steps)
     )
     if json:
@@ -68,3 +57,26 @@ def explain(
             f"(ratio {f['deletion_ratio']:.2f}); infidelity {f['infidelity']:.4g}; correlation with a "
             f"randomised model {f['randomised_correlation']:.2f}"
         )
+
+
+def _explained(ref: str, method: str, faithfulness: bool) -> tuple[Any, bool]:
+    """Return what computes the version's outputs — its PyTorch model, or the runtime it was optimised into
+    (ONNX Runtime, int8 PyTorch), which only gradient-free methods can explain — and whether it reads text."""
+    from lepton_ai.compress import load_runnable
+    from lepton_ai.errors import InvalidInputError
+    from lepton_ai.explain.methods import check_explainable, has_gradients, saved_meta
+    from lepton_ai.models import LeptonModel
+
+    meta = saved_meta(ref)
+    check_explainable(meta, method)
+    text = meta.get("arch") == "hf"
+    if text and faithfulness:
+        raise InvalidInputError(f"{ref} is a text classifier: --faithfulness scores image and table models")
+    if has_gradients(meta):
+        return LeptonModel.load(ref), text
+    if faithfulness:
+        raise InvalidInputError(
+            f"{ref} has no gradients: --faithfulness compares it with itself at random weights, which needs "
+            "the PyTorch model; explain the version it was optimised from"
+        )
+    return load_runnable(ref), text

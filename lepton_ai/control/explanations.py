@@ -46,13 +46,14 @@ def data_of(registry: Registry, info: VersionInfo, given: str | None) -> str:
 def explain_version(ref: str, data: str, count: int) -> list[Shown]:
     """Return `count` test examples of `data` explained for version `ref` (a classifier)."""
     from lepton_ai.data import load
+    from lepton_ai.explain.methods import check_explainable, saved_meta
     from lepton_ai.models import LeptonModel
 
     if not 1 <= count <= MAX_SHOWN:
         raise InvalidInputError(f"count must be in 1..{MAX_SHOWN}, not {count}")
+    # an embedding model, or one with no gradients (ONNX Runtime, int8): said why, not explained wrongly
+    check_explainable(saved_meta(ref), "integrated_gradients")
     model = LeptonModel.load(ref)
-    if model.is_embedding:
-        raise InvalidInputError(f"{ref} is an embedding model, with no class to explain: its page has none")
     test = load(data, "test")
     chosen = list(range(min(count, len(test))))
     shown = _texts(model, test, chosen) if model.is_text else _tensors(model, test, chosen)

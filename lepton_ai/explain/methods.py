@@ -3,6 +3,8 @@ side of a server checks a request before the model process computes it)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from lepton_ai.errors import InvalidInputError
 
 METHODS = ("integrated_gradients", "saliency", "occlusion", "gradient_shap", "feature_ablation")
@@ -34,3 +36,45 @@ def check_targets(targets: list[int], classes: int) -> None:
         raise InvalidInputError(
             f"target {outside[0]} is outside the model's {classes} classes (0..{classes - 1})"
         )
+
+
+def saved_meta(ref: str) -> dict[str, Any]:
+    """Return a saved model's lepton.json (a registry reference or a folder), which these checks read."""
+    import json
+
+    from lepton_ai.store import local_path
+
+    meta_file = local_path(ref) / "lepton.json"
+    if not meta_file.exists():
+        raise InvalidInputError(f"{ref} is not a saved Lepton model (no lepton.json)")
+    meta: dict[str, Any] = json.loads(meta_file.read_text())
+    return meta
+
+
+def has_gradients(meta: dict[str, Any]) -> bool:
+    """Return whether a saved model (its lepton.json) runs where gradients are: not ONNX Runtime, and not
+    int8 PyTorch, whose int8 layers pass back zeros without an error."""
+    return meta.get("runtime") != "onnxruntime" and (meta.get("recipe") or {}).get("precision") != "int8"
+
+
+def check_explainable(meta: dict[str, Any], method: str) -> str:
+    """Return `method`'s full name; refuse a model (its lepton.json) it cannot explain, saying what can."""
+    name, text = method_name(method), meta.get("arch") == "hf"
+    if not int(meta.get("num_classes") or 0):
+        raise InvalidInputError("an embedding model has no class to explain: explain a classifier")
+    runtime = "an ONNX Runtime" if meta.get("runtime") == "onnxruntime" else "an int8 PyTorch"
+    if text and not has_gradients(meta):
+        raise InvalidInputError(
+            f"this is {runtime} text model, with no gradients: a text model is explained through its token "
+            "embeddings' gradients; explain the version it was optimised from"
+        )
+    if text and name != "integrated_gradients":
+        raise InvalidInputError(
+            f"a text model is explained by integrated_gradients through its token embeddings, not {name}"
+        )
+    if not has_gradients(meta) and name not in GRADIENT_FREE:
+        raise InvalidInputError(
+            f"this is {runtime} model, with no gradients: {name} needs them; use "
+            f"{' or '.join(GRADIENT_FREE)} (of {', '.join(METHODS)})"
+        )
+    return name

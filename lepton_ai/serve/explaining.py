@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lepton_ai.errors import InvalidInputError
-from lepton_ai.explain.methods import GRADIENT_FREE, METHODS, check_steps, check_targets, method_name
+from lepton_ai.explain.methods import check_explainable, check_steps, check_targets
 
 if TYPE_CHECKING:
     import torch
@@ -23,32 +23,10 @@ if TYPE_CHECKING:
 MAX_EXAMPLES, MAX_TEXTS, CACHED = 64, 16, 4096
 
 
-def has_gradients(meta: dict[str, Any]) -> bool:
-    """Return whether a saved model runs where gradients are (not ONNX Runtime, not int8 PyTorch)."""
-    return meta.get("runtime") != "onnxruntime" and (meta.get("recipe") or {}).get("precision") != "int8"
-
-
 def check_request(meta: dict[str, Any], count: int, method: str, target: int | None, steps: int) -> str:
     """Return the method's full name; refuse what this model cannot explain, saying what it can."""
-    name, text = method_name(method), meta.get("arch") == "hf"
-    classes = int(meta.get("num_classes") or 0)
-    if not classes:
-        raise InvalidInputError("an embedding model has no class to explain: explain a classifier")
-    runtime = "an ONNX Runtime" if meta.get("runtime") == "onnxruntime" else "an int8 PyTorch"
-    if text and not has_gradients(meta):
-        raise InvalidInputError(
-            f"this is {runtime} text model, with no gradients: a text model is explained through its token "
-            "embeddings' gradients; explain the version it was optimised from"
-        )
-    if text and name != "integrated_gradients":
-        raise InvalidInputError(
-            f"a text model is explained by integrated_gradients through its token embeddings, not {name}"
-        )
-    if not has_gradients(meta) and name not in GRADIENT_FREE:
-        raise InvalidInputError(
-            f"this is {runtime} model, with no gradients: {name} needs them; use "
-            f"{' or '.join(GRADIENT_FREE)} (of {', '.join(METHODS)})"
-        )
+    name, text = check_explainable(meta, method), meta.get("arch") == "hf"
+    classes = int(meta["num_classes"])
     check_targets([] if target is None else [target], classes)
     check_steps(steps)
     limit = MAX_TEXTS if text else MAX_EXAMPLES

@@ -96,3 +96,24 @@ def test_a_text_classifier_is_explained_by_its_tokens(tmp_path: Path, texts: Pat
     assert (out / first["html"]).read_text().count("<span") == len(first["tokens"])
     refused = lepton("explain", "t", "--data", str(texts), "--method", "saliency", "--out", str(out))
     assert refused.returncode == 2 and "explained by integrated_gradients" in refused.stderr
+
+
+def test_a_version_without_gradients_is_explained_by_occlusion(tmp_path: Path, digits_ref: str) -> None:
+    from lepton_ai import LeptonModel
+    from lepton_ai.compress import save_runnable
+    from lepton_ai.compress.quantize import quantize_torch
+
+    model = LeptonModel.load(digits_ref)
+    # its int8 linears pass back zero gradients: what it serves is explained by a method that needs none
+    folder = str(save_runnable(quantize_torch(model), model, {"precision": "int8"}, tmp_path / "int8"))
+    common = ("--data", "digits", "--index", "0:2")
+    ok = lepton("explain", folder, *common, "--method", "occlusion", "--out", str(tmp_path / "why"), "--json")
+    assert ok.returncode == 0, ok.stderr
+    doc = json.loads(ok.stdout)
+    assert doc["method"] == "occlusion" and len(doc["examples"]) == 2
+    refused = lepton("explain", folder, *common, "--out", str(tmp_path / "no"))
+    assert refused.returncode == 2 and "int8 PyTorch model, with no gradients" in refused.stderr
+    scored = lepton(
+        "explain", folder, *common, "--method", "occlusion", "--faithfulness", "--out", str(tmp_path)
+    )
+    assert scored.returncode == 2 and "--faithfulness" in scored.stderr
