@@ -37,7 +37,8 @@ def explain_text(
 def _one(net: Any, text: str, target: int | None, steps: int) -> TokenAttribution:
     from captum.attr import LayerIntegratedGradients
 
-    tokens = net.tokenize([text])
+    device = next(net.parameters()).device
+    tokens = {k: v.to(device) for k, v in net.tokenize([text]).items()}
     ids, mask = tokens["input_ids"], tokens["attention_mask"]
     baseline = torch.full_like(ids, net.tokenizer.pad_token_id or 0)
     baseline[:, 0], baseline[:, -1] = ids[:, 0], ids[:, -1]

@@ -61,8 +61,8 @@ class Explainer:
                 return self.explainer.rows(x, method_name(method), None, png, 32)
     """
 
-    def __init__(self, runnable: Any, digest: str) -> None:
-        self.runnable, self.digest = runnable, digest
+    def __init__(self, runnable: Any, digest: str, device: str = "cpu") -> None:
+        self.runnable, self.digest, self.device = runnable, digest, device
         self.cache: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
 
     def rows(
@@ -117,7 +117,8 @@ class Explainer:
         return [self.cache[k] for k in keys]
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.runnable(x).float()
+        # Captum builds the path on the CPU; the model may compute on a GPU (gradients cross back)
+        return self.runnable(x.to(self.device)).float().cpu()
 
     @staticmethod
     def _row(example: np.ndarray, attribution: torch.Tensor, target: int, png: bool) -> dict[str, Any]:

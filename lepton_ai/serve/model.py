@@ -165,7 +165,7 @@ class ModelPhoton(Photon):
         if self.explainer is None:
             from lepton_ai.serve.explaining import model_digest
 
-            self.explainer = Explainer(self.runnable, model_digest(self.path))
+            self.explainer = Explainer(self.runnable, model_digest(self.path), self.device)
         return self.explainer
 
     def _decode(self, i: int, example: Any) -> np.ndarray:

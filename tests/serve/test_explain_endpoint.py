@@ -134,3 +134,15 @@ def test_a_served_text_classifier_explains_its_tokens(serve, texts: Path) -> Non
         assert base64.b64decode(got["png"]).startswith(b"\x89PNG")
     assert wrong_method.status_code == 422 and "integrated_gradients" in wrong_method.json()["message"]
     assert too_many.status_code == 422 and "at most 16 texts" in too_many.json()["message"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_gpu_worker_explains_like_the_cpu(serve, digits_ref: str) -> None:
+    x = load("digits", "test").features[:4]
+    with serve(model_photon(digits_ref, device="cuda")) as url:
+        reply = post(url, inputs=x.tolist(), steps=16)
+    assert reply.status_code == 200, reply.text
+    got = torch.tensor([e["attributions"] for e in reply.json()["explanations"]])
+    expected = explain(LeptonModel.load(digits_ref), x, "integrated_gradients", steps=16)
+    assert torch.allclose(got, expected.attributions, atol=1e-3)
