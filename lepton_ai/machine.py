@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import ipaddress
 import os
 import platform
 import shutil
@@ -224,3 +225,14 @@ def describe(info: dict[str, Any] | None = None) -> str:
     gpus = ", ".join(g["name"] for g in info["gpus"]) or "no GPU"
     flags = " ".join(cpu["flags"]) or "no notable SIMD flags"
     return f"{cpu['model']} ({cpu['arch']}, {cpu['cores']} cores, {flags}) · {gpus}"
+
+
+def is_loopback_host(host: str) -> bool:
+    """Return whether `host` is this machine alone (localhost, 127.0.0.0/8, ::1): a name may resolve to any
+    interface, so it is not."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from typing import Annotated
 
@@ -10,6 +9,7 @@ import typer
 
 from lepton_ai.cli.output import console
 from lepton_ai.errors import InvalidInputError
+from lepton_ai.machine import is_loopback_host
 
 
 def dashboard(
@@ -50,7 +50,7 @@ def dashboard(
     from lepton_ai.store import Registry
     from lepton_ai.store.cost import price
 
-    if not token and not insecure and not _loopback(host):
+    if not token and not insecure and not is_loopback_host(host):
         raise InvalidInputError(
             f"--host {host} lets other machines in: give a token (LEPTON_TOKEN or --token), or --insecure"
         )
@@ -76,13 +76,3 @@ def _bind(host: str, port: int) -> socket.socket:
         raise InvalidInputError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     sock.listen(2048)
     return sock
-
-
-def _loopback(host: str) -> bool:
-    """Return whether `host` is this machine alone (localhost, 127.0.0.0/8, ::1)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

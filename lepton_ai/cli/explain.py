@@ -66,17 +66,20 @@ def _explained(ref: str, method: str, faithfulness: bool) -> tuple[Any, bool]:
     from lepton_ai.errors import InvalidInputError
     from lepton_ai.explain.methods import check_explainable, has_gradients, saved_meta
     from lepton_ai.models import LeptonModel
+    from lepton_ai.store import local_path
 
-    meta = saved_meta(ref)
+    # fetched and verified once, then read from the folder
+    folder = local_path(ref)
+    meta = saved_meta(folder)
     check_explainable(meta, method)
     text = meta.get("arch") == "hf"
     if text and faithfulness:
         raise InvalidInputError(f"{ref} is a text classifier: --faithfulness scores image and table models")
     if has_gradients(meta):
-        return LeptonModel.load(ref), text
+        return LeptonModel.load(folder), text
     if faithfulness:
         raise InvalidInputError(
             f"{ref} has no gradients: --faithfulness compares it with itself at random weights, which needs "
             "the PyTorch model; explain the version it was optimised from"
         )
-    return load_runnable(ref), text
+    return load_runnable(folder), text

@@ -69,16 +69,6 @@ class Trial:
         doc = {k: v.to_dict() if isinstance(v, Ratio) else v for k, v in doc.items()}
         return {"name": self.name, self.metric: self.quality, **doc}
 
-    def measured_speedup(self, base: Trial) -> Ratio:
-        """Return its throughput against `base`'s from the search's one measurement of each."""
-        ratio = self.throughput_per_s / base.throughput_per_s
-        return Ratio(ratio, ratio, ratio)
-
-    def measured_latency_speedup(self, base: Trial) -> Ratio:
-        """Return its batch-1 latency against `base`'s (as a speedup) from the search's one measurement."""
-        ratio = base.latency_ms_p50 / self.latency_ms_p50
-        return Ratio(ratio, ratio, ratio)
-
 
 @dataclass
 class OptimizeResult:
@@ -441,7 +431,9 @@ def optimize(
         elif t.throughput_per_s < base.throughput_per_s and objective != "size":
             t.accepted, t.reason = False, "slower than the baseline"
     best, choice, settled = _decide(search, objective, tie_tolerance)
-    speedup, latency_speedup = best.speedup or best.measured_speedup(base), best.latency_speedup
+    # chosen on size, nothing was measured interleaved: the search's one measurement of each
+    speedup = best.speedup or Ratio.of([best.throughput_per_s / base.throughput_per_s])
+    latency_speedup = best.latency_speedup or Ratio.of([base.latency_ms_p50 / best.latency_ms_p50])
     report = {
         "machine": machine_info(),
         "objective": objective,
@@ -454,7 +446,7 @@ def optimize(
         "best": best.figures(),
         "speedup": speedup.median,
         "speedup_range": [speedup.low, speedup.high],
-        "latency_speedup": (latency_speedup or best.measured_latency_speedup(base)).median,
+        "latency_speedup": latency_speedup.median,
         "choice": choice.to_dict(),
         "settled": None
         if settled is None
@@ -479,7 +471,7 @@ def _decide(search: _Search, objective: Objective, tolerance: float) -> tuple[Tr
     }
     accepted = sorted((t for t in trials if t.accepted), key=score[objective], reverse=True)
     if objective == "size":
-        ratios = {t.name: Ratio(score["size"](t), score["size"](t), score["size"](t)) for t in accepted}
+        ratios = {t.name: Ratio.of([score["size"](t)]) for t in accepted}
         name, tied = choose(ratios, {t.name: t.size_bytes for t in accepted}, tolerance)
         return next(t for t in accepted if t.name == name), Choice(name, tied, None), None
     top = score[objective](accepted[0])

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lepton_ai.errors import InvalidInputError
-from lepton_ai.store import Registry, VersionInfo
+from lepton_ai.store import Registry, VersionInfo, local_path
 
 if TYPE_CHECKING:
     from lepton_ai.data import LabeledData
@@ -51,9 +51,10 @@ def explain_version(ref: str, data: str, count: int) -> list[Shown]:
 
     if not 1 <= count <= MAX_SHOWN:
         raise InvalidInputError(f"count must be in 1..{MAX_SHOWN}, not {count}")
+    folder = local_path(ref)
     # an embedding model, or one with no gradients (ONNX Runtime, int8): said why, not explained wrongly
-    check_explainable(saved_meta(ref), "integrated_gradients")
-    model = LeptonModel.load(ref)
+    check_explainable(saved_meta(folder), "integrated_gradients")
+    model = LeptonModel.load(folder)
     test = load(data, "test")
     chosen = list(range(min(count, len(test))))
     shown = _texts(model, test, chosen) if model.is_text else _tensors(model, test, chosen)

@@ -3,6 +3,7 @@ side of a server checks a request before the model process computes it)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from lepton_ai.errors import InvalidInputError
@@ -38,15 +39,13 @@ def check_targets(targets: list[int], classes: int) -> None:
         )
 
 
-def saved_meta(ref: str) -> dict[str, Any]:
-    """Return a saved model's lepton.json (a registry reference or a folder), which these checks read."""
+def saved_meta(folder: Path) -> dict[str, Any]:
+    """Return the lepton.json of a saved model's folder (`store.local_path` of its reference)."""
     import json
 
-    from lepton_ai.store import local_path
-
-    meta_file = local_path(ref) / "lepton.json"
+    meta_file = folder / "lepton.json"
     if not meta_file.exists():
-        raise InvalidInputError(f"{ref} is not a saved Lepton model (no lepton.json)")
+        raise InvalidInputError(f"{folder} is not a saved Lepton model (no lepton.json)")
     meta: dict[str, Any] = json.loads(meta_file.read_text())
     return meta
 

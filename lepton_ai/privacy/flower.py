@@ -16,7 +16,6 @@ give the same N, `--partition` scheme and `--seed` to get disjoint parts.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import re
@@ -30,6 +29,7 @@ import torch
 
 from lepton_ai.data import LabeledData
 from lepton_ai.errors import InvalidInputError, LeptonError
+from lepton_ai.machine import is_loopback_host
 from lepton_ai.models import LeptonModel
 from lepton_ai.privacy.federated import cpu_threads, local_train
 
@@ -122,14 +122,7 @@ def check_address(address: str) -> None:
 
 def is_loopback(address: str) -> bool:
     """Return whether HOST:PORT listens on this machine's loopback only."""
-    host = str(address).rpartition(":")[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        # a name: it may resolve to any interface
-        return False
+    return is_loopback_host(str(address).rpartition(":")[0])
 
 
 # what `lepton fl server --certificates DIR` reads, as Flower's examples and docs/federated.md name them
