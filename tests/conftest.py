@@ -13,7 +13,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ import httpx
 import pytest
 import uvicorn
 
+from lepton_ai.machine import free_port  # noqa: F401  (tests import it from here)
 from lepton_ai.store import db
 from tests.fake_kubernetes import FakeAPI, kubeconfig
 from tests.serving import TINY_PHOTON, RecordedServer
@@ -46,13 +46,6 @@ def lepton_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     monkeypatch.delenv("LEPTON_TOKEN", raising=False)
     yield home
     db.dispose_all()
-
-
-def free_port() -> int:
-    """Return a free TCP port on the loopback interface."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _pg_bin(tool: str) -> str | None:

@@ -3,6 +3,7 @@ are a real federation over the network (Flower). See docs/federated.md."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -191,6 +192,25 @@ def server(
             help="Serve over TLS: a folder with ca.crt, server.pem and server.key (docs/federated.md)."
         ),
     ] = None,
+    secure_aggregation: Annotated[
+        bool,
+        typer.Option(
+            "--secure-aggregation",
+            help="Flower's SecAgg+: the server only sees masked updates (clients join with "
+            "--secure-aggregation too).",
+        ),
+    ] = False,
+    shares: Annotated[
+        int | None,
+        typer.Option(help="SecAgg+: clients each update's mask is shared with. Default: --min-clients."),
+    ] = None,
+    threshold: Annotated[
+        int | None,
+        typer.Option(
+            help="SecAgg+: clients that must remain to unmask a round (it survives shares − threshold "
+            "dropouts). Default: a majority of --shares."
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="Show Flower's own log.")] = False,
     json: Json = False,
 ) -> None:
@@ -220,7 +240,8 @@ def server(
 
     if not json:
         err_console.print(
-            f"serving the federation at {address}: {rounds} rounds, waiting for {min_clients} clients",
+            f"serving the federation at {address}{' with secure aggregation' if secure_aggregation else ''}: "
+            f"{rounds} rounds, waiting for {min_clients} clients",
             highlight=False,
         )
     result = run_server(
@@ -241,6 +262,9 @@ def server(
         round_timeout=round_timeout,
         max_client_examples=max_client_examples,
         certificates=certificates,
+        secure_aggregation=secure_aggregation,
+        shares=shares,
+        threshold=threshold,
         on_round=on_round,
     )
     _report(result, json)
@@ -273,22 +297,31 @@ def client(
         Path | None,
         typer.Option(help="Connect over TLS, trusting this CA certificate (the server's ca.crt)."),
     ] = None,
+    secure_aggregation: Annotated[
+        bool,
+        typer.Option(
+            "--secure-aggregation", help="Join a server run with --secure-aggregation (Flower's SecAgg+)."
+        ),
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", help="Show Flower's own log.")] = False,
 ) -> None:
     """Join a Flower server's federation and train on this client's data until the server ends the run."""
     from lepton_ai.privacy.flower import flower_log, run_client
+    from lepton_ai.privacy.secure import run_secure_client
 
     flower_log(verbose)
     err_console.print(f"joining {server} with {data}", highlight=False, markup=False)
-    examples = run_client(
-        server,
-        data,
-        partition=partition,
-        seed=seed,
-        device=device,
-        connect_timeout=connect_timeout,
-        root_certificates=root_certificates,
-    )
+    options: dict[str, Any] = {
+        "partition": partition,
+        "seed": seed,
+        "device": device,
+        "connect_timeout": connect_timeout,
+        "root_certificates": root_certificates,
+    }
+    if secure_aggregation:
+        examples = run_secure_client(server, data, log=sys.stderr if verbose else None, **options)
+    else:
+        examples = run_client(server, data, **options)
     err_console.print(f"[green]✓[/] the server ended the run ({examples} examples here)", highlight=False)
 
 

@@ -197,7 +197,8 @@ class ClientDP(FromMapping):
     ) -> torch.Tensor:
         """Return the private round update: (Σ clip(Δ_k) + N(0, σ²C²)) / the expected number of clients,
         the updates (of length `dim`, finite) added up one at a time."""
-        sigma = self._sigma()
+        # not calibrated: say so before adding anything up
+        self._sigma()
         total = torch.zeros(dim, dtype=torch.float64)
         for d in deltas:
             norm = float(d.norm())
@@ -206,8 +207,15 @@ class ClientDP(FromMapping):
                     "a client update is not finite: drop it before aggregating (finite())"
                 )
             total.add_(d, alpha=min(1.0, self.clip / max(norm, 1e-12)))
-        noise = torch.randn(dim, generator=generator, dtype=total.dtype)
-        return (total + noise * (sigma * self.clip)) / expected_clients
+        return self.noised(total, expected_clients, generator)
+
+    def noised(
+        self, total: torch.Tensor, expected_clients: float, generator: torch.Generator
+    ) -> torch.Tensor:
+        """Return (`total` + N(0, σ²C²)) / the expected number of clients: the private mean of a sum of
+        updates each clipped to C (here, or by the clients themselves under secure aggregation)."""
+        noise = torch.randn(total.shape, generator=generator, dtype=total.dtype)
+        return (total + noise * (self._sigma() * self.clip)) / expected_clients
 
     def report(self, sample_rate: float, rounds: int) -> dict[str, Any]:
         """Return what a model version records about its privacy."""

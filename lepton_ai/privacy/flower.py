@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import zlib
 from collections.abc import Mapping
@@ -31,7 +32,8 @@ from lepton_ai.data import LabeledData
 from lepton_ai.errors import InvalidInputError, LeptonError
 from lepton_ai.machine import is_loopback_host
 from lepton_ai.models import LeptonModel
-from lepton_ai.privacy.federated import cpu_threads, local_train
+from lepton_ai.privacy.defaults import FEDERATED_DEFAULTS
+from lepton_ai.privacy.federated import Setup, cpu_threads, local_train, round_lr
 
 _PART = re.compile(r"(?P<data>.+):(?P<index>\d+)/(?P<count>\d+)")
 
@@ -111,6 +113,45 @@ def from_ndarrays(arrays: list[np.ndarray], like: Mapping[str, torch.Tensor]) ->
     return {k: torch.from_numpy(np.array(a)).to(v.dtype) for (k, v), a in zip(like.items(), arrays)}
 
 
+# -- a round, as the server plans it ---------------------------------------------------------
+
+
+def fit_config(run: Setup, server_round: int, meta: str) -> dict[str, Any]:
+    """Return what a client is told for round `server_round`: the model's metadata and the training
+    options."""
+    o = run.options
+    return {
+        "model": meta,
+        "local_epochs": o["local_epochs"],
+        "batch_size": o["batch_size"],
+        "mu": run.strategy.mu,
+        "lr": round_lr(o["lr"], server_round - 1, o["rounds"], run.schedule),
+        "momentum": FEDERATED_DEFAULTS["momentum"],
+        "seed": o["seed"] * 1_000_003 + server_round * 10_007,
+        "round": server_round,
+    }
+
+
+def sample_clients(
+    client_manager: Any,
+    server_round: int,
+    min_clients: int,
+    round_timeout: float | None,
+    fraction: float | None,
+) -> list[Any]:
+    """Return this round's clients: `fraction` of those connected but at least `min_clients` (exactly that
+    many with no fraction, as client-level DP needs); raise when too few connect in time."""
+    timeout = round_timeout or 86_400
+    if not client_manager.wait_for(min_clients, timeout=math.ceil(timeout)):
+        raise LeptonError(
+            f"round {server_round}: fewer than {min_clients} clients connected "
+            f"within {timeout:g} s (--min-clients, --round-timeout)"
+        )
+    available = client_manager.num_available()
+    wanted = min_clients if fraction is None else max(min_clients, round(fraction * available))
+    return list(client_manager.sample(num_clients=min(wanted, available), min_num_clients=min_clients))
+
+
 # -- addresses and certificates ------------------------------------------------------------
 
 
@@ -179,23 +220,47 @@ def lepton_client(data: LabeledData, *, device: str = "cpu", client_seed: int = 
             self, parameters: list[np.ndarray], config: dict[str, Any]
         ) -> tuple[list[np.ndarray], int, dict]:
             net = self._model(str(config["model"]))
-            state = from_ndarrays(parameters, net.state_dict())
-            with cpu_threads(net, dev):
-                new, n, metrics = local_train(
-                    net,
-                    data,
-                    state,
-                    epochs=int(config["local_epochs"]),
-                    lr=float(config["lr"]),
-                    batch_size=int(config["batch_size"]),
-                    mu=float(config["mu"]),
-                    momentum=float(config["momentum"]),
-                    seed=int(config["seed"]) + client_seed,
-                    device=dev,
-                )
+            _, new, n, metrics = train_round(
+                net, data, parameters, config, device=dev, client_seed=client_seed
+            )
             return to_ndarrays(new), n, metrics
 
     return LeptonClient().to_client()
+
+
+def train_round(
+    net: LeptonModel,
+    data: LabeledData,
+    parameters: list[np.ndarray],
+    config: Mapping[str, Any],
+    *,
+    device: str | torch.device = "cpu",
+    client_seed: int = 0,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], int, dict[str, float]]:
+    """Train `net` from the global weights `parameters` on this client's `data` as the round's `config`
+    says; return the global state, the new one, the number of examples and the training metrics."""
+    state = from_ndarrays(parameters, net.state_dict())
+    with cpu_threads(net, device):
+        new, n, metrics = local_train(
+            net,
+            data,
+            state,
+            epochs=int(config["local_epochs"]),
+            lr=float(config["lr"]),
+            batch_size=int(config["batch_size"]),
+            mu=float(config["mu"]),
+            momentum=float(config["momentum"]),
+            seed=int(config["seed"]) + client_seed,
+            device=device,
+        )
+    return state, new, n, metrics
+
+
+def client_seed_of(data: str) -> int:
+    """Return the seed that sets a client apart (its shuffling, its dropout): its part's index, or a hash
+    of its data's path."""
+    name, index, _ = parse_part(data)
+    return index if index is not None else zlib.crc32(str(Path(name).resolve()).encode())
 
 
 def run_client(
@@ -219,16 +284,13 @@ def run_client(
         raise InvalidInputError(f"--root-certificates {root_certificates}: no such file")
     ca = Path(root_certificates).read_bytes() if root_certificates is not None else None
     local = client_data(data, partition, seed)
-    name, index, _ = parse_part(data)
-    # Each client its own shuffling and dropout: its part's index, or a hash of its data's path.
-    client_seed = index if index is not None else zlib.crc32(str(Path(name).resolve()).encode())
     try:
         flwr.client.start_client(
             server_address=server,
             insecure=ca is None,
             root_certificates=ca,
             max_wait_time=connect_timeout,
-            client=lepton_client(local, device=device, client_seed=client_seed),
+            client=lepton_client(local, device=device, client_seed=client_seed_of(data)),
         )
     except grpc.RpcError as e:
         detail = e.details() if hasattr(e, "details") else str(e)

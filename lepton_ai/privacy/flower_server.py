@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,55 +18,21 @@ import torch
 from lepton_ai.errors import InvalidInputError, LeptonError
 from lepton_ai.models import LeptonModel
 from lepton_ai.models.architectures import ARCHITECTURES
-from lepton_ai.privacy.aggregation import ClientDP, Strategy, aggregate, finite
+from lepton_ai.privacy.aggregation import ClientDP, Strategy, aggregate, finite, parse_strategy
 from lepton_ai.privacy.defaults import FEDERATED_DEFAULTS
-from lepton_ai.privacy.federated import Setup, prepare, round_lr
+from lepton_ai.privacy.federated import Setup, prepare
 from lepton_ai.privacy.flower import (
     check_address,
+    fit_config,
     from_ndarrays,
     import_flower,
+    sample_clients,
     server_certificates,
     to_ndarrays,
 )
 from lepton_ai.privacy.record import FederatedResult, RunRecord, default_name
 
 log = logging.getLogger("lepton.fl")
-
-
-def fit_config(run: Setup, server_round: int, meta: str) -> dict[str, Any]:
-    """Return what a client is told for round `server_round`: the model's metadata and the training
-    options."""
-    o = run.options
-    return {
-        "model": meta,
-        "local_epochs": o["local_epochs"],
-        "batch_size": o["batch_size"],
-        "mu": run.strategy.mu,
-        "lr": round_lr(o["lr"], server_round - 1, o["rounds"], run.schedule),
-        "momentum": FEDERATED_DEFAULTS["momentum"],
-        "seed": o["seed"] * 1_000_003 + server_round * 10_007,
-        "round": server_round,
-    }
-
-
-def _sample_clients(
-    client_manager: Any,
-    server_round: int,
-    min_clients: int,
-    round_timeout: float | None,
-    fraction: float | None,
-) -> list[Any]:
-    """Return this round's clients: `fraction` of those connected but at least `min_clients` (exactly that
-    many with no fraction, as client-level DP needs); raise when too few connect in time."""
-    timeout = round_timeout or 86_400
-    if not client_manager.wait_for(min_clients, timeout=math.ceil(timeout)):
-        raise LeptonError(
-            f"round {server_round}: fewer than {min_clients} clients connected "
-            f"within {timeout:g} s (--min-clients, --round-timeout)"
-        )
-    available = client_manager.num_available()
-    wanted = min_clients if fraction is None else max(min_clients, round(fraction * available))
-    return list(client_manager.sample(num_clients=min(wanted, available), min_num_clients=min_clients))
 
 
 @dataclass(frozen=True)
@@ -165,7 +130,7 @@ def lepton_strategy(
                 return []
             fraction = None if dp is not None else o["fraction"]
             try:
-                chosen = _sample_clients(client_manager, server_round, min_clients, round_timeout, fraction)
+                chosen = sample_clients(client_manager, server_round, min_clients, round_timeout, fraction)
             except LeptonError as e:
                 self.error = e
                 return []
@@ -229,12 +194,18 @@ def run_server(
     round_timeout: float | None = 600.0,
     max_client_examples: int = FEDERATED_DEFAULTS["max_client_examples"],
     certificates: Path | str | None = None,
+    secure_aggregation: bool = False,
+    shares: int | None = None,
+    threshold: int | None = None,
     on_round: Callable[[dict[str, Any]], None] | None = None,
 ) -> FederatedResult:
     """Serve a federation at `address` (HOST:PORT) for `rounds` rounds of at least `min_clients` clients,
     testing the global model on `data`'s test split after each, and register the final model; over TLS with
-    the `certificates` folder (ca.crt, server.pem, server.key: docs/federated.md)."""
-    flwr = import_flower()
+    the `certificates` folder (ca.crt, server.pem, server.key: docs/federated.md). With
+    `secure_aggregation`, Flower's SecAgg+ (`lepton_ai.privacy.secure`): each client's update is masked,
+    shared with `shares` clients (default all), and the round survives dropouts while `threshold`
+    (default a majority of `shares`) remain."""
+    import_flower()
 
     if dp is not None and fraction < 1:
         raise InvalidInputError(
@@ -245,6 +216,7 @@ def run_server(
     if max_client_examples < 1:
         raise InvalidInputError(f"max_client_examples must be at least 1, not {max_client_examples}")
     tls = server_certificates(certificates) if certificates is not None else None
+    secure = secure_shares(min_clients, strategy, shares, threshold) if secure_aggregation else None
     run = prepare(
         model,
         data,
@@ -264,30 +236,89 @@ def run_server(
             f"clients build the model from its architecture's name: use one of "
             f"{', '.join(ARCHITECTURES)} (or a registered model of one), not {run.net.arch!r}"
         )
-    params = run.params(partition="clients' own", address=address)
+    params = run.params(
+        partition="clients' own", address=address, **({"secure_aggregation": secure} if secure else {})
+    )
     with RunRecord(name or default_name(run.model, data), params) as record:
-        fl_strategy = lepton_strategy(
-            run,
-            record=record,
-            min_clients=min_clients,
-            round_timeout=round_timeout,
-            max_examples=max_client_examples,
-            on_round=on_round,
-        )
-        try:
-            flwr.server.start_server(
-                server_address=address,
-                strategy=fl_strategy,
-                config=flwr.server.ServerConfig(num_rounds=rounds, round_timeout=round_timeout),
-                certificates=tls,
+        if secure is not None:
+            from lepton_ai.privacy.secure import plan_of, serve_secure
+
+            plan = plan_of(
+                run,
+                min_clients=min_clients,
+                round_timeout=round_timeout,
+                max_examples=max_client_examples,
+                **secure,
             )
-        except SystemExit as e:
-            # Flower exits with a message when it cannot bind the address
-            if not isinstance(e.code, str):
-                raise
-            raise LeptonError(f"cannot serve the federation at {address}: {e.code}") from None
-        if fl_strategy.error is not None:
-            raise fl_strategy.error
-        run.net.load_state_dict(fl_strategy.state)
+            state = serve_secure(
+                run, record, address, plan=plan, certificates=certificates, on_round=on_round
+            )
+        else:
+            state = _serve_plain(
+                run, record, address, tls, min_clients, round_timeout, max_client_examples, on_round
+            )
+        run.net.load_state_dict(state)
         clients = max([min_clients] + [row["clients"] + row["failures"] for row in record.history])
         return record.finish(run.net, clients, run.dp.report(1.0, len(record.history)) if run.dp else None)
+
+
+def _serve_plain(
+    run: Setup,
+    record: RunRecord,
+    address: str,
+    tls: tuple[bytes, bytes, bytes] | None,
+    min_clients: int,
+    round_timeout: float | None,
+    max_examples: int,
+    on_round: Callable[[dict[str, Any]], None] | None,
+) -> dict[str, torch.Tensor]:
+    """Serve `run`'s federation at `address` with Flower's `start_server`; return the last global state."""
+    flwr = import_flower()
+    fl_strategy = lepton_strategy(
+        run,
+        record=record,
+        min_clients=min_clients,
+        round_timeout=round_timeout,
+        max_examples=max_examples,
+        on_round=on_round,
+    )
+    try:
+        flwr.server.start_server(
+            server_address=address,
+            strategy=fl_strategy,
+            config=flwr.server.ServerConfig(num_rounds=run.options["rounds"], round_timeout=round_timeout),
+            certificates=tls,
+        )
+    except SystemExit as e:
+        # Flower exits with a message when it cannot bind the address
+        if not isinstance(e.code, str):
+            raise
+        raise LeptonError(f"cannot serve the federation at {address}: {e.code}") from None
+    if fl_strategy.error is not None:
+        raise fl_strategy.error
+    state: dict[str, torch.Tensor] = fl_strategy.state
+    return state
+
+
+def secure_shares(
+    min_clients: int, strategy: str | Strategy, shares: int | None, threshold: int | None
+) -> dict[str, Any]:
+    """Return SecAgg+'s plan options (`secure`, `shares`, `threshold`) checked; refuse what it cannot run."""
+    if min_clients < 3:
+        raise InvalidInputError(
+            "secure aggregation needs --min-clients 3 or more (with two, each learns the other's update "
+            "from the average)"
+        )
+    if parse_strategy(strategy).trim:
+        raise InvalidInputError(
+            "a trimmed mean needs each client's update, which secure aggregation hides: "
+            "use fedavg, fedprox, fedavgm or fedadam"
+        )
+    shares = min_clients if shares is None else shares
+    threshold = shares // 2 + 1 if threshold is None else threshold
+    if not 2 < shares <= min_clients or not 1 < threshold < shares:
+        raise InvalidInputError(
+            f"--shares {shares} --threshold {threshold}: need 3 ≤ shares ≤ --min-clients ({min_clients}) "
+            "and 2 ≤ threshold < shares (a round survives shares − threshold dropouts)"
+        )
+    return {"secure": True, "shares": shares, "threshold": threshold}

@@ -23,7 +23,7 @@ from typing import Any
 
 from lepton_ai import config
 from lepton_ai.errors import InvalidInputError, LeptonError
-from lepton_ai.machine import cpu_info
+from lepton_ai.machine import cpu_info, free_port
 from lepton_ai.serve import http
 from lepton_ai.serve.app import ServeSettings, Service
 from lepton_ai.serve.metrics import process_exited
@@ -232,13 +232,6 @@ def _serve_workers(workers: int, config: WorkerConfig, options: dict[str, Any]) 
             os.environ.pop("PROMETHEUS_MULTIPROC_DIR")
             if before is not None:
                 os.environ["PROMETHEUS_MULTIPROC_DIR"] = before
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port that is free on `host` right now."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 class ServerProcess:

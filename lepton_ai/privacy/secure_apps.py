@@ -1,0 +1,328 @@
+"""The Flower apps of a federation under secure aggregation (`lepton fl server --secure-aggregation`): they
+run inside Flower's own processes, started by the SuperLink (`server_app`) and by each SuperNode
+(`client_app`), as the components of the app `lepton_ai.privacy.secure` submits.
+
+Clients send their update Δ = w_client − w_global (not their weights: Δ stays within SecAgg+'s clipping
+range), clipped to C under client-level DP, weighted by their example count cut to the plan's maximum.
+Under SecAgg+ (`SecAggPlusWorkflow` with `secaggplus_mod`, Flower's protocol) the server only ever holds
+masked vectors, and its strategy receives their weighted mean alone; the strategy then takes its step (and
+adds DP's noise) from that mean. Each round's global state is written to the run's folder, where
+`lepton fl server` tests and records it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.client import ClientApp, NumPyClient
+from flwr.client.mod import secaggplus_mod
+from flwr.common import Context, Message, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.server import Grid, LegacyContext, ServerApp, ServerConfig
+from flwr.server import strategy as flower_strategy
+from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+from safetensors.torch import load_file, save_file
+
+from lepton_ai.errors import LeptonError
+from lepton_ai.privacy.aggregation import ClientDP, Strategy, aggregate, flatten, unflatten, weighted_mean
+from lepton_ai.privacy.flower import from_ndarrays, to_ndarrays
+from lepton_ai.privacy.supernode import POLL_S, quicken
+
+PLAN_FILE = "plan.json"
+EVENTS_FILE = "events.jsonl"
+INITIAL_STATE = "initial.safetensors"
+
+
+@dataclass
+class Plan:
+    """What the server's process is to run, written by `lepton fl server` into the run's folder."""
+
+    rounds: int
+    min_clients: int
+    # the fields of `aggregation.Strategy` (without its optimiser state)
+    strategy: dict[str, Any]
+    # the training options each round sends (`flower_server.fit_config`), one per round
+    configs: list[dict[str, Any]]
+    weights: list[str]
+    max_examples: int
+    secure: bool = True
+    shares: int = 3
+    threshold: int = 2
+    timeout: float | None = None
+    fraction: float | None = None
+    dp: dict[str, Any] | None = None
+    # the model's state-dict keys in order (safetensors files keep them sorted by name)
+    keys: list[str] = field(default_factory=list)
+
+    def write(self, folder: Path, state: dict[str, torch.Tensor]) -> None:
+        """Write the plan and the initial global state into `folder`."""
+        self.keys = list(state)
+        save_file({k: v.contiguous() for k, v in state.items()}, str(folder / INITIAL_STATE))
+        (folder / PLAN_FILE).write_text(json.dumps(asdict(self)))
+
+    def initial_state(self, folder: Path) -> dict[str, torch.Tensor]:
+        """Return the initial global state written into `folder`, in the model's order."""
+        state = load_file(str(folder / INITIAL_STATE))
+        return {k: state[k] for k in self.keys}
+
+    @classmethod
+    def read(cls, folder: Path) -> Plan:
+        """Return the plan written into `folder`."""
+        return cls(**json.loads((folder / PLAN_FILE).read_text()))
+
+    @property
+    def client_dp(self) -> ClientDP | None:
+        """Return the calibrated client-level DP, if any."""
+        return ClientDP.of(self.dp) if self.dp else None
+
+
+def client_update(
+    before: dict[str, torch.Tensor], after: dict[str, torch.Tensor], weights: list[str], clip: float
+) -> dict[str, torch.Tensor]:
+    """Return a client's update Δ = after − before as float32 (0 for integer entries); with `clip` > 0 (DP),
+    its trainable weights scaled to norm ≤ `clip` and the rest 0, as the server does not take them."""
+    delta = {
+        k: (after[k] - v).float() if v.is_floating_point() else torch.zeros(v.shape)
+        for k, v in before.items()
+    }
+    if clip <= 0:
+        return delta
+    flat = flatten(delta, weights)
+    scale = min(1.0, clip / max(float(flat.norm()), 1e-12))
+    clipped = unflatten(flat * scale, delta, weights)
+    return {k: v if k in weights else torch.zeros_like(v) for k, v in clipped.items()}
+
+
+# -- the server ---------------------------------------------------------------------------------
+
+
+class Events:
+    """The run's progress as JSON lines in its folder: a round's line is written after its state file."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def round(self, server_round: int, state: dict[str, torch.Tensor] | None, **figures: Any) -> None:
+        """Record round `server_round`'s figures and, if it produced one, its global state."""
+        row: dict[str, Any] = {"round": server_round, **figures}
+        if state is not None:
+            tmp, final = self.folder / ".state.tmp", self.folder / f"round-{server_round}.safetensors"
+            save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
+            os.replace(tmp, final)
+            row["state"] = final.name
+        self.write(row)
+
+    def write(self, row: dict[str, Any]) -> None:
+        """Append one line."""
+        with open(self.folder / EVENTS_FILE, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def _updates(
+    arrays: list[list[np.ndarray]], examples: list[int], like: dict[str, torch.Tensor], max_examples: int
+) -> list[tuple[torch.Tensor, int]]:
+    """Return the results that fit the model and are finite, each as one vector with its example count cut
+    to `max_examples`; anything else is that client's failure of the round."""
+    fitting = []
+    for arr, n in zip(arrays, examples):
+        try:
+            delta = torch.cat([d.reshape(-1) for d in from_ndarrays(arr, like).values()])
+        except Exception:
+            continue
+        if isinstance(n, int) and n >= 1 and bool(torch.isfinite(delta).all()):
+            fitting.append((delta, min(n, max_examples)))
+    return fitting
+
+
+_Base: Any = flower_strategy.Strategy
+
+
+class SecureStrategy(_Base):
+    """Our aggregation over what the fit workflow hands over: under SecAgg+ every result carries the same
+    weighted mean of the clients' updates (the strategy never sees one client's), without it each client's
+    own update; either way the round's update is their weighted mean, and the global state follows."""
+
+    def __init__(self, plan: Plan, state: dict[str, torch.Tensor], events: Events) -> None:
+        self.plan, self.state, self.events = plan, state, events
+        self.strategy = Strategy(**{**plan.strategy, "betas": tuple(plan.strategy["betas"])})
+        self.dp = plan.client_dp
+        self.noise = torch.Generator().manual_seed(int(plan.configs[0]["seed"]) + 1)
+        self.started, self.asked, self.done = time.perf_counter(), 0, 0
+
+    def initialize_parameters(self, client_manager: Any) -> Any:
+        return ndarrays_to_parameters(to_ndarrays(self.state))
+
+    def configure_fit(self, server_round: int, parameters: Any, client_manager: Any) -> list[tuple[Any, Any]]:
+        from flwr.common import FitIns
+
+        from lepton_ai.privacy.flower import sample_clients
+
+        self.close_round(server_round - 1)
+        self.started = time.perf_counter()
+        chosen = sample_clients(
+            client_manager, server_round, self.plan.min_clients, self.plan.timeout, self.plan.fraction
+        )
+        self.asked = len(chosen)
+        return [(c, FitIns(parameters, self.plan.configs[server_round - 1])) for c in chosen]
+
+    def aggregate_fit(
+        self, server_round: int, results: list[tuple[Any, Any]], failures: list[Any]
+    ) -> tuple[Any, dict[str, Any]]:
+        like = {k: torch.zeros(v.shape) for k, v in self.state.items()}
+        arrays = [parameters_to_ndarrays(r.parameters) for _, r in results]
+        deltas = _updates(arrays, [r.num_examples for _, r in results], like, self.plan.max_examples)
+        self.done = server_round
+        figures = {
+            "clients": len(deltas),
+            "failures": self.asked - len(deltas),
+            "examples": sum(n for _, n in deltas),
+            # what the strategy was handed: one vector under SecAgg+, one per client without it
+            "updates_seen": len({b"".join(a.tobytes() for a in arr) for arr in arrays}),
+            "seconds": time.perf_counter() - self.started,
+        }
+        if not deltas:
+            self.events.round(server_round, None, **figures)
+            return None, {}
+        mean = unflatten(weighted_mean(deltas), like, list(like))
+        self.state = self._step(mean, len(deltas))
+        self.events.round(server_round, self.state, **figures)
+        return ndarrays_to_parameters(to_ndarrays(self.state)), {}
+
+    def _step(self, mean: dict[str, torch.Tensor], clients: int) -> dict[str, torch.Tensor]:
+        """Return the next global state from the clients' mean update: the strategy's step, or under DP the
+        noised sum of the (client-clipped) updates over the fixed number of clients."""
+        if self.dp is None:
+            averaged = {k: (v + mean[k].to(v.dtype)) for k, v in self.state.items()}
+            return aggregate(self.strategy, self.state, [(averaged, 1)], weights=self.plan.weights)
+        keys = [k for k in self.state if k in self.plan.weights]
+        total = flatten(mean, keys) * clients
+        update = self.dp.noised(total, float(self.plan.min_clients), self.noise)
+        return unflatten(self.strategy.apply(flatten(self.state, keys), update), self.state, keys)
+
+    def close_round(self, server_round: int) -> None:
+        """Record a round whose secure aggregation halted (too few clients left to unmask) as failed."""
+        if server_round >= 1 and self.done < server_round:
+            self.events.round(server_round, None, clients=0, failures=self.asked, halted=True)
+            self.done = server_round
+
+    def configure_evaluate(self, server_round: int, parameters: Any, client_manager: Any) -> list:
+        return []
+
+    def aggregate_evaluate(self, server_round: int, results: list, failures: list) -> tuple[None, dict]:
+        return None, {}
+
+    def evaluate(self, server_round: int, parameters: Any) -> None:
+        # `lepton fl server` tests each round's state itself
+        return None
+
+
+class FastGrid:
+    """Flower's grid, answering `send_and_receive` as it does but asking for replies every `POLL_S`
+    seconds, not every 3 s (`lepton_ai.privacy.supernode`)."""
+
+    def __init__(self, grid: Grid) -> None:
+        self.grid = grid
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.grid, name)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
+        waiting = set(self.grid.push_messages(messages))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        replies: list[Message] = []
+        while waiting and (deadline is None or time.monotonic() < deadline):
+            got = list(self.grid.pull_messages(waiting))
+            replies += got
+            waiting -= {m.metadata.reply_to_message_id for m in got}
+            if waiting:
+                time.sleep(POLL_S)
+        return replies
+
+
+server_app = ServerApp()
+
+
+@server_app.main()
+def _serve(grid: Grid, context: Context) -> None:
+    quicken()
+    folder = Path(str(context.run_config["run-dir"]))
+    events = Events(folder)
+    try:
+        plan = Plan.read(folder)
+        strategy = SecureStrategy(plan, plan.initial_state(folder), events)
+        fit = (
+            SecAggPlusWorkflow(
+                num_shares=plan.shares,
+                reconstruction_threshold=plan.threshold,
+                # each client weighs min(examples, the cap): the cap is the largest weight
+                max_weight=float(plan.max_examples if plan.dp is None else 1),
+                timeout=plan.timeout,
+            )
+            if plan.secure
+            else None
+        )
+        legacy = LegacyContext(
+            context=context, config=ServerConfig(num_rounds=plan.rounds), strategy=strategy
+        )
+        fast: Any = FastGrid(grid)
+        DefaultWorkflow(fit_workflow=fit)(fast, legacy)
+        strategy.close_round(plan.rounds)
+    except Exception as e:
+        events.write({"error": f"{type(e).__name__}: {e}" if not isinstance(e, LeptonError) else str(e)})
+        raise
+    events.write({"finished": True})
+
+
+# -- the clients ---------------------------------------------------------------------------------
+
+
+class DeltaClient(NumPyClient):
+    """Trains the server's model on this node's data each round and returns its update (see the module)."""
+
+    def __init__(self, node: dict[str, Any]) -> None:
+        from lepton_ai.privacy.flower import client_data, client_seed_of
+
+        self.data = client_data(str(node["data"]), str(node["partition"]), int(node["seed"]))
+        self.device, self.seed = str(node["device"]), client_seed_of(str(node["data"]))
+
+    def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[list[np.ndarray], int, dict]:
+        from lepton_ai.data.inputs import check_data
+        from lepton_ai.device import resolve_device
+        from lepton_ai.models import LeptonModel
+        from lepton_ai.privacy.aggregation import weight_keys
+        from lepton_ai.privacy.flower import train_round
+
+        net = LeptonModel.from_metadata(json.loads(str(config["model"])))
+        check_data(net, self.data)
+        dev = resolve_device(self.device)
+        before, after, n, metrics = train_round(
+            net, self.data, parameters, config, device=dev, client_seed=self.seed
+        )
+        clip = float(config["dp_clip"])
+        delta = client_update(before, after, weight_keys(net), clip)
+        # under DP every client weighs the same; else its count, cut to the server's maximum
+        examples = 1 if clip > 0 else min(n, int(config["max_examples"]))
+        return to_ndarrays(delta), examples, metrics
+
+
+def _client(context: Context) -> Any:
+    return DeltaClient(dict(context.node_config)).to_client()
+
+
+def _secure_when_asked(msg: Message, context: Context, call_next: Any) -> Message:
+    """Run Flower's SecAgg+ client mod on the rounds that use it (it fails on a plain training message)."""
+    if "secaggplus_configs" in msg.content.config_records:
+        reply: Message = secaggplus_mod(msg, context, call_next)
+        return reply
+    reply = call_next(msg, context)
+    return reply
+
+
+client_app = ClientApp(client_fn=_client, mods=[_secure_when_asked])

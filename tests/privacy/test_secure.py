@@ -1,0 +1,190 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("flwr")
+pytest.importorskip("opacus")
+psutil = pytest.importorskip("psutil")
+
+from lepton_ai.errors import InvalidInputError  # noqa: E402
+from lepton_ai.privacy.aggregation import aggregate, parse_strategy  # noqa: E402
+from lepton_ai.privacy.federated import prepare  # noqa: E402
+from lepton_ai.privacy.flower import to_ndarrays  # noqa: E402
+from lepton_ai.privacy.flower_server import secure_shares  # noqa: E402
+from lepton_ai.privacy.secure import plan_of  # noqa: E402
+from lepton_ai.privacy.secure_apps import DeltaClient, Events, SecureStrategy, client_update  # noqa: E402
+from tests.privacy.federation import finish, fl, fl_server, report  # noqa: E402
+
+# a round's options, the same for the server and for the updates the test computes itself
+ROUND = "--model cnn-small --data digits --local-epochs 1 --seed 3".split()
+
+
+def _setup(dp: dict | None = None, model: str = "cnn-small") -> object:
+    return prepare(
+        model,
+        "digits",
+        clients=4,
+        rounds=1,
+        fraction=1.0,
+        local_epochs=1,
+        lr=0.05,
+        batch_size=32,
+        strategy="fedavg",
+        schedule=None,
+        dp=dp,
+        seed=3,
+    )
+
+
+def test_a_client_update_is_its_change_clipped_under_dp() -> None:
+    before = {"w": torch.zeros(3), "bn.mean": torch.zeros(2), "steps": torch.tensor(4)}
+    after = {"w": torch.tensor([3.0, 4.0, 0.0]), "bn.mean": torch.ones(2), "steps": torch.tensor(9)}
+    plain = client_update(before, after, ["w"], clip=0)
+    assert plain["w"].tolist() == [3, 4, 0] and plain["bn.mean"].tolist() == [1, 1] and plain["steps"] == 0
+    clipped = client_update(before, after, ["w"], clip=1.0)
+    assert torch.allclose(clipped["w"], torch.tensor([0.6, 0.8, 0.0])) and clipped["bn.mean"].abs().sum() == 0
+
+
+@pytest.mark.parametrize("dp", [None, {"noise_multiplier": 1.0, "clip": 0.5}])
+def test_the_strategy_on_the_mean_update_equals_our_aggregation_on_each(
+    tmp_path: Path, dp: dict | None
+) -> None:
+    """What SecAgg+ hands the strategy (the weighted mean of the updates) gives the next global state our
+    aggregation gives from the clients' own states: the same step, the same DP noise."""
+    run = _setup(dp, model="mlp")
+    plan = plan_of(
+        run, min_clients=3, round_timeout=30, max_examples=10_000, secure=True, shares=3, threshold=2
+    )
+    state = {k: v.clone() for k, v in run.net.state_dict().items()}
+    gen = torch.Generator().manual_seed(0)
+    clients = [{k: v + torch.randn(v.shape, generator=gen) * 0.1 for k, v in state.items()} for _ in range(3)]
+    examples = [10, 30, 60] if dp is None else [1, 1, 1]
+    deltas = [client_update(state, c, run.weights, run.dp.clip if run.dp else 0) for c in clients]
+    mean = {k: sum(n * d[k] for d, n in zip(deltas, examples)) / sum(examples) for k in state}
+
+    strategy = SecureStrategy(plan, state, Events(tmp_path))
+    strategy.asked = 3
+    results = [(None, _FitRes(to_ndarrays(mean), n)) for n in examples]
+    strategy.aggregate_fit(1, results, [])
+
+    reference = aggregate(
+        parse_strategy("fedavg"),
+        state,
+        [({k: state[k] + d[k] for k in state}, n) for d, n in zip(deltas, examples)],
+        weights=run.weights,
+        dp=run.dp,
+        expected_clients=3.0,
+        generator=torch.Generator().manual_seed(plan.configs[0]["seed"] + 1),
+    )
+    assert all(torch.allclose(strategy.state[k], reference[k], atol=1e-5) for k in state)
+    (event,) = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert (event["clients"], event["updates_seen"], event["state"]) == (3, 1, "round-1.safetensors")
+
+
+class _FitRes:
+    def __init__(self, arrays: list, examples: int) -> None:
+        from flwr.common import ndarrays_to_parameters
+
+        self.parameters, self.num_examples = ndarrays_to_parameters(arrays), examples
+
+
+def test_what_secure_aggregation_cannot_run_is_refused_in_one_line() -> None:
+    with pytest.raises(InvalidInputError, match="--min-clients 3 or more"):
+        secure_shares(2, "fedavg", None, None)
+    with pytest.raises(InvalidInputError, match="trimmed mean needs each client's update"):
+        secure_shares(4, "trimmed", None, None)
+    with pytest.raises(InvalidInputError, match="threshold < shares"):
+        secure_shares(4, "fedavg", 4, 4)
+    assert secure_shares(4, "fedavg", None, None) == {"secure": True, "shares": 4, "threshold": 3}
+    server = fl("server", "--secure-aggregation", "--min-clients", "2")
+    _, err = finish(server, 60)
+    assert server.returncode == 2 and err.strip().splitlines()[-1].startswith(
+        "error: secure aggregation needs"
+    )
+
+
+def _kill_in_training(client: object, timeout: float = 240) -> None:
+    """Kill `client` (a `lepton fl client --secure-aggregation` process, its SuperNode and its tasks) while
+    it trains in round 1: its third task, a fork of it (SecAgg+'s setup and key sharing come first)."""
+    parent = psutil.Process(client.pid)
+    seen: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        seen |= {p.pid for p in parent.children() if _is_task(p, parent)}
+        if len(seen) >= 3:
+            os.killpg(client.pid, signal.SIGKILL)
+            return
+        time.sleep(0.005)
+    raise AssertionError("the client never started training")
+
+
+def _is_task(process: object, client: object) -> bool:
+    """Whether `process` is one of the client's tasks: a fork of it (not its SuperNode, nor a tool a library
+    ran)."""
+    try:
+        return process.cmdline() == client.cmdline()
+    except psutil.ZombieProcess:
+        # a task that has ended
+        return True
+    except psutil.Error:
+        return False
+
+
+def test_secure_aggregation_survives_a_dropout_and_equals_fedavg(lepton_home: Path) -> None:
+    """Four client processes under SecAgg+, one killed mid-round: the round completes with the other three,
+    the server saw only their masked sum, and the new global model is plain FedAvg of their updates to
+    within SecAgg+'s quantisation."""
+    from lepton_ai.models import LeptonModel
+
+    address, server = fl_server(
+        *"--secure-aggregation --rounds 1 --min-clients 4 --round-timeout 15 --name fl-sec --json".split(),
+        *ROUND,
+    )
+    clients = [
+        fl("client", "--server", address, "--data", f"digits:{i}/4", "--secure-aggregation") for i in range(4)
+    ]
+    _kill_in_training(clients[3])
+    out, err = finish(server)
+    assert server.returncode == 0, err[-3000:]
+    (row,) = report(lepton_home)["rounds"]
+    assert (row["clients"], row["failures"], row.get("updates_seen")) == (3, 1, 1), row
+
+    run = _setup()
+    plan = plan_of(
+        run, min_clients=4, round_timeout=15, max_examples=10_000, secure=True, shares=4, threshold=3
+    )
+    start = {k: v.clone() for k, v in run.net.state_dict().items()}
+    updates = []
+    for i in range(3):
+        arrays, n, _ = DeltaClient(
+            {"data": f"digits:{i}/4", "partition": "iid", "seed": 0, "device": "cpu"}
+        ).fit(to_ndarrays(start), plan.configs[0])
+        updates.append(([torch.from_numpy(a) for a in arrays], n))
+    total = sum(n for _, n in updates)
+    fedavg = [sum(d[j] * n for d, n in updates) / total for j in range(len(start))]
+    new = LeptonModel.load("fl-sec:1").state_dict()
+    floats = [j for j, v in enumerate(start.values()) if v.is_floating_point()]
+    gap = max(
+        float((list(new.values())[j] - list(start.values())[j] - fedavg[j]).abs().max()) for j in floats
+    )
+    # SecAgg+ rounds each client's weighted update (weight n/max_weight, here n/10,000) to one of 2^22 levels
+    # over ±8: at most a level each, over the sum of the weights
+    bound = len(updates) * (2 * 8 / 2**22) / (total / 10_000) + 1e-5
+    assert gap <= bound, (gap, bound)
+    # and the server's result is not one client's update
+    alone = min(
+        max(float((list(new.values())[j] - list(start.values())[j] - d[j]).abs().max()) for j in floats)
+        for d, _ in updates
+    )
+    assert alone > 100 * gap
+    print(f"largest difference from FedAvg: {gap:.2e} (bound {bound:.2e})")
+    for c in clients[:3]:
+        _, cerr = finish(c, 90)
+        assert c.returncode == 0, cerr[-2000:]
