@@ -220,9 +220,8 @@ def lepton_client(data: LabeledData, *, device: str = "cpu", client_seed: int = 
             self, parameters: list[np.ndarray], config: dict[str, Any]
         ) -> tuple[list[np.ndarray], int, dict]:
             net = self._model(str(config["model"]))
-            _, new, n, metrics = train_round(
-                net, data, parameters, config, device=dev, client_seed=client_seed
-            )
+            state = from_ndarrays(parameters, net.state_dict())
+            new, n, metrics = train_round(net, data, state, config, device=dev, client_seed=client_seed)
             return to_ndarrays(new), n, metrics
 
     return LeptonClient().to_client()
@@ -231,15 +230,14 @@ def lepton_client(data: LabeledData, *, device: str = "cpu", client_seed: int = 
 def train_round(
     net: LeptonModel,
     data: LabeledData,
-    parameters: list[np.ndarray],
+    state: Mapping[str, torch.Tensor],
     config: Mapping[str, Any],
     *,
     device: str | torch.device = "cpu",
     client_seed: int = 0,
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], int, dict[str, float]]:
-    """Train `net` from the global weights `parameters` on this client's `data` as the round's `config`
-    says; return the global state, the new one, the number of examples and the training metrics."""
-    state = from_ndarrays(parameters, net.state_dict())
+) -> tuple[dict[str, torch.Tensor], int, dict[str, float]]:
+    """Train `net` from the global `state` on this client's `data` as the round's `config` says; return the
+    new state, the number of examples and the training metrics."""
     with cpu_threads(net, device):
         new, n, metrics = local_train(
             net,
@@ -253,7 +251,7 @@ def train_round(
             seed=int(config["seed"]) + client_seed,
             device=device,
         )
-    return state, new, n, metrics
+    return new, n, metrics
 
 
 def client_seed_of(data: str) -> int:

@@ -259,7 +259,11 @@ def run_server(
             )
         run.net.load_state_dict(state)
         clients = max([min_clients] + [row["clients"] + row["failures"] for row in record.history])
-        return record.finish(run.net, clients, run.dp.report(1.0, len(record.history)) if run.dp else None)
+        privacy = run.dp.report(1.0, len(record.history)) if run.dp else None
+        if privacy is not None and secure is not None:
+            # the server cannot see, so cannot clip, one update
+            privacy["clipping"] = "on the clients, under secure aggregation"
+        return record.finish(run.net, clients, privacy)
 
 
 def _serve_plain(

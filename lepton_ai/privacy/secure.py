@@ -29,10 +29,10 @@ import torch
 from lepton_ai.device import torch_threads
 from lepton_ai.errors import InvalidInputError, LeptonError
 from lepton_ai.machine import free_port
+from lepton_ai.privacy.engine import NodeLog, run_tasks
 from lepton_ai.privacy.federated import Setup
 from lepton_ai.privacy.flower import check_address, client_data
 from lepton_ai.privacy.record import RunRecord
-from lepton_ai.privacy.supernode import run_tasks
 
 # the app `flwr run` submits: its components are this package's, installed where the SuperLink runs
 APP_TOML = """[build-system]
@@ -131,7 +131,13 @@ class SuperLink:
     def __enter__(self) -> SuperLink:
         host, _, port = self.address.rpartition(":")
         self._write_app()
-        command = [flower_command("flower-superlink"), *tls_files(self.certificates)]
+        command = [
+            sys.executable,
+            "-m",
+            "lepton_ai.privacy.engine",
+            "superlink",
+            *tls_files(self.certificates),
+        ]
         command += ["--disable-runtime-dependency-installation", "--host", host, "--port", port]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
@@ -336,7 +342,7 @@ def run_secure_client(
     runtime = f"127.0.0.1:{free_port()}"
     with tempfile.TemporaryDirectory(prefix="lepton-fl-node-") as home:
         node_log = Path(home) / "supernode.log"
-        command = [sys.executable, "-m", "lepton_ai.privacy.supernode", *tls, "--superlink", server]
+        command = [sys.executable, "-m", "lepton_ai.privacy.engine", "supernode", *tls, "--superlink", server]
         command += ["--isolation", "process", "--port", runtime.rpartition(":")[2]]
         command += ["--node-config", f"{node} seed={int(seed)}", "--max-wait-time", str(LEAVE_AFTER_S)]
         with open(node_log, "wb") as out:
@@ -347,29 +353,7 @@ def run_secure_client(
             # imported here, once, for every task's fork
             import lepton_ai.privacy.secure_apps  # noqa: F401
 
-            run_tasks(runtime, process, node_log, LogFollower(node_log, log))
+            run_tasks(runtime, process, NodeLog(node_log, log))
         finally:
             stop(process)
     return examples
-
-
-class LogFollower:
-    """Passes a SuperNode's new log lines on to `sink` (if any) each call; returns whether the SuperNode has
-    given up reaching the server, i.e. the federation has ended."""
-
-    def __init__(self, path: Path, sink: IO[str] | None) -> None:
-        self.path, self.sink, self.offset = path, sink, 0
-
-    def __call__(self) -> bool:
-        if not self.path.exists():
-            return False
-        with open(self.path, "rb") as f:
-            f.seek(self.offset)
-            text = f.read()
-        complete = text[: text.rfind(b"\n") + 1]
-        self.offset += len(complete)
-        lines = complete.decode(errors="replace")
-        if self.sink is not None and lines:
-            self.sink.write(lines)
-        # Flower's SuperNode logs this, and then waits, once the SuperLink has stayed gone
-        return "Giving up reconnection" in lines

@@ -30,10 +30,9 @@ from flwr.server import strategy as flower_strategy
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from safetensors.torch import load_file, save_file
 
-from lepton_ai.errors import LeptonError
+from lepton_ai.errors import InvalidInputError, LeptonError
 from lepton_ai.privacy.aggregation import ClientDP, Strategy, aggregate, flatten, unflatten, weighted_mean
-from lepton_ai.privacy.flower import from_ndarrays, to_ndarrays
-from lepton_ai.privacy.supernode import POLL_S, quicken
+from lepton_ai.privacy.engine import POLL_S, quicken
 
 PLAN_FILE = "plan.json"
 EVENTS_FILE = "events.jsonl"
@@ -100,6 +99,20 @@ def client_update(
     return {k: v if k in weights else torch.zeros_like(v) for k, v in clipped.items()}
 
 
+def pack(state: dict[str, torch.Tensor]) -> list[np.ndarray]:
+    """Return a state as Flower carries it here: one float32 vector of every entry in order (Flower pushes
+    and pulls each array of a message as its own object over HTTP: one array, not one per tensor)."""
+    return [flatten(state, list(state)).float().numpy()]
+
+
+def unpack(arrays: list[np.ndarray], like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Return the state `pack` made, with the keys, shapes and dtypes of `like`; raise if it does not fit."""
+    size = sum(v.numel() for v in like.values())
+    if len(arrays) != 1 or arrays[0].shape != (size,) or arrays[0].dtype.kind not in "fiu":
+        raise InvalidInputError(f"not one vector of the model's {size} numbers")
+    return unflatten(torch.from_numpy(np.array(arrays[0])).double(), like, list(like))
+
+
 # -- the server ---------------------------------------------------------------------------------
 
 
@@ -133,7 +146,7 @@ def _updates(
     fitting = []
     for arr, n in zip(arrays, examples):
         try:
-            delta = torch.cat([d.reshape(-1) for d in from_ndarrays(arr, like).values()])
+            delta = flatten(unpack(arr, like), list(like))
         except Exception:
             continue
         if isinstance(n, int) and n >= 1 and bool(torch.isfinite(delta).all()):
@@ -157,7 +170,7 @@ class SecureStrategy(_Base):
         self.started, self.asked, self.done = time.perf_counter(), 0, 0
 
     def initialize_parameters(self, client_manager: Any) -> Any:
-        return ndarrays_to_parameters(to_ndarrays(self.state))
+        return ndarrays_to_parameters(pack(self.state))
 
     def configure_fit(self, server_round: int, parameters: Any, client_manager: Any) -> list[tuple[Any, Any]]:
         from flwr.common import FitIns
@@ -193,7 +206,7 @@ class SecureStrategy(_Base):
         mean = unflatten(weighted_mean(deltas), like, list(like))
         self.state = self._step(mean, len(deltas))
         self.events.round(server_round, self.state, **figures)
-        return ndarrays_to_parameters(to_ndarrays(self.state)), {}
+        return ndarrays_to_parameters(pack(self.state)), {}
 
     def _step(self, mean: dict[str, torch.Tensor], clients: int) -> dict[str, torch.Tensor]:
         """Return the next global state from the clients' mean update: the strategy's step, or under DP the
@@ -225,7 +238,7 @@ class SecureStrategy(_Base):
 
 class FastGrid:
     """Flower's grid, answering `send_and_receive` as it does but asking for replies every `POLL_S`
-    seconds, not every 3 s (`lepton_ai.privacy.supernode`)."""
+    seconds, not every 3 s (`lepton_ai.privacy.engine`)."""
 
     def __init__(self, grid: Grid) -> None:
         self.grid = grid
@@ -302,14 +315,13 @@ class DeltaClient(NumPyClient):
         net = LeptonModel.from_metadata(json.loads(str(config["model"])))
         check_data(net, self.data)
         dev = resolve_device(self.device)
-        before, after, n, metrics = train_round(
-            net, self.data, parameters, config, device=dev, client_seed=self.seed
-        )
+        before = unpack(parameters, net.state_dict())
+        after, n, metrics = train_round(net, self.data, before, config, device=dev, client_seed=self.seed)
         clip = float(config["dp_clip"])
         delta = client_update(before, after, weight_keys(net), clip)
         # under DP every client weighs the same; else its count, cut to the server's maximum
         examples = 1 if clip > 0 else min(n, int(config["max_examples"]))
-        return to_ndarrays(delta), examples, metrics
+        return pack(delta), examples, metrics
 
 
 def _client(context: Context) -> Any:

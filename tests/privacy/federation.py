@@ -61,3 +61,22 @@ def finish(proc: subprocess.Popen, timeout: float = 240) -> tuple[str, str]:
 def report(home: Path) -> dict:
     (path,) = (home / "reports" / "federated").glob("*/report.json")
     return json.loads(path.read_text())
+
+
+def certificates(folder: Path) -> Path:
+    """Make a certificate authority and a server certificate for 127.0.0.1, as docs/federated.md does."""
+    folder.mkdir()
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    openssl(
+        *"req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2".split(), "-subj", "/CN=CA"
+    )
+    openssl(*"req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost".split())
+    (folder / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    openssl(
+        *"x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.pem -days 2".split(),
+        *"-extfile san.ext".split(),
+    )
+    return folder

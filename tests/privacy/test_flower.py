@@ -18,7 +18,7 @@ pytest.importorskip("opacus")
 
 from lepton_ai.privacy.flower import client_data, parse_part  # noqa: E402
 from lepton_ai.serve.server import free_port  # noqa: E402
-from tests.privacy.federation import finish, fl, fl_server, listening, report  # noqa: E402
+from tests.privacy.federation import certificates, finish, fl, fl_server, listening, report  # noqa: E402
 
 
 def test_client_data_parts() -> None:
@@ -175,27 +175,8 @@ def test_no_client_breaks_or_steers_the_federation(lepton_home: Path) -> None:
     assert "a client's update was refused" in err
 
 
-def _certificates(folder: Path) -> Path:
-    """Make a certificate authority and a server certificate for 127.0.0.1, as docs/federated.md does."""
-    folder.mkdir()
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
-
-    openssl(
-        *"req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2".split(), "-subj", "/CN=CA"
-    )
-    openssl(*"req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost".split())
-    (folder / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    openssl(
-        *"x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.pem -days 2".split(),
-        *"-extfile san.ext".split(),
-    )
-    return folder
-
-
 def test_a_federation_over_tls_refuses_clients_in_the_clear(lepton_home: Path, tmp_path: Path) -> None:
-    certs = _certificates(tmp_path / "certs")
+    certs = certificates(tmp_path / "certs")
     address, server = fl_server(
         *"--rounds 1 --min-clients 1 --model mlp --name fl-tls --json --round-timeout 60".split(),
         *("--certificates", str(certs)),

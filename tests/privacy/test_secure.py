@@ -16,11 +16,10 @@ psutil = pytest.importorskip("psutil")
 from lepton_ai.errors import InvalidInputError  # noqa: E402
 from lepton_ai.privacy.aggregation import aggregate, parse_strategy  # noqa: E402
 from lepton_ai.privacy.federated import prepare  # noqa: E402
-from lepton_ai.privacy.flower import to_ndarrays  # noqa: E402
 from lepton_ai.privacy.flower_server import secure_shares  # noqa: E402
 from lepton_ai.privacy.secure import plan_of  # noqa: E402
-from lepton_ai.privacy.secure_apps import DeltaClient, Events, SecureStrategy, client_update  # noqa: E402
-from tests.privacy.federation import finish, fl, fl_server, report  # noqa: E402
+from lepton_ai.privacy.secure_apps import DeltaClient, Events, SecureStrategy, client_update, pack  # noqa: E402
+from tests.privacy.federation import certificates, finish, fl, fl_server, report  # noqa: E402
 
 # a round's options, the same for the server and for the updates the test computes itself
 ROUND = "--model cnn-small --data digits --local-epochs 1 --seed 3".split()
@@ -71,7 +70,7 @@ def test_the_strategy_on_the_mean_update_equals_our_aggregation_on_each(
 
     strategy = SecureStrategy(plan, state, Events(tmp_path))
     strategy.asked = 3
-    results = [(None, _FitRes(to_ndarrays(mean), n)) for n in examples]
+    results = [(None, _FitRes(pack(mean), n)) for n in examples]
     strategy.aggregate_fit(1, results, [])
 
     reference = aggregate(
@@ -112,29 +111,19 @@ def test_what_secure_aggregation_cannot_run_is_refused_in_one_line() -> None:
 
 def _kill_in_training(client: object, timeout: float = 240) -> None:
     """Kill `client` (a `lepton fl client --secure-aggregation` process, its SuperNode and its tasks) while
-    it trains in round 1: its third task, a fork of it (SecAgg+'s setup and key sharing come first)."""
-    parent = psutil.Process(client.pid)
-    seen: set[int] = set()
+    it trains in round 1: once its SuperNode has stored its third message (SecAgg+'s setup and key sharing
+    come first)."""
     deadline = time.monotonic() + timeout
+    log = None
     while time.monotonic() < deadline:
-        seen |= {p.pid for p in parent.children() if _is_task(p, parent)}
-        if len(seen) >= 3:
+        if log is None:
+            nodes = [p for p in psutil.Process(client.pid).children() if "supernode" in " ".join(p.cmdline())]
+            log = Path(nodes[0].environ()["FLWR_HOME"]) / "supernode.log" if nodes else None
+        elif log.exists() and log.read_text(errors="replace").count("Received successfully") >= 3:
             os.killpg(client.pid, signal.SIGKILL)
             return
         time.sleep(0.005)
     raise AssertionError("the client never started training")
-
-
-def _is_task(process: object, client: object) -> bool:
-    """Whether `process` is one of the client's tasks: a fork of it (not its SuperNode, nor a tool a library
-    ran)."""
-    try:
-        return process.cmdline() == client.cmdline()
-    except psutil.ZombieProcess:
-        # a task that has ended
-        return True
-    except psutil.Error:
-        return False
 
 
 def test_secure_aggregation_survives_a_dropout_and_equals_fedavg(lepton_home: Path) -> None:
@@ -154,7 +143,7 @@ def test_secure_aggregation_survives_a_dropout_and_equals_fedavg(lepton_home: Pa
     out, err = finish(server)
     assert server.returncode == 0, err[-3000:]
     (row,) = report(lepton_home)["rounds"]
-    assert (row["clients"], row["failures"], row.get("updates_seen")) == (3, 1, 1), row
+    assert (row["clients"], row["failures"], row.get("updates_seen")) == (3, 1, 1), (row, err[-1500:])
 
     run = _setup()
     plan = plan_of(
@@ -163,28 +152,48 @@ def test_secure_aggregation_survives_a_dropout_and_equals_fedavg(lepton_home: Pa
     start = {k: v.clone() for k, v in run.net.state_dict().items()}
     updates = []
     for i in range(3):
-        arrays, n, _ = DeltaClient(
-            {"data": f"digits:{i}/4", "partition": "iid", "seed": 0, "device": "cpu"}
-        ).fit(to_ndarrays(start), plan.configs[0])
-        updates.append(([torch.from_numpy(a) for a in arrays], n))
+        client = DeltaClient({"data": f"digits:{i}/4", "partition": "iid", "seed": 0, "device": "cpu"})
+        arrays, n, _ = client.fit(pack(start), plan.configs[0])
+        updates.append((torch.from_numpy(arrays[0]).double(), n))
     total = sum(n for _, n in updates)
-    fedavg = [sum(d[j] * n for d, n in updates) / total for j in range(len(start))]
-    new = LeptonModel.load("fl-sec:1").state_dict()
-    floats = [j for j, v in enumerate(start.values()) if v.is_floating_point()]
-    gap = max(
-        float((list(new.values())[j] - list(start.values())[j] - fedavg[j]).abs().max()) for j in floats
-    )
+    fedavg = sum(d * n for d, n in updates) / total
+    # the global model's change, every entry in order (integer ones do not move)
+    change = torch.from_numpy(pack(LeptonModel.load("fl-sec:1").state_dict())[0] - pack(start)[0]).double()
+    gap = float((change - fedavg).abs().max())
     # SecAgg+ rounds each client's weighted update (weight n/max_weight, here n/10,000) to one of 2^22 levels
     # over ±8: at most a level each, over the sum of the weights
     bound = len(updates) * (2 * 8 / 2**22) / (total / 10_000) + 1e-5
     assert gap <= bound, (gap, bound)
     # and the server's result is not one client's update
-    alone = min(
-        max(float((list(new.values())[j] - list(start.values())[j] - d[j]).abs().max()) for j in floats)
-        for d, _ in updates
-    )
-    assert alone > 100 * gap
+    assert min(float((change - d).abs().max()) for d, _ in updates) > 100 * gap
     print(f"largest difference from FedAvg: {gap:.2e} (bound {bound:.2e})")
     for c in clients[:3]:
         _, cerr = finish(c, 90)
         assert c.returncode == 0, cerr[-2000:]
+
+
+def test_client_level_dp_under_secure_aggregation_over_tls(lepton_home: Path, tmp_path: Path) -> None:
+    from lepton_ai.store import Registry
+
+    tls = certificates(tmp_path / "certs")
+    address, server = fl_server(
+        *"--secure-aggregation --rounds 2 --min-clients 3 --dp-epsilon 8 --name fl-sec-dp --json".split(),
+        *("--certificates", str(tls)),
+    )
+    trust = ("--root-certificates", str(tls / "ca.crt"))
+    clients = [
+        fl("client", "--server", address, "--data", f"digits:{i}/3", "--secure-aggregation", *trust)
+        for i in range(3)
+    ]
+    out, err = finish(server)
+    assert server.returncode == 0, err[-3000:]
+    assert 7.5 < json.loads(out)["privacy"]["epsilon"] <= 8
+    recorded = Registry().get("fl-sec-dp:1").recipe["privacy"]
+    assert (
+        recorded["clipping"] == "on the clients, under secure aggregation"
+        and recorded["noise_multiplier"] > 0
+    )
+    assert [(r["clients"], r["updates_seen"]) for r in report(lepton_home)["rounds"]] == [(3, 1)] * 2
+    for c in clients:
+        finish(c, 90)
+        assert c.returncode == 0
