@@ -18,6 +18,7 @@ Writes benchmarks/results/secure_aggregation.json; the table goes to the termina
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import statistics
@@ -81,17 +82,21 @@ def federation(mode: str, count: int, rounds: int) -> list[float]:
             **options,
         )
         plan = plan_of(
-            run, min_clients=count, round_timeout=600, max_examples=10_000, secure=False, shares=3, threshold=2
+            run,
+            min_clients=count,
+            round_timeout=600,
+            max_examples=10_000,
+            secure=False,
+            shares=3,
+            threshold=2,
         )
         with RunRecord(f"bench-engine-{count}", run.params(partition="iid", address=address)) as record:
             serve_secure(run, record, address, plan=plan)
             return [row["seconds"] for row in record.history]
     finally:
         for process in started:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         for process in started:
             process.wait(30)
 
@@ -131,7 +136,9 @@ def table(result: dict[str, Any]) -> Table:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2)

@@ -10,6 +10,7 @@ the last one, exactly as a plain federation does.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -22,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import torch
 
@@ -33,6 +34,9 @@ from lepton_ai.privacy.engine import NodeLog, run_tasks
 from lepton_ai.privacy.federated import Setup
 from lepton_ai.privacy.flower import check_address, client_data
 from lepton_ai.privacy.record import RunRecord
+
+if TYPE_CHECKING:
+    from lepton_ai.privacy.secure_apps import Plan
 
 # the app `flwr run` submits: its components are this package's, installed where the SuperLink runs
 APP_TOML = """[build-system]
@@ -92,11 +96,9 @@ def stop(process: subprocess.Popen[Any], grace: float = 5.0) -> None:
             os.killpg(process.pid, sig)
         except ProcessLookupError:
             return
-        try:
+        # SIGKILL follows even once the process has exited: what it started may outlive it
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(wait)
-            # its children may outlive it: the next signal reaches them
-        except subprocess.TimeoutExpired:
-            continue
     process.wait()
 
 
@@ -230,7 +232,7 @@ class SuperLink:
 
 def plan_of(
     run: Setup, *, min_clients: int, round_timeout: float | None, max_examples: int, **secure: Any
-) -> Any:
+) -> Plan:
     """Return the server app's plan for `run` (`secure`: secure, shares, threshold)."""
     from lepton_ai.privacy.flower import fit_config
     from lepton_ai.privacy.secure_apps import Plan
@@ -261,7 +263,7 @@ def serve_secure(
     record: RunRecord,
     address: str,
     *,
-    plan: Any,
+    plan: Plan,
     certificates: Path | str | None = None,
     on_round: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, torch.Tensor]:
