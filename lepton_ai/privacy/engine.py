@@ -5,7 +5,7 @@ Left as it comes, Flower's engine spends most of a SecAgg+ round waiting, not co
 the SuperLink for work every 3 s and starts a fresh Python process (importing Flower, PyTorch and the app,
 ≈ 2.5 s) for each of the four messages a client gets per round, and the server's grid also polls every
 3 s (docs/design/secure-aggregation.md). Here the SuperNode runs as Flower's own `flower-supernode`
-(`python -m lepton_ai.privacy.supernode ARGS`) with those fixed waits cut to `POLL_S`, in Flower's
+(`python -m lepton_ai.privacy.engine supernode ARGS`) with those fixed waits cut to `POLL_S`, in Flower's
 `process` isolation, and `run_tasks` takes its ClientApp tasks from its runtime API and runs each in a
 fork of a process that has imported everything once, through Flower's own `run_clientapp`.
 """
@@ -46,9 +46,9 @@ class Polling:
         self.wait, self.woke = min(2 * self.wait, IDLE_S), time.monotonic()
 
 
-class NodeLog:
-    """A SuperNode's log file, read as it grows: each `read` passes the new lines on to `sink` (if any) and
-    returns them."""
+class Tail:
+    """A file another process appends to, read as it grows: each `read` returns the complete lines written
+    since the last one, and passes them on to `sink` (if any)."""
 
     def __init__(self, path: Path, sink: IO[str] | None = None) -> None:
         self.path, self.sink, self.offset = path, sink, 0
@@ -67,7 +67,7 @@ class NodeLog:
         return lines
 
 
-def run_tasks(runtime_address: str, node: Any, log: NodeLog) -> None:
+def run_tasks(runtime_address: str, node: Any, log: Tail) -> None:
     """Run the SuperNode `node`'s ClientApp tasks, taken from its runtime API at `runtime_address` as its
     `log` announces them, each in a fork of this process (which writes to that log), until the SuperNode
     gives up reaching the server (the federation has ended) or exits."""

@@ -161,6 +161,14 @@ def check_address(address: str) -> None:
         raise InvalidInputError(f"address {address!r} must be HOST:PORT, e.g. 127.0.0.1:8080 or 0.0.0.0:8080")
 
 
+def check_client(server: str, root_certificates: Path | str | None) -> None:
+    """Raise, in one line, on a server address that is not HOST:PORT or a CA certificate file that is not
+    there."""
+    check_address(server)
+    if root_certificates is not None and not Path(root_certificates).is_file():
+        raise InvalidInputError(f"--root-certificates {root_certificates}: no such file")
+
+
 def is_loopback(address: str) -> bool:
     """Return whether HOST:PORT listens on this machine's loopback only."""
     return is_loopback_host(str(address).rpartition(":")[0])
@@ -277,9 +285,7 @@ def run_client(
     flwr = import_flower()
     import grpc
 
-    check_address(server)
-    if root_certificates is not None and not Path(root_certificates).is_file():
-        raise InvalidInputError(f"--root-certificates {root_certificates}: no such file")
+    check_client(server, root_certificates)
     ca = Path(root_certificates).read_bytes() if root_certificates is not None else None
     local = client_data(data, partition, seed)
     try:

@@ -30,9 +30,9 @@ import torch
 from lepton_ai.device import torch_threads
 from lepton_ai.errors import InvalidInputError, LeptonError
 from lepton_ai.machine import free_port
-from lepton_ai.privacy.engine import NodeLog, run_tasks
+from lepton_ai.privacy.engine import Tail, run_tasks
 from lepton_ai.privacy.federated import Setup
-from lepton_ai.privacy.flower import check_address, client_data
+from lepton_ai.privacy.flower import check_client, client_data
 from lepton_ai.privacy.record import RunRecord
 
 if TYPE_CHECKING:
@@ -89,6 +89,16 @@ def flower_env(home: Path | str) -> dict[str, str]:
     }
 
 
+def start(component: str, options: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Start Flower's `component` (superlink or supernode) with `options` in its own session, tied to this
+    process (`lepton_ai.privacy.engine`), its output to the file `log`."""
+    command = [sys.executable, "-m", "lepton_ai.privacy.engine", component, *options]
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+
+
 def stop(process: subprocess.Popen[Any], grace: float = 5.0) -> None:
     """Stop a process started in its own session and all it started: SIGTERM, then SIGKILL."""
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
@@ -133,18 +143,8 @@ class SuperLink:
     def __enter__(self) -> SuperLink:
         host, _, port = self.address.rpartition(":")
         self._write_app()
-        command = [
-            sys.executable,
-            "-m",
-            "lepton_ai.privacy.engine",
-            "superlink",
-            *tls_files(self.certificates),
-        ]
-        command += ["--disable-runtime-dependency-installation", "--host", host, "--port", port]
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
-            )
+        options = [*tls_files(self.certificates), "--disable-runtime-dependency-installation"]
+        self.process = start("superlink", [*options, "--host", host, "--port", port], self.env, self.log_path)
         try:
             self._wait_listening(host, int(port))
         except BaseException:
@@ -206,16 +206,9 @@ class SuperLink:
         the SuperLink dies, or nothing comes for `stall_s` seconds."""
         from lepton_ai.privacy.secure_apps import EVENTS_FILE
 
-        path, offset, last = self.folder / EVENTS_FILE, 0, time.monotonic()
+        tail, last = Tail(self.folder / EVENTS_FILE), time.monotonic()
         while True:
-            lines = []
-            if path.exists():
-                with open(path) as f:
-                    f.seek(offset)
-                    text = f.read()
-                complete = text[: text.rfind("\n") + 1]
-                offset, lines = offset + len(complete.encode()), complete.splitlines()
-            for line in lines:
+            for line in tail.read().splitlines():
                 event = json.loads(line)
                 if "error" in event:
                     raise LeptonError(f"the federation's server app failed: {event['error']}")
@@ -326,9 +319,7 @@ def run_secure_client(
     """Join the secure-aggregation federation at `server` as a Flower SuperNode training on `data` (PATH or
     NAME:I/N) until the server ends it; return the number of examples this client holds. Flower's log goes to
     `log` if given."""
-    check_address(server)
-    if root_certificates is not None and not Path(root_certificates).is_file():
-        raise InvalidInputError(f"--root-certificates {root_certificates}: no such file")
+    check_client(server, root_certificates)
     # on one thread: OpenMP's threads, once started, do not survive the forks that run the tasks
     with torch_threads(1):
         examples = len(client_data(data, partition, seed))
@@ -341,21 +332,17 @@ def run_secure_client(
         if root_certificates is None
         else ["--root-certificates", str(Path(root_certificates).resolve())]
     )
-    runtime = f"127.0.0.1:{free_port()}"
+    port = free_port()
     with tempfile.TemporaryDirectory(prefix="lepton-fl-node-") as home:
         node_log = Path(home) / "supernode.log"
-        command = [sys.executable, "-m", "lepton_ai.privacy.engine", "supernode", *tls, "--superlink", server]
-        command += ["--isolation", "process", "--port", runtime.rpartition(":")[2]]
-        command += ["--node-config", f"{node} seed={int(seed)}", "--max-wait-time", str(LEAVE_AFTER_S)]
-        with open(node_log, "wb") as out:
-            process = subprocess.Popen(
-                command, stdout=out, stderr=subprocess.STDOUT, env=flower_env(home), start_new_session=True
-            )
+        options = [*tls, "--superlink", server, "--isolation", "process", "--port", str(port)]
+        options += ["--node-config", f"{node} seed={int(seed)}", "--max-wait-time", str(LEAVE_AFTER_S)]
+        process = start("supernode", options, flower_env(home), node_log)
         try:
             # imported here, once, for every task's fork
             import lepton_ai.privacy.secure_apps  # noqa: F401
 
-            run_tasks(runtime, process, NodeLog(node_log, log))
+            run_tasks(f"127.0.0.1:{port}", process, Tail(node_log, log))
         finally:
             stop(process)
     return examples

@@ -107,10 +107,14 @@ def pack(state: dict[str, torch.Tensor]) -> list[np.ndarray]:
 
 def unpack(arrays: list[np.ndarray], like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Return the state `pack` made, with the keys, shapes and dtypes of `like`; raise if it does not fit."""
-    size = sum(v.numel() for v in like.values())
+    return unflatten(_vector(arrays, sum(v.numel() for v in like.values())), like, list(like))
+
+
+def _vector(arrays: list[np.ndarray], size: int) -> torch.Tensor:
+    """Return `pack`'s one vector of `size` real numbers as float64; raise if `arrays` are not that."""
     if len(arrays) != 1 or arrays[0].shape != (size,) or arrays[0].dtype.kind not in "fiu":
         raise InvalidInputError(f"not one vector of the model's {size} numbers")
-    return unflatten(torch.from_numpy(np.array(arrays[0])).double(), like, list(like))
+    return torch.from_numpy(np.array(arrays[0])).double()
 
 
 # -- the server ---------------------------------------------------------------------------------
@@ -139,15 +143,15 @@ class Events:
 
 
 def _updates(
-    arrays: list[list[np.ndarray]], examples: list[int], like: dict[str, torch.Tensor], max_examples: int
+    arrays: list[list[np.ndarray]], examples: list[int], size: int, max_examples: int
 ) -> list[tuple[torch.Tensor, int]]:
-    """Return the results that fit the model and are finite, each as one vector with its example count cut
+    """Return the results that are one finite vector of the model's `size`, each with its example count cut
     to `max_examples`; anything else is that client's failure of the round."""
     fitting = []
     for arr, n in zip(arrays, examples):
         try:
-            delta = flatten(unpack(arr, like), list(like))
-        except Exception:
+            delta = _vector(arr, size)
+        except InvalidInputError:
             continue
         if isinstance(n, int) and n >= 1 and bool(torch.isfinite(delta).all()):
             fitting.append((delta, min(n, max_examples)))
@@ -164,6 +168,7 @@ class SecureStrategy(_Base):
 
     def __init__(self, plan: Plan, state: dict[str, torch.Tensor], events: Events) -> None:
         self.plan, self.state, self.events = plan, state, events
+        self.size = sum(v.numel() for v in state.values())
         self.strategy = Strategy(**{**plan.strategy, "betas": tuple(plan.strategy["betas"])})
         self.dp = plan.client_dp
         self.noise = torch.Generator().manual_seed(int(plan.configs[0]["seed"]) + 1)
@@ -190,7 +195,7 @@ class SecureStrategy(_Base):
     ) -> tuple[Any, dict[str, Any]]:
         like = {k: torch.zeros(v.shape) for k, v in self.state.items()}
         arrays = [parameters_to_ndarrays(r.parameters) for _, r in results]
-        deltas = _updates(arrays, [r.num_examples for _, r in results], like, self.plan.max_examples)
+        deltas = _updates(arrays, [r.num_examples for _, r in results], self.size, self.plan.max_examples)
         self.done = server_round
         figures = {
             "clients": len(deltas),
@@ -330,10 +335,8 @@ def _client(context: Context) -> Any:
 
 def _secure_when_asked(msg: Message, context: Context, call_next: Any) -> Message:
     """Run Flower's SecAgg+ client mod on the rounds that use it (it fails on a plain training message)."""
-    if "secaggplus_configs" in msg.content.config_records:
-        reply: Message = secaggplus_mod(msg, context, call_next)
-        return reply
-    reply = call_next(msg, context)
+    secure = "secaggplus_configs" in msg.content.config_records
+    reply: Message = secaggplus_mod(msg, context, call_next) if secure else call_next(msg, context)
     return reply
 
 
