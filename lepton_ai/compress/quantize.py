@@ -1,6 +1,7 @@
 """int8 quantization behind one interface, `quantize`: through ONNX Runtime (dynamic for
-linears and transformers, static with calibration for convnets, per-channel weights) and
-through PyTorch (dynamic int8 linears and embeddings, a stored recipe re-applied on load)."""
+linears and transformers, static with calibration for convnets, per-channel weights; or the
+weights alone, stored in int8 and computed in fp32) and through PyTorch (dynamic int8 linears
+and embeddings, a stored recipe re-applied on load)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from lepton_ai.errors import InvalidInputError
 
 # Fused transformer ops and embedding tables too: the embeddings are half of a small encoder.
 _DYNAMIC_OPS = ["MatMul", "Gemm", "Conv", "Attention", "Gather", "EmbedLayerNormalization"]
+Method = Literal["dynamic", "static", "weights"]
 
 
 def _preprocess(src: Path, dst: Path) -> None:
@@ -36,12 +38,13 @@ def _preprocess(src: Path, dst: Path) -> None:
 def quantize_onnx(
     src: str | Path,
     dst: str | Path,
-    method: Literal["dynamic", "static"] = "dynamic",
+    method: Method = "dynamic",
     calib: Iterable[np.ndarray] | None = None,
     per_channel: bool = True,
     exclude: list[str] | None = None,
 ) -> Path:
-    """Write an int8 copy of the ONNX model `src` to `dst`; static needs `calib` input batches."""
+    """Write an int8 copy of the ONNX model `src` to `dst`; static needs `calib` input batches,
+    "weights" stores the weights alone in int8 (see `_int8_weights`)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -53,12 +56,15 @@ def quantize_onnx(
     from lepton_ai.compress.onnx import quiet_logging
 
     src, dst = Path(src), Path(dst)
-    if method not in ("dynamic", "static"):
-        raise InvalidInputError(f"quantization method must be dynamic or static, not {method!r}")
+    if method not in ("dynamic", "static", "weights"):
+        raise InvalidInputError(f"quantization method must be dynamic, static or weights, not {method!r}")
     with tempfile.TemporaryDirectory() as tmp, quiet_logging():
         pre = Path(tmp) / "pre.onnx"
-        _preprocess(src, pre)
         out = Path(tmp) / "int8.onnx"
+        if method == "weights":
+            _int8_weights(src, out, exclude or [])
+        else:
+            _preprocess(src, pre)
         if method == "dynamic":
             quantize_dynamic(
                 str(pre),
@@ -70,7 +76,7 @@ def quantize_onnx(
                 # FLOAT, for fused ops shape inference skips
                 extra_options={"DefaultTensorType": 1},
             )
-        else:
+        elif method == "static":
             if calib is None:
                 raise InvalidInputError("static quantization needs calibration data (calib=...)")
             import onnxruntime as ort
@@ -103,6 +109,49 @@ def quantize_onnx(
         os.replace(out, part)
         os.replace(part, dst)
     return dst
+
+
+def _int8_weights(src: Path, dst: Path, exclude: list[str]) -> None:
+    """Store each Conv, Gemm and MatMul weight as int8 with one fp32 scale per output channel
+    (symmetric), restored by Cast and Mul: plain ops any runtime folds into fp32 constants when it
+    loads the graph, so the file shrinks about 4x and the model runs exactly as fast as in fp32.
+    (ORT keeps DequantizeLinear unfolded for its int8 kernels: a graph of those runs 6x slower.)"""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    inputs = {i.name for i in graph.input}
+    restore: list[onnx.NodeProto] = []
+    for node in graph.node:
+        name = node.input[1] if len(node.input) > 1 else ""
+        if node.op_type not in ("Conv", "Gemm", "MatMul") or node.name in exclude or name in inputs:
+            continue
+        init = inits.pop(name, None)
+        if init is None or len(init.dims) < 2 or init.data_type != TensorProto.FLOAT:
+            continue
+        weight = numpy_helper.to_array(init)
+        # the output channel: rows of a Conv's and a transposed Gemm's weight, columns of a MatMul's
+        transposed = any(a.name == "transB" and a.i for a in node.attribute)
+        axis = 0 if node.op_type == "Conv" or transposed else -1
+        reduce = tuple(d for d in range(weight.ndim) if d != axis % weight.ndim)
+        scale = np.maximum(np.abs(weight).max(axis=reduce, keepdims=True), 1e-12) / 127
+        q = np.clip(np.round(weight / scale), -127, 127).astype(np.int8)
+        graph.initializer.remove(init)
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(q, f"{name}.int8"),
+                numpy_helper.from_array(scale.astype(np.float32), f"{name}.scale"),
+            ]
+        )
+        restore += [
+            helper.make_node("Cast", [f"{name}.int8"], [f"{name}.fp32"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", [f"{name}.fp32", f"{name}.scale"], [name]),
+        ]
+    for i, node in enumerate(restore):
+        graph.node.insert(i, node)
+    onnx.save(model, str(dst))
 
 
 def quantizable_nodes(path: str | Path) -> list[list[str]]:
@@ -144,7 +193,7 @@ def quantize_torch(model: nn.Module) -> nn.Module:
 
 def quantize(
     model: nn.Module | str | Path,
-    method: Literal["dynamic", "static"] = "dynamic",
+    method: Method = "dynamic",
     backend: Literal["onnxruntime", "pytorch"] = "onnxruntime",
     *,
     calib: Iterable[np.ndarray] | None = None,

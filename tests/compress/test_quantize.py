@@ -53,3 +53,31 @@ def test_transformer_int8_covers_fused_attention_and_embeddings(tiny_bert, tmp_p
     sentences = ["int8 keeps the direction of an embedding", "mostly"]
     cosine = torch.nn.functional.cosine_similarity(q(sentences), model.embed(sentences))
     assert cosine.min() > 0.9
+
+
+def test_int8_weights_shrink_the_file_and_fold_back_to_fp32(
+    digits_model: LeptonModel, tmp_path: Path
+) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    fp32 = export_onnx(digits_model, tmp_path / "fp32.onnx")
+    q = quantize(fp32, "weights", path=tmp_path / "w8.onnx")
+    graph = onnx.load(str(q.path)).graph
+    kinds = {i.name: i.data_type for i in graph.initializer}
+    # every conv and the head stored in int8, restored by plain ops (no int8 kernels to run)
+    assert sum(t == onnx.TensorProto.INT8 for t in kinds.values()) == 5
+    assert {n.op_type for n in graph.node} >= {"Cast", "Mul"}
+    assert not {"DequantizeLinear", "QLinearConv"} & {n.op_type for n in graph.node}
+    assert q.path.stat().st_size < fp32.stat().st_size / 3.5
+    test = load("digits", "test")
+    with torch.inference_mode():
+        out, ref = q(test.features), OnnxModel(fp32)(test.features)
+    # per-channel int8 weights move logits by well under a percent of their range
+    assert (out - ref).abs().max() < 0.01 * ref.abs().max()
+    assert (out.argmax(-1) != ref.argmax(-1)).float().mean() <= 0.01
+    # the runtime folds the int8 weights back into fp32 constants when it loads the graph
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "loaded.onnx")
+    ort.InferenceSession(str(q.path), opts, providers=["CPUExecutionProvider"])
+    assert not {"Cast", "Mul"} & {n.op_type for n in onnx.load(str(tmp_path / "loaded.onnx")).graph.node}
