@@ -1,20 +1,67 @@
 """Optimized models on disk: a directory the registry stores, holding lepton.json (the model's
 metadata, its runtime and the recipe that made it) and either an ONNX file or safetensors
-weights. PyTorch recipes (int8, compile) are re-applied on load, so nothing is pickled."""
+weights (int8-stored where the recipe says so). PyTorch recipes (int8, bf16, compile) are re-applied on load,
+so nothing is pickled."""
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
 
 from lepton_ai.compress.onnx import OnnxModel
 from lepton_ai.errors import InvalidInputError
+from lepton_ai.models.weights import pack_int8, store_int8, unpack_int8
 
 _ONNX_FILE = "model.onnx"
+_HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class OnDevice(nn.Module):
+    """A module computing on a device (a GPU, the CPU) in a precision (bf16, fp16, fp32) that takes and
+    answers float32 on the CPU as the model it came from did; `path` names the file its weights are stored
+    in, if any (its size is theirs)."""
+
+    def __init__(
+        self,
+        module: nn.Module,
+        dtype: torch.dtype,
+        device: torch.device | None = None,
+        path: Path | None = None,
+    ) -> None:
+        super().__init__()
+        self.module, self.dtype, self.path = module.to(device or "cpu", dtype), dtype, path
+
+    def __getattr__(self, name: str) -> Any:
+        # what the model it came from offers besides its call (a tokenizer, is_text), as that model
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._modules["module"], name)
+
+    def forward(self, x: Any) -> torch.Tensor:
+        # where the module is now: a server may have moved it since
+        device = next(self.module.parameters()).device
+        if isinstance(x, dict):
+            x = {k: v.to(device) for k, v in x.items()}
+        elif isinstance(x, torch.Tensor):
+            x = x.to(device, self.dtype if x.is_floating_point() else x.dtype)
+        return self.module(x).float().cpu()
+
+
+def int8_stored(model: nn.Module, dtype: torch.dtype, path: Path) -> OnDevice:
+    """Return `model` computing in `dtype` from its weights stored in int8 in the file `path` (written here),
+    as `save_runnable` stores and `load_runnable` loads it."""
+    save_file(pack_int8({k: v.contiguous() for k, v in model.state_dict().items()}), str(path))
+    twin = copy.deepcopy(model)
+    twin.load_state_dict(unpack_int8(load_file(str(path))))
+    return OnDevice(twin.eval(), dtype, path=path)
 
 
 def save_runnable(runnable: Any, source: Any, recipe: dict[str, Any], directory: str | Path) -> Path:
@@ -22,7 +69,10 @@ def save_runnable(runnable: Any, source: Any, recipe: dict[str, Any], directory:
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     if not isinstance(runnable, OnnxModel):
-        return source.save_dir(out, extra={"runtime": "pytorch", "recipe": recipe})
+        source.save_dir(out, extra={"runtime": "pytorch", "recipe": recipe})
+        if recipe.get("weights") == "int8":
+            store_int8(out / "model.safetensors")
+        return out
     shutil.copyfile(runnable.path, out / _ONNX_FILE)
     meta = {**source.metadata(), "runtime": "onnxruntime", "recipe": recipe}
     (out / "lepton.json").write_text(json.dumps(meta, indent=2))
@@ -34,7 +84,7 @@ def save_runnable(runnable: Any, source: Any, recipe: dict[str, Any], directory:
 def load_runnable(ref: str | Path, threads: int | None = None) -> Any:
     """Return a callable model for a registry reference or saved directory: an ONNX Runtime
     session (with `threads` compute threads, default all cores), or a LeptonModel with its
-    recipe (int8, compile) applied again."""
+    recipe (int8, bf16, compile) applied again."""
     from lepton_ai.models import LeptonModel
     from lepton_ai.store import local_path
 
@@ -56,4 +106,6 @@ def load_runnable(ref: str | Path, threads: int | None = None) -> Any:
         from lepton_ai.compress.quantize import quantize_torch
 
         return quantize_torch(model)
+    if recipe.get("precision") in _HALF:
+        return OnDevice(model, _HALF[recipe["precision"]])
     return torch.compile(model) if recipe.get("compile") else model

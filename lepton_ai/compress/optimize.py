@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from lepton_ai.compress.agreement import agreements
+from lepton_ai.compress.artifact import OnDevice, int8_stored
 from lepton_ai.compress.measure import measure, size_bytes
 from lepton_ai.compress.onnx import OnnxModel, export_onnx
 from lepton_ai.compress.options import TECHNIQUES, check_metric, check_options
@@ -24,7 +25,7 @@ from lepton_ai.compress.prune import prune_structured
 from lepton_ai.compress.quantize import quantizable_nodes, quantize_onnx, quantize_torch
 from lepton_ai.compress.report import write_report
 from lepton_ai.compress.settle import Choice, Ratio, Settled, choose, settle
-from lepton_ai.machine import machine_info
+from lepton_ai.machine import cpu_info, machine_info
 from lepton_ai.models import LeptonModel
 from lepton_ai.models.text import TextClassifier
 
@@ -32,6 +33,8 @@ Objective = Literal["throughput", "latency", "size"]
 _EVAL_BATCH = 64
 # candidates measured interleaved with the baseline: those within this share of the best single measurement
 CONTENDER, MAX_CONTENDERS = 0.7, 4
+# CPUs that compute in bf16 (AVX-512 BF16, AMX): elsewhere bf16 is converted to and fro and only slower
+NATIVE_BF16 = {"avx512_bf16", "amx_bf16"}
 
 
 @dataclass
@@ -93,20 +96,6 @@ class OptimizeResult:
         out.mkdir(parents=True, exist_ok=True)
         write_report(self.report, out)
         return out
-
-
-class _OnDevice:
-    """Runs a module on a GPU (optionally in half precision) and answers on the CPU, in float."""
-
-    def __init__(self, model: nn.Module, device: torch.device, dtype: torch.dtype) -> None:
-        self.model, self.device, self.dtype = model.to(device, dtype), device, dtype
-
-    def __call__(self, x: Any) -> torch.Tensor:
-        if isinstance(x, dict):
-            x = {k: v.to(self.device) for k, v in x.items()}
-        else:
-            x = x.to(self.device, self.dtype)
-        return self.model(x).float().cpu()
 
 
 class _Search:
@@ -305,6 +294,13 @@ class _Search:
                 quantize_torch(net),
                 net,
             )
+        if "bf16" in techniques and NATIVE_BF16 & set(cpu_info()["flags"]) and self.time_left():
+            self.trial(
+                f"{prefix}pytorch-bf16",
+                {**recipe, "runtime": "pytorch", "precision": "bf16", "weights": "int8"},
+                int8_stored(net, torch.bfloat16, self.work / f"{prefix}bf16-int8.safetensors"),
+                net,
+            )
         if "compile" in techniques and self.time_left():
             compiled = torch.compile(net)
             self.trial(
@@ -324,7 +320,7 @@ class _Search:
                     self.trial(
                         f"{prefix}cuda-{precision}",
                         {**recipe, "runtime": "pytorch", "device": "cuda", "precision": precision},
-                        _OnDevice(copy.deepcopy(net).eval(), dev, dtype),
+                        OnDevice(copy.deepcopy(net).eval(), dtype, dev),
                         net,
                     )
 

@@ -1,5 +1,5 @@
-"""How saved weights meet a model: loading them, the metadata a .safetensors file carries, the layers a saved
-model replaced, and the layer widths a pruned model stored."""
+"""How saved weights meet a model: loading them (int8-stored ones too), the metadata a .safetensors file
+carries, the layers a saved model replaced, and the layer widths a pruned model stored."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_model
+from safetensors.torch import load_file, load_model, save_file
 from torch import nn
 
 from lepton_ai.errors import InvalidInputError
+
+# an int8-stored weight W is saved as W.int8 and W.scale (fp32, one per row): W ≈ W.int8 × W.scale
+INT8, SCALE = ".int8", ".scale"
 
 
 def load_weights(net: nn.Module, weights: str | Path, file_name: str, arch: str) -> None:
@@ -24,11 +27,55 @@ def load_weights(net: nn.Module, weights: str | Path, file_name: str, arch: str)
     if path.is_dir():
         path = path / file_name
     resize_to(net, path)
-    missing, unexpected = load_model(net, str(path), strict=False)
+    if is_int8_stored(path):
+        missing, unexpected = net.load_state_dict(unpack_int8(load_file(str(path))), strict=False)
+    else:
+        missing, unexpected = load_model(net, str(path), strict=False)
     if missing or unexpected:
         raise InvalidInputError(
             f"{path} does not fit {arch}: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
         )
+
+
+def pack_int8(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Return `state` with each float matrix or kernel (linear, embedding, conv weights) stored as int8, one
+    fp32 scale per output row (symmetric): a quarter of the bytes, within half a step of each weight."""
+    packed = {}
+    for name, w in state.items():
+        if not w.is_floating_point() or w.dim() < 2:
+            packed[name] = w
+            continue
+        scale = w.float().abs().flatten(1).amax(1).clamp_min(1e-12) / 127
+        rows = scale.view(-1, *[1] * (w.dim() - 1))
+        packed[name + INT8] = (w.float() / rows).round().clamp(-127, 127).to(torch.int8).contiguous()
+        packed[name + SCALE] = scale.contiguous()
+    return packed
+
+
+def unpack_int8(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Return `state` with its int8-stored weights (see `pack_int8`) back in fp32."""
+    out = {name: w for name, w in state.items() if not name.endswith((INT8, SCALE))}
+    for name in state:
+        if name.endswith(INT8):
+            base = name[: -len(INT8)]
+            q, scale = state[name], state[base + SCALE]
+            out[base] = q.float() * scale.view(-1, *[1] * (q.dim() - 1))
+    return out
+
+
+def store_int8(path: Path) -> None:
+    """Rewrite the .safetensors file `path` with its weights stored in int8 (`pack_int8`), atomically."""
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata()
+    tmp = path.with_name(f".{path.name}.int8")
+    save_file(pack_int8(load_file(str(path))), str(tmp), metadata=metadata)
+    tmp.replace(path)
+
+
+def is_int8_stored(path: Path) -> bool:
+    """Return whether the .safetensors file `path` holds int8-stored weights."""
+    with safe_open(str(path), framework="pt") as f:
+        return any(k.endswith(INT8) for k in f.keys())  # noqa: SIM118
 
 
 def is_backbone(meta: dict[str, Any]) -> bool:
@@ -66,7 +113,7 @@ def resize_to(net: nn.Module, path: Path) -> None:
     the same architecture with fewer channels, and loads through the same code."""
     with safe_open(str(path), framework="pt") as f:
         # safe_open is not iterable: keys() is the only way to list its tensors
-        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+        shapes = {k.removesuffix(INT8): tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
     for name, m in net.named_modules():
         shape = shapes.get(f"{name}.weight" if name else "weight")
         if (

@@ -14,7 +14,7 @@ from lepton_ai.data import load  # noqa: E402
 from lepton_ai.errors import InvalidInputError  # noqa: E402
 from tests.compress.conftest import embedder  # noqa: E402
 
-FAST = ("onnx", "int8", "pytorch-int8", "prune")
+FAST = ("onnx", "int8", "pytorch-int8", "bf16", "prune")
 
 
 def test_search_picks_the_fastest_candidate_within_the_drop(trained: LeptonModel, tmp_path: Path) -> None:
@@ -63,6 +63,11 @@ def test_search_picks_the_fastest_candidate_within_the_drop(trained: LeptonModel
     assert "onnx-fp32" not in by_name and by_name["onnx-int8-weights"]["recipe"]["precision"] == "fp32"
     agreement = {t["name"]: t["attribution_agreement"] for t in trials}
     assert agreement["baseline (eager fp32)"] == 1.0 and agreement["onnx-int8-weights"] > 0.95, agreement
+    # bf16 where the CPU computes in it, from int8-stored weights; not tried where it would only convert
+    native = bool({"avx512_bf16", "amx_bf16"} & set(r["machine"]["cpu"]["flags"]))
+    assert ("pytorch-bf16" in by_name) == native
+    if native:
+        assert by_name["pytorch-bf16"]["size_bytes"] < base["size_bytes"] / 3.5
     assert all(-1 <= a <= 1 for a in agreement.values())
     low, high = r["speedup_range"]
     assert r["speedup"] == r["best"]["speedup"]["median"] and low <= r["speedup"] <= high

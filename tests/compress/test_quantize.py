@@ -81,3 +81,29 @@ def test_int8_weights_shrink_the_file_and_fold_back_to_fp32(
     opts.optimized_model_filepath = str(tmp_path / "loaded.onnx")
     ort.InferenceSession(str(q.path), opts, providers=["CPUExecutionProvider"])
     assert not {"Cast", "Mul"} & {n.op_type for n in onnx.load(str(tmp_path / "loaded.onnx")).graph.node}
+
+
+def test_bf16_from_int8_weights_saves_and_loads_as_measured(
+    digits_model: LeptonModel, tmp_path: Path
+) -> None:
+    from lepton_ai.compress import load_runnable, save_runnable
+    from lepton_ai.compress.artifact import OnDevice, int8_stored
+    from lepton_ai.models.weights import is_int8_stored
+
+    runnable = int8_stored(digits_model, torch.bfloat16, tmp_path / "w.safetensors")
+    assert runnable.path is not None and size_bytes(runnable) < size_bytes(digits_model) / 3.5
+    test = load("digits", "test")
+    with torch.inference_mode():
+        out, ref = runnable(test.features), digits_model(test.features)
+    # float32 in and out; bf16 inside
+    assert out.dtype == torch.float32 and next(runnable.module.parameters()).dtype == torch.bfloat16
+    assert (out.argmax(-1) != ref.argmax(-1)).float().mean() <= 0.01
+    recipe = {"runtime": "pytorch", "precision": "bf16", "weights": "int8"}
+    folder = save_runnable(runnable, digits_model, recipe, tmp_path / "saved")
+    assert is_int8_stored(folder / "model.safetensors")
+    again = load_runnable(folder)
+    assert isinstance(again, OnDevice) and again.dtype == torch.bfloat16
+    with torch.inference_mode():
+        assert torch.equal(again(test.features), out)
+    # what the model offers besides its call, through the wrapper
+    assert again.num_classes == 10

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from lepton_ai.models.weights import is_int8_stored, pack_int8, store_int8, unpack_int8
+
+
+def test_int8_stored_weights_come_back_within_half_a_step() -> None:
+    torch.manual_seed(0)
+    state = {
+        "fc.weight": torch.randn(16, 32),
+        "conv.weight": torch.randn(8, 3, 3, 3) * torch.arange(1, 9).view(-1, 1, 1, 1),
+        "fc.bias": torch.randn(16),
+        "steps": torch.tensor(3),
+    }
+    packed = pack_int8(state)
+    # matrices and kernels in int8 with a scale per output row; vectors and integers as they were
+    assert packed["fc.weight.int8"].dtype == torch.int8 and packed["fc.weight.scale"].shape == (16,)
+    assert packed["conv.weight.scale"].shape == (8,) and "fc.weight" not in packed
+    assert torch.equal(packed["fc.bias"], state["fc.bias"]) and torch.equal(packed["steps"], state["steps"])
+    back = unpack_int8(packed)
+    assert set(back) == set(state)
+    for name in ("fc.weight", "conv.weight"):
+        step = state[name].abs().flatten(1).amax(1) / 127
+        error = (back[name] - state[name]).abs().flatten(1).amax(1)
+        assert torch.all(error <= step / 2 + 1e-6), name
+
+
+def test_store_int8_rewrites_a_file_in_place_with_its_metadata(tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    path = tmp_path / "model.safetensors"
+    save_file({"w": torch.randn(256, 256), "b": torch.zeros(256)}, str(path), metadata={"lepton": "{}"})
+    before = path.stat().st_size
+    assert not is_int8_stored(path)
+    store_int8(path)
+    assert is_int8_stored(path) and path.stat().st_size < before / 3.5
+    with safe_open(str(path), framework="pt") as f:
+        assert f.metadata() == {"lepton": "{}"}
+    assert not list(tmp_path.glob(".*"))
