@@ -3,8 +3,15 @@ ordinary training, and federated learning (our simulation; Flower between proces
 client-level DP. Opacus and Flower are imported only when a run needs them, and torch only when a
 name below that needs it is asked for (the CLI reads `privacy.defaults` without it)."""
 
+import os
+
 from lepton_ai.lazy import lazy_names
 from lepton_ai.privacy.partition import partition
+
+# Flower reports each server start, client start and task to telemetry.flower.ai unless told not to, and
+# waits for the report as a task ends: a federation talks to its own machines only. Set before any module
+# here imports Flower (it reads the setting once); a user's explicit FLWR_TELEMETRY_ENABLED=1 stands.
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 
 _LAZY = {
     "ClientDP": ".aggregation",

@@ -94,6 +94,26 @@ class _FitRes:
         self.parameters, self.num_examples = ndarrays_to_parameters(arrays), examples
 
 
+def test_flower_reports_nothing_to_its_telemetry_from_a_lepton_process() -> None:
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "FLWR_TELEMETRY_ENABLED"}
+    check = (
+        "import lepton_ai.privacy.secure_apps, flwr.supercore.telemetry as t; print(t.FLWR_TELEMETRY_ENABLED)"
+    )
+    out = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "0"
+    # one who asked for it keeps it
+    on = subprocess.run(
+        [sys.executable, "-c", check],
+        env={**env, "FLWR_TELEMETRY_ENABLED": "1"},
+        capture_output=True,
+        text=True,
+    )
+    assert on.stdout.strip() == "1"
+
+
 def test_what_secure_aggregation_cannot_run_is_refused_in_one_line() -> None:
     with pytest.raises(InvalidInputError, match="--min-clients 3 or more"):
         secure_shares(2, "fedavg", None, None)
