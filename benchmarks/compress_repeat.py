@@ -37,19 +37,21 @@ class Case(NamedTuple):
     options: dict[str, Any]
     speedup: float
     size: float
+    # how many of the runs must reach them
+    asked: str
 
 
 def digits() -> Case:
     model, _, (train, val, test) = train_digits_cnn(epochs=10)
     options = {"calib_data": val, "train_data": train, "max_accuracy_drop": 0.01, "batch_size": 64}
-    return Case(model, test, options, 1.0, 4.0)
+    return Case(model, test, options, 1.0, 4.0, "every run")
 
 
 def minilm() -> Case:
     model = LeptonModel(num_classes=0).load_pretrained_model("minilm")
     train, test = load("python-docs", "train"), load("python-docs", "test")
     options = {"train_data": train, "max_fidelity_drop": 0.01, "batch_size": 32, "seq_len": 128}
-    return Case(model, test, options, 2.5, 3.5)
+    return Case(model, test, options, 2.5, 3.5, "≥ 4 of 5")
 
 
 def run(case: Case, runs: int, budget: float) -> list[dict[str, Any]]:
@@ -67,7 +69,9 @@ def run(case: Case, runs: int, budget: float) -> list[dict[str, Any]]:
                 "speedup_range": r["speedup_range"],
                 "size_reduction": r["size_reduction"],
                 f"{r['metric']}_drop": r[f"{r['metric']}_drop"],
-                "met": r["speedup"] >= case.speedup and r["size_reduction"] >= case.size,
+                "met": r["speedup"] >= case.speedup
+                and r["size_reduction"] >= case.size
+                and r[f"{r['metric']}_drop"] <= 0.01,
                 "baseline_per_s": r["baseline"]["throughput_per_s"],
                 "tied": r["choice"]["tied"],
                 "fastest_share": r["choice"]["fastest_share"],
@@ -121,7 +125,7 @@ def main() -> int:
     t.add_row(
         f"runs at ≥ ×{case.speedup:g} and ≥ ÷{case.size:g} (quality bar held)",
         f"{s['met']} of {args.runs}",
-        "≥ 4 of 5",
+        case.asked,
     )
     Console().print(t)
     command = " ".join([Path(sys.executable).name, *sys.argv])

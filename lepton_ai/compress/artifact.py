@@ -17,10 +17,15 @@ from torch import nn
 
 from lepton_ai.compress.onnx import OnnxModel
 from lepton_ai.errors import InvalidInputError
+from lepton_ai.machine import cpu_info
 from lepton_ai.models.weights import pack_int8, store_int8, unpack_int8
 
 _ONNX_FILE = "model.onnx"
 _HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# methods of a text model that explanations and tokenizing call on what they are given
+_PASSED = ("tokenize", "_text_net")
+# CPUs that compute in bf16 (AVX-512 BF16, AMX): elsewhere bf16 is converted to and fro and only slower
+NATIVE_BF16 = {"avx512_bf16", "amx_bf16"}
 
 
 class OnDevice(nn.Module):
@@ -39,15 +44,20 @@ class OnDevice(nn.Module):
         self.module, self.dtype, self.path = module.to(device or "cpu", dtype), dtype, path
 
     def __getattr__(self, name: str) -> Any:
-        # what the model it came from offers besides its call (a tokenizer, is_text), as that model
+        # what the model it came from tells (is_text, num_classes) and its text tools; not its other methods,
+        # which would take float32 past the cast
         try:
             return super().__getattr__(name)
         except AttributeError:
-            return getattr(self._modules["module"], name)
+            value = getattr(self._modules["module"], name)
+            if callable(value) and name not in _PASSED:
+                raise AttributeError(f"{name}: call the {self.dtype} model itself") from None
+            return value
 
     def forward(self, x: Any) -> torch.Tensor:
         # where the module is now: a server may have moved it since
-        device = next(self.module.parameters()).device
+        weight = next(self.module.parameters(), None)
+        device = weight.device if weight is not None else torch.device("cpu")
         if isinstance(x, dict):
             x = {k: v.to(device) for k, v in x.items()}
         elif isinstance(x, torch.Tensor):
@@ -70,7 +80,8 @@ def save_runnable(runnable: Any, source: Any, recipe: dict[str, Any], directory:
     out.mkdir(parents=True, exist_ok=True)
     if not isinstance(runnable, OnnxModel):
         source.save_dir(out, extra={"runtime": "pytorch", "recipe": recipe})
-        if recipe.get("weights") == "int8":
+        # (a LoRA model saves its adapter alone, naming its base's weights)
+        if recipe.get("weights") == "int8" and (out / "model.safetensors").exists():
             store_int8(out / "model.safetensors")
         return out
     shutil.copyfile(runnable.path, out / _ONNX_FILE)
@@ -106,6 +117,8 @@ def load_runnable(ref: str | Path, threads: int | None = None) -> Any:
         from lepton_ai.compress.quantize import quantize_torch
 
         return quantize_torch(model)
-    if recipe.get("precision") in _HALF:
+    # found fastest on a GPU, or on a CPU that computes in bf16: applied again only where it would be again
+    gpu = recipe.get("device") == "cuda" and torch.cuda.is_available()
+    if recipe.get("precision") in _HALF and (gpu or NATIVE_BF16 & set(cpu_info()["flags"])):
         return OnDevice(model, _HALF[recipe["precision"]])
     return torch.compile(model) if recipe.get("compile") else model

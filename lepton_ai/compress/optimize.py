@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from lepton_ai.compress.agreement import agreements
-from lepton_ai.compress.artifact import OnDevice, int8_stored
+from lepton_ai.compress.artifact import NATIVE_BF16, OnDevice, int8_stored
 from lepton_ai.compress.measure import measure, size_bytes
 from lepton_ai.compress.onnx import OnnxModel, export_onnx
 from lepton_ai.compress.options import TECHNIQUES, check_metric, check_options
@@ -33,8 +33,6 @@ Objective = Literal["throughput", "latency", "size"]
 _EVAL_BATCH = 64
 # candidates measured interleaved with the baseline: those within this share of the best single measurement
 CONTENDER, MAX_CONTENDERS = 0.7, 4
-# CPUs that compute in bf16 (AVX-512 BF16, AMX): elsewhere bf16 is converted to and fro and only slower
-NATIVE_BF16 = {"avx512_bf16", "amx_bf16"}
 
 
 @dataclass

@@ -26,7 +26,7 @@ from lepton_ai.models.architectures import ARCHITECTURES, Standardize, build, un
 from lepton_ai.models.features import encoder_features
 from lepton_ai.models.lora import LoraSpec
 from lepton_ai.models.text import TextClassifier, is_hf_dir, minilm_dir
-from lepton_ai.models.weights import is_backbone, load_weights, read_meta, replace_modules
+from lepton_ai.models.weights import is_backbone, load_weights, read_meta, replace_modules, unpack_int8
 from lepton_ai.train.head import fit_head
 from lepton_ai.train.loop import evaluate, fit
 
@@ -327,8 +327,8 @@ class LeptonModel(nn.Module):
 
         base = local_path(adapter["base"])
         self.arch, self.net = "hf", TextClassifier(base / "encoder", self.num_classes, pretrained=False)
-        encoder = {k: v for k, v in load_file(str(base / _WEIGHTS_FILE)).items() if k.startswith("encoder.")}
-        self.net.load_state_dict(encoder, strict=False)
+        weights = unpack_int8(load_file(str(base / _WEIGHTS_FILE)))
+        self.net.load_state_dict({k: v for k, v in weights.items() if k.startswith("encoder.")}, strict=False)
         self.add_lora({k: adapter.get(k) for k in ("r", "alpha", "dropout", "targets")})
         self.source = self.base = adapter["base"]
         state = load_file(str(path / _ADAPTER_FILE))

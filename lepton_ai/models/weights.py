@@ -38,11 +38,12 @@ def load_weights(net: nn.Module, weights: str | Path, file_name: str, arch: str)
 
 
 def pack_int8(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Return `state` with each float matrix or kernel (linear, embedding, conv weights) stored as int8, one
-    fp32 scale per output row (symmetric): a quarter of the bytes, within half a step of each weight."""
+    """Return `state` with each float weight matrix or kernel (linear, embedding, conv) stored as int8, one
+    fp32 scale per output row (symmetric): a quarter of the bytes, within half a step of each weight. Buffers
+    stay as they are: an input's mean and spread need every digit."""
     packed = {}
     for name, w in state.items():
-        if not w.is_floating_point() or w.dim() < 2:
+        if not name.endswith("weight") or not w.is_floating_point() or w.dim() < 2:
             packed[name] = w
             continue
         scale = w.float().abs().flatten(1).amax(1).clamp_min(1e-12) / 127
@@ -54,12 +55,12 @@ def pack_int8(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def unpack_int8(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Return `state` with its int8-stored weights (see `pack_int8`) back in fp32."""
-    out = {name: w for name, w in state.items() if not name.endswith((INT8, SCALE))}
-    for name in state:
-        if name.endswith(INT8):
-            base = name[: -len(INT8)]
-            q, scale = state[name], state[base + SCALE]
-            out[base] = q.float() * scale.view(-1, *[1] * (q.dim() - 1))
+    bases = [name.removesuffix(INT8) for name in state if name.endswith(INT8)]
+    packed = {base for base in bases if base + SCALE in state}
+    out = {name: w for name, w in state.items() if name.removesuffix(INT8).removesuffix(SCALE) not in packed}
+    for base in packed:
+        q, scale = state[base + INT8], state[base + SCALE]
+        out[base] = q.float() * scale.view(-1, *[1] * (q.dim() - 1))
     return out
 
 

@@ -4,6 +4,8 @@ client-level DP. Opacus and Flower are imported only when a run needs them, and 
 name below that needs it is asked for (the CLI reads `privacy.defaults` without it)."""
 
 import os
+import sys
+from typing import Any
 
 from lepton_ai.lazy import lazy_names
 from lepton_ai.privacy.partition import partition
@@ -12,6 +14,10 @@ from lepton_ai.privacy.partition import partition
 # waits for the report as a task ends: a federation talks to its own machines only. Set before any module
 # here imports Flower (it reads the setting once); a user's explicit FLWR_TELEMETRY_ENABLED=1 stands.
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+if "flwr.supercore.telemetry" in sys.modules:
+    # Flower imported first, by the user's own code
+    telemetry: Any = sys.modules["flwr.supercore.telemetry"]
+    telemetry.FLWR_TELEMETRY_ENABLED = os.environ["FLWR_TELEMETRY_ENABLED"]
 
 _LAZY = {
     "ClientDP": ".aggregation",

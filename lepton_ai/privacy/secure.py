@@ -79,14 +79,8 @@ def flower_env(home: Path | str) -> dict[str, str]:
     """Return the environment for Flower's processes: its home `home`, and this Python's commands first on
     the PATH (a SuperLink or SuperNode starts more of them by name)."""
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    # Flower's telemetry is off: a federation talks to its own machines only
-    return {
-        **os.environ,
-        "FLWR_HOME": str(home),
-        "PATH": path,
-        "PYTHONUNBUFFERED": "1",
-        "FLWR_TELEMETRY_ENABLED": "0",
-    }
+    # Flower's telemetry as lepton_ai.privacy set it: off unless asked for
+    return {**os.environ, "FLWR_HOME": str(home), "PATH": path, "PYTHONUNBUFFERED": "1"}
 
 
 def start(component: str, options: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

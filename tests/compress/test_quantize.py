@@ -84,7 +84,7 @@ def test_int8_weights_shrink_the_file_and_fold_back_to_fp32(
 
 
 def test_bf16_from_int8_weights_saves_and_loads_as_measured(
-    digits_model: LeptonModel, tmp_path: Path
+    digits_model: LeptonModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from lepton_ai.compress import load_runnable, save_runnable
     from lepton_ai.compress.artifact import OnDevice, int8_stored
@@ -105,5 +105,13 @@ def test_bf16_from_int8_weights_saves_and_loads_as_measured(
     assert isinstance(again, OnDevice) and again.dtype == torch.bfloat16
     with torch.inference_mode():
         assert torch.equal(again(test.features), out)
-    # what the model offers besides its call, through the wrapper
+    # what the model tells, through the wrapper; not its methods, which would skip the cast to bf16
     assert again.num_classes == 10
+    with pytest.raises(AttributeError, match="predict"):
+        again.predict(test.features)
+    # on a CPU that does not compute in bf16 the same artifact loads in fp32 (bf16 would only be slower)
+    monkeypatch.setattr("lepton_ai.compress.artifact.cpu_info", lambda: {"flags": ["avx2"]})
+    plain = load_runnable(folder)
+    assert isinstance(plain, LeptonModel) and next(plain.parameters()).dtype == torch.float32
+    with torch.inference_mode():
+        assert (plain(test.features).argmax(-1) != out.argmax(-1)).float().mean() <= 0.01

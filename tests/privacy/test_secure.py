@@ -112,6 +112,10 @@ def test_flower_reports_nothing_to_its_telemetry_from_a_lepton_process() -> None
         text=True,
     )
     assert on.stdout.strip() == "1"
+    # Flower imported before lepton: turned off all the same
+    first = "import flwr.supercore.telemetry as t, lepton_ai.privacy; print(t.FLWR_TELEMETRY_ENABLED)"
+    out = subprocess.run([sys.executable, "-c", first], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "0"
 
 
 def test_what_secure_aggregation_cannot_run_is_refused_in_one_line() -> None:
