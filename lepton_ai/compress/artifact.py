@@ -24,8 +24,6 @@ _ONNX_FILE = "model.onnx"
 _HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # methods of a text model that explanations and tokenizing call on what they are given
 _PASSED = ("tokenize", "_text_net")
-# CPUs that compute in bf16 (AVX-512 BF16, AMX): elsewhere bf16 is converted to and fro and only slower
-NATIVE_BF16 = {"avx512_bf16", "amx_bf16"}
 
 
 class OnDevice(nn.Module):
@@ -63,6 +61,12 @@ class OnDevice(nn.Module):
         elif isinstance(x, torch.Tensor):
             x = x.to(device, self.dtype if x.is_floating_point() else x.dtype)
         return self.module(x).float().cpu()
+
+
+def computes_bf16() -> bool:
+    """Return whether this CPU computes in bf16 (AVX-512 BF16, AMX): elsewhere bf16 is converted to and fro
+    and only slower than fp32."""
+    return bool({"avx512_bf16", "amx_bf16"} & set(cpu_info()["flags"]))
 
 
 def int8_stored(model: nn.Module, dtype: torch.dtype, path: Path) -> OnDevice:
@@ -119,6 +123,6 @@ def load_runnable(ref: str | Path, threads: int | None = None) -> Any:
         return quantize_torch(model)
     # found fastest on a GPU, or on a CPU that computes in bf16: applied again only where it would be again
     gpu = recipe.get("device") == "cuda" and torch.cuda.is_available()
-    if recipe.get("precision") in _HALF and (gpu or NATIVE_BF16 & set(cpu_info()["flags"])):
+    if recipe.get("precision") in _HALF and (gpu or computes_bf16()):
         return OnDevice(model, _HALF[recipe["precision"]])
     return torch.compile(model) if recipe.get("compile") else model

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from lepton_ai.compress.agreement import agreements
-from lepton_ai.compress.artifact import NATIVE_BF16, OnDevice, int8_stored
+from lepton_ai.compress.artifact import OnDevice, computes_bf16, int8_stored
 from lepton_ai.compress.measure import measure, size_bytes
 from lepton_ai.compress.onnx import OnnxModel, export_onnx
 from lepton_ai.compress.options import TECHNIQUES, check_metric, check_options
@@ -25,7 +25,7 @@ from lepton_ai.compress.prune import prune_structured
 from lepton_ai.compress.quantize import quantizable_nodes, quantize_onnx, quantize_torch
 from lepton_ai.compress.report import write_report
 from lepton_ai.compress.settle import Choice, Ratio, Settled, choose, settle
-from lepton_ai.machine import cpu_info, machine_info
+from lepton_ai.machine import machine_info
 from lepton_ai.models import LeptonModel
 from lepton_ai.models.text import TextClassifier
 
@@ -292,7 +292,7 @@ class _Search:
                 quantize_torch(net),
                 net,
             )
-        if "bf16" in techniques and NATIVE_BF16 & set(cpu_info()["flags"]) and self.time_left():
+        if "bf16" in techniques and computes_bf16() and self.time_left():
             self.trial(
                 f"{prefix}pytorch-bf16",
                 {**recipe, "runtime": "pytorch", "precision": "bf16", "weights": "int8"},

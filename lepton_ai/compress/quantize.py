@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import torch
 from torch import nn
 
 from lepton_ai.errors import InvalidInputError
+from lepton_ai.models.weights import int8_rows
 
 # Fused transformer ops and embedding tables too: the embeddings are half of a small encoder.
 _DYNAMIC_OPS = ["MatMul", "Gemm", "Conv", "Attention", "Gather", "EmbedLayerNormalization"]
@@ -131,18 +133,18 @@ def _int8_weights(src: Path, dst: Path, exclude: list[str]) -> None:
         init = inits.pop(name, None)
         if init is None or len(init.dims) < 2 or init.data_type != TensorProto.FLOAT:
             continue
-        weight = numpy_helper.to_array(init)
+        weight = torch.tensor(numpy_helper.to_array(init))
         # the output channel: rows of a Conv's and a transposed Gemm's weight, columns of a MatMul's
         transposed = any(a.name == "transB" and a.i for a in node.attribute)
-        axis = 0 if node.op_type == "Conv" or transposed else -1
-        reduce = tuple(d for d in range(weight.ndim) if d != axis % weight.ndim)
-        scale = np.maximum(np.abs(weight).max(axis=reduce, keepdims=True), 1e-12) / 127
-        q = np.clip(np.round(weight / scale), -127, 127).astype(np.int8)
+        axis = 0 if node.op_type == "Conv" or transposed else weight.dim() - 1
+        q, scale = int8_rows(weight.movedim(axis, 0))
+        # the scales shaped to multiply the int8 weight along its output channel
+        shape = [len(scale) if d == axis else 1 for d in range(weight.dim())]
         graph.initializer.remove(init)
         graph.initializer.extend(
             [
-                numpy_helper.from_array(q, f"{name}.int8"),
-                numpy_helper.from_array(scale.astype(np.float32), f"{name}.scale"),
+                numpy_helper.from_array(q.movedim(0, axis).contiguous().numpy(), f"{name}.int8"),
+                numpy_helper.from_array(scale.view(shape).numpy(), f"{name}.scale"),
             ]
         )
         restore += [

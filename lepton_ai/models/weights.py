@@ -46,18 +46,24 @@ def pack_int8(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if not name.endswith("weight") or not w.is_floating_point() or w.dim() < 2:
             packed[name] = w
             continue
-        scale = w.float().abs().flatten(1).amax(1).clamp_min(1e-12) / 127
-        rows = scale.view(-1, *[1] * (w.dim() - 1))
-        packed[name + INT8] = (w.float() / rows).round().clamp(-127, 127).to(torch.int8).contiguous()
-        packed[name + SCALE] = scale.contiguous()
+        packed[name + INT8], packed[name + SCALE] = int8_rows(w)
     return packed
+
+
+def int8_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return `w` as int8 with one fp32 scale per row (the first dimension), symmetric: each weight within
+    half a step of its value."""
+    scale = w.float().abs().flatten(1).amax(1).clamp_min(1e-12) / 127
+    q = (w.float() / scale.view(-1, *[1] * (w.dim() - 1))).round().clamp(-127, 127).to(torch.int8)
+    return q.contiguous(), scale.contiguous()
 
 
 def unpack_int8(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Return `state` with its int8-stored weights (see `pack_int8`) back in fp32."""
     bases = [name.removesuffix(INT8) for name in state if name.endswith(INT8)]
     packed = {base for base in bases if base + SCALE in state}
-    out = {name: w for name, w in state.items() if name.removesuffix(INT8).removesuffix(SCALE) not in packed}
+    stored = {base + suffix for base in packed for suffix in (INT8, SCALE)}
+    out = {name: w for name, w in state.items() if name not in stored}
     for base in packed:
         q, scale = state[base + INT8], state[base + SCALE]
         out[base] = q.float() * scale.view(-1, *[1] * (q.dim() - 1))
