@@ -9,7 +9,11 @@ eager fp32 PyTorch of the same model measured in the same run on the same machin
 
 Each search's report (json, md, png) is written under benchmarks/results/compress-*/.
 
+MiniLM's best is also measured on sentences that fill all 128 tokens (no padding for length-aware
+batching to skip). `--avx2-only` runs it as on a CPU with AVX2 and nothing wider (common.as_avx2_only).
+
     python benchmarks/compress.py [--only digits|minilm] [--techniques onnx,int8,...] [--budget 900]
+        [--avx2-only]
 """
 
 from __future__ import annotations
@@ -20,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import train_digits_cnn, write_json
+from common import as_avx2_only, full_length_speedup, train_digits_cnn, write_json
 from rich.console import Console
 from rich.table import Table
 
 from lepton_ai import LeptonModel
-from lepton_ai.compress import TECHNIQUES, optimize
+from lepton_ai.compress import TECHNIQUES, OptimizeResult, optimize
 from lepton_ai.data import load
 from lepton_ai.machine import describe, machine_info
 
@@ -36,37 +40,39 @@ TARGETS = {
 }
 
 
-def digits_case(techniques: tuple[str, ...], budget: float) -> dict[str, Any]:
+def digits_case(techniques: tuple[str, ...], budget: float, out: Path) -> dict[str, Any]:
     """Train cnn-small on digits, then optimize it within 1 point of test accuracy."""
     model, _, (train, val, test) = train_digits_cnn(epochs=10)
     options = {"calib_data": val, "max_accuracy_drop": 0.01, "batch_size": 64}
-    return _search("digits", model, test, train, techniques, budget, **options)
+    return _search(out, model, test, train, techniques, budget, **options).report
 
 
-def minilm_case(techniques: tuple[str, ...], budget: float) -> dict[str, Any]:
+def minilm_case(techniques: tuple[str, ...], budget: float, out: Path) -> dict[str, Any]:
     """Optimize all-MiniLM-L6-v2 embeddings within 0.01 of mean cosine on held-out sentences."""
     model = LeptonModel(num_classes=0).load_pretrained_model("minilm")
     train, test = load("python-docs", "train"), load("python-docs", "test")
     options = {"max_fidelity_drop": 0.01, "batch_size": 32, "seq_len": 128}
-    return _search("minilm", model, test, train, techniques, budget, **options)
+    result = _search(out, model, test, train, techniques, budget, **options)
+    result.report["full_length_speedup"] = full_length_speedup(model, result.best, list(test.texts))
+    return result.report
 
 
 def _search(
-    case: str,
+    out: Path,
     model: LeptonModel,
     test: Any,
     train: Any,
     techniques: tuple[str, ...],
     budget: float,
     **options: Any,
-) -> dict[str, Any]:
-    """Run the search on `case`, save its report under results/compress-CASE and return it."""
-    workdir = RESULTS / f"work-{case}"
+) -> OptimizeResult:
+    """Run the search, save its report into `out` and return its result."""
+    workdir = RESULTS / f"work-{out.name}"
     result = optimize(
         model, test, train_data=train, techniques=techniques, time_budget_s=budget, workdir=workdir, **options
     )
-    result.save(RESULTS / f"compress-{case}")
-    return result.report
+    result.save(out)
+    return result
 
 
 def verdict(report: dict[str, Any], target: dict[str, float]) -> dict[str, Any]:
@@ -90,11 +96,13 @@ def main() -> int:
     parser.add_argument("--only", choices=("digits", "minilm"))
     parser.add_argument("--techniques", default=",".join(TECHNIQUES))
     parser.add_argument("--budget", type=float, default=900, help="seconds each search may take")
-    parser.add_argument("--out", default=str(RESULTS / "compress.json"))
+    parser.add_argument("--out", help="default: results/compress[-avx2].json")
+    parser.add_argument("--avx2-only", action="store_true", help="run as on a CPU without AVX-512 or AMX")
     args = parser.parse_args()
     techniques = tuple(t for t in args.techniques.split(",") if t)
     console = Console()
-    info = machine_info()
+    info = as_avx2_only(machine_info()) if args.avx2_only else machine_info()
+    args.out = args.out or RESULTS / f"compress{'-avx2' if args.avx2_only else ''}.json"
     console.print(
         f"[bold]machine:[/] {describe(info)} · torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
@@ -108,7 +116,7 @@ def main() -> int:
         if args.only and key != args.only:
             continue
         console.rule(f"[bold]{key}")
-        report = run(techniques, args.budget)
+        report = run(techniques, args.budget, RESULTS / f"compress-{key}{'-avx2' if args.avx2_only else ''}")
         result[key] = {"verdict": verdict(report, TARGETS[key]), "report": report}
         t = Table(
             title=f"{key}: best = {report['best']['name']} (against eager fp32, same run)",
@@ -151,6 +159,9 @@ def main() -> int:
             "",
             "",
         )
+        if "full_length_speedup" in report:
+            full = report["full_length_speedup"]
+            t.add_row("throughput, 128 real tokens each", "", "", f"×{full['median']:.2f}", "", "")
         console.print(t)
     write_json(args.out, result)
     console.print(f"wrote {args.out} and the reports in {RESULTS}/compress-*/")

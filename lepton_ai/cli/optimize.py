@@ -45,8 +45,8 @@ def optimize(
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size throughput is measured at.")] = 64,
     time_budget: Annotated[float, typer.Option(min=1, help="Seconds the search may take.")] = 600,
     techniques: Annotated[
-        str, typer.Option(help="Comma-separated: onnx,int8,pytorch-int8,bf16,prune,compile,gpu.")
-    ] = "onnx,int8,pytorch-int8,bf16,prune,compile,gpu",
+        str, typer.Option(help="Comma-separated: onnx,int8,pytorch-int8,bf16,prune,by-length,compile,gpu.")
+    ] = "onnx,int8,pytorch-int8,bf16,prune,by-length,compile,gpu",
     name: Annotated[str | None, typer.Option(help="Registry name (default: the model's).")] = None,
     report: Annotated[Path, typer.Option(help="Directory for report.json, report.md and report.png.")] = Path(
         "report"

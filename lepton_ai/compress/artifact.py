@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from lepton_ai.compress.lengths import ByLength
 from lepton_ai.compress.onnx import OnnxModel
 from lepton_ai.errors import InvalidInputError
 from lepton_ai.machine import cpu_info
@@ -66,7 +67,9 @@ class OnDevice(nn.Module):
 def computes_bf16() -> bool:
     """Return whether this CPU computes in bf16 (AVX-512 BF16, AMX): elsewhere bf16 is converted to and fro
     and only slower than fp32."""
-    return bool({"avx512_bf16", "amx_bf16"} & set(cpu_info()["flags"]))
+    # PyTorch reads CPUID itself: it also sees what a process was told its CPU lacks
+    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    return bool(probe()) if probe else bool({"avx512_bf16", "amx_bf16"} & set(cpu_info()["flags"]))
 
 
 def int8_stored(model: nn.Module, dtype: torch.dtype, path: Path) -> OnDevice:
@@ -82,6 +85,9 @@ def save_runnable(runnable: Any, source: Any, recipe: dict[str, Any], directory:
     """Write `runnable` (an OnnxModel, or a PyTorch form of the LeptonModel `source`) into `directory`."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
+    # how it batches is in the recipe, applied again on loading
+    if isinstance(runnable, ByLength):
+        runnable = runnable.runnable
     if not isinstance(runnable, OnnxModel):
         source.save_dir(out, extra={"runtime": "pytorch", "recipe": recipe})
         # (a LoRA model saves its adapter alone, naming its base's weights)
@@ -99,8 +105,7 @@ def save_runnable(runnable: Any, source: Any, recipe: dict[str, Any], directory:
 def load_runnable(ref: str | Path, threads: int | None = None) -> Any:
     """Return a callable model for a registry reference or saved directory: an ONNX Runtime
     session (with `threads` compute threads, default all cores), or a LeptonModel with its
-    recipe (int8, bf16, compile) applied again."""
-    from lepton_ai.models import LeptonModel
+    recipe (int8, bf16, compile) applied again; text run by length where the recipe says so."""
     from lepton_ai.store import local_path
 
     path = local_path(ref)
@@ -108,6 +113,13 @@ def load_runnable(ref: str | Path, threads: int | None = None) -> Any:
     if not meta_file.exists():
         raise InvalidInputError(f"{ref} is not a saved Lepton model (no lepton.json)")
     meta = json.loads(meta_file.read_text())
+    runnable = _runnable(path, meta, threads)
+    return ByLength(runnable) if (meta.get("recipe") or {}).get("batching") == "by-length" else runnable
+
+
+def _runnable(path: Path, meta: dict[str, Any], threads: int | None) -> Any:
+    from lepton_ai.models import LeptonModel
+
     recipe = meta.get("recipe") or {}
     if meta.get("runtime") == "onnxruntime":
         tokenizer = None

@@ -6,10 +6,10 @@ similarity of a candidate's embeddings to the baseline's on the same sentences."
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,13 +18,14 @@ from torch import nn
 
 from lepton_ai.compress.agreement import agreements
 from lepton_ai.compress.artifact import OnDevice, computes_bf16, int8_stored
+from lepton_ai.compress.lengths import ByLength
 from lepton_ai.compress.measure import measure, size_bytes
 from lepton_ai.compress.onnx import OnnxModel, export_onnx
 from lepton_ai.compress.options import TECHNIQUES, check_metric, check_options
 from lepton_ai.compress.prune import prune_structured
 from lepton_ai.compress.quantize import quantizable_nodes, quantize_onnx, quantize_torch
-from lepton_ai.compress.report import write_report
 from lepton_ai.compress.settle import Choice, Ratio, Settled, choose, settle
+from lepton_ai.compress.trial import OptimizeResult, Trial
 from lepton_ai.machine import machine_info
 from lepton_ai.models import LeptonModel
 from lepton_ai.models.text import TextClassifier
@@ -33,67 +34,6 @@ Objective = Literal["throughput", "latency", "size"]
 _EVAL_BATCH = 64
 # candidates measured interleaved with the baseline: those within this share of the best single measurement
 CONTENDER, MAX_CONTENDERS = 0.7, 4
-
-
-@dataclass
-class Trial:
-    """One candidate with its recipe, its figures and the verdict."""
-
-    name: str
-    recipe: dict[str, Any]
-    # "accuracy" or "fidelity"
-    metric: str
-    quality: float
-    size_bytes: int
-    latency_ms_p50: float
-    latency_ms_p99: float
-    throughput_per_s: float
-    accepted: bool = True
-    reason: str = ""
-    # the runnable candidate
-    model: Any = field(default=None, repr=False)
-    # the float LeptonModel it was made from
-    source: Any = field(default=None, repr=False)
-    # rank correlation of its attributions with the baseline's (image and table classifiers)
-    attribution_agreement: float | None = None
-    # its throughput and batch-1 latency against the baseline's, measured interleaved (those that could win)
-    speedup: Ratio | None = None
-    latency_speedup: Ratio | None = None
-
-    def figures(self) -> dict[str, Any]:
-        """Return the JSON-ready figures (without the models), quality under its metric's name."""
-        doc = {
-            f.name: getattr(self, f.name)
-            for f in fields(self)
-            if f.name not in ("model", "source", "metric", "quality")
-        }
-        doc = {k: v.to_dict() if isinstance(v, Ratio) else v for k, v in doc.items()}
-        return {"name": self.name, self.metric: self.quality, **doc}
-
-
-@dataclass
-class OptimizeResult:
-    """The search's outcome: `best` is runnable; `report` is what `save` writes."""
-
-    best: Any
-    best_trial: Trial
-    baseline: Trial
-    trials: list[Trial]
-    report: dict[str, Any]
-
-    def save_model(self, directory: str | Path) -> Path:
-        """Write the best candidate as a registrable directory (see `load_runnable`); return it."""
-        from lepton_ai.compress.artifact import save_runnable
-
-        t = self.best_trial
-        return save_runnable(t.model, t.source, t.recipe, directory)
-
-    def save(self, directory: str | Path) -> Path:
-        """Write report.json, report.md and report.png into `directory`; return it."""
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        write_report(self.report, out)
-        return out
 
 
 class _Search:
@@ -145,6 +85,10 @@ class _Search:
     def drop(self, t: Trial) -> float:
         """How much quality `t` lost against the baseline (the first trial)."""
         return self.trials[0].quality - t.quality
+
+    def holds(self, t: Trial) -> bool:
+        """Whether `t` is within the quality bar: a NaN (a runtime that computed garbage) is not."""
+        return self.drop(t) <= self.max_drop
 
     @torch.inference_mode()
     def quality(self, runnable: Callable[[Any], torch.Tensor]) -> float:
@@ -201,9 +145,9 @@ class _Search:
         if int8 and not net.is_text:
             w8 = quantize_onnx(fp32, self.work / f"{prefix}int8-weights.onnx", "weights")
             t = self.trial(f"{prefix}onnx-int8-weights", {**plain, "weights": "int8"}, OnnxModel(w8), net)
-        if t is None or self.drop(t) > self.max_drop:
+        if t is None or not self.holds(t):
             t = self.trial(f"{prefix}onnx-fp32", plain, OnnxModel(fp32, tokenizer=tokenizer), net)
-        if not int8 or self.drop(t) > self.max_drop:
+        if not int8 or not self.holds(t):
             # int8 only loses quality: not worth trying below the bar already
             return
         methods: tuple[Literal["dynamic", "static"], ...] = (
@@ -230,7 +174,7 @@ class _Search:
                 return OnnxModel(q, tokenizer=tokenizer)
 
             t = self.trial(name, rec, build([]), net)
-            if self.drop(t) > self.max_drop:
+            if not self.holds(t):
                 self.fallback(name, rec, build, t.quality, fp32, net)
 
     def fallback(
@@ -267,7 +211,7 @@ class _Search:
                 build(exclude, path),
                 source,
             )
-            if self.drop(t) <= self.max_drop:
+            if self.holds(t):
                 return
 
     def torch_family(
@@ -352,8 +296,19 @@ class _Search:
             )
             if "onnx" in chosen:
                 self.onnx_family(prefix, student, recipe, "int8" in chosen)
-            if self.drop(t) <= self.max_drop:
+            if self.holds(t):
                 self.torch_family(prefix, student, recipe, chosen - {"compile", "gpu"})
+
+    def by_length_family(self) -> None:
+        """The baseline, and each text candidate so far within the bar and not slower, run in groups of
+        similar length cut to their longest (not torch.compile's: each new width would compile again)."""
+        base = self.trials[0]
+        for t in list(self.trials):
+            slower = t is not base and t.throughput_per_s < base.throughput_per_s
+            if not self.time_left() or t.recipe.get("compile") or slower or not self.holds(t):
+                continue
+            name = f"{'eager' if t is base else t.name} by-length"
+            self.trial(name, {**t.recipe, "batching": "by-length"}, ByLength(t.model), t.source)
 
 
 def optimize(
@@ -415,6 +370,8 @@ def optimize(
         search.pruned_family(
             model, train_data, amounts, distill_epochs or (3 if model.is_text else 4), chosen
         )
+    if "by-length" in chosen and model.is_text:
+        search.by_length_family()
 
     trials = search.trials
     base = trials[0]
@@ -423,7 +380,9 @@ def optimize(
     for t in trials[1:]:
         if not t.accepted:
             continue
-        if search.drop(t) > max_drop:
+        if math.isnan(t.quality):
+            t.accepted, t.reason = False, f"{search.metric} is NaN: this runtime computed garbage"
+        elif not search.holds(t):
             t.accepted, t.reason = False, f"{search.metric} drop {search.drop(t):.4f} > allowed {max_drop}"
         elif t.throughput_per_s < base.throughput_per_s and objective != "size":
             t.accepted, t.reason = False, "slower than the baseline"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from lepton_ai.errors import InvalidInputError
 
-TECHNIQUES = ("onnx", "int8", "pytorch-int8", "bf16", "prune", "compile", "gpu")
+TECHNIQUES = ("onnx", "int8", "pytorch-int8", "bf16", "prune", "by-length", "compile", "gpu")
 
 
 def check_options(

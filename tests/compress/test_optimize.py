@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -185,3 +186,29 @@ def test_embedding_model_refuses_accuracy(tiny_bert) -> None:
         optimize(embedder(tiny_bert), load("python-docs", "test"), max_accuracy_drop=0.01)
     with pytest.raises(InvalidInputError, match="held to fidelity"):
         optimize(embedder(tiny_bert), load("python-docs", "test"), metric="f1_macro")
+
+
+def test_a_candidate_that_computes_nan_is_rejected(
+    tiny_bert, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the module, not the function of the same name the package exports
+    search = importlib.import_module("lepton_ai.compress.optimize")
+
+    class Garbage(torch.nn.Module):
+        def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+            return torch.full((len(x["input_ids"]), 64), torch.nan)
+
+    # a runtime that computes garbage, fast: NaN fidelity compares false with any bar, so is caught as NaN
+    monkeypatch.setattr(search, "quantize_torch", lambda model: Garbage())
+    sentences = load("python-docs", "test").subset(list(range(32)))
+    result = optimize(
+        embedder(tiny_bert),
+        sentences,
+        techniques=("pytorch-int8",),
+        batch_size=8,
+        workdir=tmp_path,
+        progress=False,
+    )
+    garbage = next(t for t in result.report["trials"] if t["name"] == "pytorch-int8-dynamic")
+    assert not garbage["accepted"] and "NaN" in garbage["reason"]
+    assert result.report["best"]["name"] == "baseline (eager fp32)"
