@@ -71,11 +71,6 @@ class ByLength(nn.Module):
         return out[order.argsort()]
 
     def _tokens(self, texts: list[str]) -> Any:
-        """Return `texts` as the model would tokenize them (a LeptonModel, or an ONNX model's tokenizer)."""
+        """Return `texts` as the model tokenizes them (a LeptonModel, an ONNX model), else as they are."""
         tokenize = getattr(self.runnable, "tokenize", None)
-        if tokenize is not None:
-            return tokenize(texts)
-        tokenizer = getattr(self.runnable, "tokenizer", None)
-        if tokenizer is None:
-            return texts
-        return tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt").data
+        return texts if tokenize is None else tokenize(texts)

@@ -153,9 +153,7 @@ class OnnxModel:
     def __call__(self, x: Any) -> torch.Tensor:
         """Return logits for a tensor batch, token tensors, or a list of strings (with a tokenizer)."""
         if isinstance(x, (list, tuple)) and x and isinstance(x[0], str):
-            if self.tokenizer is None:
-                raise InvalidInputError("this ONNX model needs a tokenizer to take strings")
-            x = self.tokenizer(list(x), padding=True, truncation=True, max_length=128, return_tensors="pt")
+            x = self.tokenize(list(x))
         if isinstance(x, dict) or hasattr(x, "keys"):
             feeds = {
                 n: np.asarray(x[n].cpu().numpy() if isinstance(x[n], torch.Tensor) else x[n], dtype=np.int64)
@@ -165,6 +163,12 @@ class OnnxModel:
             arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
             feeds = {self.input_names[0]: arr.astype(np.float32, copy=False)}
         return torch.from_numpy(self.session.run(None, feeds)[0])
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Return `texts` as token tensors padded to the longest (at most 128 tokens)."""
+        if self.tokenizer is None:
+            raise InvalidInputError("this ONNX model needs a tokenizer to take strings")
+        return dict(self.tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt"))
 
     def predict(self, x: Any) -> torch.Tensor:
         """Return the predicted class id of each input."""

@@ -107,6 +107,9 @@ def test_search_tries_it_and_loading_applies_it_again(tiny_bert, tmp_path: Path)
     x = {k: v[:8] for k, v in _speed_inputs(model, sentences).items()}
     with torch.inference_mode():
         assert torch.allclose(again(x), model(x), atol=1e-4)
+        # texts, tokenized by the ONNX model's own tokenizer
+        texts = list(sentences.texts[:8])
+        assert torch.allclose(again(texts), model(texts), atol=1e-4)
 
 
 def _speed_inputs(model, data) -> dict[str, torch.Tensor]:
