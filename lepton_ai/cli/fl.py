@@ -3,7 +3,6 @@ are a real federation over the network (Flower). See docs/federated.md."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -303,7 +302,12 @@ def client(
             "--secure-aggregation", help="Join a server run with --secure-aggregation (Flower's SecAgg+)."
         ),
     ] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", help="Show Flower's own log.")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", help="Show Flower's own log (and each message answered, with --secure-aggregation)."
+        ),
+    ] = False,
 ) -> None:
     """Join a Flower server's federation and train on this client's data until the server ends the run."""
     from lepton_ai.privacy.flower import flower_log, run_client
@@ -319,7 +323,7 @@ def client(
         "root_certificates": root_certificates,
     }
     if secure_aggregation:
-        examples = run_secure_client(server, data, log=sys.stderr if verbose else None, **options)
+        examples = run_secure_client(server, data, **options)
     else:
         examples = run_client(server, data, **options)
     err_console.print(f"[green]✓[/] the server ended the run ({examples} examples here)", highlight=False)

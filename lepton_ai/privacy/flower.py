@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
+import time
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -54,9 +54,15 @@ def import_flower() -> Any:
 
 
 def flower_log(verbose: bool) -> None:
-    """Show Flower's own log (INFO and up) when `verbose`, else its warnings and errors only."""
+    """Show Flower's own log and the secure relay's (INFO and up, on stderr) when `verbose`, else their
+    warnings and errors only."""
     import_flower()
-    logging.getLogger("flwr").setLevel(logging.INFO if verbose else logging.WARNING)
+    level = logging.INFO if verbose else logging.WARNING
+    logging.getLogger("flwr").setLevel(level)
+    relay = logging.getLogger("lepton_ai.privacy.relay")
+    relay.setLevel(level)
+    if verbose and not relay.handlers:
+        relay.addHandler(logging.StreamHandler())
 
 
 class _QuietDeprecation(logging.Filter):
@@ -142,7 +148,7 @@ def sample_clients(
     """Return this round's clients: `fraction` of those connected but at least `min_clients` (exactly that
     many with no fraction, as client-level DP needs); raise when too few connect in time."""
     timeout = round_timeout or 86_400
-    if not client_manager.wait_for(min_clients, timeout=math.ceil(timeout)):
+    if not _wait_for(client_manager, min_clients, timeout):
         raise LeptonError(
             f"round {server_round}: fewer than {min_clients} clients connected "
             f"within {timeout:g} s (--min-clients, --round-timeout)"
@@ -150,6 +156,17 @@ def sample_clients(
     available = client_manager.num_available()
     wanted = min_clients if fraction is None else max(min_clients, round(fraction * available))
     return list(client_manager.sample(num_clients=min(wanted, available), min_num_clients=min_clients))
+
+
+def _wait_for(client_manager: Any, count: int, timeout: float) -> bool:
+    """Return whether `count` clients are connected within `timeout` seconds. Asked through `num_available`:
+    under Flower's workflows it is what registers the nodes that joined (else done every 5 s)."""
+    deadline = time.monotonic() + timeout
+    while client_manager.num_available() < count:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 # -- addresses and certificates ------------------------------------------------------------
@@ -193,10 +210,27 @@ def server_certificates(folder: Path | str) -> tuple[bytes, bytes, bytes]:
 # -- the client ---------------------------------------------------------------------------------
 
 
+class ModelCache:
+    """The server's model as a client builds it: a built-in architecture, from the metadata the server sends
+    each round, built again only when that changes, with the client's data checked to fit it."""
+
+    def __init__(self, data: LabeledData) -> None:
+        self.data, self.meta = data, ""
+        self.model: LeptonModel | None = None
+
+    def __call__(self, meta: str) -> LeptonModel:
+        from lepton_ai.data.inputs import check_data
+
+        if meta != self.meta or self.model is None:
+            self.model = LeptonModel.from_metadata(json.loads(meta))
+            check_data(self.model, self.data)
+            self.meta = meta
+        return self.model
+
+
 def lepton_client(data: LabeledData, *, device: str = "cpu", client_seed: int = 0) -> Any:
     """Return a Flower client that trains the server's model on `data` with `local_train`."""
     flwr = import_flower()
-    from lepton_ai.data.inputs import check_data
     from lepton_ai.device import resolve_device
 
     dev = resolve_device(device)
@@ -204,25 +238,16 @@ def lepton_client(data: LabeledData, *, device: str = "cpu", client_seed: int = 
     base: Any = flwr.client.NumPyClient
 
     class LeptonClient(base):
-        """Builds the server's architecture (a built-in one, from the metadata the server sends with each
-        round) and checks its data fits, then each round trains it from the global weights on this
-        client's data and returns the new weights; the server tests the global model itself, so
-        clients are never asked to evaluate."""
+        """Each round trains the server's model (`ModelCache`) from the global weights on this client's
+        data and returns the new weights; the server tests the global model itself, so clients are never
+        asked to evaluate."""
 
         def __init__(self) -> None:
-            self.meta: str | None = None
-            self.model: LeptonModel | None = None
-
-        def _model(self, meta: str) -> LeptonModel:
-            if meta != self.meta:
-                net = LeptonModel.from_metadata(json.loads(meta))
-                check_data(net, data)
-                self.meta, self.model = meta, net
-            assert self.model is not None
-            return self.model
+            self._model = ModelCache(data)
 
         def get_parameters(self, config: dict[str, Any]) -> list[np.ndarray]:
-            return to_ndarrays(self.model.state_dict()) if self.model is not None else []
+            model = self._model.model
+            return to_ndarrays(model.state_dict()) if model is not None else []
 
         def fit(
             self, parameters: list[np.ndarray], config: dict[str, Any]

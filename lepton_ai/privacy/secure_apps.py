@@ -1,47 +1,35 @@
-"""The Flower apps of a federation under secure aggregation (`lepton fl server --secure-aggregation`): they
-run inside Flower's own processes, started by the SuperLink (`server_app`) and by each SuperNode
-(`client_app`), as the components of the app `lepton_ai.privacy.secure` submits.
+"""The Flower apps of a federation under secure aggregation (`lepton fl server --secure-aggregation`): the
+strategy the server's workflow hands each round's result to, and the ClientApp each client runs
+(`lepton_ai.privacy.relay` carries Flower's messages between them).
 
 Clients send their update Δ = w_client − w_global (not their weights: Δ stays within SecAgg+'s clipping
 range), clipped to C under client-level DP, weighted by their example count cut to the plan's maximum.
 Under SecAgg+ (`SecAggPlusWorkflow` with `secaggplus_mod`, Flower's protocol) the server only ever holds
 masked vectors, and its strategy receives their weighted mean alone; the strategy then takes its step (and
-adds DP's noise) from that mean. Each round's global state is written to the run's folder, where
-`lepton fl server` tests and records it.
+adds DP's noise) from that mean, and hands each round's global state on.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import time
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from flwr.client import ClientApp, NumPyClient
 from flwr.client.mod import secaggplus_mod
 from flwr.common import Context, Message, ndarrays_to_parameters, parameters_to_ndarrays
-from flwr.server import Grid, LegacyContext, ServerApp, ServerConfig
 from flwr.server import strategy as flower_strategy
-from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
-from safetensors.torch import load_file, save_file
 
-from lepton_ai.errors import InvalidInputError, LeptonError
+from lepton_ai.errors import InvalidInputError
 from lepton_ai.privacy.aggregation import ClientDP, Strategy, aggregate, flatten, unflatten, weighted_mean
-from lepton_ai.privacy.engine import POLL_S, quicken
-
-PLAN_FILE = "plan.json"
-EVENTS_FILE = "events.jsonl"
-INITIAL_STATE = "initial.safetensors"
 
 
 @dataclass
 class Plan:
-    """What the server's process is to run, written by `lepton fl server` into the run's folder."""
+    """What the server's workflow is to run (`secure.plan_of`)."""
 
     rounds: int
     min_clients: int
@@ -57,24 +45,6 @@ class Plan:
     timeout: float | None = None
     fraction: float | None = None
     dp: dict[str, Any] | None = None
-    # the model's state-dict keys in order (safetensors files keep them sorted by name)
-    keys: list[str] = field(default_factory=list)
-
-    def write(self, folder: Path, state: dict[str, torch.Tensor]) -> None:
-        """Write the plan and the initial global state into `folder`."""
-        self.keys = list(state)
-        save_file({k: v.contiguous() for k, v in state.items()}, str(folder / INITIAL_STATE))
-        (folder / PLAN_FILE).write_text(json.dumps(asdict(self)))
-
-    def initial_state(self, folder: Path) -> dict[str, torch.Tensor]:
-        """Return the initial global state written into `folder`, in the model's order."""
-        state = load_file(str(folder / INITIAL_STATE))
-        return {k: state[k] for k in self.keys}
-
-    @classmethod
-    def read(cls, folder: Path) -> Plan:
-        """Return the plan written into `folder`."""
-        return cls(**json.loads((folder / PLAN_FILE).read_text()))
 
     @property
     def client_dp(self) -> ClientDP | None:
@@ -120,26 +90,13 @@ def _vector(arrays: list[np.ndarray], size: int) -> torch.Tensor:
 # -- the server ---------------------------------------------------------------------------------
 
 
-class Events:
-    """The run's progress as JSON lines in its folder: a round's line is written after its state file."""
+class RoundDone(NamedTuple):
+    """A round's outcome as the strategy hands it on: the new global state (None when the round failed)
+    and the round's figures."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-
-    def round(self, server_round: int, state: dict[str, torch.Tensor] | None, **figures: Any) -> None:
-        """Record round `server_round`'s figures and, if it produced one, its global state."""
-        row: dict[str, Any] = {"round": server_round, **figures}
-        if state is not None:
-            tmp, final = self.folder / ".state.tmp", self.folder / f"round-{server_round}.safetensors"
-            save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
-            os.replace(tmp, final)
-            row["state"] = final.name
-        self.write(row)
-
-    def write(self, row: dict[str, Any]) -> None:
-        """Append one line."""
-        with open(self.folder / EVENTS_FILE, "a") as f:
-            f.write(json.dumps(row) + "\n")
+    round: int
+    state: dict[str, torch.Tensor] | None
+    figures: dict[str, Any]
 
 
 def _updates(
@@ -166,8 +123,10 @@ class SecureStrategy(_Base):
     weighted mean of the clients' updates (the strategy never sees one client's), without it each client's
     own update; either way the round's update is their weighted mean, and the global state follows."""
 
-    def __init__(self, plan: Plan, state: dict[str, torch.Tensor], events: Events) -> None:
-        self.plan, self.state, self.events = plan, state, events
+    def __init__(
+        self, plan: Plan, state: dict[str, torch.Tensor], on_round: Callable[[RoundDone], None]
+    ) -> None:
+        self.plan, self.state, self.on_round = plan, state, on_round
         self.size = sum(v.numel() for v in state.values())
         self.strategy = Strategy(**{**plan.strategy, "betas": tuple(plan.strategy["betas"])})
         self.dp = plan.client_dp
@@ -206,11 +165,11 @@ class SecureStrategy(_Base):
             "seconds": time.perf_counter() - self.started,
         }
         if not deltas:
-            self.events.round(server_round, None, **figures)
+            self.on_round(RoundDone(server_round, None, figures))
             return None, {}
         mean = unflatten(weighted_mean(deltas), like, list(like))
         self.state = self._step(mean, len(deltas))
-        self.events.round(server_round, self.state, **figures)
+        self.on_round(RoundDone(server_round, self.state, figures))
         return ndarrays_to_parameters(pack(self.state)), {}
 
     def _step(self, mean: dict[str, torch.Tensor], clients: int) -> dict[str, torch.Tensor]:
@@ -227,7 +186,8 @@ class SecureStrategy(_Base):
     def close_round(self, server_round: int) -> None:
         """Record a round whose secure aggregation halted (too few clients left to unmask) as failed."""
         if server_round >= 1 and self.done < server_round:
-            self.events.round(server_round, None, clients=0, failures=self.asked, halted=True)
+            figures = {"clients": 0, "failures": self.asked, "halted": True}
+            self.on_round(RoundDone(server_round, None, figures))
             self.done = server_round
 
     def configure_evaluate(self, server_round: int, parameters: Any, client_manager: Any) -> list:
@@ -241,63 +201,6 @@ class SecureStrategy(_Base):
         return None
 
 
-class FastGrid:
-    """Flower's grid, answering `send_and_receive` as it does but asking for replies every `POLL_S`
-    seconds, not every 3 s (`lepton_ai.privacy.engine`)."""
-
-    def __init__(self, grid: Grid) -> None:
-        self.grid = grid
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.grid, name)
-
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
-        waiting = set(self.grid.push_messages(messages))
-        deadline = None if timeout is None else time.monotonic() + timeout
-        replies: list[Message] = []
-        while waiting and (deadline is None or time.monotonic() < deadline):
-            got = list(self.grid.pull_messages(waiting))
-            replies += got
-            waiting -= {m.metadata.reply_to_message_id for m in got}
-            if waiting:
-                time.sleep(POLL_S)
-        return replies
-
-
-server_app = ServerApp()
-
-
-@server_app.main()
-def _serve(grid: Grid, context: Context) -> None:
-    quicken()
-    folder = Path(str(context.run_config["run-dir"]))
-    events = Events(folder)
-    try:
-        plan = Plan.read(folder)
-        strategy = SecureStrategy(plan, plan.initial_state(folder), events)
-        fit = (
-            SecAggPlusWorkflow(
-                num_shares=plan.shares,
-                reconstruction_threshold=plan.threshold,
-                # each client weighs min(examples, the cap): the cap is the largest weight
-                max_weight=float(plan.max_examples if plan.dp is None else 1),
-                timeout=plan.timeout,
-            )
-            if plan.secure
-            else None
-        )
-        legacy = LegacyContext(
-            context=context, config=ServerConfig(num_rounds=plan.rounds), strategy=strategy
-        )
-        fast: Any = FastGrid(grid)
-        DefaultWorkflow(fit_workflow=fit)(fast, legacy)
-        strategy.close_round(plan.rounds)
-    except Exception as e:
-        events.write({"error": f"{type(e).__name__}: {e}" if not isinstance(e, LeptonError) else str(e)})
-        raise
-    events.write({"finished": True})
-
-
 # -- the clients ---------------------------------------------------------------------------------
 
 
@@ -305,32 +208,41 @@ class DeltaClient(NumPyClient):
     """Trains the server's model on this node's data each round and returns its update (see the module)."""
 
     def __init__(self, node: dict[str, Any]) -> None:
-        from lepton_ai.privacy.flower import client_data, client_seed_of
+        from lepton_ai.device import resolve_device
+        from lepton_ai.privacy.flower import ModelCache, client_data, client_seed_of
 
         self.data = client_data(str(node["data"]), str(node["partition"]), int(node["seed"]))
-        self.device, self.seed = str(node["device"]), client_seed_of(str(node["data"]))
+        self.device, self.seed = resolve_device(str(node["device"])), client_seed_of(str(node["data"]))
+        self.model = ModelCache(self.data)
 
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[list[np.ndarray], int, dict]:
-        from lepton_ai.data.inputs import check_data
-        from lepton_ai.device import resolve_device
-        from lepton_ai.models import LeptonModel
         from lepton_ai.privacy.aggregation import weight_keys
+        from lepton_ai.privacy.federated import cpu_threads
         from lepton_ai.privacy.flower import train_round
 
-        net = LeptonModel.from_metadata(json.loads(str(config["model"])))
-        check_data(net, self.data)
-        dev = resolve_device(self.device)
-        before = unpack(parameters, net.state_dict())
-        after, n, metrics = train_round(net, self.data, before, config, device=dev, client_seed=self.seed)
+        net = self.model(str(config["model"]))
         clip = float(config["dp_clip"])
-        delta = client_update(before, after, weight_keys(net), clip)
+        with cpu_threads(net, self.device):
+            before = unpack(parameters, net.state_dict())
+            after, n, metrics = train_round(
+                net, self.data, before, config, device=self.device, client_seed=self.seed
+            )
+            delta = pack(client_update(before, after, weight_keys(net), clip))
         # under DP every client weighs the same; else its count, cut to the server's maximum
         examples = 1 if clip > 0 else min(n, int(config["max_examples"]))
-        return pack(delta), examples, metrics
+        return delta, examples, metrics
+
+
+# a client process serves one node: its data loaded and its model built once, not for each message
+_clients: dict[tuple[tuple[str, Any], ...], DeltaClient] = {}
 
 
 def _client(context: Context) -> Any:
-    return DeltaClient(dict(context.node_config)).to_client()
+    node = dict(context.node_config)
+    key = tuple(sorted(node.items()))
+    if key not in _clients:
+        _clients[key] = DeltaClient(node)
+    return _clients[key].to_client()
 
 
 def _secure_when_asked(msg: Message, context: Context, call_next: Any) -> Message:

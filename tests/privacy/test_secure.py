@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -11,14 +12,13 @@ import torch
 
 pytest.importorskip("flwr")
 pytest.importorskip("opacus")
-psutil = pytest.importorskip("psutil")
 
 from lepton_ai.errors import InvalidInputError  # noqa: E402
 from lepton_ai.privacy.aggregation import aggregate, parse_strategy  # noqa: E402
 from lepton_ai.privacy.federated import prepare  # noqa: E402
 from lepton_ai.privacy.flower_server import secure_shares  # noqa: E402
 from lepton_ai.privacy.secure import plan_of  # noqa: E402
-from lepton_ai.privacy.secure_apps import DeltaClient, Events, SecureStrategy, client_update, pack  # noqa: E402
+from lepton_ai.privacy.secure_apps import DeltaClient, SecureStrategy, client_update, pack  # noqa: E402
 from tests.privacy.federation import certificates, finish, fl, fl_server, report  # noqa: E402
 
 # a round's options, the same for the server and for the updates the test computes itself
@@ -52,9 +52,7 @@ def test_a_client_update_is_its_change_clipped_under_dp() -> None:
 
 
 @pytest.mark.parametrize("dp", [None, {"noise_multiplier": 1.0, "clip": 0.5}])
-def test_the_strategy_on_the_mean_update_equals_our_aggregation_on_each(
-    tmp_path: Path, dp: dict | None
-) -> None:
+def test_the_strategy_on_the_mean_update_equals_our_aggregation_on_each(dp: dict | None) -> None:
     """What SecAgg+ hands the strategy (the weighted mean of the updates) gives the next global state our
     aggregation gives from the clients' own states: the same step, the same DP noise."""
     run = _setup(dp, model="mlp")
@@ -68,7 +66,8 @@ def test_the_strategy_on_the_mean_update_equals_our_aggregation_on_each(
     deltas = [client_update(state, c, run.weights, run.dp.clip if run.dp else 0) for c in clients]
     mean = {k: sum(n * d[k] for d, n in zip(deltas, examples)) / sum(examples) for k in state}
 
-    strategy = SecureStrategy(plan, state, Events(tmp_path))
+    done: list = []
+    strategy = SecureStrategy(plan, state, done.append)
     strategy.asked = 3
     results = [(None, _FitRes(pack(mean), n)) for n in examples]
     strategy.aggregate_fit(1, results, [])
@@ -83,8 +82,8 @@ def test_the_strategy_on_the_mean_update_equals_our_aggregation_on_each(
         generator=torch.Generator().manual_seed(plan.configs[0]["seed"] + 1),
     )
     assert all(torch.allclose(strategy.state[k], reference[k], atol=1e-5) for k in state)
-    (event,) = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
-    assert (event["clients"], event["updates_seen"], event["state"]) == (3, 1, "round-1.safetensors")
+    ((number, handed_on, figures),) = done
+    assert (number, figures["clients"], figures["updates_seen"]) == (1, 3, 1) and handed_on is strategy.state
 
 
 class _FitRes:
@@ -134,20 +133,14 @@ def test_what_secure_aggregation_cannot_run_is_refused_in_one_line() -> None:
 
 
 def _kill_in_training(client: object, timeout: float = 240) -> None:
-    """Kill `client` (a `lepton fl client --secure-aggregation` process, its SuperNode and its tasks) while
-    it trains in round 1: once its SuperNode has stored its third message (SecAgg+'s setup and key sharing
-    come first)."""
-    deadline = time.monotonic() + timeout
-    log = None
-    while time.monotonic() < deadline:
-        if log is None:
-            nodes = [p for p in psutil.Process(client.pid).children() if "supernode" in " ".join(p.cmdline())]
-            log = Path(nodes[0].environ()["FLWR_HOME"]) / "supernode.log" if nodes else None
-        elif log.exists() and log.read_text(errors="replace").count("Received successfully") >= 3:
-            os.killpg(client.pid, signal.SIGKILL)
-            return
-        time.sleep(0.005)
-    raise AssertionError("the client never started training")
+    """Kill `client` (a `lepton fl client --secure-aggregation --verbose` process) as its third message of
+    round 1 comes: SecAgg+'s setup and key sharing are done, and it is asked to train and send its masked
+    update, which it never does."""
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in client.stderr], daemon=True).start()
+    while not lines.get(timeout=timeout).startswith("message 3:"):
+        pass
+    os.killpg(client.pid, signal.SIGKILL)
 
 
 def test_secure_aggregation_survives_a_dropout_and_equals_fedavg(lepton_home: Path) -> None:
@@ -161,7 +154,8 @@ def test_secure_aggregation_survives_a_dropout_and_equals_fedavg(lepton_home: Pa
         *ROUND,
     )
     clients = [
-        fl("client", "--server", address, "--data", f"digits:{i}/4", "--secure-aggregation") for i in range(4)
+        fl("client", "--server", address, "--data", f"digits:{i}/4", "--secure-aggregation", *verbose)
+        for i, verbose in enumerate([[]] * 3 + [["--verbose"]])
     ]
     _kill_in_training(clients[3])
     out, err = finish(server)
