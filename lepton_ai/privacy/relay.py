@@ -29,7 +29,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from uuid import uuid4
 
 from flwr.app import Context, Error, Message, RecordDict
@@ -311,8 +311,16 @@ def _shut(sock: socket.socket) -> None:
 # -- the client ---------------------------------------------------------------------------------
 
 
-def connect(address: str, *, tls: ssl.SSLContext | None, timeout: float) -> socket.socket:
-    """Return a connection to the federation's server at HOST:PORT, greeted, trying for `timeout` seconds."""
+class Joined(NamedTuple):
+    """A client's greeted connection to the federation's server, and who the server says it is."""
+
+    sock: socket.socket
+    run_id: int
+    node_id: int
+
+
+def connect(address: str, *, tls: ssl.SSLContext | None, timeout: float) -> Joined:
+    """Return a greeted connection to the federation's server at HOST:PORT, trying for `timeout` seconds."""
     host, port = _split(address)
     deadline = time.monotonic() + timeout
     while True:
@@ -328,36 +336,37 @@ def connect(address: str, *, tls: ssl.SSLContext | None, timeout: float) -> sock
         if tls is not None:
             sock = tls.wrap_socket(sock, server_hostname=host)
         send_frame(sock, HELLO)
+        hello = json.loads(recv_frame(sock, 4096))
+        joined = Joined(sock, int(hello["run_id"]), int(hello["node_id"]))
     except ssl.SSLError as e:
         sock.close()
         raise LeptonError(f"TLS with the federation's server at {address} failed: {e}") from None
+    except (OSError, ValueError, KeyError, TypeError):
+        sock.close()
+        raise LeptonError(
+            f"the server at {address} did not greet this client as a secure-aggregation federation does: "
+            "is it a `lepton fl server --secure-aggregation`?"
+        ) from None
     sock.settimeout(None)
-    return sock
+    return joined
 
 
 def serve_client(
-    sock: socket.socket, app: ClientApp, node_config: dict[str, Any], *, max_frame: int = 1 << 34
+    joined: Joined, app: ClientApp, node_config: dict[str, Any], *, max_frame: int = 1 << 34
 ) -> int:
-    """Answer the server's messages on `sock` (from `connect`) with `app` until the server closes it;
+    """Answer the server's messages on the connection `joined` with `app` until the server closes it;
     return the number of messages answered."""
-    try:
-        hello = json.loads(recv_frame(sock, 4096))
-        context = Context(int(hello["run_id"]), int(hello["node_id"]), node_config, RecordDict(), {})
-    except (OSError, ValueError, KeyError, TypeError):
-        raise LeptonError(
-            "the server did not greet this client as a secure-aggregation federation does: "
-            "is it a `lepton fl server --secure-aggregation`?"
-        ) from None
-    _identify(context.run_id, context.node_id)
+    context = Context(joined.run_id, joined.node_id, node_config, RecordDict(), {})
+    _identify(joined.run_id, joined.node_id)
     answered = 0
     while True:
         try:
-            frame = recv_frame(sock, max_frame)
+            frame = recv_frame(joined.sock, max_frame)
         except (ConnectionError, OSError):
             return answered
         message = message_from_proto(ProtoMessage.FromString(frame))
         logger.info("message %d: %s", answered + 1, message.metadata.message_type)
-        send_frame(sock, message_to_proto(_answer(app, message, context)).SerializeToString())
+        send_frame(joined.sock, message_to_proto(_answer(app, message, context)).SerializeToString())
         answered += 1
 
 

@@ -148,6 +148,7 @@ def run_secure_client(
     examples = len(client_data(data, partition, seed))
     tls = client_tls(str(root_certificates)) if root_certificates is not None else None
     node = {"data": data, "partition": partition, "seed": int(seed), "device": device}
-    with connect(server, tls=tls, timeout=connect_timeout) as sock:
-        serve_client(sock, client_app, node)
+    joined = connect(server, tls=tls, timeout=connect_timeout)
+    with joined.sock:
+        serve_client(joined, client_app, node)
     return examples

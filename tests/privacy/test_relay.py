@@ -20,6 +20,7 @@ from lepton_ai.errors import LeptonError  # noqa: E402
 from lepton_ai.machine import free_port  # noqa: E402
 from lepton_ai.privacy.relay import (  # noqa: E402
     HELLO,
+    Joined,
     RelayGrid,
     client_tls,
     connect,
@@ -61,16 +62,16 @@ def _address(grid: RelayGrid) -> str:
 def _join(grid: RelayGrid, tls: ssl.SSLContext | None = None) -> threading.Thread:
     """Start a client answering with `Echo` in a thread; return it once the grid counts it."""
     known = set(grid.get_node_ids())
-    sock = connect(_address(grid), tls=tls, timeout=10)
-    thread = threading.Thread(target=_serve, args=(sock,), daemon=True)
+    joined = connect(_address(grid), tls=tls, timeout=10)
+    thread = threading.Thread(target=_serve, args=(joined,), daemon=True)
     thread.start()
     _until(lambda: len(set(grid.get_node_ids()) - known) == 1)
     return thread
 
 
-def _serve(sock: socket.socket) -> None:
-    with sock:
-        serve_client(sock, Echo(), {})
+def _serve(joined: Joined) -> None:
+    with joined.sock:
+        serve_client(joined, Echo(), {})
 
 
 def _until(condition: Callable[[], bool], timeout: float = 10) -> None:
@@ -220,6 +221,5 @@ def test_a_server_that_is_not_a_relay_is_named_in_one_line() -> None:
                 conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
 
         threading.Thread(target=answer_like_http, daemon=True).start()
-        expected = pytest.raises(LeptonError, match="is it a `lepton fl server --secure-aggregation`")
-        with connect(f"127.0.0.1:{port}", tls=None, timeout=5) as sock, expected:
-            serve_client(sock, Echo(), {})
+        with pytest.raises(LeptonError, match="is it a `lepton fl server --secure-aggregation`"):
+            connect(f"127.0.0.1:{port}", tls=None, timeout=5)
