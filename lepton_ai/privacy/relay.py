@@ -3,17 +3,17 @@ certificates): how `lepton fl server --secure-aggregation` carries Flower's SecA
 client's `secaggplus_mod`.
 
 Flower's own engine for its Message API (a SuperLink, a SuperNode a client) stores each message, announces
-it, has it pulled over HTTP and runs it in a fresh task process, polling at each step: ten clients' SecAgg+
-round took 7.5 s on two cores against 0.2 s for a plain round (docs/design/secure-aggregation.md). Here the
-server's grid (`RelayGrid`, a Flower `Grid`) writes each message to its client's connection, and the client,
-one long-lived process (`serve_client`), runs its `ClientApp` on it and answers on the same connection. A
-client that leaves is known at once (its connection closes): its messages get Flower's NODE_UNAVAILABLE
-reply, as a SuperLink gives them.
+it, has it pulled over HTTP and runs it in a fresh task process, polling at each step
+(docs/design/secure-aggregation.md). Here the server's grid (`RelayGrid`, a Flower `Grid`) writes each
+message to its client's connection and reads the reply from it, and the client, one long-lived process
+(`serve_client`), runs its `ClientApp` on it. A client that leaves is known as soon as it is waited for (its
+connection closes): its messages get Flower's NODE_UNAVAILABLE reply, as a SuperLink gives them.
 
 A frame is an 8-byte length, then the bytes of Flower's own protobuf `Message`. A client opens with `HELLO`;
-the server answers with the client's node id (JSON). Whatever else a client sends that is not a reply, as
-itself, to a message it was sent (or not a message at all) ends its connection: the workflow counts it as
-that client's failure of the round.
+the server answers with the client's node id (JSON). Then the server sends one message at a time and reads
+one reply: anything else (not a message, too long, a reply to another message or in another node's name,
+content the server's `check` refuses, no answer within the wait) ends the client's connection, and the
+workflow counts it as that client's failure.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import ssl
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 from uuid import uuid4
@@ -70,13 +71,13 @@ def recv_frame(sock: socket.socket, limit: int) -> bytes:
 
 
 def _recv_exactly(sock: socket.socket, size: int) -> bytes:
-    buffer = bytearray(size)
-    view, got = memoryview(buffer), 0
-    while got < size:
-        n = sock.recv_into(view[got:], size - got)
-        if n == 0:
+    # grown as the bytes come, not allocated at the size a peer declares
+    buffer = bytearray()
+    while len(buffer) < size:
+        chunk = sock.recv(min(size - len(buffer), 1 << 20))
+        if not chunk:
             raise ConnectionError("the connection closed")
-        got += n
+        buffer += chunk
     return bytes(buffer)
 
 
@@ -107,19 +108,19 @@ def client_tls(ca: str) -> ssl.SSLContext:
 
 @dataclass
 class _Node:
-    """A connected client: its connection, and the frames waiting to be written to it."""
+    """A connected client: its connection, and the messages waiting to be sent to it."""
 
     node_id: int
     sock: socket.socket
-    outbox: queue.SimpleQueue[bytes | None] = field(default_factory=queue.SimpleQueue)
-    # the ids of every message sent to it: a reply to any other is not this client's to give
-    asked: set[str] = field(default_factory=set)
+    outbox: queue.SimpleQueue[Message | None] = field(default_factory=queue.SimpleQueue)
+
+
+# what a grid asks of a reply beyond its envelope: raise ValueError on one the workflow could not use
+ReplyCheck = Callable[[Message, Message], None]
 
 
 class RelayGrid(Grid):
-    """A Flower `Grid` serving at HOST:PORT: each client that connects is a node; a message is written to
-    its node's connection and its reply read from it. `timeout` bounds a `send_and_receive` that gives none;
-    `max_frame` is the largest reply a client may send, in bytes."""
+    """A Flower `Grid` serving at HOST:PORT, each client that connects a node (see the module)."""
 
     def __init__(
         self,
@@ -128,15 +129,17 @@ class RelayGrid(Grid):
         tls: ssl.SSLContext | None = None,
         timeout: float | None = None,
         max_frame: int = 1 << 30,
+        check: ReplyCheck | None = None,
         run_id: int = 1,
     ) -> None:
+        # `timeout` bounds a `send_and_receive` that gives none; `max_frame` is the longest reply, in bytes
         host, port = _split(address)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
             self._listener = socket.create_server((host, port), family=family)
         except OSError as e:
             raise LeptonError(f"cannot serve the federation at {address}: {e.strerror or e}") from None
-        self.tls, self.timeout, self.max_frame = tls, timeout, max_frame
+        self.tls, self.timeout, self.max_frame, self.check = tls, timeout, max_frame, check
         self._run = Run.create_empty(run_id)
         # the identity Flower stamps on the messages this process creates, as its own `start_grid` sets it
         _identify(run_id, SUPERLINK_NODE_ID)
@@ -160,7 +163,7 @@ class RelayGrid(Grid):
             nodes = list(self._nodes.values())
         for node in nodes:
             node.outbox.put(None)
-            _shut(node.sock)
+            _wake(node.sock)
 
     # -- Flower's Grid
 
@@ -189,15 +192,13 @@ class RelayGrid(Grid):
         ids = []
         for message in messages:
             message.metadata.__dict__["_message_id"] = uuid4().hex
-            frame = message_to_proto(message).SerializeToString()
             with self._changed:
                 self._sent[message.metadata.message_id] = message
                 node = self._nodes.get(message.metadata.dst_node_id)
                 if node is None:
                     self._unavailable(message, "the client is not connected")
                 else:
-                    node.asked.add(message.metadata.message_id)
-                    node.outbox.put(frame)
+                    node.outbox.put(message)
             ids.append(message.metadata.message_id)
         return ids
 
@@ -212,15 +213,19 @@ class RelayGrid(Grid):
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
         ids = list(self.push_messages(messages))
+        wait = self.timeout if timeout is None else timeout
         with self._changed:
-            self._changed.wait_for(
-                lambda: all(i in self._replies for i in ids), timeout=timeout or self.timeout
-            )
-        replies = list(self.pull_messages(ids))
-        with self._changed:
-            # a reply after the wait is not asked for again: it is dropped when it comes
+            self._changed.wait_for(lambda: all(i in self._replies for i in ids), timeout=wait)
+            late = {
+                self._sent[i].metadata.dst_node_id for i in ids if i in self._sent and i not in self._replies
+            }
+            replies = [self._replies.pop(i) for i in ids if i in self._replies]
             for i in ids:
                 self._sent.pop(i, None)
+            stragglers = [self._nodes[n] for n in late if n in self._nodes]
+        # a client that has not answered in time is a dropout: it leaves, and its stale messages with it
+        for node in stragglers:
+            _wake(node.sock)
         return replies
 
     # -- connections
@@ -242,7 +247,8 @@ class RelayGrid(Grid):
                 sock = self.tls.wrap_socket(sock, server_side=True)
             if recv_frame(sock, len(HELLO)) != HELLO:
                 raise ConnectionError("not a lepton federation client")
-            node = _Node(secrets.randbelow(2**62) + 1, sock)
+            # Flower's server is node 1
+            node = _Node(secrets.randbelow(2**62) + 2, sock)
             send_frame(sock, json.dumps({"node_id": node.node_id, "run_id": self._run.run_id}).encode())
             sock.settimeout(None)
         except (OSError, ConnectionError) as e:
@@ -252,24 +258,22 @@ class RelayGrid(Grid):
         with self._changed:
             self._nodes[node.node_id] = node
             self._changed.notify_all()
-        threading.Thread(target=self._write, args=(node,), daemon=True, name="relay-write").start()
-        self._read(node)
+        self._serve(node)
 
-    def _write(self, node: _Node) -> None:
-        while (frame := node.outbox.get()) is not None:
-            try:
-                send_frame(node.sock, frame)
-            except OSError:
-                # the reader sees the connection closed, and the node leaves
-                _shut(node.sock)
-                return
-
-    def _read(self, node: _Node) -> None:
-        """Take the node's replies until it leaves or breaks the protocol; then its messages fail."""
+    def _serve(self, node: _Node) -> None:
+        """Send the node its messages, one at a time, each followed by its reply, until it leaves or breaks
+        the protocol; then its waiting messages fail. (One thread a connection: TLS cannot read and write
+        one connection from two.)"""
         try:
-            while True:
-                frame = recv_frame(node.sock, self.max_frame)
-                self._receive(node, message_from_proto(ProtoMessage.FromString(frame)))
+            while (message := node.outbox.get()) is not None:
+                with self._changed:
+                    # its wait is over: not sent at all
+                    if message.metadata.message_id not in self._sent:
+                        continue
+                send_frame(node.sock, message_to_proto(message).SerializeToString())
+                reply = message_from_proto(ProtoMessage.FromString(recv_frame(node.sock, self.max_frame)))
+                self._receive(node, message, reply)
+            reason = "the federation ended"
         except Exception as e:
             reason = str(e) or type(e).__name__
         with self._changed:
@@ -277,16 +281,18 @@ class RelayGrid(Grid):
             for message in list(self._sent.values()):
                 if message.metadata.dst_node_id == node.node_id:
                     self._unavailable(message, f"the client left: {reason}")
-        node.outbox.put(None)
-        _shut(node.sock)
+        _wake(node.sock)
+        node.sock.close()
 
-    def _receive(self, node: _Node, reply: Message) -> None:
-        asked = reply.metadata.reply_to_message_id
+    def _receive(self, node: _Node, sent: Message, reply: Message) -> None:
+        """Keep `reply` as the answer to `sent`; raise if it is not one the workflow can take from `node`."""
+        asked = sent.metadata.message_id
+        if reply.metadata.reply_to_message_id != asked or reply.metadata.src_node_id != node.node_id:
+            raise ConnectionError("a reply to another message, or in another client's name")
+        if not reply.has_error() and self.check is not None:
+            self.check(sent, reply)
         with self._changed:
-            if asked not in node.asked or reply.metadata.src_node_id != node.node_id:
-                raise ConnectionError("a reply to a message it was not sent, or in another client's name")
-            # a reply after its wait is over, or a second one, is dropped
-            if asked in self._sent and asked not in self._replies:
+            if asked in self._sent:
                 self._replies[asked] = reply
                 self._changed.notify_all()
 
@@ -302,9 +308,15 @@ def _identify(run_id: int, node_id: int) -> None:
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, run_id, node_id
 
 
-def _shut(sock: socket.socket) -> None:
+def _wake(sock: socket.socket) -> None:
+    """End the connection under the thread that reads it, which then sees it closed and closes it."""
     with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
+        # the plain socket's shutdown, even under TLS: no TLS call from a second thread
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def _shut(sock: socket.socket) -> None:
+    _wake(sock)
     sock.close()
 
 
@@ -352,7 +364,7 @@ def connect(address: str, *, tls: ssl.SSLContext | None, timeout: float) -> Join
 
 
 def serve_client(
-    joined: Joined, app: ClientApp, node_config: dict[str, Any], *, max_frame: int = 1 << 34
+    joined: Joined, app: ClientApp, node_config: dict[str, Any], *, max_frame: int = (1 << 31) - 1
 ) -> int:
     """Answer the server's messages on the connection `joined` with `app` until the server closes it;
     return the number of messages answered."""
@@ -362,11 +374,19 @@ def serve_client(
     while True:
         try:
             frame = recv_frame(joined.sock, max_frame)
-        except (ConnectionError, OSError):
+        except OSError:
+            # the server has ended the federation (or dropped this client)
             return answered
-        message = message_from_proto(ProtoMessage.FromString(frame))
+        try:
+            message = message_from_proto(ProtoMessage.FromString(frame))
+        except Exception:
+            raise LeptonError("the server sent something that is not a Flower message") from None
         logger.info("message %d: %s", answered + 1, message.metadata.message_type)
-        send_frame(joined.sock, message_to_proto(_answer(app, message, context)).SerializeToString())
+        reply = message_to_proto(_answer(app, message, context)).SerializeToString()
+        try:
+            send_frame(joined.sock, reply)
+        except OSError:
+            return answered
         answered += 1
 
 

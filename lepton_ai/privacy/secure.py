@@ -12,6 +12,7 @@ each round's global state as a plain federation does, and registers the last one
 from __future__ import annotations
 
 import json
+import ssl
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,7 +73,7 @@ def serve_secure(
     from flwr.server import LegacyContext, ServerConfig
     from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 
-    from lepton_ai.privacy.secure_apps import SecureStrategy
+    from lepton_ai.privacy.secure_apps import SecureStrategy, check_reply
 
     state = {k: v.detach().cpu().clone() for k, v in run.net.state_dict().items()}
 
@@ -110,13 +111,14 @@ def serve_secure(
     )
     # a reply, masked or not, is at most a few numbers per weight (SecAgg+ sends 64-bit integers)
     max_frame = 16 * strategy.size + (16 << 20)
-    with RelayGrid(address, tls=_server_tls(certificates), timeout=plan.timeout, max_frame=max_frame) as grid:
+    tls = _server_tls(certificates)
+    with RelayGrid(address, tls=tls, timeout=plan.timeout, max_frame=max_frame, check=check_reply) as grid:
         DefaultWorkflow(fit_workflow=fit)(grid, legacy)
         strategy.close_round(plan.rounds)
     return state
 
 
-def _server_tls(certificates: Path | str | None) -> Any:
+def _server_tls(certificates: Path | str | None) -> ssl.SSLContext | None:
     """Return the TLS context for the `certificates` folder (ca.crt, server.pem, server.key), if any."""
     from lepton_ai.privacy.flower import server_certificates
 

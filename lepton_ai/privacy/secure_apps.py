@@ -14,13 +14,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
+import flwr.compat.common.recorddict_compat as compat
 import numpy as np
 import torch
 from flwr.client import ClientApp, NumPyClient
 from flwr.client.mod import secaggplus_mod
 from flwr.common import Context, Message, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 from flwr.server import strategy as flower_strategy
 
 from lepton_ai.errors import InvalidInputError
@@ -113,6 +115,41 @@ def _updates(
         if isinstance(n, int) and n >= 1 and bool(torch.isfinite(delta).all()):
             fitting.append((delta, min(n, max_examples)))
     return fitting
+
+
+# what Flower's workflow reads from each SecAgg+ stage's reply (secaggplus_workflow.py): key → type
+_STAGE_REPLIES: dict[str, dict[str, type]] = {
+    Stage.SETUP: {Key.PUBLIC_KEY_1: bytes, Key.PUBLIC_KEY_2: bytes},
+    Stage.SHARE_KEYS: {Key.DESTINATION_LIST: list, Key.CIPHERTEXT_LIST: list},
+    Stage.COLLECT_MASKED_VECTORS: {Key.MASKED_PARAMETERS: list},
+    Stage.UNMASK: {Key.NODE_ID_LIST: list, Key.SHARE_LIST: list},
+}
+
+
+def check_reply(sent: Message, reply: Message) -> None:
+    """Raise ValueError on a client's reply that Flower's workflow would fail on (a missing key, a value of
+    another type, lists of different lengths, shares of nodes it was not told of, a training result without
+    its fields): that client fails alone, where the workflow would stop the federation."""
+    if reply.metadata.message_type != sent.metadata.message_type:
+        raise ValueError("a reply of another type than its message")
+    asked = sent.content.config_records.get(RECORD_KEY_CONFIGS)
+    if asked is None:
+        compat.recorddict_to_fitres(reply.content, False)
+        return
+    stage = str(asked[Key.STAGE])
+    answer = reply.content.config_records.get(RECORD_KEY_CONFIGS)
+    if answer is None or any(not isinstance(answer.get(k), t) for k, t in _STAGE_REPLIES[stage].items()):
+        raise ValueError(f"a SecAgg+ {stage} reply without what the stage needs")
+    lists = {k: cast(list, answer[k]) for k, t in _STAGE_REPLIES[stage].items() if t is list}
+    if stage == Stage.SHARE_KEYS and len(lists[Key.DESTINATION_LIST]) != len(lists[Key.CIPHERTEXT_LIST]):
+        raise ValueError("SecAgg+ key shares and their destinations differ in number")
+    if stage == Stage.COLLECT_MASKED_VECTORS:
+        compat.recorddict_to_fitres(reply.content, True)
+    if stage == Stage.UNMASK:
+        owners = lists[Key.NODE_ID_LIST]
+        told = {*cast(list, asked[Key.ACTIVE_NODE_ID_LIST]), *cast(list, asked[Key.DEAD_NODE_ID_LIST])}
+        if len(owners) != len(lists[Key.SHARE_LIST]) or not set(owners) <= told:
+            raise ValueError("SecAgg+ shares of nodes this client was not asked about")
 
 
 _Base: Any = flower_strategy.Strategy

@@ -178,13 +178,32 @@ def test_what_is_not_a_client_is_not_a_node(grid: RelayGrid) -> None:
     assert list(grid.get_node_ids()) == []
 
 
-def test_a_client_that_never_answers_is_left_at_the_timeout(grid: RelayGrid) -> None:
+def test_a_client_that_never_answers_is_dropped_at_the_timeout(grid: RelayGrid) -> None:
     sock, node = _raw_client(grid)
     _until(lambda: node in grid.get_node_ids())
     started = time.monotonic()
     assert list(grid.send_and_receive([_ask(node, "hello")], timeout=0.5)) == []
     assert 0.5 <= time.monotonic() - started < 5
+    # it is a dropout: disconnected, so that a stale message never reaches it
+    _until(lambda: node not in grid.get_node_ids())
+    with pytest.raises(ConnectionError):
+        while True:
+            recv_frame(sock, 1 << 20)
     sock.close()
+
+
+def test_a_reply_the_check_refuses_is_its_clients_failure_alone() -> None:
+    def no_secrets(sent: Message, reply: Message) -> None:
+        if reply.content.config_records["answer"]["text"] == "secret":
+            raise ValueError("no secrets")
+
+    with RelayGrid(f"127.0.0.1:{free_port()}", timeout=30, check=no_secrets) as grid:
+        _join(grid), _join(grid)
+        a, b = sorted(grid.get_node_ids())
+        replies = list(grid.send_and_receive([_ask(a, "secret"), _ask(b, "public")]))
+        assert _answers(replies) == {a: ErrorCode.NODE_UNAVAILABLE, b: "public"}
+        assert "no secrets" in next(r for r in replies if r.has_error()).error.reason
+        assert list(grid.get_node_ids()) == [b]
 
 
 def test_over_tls_with_the_servers_certificates(tmp_path: Path) -> None:

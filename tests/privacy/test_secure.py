@@ -18,7 +18,7 @@ from lepton_ai.privacy.aggregation import aggregate, parse_strategy  # noqa: E40
 from lepton_ai.privacy.federated import prepare  # noqa: E402
 from lepton_ai.privacy.flower_server import secure_shares  # noqa: E402
 from lepton_ai.privacy.secure import plan_of  # noqa: E402
-from lepton_ai.privacy.secure_apps import DeltaClient, SecureStrategy, client_update, pack  # noqa: E402
+from lepton_ai.privacy.secure_apps import DeltaClient, SecureStrategy, check_reply, client_update, pack  # noqa: E402
 from tests.privacy.federation import certificates, finish, fl, fl_server, report  # noqa: E402
 
 # a round's options, the same for the server and for the updates the test computes itself
@@ -115,6 +115,48 @@ def test_flower_reports_nothing_to_its_telemetry_from_a_lepton_process() -> None
     first = "import flwr.supercore.telemetry as t, lepton_ai.privacy; print(t.FLWR_TELEMETRY_ENABLED)"
     out = subprocess.run([sys.executable, "-c", first], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "0"
+
+
+def _stage(stage: str, asked: dict, answer: dict | None) -> tuple:
+    from flwr.app import ConfigRecord, Message, RecordDict
+    from flwr.supercore.task_identity import TaskIdentity
+
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
+    sent = Message(RecordDict({"secaggplus_configs": ConfigRecord({"stage": stage, **asked})}), 7, "train")
+    content = RecordDict({} if answer is None else {"secaggplus_configs": ConfigRecord(answer)})
+    return sent, Message(content, reply_to=sent)
+
+
+@pytest.mark.parametrize(
+    ("stage", "asked", "answer", "refused"),
+    [
+        ("setup", {}, {"pk1": b"a", "pk2": b"b"}, None),
+        ("setup", {}, {"pk1": b"a"}, "without what the stage needs"),
+        ("setup", {}, None, "without what the stage needs"),
+        ("share_keys", {}, {"dsts": [2, 3], "ctxts": [b"x", b"y"]}, None),
+        ("share_keys", {}, {"dsts": [2, 3], "ctxts": [b"x"]}, "differ in number"),
+        ("share_keys", {}, {"dsts": "2,3", "ctxts": [b"x"]}, "without what the stage needs"),
+        ("unmask", {"active_nids": [2, 3], "dead_nids": [4]}, {"nids": [2, 4], "shares": [b"s", b"t"]}, None),
+        (
+            "unmask",
+            {"active_nids": [2, 3], "dead_nids": [4]},
+            {"nids": [2, 9], "shares": [b"s", b"t"]},
+            "not asked",
+        ),
+        ("collect_masked_vectors", {}, {"masked_params": [b"v"]}, "fitres"),
+    ],
+)
+def test_a_secagg_reply_the_workflow_would_fail_on_is_refused(
+    stage: str, asked: dict, answer: dict | None, refused: str | None
+) -> None:
+    """Flower's workflow indexes what each stage's reply holds: a reply that would raise there (and end the
+    whole federation) is refused here, as its client's failure."""
+    sent, reply = _stage(stage, asked, answer)
+    if refused is None:
+        check_reply(sent, reply)
+    else:
+        with pytest.raises((ValueError, KeyError), match=refused):
+            check_reply(sent, reply)
 
 
 def test_what_secure_aggregation_cannot_run_is_refused_in_one_line() -> None:
