@@ -251,7 +251,7 @@ class RelayGrid(Grid):
             node = _Node(secrets.randbelow(2**62) + 2, sock)
             send_frame(sock, json.dumps({"node_id": node.node_id, "run_id": self._run.run_id}).encode())
             sock.settimeout(None)
-        except (OSError, ConnectionError) as e:
+        except OSError as e:
             logger.info("refused a connection: %s", e)
             _shut(sock)
             return
@@ -281,8 +281,7 @@ class RelayGrid(Grid):
             for message in list(self._sent.values()):
                 if message.metadata.dst_node_id == node.node_id:
                     self._unavailable(message, f"the client left: {reason}")
-        _wake(node.sock)
-        node.sock.close()
+        _shut(node.sock)
 
     def _receive(self, node: _Node, sent: Message, reply: Message) -> None:
         """Keep `reply` as the answer to `sent`; raise if it is not one the workflow can take from `node`."""

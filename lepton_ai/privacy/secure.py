@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lepton_ai.privacy.federated import Setup
-from lepton_ai.privacy.flower import check_client, client_data
+from lepton_ai.privacy.flower import check_client
 from lepton_ai.privacy.record import RunRecord
 from lepton_ai.privacy.relay import RelayGrid, client_tls, connect, serve_client, server_tls
 
@@ -144,12 +144,13 @@ def run_secure_client(
 ) -> int:
     """Join the secure-aggregation federation at `server`, training on `data` (PATH or NAME:I/N) until the
     server ends it; return the number of examples this client holds."""
-    from lepton_ai.privacy.secure_apps import client_app
+    from lepton_ai.privacy.secure_apps import client_app, client_for
 
     check_client(server, root_certificates)
-    examples = len(client_data(data, partition, seed))
-    tls = client_tls(str(root_certificates)) if root_certificates is not None else None
     node = {"data": data, "partition": partition, "seed": int(seed), "device": device}
+    # loaded (and checked) before joining; the client app's messages find it loaded
+    examples = len(client_for(node).data)
+    tls = client_tls(str(root_certificates)) if root_certificates is not None else None
     joined = connect(server, tls=tls, timeout=connect_timeout)
     with joined.sock:
         serve_client(joined, client_app, node)

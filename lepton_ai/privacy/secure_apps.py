@@ -134,7 +134,7 @@ def check_reply(sent: Message, reply: Message) -> None:
         raise ValueError("a reply of another type than its message")
     asked = sent.content.config_records.get(RECORD_KEY_CONFIGS)
     if asked is None:
-        compat.recorddict_to_fitres(reply.content, False)
+        _training_result(reply, keep_input=False)
         return
     stage = str(asked[Key.STAGE])
     answer = reply.content.config_records.get(RECORD_KEY_CONFIGS)
@@ -144,12 +144,20 @@ def check_reply(sent: Message, reply: Message) -> None:
     if stage == Stage.SHARE_KEYS and len(lists[Key.DESTINATION_LIST]) != len(lists[Key.CIPHERTEXT_LIST]):
         raise ValueError("SecAgg+ key shares and their destinations differ in number")
     if stage == Stage.COLLECT_MASKED_VECTORS:
-        compat.recorddict_to_fitres(reply.content, True)
+        _training_result(reply, keep_input=True)
     if stage == Stage.UNMASK:
         owners = lists[Key.NODE_ID_LIST]
         told = {*cast(list, asked[Key.ACTIVE_NODE_ID_LIST]), *cast(list, asked[Key.DEAD_NODE_ID_LIST])}
         if len(owners) != len(lists[Key.SHARE_LIST]) or not set(owners) <= told:
             raise ValueError("SecAgg+ shares of nodes this client was not asked about")
+
+
+def _training_result(reply: Message, keep_input: bool) -> None:
+    """Raise ValueError unless Flower can read `reply` as a training result, as its workflow will."""
+    try:
+        compat.recorddict_to_fitres(reply.content, keep_input)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"a training result Flower cannot read: {e!r}") from None
 
 
 _Base: Any = flower_strategy.Strategy
@@ -274,12 +282,16 @@ class DeltaClient(NumPyClient):
 _clients: dict[tuple[tuple[str, Any], ...], DeltaClient] = {}
 
 
-def _client(context: Context) -> Any:
-    node = dict(context.node_config)
+def client_for(node: dict[str, Any]) -> DeltaClient:
+    """Return this process's client for the node config `node` (data, partition, seed, device)."""
     key = tuple(sorted(node.items()))
     if key not in _clients:
         _clients[key] = DeltaClient(node)
-    return _clients[key].to_client()
+    return _clients[key]
+
+
+def _client(context: Context) -> Any:
+    return client_for(dict(context.node_config)).to_client()
 
 
 def _secure_when_asked(msg: Message, context: Context, call_next: Any) -> Message:
